@@ -1,0 +1,41 @@
+# EZThrottle. Needs only Python 3.11+ and make: everything else installs into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: up-local down-local status logs test test-fast bench venv clean
+
+$(STAMP): pyproject.toml sdk/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]' -e './sdk[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## Start three regions, coordinator, delivery and Redis on this machine.
+up-local: $(STAMP)
+	@$(BIN)/python -m ezthrottle_server.local up
+
+## Stop exactly the processes `make up-local` started.
+down-local:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m ezthrottle_server.local down; else echo "nothing to stop"; fi
+
+status: $(STAMP)
+	@$(BIN)/python -m ezthrottle_server.local status
+
+logs: $(STAMP)
+	@$(BIN)/python -m ezthrottle_server.local logs -n $${N:-60}
+
+## The whole test suite (real Redis, real processes, loopback only).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean: down-local
+	rm -rf .local .cache $(VENV)

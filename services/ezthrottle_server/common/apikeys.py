@@ -1,0 +1,83 @@
+"""API keys: created, looked up and revoked. Stored hashed, never in clear.
+
+A key looks like ``ezt_live_<43 url-safe chars>``; Redis keeps only its
+SHA-256 (``ezt:apikey:<sha256>``) with the customer it belongs to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from . import keys
+
+KEY_PREFIX = "ezt_live_"
+_CUSTOMER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class InvalidCustomerId(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    key_id: str  # the SHA-256; safe to show and to revoke by
+    customer: str
+    created_ms: int
+    revoked: bool
+
+
+def digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def check_customer_id(customer: str) -> str:
+    if not _CUSTOMER.match(customer):
+        raise InvalidCustomerId(f"customer id must be 1-64 characters of letters, digits, '_', '.', '-': {customer!r}")
+    return customer
+
+
+async def create_key(r: aioredis.Redis, customer: str) -> tuple[str, ApiKeyRecord]:
+    """Create a key for ``customer``; the clear key is returned once and never stored."""
+    check_customer_id(customer)
+    api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = digest(api_key)
+    now = int(time.time() * 1000)
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.api_key(key_id), mapping={"customer": customer, "created_ms": now, "revoked": 0})
+        pipe.sadd(keys.customer_keys(customer), key_id)
+        await pipe.execute()
+    return api_key, ApiKeyRecord(key_id, customer, now, False)
+
+
+async def lookup(r: aioredis.Redis, api_key: str) -> ApiKeyRecord | None:
+    """The live record of a presented key, or None if unknown or revoked."""
+    key_id = digest(api_key)
+    data = await r.hgetall(keys.api_key(key_id))
+    if not data or data.get("revoked") == "1":
+        return None
+    return ApiKeyRecord(key_id, data["customer"], int(data.get("created_ms", 0)), False)
+
+
+async def revoke(r: aioredis.Redis, key_or_id: str) -> bool:
+    """Revoke by clear key or by key id (its SHA-256). True if a key was revoked."""
+    key_id = digest(key_or_id) if key_or_id.startswith(KEY_PREFIX) else key_or_id
+    k = keys.api_key(key_id)
+    if not await r.exists(k):
+        return False
+    await r.hset(k, "revoked", 1)
+    return True
+
+
+async def list_keys(r: aioredis.Redis, customer: str) -> list[ApiKeyRecord]:
+    out = []
+    for key_id in sorted(await r.smembers(keys.customer_keys(customer))):
+        data = await r.hgetall(keys.api_key(key_id))
+        if data:
+            out.append(ApiKeyRecord(key_id, data["customer"], int(data.get("created_ms", 0)), data.get("revoked") == "1"))
+    return out

@@ -1,0 +1,71 @@
+"""Errors of the server.
+
+Hierarchy::
+
+    EZThrottleServerError
+    ├── ApiError                 an answer to a client: code, HTTP status, message
+    └── OutboundBlocked          a target or webhook the outbound policy refuses
+
+API errors are data: every code has one HTTP status, in ``API_ERRORS``. They
+go out as ``{"error": {"code": ..., "message": ..., "field": ...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_ERRORS: dict[str, int] = {
+    "invalid_json": 400,
+    "invalid_request": 400,
+    "invalid_field": 400,
+    "unknown_field": 400,
+    "missing_field": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "outbound_blocked": 422,
+    "rate_limited": 429,
+    "quota_exceeded": 429,
+    "overloaded": 429,
+    "internal_error": 500,
+    "region_unavailable": 503,
+    "unavailable": 503,
+}
+
+
+class EZThrottleServerError(Exception):
+    """Root of the server's exceptions."""
+
+
+class ApiError(EZThrottleServerError):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        if code not in API_ERRORS and status is None:
+            raise KeyError(f"unknown API error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+        self.status = status if status is not None else API_ERRORS[code]
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            err["field"] = self.field
+        return {"error": err}
+
+
+class OutboundBlocked(EZThrottleServerError):
+    """The outbound policy refuses this destination; nothing was sent."""

@@ -1,0 +1,73 @@
+"""HTTP helpers every service shares: JSON responses, the error middleware,
+reading a JSON body within a size limit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .errors import ApiError
+from .metrics import API_REQUESTS
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(err: ApiError) -> web.Response:
+    return json_response(err.body(), err.status, err.headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        resp = await handler(request)
+    except ApiError as err:
+        resp = error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "internal_error")
+        message = {
+            404: f"no route for {request.method} {request.path}",
+            405: f"method {request.method} is not allowed on {request.path}",
+            413: "request body is larger than the limit",
+        }.get(exc.status, exc.reason)
+        resp = json_response({"error": {"code": code, "message": message}}, exc.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        resp = json_response({"error": {"code": "internal_error", "message": "internal error; it has been logged"}}, 500)
+    API_REQUESTS.labels(route, str(resp.status)).inc()
+    return resp
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    ctype = request.headers.get("Content-Type", "")
+    mime = ctype.split(";", 1)[0].strip().lower()
+    if mime and mime != "application/json" and not mime.endswith("+json"):
+        raise ApiError("unsupported_media_type", f"Content-Type must be application/json, got {mime!r}")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError("payload_too_large", f"request body is {request.content_length} bytes; the limit is {max_bytes}")
+    raw = await request.read()  # client_max_size enforces the limit for chunked bodies
+    if not raw:
+        raise ApiError("invalid_json", "request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError("invalid_json", f"request body is not valid JSON: {exc}") from exc

@@ -1,0 +1,296 @@
+"""The job payload: validation and normalisation.
+
+The payload is the published SDK's (see the SDK README): ``url``, ``method``,
+``headers``, ``body``, ``metadata``, ``webhooks``, ``webhook_quorum``,
+``regions``, ``region_policy``, ``execution_mode``, ``retry_policy``,
+``fallback_job`` (with ``trigger``), ``on_success``, ``on_failure``,
+``on_failure_timeout_ms``, ``idempotent_key``, ``retry_at``; plus ``type``
+(``performance``/``frugal``) on chained steps. Anything else is rejected
+with a 400 that names the field, never ignored.
+
+:func:`validate_job` returns a normalised copy: defaults filled in, the method
+upper-cased, so the rest of the system reads one shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from yarl import URL
+
+from .errors import ApiError
+
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+REGION_POLICIES = ("fallback", "strict")
+EXECUTION_MODES = ("race", "fanout")
+STEP_TYPES = ("performance", "frugal")
+
+DEFAULT_RETRY_POLICY: dict[str, Any] = {
+    "max_retries": 3,
+    "max_reroutes": 2,
+    "retry_codes": [429, 503],
+    "reroute_codes": [500, 502, 504],
+}
+
+# Headers the dam sets itself; a job may not override them.
+_FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"})
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+MAX_URL_LENGTH = 8192
+MAX_KEY_LENGTH = 256
+MAX_CHAIN_DEPTH = 16
+MAX_WEBHOOKS = 32
+MAX_RETRIES_CEILING = 100
+MAX_REROUTES_CEILING = 20
+
+_JOB_FIELDS = frozenset(
+    {
+        "url", "method", "headers", "body", "metadata", "webhooks", "webhook_quorum",
+        "regions", "region_policy", "execution_mode", "retry_policy", "fallback_job",
+        "on_success", "on_failure", "on_failure_timeout_ms", "idempotent_key", "retry_at", "type",
+    }
+)
+_WEBHOOK_FIELDS = frozenset({"url", "regions", "has_quorum_vote"})
+_TRIGGER_TYPES = ("on_error", "on_timeout")
+
+
+def _bad(field: str, message: str, code: str = "invalid_field") -> ApiError:
+    return ApiError(code, f"{field}: {message}", field=field)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_url(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _bad(field, "must be a non-empty string")
+    if len(value) > MAX_URL_LENGTH:
+        raise _bad(field, f"is longer than {MAX_URL_LENGTH} characters")
+    try:
+        url = URL(value)
+    except (ValueError, TypeError) as exc:
+        raise _bad(field, f"is not a valid URL ({exc})") from exc
+    if url.scheme not in ("http", "https"):
+        raise _bad(field, f"scheme must be http or https, got {url.scheme or 'none'!r}")
+    if not url.host:
+        raise _bad(field, "has no host")
+    try:
+        url.port  # noqa: B018 - raises on an out-of-range port
+    except ValueError as exc:
+        raise _bad(field, f"has an invalid port ({exc})") from exc
+    return value
+
+
+def _check_codes(value: Any, field: str) -> list[int]:
+    if not isinstance(value, list) or not all(_is_int(c) and 100 <= c <= 599 for c in value):
+        raise _bad(field, "must be a list of HTTP status codes (100-599)")
+    return list(value)
+
+
+def _check_regions(value: Any, field: str, known: Collection[str]) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(r, str) for r in value):
+        raise _bad(field, "must be a non-empty list of region ids")
+    unknown = [r for r in value if r not in known]
+    if unknown:
+        raise _bad(field, f"unknown region(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if len(set(value)) != len(value):
+        raise _bad(field, "lists a region twice")
+    return list(value)
+
+
+def _check_headers(value: Any, field: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _bad(field, "must be an object of header names to string values")
+    out: dict[str, str] = {}
+    for name, v in value.items():
+        if not _TOKEN.match(name):
+            raise _bad(f"{field}.{name}", "is not a valid header name")
+        if name.lower() in _FORBIDDEN_HEADERS:
+            raise _bad(f"{field}.{name}", "is set by EZThrottle and cannot be overridden")
+        if not isinstance(v, str):
+            raise _bad(f"{field}.{name}", "must be a string")
+        if "\r" in v or "\n" in v or "\0" in v:
+            raise _bad(f"{field}.{name}", "must not contain CR, LF or NUL")
+        out[name] = v
+    return out
+
+
+def _check_retry_policy(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(field, "must be an object")
+    unknown = set(value) - set(DEFAULT_RETRY_POLICY)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise _bad(f"{field}.{name}", f"unknown field; allowed: {', '.join(DEFAULT_RETRY_POLICY)}", "unknown_field")
+    policy = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_RETRY_POLICY.items()}
+    for key, ceiling in (("max_retries", MAX_RETRIES_CEILING), ("max_reroutes", MAX_REROUTES_CEILING)):
+        if key in value:
+            v = value[key]
+            if not _is_int(v) or not 0 <= v <= ceiling:
+                raise _bad(f"{field}.{key}", f"must be an integer from 0 to {ceiling}")
+            policy[key] = v
+    for key in ("retry_codes", "reroute_codes"):
+        if key in value:
+            policy[key] = _check_codes(value[key], f"{field}.{key}")
+    return policy
+
+
+def _check_webhooks(value: Any, field: str, known: Collection[str]) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise _bad(field, "must be a list of webhook objects")
+    if len(value) > MAX_WEBHOOKS:
+        raise _bad(field, f"at most {MAX_WEBHOOKS} webhooks per job")
+    hooks: list[dict[str, Any]] = []
+    for i, hook in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(hook, dict):
+            raise _bad(where, "must be an object with a 'url'")
+        unknown = set(hook) - _WEBHOOK_FIELDS
+        if unknown:
+            name = sorted(unknown)[0]
+            raise _bad(f"{where}.{name}", f"unknown field; allowed: {', '.join(sorted(_WEBHOOK_FIELDS))}", "unknown_field")
+        if "url" not in hook:
+            raise _bad(f"{where}.url", "is required", "missing_field")
+        out: dict[str, Any] = {"url": _check_url(hook["url"], f"{where}.url"), "has_quorum_vote": True}
+        if "has_quorum_vote" in hook:
+            if not isinstance(hook["has_quorum_vote"], bool):
+                raise _bad(f"{where}.has_quorum_vote", "must be true or false")
+            out["has_quorum_vote"] = hook["has_quorum_vote"]
+        if hook.get("regions") is not None:
+            out["regions"] = _check_regions(hook["regions"], f"{where}.regions", known)
+        hooks.append(out)
+    return hooks
+
+
+def _check_trigger(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(field, "must be an object with a 'type'")
+    if value == {}:
+        return {}  # the published SDK sends {} for a fallback without a trigger: always fires
+    kind = value.get("type")
+    if kind == "on_error":
+        extra = set(value) - {"type", "codes"}
+        if extra:
+            raise _bad(f"{field}.{sorted(extra)[0]}", "unknown field", "unknown_field")
+        return {"type": "on_error", "codes": _check_codes(value.get("codes"), f"{field}.codes")}
+    if kind == "on_timeout":
+        extra = set(value) - {"type", "timeout_ms"}
+        if extra:
+            raise _bad(f"{field}.{sorted(extra)[0]}", "unknown field", "unknown_field")
+        t = value.get("timeout_ms")
+        if not _is_int(t) or t <= 0:
+            raise _bad(f"{field}.timeout_ms", "must be a positive integer (milliseconds)")
+        return {"type": "on_timeout", "timeout_ms": t}
+    raise _bad(f"{field}.type", f"must be one of {', '.join(_TRIGGER_TYPES)}")
+
+
+def validate_job(payload: Any, known_regions: Collection[str], *, _path: str = "", _depth: int = 0) -> dict[str, Any]:
+    """Validate a job payload and return its normalised form, or raise ApiError (400)."""
+    prefix = f"{_path}." if _path else ""
+    if _depth > MAX_CHAIN_DEPTH:
+        raise _bad(_path, f"workflow chains are limited to {MAX_CHAIN_DEPTH} levels")
+    if not isinstance(payload, dict):
+        raise ApiError("invalid_request", f"{_path or 'body'}: a job must be a JSON object", field=_path or None)
+    allowed = _JOB_FIELDS | ({"trigger"} if _path.endswith("fallback_job") else set())
+    unknown = set(payload) - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        raise _bad(f"{prefix}{name}", "unknown field", "unknown_field")
+    if "url" not in payload:
+        raise _bad(f"{prefix}url", "is required", "missing_field")
+
+    job: dict[str, Any] = {"url": _check_url(payload["url"], f"{prefix}url")}
+
+    method = payload.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise _bad(f"{prefix}method", f"must be one of {', '.join(sorted(METHODS))}")
+    job["method"] = method.upper()
+
+    job["headers"] = _check_headers(payload["headers"], f"{prefix}headers") if payload.get("headers") is not None else {}
+
+    body = payload.get("body")
+    if body is not None and not isinstance(body, str):
+        raise _bad(f"{prefix}body", "must be a string (serialise JSON bodies first)")
+    job["body"] = body
+
+    metadata = payload.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _bad(f"{prefix}metadata", "must be an object")
+    job["metadata"] = metadata or {}
+
+    job["webhooks"] = (
+        _check_webhooks(payload["webhooks"], f"{prefix}webhooks", known_regions) if payload.get("webhooks") is not None else []
+    )
+    quorum = payload.get("webhook_quorum", 1)
+    if not _is_int(quorum) or quorum < 1:
+        raise _bad(f"{prefix}webhook_quorum", "must be an integer of at least 1")
+    voters = sum(1 for h in job["webhooks"] if h["has_quorum_vote"])
+    if job["webhooks"] and quorum > voters:
+        raise _bad(f"{prefix}webhook_quorum", f"is {quorum} but only {voters} webhook(s) have a quorum vote")
+    job["webhook_quorum"] = quorum
+
+    job["regions"] = _check_regions(payload["regions"], f"{prefix}regions", known_regions) if payload.get("regions") is not None else None
+
+    policy = payload.get("region_policy", "fallback")
+    if policy not in REGION_POLICIES:
+        raise _bad(f"{prefix}region_policy", f"must be one of {', '.join(REGION_POLICIES)}")
+    job["region_policy"] = policy
+
+    mode = payload.get("execution_mode", "race")
+    if mode not in EXECUTION_MODES:
+        raise _bad(f"{prefix}execution_mode", f"must be one of {', '.join(EXECUTION_MODES)}")
+    job["execution_mode"] = mode
+
+    job["retry_policy"] = (
+        _check_retry_policy(payload["retry_policy"], f"{prefix}retry_policy")
+        if payload.get("retry_policy") is not None
+        else {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_RETRY_POLICY.items()}
+    )
+
+    step_type = payload.get("type", "performance")
+    if step_type not in STEP_TYPES:
+        raise _bad(f"{prefix}type", f"must be one of {', '.join(STEP_TYPES)}")
+    job["type"] = step_type
+
+    key = payload.get("idempotent_key")
+    if key is not None:
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+            raise _bad(f"{prefix}idempotent_key", f"must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
+    job["idempotent_key"] = key
+
+    retry_at = payload.get("retry_at")
+    if retry_at is not None and (not _is_int(retry_at) or retry_at < 0):
+        raise _bad(f"{prefix}retry_at", "must be a timestamp in milliseconds since the epoch")
+    job["retry_at"] = retry_at
+
+    timeout = payload.get("on_failure_timeout_ms")
+    if timeout is not None and (not _is_int(timeout) or timeout <= 0):
+        raise _bad(f"{prefix}on_failure_timeout_ms", "must be a positive integer (milliseconds)")
+    job["on_failure_timeout_ms"] = timeout
+
+    for child in ("fallback_job", "on_success", "on_failure"):
+        if payload.get(child) is not None:
+            job[child] = validate_job(payload[child], known_regions, _path=f"{prefix}{child}", _depth=_depth + 1)
+        else:
+            job[child] = None
+    if "trigger" in allowed:
+        job["trigger"] = _check_trigger(payload.get("trigger", {}), f"{prefix}trigger")
+    return job
+
+
+def hash_key(customer: str, job: Mapping[str, Any]) -> str:
+    """The HASH strategy's idempotent key: a digest of customer, method, url and body."""
+    h = hashlib.sha256()
+    for part in (customer, job["method"], job["url"], job["body"] or ""):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def key_digest(customer: str, idempotent_key: str) -> str:
+    """A fixed-size digest naming an idempotent key in Redis."""
+    return hashlib.sha256(f"{customer}\0{idempotent_key}".encode()).hexdigest()[:40]

@@ -1,0 +1,39 @@
+"""Prometheus metrics, created once here and shared by every service.
+
+Names carry units and ``_total``; label values are bounded (regions, status
+classes, outcome reasons).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+JOBS_SUBMITTED = Counter("ezt_jobs_submitted_total", "Jobs accepted by the API", ["region"])
+JOBS_DUPLICATE = Counter("ezt_jobs_duplicate_total", "Submissions answered with an existing job", ["region"])
+JOBS_FINISHED = Counter("ezt_jobs_finished_total", "Jobs that reached a final state", ["region", "status", "reason"])
+ATTEMPTS = Counter("ezt_attempts_total", "Outbound attempts", ["region", "status_class"])
+ATTEMPT_LATENCY = Histogram(
+    "ezt_attempt_latency_seconds",
+    "Outbound attempt latency",
+    ["region"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ROUTING_LATENCY = Histogram(
+    "ezt_routing_latency_seconds",
+    "Time from reading a job off the stream to the start of its send",
+    ["region"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
+)
+API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route", "status"])
+INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
+RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from dead consumers", ["region"])
+DELAYED_RELEASED = Counter("ezt_delayed_released_total", "Delayed jobs released into their streams")
+COORDINATOR_LEADER = Gauge("ezt_coordinator_leader", "1 while this coordinator holds the lease")
+
+
+async def metrics_handler(_request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    resp.charset = "utf-8"
+    return resp

@@ -1,0 +1,56 @@
+"""Releases delayed work (``retry_at``, retry backoff) into region streams on time.
+
+Delayed jobs live in each partition's sorted set, never in a process's
+memory; whichever coordinator holds the lease moves due entries with one Lua
+call per partition, polling every ``poll_s`` (so jobs start within about that
+much of their due time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+
+from ..common import keys
+from ..common.config import Settings
+from ..common.metrics import DELAYED_RELEASED
+from ..common.redisconn import Scripts
+from .lease import Lease
+
+log = logging.getLogger(__name__)
+
+
+class DelayedReleaser:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.02) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.scripts = scripts
+        self.lease = lease
+        self.poll_s = poll_s
+
+    async def release_due(self) -> int:
+        regions = list(self.settings.region_ids)
+        now = int(time.time() * 1000)
+        moved = 0
+        for p in range(self.settings.partitions):
+            moved += await self.scripts.release_delayed(
+                keys=[keys.delayed(p), *(keys.region_stream(p, r) for r in regions)],
+                args=[now, 1000, *regions],
+            )
+        if moved:
+            DELAYED_RELEASED.inc(moved)
+        return moved
+
+    async def run(self) -> None:
+        while True:
+            if self.lease.is_leader:
+                try:
+                    if await self.release_due() >= 1000:
+                        continue  # a backlog: go again at once
+                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                    log.warning("redis unavailable; delayed release paused", exc_info=True)
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(self.poll_s)

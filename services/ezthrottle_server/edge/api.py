@@ -1,0 +1,146 @@
+"""The public HTTP API of an edge node: jobs, health.
+
+Every error is JSON ``{"error": {"code", "message", "field"?}}`` with the
+status from :data:`~ezthrottle_server.common.errors.API_ERRORS`; bad input is
+never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..common import keys
+from ..common.config import Settings
+from ..common.errors import ApiError, OutboundBlocked
+from ..common.jobs import hash_key, key_digest, validate_job
+from ..common.http import json_response, read_json
+from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
+from .context import CTX, EdgeContext
+
+log = logging.getLogger(__name__)
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _check_outbound(ctx: EdgeContext, job: dict[str, Any], path: str = "") -> None:
+    prefix = f"{path}." if path else ""
+    checks = [(f"{prefix}url", job["url"])] + [(f"{prefix}webhooks[{i}].url", h["url"]) for i, h in enumerate(job["webhooks"])]
+    for field, url in checks:
+        try:
+            ctx.outbound.check_url(url)
+        except OutboundBlocked as exc:
+            raise ApiError("outbound_blocked", f"{field}: {exc}", field=field) from exc
+    for child in ("fallback_job", "on_success", "on_failure"):
+        if job.get(child):
+            _check_outbound(ctx, job[child], f"{prefix}{child}")
+
+
+def _regions_for(settings: Settings, job: dict[str, Any]) -> list[str]:
+    """Where the job runs. Until multi-region routing lands: one region, this
+    edge's if the job asked for it (or for none), else the first one asked."""
+    requested = job["regions"]
+    here = settings.region
+    assert here is not None
+    if not requested or here in requested:
+        return [here]
+    return [requested[0]]
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    settings = ctx.settings
+    customer = await ctx.auth.customer(request)
+    payload = await read_json(request, settings.max_body_bytes)
+    job = validate_job(payload, settings.region_ids)
+    _check_outbound(ctx, job)
+
+    idem = job["idempotent_key"] or hash_key(customer, job)
+    digest = key_digest(customer, idem)
+    partition = int(digest[:8], 16) % settings.partitions
+    now = _now_ms()
+    job_id = keys.make_job_id(now, secrets.token_hex(8), partition)
+    regions = _regions_for(settings, job)
+    due = job["retry_at"] or 0
+    fields: dict[str, Any] = {
+        "customer": customer,
+        "spec": orjson.dumps(job),
+        "state": "scheduled" if due > now else "queued",
+        "created_ms": now,
+        "idempotent_key": idem,
+        "regions": ",".join(regions),
+        "has_webhooks": 1 if job["webhooks"] else 0,
+        "retries": 0,
+        "reroutes": 0,
+    }
+    flat = [x for kv in fields.items() for x in kv]
+    created, existing_id = await ctx.scripts.submit(
+        keys=[
+            keys.idempotency(partition, customer, digest),
+            keys.job(job_id),
+            keys.delayed(partition),
+            *(keys.region_stream(partition, r) for r in regions),
+        ],
+        args=[job_id, settings.idempotency_ttl_s, due, now, len(fields), *flat, *regions],
+    )
+    region = settings.region or ""
+    if not created:
+        JOBS_DUPLICATE.labels(region).inc()
+        return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
+    JOBS_SUBMITTED.labels(region).inc()
+    log.info("job accepted", extra={"job_id": job_id, "region": region, "customer": customer})
+    return json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    job_id = request.match_info["job_id"]
+    not_found = ApiError("not_found", f"no job {job_id!r} for this API key")
+    if keys.job_partition(job_id) is None:
+        raise not_found
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.job(job_id))
+        pipe.lrange(keys.attempts(job_id), 0, -1)
+        data, attempts = await pipe.execute()
+    if not data or data.get("customer") != customer:
+        raise not_found
+    return json_response(job_view(job_id, data, attempts))
+
+
+ROUTES = [
+    web.post("/api/v1/jobs", submit_job),
+    web.get("/api/v1/jobs/{job_id}", get_job),
+]
+
+
+def _int_or_none(v: str | None) -> int | None:
+    return int(v) if v else None
+
+
+def job_view(job_id: str, data: dict[str, str], attempts: list[str]) -> dict[str, Any]:
+    spec = orjson.loads(data["spec"])
+    return {
+        "job_id": job_id,
+        "status": data.get("state"),
+        "idempotent_key": data.get("idempotent_key"),
+        "url": spec["url"],
+        "method": spec["method"],
+        "metadata": spec["metadata"],
+        "regions": [r for r in data.get("regions", "").split(",") if r],
+        "winner_region": data.get("winner") or None,
+        "created_at_ms": _int_or_none(data.get("created_ms")),
+        "started_at_ms": _int_or_none(data.get("started_ms")),
+        "finished_at_ms": _int_or_none(data.get("finished_ms")),
+        "retries": int(data.get("retries", 0)),
+        "reroutes": int(data.get("reroutes", 0)),
+        "error": data.get("error") or None,
+        "result": orjson.loads(data["result"]) if data.get("result") else None,
+        "attempts": [orjson.loads(a) for a in attempts],
+    }

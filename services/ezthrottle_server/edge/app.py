@@ -1,0 +1,97 @@
+"""The edge node's aiohttp application: public API plus the region's job loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from ..common import keys
+from ..common.config import Settings
+from ..common.metrics import metrics_handler
+from ..common.outbound import OutboundPolicy
+from ..common.redisconn import Scripts, connect
+from ..common.http import errors_middleware, json_response
+from .api import ROUTES
+from .auth import Authenticator
+from .context import CTX, EdgeContext
+from .executor import Executor
+from .worker import RegionWorker
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TTL_S = 5
+
+
+async def _heartbeat(ctx: EdgeContext) -> None:
+    key = keys.node_heartbeat(ctx.settings.node_id)
+    while True:
+        try:
+            beat = {"node": ctx.settings.node_id, "region": ctx.settings.region, "inflight": ctx.worker.inflight}
+            await ctx.redis.set(key, orjson.dumps(beat), ex=HEARTBEAT_TTL_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("heartbeat failed", exc_info=True)
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        redis = connect(settings.redis_url)
+        scripts = Scripts(redis)
+        policy = OutboundPolicy(allow_loopback=settings.allow_loopback_targets)
+        executor = Executor(settings, policy)
+        await executor.start()
+        worker = RegionWorker(settings, redis, scripts, executor)
+        ctx = EdgeContext(
+            settings=settings,
+            redis=redis,
+            scripts=scripts,
+            auth=Authenticator(redis, settings.api_key_cache_s),
+            outbound=policy,
+            executor=executor,
+            worker=worker,
+        )
+        app[CTX] = ctx
+        await worker.start()
+        beat = asyncio.create_task(_heartbeat(ctx))
+        ctx.ready = True
+        try:
+            yield
+        finally:
+            ctx.ready = False
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await worker.stop()
+            await executor.close()
+            await redis.aclose()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_routes(ROUTES)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "node": request.app[CTX].settings.node_id})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    try:
+        await asyncio.wait_for(ctx.redis.ping(), timeout=1.0)
+        redis_ok = True
+    except Exception:
+        redis_ok = False
+    ready = ctx.ready and redis_ok
+    body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, "region": ctx.settings.region}
+    return json_response(body, 200 if ready else 503)

@@ -1,0 +1,31 @@
+"""What an edge node's handlers and loops share, built once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from ..common.config import Settings
+from ..common.outbound import OutboundPolicy
+from ..common.redisconn import Scripts
+from .auth import Authenticator
+from .executor import Executor
+from .worker import RegionWorker
+
+
+@dataclass
+class EdgeContext:
+    settings: Settings
+    redis: aioredis.Redis
+    scripts: Scripts
+    auth: Authenticator
+    outbound: OutboundPolicy
+    executor: Executor
+    worker: RegionWorker
+    ready: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+CTX = web.AppKey("edge_ctx", EdgeContext)

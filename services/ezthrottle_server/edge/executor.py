@@ -1,0 +1,156 @@
+"""One outbound attempt: send a job's request and read the answer.
+
+A pooled aiohttp session; a total timeout per attempt; redirects followed by
+hand so each hop passes the outbound policy again; response bodies read up to
+a cap and marked ``truncated`` beyond it. The executor never raises for what
+the network does: every attempt ends in an :class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ..common.config import Settings
+from ..common.errors import OutboundBlocked
+from ..common.outbound import OutboundPolicy
+
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+# Outcome kinds when no HTTP answer arrived.
+TIMEOUT = "timeout"
+CONNECTION = "connection"
+BLOCKED = "outbound_blocked"
+REDIRECTS = "too_many_redirects"
+
+
+@dataclass
+class Outcome:
+    status_code: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    truncated: bool = False
+    latency_ms: float = 0.0
+    error_kind: str | None = None  # TIMEOUT, CONNECTION, BLOCKED, REDIRECTS; None with an answer
+    error: str | None = None  # human-readable detail
+
+    def result(self) -> dict[str, Any]:
+        """The job's ``result`` field, as the webhook payload's ``response``."""
+        out: dict[str, Any] = {"status_code": self.status_code, "headers": self.headers, "body": self.body}
+        if self.truncated:
+            out["truncated"] = True
+        return out
+
+
+def _flatten_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+class Executor:
+    def __init__(self, settings: Settings, policy: OutboundPolicy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self._session: aiohttp.ClientSession | None = None
+        region = settings.region_config(settings.region) if settings.region else None
+        simulate = settings.simulate_latency and settings.profile == "local" and region is not None
+        self._latency = (region.latency_mean_ms, region.latency_jitter_ms) if simulate and region else (0.0, 0.0)
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=max(self.settings.executor_concurrency, 16),
+            limit_per_host=0,
+            ttl_dns_cache=30,
+            enable_cleanup_closed=True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def simulated_latency_s(self) -> float:
+        mean, jitter = self._latency
+        if mean <= 0:
+            return 0.0
+        return max(0.0, mean + random.uniform(-jitter, jitter)) / 1000.0
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: str | None,
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        assert self._session is not None, "Executor.start() was not awaited"
+        started = time.perf_counter()
+        outcome = await self._send(method, url, headers, body, timeout_s or self.settings.attempt_timeout_s)
+        outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return outcome
+
+    async def _send(self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float) -> Outcome:
+        assert self._session is not None
+        data = body.encode() if body is not None else None
+        delay = self.simulated_latency_s()
+        if delay:
+            await asyncio.sleep(delay)
+        target = URL(url)
+        try:
+            async with asyncio.timeout(timeout_s):
+                for _hop in range(MAX_REDIRECTS + 1):
+                    self.policy.check_url(target)
+                    async with self._session.request(
+                        method, target, headers=headers, data=data, allow_redirects=False
+                    ) as resp:
+                        location = resp.headers.get("Location")
+                        if resp.status in _REDIRECTS and location:
+                            target = target.join(URL(location))
+                            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                                method, data = ("GET" if method != "HEAD" else "HEAD"), None
+                            continue
+                        raw, truncated = await self._read_capped(resp)
+                        return Outcome(
+                            status_code=resp.status,
+                            headers=_flatten_headers(resp.headers),
+                            body=raw.decode(resp.charset or "utf-8", errors="replace"),
+                            truncated=truncated,
+                        )
+                return Outcome(error_kind=REDIRECTS, error=f"more than {MAX_REDIRECTS} redirects")
+        except OutboundBlocked as exc:
+            return Outcome(error_kind=BLOCKED, error=str(exc))
+        except TimeoutError:
+            return Outcome(error_kind=TIMEOUT, error=f"no answer within {timeout_s:g}s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Outcome(error_kind=CONNECTION, error=f"{type(exc).__name__}: {exc}")
+        except LookupError as exc:  # unknown charset in the answer
+            return Outcome(error_kind=CONNECTION, error=f"undecodable response: {exc}")
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        cap = self.settings.response_body_cap_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            if size + len(chunk) > cap:
+                chunks.append(chunk[: cap - size])
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), False
