@@ -1,0 +1,123 @@
+"""``@auto_forward``: hand failed requests in existing code over to EZThrottle."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+from ._payload import check_status_codes
+from .exceptions import ForwardToEZThrottle, ValidationError
+
+__all__ = ["auto_forward"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Headers that describe one connection, not the request: never forwarded.
+_CONNECTION_HEADERS = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
+)
+
+
+def auto_forward(client: Any, fallback_on_error: Optional[Sequence[int]] = None) -> Callable[[F], F]:
+    """Decorate a function so that the requests it gives up on become jobs.
+
+    A ``ForwardToEZThrottle`` raised by the function is submitted through
+    ``client`` (with a fresh uuid4 ``idempotent_key`` if it has none) and the
+    submission result is returned instead. With ``fallback_on_error``, an
+    HTTP error from ``raise_for_status()`` (requests or httpx) whose status is
+    listed is forwarded too, rebuilt from the request that failed.
+
+    Works on sync and async functions; an ``AsyncEZThrottle`` client needs an
+    async function.
+    """
+    codes = check_status_codes(list(fallback_on_error), "fallback_on_error") if fallback_on_error else []
+    client_is_async = inspect.iscoroutinefunction(client.submit_job)
+
+    def decorator(func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await func(*args, **kwargs)
+                except Exception as exc:
+                    job = _job_to_forward(exc, codes)
+                    if job is None:
+                        raise
+                result = client.submit_job(**job)
+                return await result if client_is_async else result
+
+            return async_wrapper  # type: ignore[return-value]
+
+        if client_is_async:
+            raise TypeError(
+                f"@auto_forward with an async client needs an async function; {func.__name__} is sync"
+            )
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                job = _job_to_forward(exc, codes)
+                if job is None:
+                    raise
+            return client.submit_job(**job)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def _job_to_forward(exc: Exception, codes: Sequence[int]) -> Optional[dict[str, Any]]:
+    """The ``submit_job`` arguments for an exception, or None to let it propagate."""
+    if isinstance(exc, ForwardToEZThrottle):
+        if not exc.url:
+            raise ValidationError("ForwardToEZThrottle needs url=... to be forwarded") from exc
+        return {
+            "url": exc.url,
+            "method": exc.method,
+            "headers": exc.headers or None,
+            "body": exc.body,
+            "metadata": exc.metadata or None,
+            "webhooks": exc.webhooks or None,
+            "regions": exc.regions,
+            "idempotent_key": exc.idempotent_key or str(uuid.uuid4()),
+        }
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if not codes or status not in codes:
+        return None
+    try:
+        request = exc.request  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError when unset
+        return None
+    return _job_from_request(request) if request is not None else None
+
+
+def _job_from_request(request: Any) -> Optional[dict[str, Any]]:
+    """Rebuild a job from a requests ``PreparedRequest`` or an ``httpx.Request``."""
+    try:
+        body = request.content if hasattr(request, "content") else request.body
+    except Exception:  # noqa: BLE001 - httpx: a streamed body that was never read
+        return None
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # a binary body cannot travel in a job payload
+    if body is not None and not isinstance(body, str):
+        return None  # a streamed or file body
+    headers = {
+        str(name): str(value)
+        for name, value in request.headers.items()
+        if str(name).lower() not in _CONNECTION_HEADERS
+    }
+    return {
+        "url": str(request.url),
+        "method": request.method,
+        "headers": headers or None,
+        "body": body or None,
+        "idempotent_key": str(uuid.uuid4()),
+    }

@@ -1,0 +1,512 @@
+"""``Step``: a fluent builder for one job and the workflow around it.
+
+A Step builds its payload without touching the network. ``execute()`` (sync
+client) or ``await execute_async()`` (async client) runs it:
+
+- PERFORMANCE submits the job to EZThrottle.
+- FRUGAL sends the request from this process first. On success it returns
+  the response; on a ``fallback_on_error`` code or a network error it tries
+  the matching FRUGAL fallbacks locally, then forwards the job to EZThrottle;
+  on any other error it returns the failure. Chained steps run locally.
+
+The run is written once, as a generator of effects (like httpx's
+``Auth.auth_flow``): it yields what to do next (send locally, submit, run a
+chained step) and receives the outcome. A sync and an async driver perform
+the effects, so both share every decision.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Generator, Optional, Union
+
+from . import _payload as check
+from .exceptions import (
+    DEFAULT_FORWARD_CODES,
+    ConnectionError,
+    TimeoutError,
+    ValidationError,
+)
+
+__all__ = ["Step", "StepType", "IdempotentStrategy"]
+
+_TRACE_RESPONSE_CHARS = 200
+
+
+class StepType(Enum):
+    """Where a step runs first."""
+
+    FRUGAL = "frugal"  # in this process; forwarded to EZThrottle on error
+    PERFORMANCE = "performance"  # on EZThrottle, at once
+
+
+class IdempotentStrategy(Enum):
+    """How a job without a custom key is deduplicated."""
+
+    HASH = "hash"  # the server hashes the request: the same request runs once
+    UNIQUE = "unique"  # the SDK sends a fresh uuid4: every submission runs
+
+
+@dataclass(frozen=True)
+class _SendLocally:
+    step: Step
+
+
+@dataclass(frozen=True)
+class _Submit:
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Run:
+    step: Step
+
+
+_Effect = Union[_SendLocally, _Submit, _Run]
+
+
+@dataclass(frozen=True)
+class _LocalOutcome:
+    status_code: Optional[int] = None  # None when no response arrived
+    text: str = ""
+    error: Optional[str] = None
+    timed_out: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+_Flow = Generator[_Effect, Any, dict[str, Any]]
+
+
+class Step:
+    """Fluent builder for an EZThrottle job; every setter returns the step.
+
+    Example::
+
+        result = (
+            Step(client)
+            .url("https://api.example.com/charges")
+            .method("POST")
+            .webhooks([{"url": "https://app.example.com/webhook"}])
+            .execute()
+        )
+    """
+
+    def __init__(self, client: Any = None) -> None:
+        self.client = client
+        self._step_type = StepType.PERFORMANCE
+        self._url: Optional[str] = None
+        self._method = "GET"
+        self._headers: dict[str, str] = {}
+        self._body: Optional[str] = None
+        self._metadata: dict[str, Any] = {}
+        self._webhooks: list[dict[str, Any]] = []
+        self._webhook_quorum = 1
+        self._regions: Optional[list[str]] = None
+        self._region_policy = "fallback"
+        self._execution_mode = "race"
+        self._retry_policy: Optional[dict[str, Any]] = None
+        self._retry_at: Optional[int] = None
+        self._idempotent_key: Optional[str] = None
+        self._idempotent_strategy = IdempotentStrategy.HASH
+        self._fallback_on_error = list(DEFAULT_FORWARD_CODES)
+        self._local_timeout_s: float = 30
+        self._fallbacks: list[tuple[Step, dict[str, Any]]] = []
+        self._on_success: Optional[Step] = None
+        self._on_failure: Optional[Step] = None
+        self._on_failure_timeout_ms: Optional[int] = None
+        self._description: Optional[str] = None
+        self._response_description: Optional[str] = None
+        self._history: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        return f"<Step {self._step_type.value} {self._method} {self._url}>"
+
+    # -- the request ---------------------------------------------------------
+
+    def url(self, url: str) -> Step:
+        """Target URL (absolute http or https)."""
+        self._url = check.check_url(url)
+        return self
+
+    def method(self, method: str) -> Step:
+        """HTTP method; upper-cased."""
+        self._method = check.check_method(method)
+        return self
+
+    def headers(self, headers: dict[str, str]) -> Step:
+        """Request headers."""
+        self._headers = check.check_str_mapping(headers, "headers")
+        return self
+
+    def body(self, body: str) -> Step:
+        """Request body, as a string."""
+        self._body = check.check_body(body)
+        return self
+
+    def metadata(self, metadata: dict[str, Any]) -> Step:
+        """Data echoed back in the webhook payload."""
+        self._metadata = check.check_mapping(metadata, "metadata")
+        return self
+
+    # -- how EZThrottle runs it ----------------------------------------------
+
+    def type(self, step_type: Union[StepType, str]) -> Step:
+        """``StepType.PERFORMANCE`` (default) or ``StepType.FRUGAL``."""
+        self._step_type = _enum(StepType, step_type, "step type")
+        return self
+
+    def webhooks(self, webhooks: list[dict[str, Any]]) -> Step:
+        """Where results go: ``[{"url", "regions"?, "has_quorum_vote"?}]``."""
+        self._webhooks = check.check_webhooks(webhooks)
+        return self
+
+    def webhook_quorum(self, quorum: int) -> Step:
+        """How many voting webhooks must receive the result (default 1)."""
+        self._webhook_quorum = check.check_positive_int(quorum, "webhook_quorum")
+        return self
+
+    def regions(self, regions: list[str]) -> Step:
+        """Regions to run in, e.g. ``["iad", "lax", "ord"]``."""
+        self._regions = check.check_regions(regions)
+        return self
+
+    def region_policy(self, policy: str) -> Step:
+        """``"fallback"`` (default: reroute around a down region) or ``"strict"``."""
+        self._region_policy = check.check_choice(policy, "region_policy", check.REGION_POLICIES)
+        return self
+
+    def execution_mode(self, mode: str) -> Step:
+        """``"race"`` (default: first region wins) or ``"fanout"`` (every region sends)."""
+        self._execution_mode = check.check_choice(mode, "execution_mode", check.EXECUTION_MODES)
+        return self
+
+    def retry_policy(self, policy: dict[str, Any]) -> Step:
+        """``{"max_retries", "max_reroutes", "retry_codes", "reroute_codes"}``."""
+        self._retry_policy = check.check_retry_policy(policy)
+        return self
+
+    def retry_at(self, timestamp_ms: int) -> Step:
+        """Do not run before this Unix time, in milliseconds."""
+        self._retry_at = check.check_epoch_ms(timestamp_ms, "retry_at")
+        return self
+
+    def idempotent_key(self, key: str) -> Step:
+        """Your own deduplication key (overrides the strategy)."""
+        self._idempotent_key = check.check_idempotent_key(key)
+        return self
+
+    def idempotent_strategy(self, strategy: Union[IdempotentStrategy, str]) -> Step:
+        """``HASH`` (default: the same request runs once) or ``UNIQUE`` (every time)."""
+        self._idempotent_strategy = _enum(IdempotentStrategy, strategy, "idempotent strategy")
+        return self
+
+    # -- FRUGAL only ---------------------------------------------------------
+
+    def fallback_on_error(self, codes: list[int]) -> Step:
+        """Status codes that forward a FRUGAL step to EZThrottle (default 429, 5xx)."""
+        self._fallback_on_error = check.check_status_codes(codes, "fallback_on_error")
+        return self
+
+    def local_timeout(self, timeout: float) -> Step:
+        """Timeout of a FRUGAL step's local request, in seconds (default 30)."""
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValidationError(f"local_timeout must be a number of seconds > 0, got {timeout!r}")
+        self._local_timeout_s = timeout
+        return self
+
+    # -- workflow ------------------------------------------------------------
+
+    def fallback(
+        self,
+        step: Step,
+        trigger_on_error: Optional[list[int]] = None,
+        trigger_on_timeout: Optional[int] = None,
+    ) -> Step:
+        """Add a fallback, tried after this step (and earlier fallbacks) fail.
+
+        ``trigger_on_error`` limits it to those status codes,
+        ``trigger_on_timeout`` (ms) to a step that takes longer; with neither
+        it always triggers.
+        """
+        _check_step(step, "fallback")
+        if trigger_on_error and trigger_on_timeout is not None:
+            raise ValidationError("give trigger_on_error or trigger_on_timeout, not both")
+        trigger: dict[str, Any] = {}
+        if trigger_on_error:
+            codes = check.check_status_codes(trigger_on_error, "trigger_on_error")
+            trigger = {"type": "on_error", "codes": codes}
+        elif trigger_on_timeout is not None:
+            timeout_ms = check.check_positive_int(trigger_on_timeout, "trigger_on_timeout")
+            trigger = {"type": "on_timeout", "timeout_ms": timeout_ms}
+        self._fallbacks.append((step, trigger))
+        return self
+
+    def on_success(self, step: Step) -> Step:
+        """Run ``step`` after this one succeeds."""
+        self._on_success = _check_step(step, "on_success")
+        return self
+
+    def on_failure(self, step: Step, timeout_ms: Optional[int] = None) -> Step:
+        """Run ``step`` after this one fails, or once ``timeout_ms`` passes without success."""
+        self._on_failure = _check_step(step, "on_failure")
+        if timeout_ms is not None:
+            self._on_failure_timeout_ms = check.check_positive_int(timeout_ms, "timeout_ms")
+        return self
+
+    # -- descriptions and history (for people and LLM agents) ----------------
+
+    def description(self, desc: str) -> Step:
+        """What this step does, in words."""
+        self._description = desc
+        return self
+
+    def response_description(self, desc: str) -> Step:
+        """What this step's response data means."""
+        self._response_description = desc
+        return self
+
+    def get_description(self) -> Optional[str]:
+        return self._description
+
+    def get_response_description(self) -> Optional[str]:
+        return self._response_description
+
+    def get_execution_history(self) -> list[dict[str, Any]]:
+        """Steps run locally by this workflow: ``{"step", "status", "response"?, "error"?}``."""
+        return list(self._history)
+
+    def execution_trace(self) -> str:
+        """The execution history as numbered lines, for logs or an LLM prompt."""
+        if not self._history:
+            return "No execution history."
+        lines = []
+        for number, entry in enumerate(self._history, 1):
+            lines.append(f"{number}. [{entry['status'].upper()}] {entry['step']}")
+            if "response" in entry:
+                response = str(entry["response"])
+                if len(response) > _TRACE_RESPONSE_CHARS:
+                    response = response[:_TRACE_RESPONSE_CHARS] + "..."
+                lines.append(f"   Response: {response}")
+            if "response_meaning" in entry:
+                lines.append(f"   Meaning: {entry['response_meaning']}")
+            if "error" in entry:
+                lines.append(f"   Error: {entry['error']}")
+        return "\n".join(lines)
+
+    # -- payload ---------------------------------------------------------------
+
+    def _build_job_payload(self) -> dict[str, Any]:
+        """The job payload for ``POST /api/v1/jobs``, chained steps included."""
+        return self._payload(frozenset())
+
+    def _payload(self, ancestors: frozenset[int]) -> dict[str, Any]:
+        if id(self) in ancestors:
+            raise ValidationError(f"{self!r} is chained to itself (the workflow has a cycle)")
+        if self._url is None:
+            raise ValidationError("URL is required: call .url(...) on every step")
+        ancestors = ancestors | {id(self)}
+        key = self._idempotent_key
+        if key is None and self._idempotent_strategy is IdempotentStrategy.UNIQUE:
+            key = str(uuid.uuid4())
+        return check.build_job_payload(
+            url=self._url,
+            method=self._method,
+            headers=self._headers,
+            body=self._body,
+            metadata=self._metadata,
+            webhooks=self._webhooks,
+            webhook_quorum=self._webhook_quorum,
+            regions=self._regions,
+            region_policy=self._region_policy,
+            execution_mode=self._execution_mode,
+            retry_policy=self._retry_policy,
+            fallback_job=self._fallback_chain(ancestors),
+            on_success=self._on_success._payload(ancestors) if self._on_success else None,
+            on_failure=self._on_failure._payload(ancestors) if self._on_failure else None,
+            on_failure_timeout_ms=self._on_failure_timeout_ms,
+            idempotent_key=key,
+            retry_at=self._retry_at,
+        )
+
+    def _fallback_chain(self, ancestors: frozenset[int]) -> Optional[dict[str, Any]]:
+        """Nest the fallbacks: each one's ``fallback_job`` is the next one."""
+        chain: Optional[dict[str, Any]] = None
+        for step, trigger in reversed(self._fallbacks):
+            job = step._payload(ancestors)
+            job["trigger"] = trigger
+            if chain is not None:
+                if "fallback_job" in job:
+                    raise ValidationError(
+                        f"fallback {step!r} has fallbacks of its own and is followed by "
+                        "another fallback; a fallback chain is a single line"
+                    )
+                job["fallback_job"] = chain
+            chain = job
+        return chain
+
+    # -- execution -------------------------------------------------------------
+
+    def execute(self, client: Any = None) -> dict[str, Any]:
+        """Run the step with a sync client (``EZThrottle``); return the result dict.
+
+        PERFORMANCE returns the server's answer (``job_id``, ``status``,
+        ``idempotent_key``). FRUGAL returns ``{"status": "success" | "failed",
+        "executed_locally": True, "status_code", "response" | "error"}``, or
+        the server's answer when it forwarded the job.
+        """
+        client = self._client_for(client, want_async=False)
+        flow = self._flow()
+        outcome: Any = None
+        while True:
+            try:
+                effect = flow.send(outcome)
+            except StopIteration as done:
+                return done.value
+            if isinstance(effect, _Submit):
+                outcome = client.submit_job(**effect.payload)
+            elif isinstance(effect, _Run):
+                outcome = effect.step.execute(client)
+            else:
+                outcome = _send_locally(client, effect.step)
+
+    async def execute_async(self, client: Any = None) -> dict[str, Any]:
+        """Async twin of ``execute()``, for ``AsyncEZThrottle``."""
+        client = self._client_for(client, want_async=True)
+        flow = self._flow()
+        outcome: Any = None
+        while True:
+            try:
+                effect = flow.send(outcome)
+            except StopIteration as done:
+                return done.value
+            if isinstance(effect, _Submit):
+                outcome = await client.submit_job(**effect.payload)
+            elif isinstance(effect, _Run):
+                outcome = await effect.step.execute_async(client)
+            else:
+                outcome = await _send_locally_async(client, effect.step)
+
+    def _client_for(self, client: Any, *, want_async: bool) -> Any:
+        client = self.client if client is None else client
+        if client is None:
+            raise ValidationError("a client is required: Step(client) or .execute(client)")
+        if inspect.iscoroutinefunction(client.submit_job) != want_async:
+            raise TypeError(
+                "use `await step.execute_async()` with AsyncEZThrottle"
+                if not want_async
+                else "execute_async() needs an AsyncEZThrottle client; use execute() with EZThrottle"
+            )
+        return client
+
+    def _flow(self) -> _Flow:
+        payload = self._build_job_payload()  # checks the whole workflow before any I/O
+        if self._step_type is StepType.PERFORMANCE:
+            return (yield _Submit(payload))
+        outcome = yield _SendLocally(self)
+        if outcome.succeeded:
+            return (yield from self._local_success(self, outcome))
+        if outcome.status_code is None or outcome.status_code in self._fallback_on_error:
+            for step, trigger in self._fallbacks:
+                if step._step_type is StepType.FRUGAL and _triggered(trigger, outcome):
+                    fallback_outcome = yield _SendLocally(step)
+                    if fallback_outcome.succeeded:
+                        return (yield from self._local_success(step, fallback_outcome))
+            return (yield _Submit(payload))
+        error = f"Request failed: {outcome.status_code}"
+        self._record(self, "failed", error=error)
+        if self._on_failure is not None:
+            yield from self._run_chained(self._on_failure)
+        return {
+            "status": "failed",
+            "executed_locally": True,
+            "status_code": outcome.status_code,
+            "error": error,
+        }
+
+    def _local_success(self, step: Step, outcome: _LocalOutcome) -> _Flow:
+        """``step`` (this one or a local fallback) succeeded: run the success chains."""
+        self._record(step, "success", response=outcome.text)
+        for chained in {id(s): s for s in (step._on_success, self._on_success) if s}.values():
+            yield from self._run_chained(chained)
+        return {
+            "status": "success",
+            "executed_locally": True,
+            "status_code": outcome.status_code,
+            "response": outcome.text,
+        }
+
+    def _run_chained(self, step: Step) -> Generator[_Effect, Any, None]:
+        start = len(step._history)
+        yield _Run(step)
+        self._history.extend(step._history[start:])
+
+    def _record(
+        self, step: Step, status: str, *, response: Optional[str] = None, error: Optional[str] = None
+    ) -> None:
+        entry: dict[str, Any] = {
+            "step": step._description or f"{step._method} {step._url}",
+            "status": status,
+        }
+        if response is not None:
+            entry["response"] = response
+            if step._response_description:
+                entry["response_meaning"] = step._response_description
+        if error:
+            entry["error"] = error
+        self._history.append(entry)
+
+
+def _enum(cls: type[Enum], value: object, what: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in cls)
+        raise ValidationError(f"unknown {what} {value!r}; use one of {choices}") from None
+
+
+def _check_step(step: object, field: str) -> Step:
+    if not isinstance(step, Step):
+        raise ValidationError(f"{field} takes a Step, got {type(step).__name__}")
+    return step
+
+
+def _triggered(trigger: dict[str, Any], outcome: _LocalOutcome) -> bool:
+    """Does a fallback's trigger match a failed local attempt?"""
+    if trigger.get("type") == "on_error":
+        return outcome.status_code in trigger["codes"]
+    if trigger.get("type") == "on_timeout":
+        return outcome.timed_out
+    return True
+
+
+def _local_request_args(step: Step) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    args = (step._url, step._method, step._headers or None, step._body)
+    return args, {"timeout_s": step._local_timeout_s}
+
+
+def _send_locally(client: Any, step: Step) -> _LocalOutcome:
+    args, kwargs = _local_request_args(step)
+    try:
+        response = client.request(*args, **kwargs)
+    except TimeoutError as exc:
+        return _LocalOutcome(error=str(exc), timed_out=True)
+    except ConnectionError as exc:
+        return _LocalOutcome(error=str(exc))
+    return _LocalOutcome(status_code=response.status_code, text=response.text)
+
+
+async def _send_locally_async(client: Any, step: Step) -> _LocalOutcome:
+    args, kwargs = _local_request_args(step)
+    try:
+        response = await client.request(*args, **kwargs)
+    except TimeoutError as exc:
+        return _LocalOutcome(error=str(exc), timed_out=True)
+    except ConnectionError as exc:
+        return _LocalOutcome(error=str(exc))
+    return _LocalOutcome(status_code=response.status_code, text=response.text)
