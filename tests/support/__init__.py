@@ -1,0 +1,1 @@
+"""Real servers for the tests: Redis, loopback targets and webhook receivers, edges."""
