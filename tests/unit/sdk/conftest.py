@@ -1,0 +1,339 @@
+"""Fixtures for the SDK's unit tests.
+
+- ``api``: a real HTTP server on 127.0.0.1 that answers per the server's wire
+  contract (jobs, webhook secrets, errors) and records what it received. It
+  also plays a third-party target under ``/target/...`` for direct and FRUGAL
+  calls. It is a test double of the wire, for these tests only.
+- ``published``: the published ``ezthrottle==1.3.0`` in its own virtualenv,
+  driven through ``published_sdk.py``, for parity checks.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import pytest_asyncio
+
+from ezthrottle import AsyncEZThrottle, EZThrottle
+
+REPO = Path(__file__).resolve().parents[3]
+PUBLISHED_VERSION = "1.3.0"
+PUBLISHED_SCRIPT = Path(__file__).with_name("published_sdk.py")
+
+API_KEY = "ezt_test_acme_0123456789"
+OTHER_API_KEY = "ezt_test_globex_0123456789"
+CUSTOMERS = {API_KEY: "acme", OTHER_API_KEY: "globex"}
+MAX_BODY_BYTES = 64 * 1024
+# Top-level job fields of the contract; anything else is a 400.
+JOB_FIELDS = frozenset(
+    "url method headers body metadata webhooks webhook_quorum regions region_policy "
+    "execution_mode retry_policy fallback_job on_success on_failure on_failure_timeout_ms "
+    "idempotent_key retry_at".split()
+)
+
+
+@dataclass
+class Received:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    dropped: bool = False
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Scripted:
+    """An answer to give instead of the contract's, for the next API request."""
+
+    status: int = 200
+    body: Any = None  # JSON-encoded unless bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection without answering
+    delay_s: float = 0.0
+
+
+class ContractServer:
+    """Loopback HTTP server speaking the EZThrottle API contract."""
+
+    api_key = API_KEY
+    other_api_key = OTHER_API_KEY
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.received: list[Received] = []
+        self._script: collections.deque[Scripted] = collections.deque()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._job_by_key: dict[tuple[str, str], str] = {}
+        self._secrets: dict[str, dict[str, Optional[str]]] = {}
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> ContractServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    # -- for tests ---------------------------------------------------------------
+
+    def script(self, *answers: Scripted) -> None:
+        """Answer the next API requests with these, in order."""
+        with self._lock:
+            self._script.extend(answers)
+
+    @staticmethod
+    def error(
+        status: int, code: str, message: str = "scripted", headers: Optional[dict[str, str]] = None
+    ) -> Scripted:
+        """An error answer in the contract's shape."""
+        return Scripted(status, {"error": {"code": code, "message": message}}, headers or {})
+
+    def api_requests(self, path_prefix: str = "/api/") -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.path.startswith(path_prefix)]
+
+    def target_requests(self) -> list[Received]:
+        return self.api_requests("/target/")
+
+    # -- the contract --------------------------------------------------------------
+
+    def answer(self, request: Received) -> Scripted:
+        with self._lock:
+            self.received.append(request)
+            if request.path.startswith("/target/"):
+                return _target_answer(request.path)
+            if self._script:
+                return self._script.popleft()
+            customer = CUSTOMERS.get(request.headers.get("authorization", "").removeprefix("Bearer "))
+            if customer is None:
+                return self.error(401, "unauthorized", "missing or unknown API key")
+            if len(request.body) > MAX_BODY_BYTES:
+                return self.error(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+            return self._route(customer, request)
+
+    def _route(self, customer: str, request: Received) -> Scripted:
+        if (request.method, request.path) == ("POST", "/api/v1/jobs"):
+            return self._submit(customer, request)
+        match = re.fullmatch(r"/api/v1/jobs/([^/]+)", request.path)
+        if request.method == "GET" and match:
+            job = self._jobs.get(match.group(1))
+            if job is None or job["customer"] != customer:
+                return self.error(404, "not_found", "job not found")
+            return Scripted(200, {k: v for k, v in job.items() if k not in ("customer", "payload")})
+        if request.path == "/api/v1/webhook-secrets":
+            return self._secret(customer, request)
+        return self.error(404, "not_found", f"no route {request.method} {request.path}")
+
+    def _submit(self, customer: str, request: Received) -> Scripted:
+        try:
+            payload = request.json
+        except ValueError:
+            return self.error(400, "invalid_json", "body is not JSON")
+        if not isinstance(payload, dict) or "url" not in payload:
+            return self.error(400, "invalid_request", "url is required")
+        unknown = sorted(set(payload) - JOB_FIELDS)
+        if unknown:
+            return self.error(400, "invalid_request", f"unknown fields {unknown}")
+        key = payload.get("idempotent_key") or "hash_" + hashlib.sha256(
+            json.dumps([customer, payload["method"], payload["url"], payload.get("body")]).encode()
+        ).hexdigest()[:32]
+        first = self._job_by_key.get((customer, key))
+        if first is not None:
+            return Scripted(200, {"job_id": first, "status": "duplicate", "idempotent_key": key})
+        job_id = f"job_{len(self._jobs) + 1}"
+        self._job_by_key[(customer, key)] = job_id
+        self._jobs[job_id] = {
+            "job_id": job_id,
+            "status": "queued",
+            "idempotent_key": key,
+            "attempts": [],
+            "result": None,
+            "customer": customer,
+            "payload": payload,
+        }
+        return Scripted(201, {"job_id": job_id, "status": "queued", "idempotent_key": key})
+
+    def _secret(self, customer: str, request: Received) -> Scripted:
+        if request.method == "POST":
+            data = request.json
+            secrets = [data.get("primary_secret"), data.get("secondary_secret")]
+            if any(s is not None and len(s) < 16 for s in secrets) or secrets[0] is None:
+                return self.error(400, "invalid_secret", "secrets need 16+ characters")
+            self._secrets[customer] = {"primary": secrets[0], "secondary": secrets[1]}
+            return Scripted(200, {"status": "ok", "message": "Webhook secrets saved"})
+        stored = self._secrets.get(customer)
+        if request.method == "DELETE":
+            self._secrets.pop(customer, None)
+            return Scripted(200, {"status": "ok", "message": "Webhook secrets deleted"})
+        if stored is None:
+            return self.error(404, "not_found", "no webhook secrets configured")
+        secondary = stored["secondary"]
+        return Scripted(
+            200,
+            {
+                "customer_id": customer,
+                "primary_secret": _mask(stored["primary"]),
+                "secondary_secret": _mask(secondary) if secondary else None,
+                "has_secondary": secondary is not None,
+            },
+        )
+
+
+def _mask(secret: Optional[str]) -> str:
+    assert secret is not None
+    return f"{secret[:4]}****{secret[-3:]}"
+
+
+def _target_answer(path: str) -> Scripted:
+    """``/target/status/<code>`` answers that status; ``/target/sleep/<ms>`` answers late."""
+    kind, _, arg = path.removeprefix("/target/").partition("/")
+    arg = arg.split("?")[0]
+    if kind == "sleep":
+        return Scripted(200, b"slept", delay_s=int(arg) / 1000)
+    return Scripted(int(arg), f"target says {arg}".encode())
+
+
+def _handler_for(server: ContractServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = Received(
+                method=self.command,
+                path=self.path,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=self.rfile.read(length),
+            )
+            answer = server.answer(request)
+            if answer.drop:
+                request.dropped = True
+                self.close_connection = True
+                return
+            time.sleep(answer.delay_s)
+            body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            self.send_response(answer.status)
+            content_type = "text/plain" if isinstance(answer.body, bytes) else "application/json"
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def api() -> Iterator[ContractServer]:
+    server = ContractServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(api: ContractServer) -> Iterator[EZThrottle]:
+    with EZThrottle(API_KEY, api.url, timeout_s=5) as sync_client:
+        yield sync_client
+
+
+@pytest_asyncio.fixture
+async def async_client(api: ContractServer) -> AsyncIterator[AsyncEZThrottle]:
+    async with AsyncEZThrottle(API_KEY, api.url, timeout_s=5) as client:
+        yield client
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# -- the published SDK, in its own virtualenv -----------------------------------------
+
+
+class PublishedSDK:
+    """Runs ``published_sdk.py`` in the virtualenv of the published package."""
+
+    def __init__(self, python: Path) -> None:
+        self.python = python
+
+    def run(self, request: dict[str, Any]) -> Any:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        done = subprocess.run(
+            [str(self.python), "-I", str(PUBLISHED_SCRIPT)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def published() -> PublishedSDK:
+    """``ezthrottle==1.3.0`` in ``.cache/``, installed once and reused; skip without network."""
+    venv = REPO / ".cache" / f"ezthrottle-{PUBLISHED_VERSION}-venv"
+    python = venv / "bin" / "python"
+    ready = venv / ".installed"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be installing it
+        if not ready.exists():
+            steps = [
+                [sys.executable, "-m", "venv", "--clear", str(venv)],
+                [str(python), "-m", "pip", "install", "-q", f"ezthrottle=={PUBLISHED_VERSION}"],
+            ]
+            for step in steps:
+                try:
+                    done = subprocess.run(step, capture_output=True, text=True, timeout=300)
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    pytest.skip(f"cannot set up ezthrottle=={PUBLISHED_VERSION} in {venv}: {exc}")
+                if done.returncode != 0:
+                    pytest.skip(
+                        f"cannot install ezthrottle=={PUBLISHED_VERSION} into {venv} "
+                        f"(no network?): {done.stderr.strip()[-500:]}"
+                    )
+            ready.write_text(PUBLISHED_VERSION)
+    return PublishedSDK(python)
