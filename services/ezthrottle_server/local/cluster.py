@@ -163,31 +163,33 @@ class LocalCluster:
     # -- commands ----------------------------------------------------------
 
     def up(self) -> dict[str, object]:
+        """Start the cluster; a no-op if it runs, and only what is missing if part of it died."""
         s = self.settings()
-        already = self.running()
-        if already and self.info_file.exists():
-            info = orjson.loads(self.info_file.read_bytes())
-            missing = {p.name for p in self.plan(s, str(info["redis_url"]))} - set(already)
-            if not missing:
-                info["already_running"] = True
-                return info
-            self.down()  # a partial cluster: start clean rather than guess
-        elif already:
-            self.down()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "redis").mkdir(exist_ok=True)
-        redis_url = self.env.get("REDIS_URL") or f"redis://127.0.0.1:{s.embedded_redis_port}/0"
-        procs = self.plan(s, redis_url)
+        already = self.running()
+        previous = orjson.loads(self.info_file.read_bytes()) if self.info_file.exists() else None
+        if already and previous is None:
+            self.down()  # processes without a record of the cluster: start clean
+            already = {}
+        redis_url = str(previous["redis_url"]) if previous and already else (
+            self.env.get("REDIS_URL") or f"redis://127.0.0.1:{s.embedded_redis_port}/0"
+        )
+        procs = [p for p in self.plan(s, redis_url) if p.name not in already]
+        if not procs and previous is not None:
+            return {**previous, "already_running": True}
+        started: list[str] = []
         try:
             for proc in procs:
                 if proc.ready_url is not None:
                     _check_port_free(proc.ready_url)
                 self._wait_ready(proc, self._spawn(proc), redis_url)
-            api_key = asyncio.run(_demo_key(redis_url))
+                started.append(proc.name)
+            api_key = str(previous["api_key"]) if previous and already else asyncio.run(_demo_key(redis_url))
         except BaseException:
             self.down()
             raise
-        info = {
+        info: dict[str, object] = {
             "regions": {r.id: f"http://127.0.0.1:{r.port}" for r in s.regions},
             "coordinator": f"http://127.0.0.1:{s.coordinator_port}",
             "delivery": f"http://127.0.0.1:{s.delivery_port}",
@@ -197,8 +199,7 @@ class LocalCluster:
             "logs": str(self.log_dir),
         }
         self.info_file.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
-        info["already_running"] = False
-        return info
+        return {**info, "already_running": False, "started": started}
 
     def _wait_ready(self, proc: Proc, child: subprocess.Popen[bytes], redis_url: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -1,0 +1,132 @@
+"""The real processes, started the way `make up-local` starts them, driven with the SDK."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from ezthrottle import AsyncEZThrottle, AuthenticationError, Step, ValidationError
+from support.redis_server import free_port
+from support.services import REGIONS_FILE
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _cli(state: Path, regions: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_VISIBILITY_TIMEOUT_MS="1500", EZT_SIMULATE_LATENCY="0")
+    return subprocess.run(
+        [sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A whole local cluster on free ports, in its own state directory."""
+    root = tmp_path_factory.mktemp("cluster")
+    config = yaml.safe_load(REGIONS_FILE.read_text())
+    config["redis"]["port"] = free_port()
+    config["coordinator"]["port"] = free_port()
+    config["delivery"]["port"] = free_port()
+    for region in config["regions"]:
+        region["port"] = free_port()
+    regions = root / "regions.yaml"
+    regions.write_text(yaml.safe_dump(config))
+    state = root / "state"
+    up = _cli(state, regions, "up")
+    assert up.returncode == 0, up.stderr + up.stdout
+    info = orjson.loads((state / "cluster.json").read_bytes())
+    info.update(state=state, regions_file=regions, stdout=up.stdout)
+    try:
+        yield info
+    finally:
+        down = _cli(state, regions, "down")
+        assert down.returncode == 0, down.stderr
+        for pid in info["pids"].values():
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_cluster_json_lists_every_region_and_the_key(cluster):
+    assert set(cluster["regions"]) == {"iad", "lax", "ord"}
+    assert cluster["api_key"].startswith("ezt_live_")
+    assert cluster["redis_url"].startswith("redis://127.0.0.1:")
+    assert set(cluster["pids"]) == {"redis", "coordinator", "delivery", "edge-iad", "edge-lax", "edge-ord"}
+
+
+def test_the_printed_example_runs(cluster):
+    example = cluster["stdout"].split("Try it", 1)[1].split("\n", 1)[1]
+    assert cluster["api_key"] in example
+    done = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.splitlines()[0]
+    assert job_id.startswith("job_")
+
+
+def test_up_twice_does_not_start_a_second_cluster(cluster):
+    again = _cli(cluster["state"], cluster["regions_file"], "up")
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    info = orjson.loads((cluster["state"] / "cluster.json").read_bytes())
+    assert info["pids"] == cluster["pids"]
+
+
+@pytest.mark.asyncio
+async def test_sdk_submits_and_an_edge_executes_against_a_loopback_target(cluster, target):
+    async with AsyncEZThrottle(api_key=cluster["api_key"], base_url=cluster["regions"]["lax"]) as client:
+        result = await Step(client).url(f"{target.url}/echo").method("POST").body('{"n": 1}').execute_async()
+        assert result["status"] == "queued"
+        view = await _wait(client, result["job_id"])
+        assert view["status"] == "success"
+        assert view["result"]["status_code"] == 200
+        assert view["attempts"][0]["region"] == "lax"
+        [req] = target.matching("/echo")
+        assert req.body == b'{"n": 1}'
+
+
+@pytest.mark.asyncio
+async def test_sdk_gets_clear_errors(cluster):
+    async with AsyncEZThrottle(api_key=cluster["api_key"], base_url=cluster["regions"]["iad"]) as client:
+        with pytest.raises(ValidationError) as exc:
+            await client.submit_job(url="http://127.0.0.1:1/x", regions=["mars"])
+        assert "mars" in str(exc.value)
+    async with AsyncEZThrottle(api_key="ezt_live_wrong", base_url=cluster["regions"]["iad"]) as client:
+        with pytest.raises(AuthenticationError):
+            await client.submit_job(url="http://127.0.0.1:1/x")
+
+
+@pytest.mark.asyncio
+async def test_kill_9_an_edge_mid_job_and_its_job_still_completes(cluster, target):
+    state, regions = cluster["state"], cluster["regions_file"]
+    async with AsyncEZThrottle(api_key=cluster["api_key"], base_url=cluster["regions"]["ord"]) as client:
+        result = await client.submit_job(url=f"{target.url}/delay/3000", idempotent_key="kill-me")
+        await target.wait_for(1, "/delay/3000", timeout_s=10)
+        pid = orjson.loads((state / "cluster.json").read_bytes())["pids"]["edge-ord"]
+        os.kill(pid, signal.SIGKILL)
+        restarted = _cli(state, regions, "up")  # `make up-local` restarts only what died
+        assert restarted.returncode == 0, restarted.stderr
+        view = await _wait(client, result["job_id"], timeout_s=30)
+        assert view["status"] == "success"
+        assert len(target.matching("/delay/3000")) == 2  # the killed attempt, then the reclaimed one
+    cluster["pids"] = orjson.loads((state / "cluster.json").read_bytes())["pids"]
+
+
+async def _wait(client: AsyncEZThrottle, job_id: str, timeout_s: float = 15) -> dict[str, Any]:
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = await client.get_job(job_id)
+        if view["status"] in ("success", "failed"):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} not final in {timeout_s}s: {view}")
