@@ -89,7 +89,9 @@ class ContractServer:
         self._secrets: dict[str, dict[str, Optional[str]]] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -118,6 +120,16 @@ class ContractServer:
     ) -> Scripted:
         """An error answer in the contract's shape."""
         return Scripted(status, {"error": {"code": code, "message": message}}, headers or {})
+
+    @staticmethod
+    def drop() -> Scripted:
+        """Close the connection without answering."""
+        return Scripted(drop=True)
+
+    @staticmethod
+    def slow(delay_s: float) -> Scripted:
+        """Answer ``{}`` after a delay."""
+        return Scripted(200, {}, delay_s=delay_s)
 
     def api_requests(self, path_prefix: str = "/api/") -> list[Received]:
         with self._lock:
