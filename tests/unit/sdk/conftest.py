@@ -87,7 +87,7 @@ class ContractServer:
         self._jobs: dict[str, dict[str, Any]] = {}
         self._job_by_key: dict[tuple[str, str], str] = {}
         self._secrets: dict[str, dict[str, Optional[str]]] = {}
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -234,6 +234,11 @@ def _target_answer(path: str) -> Scripted:
     if kind == "sleep":
         return Scripted(200, b"slept", delay_s=int(arg) / 1000)
     return Scripted(int(arg), f"target says {arg}".encode())
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (a timeout test) leaves a broken pipe behind
 
 
 def _handler_for(server: ContractServer) -> type[BaseHTTPRequestHandler]:
