@@ -13,6 +13,7 @@ Environment variables (all optional):
 ``EZT_REGION``                        this edge's region id
 ``EZT_NODE_ID``                       this process's node id (default: role-region-pid)
 ``EZT_HOST`` / ``EZT_PORT``           listen address of this process's HTTP server
+``EZT_PUBLIC_URL``                    how clients reach this node (default http://host:port)
 ``EZT_MAX_BODY_BYTES``                request body limit of the public API (413 above)
 ``EZT_IDEMPOTENCY_TTL_S``             how long an idempotent key deduplicates
 ``EZT_JOB_TTL_S``                     how long a finished job stays readable
@@ -23,7 +24,15 @@ Environment variables (all optional):
 ``EZT_RESPONSE_BODY_CAP_BYTES``       stored response bodies are cut (and marked) above this
 ``EZT_EXECUTOR_CONCURRENCY``          outbound attempts in flight per edge node
 ``EZT_PARTITIONS``                    number of job partitions (hash slots on a cluster)
+``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
+``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
+``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
+``EZT_DELIVERY_BACKOFF_BASE_S``       first webhook retry's delay ceiling (doubling, equal jitter)
+``EZT_DELIVERY_BACKOFF_CAP_S``        largest delay between webhook retries
+``EZT_DELIVERY_WINDOW_S``             how long a webhook is retried before it is dead-lettered
+``EZT_DELIVERY_CONCURRENCY``          webhook POSTs in flight per delivery worker
+``EZT_DELIVERY_POLL_S``               how often a delivery worker releases due retries
 ====================================  =========================================
 """
 
@@ -62,6 +71,7 @@ class Settings:
     node_id: str = ""
     host: str = "127.0.0.1"
     port: int = 0
+    public_url: str = ""  # how clients reach this node; default http://host:port
     coordinator_port: int = 8710
     delivery_port: int = 8720
     embedded_redis_port: int = DEFAULT_REDIS_PORT
@@ -78,6 +88,14 @@ class Settings:
     partitions: int = 1
     simulate_latency: bool = True
     api_key_cache_s: float = 2.0
+    region_silent_after_ms: int = 2500
+    region_recover_after_ms: int = 5000
+    delivery_timeout_s: float = 10.0
+    delivery_backoff_base_s: float = 10.0
+    delivery_backoff_cap_s: float = 3600.0
+    delivery_window_s: float = 24 * 3600.0
+    delivery_concurrency: int = 64
+    delivery_poll_s: float = 0.1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,6 +112,10 @@ class Settings:
     def allow_loopback_targets(self) -> bool:
         """The local profile sends to loopback targets; production refuses them."""
         return self.profile == "local"
+
+    @property
+    def advertised_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
@@ -149,12 +171,20 @@ _ENV_INT = {
     "EZT_RESPONSE_BODY_CAP_BYTES": "response_body_cap_bytes",
     "EZT_EXECUTOR_CONCURRENCY": "executor_concurrency",
     "EZT_PARTITIONS": "partitions",
+    "EZT_DELIVERY_CONCURRENCY": "delivery_concurrency",
     "EZT_PORT": "port",
+    "EZT_REGION_SILENT_AFTER_MS": "region_silent_after_ms",
+    "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
 }
 _ENV_FLOAT = {
     "EZT_ATTEMPT_TIMEOUT_S": "attempt_timeout_s",
     "EZT_RETRY_BACKOFF_BASE_S": "retry_backoff_base_s",
     "EZT_RETRY_BACKOFF_CAP_S": "retry_backoff_cap_s",
+    "EZT_DELIVERY_TIMEOUT_S": "delivery_timeout_s",
+    "EZT_DELIVERY_BACKOFF_BASE_S": "delivery_backoff_base_s",
+    "EZT_DELIVERY_BACKOFF_CAP_S": "delivery_backoff_cap_s",
+    "EZT_DELIVERY_WINDOW_S": "delivery_window_s",
+    "EZT_DELIVERY_POLL_S": "delivery_poll_s",
 }
 
 
@@ -184,6 +214,8 @@ def load_settings(
         values["profile"] = env["EZT_PROFILE"]
     if "EZT_HOST" in env:
         values["host"] = env["EZT_HOST"]
+    if "EZT_PUBLIC_URL" in env:
+        values["public_url"] = env["EZT_PUBLIC_URL"].rstrip("/")
     for name, attr in _ENV_INT.items():
         if name in env:
             try:

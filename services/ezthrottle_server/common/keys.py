@@ -17,12 +17,19 @@ Layout::
     ezt:{ezt:p0}:job:<job_id>:attempts      list   one JSON entry per attempt
     ezt:{ezt:p0}:jobs:<region>              stream work for a region (group edge-<region>)
     ezt:{ezt:p0}:delayed                    zset   "<region>|<job_id>" scored by due time (ms)
-    ezt:{ezt:p0}:deliveries                 stream finished jobs for the delivery service
+    ezt:{ezt:p0}:deliveries                 stream finished jobs for the delivery service (group delivery)
+    ezt:{ezt:p0}:job:<job_id>:webhooks      hash   delivery state of the job's webhooks (common/deliveries.py)
+    ezt:{ezt:p0}:deliveries:send:<route>    stream one entry per webhook send; route = a region or "any"
+    ezt:{ezt:p0}:deliveries:scheduled       zset   "<route>|<job_id>|<hook>" scored by due time (ms)
+    ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
+    ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
     ezt:apikey:<sha256>                     hash   customer, created_ms, revoked
     ezt:customer:<id>:keys                  set    sha256 of the customer's keys
     ezt:customer:<id>:webhook-secrets       hash   primary, secondary
-    ezt:node:<node_id>                      string heartbeat (TTL)
     ezt:coordinator:leader                  string lease holder (TTL)
+    ezt:heartbeats                          hash   node id -> JSON heartbeat (region, ts_ms, inflight, outcomes)
+    ezt:regions:state                       hash   region -> JSON {state, reason, since_ms, nodes, updated_ms}
+    ezt:delivery:region:<region>            string a delivery worker of the region is alive (TTL)
 """
 
 from __future__ import annotations
@@ -75,6 +82,34 @@ def deliveries(partition: int) -> str:
     return f"{PREFIX}:{partition_tag(partition)}:deliveries"
 
 
+def job_webhooks(job_id: str) -> str:
+    return job(job_id) + ":webhooks"
+
+
+def delivery_sends(partition: int, route: str) -> str:
+    """Webhook sends for delivery workers of ``route`` (a region id, or ``"any"``)."""
+    return f"{PREFIX}:{partition_tag(partition)}:deliveries:send:{route}"
+
+
+def delivery_scheduled(partition: int) -> str:
+    return f"{PREFIX}:{partition_tag(partition)}:deliveries:scheduled"
+
+
+def delivery_dead(partition: int, customer: str | None = None) -> str:
+    """Dead letters of a partition, all customers' or one customer's."""
+    base = f"{PREFIX}:{partition_tag(partition)}:deliveries:dead"
+    return base if customer is None else f"{base}:c:{customer}"
+
+
+def delivery_group() -> str:
+    """Consumer group through which delivery workers share every delivery stream."""
+    return "delivery"
+
+
+def delivery_region_alive(region: str) -> str:
+    return f"{PREFIX}:delivery:region:{region}"
+
+
 def edge_group(region: str) -> str:
     """Consumer group through which a region's edges share its stream."""
     return f"edge-{region}"
@@ -92,9 +127,13 @@ def webhook_secrets(customer: str) -> str:
     return f"{PREFIX}:customer:{customer}:webhook-secrets"
 
 
-def node_heartbeat(node_id: str) -> str:
-    return f"{PREFIX}:node:{node_id}"
-
-
 def coordinator_leader() -> str:
     return f"{PREFIX}:coordinator:leader"
+
+
+def heartbeats() -> str:
+    return f"{PREFIX}:heartbeats"
+
+
+def region_states() -> str:
+    return f"{PREFIX}:regions:state"

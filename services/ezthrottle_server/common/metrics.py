@@ -29,7 +29,22 @@ API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route"
 INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
 RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from dead consumers", ["region"])
 DELAYED_RELEASED = Counter("ezt_delayed_released_total", "Delayed jobs released into their streams")
+REGION_STATE = Gauge("ezt_region_state", "Region health as the coordinator sees it: 2 up, 1 degraded, 0 down", ["region"])
 COORDINATOR_LEADER = Gauge("ezt_coordinator_leader", "1 while this coordinator holds the lease")
+WEBHOOK_DELIVERIES = Counter(
+    "ezt_webhook_deliveries_total",
+    "Webhook POSTs by outcome: delivered, retry, dead (window over, 410 Gone, refused by the outbound policy)",
+    ["outcome"],
+)
+WEBHOOK_QUORUM_LATENCY = Histogram(
+    "ezt_webhook_quorum_seconds",
+    "Time from a job's final state to its webhook quorum",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+WEBHOOK_DEAD_LETTERS = Counter("ezt_webhook_dead_letters_total", "Webhooks dead-lettered", ["reason"])
+WEBHOOK_REPLAYED = Counter("ezt_webhook_replayed_total", "Dead-lettered webhooks queued again by a replay")
+WEBHOOK_INFLIGHT = Gauge("ezt_webhook_inflight", "Webhook stream entries this delivery worker is working on")
+WEBHOOK_RECLAIMED = Counter("ezt_webhook_reclaimed_total", "Delivery stream entries reclaimed from dead workers")
 
 
 async def metrics_handler(_request: web.Request) -> web.Response:

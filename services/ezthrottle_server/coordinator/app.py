@@ -14,6 +14,7 @@ from ..common.metrics import metrics_handler
 from ..common.redisconn import Scripts, connect
 from ..common.http import errors_middleware, json_response
 from .delayed import DelayedReleaser
+from .health import HealthRules, RegionMonitor
 from .lease import Lease
 
 
@@ -39,6 +40,9 @@ def create_app(settings: Settings) -> web.Application:
         tasks = [
             asyncio.create_task(lease.run(), name="lease"),
             asyncio.create_task(DelayedReleaser(settings, redis, scripts, lease).run(), name="delayed"),
+            asyncio.create_task(RegionMonitor(settings, redis, lease, HealthRules(
+                silent_after_ms=settings.region_silent_after_ms, recover_after_ms=settings.region_recover_after_ms
+            )).run(), name="health"),
         ]
         try:
             yield

@@ -22,6 +22,7 @@ from ..common.jobs import hash_key, key_digest, validate_job
 from ..common.http import json_response, read_json
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from .context import CTX, EdgeContext
+from .routing import choose_regions
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,6 @@ def _check_outbound(ctx: EdgeContext, job: dict[str, Any], path: str = "") -> No
             _check_outbound(ctx, job[child], f"{prefix}{child}")
 
 
-def _regions_for(settings: Settings, job: dict[str, Any]) -> list[str]:
-    """Where the job runs. Until multi-region routing lands: one region, this
-    edge's if the job asked for it (or for none), else the first one asked."""
-    requested = job["regions"]
-    here = settings.region
-    assert here is not None
-    if not requested or here in requested:
-        return [here]
-    return [requested[0]]
-
-
 async def submit_job(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     settings = ctx.settings
@@ -66,7 +56,11 @@ async def submit_job(request: web.Request) -> web.Response:
     partition = int(digest[:8], 16) % settings.partitions
     now = _now_ms()
     job_id = keys.make_job_id(now, secrets.token_hex(8), partition)
-    regions = _regions_for(settings, job)
+    assert settings.region is not None
+    chosen = choose_regions(job["regions"], job["region_policy"], settings.region, await ctx.regions.states(), settings.region_ids)
+    # Racing across every chosen region lands with the multi-region work; until
+    # then the job runs in the first, and the others are its reroute targets.
+    regions = chosen[:1]
     due = job["retry_at"] or 0
     fields: dict[str, Any] = {
         "customer": customer,
@@ -74,7 +68,7 @@ async def submit_job(request: web.Request) -> web.Response:
         "state": "scheduled" if due > now else "queued",
         "created_ms": now,
         "idempotent_key": idem,
-        "regions": ",".join(regions),
+        "regions": ",".join(chosen),
         "has_webhooks": 1 if job["webhooks"] else 0,
         "retries": 0,
         "reroutes": 0,
@@ -114,7 +108,16 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(job_view(job_id, data, attempts))
 
 
+async def list_regions(request: web.Request) -> web.Response:
+    """Each region's state and the reason for it, as the coordinator publishes it."""
+    ctx = request.app[CTX]
+    views = await ctx.regions.views()
+    regions = [{"id": r.id, "edges": [], **views[r.id]} for r in ctx.settings.regions]
+    return json_response({"regions": regions, "this_region": ctx.settings.region})
+
+
 ROUTES = [
+    web.get("/api/v1/regions", list_regions),
     web.post("/api/v1/jobs", submit_job),
     web.get("/api/v1/jobs/{job_id}", get_job),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -19,25 +20,36 @@ from .api import ROUTES
 from .auth import Authenticator
 from .context import CTX, EdgeContext
 from .executor import Executor
+from .routing import RegionStates
 from .worker import RegionWorker
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 1.0
-HEARTBEAT_TTL_S = 5
+
+
+async def _beat_once(ctx: EdgeContext) -> None:
+    """Tell the coordinator this node lives, how busy it is and how its sends fare."""
+    beat = {
+        "node": ctx.settings.node_id,
+        "region": ctx.settings.region,
+        "url": ctx.settings.advertised_url,
+        "ts_ms": int(time.time() * 1000),
+        "inflight": ctx.worker.inflight,
+        "outcomes": ctx.outcomes.snapshot(),
+    }
+    await ctx.redis.hset(keys.heartbeats(), ctx.settings.node_id, orjson.dumps(beat))
 
 
 async def _heartbeat(ctx: EdgeContext) -> None:
-    key = keys.node_heartbeat(ctx.settings.node_id)
     while True:
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
         try:
-            beat = {"node": ctx.settings.node_id, "region": ctx.settings.region, "inflight": ctx.worker.inflight}
-            await ctx.redis.set(key, orjson.dumps(beat), ex=HEARTBEAT_TTL_S)
+            await _beat_once(ctx)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.warning("heartbeat failed", exc_info=True)
-        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -58,9 +70,11 @@ def create_app(settings: Settings) -> web.Application:
             outbound=policy,
             executor=executor,
             worker=worker,
+            regions=RegionStates(redis, settings.region_ids),
         )
         app[CTX] = ctx
         await worker.start()
+        await _beat_once(ctx)
         beat = asyncio.create_task(_heartbeat(ctx))
         ctx.ready = True
         try:
@@ -69,6 +83,10 @@ def create_app(settings: Settings) -> web.Application:
             ctx.ready = False
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
+            try:  # leave at once, rather than after the silence timeout
+                await redis.hdel(keys.heartbeats(), settings.node_id)
+            except Exception:
+                log.warning("could not remove heartbeat", exc_info=True)
             await worker.stop()
             await executor.close()
             await redis.aclose()

@@ -12,6 +12,8 @@ from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts
 from .auth import Authenticator
 from .executor import Executor
+from .outcomes import OutcomeWindow
+from .routing import RegionStates
 from .worker import RegionWorker
 
 
@@ -24,6 +26,8 @@ class EdgeContext:
     outbound: OutboundPolicy
     executor: Executor
     worker: RegionWorker
+    regions: RegionStates
+    outcomes: OutcomeWindow = field(default_factory=OutcomeWindow)
     ready: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 

@@ -1,0 +1,91 @@
+"""Which regions a job runs in, given what it asks for and region health.
+
+- A job goes to the regions it requests, else to the receiving edge's region.
+- ``region_policy: "fallback"`` (default) replaces requested regions that are
+  down with healthy ones, in the configured preference order (regions.yaml
+  order).
+- ``"strict"`` keeps to the requested set: down regions are dropped, and if
+  none is left the submission is refused with 503 ``region_unavailable``
+  naming them.
+
+Region states come from the coordinator (``RegionStates``); a region it has
+not published, or states older than ``stale_after_ms`` (no active
+coordinator), count as usable: better to try than to refuse work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from ..common import keys
+from ..common.errors import ApiError
+
+DOWN = "down"
+
+
+def choose_regions(
+    requested: Sequence[str] | None,
+    policy: str,
+    here: str,
+    states: Mapping[str, str],
+    preference: Sequence[str],
+) -> list[str]:
+    wanted = list(requested or [here])
+
+    def usable(region: str) -> bool:
+        return states.get(region) != DOWN
+
+    chosen = [r for r in wanted if usable(r)]
+    if policy == "strict":
+        if not chosen:
+            raise ApiError(
+                "region_unavailable",
+                f"region_policy is strict and every requested region is down: {', '.join(wanted)}",
+                field="regions",
+            )
+        return chosen
+    spare = [r for r in preference if usable(r) and r not in wanted]
+    for region in wanted:
+        if not usable(region) and spare:
+            chosen.append(spare.pop(0))
+    if not chosen:
+        raise ApiError("region_unavailable", f"no region is up (asked for {', '.join(wanted)})", field="regions")
+    return chosen
+
+
+class RegionStates:
+    """The coordinator's published region states, cached briefly per node."""
+
+    def __init__(self, redis: aioredis.Redis, region_ids: Sequence[str], cache_s: float = 0.25, stale_after_ms: int = 5000) -> None:
+        self.redis = redis
+        self.region_ids = list(region_ids)
+        self.cache_s = cache_s
+        self.stale_after_ms = stale_after_ms
+        self._cached: dict[str, dict[str, Any]] = {}
+        self._at = 0.0
+
+    async def views(self) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        if now - self._at > self.cache_s:
+            raw = await self.redis.hgetall(keys.region_states())
+            self._cached = {rid: orjson.loads(raw[rid]) for rid in self.region_ids if rid in raw}
+            self._at = now
+        now_ms = int(time.time() * 1000)
+        out: dict[str, dict[str, Any]] = {}
+        for rid in self.region_ids:
+            v = self._cached.get(rid)
+            if v is None:
+                out[rid] = {"state": "unknown", "reason": "no health published yet (is a coordinator running?)"}
+            elif now_ms - int(v.get("updated_ms", 0)) > self.stale_after_ms:
+                out[rid] = {**v, "state": "unknown", "reason": f"health is stale (last {v['state']}: {v['reason']}); no active coordinator"}
+            else:
+                out[rid] = v
+        return out
+
+    async def states(self) -> dict[str, str]:
+        return {rid: v["state"] for rid, v in (await self.views()).items()}
