@@ -9,7 +9,8 @@ and a bad value fails in the caller's code with a ``ValidationError`` (a
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from .exceptions import ValidationError
@@ -67,9 +68,7 @@ def check_body(body: object) -> Optional[str]:
 
 def check_regions(regions: object, field: str = "regions") -> list[str]:
     """A list of region ids."""
-    if not isinstance(regions, (list, tuple)) or not all(
-        isinstance(r, str) and r for r in regions
-    ):
+    if not isinstance(regions, (list, tuple)) or not all(isinstance(r, str) and r for r in regions):
         raise ValidationError(f"{field} must be a list of region ids such as ['iad', 'lax']")
     return list(regions)
 
@@ -117,7 +116,7 @@ def check_choice(value: object, field: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
         raise ValidationError(f"{field} must be one of {choices}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return str(value)
 
 
 def check_status_codes(codes: object, field: str) -> list[int]:
@@ -202,11 +201,17 @@ def build_job_payload(
         payload["execution_mode"] = execution_mode
     if retry_policy:
         payload["retry_policy"] = check_retry_policy(retry_policy)
-    for field, job in (("fallback_job", fallback_job), ("on_success", on_success), ("on_failure", on_failure)):
+    for field, job in (
+        ("fallback_job", fallback_job),
+        ("on_success", on_success),
+        ("on_failure", on_failure),
+    ):
         if job:
             payload[field] = check_mapping(job, field)
     if on_failure_timeout_ms is not None:
-        payload["on_failure_timeout_ms"] = check_positive_int(on_failure_timeout_ms, "on_failure_timeout_ms")
+        payload["on_failure_timeout_ms"] = check_positive_int(
+            on_failure_timeout_ms, "on_failure_timeout_ms"
+        )
     if idempotent_key is not None:
         payload["idempotent_key"] = check_idempotent_key(idempotent_key)
     if retry_at is not None:

@@ -19,8 +19,9 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 from urllib.parse import quote
 
 import httpx
@@ -185,18 +186,17 @@ class BaseClient:
             if not response.content:
                 return {}
             try:
-                return response.json()
+                data: dict[str, Any] = response.json()
             except ValueError:
                 raise EZThrottleError(
                     f"{call.method} {call.path}: the server answered HTTP "
                     f"{response.status_code} with a body that is not JSON",
                     status_code=response.status_code,
                 ) from None
+            return data
         error = error_from_response(response.status_code, response.content, response.headers)
         if isinstance(error, NotFoundError) and call.not_found:
-            error = NotFoundError(
-                f"{call.not_found} (HTTP 404)", code=error.code, status_code=404
-            )
+            error = NotFoundError(f"{call.not_found} (HTTP 404)", code=error.code, status_code=404)
         raise error
 
     @staticmethod
@@ -207,7 +207,7 @@ class BaseClient:
 
     @staticmethod
     def _retry_delays_s() -> list[float]:
-        """Sleep before each retry: exponential backoff with full jitter."""
+        """Sleep before each retry: exponential backoff, +-50% jitter."""
         return [RETRY_BACKOFF_S * 2**n * random.uniform(0.5, 1.5) for n in range(MAX_RETRIES)]
 
 
@@ -276,10 +276,24 @@ class EZThrottle(BaseClient):
         id) when a job with the same idempotent key exists.
         """
         payload = build_job_payload(
-            url, method, headers, body, metadata, webhooks, webhook_quorum, regions,
-            region_policy, execution_mode, retry_policy, fallback_job, on_success,
-            on_failure, on_failure_timeout_ms, idempotent_key, retry_at,
-        )  # fmt: skip
+            url,
+            method,
+            headers,
+            body,
+            metadata,
+            webhooks,
+            webhook_quorum,
+            regions,
+            region_policy,
+            execution_mode,
+            retry_policy,
+            fallback_job,
+            on_success,
+            on_failure,
+            on_failure_timeout_ms,
+            idempotent_key,
+            retry_at,
+        )
         return self._api(self._submit_call(payload))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
@@ -434,10 +448,24 @@ class AsyncEZThrottle(BaseClient):
     ) -> dict[str, Any]:
         """Submit a job; see ``EZThrottle.submit_job``."""
         payload = build_job_payload(
-            url, method, headers, body, metadata, webhooks, webhook_quorum, regions,
-            region_policy, execution_mode, retry_policy, fallback_job, on_success,
-            on_failure, on_failure_timeout_ms, idempotent_key, retry_at,
-        )  # fmt: skip
+            url,
+            method,
+            headers,
+            body,
+            metadata,
+            webhooks,
+            webhook_quorum,
+            regions,
+            region_policy,
+            execution_mode,
+            retry_policy,
+            fallback_job,
+            on_success,
+            on_failure,
+            on_failure_timeout_ms,
+            idempotent_key,
+            retry_at,
+        )
         return await self._api(self._submit_call(payload))
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
@@ -491,12 +519,12 @@ class AsyncEZThrottle(BaseClient):
         body: Optional[str] = None,
         **job: Any,
     ) -> Union[dict[str, Any], T]:
-        """Submit a job, or return ``fallback()`` (awaited if needed) if EZThrottle is unreachable."""
+        """Submit a job, or return ``fallback()`` (awaited if needed) if EZThrottle is down."""
         try:
             return await self.submit_job(url, method, headers, body, **job)
         except (ConnectionError, TimeoutError):
             result = fallback()
-            return await result if inspect.isawaitable(result) else result  # type: ignore[return-value,misc]
+            return await result if inspect.isawaitable(result) else result
 
     async def create_webhook_secret(
         self, primary_secret: str, secondary_secret: Optional[str] = None

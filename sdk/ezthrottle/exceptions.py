@@ -26,7 +26,8 @@ import builtins
 import email.utils
 import json
 import time
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 __all__ = [
     "EZThrottleError",
@@ -187,10 +188,14 @@ def error_from_response(
         if retry_after_s is not None:
             now_ms = (time.time() if now_s is None else now_s) * 1000
             retry_at = int(now_ms + retry_after_s * 1000)
-        cls = QuotaExceededError if code == "quota_exceeded" else RateLimitError
-        return cls(text, retry_at, code=code, status_code=status_code, retry_after_s=retry_after_s)
-    cls = _CLASS_BY_STATUS.get(status_code, ServerError if status_code >= 500 else EZThrottleError)
-    return cls(text, code=code, status_code=status_code)
+        limit_cls = QuotaExceededError if code == "quota_exceeded" else RateLimitError
+        return limit_cls(
+            text, retry_at, code=code, status_code=status_code, retry_after_s=retry_after_s
+        )
+    error_cls = _CLASS_BY_STATUS.get(
+        status_code, ServerError if status_code >= 500 else EZThrottleError
+    )
+    return error_cls(text, code=code, status_code=status_code)
 
 
 def parse_retry_after(value: Optional[str], *, now_s: Optional[float] = None) -> Optional[float]:

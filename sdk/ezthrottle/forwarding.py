@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import uuid
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Optional, TypeVar
 
 from ._payload import check_status_codes
 from .exceptions import ForwardToEZThrottle, ValidationError
@@ -20,7 +21,9 @@ _CONNECTION_HEADERS = frozenset(
 )
 
 
-def auto_forward(client: Any, fallback_on_error: Optional[Sequence[int]] = None) -> Callable[[F], F]:
+def auto_forward(
+    client: Any, fallback_on_error: Optional[Sequence[int]] = None
+) -> Callable[[F], F]:
     """Decorate a function so that the requests it gives up on become jobs.
 
     A ``ForwardToEZThrottle`` raised by the function is submitted through
@@ -32,7 +35,11 @@ def auto_forward(client: Any, fallback_on_error: Optional[Sequence[int]] = None)
     Works on sync and async functions; an ``AsyncEZThrottle`` client needs an
     async function.
     """
-    codes = check_status_codes(list(fallback_on_error), "fallback_on_error") if fallback_on_error else []
+    codes = (
+        check_status_codes(list(fallback_on_error), "fallback_on_error")
+        if fallback_on_error
+        else []
+    )
     client_is_async = inspect.iscoroutinefunction(client.submit_job)
 
     def decorator(func: F) -> F:
@@ -53,7 +60,7 @@ def auto_forward(client: Any, fallback_on_error: Optional[Sequence[int]] = None)
 
         if client_is_async:
             raise TypeError(
-                f"@auto_forward with an async client needs an async function; {func.__name__} is sync"
+                f"@auto_forward with an async client needs an async function, not {func.__name__}"
             )
 
         @functools.wraps(func)
@@ -100,7 +107,7 @@ def _job_from_request(request: Any) -> Optional[dict[str, Any]]:
     """Rebuild a job from a requests ``PreparedRequest`` or an ``httpx.Request``."""
     try:
         body = request.content if hasattr(request, "content") else request.body
-    except Exception:  # noqa: BLE001 - httpx: a streamed body that was never read
+    except Exception:
         return None
     if isinstance(body, bytes):
         try:

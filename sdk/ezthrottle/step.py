@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import inspect
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Generator, Optional, Union
+from typing import Any, Optional, Union, cast
 
 from . import _payload as check
 from .exceptions import (
@@ -367,7 +368,7 @@ class Step:
             try:
                 effect = flow.send(outcome)
             except StopIteration as done:
-                return done.value
+                return cast("dict[str, Any]", done.value)
             if isinstance(effect, _Submit):
                 outcome = client.submit_job(**effect.payload)
             elif isinstance(effect, _Run):
@@ -384,7 +385,7 @@ class Step:
             try:
                 effect = flow.send(outcome)
             except StopIteration as done:
-                return done.value
+                return cast("dict[str, Any]", done.value)
             if isinstance(effect, _Submit):
                 outcome = await client.submit_job(**effect.payload)
             elif isinstance(effect, _Run):
@@ -400,14 +401,14 @@ class Step:
             raise TypeError(
                 "use `await step.execute_async()` with AsyncEZThrottle"
                 if not want_async
-                else "execute_async() needs an AsyncEZThrottle client; use execute() with EZThrottle"
+                else "execute_async() needs AsyncEZThrottle; use execute() with EZThrottle"
             )
         return client
 
     def _flow(self) -> _Flow:
         payload = self._build_job_payload()  # checks the whole workflow before any I/O
         if self._step_type is StepType.PERFORMANCE:
-            return (yield _Submit(payload))
+            return cast("dict[str, Any]", (yield _Submit(payload)))
         outcome = yield _SendLocally(self)
         if outcome.succeeded:
             return (yield from self._local_success(self, outcome))
@@ -417,7 +418,7 @@ class Step:
                     fallback_outcome = yield _SendLocally(step)
                     if fallback_outcome.succeeded:
                         return (yield from self._local_success(step, fallback_outcome))
-            return (yield _Submit(payload))
+            return cast("dict[str, Any]", (yield _Submit(payload)))
         error = f"Request failed: {outcome.status_code}"
         self._record(self, "failed", error=error)
         if self._on_failure is not None:
@@ -447,7 +448,12 @@ class Step:
         self._history.extend(step._history[start:])
 
     def _record(
-        self, step: Step, status: str, *, response: Optional[str] = None, error: Optional[str] = None
+        self,
+        step: Step,
+        status: str,
+        *,
+        response: Optional[str] = None,
+        error: Optional[str] = None,
     ) -> None:
         entry: dict[str, Any] = {
             "step": step._description or f"{step._method} {step._url}",

@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 import pytest
 import pytest_asyncio
-
 from ezthrottle import AsyncEZThrottle, EZThrottle
 
 REPO = Path(__file__).resolve().parents[3]
@@ -42,9 +41,25 @@ CUSTOMERS = {API_KEY: "acme", OTHER_API_KEY: "globex"}
 MAX_BODY_BYTES = 64 * 1024
 # Top-level job fields of the contract; anything else is a 400.
 JOB_FIELDS = frozenset(
-    "url method headers body metadata webhooks webhook_quorum regions region_policy "
-    "execution_mode retry_policy fallback_job on_success on_failure on_failure_timeout_ms "
-    "idempotent_key retry_at".split()
+    [
+        "url",
+        "method",
+        "headers",
+        "body",
+        "metadata",
+        "webhooks",
+        "webhook_quorum",
+        "regions",
+        "region_policy",
+        "execution_mode",
+        "retry_policy",
+        "fallback_job",
+        "on_success",
+        "on_failure",
+        "on_failure_timeout_ms",
+        "idempotent_key",
+        "retry_at",
+    ]
 )
 
 
@@ -147,7 +162,9 @@ class ContractServer:
                 return _target_answer(request.path)
             if self._script:
                 return self._script.popleft()
-            customer = CUSTOMERS.get(request.headers.get("authorization", "").removeprefix("Bearer "))
+            customer = CUSTOMERS.get(
+                request.headers.get("authorization", "").removeprefix("Bearer ")
+            )
             if customer is None:
                 return self.error(401, "unauthorized", "missing or unknown API key")
             if len(request.body) > MAX_BODY_BYTES:
@@ -177,9 +194,15 @@ class ContractServer:
         unknown = sorted(set(payload) - JOB_FIELDS)
         if unknown:
             return self.error(400, "invalid_request", f"unknown fields {unknown}")
-        key = payload.get("idempotent_key") or "hash_" + hashlib.sha256(
-            json.dumps([customer, payload["method"], payload["url"], payload.get("body")]).encode()
-        ).hexdigest()[:32]
+        key = (
+            payload.get("idempotent_key")
+            or "hash_"
+            + hashlib.sha256(
+                json.dumps(
+                    [customer, payload["method"], payload["url"], payload.get("body")]
+                ).encode()
+            ).hexdigest()[:32]
+        )
         first = self._job_by_key.get((customer, key))
         if first is not None:
             return Scripted(200, {"job_id": first, "status": "duplicate", "idempotent_key": key})
@@ -257,7 +280,9 @@ def _handler_for(server: ContractServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             time.sleep(answer.delay_s)
-            body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            body = (
+                answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            )
             self.send_response(answer.status)
             content_type = "text/plain" if isinstance(answer.body, bytes) else "application/json"
             self.send_header("Content-Type", content_type)

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from ezthrottle import (
     AsyncEZThrottle,
     AuthenticationError,
@@ -28,7 +27,9 @@ TARGET = "https://api.example.com/v1/charges"
 def test_same_public_api_as_the_sync_client() -> None:
     def public(cls: type) -> dict[str, list[tuple[str, Any, Any]]]:
         return {
-            name: [(p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()]
+            name: [
+                (p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()
+            ]
             for name, member in vars(cls).items()
             if not name.startswith("_") and callable(member)
         }
@@ -50,7 +51,12 @@ async def test_submit_and_duplicate(async_client: AsyncEZThrottle, api: Any) -> 
     request = api.api_requests()[0]
     assert request.headers["authorization"] == f"Bearer {api.api_key}"
     assert request.headers["user-agent"].startswith("ezthrottle-python/")
-    assert request.json == {"url": TARGET, "method": "POST", "body": "b", "idempotent_key": "order-1"}
+    assert request.json == {
+        "url": TARGET,
+        "method": "POST",
+        "body": "b",
+        "idempotent_key": "order-1",
+    }
 
 
 @pytest.mark.asyncio
@@ -105,7 +111,9 @@ async def test_get_job_secrets_and_direct_request(async_client: AsyncEZThrottle,
     assert (await async_client.get_job(job_id))["status"] == "queued"
     await async_client.create_webhook_secret("primary_secret_0123456789")
     assert (await async_client.get_webhook_secret())["has_secondary"] is False
-    await async_client.rotate_webhook_secret("second_secret_0123456789", current_secret="primary_secret_0123456789")
+    await async_client.rotate_webhook_secret(
+        "second_secret_0123456789", current_secret="primary_secret_0123456789"
+    )
     assert (await async_client.get_webhook_secret())["has_secondary"] is True
     await async_client.delete_webhook_secret()
     with pytest.raises(NotFoundError):

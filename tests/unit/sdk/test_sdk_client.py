@@ -7,10 +7,9 @@ import time
 import uuid
 from typing import Any
 
+import ezthrottle
 import httpx
 import pytest
-
-import ezthrottle
 from ezthrottle import (
     AuthenticationError,
     ConnectionError,
@@ -58,9 +57,11 @@ def test_published_constructor_arguments_still_construct(api: Any) -> None:
         assert client.base_url == api.url
     with pytest.warns(DeprecationWarning, match="tracktags_url, start_webhook_server"):
         legacy = EZThrottle(
-            api.api_key, tracktags_url="https://tracktags.example.com", ezthrottle_url=api.url,
+            api.api_key,
+            tracktags_url="https://tracktags.example.com",
+            ezthrottle_url=api.url,
             start_webhook_server=True,
-        )  # fmt: skip
+        )
     with legacy:
         assert legacy.base_url == api.url
         assert legacy.submit_job(TARGET)["status"] == "queued"
@@ -91,10 +92,14 @@ def test_context_manager_closes_the_pool(api: Any) -> None:
 
 def test_submit_sends_the_payload_with_auth_and_user_agent(client: EZThrottle, api: Any) -> None:
     result = client.submit_job(
-        TARGET, "post", {"Content-Type": "application/json"}, '{"amount": 1}',
-        webhooks=[{"url": "https://app.example.com/hook"}], regions=["iad", "lax"],
+        TARGET,
+        "post",
+        {"Content-Type": "application/json"},
+        '{"amount": 1}',
+        webhooks=[{"url": "https://app.example.com/hook"}],
+        regions=["iad", "lax"],
         idempotent_key="order-1",
-    )  # fmt: skip
+    )
     assert result == {"job_id": "job_1", "status": "queued", "idempotent_key": "order-1"}
     [request] = api.api_requests()
     assert (request.method, request.path) == ("POST", "/api/v1/jobs")
@@ -114,10 +119,20 @@ def test_submit_sends_the_payload_with_auth_and_user_agent(client: EZThrottle, a
 
 def test_submit_omits_defaults_like_the_published_client(client: EZThrottle, api: Any) -> None:
     client.submit_job(
-        TARGET, headers={}, body="", metadata={}, webhooks=[], webhook_quorum=1, regions=[],
-        region_policy="fallback", execution_mode="race", retry_policy={}, fallback_job={},
-        on_success={}, on_failure={},
-    )  # fmt: skip
+        TARGET,
+        headers={},
+        body="",
+        metadata={},
+        webhooks=[],
+        webhook_quorum=1,
+        regions=[],
+        region_policy="fallback",
+        execution_mode="race",
+        retry_policy={},
+        fallback_job={},
+        on_success={},
+        on_failure={},
+    )
     assert api.api_requests()[0].json == {"url": TARGET, "method": "GET"}
 
 
@@ -131,8 +146,13 @@ def test_duplicate_submission_returns_the_first_job(client: EZThrottle) -> None:
 
 
 def test_step_execute_submits_its_payload(client: EZThrottle, api: Any) -> None:
-    step = Step(client).url(TARGET).method("POST").body("x").regions(["ord"]).fallback(
-        Step().url("https://backup.example.com"), trigger_on_error=[500]
+    step = (
+        Step(client)
+        .url(TARGET)
+        .method("POST")
+        .body("x")
+        .regions(["ord"])
+        .fallback(Step().url("https://backup.example.com"), trigger_on_error=[500])
     )
     result = step.execute()
     assert result["status"] == "queued"
@@ -159,9 +179,8 @@ def test_invalid_payload_fails_before_any_request(client: EZThrottle, api: Any) 
 
 
 def test_unknown_key_is_an_authentication_error(api: Any) -> None:
-    with EZThrottle("ezt_wrong_key", api.url) as client:
-        with pytest.raises(AuthenticationError) as info:
-            client.submit_job(TARGET)
+    with EZThrottle("ezt_wrong_key", api.url) as client, pytest.raises(AuthenticationError) as info:
+        client.submit_job(TARGET)
     assert (info.value.status_code, info.value.code) == (401, "unauthorized")
     assert "missing or unknown API key" in str(info.value)
 
@@ -175,7 +194,9 @@ def test_unknown_key_is_an_authentication_error(api: Any) -> None:
         (500, "internal", ServerError),
     ],
 )
-def test_error_statuses_map_to_classes(client: EZThrottle, api: Any, status: int, code: str, cls: type) -> None:
+def test_error_statuses_map_to_classes(
+    client: EZThrottle, api: Any, status: int, code: str, cls: type
+) -> None:
     api.script(api.error(status, code, "from the server"))
     with pytest.raises(cls) as info:
         client.submit_job(TARGET)
@@ -201,16 +222,18 @@ def test_rate_limit_carries_retry_at(client: EZThrottle, api: Any) -> None:
 
 
 def test_quota_exceeded(client: EZThrottle, api: Any) -> None:
-    api.script(api.error(429, "quota_exceeded", "monthly quota used", headers={"Retry-After": "3600"}))
+    api.script(
+        api.error(429, "quota_exceeded", "monthly quota used", headers={"Retry-After": "3600"})
+    )
     with pytest.raises(QuotaExceededError) as info:
         client.submit_job(TARGET)
     assert info.value.retry_after_s == 3600
 
 
 def test_connection_refused(closed_port_url: str) -> None:
-    with EZThrottle("k", closed_port_url) as client:
-        with pytest.raises(ConnectionError, match="cannot reach") as info:
-            client.submit_job(TARGET)
+    with EZThrottle("k", closed_port_url) as client, pytest.raises(ConnectionError) as info:
+        client.submit_job(TARGET)
+    assert str(info.value).startswith(f"cannot reach {closed_port_url}")
     assert isinstance(info.value, builtins.ConnectionError)
     assert isinstance(info.value.__cause__, httpx.ConnectError)
 
@@ -233,16 +256,17 @@ def test_retries_are_bounded(client: EZThrottle, api: Any) -> None:
 
 def test_read_timeout_is_not_retried(api: Any) -> None:
     api.script(api.slow(0.5))
-    with EZThrottle(api.api_key, api.url, timeout_s=0.1) as client:
-        with pytest.raises(TimeoutError, match="in time"):
-            client.submit_job(TARGET)
+    with EZThrottle(api.api_key, api.url, timeout_s=0.1) as client, pytest.raises(TimeoutError):
+        client.submit_job(TARGET)
     assert len(api.api_requests()) == 1
 
 
 def test_forward_or_fallback(closed_port_url: str, client: EZThrottle) -> None:
     with EZThrottle("k", closed_port_url) as down:
         assert down.forward_or_fallback(lambda: "direct", TARGET) == "direct"
-    assert client.forward_or_fallback(lambda: "direct", TARGET, "POST", body="b")["status"] == "queued"
+    assert (
+        client.forward_or_fallback(lambda: "direct", TARGET, "POST", body="b")["status"] == "queued"
+    )
 
 
 # -- jobs, direct calls, legacy ---------------------------------------------------------
@@ -255,9 +279,8 @@ def test_get_job(client: EZThrottle, api: Any) -> None:
     assert job["idempotent_key"] == "k-1" and job["attempts"] == [] and job["result"] is None
     with pytest.raises(NotFoundError, match="no job 'job_404'"):
         client.get_job("job_404")
-    with EZThrottle(api.other_api_key, api.url) as other:
-        with pytest.raises(NotFoundError):
-            other.get_job(job_id)
+    with EZThrottle(api.other_api_key, api.url) as other, pytest.raises(NotFoundError):
+        other.get_job(job_id)
     with pytest.raises(ValidationError):
         client.get_job("")
 

@@ -6,9 +6,8 @@ import builtins
 import json
 from email.utils import formatdate
 
-import pytest
-
 import ezthrottle
+import pytest
 from ezthrottle.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -116,17 +115,33 @@ def test_forward_to_ezthrottle_defaults_match_published() -> None:
     assert forward.regions is None and forward.idempotent_key is None
     assert forward.fallback_on_error == [429, 500, 502, 503, 504]
     assert isinstance(forward, EZThrottleError)
-    positional = ForwardToEZThrottle("m", "https://a.example.com", "POST", {"A": "1"}, "b", "k", {"m": 1})
-    assert (positional.url, positional.method, positional.idempotent_key) == ("https://a.example.com", "POST", "k")
+    positional = ForwardToEZThrottle(
+        "m", "https://a.example.com", "POST", {"A": "1"}, "b", "k", {"m": 1}
+    )
+    assert (positional.url, positional.method, positional.idempotent_key) == (
+        "https://a.example.com",
+        "POST",
+        "k",
+    )
 
 
 def test_every_published_name_is_exported() -> None:
     published = [
-        "EZThrottle", "auto_forward", "EZThrottleError", "TimeoutError", "AuthenticationError",
-        "ForwardToEZThrottle", "Step", "StepType", "IdempotentStrategy", "verify_webhook_signature",
-        "verify_webhook_signature_strict", "try_verify_with_secrets", "WebhookVerificationError",
+        "EZThrottle",
+        "auto_forward",
+        "EZThrottleError",
+        "TimeoutError",
+        "AuthenticationError",
+        "ForwardToEZThrottle",
+        "Step",
+        "StepType",
+        "IdempotentStrategy",
+        "verify_webhook_signature",
+        "verify_webhook_signature_strict",
+        "try_verify_with_secrets",
+        "WebhookVerificationError",
         "QuotaExceededError",
-    ]  # fmt: skip
+    ]
     for name in [*published, "AsyncEZThrottle", "sign_webhook", "ConnectionError", "NotFoundError"]:
         assert name in ezthrottle.__all__
         assert getattr(ezthrottle, name) is not None

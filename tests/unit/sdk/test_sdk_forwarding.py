@@ -7,8 +7,13 @@ from typing import Any
 
 import httpx
 import pytest
-
-from ezthrottle import AsyncEZThrottle, EZThrottle, ForwardToEZThrottle, ValidationError, auto_forward
+from ezthrottle import (
+    AsyncEZThrottle,
+    EZThrottle,
+    ForwardToEZThrottle,
+    ValidationError,
+    auto_forward,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -76,10 +81,14 @@ def test_other_outcomes_pass_through(client: EZThrottle, api: Any) -> None:
     assert api.received == []
 
 
-def test_http_errors_listed_in_fallback_on_error_are_forwarded(client: EZThrottle, api: Any) -> None:
+def test_http_errors_listed_in_fallback_on_error_are_forwarded(
+    client: EZThrottle, api: Any
+) -> None:
     @auto_forward(client, fallback_on_error=[429, 500])
     def legacy_call(status: int) -> Any:
-        response = httpx.post(f"{api.url}/target/status/{status}", content="data", headers={"X-K": "v"})
+        response = httpx.post(
+            f"{api.url}/target/status/{status}", content="data", headers={"X-K": "v"}
+        )
         response.raise_for_status()
         return response.text
 

@@ -27,26 +27,43 @@ print(json.dumps({
     "server_modules": sorted(m for m in sys.modules if m.startswith("ezthrottle_server")),
 }))
 """
-NETWORK_HINTS = ("No matching distribution", "Could not find a version", "NewConnectionError",
-                 "Temporary failure in name resolution", "Network is unreachable")  # fmt: skip
+NETWORK_HINTS = (
+    "No matching distribution",
+    "Could not find a version",
+    "NewConnectionError",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+)
 
 
 def test_sdk_installs_alone_into_a_fresh_virtualenv(tmp_path: Path) -> None:
     source = tmp_path / "sdk"
-    shutil.copytree(SDK, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    shutil.copytree(
+        SDK, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__")
+    )
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120
+    )
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(source)], capture_output=True, text=True, timeout=500
+        [str(python), "-m", "pip", "install", "-q", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=500,
     )
     if install.returncode != 0 and any(hint in install.stderr for hint in NETWORK_HINTS):
-        pytest.skip(f"cannot download build or runtime dependencies: {install.stderr.strip()[-300:]}")
+        pytest.skip(
+            f"cannot download build or runtime dependencies: {install.stderr.strip()[-300:]}"
+        )
     assert install.returncode == 0, install.stderr
     probe = subprocess.run(
         [str(python), "-I", "-c", PROBE],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert probe.returncode == 0, probe.stderr
     found = json.loads(probe.stdout)
     assert found["payload"] == {"url": "https://api.example.com", "method": "POST"}

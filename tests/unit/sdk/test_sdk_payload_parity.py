@@ -80,7 +80,12 @@ SCENARIOS: dict[str, list[list[Any]]] = {
         c("url", URL),
         c(
             "retry_policy",
-            {"max_retries": 5, "max_reroutes": 3, "retry_codes": [429, 503], "reroute_codes": [500, 502, 504]},
+            {
+                "max_retries": 5,
+                "max_reroutes": 3,
+                "retry_codes": [429, 503],
+                "reroute_codes": [500, 502, 504],
+            },
         ),
     ],
     "retry_at": [c("url", URL), c("retry_at", PAST_MS + 60_000)],
@@ -101,7 +106,11 @@ SCENARIOS: dict[str, list[list[Any]]] = {
     ],
     "fallback_on_error": [
         c("url", "https://primary.example.com"),
-        c("fallback", step(c("url", "https://backup.example.com")), trigger_on_error=[500, 502, 503]),
+        c(
+            "fallback",
+            step(c("url", "https://backup.example.com")),
+            trigger_on_error=[500, 502, 503],
+        ),
     ],
     "fallback_on_timeout": [
         c("url", "https://primary.example.com"),
@@ -117,7 +126,9 @@ SCENARIOS: dict[str, list[list[Any]]] = {
         c("body", '{"q": 1}'),
         c(
             "fallback",
-            step(c("url", "https://backup-1.example.com"), c("method", "POST"), c("regions", ["lax"])),
+            step(
+                c("url", "https://backup-1.example.com"), c("method", "POST"), c("regions", ["lax"])
+            ),
             trigger_on_error=[429, 500],
         ),
         c(
@@ -163,12 +174,18 @@ SCENARIOS: dict[str, list[list[Any]]] = {
         c("idempotent_strategy", enum("IdempotentStrategy.UNIQUE")),
         c(
             "fallback",
-            step(c("url", "https://backup.example.com"), c("idempotent_strategy", enum("IdempotentStrategy.UNIQUE"))),
+            step(
+                c("url", "https://backup.example.com"),
+                c("idempotent_strategy", enum("IdempotentStrategy.UNIQUE")),
+            ),
             trigger_on_error=[500],
         ),
         c(
             "on_success",
-            step(c("url", "https://notify.example.com"), c("idempotent_strategy", enum("IdempotentStrategy.UNIQUE"))),
+            step(
+                c("url", "https://notify.example.com"),
+                c("idempotent_strategy", enum("IdempotentStrategy.UNIQUE")),
+            ),
         ),
     ],
     "everything": [
@@ -226,7 +243,9 @@ def ours() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_payload_matches_published(name: str, published_payloads: dict[str, Any], ours: dict[str, Any]) -> None:
+def test_payload_matches_published(
+    name: str, published_payloads: dict[str, Any], ours: dict[str, Any]
+) -> None:
     payload = ours["build_step"](SCENARIOS[name])._build_job_payload()
     assert _normalize_unique_keys(payload) == _normalize_unique_keys(published_payloads[name])
 
@@ -234,7 +253,11 @@ def test_payload_matches_published(name: str, published_payloads: dict[str, Any]
 def test_unique_keys_are_fresh_uuid4s(ours: dict[str, Any]) -> None:
     workflow = ours["build_step"](SCENARIOS["unique_keys_in_a_workflow"])
     first, second = workflow._build_job_payload(), workflow._build_job_payload()
-    keys = [first["idempotent_key"], first["fallback_job"]["idempotent_key"], first["on_success"]["idempotent_key"]]
+    keys = [
+        first["idempotent_key"],
+        first["fallback_job"]["idempotent_key"],
+        first["on_success"]["idempotent_key"],
+    ]
     assert all(_is_uuid4(k) for k in keys)
     assert len(set(keys)) == 3
     assert second["idempotent_key"] not in keys
@@ -253,7 +276,22 @@ def test_the_table_covers_every_payload_field(published_payloads: dict[str, Any]
     for payload in published_payloads.values():
         walk(payload)
     assert seen >= {
-        "url", "method", "headers", "body", "metadata", "webhooks", "webhook_quorum", "regions",
-        "region_policy", "execution_mode", "retry_policy", "retry_at", "idempotent_key",
-        "fallback_job", "trigger", "on_success", "on_failure", "on_failure_timeout_ms",
-    }  # fmt: skip
+        "url",
+        "method",
+        "headers",
+        "body",
+        "metadata",
+        "webhooks",
+        "webhook_quorum",
+        "regions",
+        "region_policy",
+        "execution_mode",
+        "retry_policy",
+        "retry_at",
+        "idempotent_key",
+        "fallback_job",
+        "trigger",
+        "on_success",
+        "on_failure",
+        "on_failure_timeout_ms",
+    }

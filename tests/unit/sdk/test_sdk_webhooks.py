@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-
 from ezthrottle import (
     SIGNATURE_HEADER,
     EZThrottleError,
@@ -18,14 +17,16 @@ from ezthrottle import (
     try_verify_with_secrets,
     verify_webhook_signature,
     verify_webhook_signature_strict,
+    webhook_utils,
 )
-from ezthrottle import webhook_utils
 
 pytestmark = pytest.mark.timeout(600)  # the cross-checks may install the published SDK
 
 SECRET = "whsec_primary_0123456789"
 OLD_SECRET = "whsec_secondary_987654321"
-BODY = b'{"job_id":"job_1","status":"success","response":{"status_code":200,"body":"\\u00e9t\\u00e9"}}'
+BODY = (
+    b'{"job_id":"job_1","status":"success","response":{"status_code":200,"body":"\\u00e9t\\u00e9"}}'
+)
 NOW = 1_767_225_600
 
 
@@ -76,10 +77,19 @@ def test_valid_within_tolerance_either_side() -> None:
 
 def test_any_change_breaks_the_signature() -> None:
     header = sign_webhook(BODY, SECRET, timestamp=NOW)
-    assert verify_webhook_signature(BODY + b" ", header, SECRET, now_s=NOW) == (False, "signature_mismatch")
-    assert verify_webhook_signature(BODY, header, OLD_SECRET, now_s=NOW) == (False, "signature_mismatch")
+    assert verify_webhook_signature(BODY + b" ", header, SECRET, now_s=NOW) == (
+        False,
+        "signature_mismatch",
+    )
+    assert verify_webhook_signature(BODY, header, OLD_SECRET, now_s=NOW) == (
+        False,
+        "signature_mismatch",
+    )
     forged_time = header.replace(f"t={NOW}", f"t={NOW + 1}")
-    assert verify_webhook_signature(BODY, forged_time, SECRET, now_s=NOW) == (False, "signature_mismatch")
+    assert verify_webhook_signature(BODY, forged_time, SECRET, now_s=NOW) == (
+        False,
+        "signature_mismatch",
+    )
 
 
 def test_str_payload_and_spaces_and_several_v1_entries() -> None:
@@ -101,7 +111,10 @@ def test_rotation_primary_then_secondary() -> None:
     new_header = sign_webhook(BODY, SECRET)
     old_header = sign_webhook(BODY, OLD_SECRET)
     assert try_verify_with_secrets(BODY, new_header, SECRET, OLD_SECRET) == (True, "valid_primary")
-    assert try_verify_with_secrets(BODY, old_header, SECRET, OLD_SECRET) == (True, "valid_secondary")
+    assert try_verify_with_secrets(BODY, old_header, SECRET, OLD_SECRET) == (
+        True,
+        "valid_secondary",
+    )
     assert try_verify_with_secrets(BODY, old_header, SECRET) == (
         False,
         "both_secrets_failed (primary: signature_mismatch)",
@@ -130,14 +143,24 @@ def _cases(now: int) -> list[dict[str, Any]]:
     good = sign_webhook(BODY, SECRET, timestamp=now)
     return [
         {"payload": body, "header": good, "secret": SECRET, "tolerance": 300},
-        {"payload": body, "header": sign_webhook(BODY, SECRET, timestamp=now - 100), "secret": SECRET, "tolerance": 300},
+        {
+            "payload": body,
+            "header": sign_webhook(BODY, SECRET, timestamp=now - 100),
+            "secret": SECRET,
+            "tolerance": 300,
+        },
         {"payload": body + "x", "header": good, "secret": SECRET, "tolerance": 300},
         {"payload": body, "header": good, "secret": OLD_SECRET, "tolerance": 300},
         {"payload": body, "header": "", "secret": SECRET, "tolerance": 300},
         {"payload": body, "header": f"t={now}", "secret": SECRET, "tolerance": 300},
         {"payload": body, "header": f"t={now - 5000},v1=ab", "secret": SECRET, "tolerance": 300},
-        {"payload": body, "header": sign_webhook(BODY, SECRET, timestamp=now - 50), "secret": SECRET, "tolerance": 10},
-    ]  # fmt: skip
+        {
+            "payload": body,
+            "header": sign_webhook(BODY, SECRET, timestamp=now - 50),
+            "secret": SECRET,
+            "tolerance": 10,
+        },
+    ]
 
 
 def _same(ours: list[Any], theirs: list[Any]) -> bool:
@@ -155,7 +178,11 @@ def test_published_sdk_verifies_our_signatures_with_the_same_reasons(published: 
     cases = _cases(int(time.time()))
     theirs = published.run({"mode": "verify", "data": cases})
     ours = [
-        list(verify_webhook_signature(c["payload"].encode(), c["header"], c["secret"], c["tolerance"]))
+        list(
+            verify_webhook_signature(
+                c["payload"].encode(), c["header"], c["secret"], c["tolerance"]
+            )
+        )
         for c in cases
     ]
     assert theirs[0] == [True, "valid"] and theirs[1] == [True, "valid"]
@@ -177,14 +204,36 @@ def test_we_verify_signatures_computed_outside_the_sdk(published: Any) -> None:
 def test_rotation_agrees_with_published(published: Any) -> None:
     body = BODY.decode()
     cases = [
-        {"payload": body, "header": sign_webhook(BODY, SECRET), "primary": SECRET, "secondary": OLD_SECRET},
-        {"payload": body, "header": sign_webhook(BODY, OLD_SECRET), "primary": SECRET, "secondary": OLD_SECRET},
-        {"payload": body, "header": sign_webhook(BODY, OLD_SECRET), "primary": SECRET, "secondary": None},
-    ]  # fmt: skip
-    theirs = published.run({"mode": "try_secrets", "data": cases})
-    ours = [list(try_verify_with_secrets(BODY, c["header"], c["primary"], c["secondary"])) for c in cases]
-    assert ours == theirs == [
-        [True, "valid_primary"],
-        [True, "valid_secondary"],
-        [False, "both_secrets_failed (primary: signature_mismatch)"],
+        {
+            "payload": body,
+            "header": sign_webhook(BODY, SECRET),
+            "primary": SECRET,
+            "secondary": OLD_SECRET,
+        },
+        {
+            "payload": body,
+            "header": sign_webhook(BODY, OLD_SECRET),
+            "primary": SECRET,
+            "secondary": OLD_SECRET,
+        },
+        {
+            "payload": body,
+            "header": sign_webhook(BODY, OLD_SECRET),
+            "primary": SECRET,
+            "secondary": None,
+        },
     ]
+    theirs = published.run({"mode": "try_secrets", "data": cases})
+    ours = [
+        list(try_verify_with_secrets(BODY, c["header"], c["primary"], c["secondary"]))
+        for c in cases
+    ]
+    assert (
+        ours
+        == theirs
+        == [
+            [True, "valid_primary"],
+            [True, "valid_secondary"],
+            [False, "both_secrets_failed (primary: signature_mismatch)"],
+        ]
+    )
