@@ -187,12 +187,12 @@ def build_job_payload(
     if webhooks:
         payload["webhooks"] = check_webhooks(webhooks)
     if check_positive_int(webhook_quorum, "webhook_quorum") != 1:
-        voters = sum(1 for hook in webhooks or () if hook.get("has_quorum_vote", True))
-        if webhook_quorum > voters:
-            raise ValidationError(
-                f"webhook_quorum={webhook_quorum} but only {voters} webhook(s) have a quorum vote"
-            )
         payload["webhook_quorum"] = webhook_quorum
+    voters = sum(1 for hook in payload.get("webhooks", ()) if hook.get("has_quorum_vote", True))
+    if webhooks and webhook_quorum > voters:  # as the server checks it
+        raise ValidationError(
+            f"webhook_quorum={webhook_quorum} but only {voters} webhook(s) have a quorum vote"
+        )
     if regions:
         payload["regions"] = check_regions(regions)
     if check_choice(region_policy, "region_policy", REGION_POLICIES) != "fallback":

@@ -83,6 +83,10 @@ def test_quorum_needs_enough_voting_webhooks() -> None:
     assert (
         Step().url(URL).webhooks(hooks).webhook_quorum(1)._build_job_payload()["webhooks"] == hooks
     )
+    only_voters = [{"url": "https://a.example.com", "has_quorum_vote": False}]
+    with pytest.raises(ValidationError, match="only 0 webhook"):
+        Step().url(URL).webhooks(only_voters)._build_job_payload()
+    assert Step().url(URL).webhook_quorum(3)._build_job_payload()["webhook_quorum"] == 3
 
 
 def test_strings_are_accepted_for_enums() -> None:
