@@ -15,10 +15,14 @@ __all__ = ["auto_forward"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Headers that describe one connection, not the request: never forwarded.
+# Headers that describe one connection, not the request: never forwarded
+# (the server refuses most of them in a job).
 _CONNECTION_HEADERS = frozenset(
-    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
-)
+    {
+        "host", "content-length", "connection", "keep-alive", "transfer-encoding",
+        "accept-encoding", "upgrade", "te", "trailer",
+    }
+)  # fmt: skip
 
 
 def auto_forward(

@@ -104,6 +104,21 @@ def test_http_errors_listed_in_fallback_on_error_are_forwarded(
         legacy_call(404)  # not listed
 
 
+def test_requests_http_errors_are_forwarded_too(client: EZThrottle, api: Any) -> None:
+    requests = pytest.importorskip("requests")
+
+    @auto_forward(client, fallback_on_error=[503])
+    def legacy_call() -> Any:
+        response = requests.put(f"{api.url}/target/status/503", data="payload", timeout=5)
+        response.raise_for_status()
+        return response.text
+
+    assert legacy_call()["status"] == "queued"
+    forwarded = api.api_requests()[0].json
+    assert (forwarded["method"], forwarded["body"]) == ("PUT", "payload")
+    assert forwarded["url"] == f"{api.url}/target/status/503"
+
+
 @pytest.mark.asyncio
 async def test_async_function_with_async_client(async_client: AsyncEZThrottle, api: Any) -> None:
     @auto_forward(async_client)
