@@ -27,17 +27,29 @@ Environment variables (all optional):
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
 ``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
+``EZT_OUTBOUND_ALLOW_LOOPBACK``       ``1``/``0``: send to loopback (default: yes in the local profile only)
+``EZT_OUTBOUND_ALLOW_CIDRS``          comma list of networks reachable although not public (``10.1.0.0/16``)
+``EZT_OUTBOUND_ALLOW_HOSTS``          comma list of names exempt from the host-name rules (``billing.corp``, ``*.corp``)
+``EZT_AUTH_FAIL_LIMIT``               failed authentications per client address per window before 429 (0: off)
+``EZT_AUTH_FAIL_WINDOW_S``            that window, in seconds
+``EZT_TRUSTED_PROXIES``               comma list of proxy networks whose ``X-Forwarded-For`` names the client
 ``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
 ``EZT_DELIVERY_BACKOFF_BASE_S``       first webhook retry's delay ceiling (doubling, equal jitter)
 ``EZT_DELIVERY_BACKOFF_CAP_S``        largest delay between webhook retries
 ``EZT_DELIVERY_WINDOW_S``             how long a webhook is retried before it is dead-lettered
 ``EZT_DELIVERY_CONCURRENCY``          webhook POSTs in flight per delivery worker
 ``EZT_DELIVERY_POLL_S``               how often a delivery worker releases due retries
+``EZT_DOMAINS_FILE``                  per-domain pacing overrides (default: domains.yaml beside regions.yaml)
+``EZT_PACING_DEFAULT_RPS``            a domain's requests/s unless config or its headers say otherwise (2)
+``EZT_PACING_DEFAULT_MAX_CONCURRENT`` a domain's requests in flight per node, likewise (2)
+``EZT_PACING_MAX_RPS``                operator ceiling on any domain's requests/s (100)
+``EZT_PACING_MAX_CONCURRENT``         operator ceiling on any domain's in flight per node (64)
 ====================================  =========================================
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -46,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .quotas import DEFAULT_TIER, DEFAULT_TIERS, Tier, tiers_from_config
 
 DEFAULT_REDIS_PORT = 6390
 
@@ -88,6 +102,14 @@ class Settings:
     partitions: int = 1
     simulate_latency: bool = True
     api_key_cache_s: float = 2.0
+    # Outbound policy (common/outbound.py). None: the profile decides (local: allowed).
+    outbound_allow_loopback: bool | None = None
+    outbound_allow_cidrs: tuple[str, ...] = ()
+    outbound_allow_hosts: tuple[str, ...] = ()
+    # Failed authentications per client address (edge/auth.py), counted in Redis by every node.
+    auth_fail_limit: int = 20
+    auth_fail_window_s: int = 60
+    trusted_proxies: tuple[str, ...] = ()
     region_silent_after_ms: int = 2500
     region_recover_after_ms: int = 5000
     delivery_timeout_s: float = 10.0
@@ -96,6 +118,19 @@ class Settings:
     delivery_window_s: float = 24 * 3600.0
     delivery_concurrency: int = 64
     delivery_poll_s: float = 0.1
+    # Pacing (pacing/): cluster-wide defaults and ceilings; every node must agree.
+    domains_file: str = "domains.yaml"
+    pacing_default_rps: float = 2.0
+    pacing_default_max_concurrent: int = 2
+    pacing_max_rps: float = 100.0
+    pacing_max_concurrent: int = 64
+    pacing_min_rps: float = 0.01  # header values below are raised to this
+    pacing_rate_margin: float = 0.01  # pace 1% under the limit, so jitter never shows N+1 in a second
+    pacing_tolerance_ms: float = 5.0  # GCRA slack for scheduling jitter
+    pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
+    pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
+    tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    default_tier: str = DEFAULT_TIER
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -110,7 +145,10 @@ class Settings:
 
     @property
     def allow_loopback_targets(self) -> bool:
-        """The local profile sends to loopback targets; production refuses them."""
+        """Loopback targets: the local profile sends to them, production refuses
+        them, and ``outbound.allow_loopback`` / ``EZT_OUTBOUND_ALLOW_LOOPBACK`` overrides both."""
+        if self.outbound_allow_loopback is not None:
+            return self.outbound_allow_loopback
         return self.profile == "local"
 
     @property
@@ -173,6 +211,8 @@ _ENV_INT = {
     "EZT_PARTITIONS": "partitions",
     "EZT_DELIVERY_CONCURRENCY": "delivery_concurrency",
     "EZT_PORT": "port",
+    "EZT_PACING_DEFAULT_MAX_CONCURRENT": "pacing_default_max_concurrent",
+    "EZT_PACING_MAX_CONCURRENT": "pacing_max_concurrent",
     "EZT_REGION_SILENT_AFTER_MS": "region_silent_after_ms",
     "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
 }
@@ -185,7 +225,78 @@ _ENV_FLOAT = {
     "EZT_DELIVERY_BACKOFF_CAP_S": "delivery_backoff_cap_s",
     "EZT_DELIVERY_WINDOW_S": "delivery_window_s",
     "EZT_DELIVERY_POLL_S": "delivery_poll_s",
+    "EZT_PACING_DEFAULT_RPS": "pacing_default_rps",
+    "EZT_PACING_MAX_RPS": "pacing_max_rps",
 }
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _list(value: Any, name: str) -> list[str]:
+    """A list setting: a YAML list, or a comma/space separated string (env)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p for p in value.replace(",", " ").split() if p]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise ConfigError(f"{name} must be a list of strings")
+
+
+def _cidrs(value: Any, name: str) -> tuple[str, ...]:
+    out = []
+    for item in _list(value, name):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {item!r} is not an address or network (CIDR)") from exc
+    return tuple(out)
+
+
+def _hosts(value: Any, name: str) -> tuple[str, ...]:
+    out = []
+    for item in _list(value, name):
+        host = item.lower().rstrip(".")
+        bare = host[2:] if host.startswith("*.") else host
+        if not bare or "*" in bare or "/" in bare or ":" in bare:
+            raise ConfigError(f"{name}: {item!r} is not a host name or '*.suffix' pattern")
+        out.append(host)
+    return tuple(out)
+
+
+def _outbound_and_auth(data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """Outbound allow-lists (regions.yaml ``outbound:``, then env) and failed-auth limits (env)."""
+    section = data.get("outbound") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: 'outbound' must be a mapping")
+    unknown = set(section) - {"allow_loopback", "allow_cidrs", "allow_hosts"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown outbound settings {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    loopback = env.get("EZT_OUTBOUND_ALLOW_LOOPBACK", section.get("allow_loopback"))
+    if loopback is not None:
+        values["outbound_allow_loopback"] = _flag(loopback, "outbound.allow_loopback")
+    values["outbound_allow_cidrs"] = _cidrs(env.get("EZT_OUTBOUND_ALLOW_CIDRS", section.get("allow_cidrs")), "outbound.allow_cidrs")
+    values["outbound_allow_hosts"] = _hosts(env.get("EZT_OUTBOUND_ALLOW_HOSTS", section.get("allow_hosts")), "outbound.allow_hosts")
+    values["trusted_proxies"] = _cidrs(env.get("EZT_TRUSTED_PROXIES"), "EZT_TRUSTED_PROXIES")
+    for name, attr in (("EZT_AUTH_FAIL_LIMIT", "auth_fail_limit"), ("EZT_AUTH_FAIL_WINDOW_S", "auth_fail_window_s")):
+        if name in env:
+            try:
+                values[attr] = int(env[name])
+            except ValueError as exc:
+                raise ConfigError(f"{name} must be an integer, got {env[name]!r}") from exc
+    if values.get("auth_fail_limit", 0) < 0 or values.get("auth_fail_window_s", 1) < 1:
+        raise ConfigError("EZT_AUTH_FAIL_LIMIT must be at least 0 and EZT_AUTH_FAIL_WINDOW_S at least 1")
+    return values
 
 
 def load_settings(
@@ -208,6 +319,14 @@ def load_settings(
         "embedded_redis_port": redis_port,
         "redis_url": f"redis://127.0.0.1:{redis_port}/0",
     }
+    try:
+        values["tiers"] = tiers_from_config(data.get("tiers"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if "default_tier" in data:
+        values["default_tier"] = str(data["default_tier"])
+        if values["default_tier"] not in values["tiers"]:
+            raise ConfigError(f"{path}: default_tier {values['default_tier']!r} is not one of the tiers")
     if "REDIS_URL" in env:
         values["redis_url"] = env["REDIS_URL"]
     if "EZT_PROFILE" in env:
@@ -230,11 +349,13 @@ def load_settings(
                 raise ConfigError(f"{name} must be a number, got {env[name]!r}") from exc
     if "EZT_SIMULATE_LATENCY" in env:
         values["simulate_latency"] = env["EZT_SIMULATE_LATENCY"] not in ("0", "false", "no", "")
+    values.update(_outbound_and_auth(data, env, path))
 
     region = env.get("EZT_REGION")
     if region is not None and region not in {r.id for r in regions}:
         raise ConfigError(f"EZT_REGION={region!r} is not in {path}")
     values["region"] = region
+    values["domains_file"] = env.get("EZT_DOMAINS_FILE") or str(path.parent / "domains.yaml")
 
     if role == "edge":
         if region is None:
@@ -247,6 +368,10 @@ def load_settings(
     elif role == "delivery" and "port" not in values:
         values["port"] = values["delivery_port"]
 
+    if not values.get("pacing_default_rps", 2.0) > 0 or not values.get("pacing_max_rps", 100.0) > 0:
+        raise ConfigError("EZT_PACING_DEFAULT_RPS and EZT_PACING_MAX_RPS must be above 0")
+    if values.get("pacing_default_max_concurrent", 2) < 1 or values.get("pacing_max_concurrent", 64) < 1:
+        raise ConfigError("EZT_PACING_DEFAULT_MAX_CONCURRENT and EZT_PACING_MAX_CONCURRENT must be at least 1")
     if values["profile"] not in ("local", "production"):
         raise ConfigError(f"profile must be 'local' or 'production', got {values['profile']!r}")
     if values.get("partitions", 1) < 1:

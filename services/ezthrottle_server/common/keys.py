@@ -23,13 +23,30 @@ Layout::
     ezt:{ezt:p0}:deliveries:scheduled       zset   "<route>|<job_id>|<hook>" scored by due time (ms)
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
+    ezt:{ezt:p0}:usage:<customer>:<YYYYMM>  string jobs created this month (quota)
+    ezt:customer:<id>                       hash   tier
     ezt:apikey:<sha256>                     hash   customer, created_ms, revoked
+    ezt:authfail:<client>                   string failed authentications of a client address (TTL = window)
     ezt:customer:<id>:keys                  set    sha256 of the customer's keys
     ezt:customer:<id>:webhook-secrets       hash   primary, secondary
     ezt:coordinator:leader                  string lease holder (TTL)
     ezt:heartbeats                          hash   node id -> JSON heartbeat (region, ts_ms, inflight, outcomes)
     ezt:regions:state                       hash   region -> JSON {state, reason, since_ms, nodes, updated_ms}
     ezt:delivery:region:<region>            string a delivery worker of the region is alive (TTL)
+
+Pacing (``pacing/``) keeps each target domain under its own hash tag,
+``{ezt:d:<host:port>}``, so one domain's limit is one slot whatever the
+partitions. A *scope* is what one limit governs: ``*`` (the domain, shared by
+every customer) or a customer id (domains configured per customer)::
+
+    ezt:{ezt:d:<dom>}:conf                  hash   operator overrides from domains.yaml
+    ezt:{ezt:d:<dom>}:limit:<scope>         hash   GCRA tat/t, header limits, pause_until
+    ezt:{ezt:d:<dom>}:wait:<scope>:<region> zset   waiting job ids by fair-queueing tag
+    ezt:{ezt:d:<dom>}:fair:<scope>:<region> hash   customer -> last tag given; "~v" virtual time
+    ezt:{ezt:d:<dom>}:run:<scope>:<region>  zset   granted job ids by lease expiry (ms)
+    ezt:pacing:ready:<region>               zset   "<dom>|<scope>" by when it may grant next (ms)
+    ezt:pacing:configured                   set    domains that domains.yaml overrides
+    ezt:pacing:config                       hash   digest, path, loaded_ms of the applied domains.yaml
 """
 
 from __future__ import annotations
@@ -119,6 +136,11 @@ def api_key(key_sha256: str) -> str:
     return f"{PREFIX}:apikey:{key_sha256}"
 
 
+def auth_failures(client: str) -> str:
+    """Failed authentications of one client address (an IPv4 address or IPv6 /64) in the current window."""
+    return f"{PREFIX}:authfail:{client}"
+
+
 def customer_keys(customer: str) -> str:
     return f"{PREFIX}:customer:{customer}:keys"
 
@@ -137,3 +159,48 @@ def heartbeats() -> str:
 
 def region_states() -> str:
     return f"{PREFIX}:regions:state"
+
+
+def domain_tag(domain: str) -> str:
+    """The hash tag of one target domain (``host:port``, lower-cased)."""
+    return f"{{{PREFIX}:d:{domain}}}"
+
+
+def pacing_conf(domain: str) -> str:
+    return f"{PREFIX}:{domain_tag(domain)}:conf"
+
+
+def pacing_limit(domain: str, scope: str) -> str:
+    return f"{PREFIX}:{domain_tag(domain)}:limit:{scope}"
+
+
+def pacing_wait(domain: str, scope: str, region: str) -> str:
+    return f"{PREFIX}:{domain_tag(domain)}:wait:{scope}:{region}"
+
+
+def pacing_fair(domain: str, scope: str, region: str) -> str:
+    return f"{PREFIX}:{domain_tag(domain)}:fair:{scope}:{region}"
+
+
+def pacing_running(domain: str, scope: str, region: str) -> str:
+    return f"{PREFIX}:{domain_tag(domain)}:run:{scope}:{region}"
+
+
+def pacing_ready(region: str) -> str:
+    return f"{PREFIX}:pacing:ready:{region}"
+
+
+def pacing_configured() -> str:
+    return f"{PREFIX}:pacing:configured"
+
+
+def pacing_config_meta() -> str:
+    return f"{PREFIX}:pacing:config"
+
+
+def usage(partition: int, customer: str, month: str) -> str:
+    return f"{PREFIX}:{partition_tag(partition)}:usage:{customer}:{month}"
+
+
+def customer(customer_id: str) -> str:
+    return f"{PREFIX}:customer:{customer_id}"

@@ -20,6 +20,7 @@ from ..common.config import Settings
 from ..common.errors import ApiError, OutboundBlocked
 from ..common.jobs import hash_key, key_digest, validate_job
 from ..common.http import json_response, read_json
+from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from .context import CTX, EdgeContext
 from .routing import choose_regions
@@ -74,22 +75,34 @@ async def submit_job(request: web.Request) -> web.Response:
         "reroutes": 0,
     }
     flat = [x for kv in fields.items() for x in kv]
-    created, existing_id = await ctx.scripts.submit(
+    month = month_of()
+    quota_left = await ctx.quotas.left_for(customer, partition, month)
+    outcome, existing_id = await ctx.scripts.submit(
         keys=[
             keys.idempotency(partition, customer, digest),
             keys.job(job_id),
             keys.delayed(partition),
+            keys.usage(partition, customer, month),
             *(keys.region_stream(partition, r) for r in regions),
         ],
-        args=[job_id, settings.idempotency_ttl_s, due, now, len(fields), *flat, *regions],
+        args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, len(fields), *flat, *regions],
     )
     region = settings.region or ""
-    if not created:
+    if outcome == 2:
+        raise await ctx.quotas.exceeded(customer)
+    if outcome == 0:
         JOBS_DUPLICATE.labels(region).inc()
         return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
     JOBS_SUBMITTED.labels(region).inc()
     log.info("job accepted", extra={"job_id": job_id, "region": region, "customer": customer})
     return json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
+
+
+async def get_usage(request: web.Request) -> web.Response:
+    """This month's count for the key's customer, with tier, included, cap and overage."""
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    return json_response(await ctx.quotas.usage(customer))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -118,6 +131,7 @@ async def list_regions(request: web.Request) -> web.Response:
 
 ROUTES = [
     web.get("/api/v1/regions", list_regions),
+    web.get("/api/v1/usage", get_usage),
     web.post("/api/v1/jobs", submit_job),
     web.get("/api/v1/jobs/{job_id}", get_job),
 ]

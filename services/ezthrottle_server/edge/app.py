@@ -20,6 +20,7 @@ from .api import ROUTES
 from .auth import Authenticator
 from .context import CTX, EdgeContext
 from .executor import Executor
+from .quota import Quotas
 from .routing import RegionStates
 from .worker import RegionWorker
 
@@ -71,8 +72,10 @@ def create_app(settings: Settings) -> web.Application:
             executor=executor,
             worker=worker,
             regions=RegionStates(redis, settings.region_ids),
+            quotas=Quotas(settings, redis),
         )
         app[CTX] = ctx
+        worker.outcomes = ctx.outcomes  # the worker records each send's outcome for region health
         await worker.start()
         await _beat_once(ctx)
         beat = asyncio.create_task(_heartbeat(ctx))

@@ -13,6 +13,7 @@ from ..common.redisconn import Scripts
 from .auth import Authenticator
 from .executor import Executor
 from .outcomes import OutcomeWindow
+from .quota import Quotas
 from .routing import RegionStates
 from .worker import RegionWorker
 
@@ -27,6 +28,7 @@ class EdgeContext:
     executor: Executor
     worker: RegionWorker
     regions: RegionStates
+    quotas: Quotas
     outcomes: OutcomeWindow = field(default_factory=OutcomeWindow)
     ready: bool = False
     extra: dict[str, object] = field(default_factory=dict)
