@@ -26,6 +26,7 @@ Environment variables (all optional):
 ``EZT_PARTITIONS``                    number of job partitions (hash slots on a cluster)
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
 ``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
+``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
 ``EZT_OUTBOUND_ALLOW_LOOPBACK``       ``1``/``0``: send to loopback (default: yes in the local profile only)
 ``EZT_OUTBOUND_ALLOW_CIDRS``          comma list of networks reachable although not public (``10.1.0.0/16``)
@@ -129,6 +130,7 @@ class Settings:
     pacing_tolerance_ms: float = 5.0  # GCRA slack for scheduling jitter
     pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
+    admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -214,6 +216,7 @@ _ENV_INT = {
     "EZT_PACING_DEFAULT_MAX_CONCURRENT": "pacing_default_max_concurrent",
     "EZT_PACING_MAX_CONCURRENT": "pacing_max_concurrent",
     "EZT_REGION_SILENT_AFTER_MS": "region_silent_after_ms",
+    "EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES": "admission_max_redis_memory_bytes",
     "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
 }
 _ENV_FLOAT = {

@@ -29,6 +29,7 @@ API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route"
 INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
 RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from dead consumers", ["region"])
 DELAYED_RELEASED = Counter("ezt_delayed_released_total", "Delayed jobs released into their streams")
+ADMISSION_REJECTED = Counter("ezt_admission_rejected_total", "Submissions shed by admission control", ["reason"])
 REGION_STATE = Gauge("ezt_region_state", "Region health as the coordinator sees it: 2 up, 1 degraded, 0 down", ["region"])
 COORDINATOR_LEADER = Gauge("ezt_coordinator_leader", "1 while this coordinator holds the lease")
 WEBHOOK_DELIVERIES = Counter(
@@ -46,6 +47,21 @@ WEBHOOK_REPLAYED = Counter("ezt_webhook_replayed_total", "Dead-lettered webhooks
 WEBHOOK_INFLIGHT = Gauge("ezt_webhook_inflight", "Webhook stream entries this delivery worker is working on")
 WEBHOOK_RECLAIMED = Counter("ezt_webhook_reclaimed_total", "Delivery stream entries reclaimed from dead workers")
 
+PACING_GRANTS = Counter("ezt_pacing_grants_total", "Jobs the pacer let go to their target domain", ["region"])
+PACING_WAIT = Histogram(
+    "ezt_pacing_wait_seconds",
+    "Time from a job's submission to the grant of its first send (queueing behind its domain's limit)",
+    ["region"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+PACING_PAUSES = Counter("ezt_pacing_pauses_total", "Domains paused by a 429/503 Retry-After", ["region"])
+PACING_HEADER_INVALID = Counter(
+    "ezt_pacing_header_invalid_total", "Rate-limit headers from targets ignored as invalid", ["header"]
+)
+PACING_LEASES_RECOVERED = Counter(
+    "ezt_pacing_leases_recovered_total", "Granted jobs queued again because their node's lease expired", ["region"]
+)
+PACING_CONFIG_LOADS = Counter("ezt_pacing_config_loads_total", "domains.yaml loads by result (applied, unchanged, error)", ["result"])
 
 async def metrics_handler(_request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest())

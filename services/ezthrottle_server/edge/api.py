@@ -48,6 +48,7 @@ async def submit_job(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     settings = ctx.settings
     customer = await ctx.auth.customer(request)
+    ctx.admission.check(customer)
     payload = await read_json(request, settings.max_body_bytes)
     job = validate_job(payload, settings.region_ids)
     _check_outbound(ctx, job)
@@ -94,6 +95,7 @@ async def submit_job(request: web.Request) -> web.Response:
         JOBS_DUPLICATE.labels(region).inc()
         return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
     JOBS_SUBMITTED.labels(region).inc()
+    ctx.admission.accepted(customer)
     log.info("job accepted", extra={"job_id": job_id, "region": region, "customer": customer})
     return json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
 

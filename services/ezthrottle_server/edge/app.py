@@ -20,6 +20,7 @@ from .api import ROUTES
 from .auth import Authenticator
 from .context import CTX, EdgeContext
 from .executor import Executor
+from .admission import Admission
 from .quota import Quotas
 from .routing import RegionStates
 from .worker import RegionWorker
@@ -73,19 +74,23 @@ def create_app(settings: Settings) -> web.Application:
             worker=worker,
             regions=RegionStates(redis, settings.region_ids),
             quotas=Quotas(settings, redis),
+            admission=Admission(settings, redis),
         )
         app[CTX] = ctx
         worker.outcomes = ctx.outcomes  # the worker records each send's outcome for region health
         await worker.start()
         await _beat_once(ctx)
         beat = asyncio.create_task(_heartbeat(ctx))
+        await ctx.admission.refresh()
+        admission = asyncio.create_task(ctx.admission.run())
         ctx.ready = True
         try:
             yield
         finally:
             ctx.ready = False
             beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            admission.cancel()
+            await asyncio.gather(beat, admission, return_exceptions=True)
             try:  # leave at once, rather than after the silence timeout
                 await redis.hdel(keys.heartbeats(), settings.node_id)
             except Exception:
@@ -103,7 +108,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "node": request.app[CTX].settings.node_id})
+    ctx = request.app[CTX]
+    return json_response({"status": "ok", "node": ctx.settings.node_id, "admission": ctx.admission.state()})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -114,5 +120,5 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception:
         redis_ok = False
     ready = ctx.ready and redis_ok
-    body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, "region": ctx.settings.region}
+    body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, "region": ctx.settings.region, "admission": ctx.admission.state()}
     return json_response(body, 200 if ready else 503)

@@ -12,6 +12,7 @@ from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts
 from .auth import Authenticator
 from .executor import Executor
+from .admission import Admission
 from .outcomes import OutcomeWindow
 from .quota import Quotas
 from .routing import RegionStates
@@ -29,6 +30,7 @@ class EdgeContext:
     worker: RegionWorker
     regions: RegionStates
     quotas: Quotas
+    admission: Admission
     outcomes: OutcomeWindow = field(default_factory=OutcomeWindow)
     ready: bool = False
     extra: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,92 @@
+"""Admission control: shed new work before Redis runs out of room.
+
+Accepted work is never dropped; when Redis memory use crosses the ceiling,
+*new* submissions get 429 ``overloaded`` with a ``Retry-After`` that doubles
+on each consecutive rejection of the same customer (1 s, 2 s, 4 s … capped),
+and starts over once one of its submissions is accepted. ``/readyz`` and
+``/healthz`` report the state, so a load balancer can steer traffic away.
+
+The ceiling is ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` if set (0 = off),
+else 90% of Redis's own ``maxmemory`` when it has one. Memory is read once a
+second by a background task, never on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..common.config import Settings
+from ..common.errors import ApiError
+from ..common.metrics import ADMISSION_REJECTED
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_BASE_S = 1
+RETRY_AFTER_CAP_S = 60
+MAXMEMORY_SHARE = 0.9
+
+
+class Admission:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, refresh_s: float = 1.0) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.refresh_s = refresh_s
+        self.used_bytes: int | None = None
+        self.limit_bytes: int = settings.admission_max_redis_memory_bytes
+        self._streaks: dict[str, int] = {}
+
+    async def refresh(self) -> None:
+        info = await self.redis.info("memory")
+        self.used_bytes = int(info.get("used_memory", 0))
+        if self.settings.admission_max_redis_memory_bytes:
+            self.limit_bytes = self.settings.admission_max_redis_memory_bytes
+        else:
+            maxmemory = int(info.get("maxmemory", 0))
+            self.limit_bytes = int(maxmemory * MAXMEMORY_SHARE) if maxmemory else 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not read redis memory use", exc_info=True)
+            await asyncio.sleep(self.refresh_s)
+
+    @property
+    def accepting(self) -> bool:
+        return not (self.limit_bytes and self.used_bytes is not None and self.used_bytes >= self.limit_bytes)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "accepting": self.accepting,
+            "reason": None if self.accepting else "redis memory use is over the admission ceiling",
+            "redis_used_memory_bytes": self.used_bytes,
+            "redis_memory_limit_bytes": self.limit_bytes or None,
+        }
+
+    def check(self, customer: str) -> None:
+        """Raise 429 ``overloaded`` when new work must be shed."""
+        if self.accepting:
+            return
+        streak = self._streaks.get(customer, 0)
+        self._streaks[customer] = streak + 1
+        if len(self._streaks) > 100_000:
+            self._streaks.clear()
+        retry_after = min(RETRY_AFTER_CAP_S, RETRY_AFTER_BASE_S * 2**min(streak, 16))
+        ADMISSION_REJECTED.labels("redis_memory").inc()
+        raise ApiError(
+            "overloaded",
+            f"not accepting new jobs: Redis memory use ({self.used_bytes} bytes) is over the ceiling "
+            f"({self.limit_bytes} bytes); accepted jobs are safe. Retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def accepted(self, customer: str) -> None:
+        if self._streaks:
+            self._streaks.pop(customer, None)
