@@ -169,6 +169,7 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any], se
     assert flags["--appendonly"] == "yes"
     assert flags["--appendfsync"] == "everysec"
     assert flags["--maxmemory-policy"] == "noeviction", "a queue must never evict keys"
+    assert flags["--maxmemory"], "without maxmemory the edges' admission control has no ceiling to shed at"
     data = mounts(redis)[flags["--dir"]]
     assert data in compose["volumes"], "Redis data should live on a named volume"
 
