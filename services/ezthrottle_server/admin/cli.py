@@ -3,6 +3,8 @@
     ezthrottle-admin keys create --customer acme
     ezthrottle-admin keys list --customer acme
     ezthrottle-admin keys revoke <api key or key id>
+    ezthrottle-admin deliveries dead [--customer acme] [--limit 100]
+    ezthrottle-admin deliveries replay <job id> | --all [--customer acme]
 
 Redis comes from ``REDIS_URL`` (or ``--redis-url``), else regions.yaml's
 embedded Redis port.
@@ -14,12 +16,13 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
-from ..common import apikeys
+from ..common import apikeys, deliveries
 from ..common.config import ConfigError, load_settings
-from ..common.redisconn import connect
+from ..common.redisconn import Scripts, connect
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,12 +37,50 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--customer", required=True)
     rv = k.add_parser("revoke", help="revoke a key, by the key itself or its id")
     rv.add_argument("key")
+    d = sub.add_parser("deliveries", help="webhook deliveries").add_subparsers(dest="action", required=True)
+    dd = d.add_parser("dead", help="list dead-lettered webhook deliveries, oldest first")
+    dd.add_argument("--customer", help="only this customer's")
+    dd.add_argument("--limit", type=int, default=100)
+    dr = d.add_parser("replay", help="queue dead-lettered deliveries again, each with a fresh retry window")
+    which = dr.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", nargs="?", help="the job whose dead webhooks to replay")
+    which.add_argument("--all", action="store_true", help="every dead letter (of --customer if given)")
+    dr.add_argument("--customer", help="with --all: only this customer's")
     return p
+
+
+async def _deliveries(args: argparse.Namespace, r: Any) -> int:
+    settings = load_settings("admin")
+    if args.action == "dead":
+        dead = await deliveries.list_dead(r, settings.partitions, customer=args.customer, limit=args.limit)
+        if args.json:
+            print(orjson.dumps(dead).decode())
+        for entry in [] if args.json else dead:
+            print(f"{entry['job_id']}  customer={entry['customer']}  dead_at_ms={entry['dead_at_ms']}  job={entry['job_status']}")
+            for h in entry["webhooks"]:
+                last = h["last_status_code"] if h["last_status_code"] is not None else h["last_error"]
+                print(f"  [{h['index']}] {h['url']}  {h['dead_reason']}  attempts={h['attempts']}  last={last}")
+        return 0
+    scripts = Scripts(r)
+    if args.all:
+        jobs, hooks = await deliveries.replay_all(
+            r, scripts, settings.partitions, settings.region_ids, settings.job_ttl_s, customer=args.customer
+        )
+    else:
+        n = await deliveries.replay(r, scripts, args.job_id, settings.region_ids, settings.job_ttl_s)
+        if n is None:
+            print(f"no webhook deliveries for job {args.job_id!r}", file=sys.stderr)
+            return 1
+        jobs, hooks = (1 if n else 0), n
+    print(orjson.dumps({"jobs": jobs, "replayed": hooks}).decode() if args.json else f"replayed {hooks} webhook(s) of {jobs} job(s)")
+    return 0
 
 
 async def _run(args: argparse.Namespace, redis_url: str) -> int:
     r = connect(redis_url)
     try:
+        if args.area == "deliveries":
+            return await _deliveries(args, r)
         if args.action == "create":
             key, rec = await apikeys.create_key(r, args.customer)
             out = {"api_key": key, "key_id": rec.key_id, "customer": rec.customer}

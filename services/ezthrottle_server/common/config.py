@@ -28,6 +28,12 @@ Environment variables (all optional):
 ``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
+``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
+``EZT_DELIVERY_BACKOFF_BASE_S``       first webhook retry's delay ceiling (doubling, equal jitter)
+``EZT_DELIVERY_BACKOFF_CAP_S``        largest delay between webhook retries
+``EZT_DELIVERY_WINDOW_S``             how long a webhook is retried before it is dead-lettered
+``EZT_DELIVERY_CONCURRENCY``          webhook POSTs in flight per delivery worker
+``EZT_DELIVERY_POLL_S``               how often a delivery worker releases due retries
 ``EZT_OUTBOUND_ALLOW_LOOPBACK``       ``1``/``0``: send to loopback (default: yes in the local profile only)
 ``EZT_OUTBOUND_ALLOW_CIDRS``          comma list of networks reachable although not public (``10.1.0.0/16``)
 ``EZT_OUTBOUND_ALLOW_HOSTS``          comma list of names exempt from the host-name rules (``billing.corp``, ``*.corp``)
@@ -133,6 +139,12 @@ class Settings:
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
+    delivery_timeout_s: float = 10.0
+    delivery_backoff_base_s: float = 10.0
+    delivery_backoff_cap_s: float = 3600.0
+    delivery_window_s: float = 24 * 3600.0
+    delivery_concurrency: int = 64
+    delivery_poll_s: float = 0.1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -30,6 +30,7 @@ Layout::
     ezt:customer:<id>:keys                  set    sha256 of the customer's keys
     ezt:customer:<id>:webhook-secrets       hash   primary, secondary
     ezt:coordinator:leader                  string lease holder (TTL)
+    ezt:delivery:region:<region>            string a delivery worker of the region is alive (TTL)
     ezt:heartbeats                          hash   node id -> JSON heartbeat (region, ts_ms, inflight, outcomes)
     ezt:regions:state                       hash   region -> JSON {state, reason, since_ms, nodes, updated_ms}
     ezt:delivery:region:<region>            string a delivery worker of the region is alive (TTL)

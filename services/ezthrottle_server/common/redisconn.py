@@ -11,7 +11,10 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-SCRIPT_NAMES = ("submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease")
+SCRIPT_NAMES = (
+    "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
+    "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
+)
 
 
 def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
@@ -39,6 +42,10 @@ class Scripts:
     release_delayed: AsyncScript
     renew_lease: AsyncScript
     release_lease: AsyncScript
+    delivery_plan: AsyncScript
+    delivery_record: AsyncScript
+    delivery_release: AsyncScript
+    delivery_replay: AsyncScript
 
     def __init__(self, client: aioredis.Redis) -> None:
         for name in SCRIPT_NAMES:

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from ..common import keys
+from ..common.deliveries import webhooks_view
 from ..common.config import Settings
 from ..common.errors import ApiError, OutboundBlocked
 from ..common.jobs import hash_key, key_digest, validate_job
@@ -117,10 +118,11 @@ async def get_job(request: web.Request) -> web.Response:
     async with ctx.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.job(job_id))
         pipe.lrange(keys.attempts(job_id), 0, -1)
-        data, attempts = await pipe.execute()
+        pipe.hgetall(keys.job_webhooks(job_id))
+        data, attempts, hooks = await pipe.execute()
     if not data or data.get("customer") != customer:
         raise not_found
-    return json_response(job_view(job_id, data, attempts))
+    return json_response(job_view(job_id, data, attempts, hooks))
 
 
 async def list_regions(request: web.Request) -> web.Response:
@@ -143,7 +145,7 @@ def _int_or_none(v: str | None) -> int | None:
     return int(v) if v else None
 
 
-def job_view(job_id: str, data: dict[str, str], attempts: list[str]) -> dict[str, Any]:
+def job_view(job_id: str, data: dict[str, str], attempts: list[str], webhooks: dict[str, str] | None = None) -> dict[str, Any]:
     spec = orjson.loads(data["spec"])
     return {
         "job_id": job_id,
@@ -162,4 +164,5 @@ def job_view(job_id: str, data: dict[str, str], attempts: list[str]) -> dict[str
         "error": data.get("error") or None,
         "result": orjson.loads(data["result"]) if data.get("result") else None,
         "attempts": [orjson.loads(a) for a in attempts],
+        "webhooks": webhooks_view(spec, webhooks or {}),
     }

@@ -17,6 +17,8 @@ from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect
 from ..common.http import errors_middleware, json_response
 from .api import ROUTES
+from .deliveries_api import ROUTES as DELIVERIES_ROUTES
+from .secrets_api import ROUTES as SECRETS_ROUTES
 from .auth import Authenticator
 from .context import CTX, EdgeContext
 from .executor import Executor
@@ -101,6 +103,8 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_routes(ROUTES)
+    app.router.add_routes(SECRETS_ROUTES)
+    app.router.add_routes(DELIVERIES_ROUTES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

@@ -1,0 +1,70 @@
+-- Record the outcome of one webhook POST, then acknowledge its send entry.
+--
+-- delivered: the webhook is delivered (even if it was retrying or dead: a
+--   late success wins); a voting webhook counts toward the quorum, and the
+--   first time the votes reach it, quorum_met_ms is set.
+-- retry: state retrying, the next send scheduled at ARGV[8].
+-- dead: state dead, the job added to the dead letters.
+-- A failure for a webhook already delivered or dead changes nothing but the
+-- attempt counters (it was a duplicate send).
+--
+-- KEYS[1] webhooks hash   KEYS[2] send stream   KEYS[3] scheduled zset
+-- KEYS[4] dead letters    KEYS[5] the customer's dead letters
+-- ARGV[1] consumer group  ARGV[2] entry id  ARGV[3] webhook index
+-- ARGV[4] outcome (delivered | retry | dead)  ARGV[5] now (ms)
+-- ARGV[6] status code ('' if none)  ARGV[7] error ('' if none)
+-- ARGV[8] next due (ms)  ARGV[9] scheduled member  ARGV[10] dead reason
+-- ARGV[11] sending node  ARGV[12] sending region ('' if none)  ARGV[13] job id
+--
+-- Returns {applied, quorum_met_now, job_finished_ms}: applied is 1 when the
+-- state changed, 0 when the webhook was already final, -1 when the state is gone.
+local p = ARGV[3] .. ':'
+local state = redis.call('HGET', KEYS[1], p .. 'state')
+local applied, quorum_now, finished = -1, 0, 0
+if state then
+  applied = 0
+  finished = tonumber(redis.call('HGET', KEYS[1], 'job_finished_ms') or '0')
+  redis.call('HINCRBY', KEYS[1], p .. 'attempts', 1)
+  redis.call('HSET', KEYS[1], p .. 'last_status', ARGV[6], p .. 'last_error', ARGV[7], p .. 'last_ms', ARGV[5])
+  if ARGV[4] == 'delivered' then
+    if state ~= 'delivered' then
+      redis.call('HSET', KEYS[1], p .. 'state', 'delivered', p .. 'delivered_ms', ARGV[5],
+        p .. 'sent_by', ARGV[11], p .. 'sent_region', ARGV[12])
+      redis.call('HDEL', KEYS[1], p .. 'next_ms', p .. 'dead_reason', p .. 'dead_ms')
+      if state == 'dead' then
+        local still_dead = 0
+        for h = 0, tonumber(redis.call('HGET', KEYS[1], 'count')) - 1 do
+          if redis.call('HGET', KEYS[1], h .. ':state') == 'dead' then
+            still_dead = still_dead + 1
+          end
+        end
+        if still_dead == 0 then
+          redis.call('ZREM', KEYS[4], ARGV[13])
+          redis.call('ZREM', KEYS[5], ARGV[13])
+        end
+      end
+      if redis.call('HGET', KEYS[1], p .. 'vote') == '1' then
+        local votes = redis.call('HINCRBY', KEYS[1], 'votes', 1)
+        if votes >= tonumber(redis.call('HGET', KEYS[1], 'quorum'))
+          and redis.call('HSETNX', KEYS[1], 'quorum_met_ms', ARGV[5]) == 1 then
+          quorum_now = 1
+        end
+      end
+      applied = 1
+    end
+  elseif state ~= 'delivered' and state ~= 'dead' then
+    if ARGV[4] == 'retry' then
+      redis.call('HSET', KEYS[1], p .. 'state', 'retrying', p .. 'next_ms', ARGV[8])
+      redis.call('ZADD', KEYS[3], tonumber(ARGV[8]), ARGV[9])
+    else
+      redis.call('HSET', KEYS[1], p .. 'state', 'dead', p .. 'dead_reason', ARGV[10], p .. 'dead_ms', ARGV[5])
+      redis.call('HDEL', KEYS[1], p .. 'next_ms')
+      redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[13])
+      redis.call('ZADD', KEYS[5], tonumber(ARGV[5]), ARGV[13])
+    end
+    applied = 1
+  end
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+return {applied, quorum_now, finished}

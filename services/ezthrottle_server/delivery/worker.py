@@ -1,0 +1,467 @@
+"""The delivery worker: finished jobs in, signed webhook POSTs out, until delivered.
+
+Why Redis Streams and a sorted set, not arq
+-------------------------------------------
+The rest of the system already moves work this way (edge job streams, the
+coordinator's delayed set), and it gives delivery what it needs:
+
+- At least once without a second mechanism. An entry stays in the consumer
+  group's pending list until a Lua script has stored its outcome and
+  acknowledged it in the same step; a worker killed mid-POST leaves it
+  pending, and a live worker takes it over with XAUTOCLAIM after the
+  visibility timeout (as ``edge/worker.py`` does). arq would add its own
+  queue, in-progress keys, pickled jobs and retry bookkeeping beside ours.
+- Our keys. Every key comes from ``common/keys.py`` and shares the job's
+  partition hash tag, so recording an outcome, scheduling the retry, counting
+  the quorum vote and dead-lettering are one atomic script, on a cluster too.
+  arq's keys are its own and not partitioned.
+- Routing by region is a stream per route; arq has one queue per worker pool.
+
+Flow
+----
+1. ``finish.lua`` (edge) XADDs ``{job}`` to the partition's deliveries stream.
+2. A worker reads it (group ``delivery``), builds the payload once, and
+   ``delivery_plan.lua`` writes the per-webhook state (see
+   ``common/deliveries.py``), XADDs one ``{job, hook}`` entry per webhook to
+   the send stream of its route, and acks; all or nothing.
+3. A worker reads a send entry, POSTs the payload signed with the customer's
+   current secrets (``signing.py``), and ``delivery_record.lua`` stores the
+   outcome: delivered (a voting webhook counts toward the quorum), a retry
+   scheduled in the partition's sorted set (``schedule.py``), or dead
+   (dead letters); then acks.
+4. Every worker moves due retries from the sorted set to the send streams
+   (``delivery_release.lua``, atomic, so several workers may run it).
+
+Routes: a webhook with ``regions`` goes to the send stream of one of those
+regions that has a live delivery worker (rotating per attempt: see
+``common.deliveries.route_for``), else to the ``any`` stream. A worker with
+``EZT_REGION`` reads its region's stream and ``any``; every worker also reads
+the streams of regions without a live delivery worker, so nothing waits on a
+region that went away. The first success wins: later duplicates change nothing.
+
+Bounded: a worker holds at most ``delivery_concurrency`` entries (plus one
+read batch) and POSTs at most that many at once. A live worker re-claims the
+entries it holds every third of the visibility timeout, so a slow POST is
+never taken over while its worker lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+from yarl import URL
+
+from ..common import keys
+from ..common.config import Settings
+from ..common.deliveries import ANY_ROUTE, DEAD, DELIVERED, live_regions, route_for
+from ..common.metrics import (
+    WEBHOOK_DEAD_LETTERS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_INFLIGHT,
+    WEBHOOK_QUORUM_LATENCY,
+    WEBHOOK_RECLAIMED,
+)
+from ..common.redisconn import Scripts
+from .schedule import decide
+from .sender import WebhookSender
+from .signing import WebhookSecrets, message_id, signed_headers
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+HEARTBEAT_TTL_MS = 3000
+RELEASE_BATCH = 500
+FINAL_JOB_STATES = ("success", "failed")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attempts: int) -> bytes:
+    """The webhook body: the SDK README's payload, plus region, attempts and error."""
+    result = orjson.loads(job["result"]) if job.get("result") else None
+    return orjson.dumps(
+        {
+            "job_id": job_id,
+            "idempotent_key": job.get("idempotent_key"),
+            "status": job["state"],
+            "response": result or {"status_code": None, "headers": {}, "body": ""},
+            "metadata": spec.get("metadata") or {},
+            "region": job.get("winner") or None,
+            "attempts": attempts,
+            "error": job.get("error") or None,
+        }
+    )
+
+
+class DeliveryWorker:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, sender: WebhookSender, rng: random.Random | None = None
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.scripts = scripts
+        self.sender = sender
+        self.rng = rng or random.Random()
+        self.group = keys.delivery_group()
+        self.consumer = settings.node_id
+        self.region = settings.region
+        self.routes = (ANY_ROUTE, *settings.region_ids)
+        self.live: set[str] = set()  # regions with a live delivery worker
+        self._capacity = max(settings.delivery_concurrency, 1)
+        self._posts = asyncio.Semaphore(self._capacity)
+        self._inflight = 0
+        self._slot_freed = asyncio.Event()
+        self._held: dict[tuple[str, str], str] = {}  # (stream, entry id) -> job id
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def ensure_groups(self) -> None:
+        for p in range(self.settings.partitions):
+            for stream in (keys.deliveries(p), *(keys.delivery_sends(p, r) for r in self.routes)):
+                try:
+                    await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+
+    async def start(self) -> None:
+        await self.ensure_groups()
+        await self._beat()
+        for p in range(self.settings.partitions):
+            self._loops.append(asyncio.create_task(self._read_loop(p), name=f"delivery-read:{p}"))
+        self._loops.append(asyncio.create_task(self._release_loop(), name="delivery-release"))
+        self._loops.append(asyncio.create_task(self._keep_and_reclaim_loop(), name="delivery-reclaim"))
+        self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="delivery-heartbeat"))
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop reading, let in-flight POSTs finish for ``grace_s``, then cancel.
+
+        Safe to call twice. A cancelled entry stays pending and is reclaimed by
+        a live worker after the visibility timeout.
+        """
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        for t in self._loops:
+            t.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.region:
+            try:
+                await self.scripts.release_lease(keys=[keys.delivery_region_alive(self.region)], args=[self.consumer])
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                pass  # it expires on its own
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    # -- liveness of regions -----------------------------------------------
+
+    async def _beat(self) -> None:
+        if self.region:
+            await self.redis.set(keys.delivery_region_alive(self.region), self.consumer, px=HEARTBEAT_TTL_MS)
+        self.live = await live_regions(self.redis, self.settings.region_ids)
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("delivery heartbeat failed", exc_info=True)
+
+    def read_streams(self, partition: int) -> list[str]:
+        """The streams this worker reads: deliveries, ``any``, its region's and orphaned regions'."""
+        routes = [ANY_ROUTE] + [r for r in self.settings.region_ids if r == self.region or r not in self.live]
+        return [keys.deliveries(partition)] + [keys.delivery_sends(partition, r) for r in routes]
+
+    # -- reading -----------------------------------------------------------
+
+    async def _wait_for_slot(self) -> int:
+        while self._inflight >= self._capacity:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        return self._capacity - self._inflight
+
+    async def _read_loop(self, partition: int) -> None:
+        while not self._stopping.is_set():
+            try:
+                free = await self._wait_for_slot()
+                streams = self.read_streams(partition)
+                count = max(1, min(free // len(streams), self.settings.read_batch))
+                reply = await self.redis.xreadgroup(self.group, self.consumer, {s: ">" for s in streams}, count=count, block=1000)
+                for stream, entries in reply or ():
+                    for entry_id, fields in entries:
+                        self._spawn(stream, entry_id, fields)
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # a stream was deleted under us: recreate
+                    await self.ensure_groups()
+                    continue
+                log.exception("reading delivery streams of partition %s failed", partition)
+                await asyncio.sleep(0.5)
+            except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError):
+                log.warning("redis unavailable while reading delivery streams; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+
+    def _spawn(self, stream: str, entry_id: str, fields: dict[str, str] | None) -> None:
+        job_id = (fields or {}).get("job", "")
+        self._held[(stream, entry_id)] = job_id
+        self._inflight += 1
+        WEBHOOK_INFLIGHT.inc()
+        task = asyncio.create_task(self._run_entry(stream, entry_id, fields or {}))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_entry(self, stream: str, entry_id: str, fields: dict[str, str]) -> None:
+        job_id = fields.get("job", "")
+        try:
+            if keys.job_partition(job_id) is None or ("hook" in fields and not fields["hook"].isdigit()):
+                log.error("malformed delivery entry %s on %s; dropping", entry_id, stream)
+                await self._ack(stream, entry_id)
+            elif "hook" in fields:
+                await self._send(stream, entry_id, job_id, int(fields["hook"]))
+            else:
+                await self._plan(stream, entry_id, job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The entry stays pending; it is reclaimed after the visibility timeout.
+            log.exception("delivery entry crashed", extra={"job_id": job_id})
+        finally:
+            self._held.pop((stream, entry_id), None)
+            self._inflight -= 1
+            WEBHOOK_INFLIGHT.dec()
+            self._slot_freed.set()
+
+    async def _ack(self, stream: str, entry_id: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, self.group, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
+
+    # -- at least once: keep what we hold, take over what the dead held ----
+
+    async def _keep_and_reclaim_loop(self) -> None:
+        interval = max(self.settings.visibility_timeout_ms / 3000.0, 0.05)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.sleep(interval)
+                await self._keep_held()
+                await self._reclaim()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("delivery reclaim pass failed", exc_info=True)
+
+    async def _keep_held(self) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in list(self._held):
+            by_stream.setdefault(stream, []).append(entry_id)
+        for stream, ids in by_stream.items():
+            await self.redis.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True)
+
+    async def _reclaim(self) -> None:
+        for p in range(self.settings.partitions):
+            for stream in self.read_streams(p):
+                start = "0-0"
+                while True:
+                    free = self._capacity - self._inflight
+                    if free <= 0:
+                        return
+                    reply = await self.redis.xautoclaim(
+                        stream, self.group, self.consumer, self.settings.visibility_timeout_ms, start_id=start, count=min(free, 100)
+                    )
+                    start, claimed = reply[0], reply[1]
+                    for entry_id, fields in claimed:
+                        if (stream, entry_id) in self._held:
+                            continue
+                        if fields is None:  # deleted entry still pending: drop it
+                            await self.redis.xack(stream, self.group, entry_id)
+                            continue
+                        WEBHOOK_RECLAIMED.inc()
+                        log.info("reclaimed delivery entry %s", entry_id, extra={"job_id": fields.get("job")})
+                        self._spawn(stream, entry_id, fields)
+                    if start == "0-0":
+                        break
+
+    # -- scheduled retries ---------------------------------------------------
+
+    async def release_due(self) -> int:
+        moved = 0
+        now = _now_ms()
+        for p in range(self.settings.partitions):
+            moved += await self.scripts.delivery_release(
+                keys=[keys.delivery_scheduled(p), *(keys.delivery_sends(p, r) for r in self.routes)],
+                args=[now, RELEASE_BATCH, *self.routes],
+            )
+        return moved
+
+    async def _release_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if await self.release_due() >= RELEASE_BATCH:
+                    continue  # a backlog: go again at once
+            except asyncio.CancelledError:
+                raise
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                log.warning("redis unavailable; webhook retries paused", exc_info=True)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("releasing due webhook retries failed")
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(self.settings.delivery_poll_s)
+
+    # -- a finished job enters delivery --------------------------------------
+
+    async def _plan(self, stream: str, entry_id: str, job_id: str) -> None:
+        partition = keys.job_partition(job_id)
+        assert partition is not None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.job(job_id))
+            pipe.llen(keys.attempts(job_id))
+            job, attempts = await pipe.execute()
+        if not job or job.get("state") not in FINAL_JOB_STATES:
+            log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id})
+            await self._ack(stream, entry_id)
+            return
+        spec = orjson.loads(job["spec"])
+        hooks = spec.get("webhooks") or []
+        if not hooks:
+            await self._ack(stream, entry_id)
+            return
+        hook_args: list[Any] = []
+        for h in hooks:
+            regions = h.get("regions") or []
+            hook_args += [h["url"], 1 if h.get("has_quorum_vote", True) else 0, ",".join(regions), route_for(regions, 0, self.live)]
+        planned = await asyncio.shield(
+            self.scripts.delivery_plan(
+                keys=[keys.job_webhooks(job_id), stream, *(keys.delivery_sends(partition, r) for r in self.routes)],
+                args=[
+                    self.group,
+                    entry_id,
+                    _now_ms(),
+                    self.settings.job_ttl_s,
+                    job["customer"],
+                    spec.get("webhook_quorum", 1),
+                    build_payload(job_id, job, spec, attempts),
+                    job.get("finished_ms") or _now_ms(),
+                    job["state"],
+                    job_id,
+                    len(hooks),
+                    *hook_args,
+                    *self.routes,
+                ],
+            )
+        )
+        if planned:
+            log.info("delivering to %d webhook(s)", len(hooks), extra={"job_id": job_id, "customer": job["customer"]})
+
+    # -- one POST ------------------------------------------------------------
+
+    async def _secrets(self, customer: str) -> WebhookSecrets | None:
+        primary, secondary = await self.redis.hmget(keys.webhook_secrets(customer), ["primary", "secondary"])
+        return WebhookSecrets(primary, secondary or None) if primary else None
+
+    async def _send(self, stream: str, entry_id: str, job_id: str, hook: int) -> None:
+        partition = keys.job_partition(job_id)
+        assert partition is not None
+        hooks_key = keys.job_webhooks(job_id)
+        p = f"{hook}:"
+        customer, payload, url, state, attempts, since_ms, regions, window_base = await self.redis.hmget(
+            hooks_key,
+            ["customer", "payload", p + "url", p + "state", p + "attempts", p + "since_ms", p + "regions", p + "window_base"],
+        )
+        if customer is None or state is None or url is None or payload is None:
+            log.warning("delivery state is gone; dropping send", extra={"job_id": job_id})
+            await self._ack(stream, entry_id)
+            return
+        if state in (DELIVERED, DEAD):  # a duplicate entry: the webhook is settled
+            await self._ack(stream, entry_id)
+            return
+
+        body = payload.encode()
+        attempt = int(attempts or 0) + 1
+        headers = signed_headers(body, message_id(job_id, hook), int(time.time()), await self._secrets(customer))
+        headers["X-EZThrottle-Attempt"] = str(attempt)
+        async with self._posts:
+            result = await self.sender.post(url, body, headers)
+
+        now = _now_ms()
+        decision = decide(
+            result.status_code,
+            blocked=result.blocked,
+            failures=attempt - int(window_base or 0),
+            since_ms=int(since_ms or now),
+            now_ms=now,
+            base_s=self.settings.delivery_backoff_base_s,
+            cap_s=self.settings.delivery_backoff_cap_s,
+            window_s=self.settings.delivery_window_s,
+            rng=self.rng,
+        )
+        due = now + int(decision.delay_s * 1000)
+        route = route_for([r for r in (regions or "").split(",") if r], attempt, self.live)
+        applied, quorum_now, finished_ms = await asyncio.shield(
+            self.scripts.delivery_record(
+                keys=[
+                    hooks_key,
+                    stream,
+                    keys.delivery_scheduled(partition),
+                    keys.delivery_dead(partition),
+                    keys.delivery_dead(partition, customer),
+                ],
+                args=[
+                    self.group,
+                    entry_id,
+                    hook,
+                    decision.action,
+                    now,
+                    "" if result.status_code is None else result.status_code,
+                    result.error or "",
+                    due,
+                    f"{route}|{job_id}|{hook}",
+                    decision.reason,
+                    self.consumer,
+                    self.region or "",
+                    job_id,
+                ],
+            )
+        )
+        WEBHOOK_DELIVERIES.labels(decision.action).inc()
+        if applied == 1 and decision.action == DEAD:
+            WEBHOOK_DEAD_LETTERS.labels(decision.reason).inc()
+        if quorum_now == 1 and finished_ms:
+            WEBHOOK_QUORUM_LATENCY.observe(max(now - int(finished_ms), 0) / 1000.0)
+        log.info(
+            "webhook %s: %s%s",
+            hook,
+            decision.action,
+            f" ({decision.reason})" if decision.reason else (f" in {decision.delay_s:.2f}s" if decision.delay_s else ""),
+            extra={
+                "job_id": job_id,
+                "webhook": URL(url).host,
+                "status_code": result.status_code,
+                "reason": result.error,
+                "attempt": attempt,
+            },
+        )

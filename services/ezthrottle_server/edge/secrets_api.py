@@ -1,0 +1,111 @@
+"""Webhook secrets: ``POST/GET/DELETE /api/v1/webhook-secrets``.
+
+A customer's webhooks are signed with its primary secret (see
+``delivery/signing.py``); the secondary one only helps receivers during a
+rotation. Secrets are at least 16 characters. They are stored as given
+(HMAC needs them) in ``keys.webhook_secrets(customer)`` and never leave the
+server whole: reads show the first 4 and last 3 characters
+(``your_secret_min_16_chars`` -> ``your****ars``), and nothing logs them.
+
+- POST ``{"primary_secret": str, "secondary_secret"?: str | null}`` sets both
+  (a POST without a secondary removes the old one) -> 200 with the masked view.
+- GET -> ``{"customer_id", "primary_secret", "secondary_secret", "has_secondary"}``
+  masked; 404 when none is set.
+- DELETE -> ``{"status": "ok", "message": "Webhook secrets deleted"}``; also
+  when none was set, so a repeated DELETE succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..common import keys
+from ..common.errors import ApiError
+from ..common.http import json_response, read_json
+from .context import CTX
+
+log = logging.getLogger(__name__)
+
+MIN_SECRET_CHARS = 16
+MAX_SECRET_CHARS = 1024
+_FIELDS = ("primary_secret", "secondary_secret")
+
+
+def mask(secret: str) -> str:
+    """First 4 and last 3 characters, as the SDK README shows."""
+    return f"{secret[:4]}****{secret[-3:]}"
+
+
+def _check_secret(body: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError("missing_field", f"{name}: is required", field=name)
+        return None
+    if not isinstance(value, str):
+        raise ApiError("invalid_field", f"{name}: must be a string", field=name)
+    if len(value) < MIN_SECRET_CHARS:
+        raise ApiError("invalid_field", f"{name}: must be at least {MIN_SECRET_CHARS} characters", field=name)
+    if len(value) > MAX_SECRET_CHARS:
+        raise ApiError("invalid_field", f"{name}: must be at most {MAX_SECRET_CHARS} characters", field=name)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ApiError("invalid_field", f"{name}: must not contain control characters", field=name)
+    return value
+
+
+def _view(customer: str, primary: str, secondary: str | None) -> dict[str, Any]:
+    return {
+        "customer_id": customer,
+        "primary_secret": mask(primary),
+        "secondary_secret": mask(secondary) if secondary else None,
+        "has_secondary": bool(secondary),
+    }
+
+
+async def set_secrets(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    body = await read_json(request, ctx.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise ApiError("invalid_request", "body must be a JSON object with primary_secret (and optionally secondary_secret)")
+    unknown = sorted(set(body) - set(_FIELDS))
+    if unknown:
+        raise ApiError("unknown_field", f"{unknown[0]}: unknown field; allowed: {', '.join(_FIELDS)}", field=unknown[0])
+    primary = _check_secret(body, "primary_secret", required=True)
+    secondary = _check_secret(body, "secondary_secret", required=False)
+    assert primary is not None
+    key = keys.webhook_secrets(customer)
+    async with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping={"primary": primary, **({"secondary": secondary} if secondary else {})})
+        await pipe.execute()
+    log.info("webhook secrets set (secondary: %s)", "yes" if secondary else "no", extra={"customer": customer})
+    return json_response({"status": "ok", "message": "Webhook secrets saved", **_view(customer, primary, secondary)})
+
+
+async def get_secrets(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    primary, secondary = await ctx.redis.hmget(keys.webhook_secrets(customer), ["primary", "secondary"])
+    if not primary:
+        raise ApiError("not_found", "no webhook secrets configured; POST /api/v1/webhook-secrets first")
+    return json_response(_view(customer, primary, secondary))
+
+
+async def delete_secrets(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    deleted = await ctx.redis.delete(keys.webhook_secrets(customer))
+    if deleted:
+        log.info("webhook secrets deleted", extra={"customer": customer})
+    return json_response({"status": "ok", "message": "Webhook secrets deleted"})
+
+
+ROUTES = [
+    web.post("/api/v1/webhook-secrets", set_secrets),
+    web.get("/api/v1/webhook-secrets", get_secrets),
+    web.delete("/api/v1/webhook-secrets", delete_secrets),
+]
