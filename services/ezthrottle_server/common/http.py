@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ApiError
 from .metrics import API_REQUESTS
@@ -50,6 +52,13 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
             413: "request body is larger than the limit",
         }.get(exc.status, exc.reason)
         resp = json_response({"error": {"code": code, "message": message}}, exc.status)
+    except (RedisConnectionError, RedisTimeoutError):
+        log.warning("redis unavailable on %s %s", request.method, request.path, exc_info=True)
+        resp = json_response(
+            {"error": {"code": "unavailable", "message": "the job store is unreachable; nothing was accepted, retry shortly"}},
+            503,
+            {"Retry-After": "1"},
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         resp = json_response({"error": {"code": "internal_error", "message": "internal error; it has been logged"}}, 500)
