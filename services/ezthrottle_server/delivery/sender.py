@@ -64,6 +64,8 @@ class WebhookSender:
             ) as resp:
                 status = resp.status
             return SendResult(status_code=status, latency_ms=(time.perf_counter() - started) * 1000)
+        except OutboundBlocked as exc:  # refused at DNS or connect time: nothing was sent
+            return SendResult(error=f"outbound policy: {exc}", blocked=True, latency_ms=(time.perf_counter() - started) * 1000)
         except TimeoutError:
             error = f"no answer within {self.settings.delivery_timeout_s:g}s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
