@@ -5,6 +5,7 @@
     ezthrottle-admin keys revoke <api key or key id>
     ezthrottle-admin deliveries dead [--customer acme] [--limit 100]
     ezthrottle-admin deliveries replay <job id> | --all [--customer acme]
+    ezthrottle-admin domains show <host:port> [--customer acme]   (also: list, reload)
 
 Redis comes from ``REDIS_URL`` (or ``--redis-url``), else regions.yaml's
 embedded Redis port.
@@ -23,6 +24,7 @@ import orjson
 from ..common import apikeys, deliveries
 from ..common.config import ConfigError, load_settings
 from ..common.redisconn import Scripts, connect
+from . import domains
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("job_id", nargs="?", help="the job whose dead webhooks to replay")
     which.add_argument("--all", action="store_true", help="every dead letter (of --customer if given)")
     dr.add_argument("--customer", help="with --all: only this customer's")
+    domains.add_parser(sub)
     return p
 
 
@@ -81,6 +84,8 @@ async def _run(args: argparse.Namespace, redis_url: str) -> int:
     try:
         if args.area == "deliveries":
             return await _deliveries(args, r)
+        if args.area == "domains":
+            return await domains.run(args, r)
         if args.action == "create":
             key, rec = await apikeys.create_key(r, args.customer)
             out = {"api_key": key, "key_id": rec.key_id, "customer": rec.customer}

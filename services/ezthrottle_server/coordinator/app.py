@@ -1,9 +1,11 @@
-"""The coordinator process: leadership lease, delayed-work release, health."""
+"""The coordinator process: leadership lease, delayed-work release, health,
+per-domain pacing overrides (domains.yaml, applied on change or SIGHUP)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -13,6 +15,7 @@ from ..common.config import Settings
 from ..common.metrics import metrics_handler
 from ..common.redisconn import Scripts, connect
 from ..common.http import errors_middleware, json_response
+from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
 from .health import HealthRules, RegionMonitor
 from .lease import Lease
@@ -44,9 +47,13 @@ def create_app(settings: Settings) -> web.Application:
                 silent_after_ms=settings.region_silent_after_ms, recover_after_ms=settings.region_recover_after_ms
             )).run(), name="health"),
         ]
+        domains = OverridesWatcher(redis, settings.domains_file, is_active=lambda: lease.is_leader)
+        tasks.append(asyncio.create_task(domains.run(), name="domains"))
+        forget_sighup = _on_sighup(domains.request_reload)
         try:
             yield
         finally:
+            forget_sighup()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -58,6 +65,16 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     return app
+
+
+def _on_sighup(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on SIGHUP (where the loop can); returns how to stop."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, callback)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # no signals here (Windows, a thread)
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,17 +1,27 @@
-"""The edge's job loop: read the region's streams, attempt, record, acknowledge.
+"""The edge's job loop: admit jobs from the region's streams, send them as their domains allow.
 
-Each region has one job stream per partition, read through the consumer group
-``edge-<region>``. An entry stays pending (in the group's PEL) until the
-outcome is stored by a Lua script that also acknowledges it, so a node killed
-mid-attempt loses nothing: after the visibility timeout another live node of
-the region claims the entry (XAUTOCLAIM) and runs it again.
+Two halves, joined through Redis (see :mod:`ezthrottle_server.pacing`):
 
-A live node keeps what it holds: every third of the visibility timeout it
-re-claims its own pending entries, which resets their idle time, so however
-long an attempt waits nobody steals it while its node is alive.
+**Admission.** Each partition's stream of the region is read through the
+consumer group ``edge-<region>``. Each entry's job is parked in the queue of
+its pacing scope (its target domain, or the domain and its customer), and
+only then is the entry acknowledged. A node killed in between leaves the
+entry pending: a live node of the region claims it after the visibility
+timeout (XAUTOCLAIM) and admits it again, which is idempotent. Reading never
+waits for send slots, since a parked job holds none, so a backlog for one
+domain never stalls the stream behind it.
 
-Concurrency is bounded: the loop reads only as many entries as it has free
-attempt slots (``executor_concurrency``).
+**Sending.** The node's :class:`~ezthrottle_server.pacing.scheduler.Scheduler`
+grants it jobs of due scopes, never more than its free send slots
+(``executor_concurrency``). Each granted job runs ``start_attempt.lua`` →
+executor → ``retry.decide`` → ``finish.lua`` (final) or ``requeue.lua``
+(retry through the delayed set or the stream, reroute to another region's
+stream), then ``release.lua`` tells the domain's limit what the answer said
+(rate headers, a ``Retry-After`` pause). A granted job is leased: the node
+renews its leases while it works, so nobody takes a job from a live node
+however long it takes; a dead node's leases expire and the next grant on the
+scope puts its jobs back at the front of the queue. A node that stops
+gracefully puts back at once what it could not finish.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import defaultdict
 from typing import Any
 
 import orjson
@@ -28,12 +39,28 @@ from redis.exceptions import ResponseError
 
 from ..common import keys
 from ..common.config import Settings
-from ..common.metrics import ATTEMPT_LATENCY, ATTEMPTS, INFLIGHT, JOBS_FINISHED, RECLAIMED, ROUTING_LATENCY
+from ..common.metrics import (
+    ATTEMPT_LATENCY,
+    ATTEMPTS,
+    INFLIGHT,
+    JOBS_FINISHED,
+    PACING_PAUSES,
+    PACING_WAIT,
+    RECLAIMED,
+    ROUTING_LATENCY,
+)
 from ..common.redisconn import Scripts
-from .executor import Executor, Outcome
-from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, decide
+from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
+from ..pacing.limiter import Limiter, PacingPolicy
+from ..pacing.scheduler import Scheduler
+from ..pacing.scope import Scope, domain_of
+from .executor import CONNECTION, TIMEOUT, Executor, Outcome
+from .outcomes import OutcomeWindow
+from .retry import FAILED, RETRY, SUCCESS, Decision, decide, retry_after_s
 
 log = logging.getLogger(__name__)
+
+FINAL_STATES = frozenset({"success", "failed"})
 
 
 def _now_ms() -> int:
@@ -47,22 +74,36 @@ def _status_class(outcome: Outcome) -> str:
 
 
 class RegionWorker:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, executor: Executor) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        executor: Executor,
+        outcomes: OutcomeWindow | None = None,
+    ) -> None:
         assert settings.region is not None
         self.settings = settings
         self.redis = redis
         self.scripts = scripts
         self.executor = executor
+        self.outcomes = outcomes
         self.region = settings.region
         self.group = keys.edge_group(self.region)
         self.consumer = settings.node_id
         self.streams = [keys.region_stream(p, self.region) for p in range(settings.partitions)]
-        self._capacity = settings.executor_concurrency
-        self._inflight = 0
-        self._slot_freed = asyncio.Event()
-        self._held: dict[tuple[str, str], str] = {}  # (stream, entry id) -> job id
+        self.policy = PacingPolicy.from_settings(settings)
+        self.limiter = Limiter(redis, self.policy, self.region)
+        self.scheduler = Scheduler(
+            self.limiter,
+            self._on_grant,
+            capacity=settings.executor_concurrency,
+            lease_ms=settings.visibility_timeout_ms,
+        )
+        self._admitting: dict[tuple[str, str], str] = {}  # (stream, entry id) -> job id, until acknowledged
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self._pacing: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------
@@ -80,47 +121,48 @@ class RegionWorker:
         for stream in self.streams:
             self._loops.append(asyncio.create_task(self._read_loop(stream), name=f"read:{stream}"))
         self._loops.append(asyncio.create_task(self._keep_and_reclaim_loop(), name="reclaim"))
+        self._pacing.append(asyncio.create_task(self.scheduler.run(), name="pacing"))
+        self._pacing.append(asyncio.create_task(self.scheduler.keep_leases(), name="leases"))
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop reading, let in-flight attempts finish for ``grace_s``, then cancel.
+        """Stop taking work, let sends in flight finish for ``grace_s``, then cancel them.
 
-        Safe to call twice. A cancelled attempt's entry stays pending and is
-        reclaimed by a live node of the region after the visibility timeout.
+        Safe to call twice. A cancelled send's job goes back to the front of
+        its queue for another node; an entry read but not yet admitted stays
+        pending and is reclaimed after the visibility timeout.
         """
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self.scheduler.stop()
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._pacing:  # the scheduler's loop ends at its next wake-up
+            await asyncio.gather(self._pacing[0], return_exceptions=True)
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for t in self._pacing:  # leases are kept until the last send is over
+            t.cancel()
+        await asyncio.gather(*self._pacing, return_exceptions=True)
 
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return self.scheduler.inflight
 
-    # -- reading -----------------------------------------------------------
-
-    async def _wait_for_slot(self) -> int:
-        while self._inflight >= self._capacity:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-        return self._capacity - self._inflight
+    # -- admission -----------------------------------------------------------
 
     async def _read_loop(self, stream: str) -> None:
         while not self._stopping.is_set():
             try:
-                free = await self._wait_for_slot()
                 reply = await self.redis.xreadgroup(
-                    self.group, self.consumer, {stream: ">"}, count=min(free, self.settings.read_batch), block=1000
+                    self.group, self.consumer, {stream: ">"}, count=self.settings.read_batch, block=1000
                 )
                 for _stream, entries in reply or ():
-                    for entry_id, fields in entries:
-                        self._spawn(stream, entry_id, fields)
+                    await self._admit(stream, entries)
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
@@ -133,97 +175,152 @@ class RegionWorker:
                 log.warning("redis unavailable while reading %s; retrying", stream, exc_info=True)
                 await asyncio.sleep(0.5)
 
-    def _spawn(self, stream: str, entry_id: str, fields: dict[str, str]) -> None:
-        job_id = fields.get("job", "")
-        self._held[(stream, entry_id)] = job_id
-        self._inflight += 1
-        INFLIGHT.labels(self.region).inc()
-        task = asyncio.create_task(self._run_entry(stream, entry_id, job_id, time.perf_counter()))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_entry(self, stream: str, entry_id: str, job_id: str, read_at: float) -> None:
+    async def _admit(self, stream: str, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """Park each entry's job in its scope's queue, then acknowledge the entries."""
+        for entry_id, fields in entries:
+            self._admitting[(stream, entry_id)] = fields.get("job", "")
         try:
-            await self._attempt(stream, entry_id, job_id, read_at)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The entry stays pending; the reclaim loop retries it after the
-            # visibility timeout rather than dropping it.
-            log.exception("attempt crashed", extra={"job_id": job_id, "region": self.region})
+            jobs = [(fields.get("job", ""), entry_id) for entry_id, fields in entries]
+            valid = [j for j, _ in jobs if keys.job_partition(j) is not None]
+            for j, entry_id in jobs:
+                if keys.job_partition(j) is None:
+                    log.error("malformed stream entry %s on %s; dropping", entry_id, stream)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for j in valid:
+                    pipe.hmget(keys.job(j), "customer", "spec", "state")
+                rows = await pipe.execute() if valid else []
+            parked: list[tuple[str, str, str]] = []  # job id, domain, customer
+            for job_id, (customer, spec, state) in zip(valid, rows):
+                if state is None or state in FINAL_STATES:
+                    continue  # gone, or another region already won: nothing to send
+                try:
+                    domain = domain_of(orjson.loads(spec)["url"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    log.error("job %s has no usable url; dropping its entry", job_id, extra={"job_id": job_id})
+                    continue
+                parked.append((job_id, domain, customer or ""))
+            scopes = await self.limiter.scopes_for((d, c) for _, d, c in parked)
+            by_scope: dict[Scope, list[tuple[str, str]]] = defaultdict(list)
+            for job_id, domain, customer in parked:
+                by_scope[scopes[(domain, customer)]].append((job_id, customer))
+            for scope, pairs in by_scope.items():
+                await self.limiter.admit(scope, pairs)
+            if by_scope:
+                self.scheduler.wake()
+            ids = [entry_id for entry_id, _ in entries]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, self.group, *ids)
+                pipe.xdel(stream, *ids)
+                await pipe.execute()
         finally:
-            self._held.pop((stream, entry_id), None)
-            self._inflight -= 1
-            INFLIGHT.labels(self.region).dec()
-            self._slot_freed.set()
+            for entry_id, _ in entries:
+                self._admitting.pop((stream, entry_id), None)
 
     async def _keep_and_reclaim_loop(self) -> None:
         interval = max(self.settings.visibility_timeout_ms / 3000.0, 0.1)
         while not self._stopping.is_set():
             try:
                 await asyncio.sleep(interval)
-                await self._keep_held()
+                await self._keep_admitting()
                 await self._reclaim()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("reclaim pass failed", exc_info=True)
 
-    async def _keep_held(self) -> None:
-        """Reset the idle time of every entry this node still works on."""
-        by_stream: dict[str, list[str]] = {}
-        for stream, entry_id in list(self._held):
-            by_stream.setdefault(stream, []).append(entry_id)
+    async def _keep_admitting(self) -> None:
+        """Reset the idle time of entries this node is still admitting."""
+        by_stream: dict[str, list[str]] = defaultdict(list)
+        for stream, entry_id in list(self._admitting):
+            by_stream[stream].append(entry_id)
         for stream, ids in by_stream.items():
             await self.redis.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True)
 
     async def _reclaim(self) -> None:
-        """Take over entries idle past the visibility timeout (their node died)."""
+        """Admit entries idle past the visibility timeout (their node died before acknowledging)."""
         for stream in self.streams:
-            if self._inflight >= self._capacity:
-                return
             start = "0-0"
-            while True:
-                free = self._capacity - self._inflight
-                if free <= 0:
-                    return
+            for _page in range(100):
                 reply = await self.redis.xautoclaim(
-                    stream, self.group, self.consumer, self.settings.visibility_timeout_ms, start_id=start, count=min(free, 100)
+                    stream, self.group, self.consumer, self.settings.visibility_timeout_ms, start_id=start, count=100
                 )
                 start, claimed = reply[0], reply[1]
+                live: list[tuple[str, dict[str, str]]] = []
                 for entry_id, fields in claimed:
-                    if (stream, entry_id) in self._held:
+                    if (stream, entry_id) in self._admitting:
                         continue
                     if fields is None:  # deleted entry still in the PEL: drop it
                         await self.redis.xack(stream, self.group, entry_id)
                         continue
                     RECLAIMED.labels(self.region).inc()
                     log.info("reclaimed entry %s", entry_id, extra={"job_id": fields.get("job"), "region": self.region})
-                    self._spawn(stream, entry_id, fields)
+                    live.append((entry_id, fields))
+                if live:
+                    await self._admit(stream, live)
                 if start == "0-0":
                     break
 
-    # -- one attempt -------------------------------------------------------
+    # -- sending ---------------------------------------------------------------
 
-    async def _attempt(self, stream: str, entry_id: str, job_id: str, read_at: float) -> None:
-        job_key = keys.job(job_id) if keys.job_partition(job_id) is not None else None
-        if job_key is None:
-            log.error("malformed stream entry %s on %s; dropping", entry_id, stream)
-            await self.redis.xack(stream, self.group, entry_id)
-            return
+    def _on_grant(self, scope: Scope, job_id: str) -> None:
+        INFLIGHT.labels(self.region).inc()
+        task = asyncio.create_task(self._run_grant(scope, job_id, time.perf_counter()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_grant(self, scope: Scope, job_id: str, granted_at: float) -> None:
+        hints: TargetHints | None = None
+        requeue = False
+        crashed = False
+        try:
+            hints = await self._attempt(scope, job_id, granted_at)
+        except asyncio.CancelledError:
+            requeue = True  # stopping: hand the job to another node now
+            raise
+        except Exception:
+            # Keep the lease without renewing it: the job is retried when it
+            # expires, like a dead node's, rather than spinning on a bug.
+            crashed = True
+            log.exception("attempt crashed", extra={"job_id": job_id, "region": self.region})
+        finally:
+            if not crashed:
+                try:
+                    await asyncio.shield(self.limiter.release(scope, job_id, hints, requeue=requeue))
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    log.warning("could not release %s; its lease will expire", job_id, exc_info=True)
+            self.scheduler.done(scope, job_id)
+            INFLIGHT.labels(self.region).dec()
+
+    async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
+        job_key = keys.job(job_id)
         state = await self.scripts.start_attempt(keys=[job_key], args=[_now_ms()])
-        if not state or state[0] in ("success", "failed"):
-            # Gone, or another region already won: nothing to send.
-            await self._ack(stream, entry_id)
-            return
-        _state, spec_json, retries, reroutes, _created = state
+        if not state or state[0] in FINAL_STATES:
+            return None  # gone, or another region already won: nothing to send
+        _state, spec_json, retries, reroutes, created = state
         spec: dict[str, Any] = orjson.loads(spec_json)
-        ROUTING_LATENCY.labels(self.region).observe(time.perf_counter() - read_at)
+        if not int(retries or 0) and not int(reroutes or 0) and created and not spec.get("retry_at"):
+            PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - int(created)) / 1000.0))
+        ROUTING_LATENCY.labels(self.region).observe(time.perf_counter() - granted_at)
 
         started_ms = _now_ms()
         outcome = await self.executor.send(spec["method"], spec["url"], spec["headers"], spec["body"])
         ATTEMPTS.labels(self.region, _status_class(outcome)).inc()
         ATTEMPT_LATENCY.labels(self.region).observe(outcome.latency_ms / 1000.0)
+        if self.outcomes is not None:
+            self.outcomes.record(scope.domain, outcome.error_kind in (TIMEOUT, CONNECTION))
+
+        hints = self._hints(outcome)
+        if hints.pause_until_ms is not None:
+            PACING_PAUSES.labels(self.region).inc()
+            log.info(
+                "%s paused for %.1f s (Retry-After on %s)",
+                scope,
+                (hints.pause_until_ms - _now_ms()) / 1000,
+                outcome.status_code,
+                extra={"job_id": job_id, "region": self.region},
+            )
 
         decision = decide(
             outcome,
@@ -243,27 +340,33 @@ class RegionWorker:
             "decision": decision.action,
         }
         if decision.action in (SUCCESS, FAILED):
-            await self._finish(stream, entry_id, job_id, job_key, outcome, decision, attempt)
+            await self._finish(job_id, job_key, outcome, decision, attempt)
         else:
-            await self._requeue(stream, entry_id, job_id, job_key, spec, decision, attempt)
+            await self._requeue(job_id, job_key, spec, decision, attempt)
+        return hints
 
-    async def _ack(self, stream: str, entry_id: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, self.group, entry_id)
-            pipe.xdel(stream, entry_id)
-            await pipe.execute()
+    def _hints(self, outcome: Outcome) -> TargetHints:
+        wait_s = None
+        if outcome.status_code in PAUSING_STATUSES:
+            wait_s = retry_after_s(outcome.headers.get("retry-after"))
+        return read_hints(
+            outcome.status_code,
+            outcome.headers,
+            now_ms=_now_ms(),
+            retry_after_s=wait_s,
+            min_rps=self.policy.min_rps,
+            max_pause_s=self.policy.max_pause_s,
+        )
 
-    async def _finish(
-        self, stream: str, entry_id: str, job_id: str, job_key: str, outcome: Outcome, decision: Decision, attempt: dict[str, Any]
-    ) -> None:
+    async def _finish(self, job_id: str, job_key: str, outcome: Outcome, decision: Decision, attempt: dict[str, Any]) -> None:
         partition = keys.job_partition(job_id) or 0
         result = outcome.result() if outcome.status_code is not None else None
         won = await asyncio.shield(
             self.scripts.finish(
-                keys=[job_key, keys.attempts(job_id), stream, keys.deliveries(partition)],
+                keys=[job_key, keys.attempts(job_id), keys.region_stream(partition, self.region), keys.deliveries(partition)],
                 args=[
                     self.group,
-                    entry_id,
+                    "",  # the stream entry was acknowledged at admission
                     decision.action,
                     orjson.dumps(result),
                     self.region,
@@ -284,9 +387,7 @@ class RegionWorker:
             extra={"job_id": job_id, "region": self.region, "status_code": outcome.status_code, "reason": decision.reason or None},
         )
 
-    async def _requeue(
-        self, stream: str, entry_id: str, job_id: str, job_key: str, spec: dict[str, Any], decision: Decision, attempt: dict[str, Any]
-    ) -> None:
+    async def _requeue(self, job_id: str, job_key: str, spec: dict[str, Any], decision: Decision, attempt: dict[str, Any]) -> None:
         partition = keys.job_partition(job_id) or 0
         if decision.action == RETRY:
             next_region, counter = self.region, "retries"
@@ -297,8 +398,14 @@ class RegionWorker:
         attempt["next_region"] = next_region
         await asyncio.shield(
             self.scripts.requeue(
-                keys=[job_key, keys.attempts(job_id), stream, keys.delayed(partition), keys.region_stream(partition, next_region)],
-                args=[self.group, entry_id, orjson.dumps(attempt), counter, next_region, due, now, job_id],
+                keys=[
+                    job_key,
+                    keys.attempts(job_id),
+                    keys.region_stream(partition, self.region),
+                    keys.delayed(partition),
+                    keys.region_stream(partition, next_region),
+                ],
+                args=[self.group, "", orjson.dumps(attempt), counter, next_region, due, now, job_id],
             )
         )
         log.info(

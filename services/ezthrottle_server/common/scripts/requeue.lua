@@ -4,7 +4,7 @@
 --
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] this region's stream
 -- KEYS[4] delayed set  KEYS[5] the stream of the region that tries next
--- ARGV[1] consumer group   ARGV[2] stream entry id   ARGV[3] attempt (JSON)
+-- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)   ARGV[3] attempt (JSON)
 -- ARGV[4] budget counter ('retries' | 'reroutes')   ARGV[5] next region
 -- ARGV[6] due (ms)   ARGV[7] now (ms)   ARGV[8] job id
 --
@@ -26,6 +26,8 @@ if state then
     result = 1
   end
 end
-redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[3], ARGV[2])
+if ARGV[2] ~= '' then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[3], ARGV[2])
+end
 return result

@@ -1,0 +1,332 @@
+"""The limit of each scope, kept in Redis and decided by Lua (``scripts/*.lua``).
+
+:class:`Limiter` is the only code that touches pacing keys. It runs the
+scripts and keeps a region's *ready set* (``pacing:ready:<region>``: each
+scope with work, scored by when it may grant next) in step with them.
+
+The ready set lives outside the domains' hash tags, so it is updated after
+each script, not inside it. Two rules keep it from losing a scope:
+
+- whoever adds a waiting job adds the scope afterwards (``ZADD LT``: never
+  later than it already is);
+- whoever drops or postpones a scope because its queue looked empty looks
+  again afterwards, and puts it back if a job arrived in between.
+
+A node that dies between a script and its ready-set update leaves at worst a
+stale score (a spurious wake-up) or an unacknowledged stream entry, which
+another node reclaims and admits again (admission is idempotent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..common import keys
+from ..common.config import Settings
+from .hints import TargetHints
+from .scope import SHARED, Scope
+
+SCRIPT_NAMES = ("admit", "grant", "release", "renew", "describe")
+
+OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
+
+
+def load_script(name: str) -> str:
+    """A pacing script with the shared prelude in front of it."""
+    folder = resources.files(__package__).joinpath("scripts")
+    return folder.joinpath("_prelude.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class PacingPolicy:
+    """Cluster-wide defaults and ceilings, passed to every script call."""
+
+    default_rps: float = 2.0
+    default_max_concurrent: int = 2
+    max_rps: float = 100.0
+    max_concurrent: int = 64
+    min_rps: float = 0.01
+    rate_margin: float = 0.01
+    tolerance_ms: float = 5.0
+    header_ttl_s: float = 3600.0
+    max_pause_s: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "PacingPolicy":
+        return cls(
+            default_rps=s.pacing_default_rps,
+            default_max_concurrent=s.pacing_default_max_concurrent,
+            max_rps=s.pacing_max_rps,
+            max_concurrent=s.pacing_max_concurrent,
+            min_rps=s.pacing_min_rps,
+            rate_margin=s.pacing_rate_margin,
+            tolerance_ms=s.pacing_tolerance_ms,
+            header_ttl_s=s.pacing_header_ttl_s,
+            max_pause_s=s.pacing_max_pause_s,
+        )
+
+    def args(self, now_ms: float | None = None) -> list[Any]:
+        return [
+            "" if now_ms is None else repr(float(now_ms)),
+            repr(float(self.default_rps)),
+            self.default_max_concurrent,
+            repr(float(self.max_rps)),
+            self.max_concurrent,
+            int(self.header_ttl_s * 1000),
+            repr(float(self.rate_margin)),
+            repr(float(self.tolerance_ms)),
+        ]
+
+
+@dataclass(frozen=True)
+class Grant:
+    status: str  # OK, PAUSED, BUSY or EMPTY
+    next_ms: int  # when the scope may grant again (-1: nothing waits or runs)
+    job_ids: list[str]
+    recovered: int  # expired leases put back in the queue by this call
+    waiting: int
+
+
+@dataclass(frozen=True)
+class ScopeView:
+    """A scope's effective limits and their sources, for operators."""
+
+    scope: Scope
+    rps: float
+    rps_source: str  # default, config or header
+    max_concurrent: int
+    max_concurrent_source: str
+    burst: int
+    ceiling_rps: float
+    ceiling_max_concurrent: int
+    paused_until_ms: int  # 0 when not paused
+    next_grant_ms: int
+    per_customer: bool
+    rps_clamped: bool  # the source asked for more than the ceiling
+    max_concurrent_clamped: bool
+    waiting: dict[str, int]
+    running: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.scope.domain,
+            "scope": self.scope.who,
+            "mode": "per_customer" if self.per_customer else "shared",
+            "rps": self.rps,
+            "rps_source": self.rps_source,
+            "rps_clamped": self.rps_clamped,
+            "max_concurrent": self.max_concurrent,
+            "max_concurrent_source": self.max_concurrent_source,
+            "max_concurrent_clamped": self.max_concurrent_clamped,
+            "burst": self.burst,
+            "ceiling": {"rps": self.ceiling_rps, "max_concurrent": self.ceiling_max_concurrent},
+            "paused_until_ms": self.paused_until_ms or None,
+            "next_grant_ms": self.next_grant_ms,
+            "waiting": self.waiting,
+            "running": self.running,
+        }
+
+
+def _num(text: str) -> float | int:
+    f = float(text)
+    return int(f) if f.is_integer() else f
+
+
+class Limiter:
+    """Pacing operations of one region's nodes (``region`` None: read-only use)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        policy: PacingPolicy,
+        region: str | None,
+        *,
+        mode_cache_s: float = 1.0,
+    ) -> None:
+        self.redis = redis
+        self.policy = policy
+        self.region = region
+        self._scripts = {name: redis.register_script(load_script(name)) for name in SCRIPT_NAMES}
+        self._mode_cache_s = mode_cache_s
+        self._per_customer: dict[str, tuple[float, bool]] = {}  # domain -> (fetched at, per customer?)
+
+    # -- keys --------------------------------------------------------------
+
+    def _keys(self, scope: Scope, region: str | None = None) -> list[str]:
+        region = region or self.region
+        assert region is not None, "this Limiter has no region"
+        d, who = scope.domain, scope.who
+        return [
+            keys.pacing_conf(d),
+            keys.pacing_limit(d, who),
+            keys.pacing_wait(d, who, region),
+            keys.pacing_fair(d, who, region),
+            keys.pacing_running(d, who, region),
+        ]
+
+    @property
+    def ready_key(self) -> str:
+        assert self.region is not None
+        return keys.pacing_ready(self.region)
+
+    # -- scopes ------------------------------------------------------------
+
+    async def scopes_for(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Scope]:
+        """The scope of each (domain, customer): shared unless the domain is per customer.
+
+        Each domain's mode is read from Redis at most once per ``mode_cache_s``.
+        """
+        pairs = list(pairs)
+        now = time.monotonic()
+        stale = sorted({d for d, _ in pairs if now - self._per_customer.get(d, (-1e9, False))[0] > self._mode_cache_s})
+        if stale:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for d in stale:
+                    pipe.hget(keys.pacing_conf(d), "per_customer")
+                modes = await pipe.execute()
+            for d, mode in zip(stale, modes):
+                self._per_customer[d] = (now, mode == "1")
+            if len(self._per_customer) > 10_000:  # bounded: drop the oldest half
+                for d, _ in sorted(self._per_customer.items(), key=lambda kv: kv[1][0])[:5_000]:
+                    del self._per_customer[d]
+        return {(d, c): Scope(d, c if self._per_customer[d][1] else SHARED) for d, c in pairs}
+
+    # -- the job path --------------------------------------------------------
+
+    async def admit(self, scope: Scope, jobs: Sequence[tuple[str, str]], *, now_ms: float | None = None) -> int:
+        """Queue (job id, customer) pairs in the scope; returns how many were new."""
+        flat = [x for pair in jobs for x in pair]
+        added, waiting, next_ms = await self._scripts["admit"](
+            keys=self._keys(scope), args=[*self.policy.args(now_ms), len(jobs), *flat]
+        )
+        if waiting:
+            await self.redis.zadd(self.ready_key, {scope.member: next_ms}, lt=True)
+        return int(added)
+
+    async def grant(
+        self, scope: Scope, *, inflight: int, want: int, lease_ms: int, now_ms: float | None = None
+    ) -> Grant:
+        """Jobs this node may send now (at most ``want``), each leased for ``lease_ms``."""
+        status, next_ms, job_ids, recovered, waiting = await self._scripts["grant"](
+            keys=self._keys(scope), args=[*self.policy.args(now_ms), inflight, want, lease_ms]
+        )
+        grant = Grant(status, int(next_ms), list(job_ids), int(recovered), int(waiting))
+        await self._reindex(scope, grant.waiting, grant.next_ms)
+        return grant
+
+    async def release(
+        self, scope: Scope, job_id: str, hints: TargetHints | None = None, *, requeue: bool = False, now_ms: float | None = None
+    ) -> None:
+        """The attempt of a granted job is over (``requeue``: it never happened; queue it again)."""
+        h = hints or TargetHints()
+        waiting, next_ms, _running = await self._scripts["release"](
+            keys=self._keys(scope),
+            args=[
+                *self.policy.args(now_ms),
+                job_id,
+                "" if h.rps is None else repr(float(h.rps)),
+                "" if h.max_concurrent is None else h.max_concurrent,
+                "" if h.pause_until_ms is None else h.pause_until_ms,
+                "1" if requeue else "",
+            ],
+        )
+        if waiting:
+            # A faster rate or a job put back may make the scope due sooner.
+            await self.redis.zadd(self.ready_key, {scope.member: int(next_ms)}, lt=True)
+
+    async def renew(self, scope: Scope, job_ids: Sequence[str], lease_ms: int, *, now_ms: float | None = None) -> int:
+        if not job_ids:
+            return 0
+        args = [*self.policy.args(now_ms), lease_ms, *job_ids]
+        return int(await self._scripts["renew"](keys=self._keys(scope), args=args))
+
+    async def _reindex(self, scope: Scope, waiting: int, next_ms: int) -> None:
+        member = scope.member
+        if waiting:
+            await self.redis.zadd(self.ready_key, {member: next_ms})
+            return
+        # Nothing waits: keep the scope only to look after running leases.
+        if next_ms >= 0:
+            await self.redis.zadd(self.ready_key, {member: next_ms})
+        else:
+            await self.redis.zrem(self.ready_key, member)
+        # A job admitted since the script ran would have been hidden by that write.
+        if await self.redis.zcard(keys.pacing_wait(scope.domain, scope.who, self.region or "")):
+            await self.redis.zadd(self.ready_key, {member: int(_now_ms())}, lt=True)
+
+    async def due(self, *, now_ms: float, limit: int, offset: int = 0) -> tuple[list[tuple[Scope, float]], float | None]:
+        """Scopes due by ``now_ms`` (a page of them), and the score of the first one not yet due."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.ready_key, "-inf", now_ms, start=offset, num=limit, withscores=True)
+            pipe.zrangebyscore(self.ready_key, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
+            due, upcoming = await pipe.execute()
+        return [(Scope.from_member(m), s) for m, s in due], (upcoming[0][1] if upcoming else None)
+
+    # -- operators -------------------------------------------------------------
+
+    async def describe(self, domain: str, who: str = SHARED, regions: Sequence[str] = ()) -> ScopeView:
+        scope = Scope(domain, who)
+        region = regions[0] if regions else (self.region or "-")
+        raw = await self._scripts["describe"](keys=self._keys(scope, region), args=self.policy.args())
+        waiting: dict[str, int] = {}
+        running: dict[str, int] = {}
+        if regions:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for r in regions:
+                    pipe.zcard(keys.pacing_wait(domain, who, r))
+                    pipe.zcard(keys.pacing_running(domain, who, r))
+                counts = await pipe.execute()
+            for i, r in enumerate(regions):
+                waiting[r], running[r] = int(counts[2 * i]), int(counts[2 * i + 1])
+        return ScopeView(
+            scope=scope,
+            rps=float(raw[0]),
+            rps_source=raw[1],
+            max_concurrent=int(_num(raw[2])),
+            max_concurrent_source=raw[3],
+            burst=int(_num(raw[4])),
+            ceiling_rps=float(raw[5]),
+            ceiling_max_concurrent=int(_num(raw[6])),
+            paused_until_ms=int(_num(raw[7])),
+            next_grant_ms=int(_num(raw[8])),
+            per_customer=raw[11] == "1",
+            rps_clamped=raw[12] == "1",
+            max_concurrent_clamped=raw[13] == "1",
+            waiting=waiting,
+            running=running,
+        )
+
+    async def scopes_of(self, domain: str, regions: Sequence[str]) -> list[str]:
+        """Scopes of a domain that have work (in any of ``regions``' ready sets)."""
+        found: set[str] = set()
+        prefix = f"{domain}|"
+        for r in regions:
+            async for member in self.redis.zscan_iter(keys.pacing_ready(r), match=f"{_glob_escape(prefix)}*"):
+                m = member[0] if isinstance(member, tuple) else member
+                found.add(Scope.from_member(m).who)
+        return sorted(found)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def conf_fields(conf: Mapping[str, Any]) -> dict[str, str]:
+    """A domain's overrides as stored in its conf hash."""
+    out: dict[str, str] = {}
+    for k, v in conf.items():
+        if isinstance(v, bool):
+            out[k] = "1" if v else "0"
+        else:
+            out[k] = repr(float(v)) if isinstance(v, float) else str(v)
+    return out

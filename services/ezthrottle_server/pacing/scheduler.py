@@ -1,0 +1,172 @@
+"""A node's pacer: hands out the region's waiting jobs as their limits allow.
+
+One loop per node. Each pass reads the scopes that are due from the region's
+ready set and asks each one for jobs (``grant.lua``); granted jobs go to
+``on_grant`` (the worker sends them). It then sleeps until the next scope is
+due, at most ``poll_s`` (other nodes' work shows up within that), or until
+woken: by admission on this node, or by one of its sends finishing.
+
+A node asks a scope for at most as many jobs as it has free send slots, so
+waiting costs nothing here: a job that may not go yet stays in Redis. A scope
+at this node's per-node cap is skipped without a Redis call until one of the
+node's sends for it finishes (or for ``blocked_s``, so limits raised
+elsewhere are seen within a second).
+
+Leases: every ``lease_ms / 3`` the node renews the leases of everything it
+is sending, so a live node keeps its jobs however long the sends take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from ..common.metrics import PACING_GRANTS, PACING_LEASES_RECOVERED
+from .limiter import BUSY, Grant, Limiter
+from .scope import Scope
+
+log = logging.getLogger(__name__)
+
+OnGrant = Callable[[Scope, str], None]
+_REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, ConnectionError, OSError)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        limiter: Limiter,
+        on_grant: OnGrant,
+        *,
+        capacity: int,
+        lease_ms: int,
+        poll_s: float = 0.05,
+        page: int = 500,
+        max_pages: int = 20,
+        blocked_s: float = 1.0,
+        max_per_grant: int = 32,
+    ) -> None:
+        self.limiter = limiter
+        self.on_grant = on_grant
+        self.capacity = capacity
+        self.lease_ms = lease_ms
+        self.poll_s = poll_s
+        self.page = page
+        self.max_pages = max_pages
+        self.blocked_s = blocked_s
+        self.max_per_grant = max_per_grant
+        self._inflight: dict[Scope, set[str]] = {}
+        self._count = 0
+        self._blocked: dict[Scope, float] = {}  # scope -> monotonic time to look again
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._region = limiter.region or ""
+
+    # -- what the worker tells us ----------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        return self._count
+
+    def held(self) -> dict[Scope, set[str]]:
+        return {s: set(j) for s, j in self._inflight.items() if j}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def done(self, scope: Scope, job_id: str) -> None:
+        """A granted job's send is over (the worker released it)."""
+        jobs = self._inflight.get(scope)
+        if jobs is not None and job_id in jobs:
+            jobs.discard(job_id)
+            self._count -= 1
+            if not jobs:
+                del self._inflight[scope]
+        self._blocked.pop(scope, None)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    # -- loops -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                delay = await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_DOWN:
+                log.warning("redis unavailable; pacing paused", exc_info=True)
+                delay = 0.5
+            except Exception:
+                log.exception("pacing pass failed")
+                delay = 0.5
+            if delay > 0 and not self._stopping:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _pass(self) -> float:
+        """One look at the ready set; returns how long to sleep."""
+        now_ms = time.time() * 1000
+        next_ms: float | None = None
+        again = False
+        for page in range(self.max_pages):
+            due, upcoming_ms = await self.limiter.due(now_ms=now_ms, limit=self.page, offset=page * self.page)
+            if page == 0:
+                next_ms = upcoming_ms
+            mono = time.monotonic()
+            for scope, _score in due:
+                if self._stopping or self._count >= self.capacity:
+                    return self.poll_s  # a finished send wakes us (done())
+                if self._blocked.get(scope, 0.0) > mono:
+                    continue
+                grant = await self._grant(scope)
+                if grant.status == BUSY:
+                    self._blocked[scope] = mono + self.blocked_s
+                elif grant.job_ids and grant.waiting and grant.next_ms <= now_ms:
+                    again = True  # more may go at once (a burst, a bigger cap)
+                if grant.next_ms > 0 and grant.waiting:
+                    next_ms = grant.next_ms if next_ms is None else min(next_ms, grant.next_ms)
+            if len(due) < self.page:
+                break  # pages on: due scopes this node skipped must not hide the rest
+        if again:
+            return 0.0
+        if next_ms is None:
+            return self.poll_s
+        return min(max((next_ms - time.time() * 1000) / 1000, 0.001), self.poll_s)
+
+    async def _grant(self, scope: Scope) -> Grant:
+        held = len(self._inflight.get(scope, ()))
+        free = self.capacity - self._count
+        grant = await self.limiter.grant(scope, inflight=held, want=min(free, self.max_per_grant), lease_ms=self.lease_ms)
+        if grant.recovered:
+            PACING_LEASES_RECOVERED.labels(self._region).inc(grant.recovered)
+            log.info("recovered %d expired leases of %s", grant.recovered, scope, extra={"region": self._region})
+        for job_id in grant.job_ids:
+            self._inflight.setdefault(scope, set()).add(job_id)
+            self._count += 1
+            PACING_GRANTS.labels(self._region).inc()
+            self.on_grant(scope, job_id)
+        return grant
+
+    async def keep_leases(self) -> None:
+        """Renew the leases of every job this node is sending, every lease/3."""
+        interval = max(self.lease_ms / 3000.0, 0.05)
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            for scope, jobs in self.held().items():
+                try:
+                    await self.limiter.renew(scope, sorted(jobs), self.lease_ms)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("lease renewal failed for %s", scope, exc_info=True)

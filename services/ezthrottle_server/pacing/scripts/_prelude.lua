@@ -1,0 +1,103 @@
+-- Shared by every pacing script (prepended to each one when it loads).
+--
+-- A *scope* is what one limit governs: a target domain (shared by every
+-- customer) or, for domains configured per customer, one customer's use of
+-- it. Every pacing script gets the same keys, all under the domain's hash tag:
+--
+-- KEYS[1] conf     hash  operator overrides for the domain (domains.yaml)
+-- KEYS[2] limit    hash  the scope's state: GCRA tat/t, header limits, pause
+-- KEYS[3] wait     zset  the scope's waiting jobs of one region, by fair tag
+-- KEYS[4] fair     hash  customer -> last fair tag given; '~v' virtual time
+-- KEYS[5] running  zset  granted jobs of that region, by lease expiry (ms)
+--
+-- and the same first arguments, the cluster-wide defaults:
+--
+-- ARGV[1] now (ms; '' = the Redis server's clock, which every node shares)
+-- ARGV[2] default rps            ARGV[3] default max in flight per node
+-- ARGV[4] ceiling rps            ARGV[5] ceiling max in flight per node
+-- ARGV[6] header TTL (ms)        ARGV[7] rate margin (0.01 = pace 1% under)
+-- ARGV[8] scheduling tolerance (ms)
+--
+-- Limits resolve as: a fresh header value, else the domain's config, else
+-- the default; then clamped to the ceiling (the domain's config may set its
+-- own ceiling).
+
+local function now_ms()
+  if ARGV[1] ~= '' then
+    return tonumber(ARGV[1])
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+
+local function hash(key)
+  local flat = redis.call('HGETALL', key)
+  local out = {}
+  for i = 1, #flat, 2 do
+    out[flat[i]] = flat[i + 1]
+  end
+  return out
+end
+
+-- Effective limits of a scope: {rps, rps_source, max_concurrent, mc_source,
+-- burst, ceiling_rps, ceiling_mc, rps clamped (0/1), mc clamped (0/1)}
+local function resolve(conf, lim, now)
+  local ceil_rps = tonumber(conf.max_rps) or tonumber(ARGV[4])
+  local ceil_mc = tonumber(conf.max_concurrent_ceiling) or tonumber(ARGV[5])
+  local ttl = tonumber(ARGV[6])
+  local rps, rps_src = tonumber(ARGV[2]), 'default'
+  local mc, mc_src = tonumber(ARGV[3]), 'default'
+  if conf.rps then
+    rps, rps_src = tonumber(conf.rps), 'config'
+  end
+  if conf.max_concurrent then
+    mc, mc_src = tonumber(conf.max_concurrent), 'config'
+  end
+  if lim.hdr_rps and now - tonumber(lim.hdr_rps_ms) <= ttl then
+    rps, rps_src = tonumber(lim.hdr_rps), 'header'
+  end
+  if lim.hdr_mc and now - tonumber(lim.hdr_mc_ms) <= ttl then
+    mc, mc_src = tonumber(lim.hdr_mc), 'header'
+  end
+  local rps_clamped, mc_clamped = 0, 0
+  if rps > ceil_rps then
+    rps, rps_clamped = ceil_rps, 1
+  end
+  if mc > ceil_mc then
+    mc, mc_clamped = ceil_mc, 1
+  end
+  local burst = tonumber(conf.burst) or 1
+  return {rps, rps_src, mc, mc_src, burst, ceil_rps, ceil_mc, rps_clamped, mc_clamped}
+end
+
+-- GCRA. T is the emission interval: 1/rps, stretched by the margin so
+-- network jitter never puts N+1 requests in one second at the target. A
+-- grant is allowed while tat - now <= tau, tau = (burst - 1) * T plus a few
+-- ms of scheduling tolerance; each grant moves tat to max(tat, now) + T.
+-- When the rate changes, tat keeps its distance from the last grant.
+-- Returns T, tat, tau.
+local function gcra(lim, limits, now)
+  local t = 1000 / limits[1] * (1 + tonumber(ARGV[7]))
+  local tat = tonumber(lim.tat) or 0
+  local old_t = tonumber(lim.t)
+  if old_t and old_t ~= t then
+    tat = tat - old_t + t
+  end
+  local tau = (limits[5] - 1) * t + tonumber(ARGV[8])
+  return t, tat, tau
+end
+
+-- When the scope may grant next (ms): aim at the middle of the tolerance so a
+-- slightly late wake-up still keeps the schedule.
+local function next_grant_ms(lim, limits, now)
+  local t, tat, tau = gcra(lim, limits, now)
+  local at = tat - tau + tonumber(ARGV[8]) / 2
+  local pause = tonumber(lim.pause_until) or 0
+  if pause > at then
+    at = pause
+  end
+  if at < now then
+    at = now
+  end
+  return math.ceil(at)
+end

@@ -1,0 +1,76 @@
+-- Hand a node the jobs it may send now, atomically with the scope's limit.
+-- (KEYS and ARGV[1..8]: see _prelude.lua.)
+-- ARGV[9] the calling node's requests in flight for this scope
+-- ARGV[10] most jobs the node wants   ARGV[11] lease (ms)
+--
+-- First, granted jobs whose lease expired (their node died) go back to the
+-- front of the queue. Then, unless the scope is paused, jobs are popped in
+-- fair order while the rate allows and the node stays under the per-node
+-- concurrency cap; each one moves to the running set with a lease the node
+-- renews while it works.
+--
+-- Returns {status, next (ms), {job ids}, recovered, waiting}: status is 'ok',
+-- 'paused', 'busy' (the node is at its cap; others may send) or 'empty';
+-- next is when the scope may grant again, or, with nothing waiting, when the
+-- first lease expires (-1 if nothing runs either).
+local now = now_ms()
+local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
+local recovered = 0
+local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
+for _, job in ipairs(expired) do
+  redis.call('ZREM', KEYS[5], job)
+  redis.call('ZADD', KEYS[3], 'NX', v, job)
+  recovered = recovered + 1
+end
+
+local function first_lease()
+  local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    return -1
+  end
+  return math.ceil(tonumber(first[2]))
+end
+
+local waiting = redis.call('ZCARD', KEYS[3])
+if waiting == 0 then
+  redis.call('DEL', KEYS[4])
+  return {'empty', first_lease(), {}, recovered, 0}
+end
+
+local lim = hash(KEYS[2])
+local limits = resolve(hash(KEYS[1]), lim, now)
+local pause = tonumber(lim.pause_until) or 0
+if pause > now then
+  return {'paused', math.ceil(pause), {}, recovered, waiting}
+end
+
+local free = math.min(limits[3] - tonumber(ARGV[9]), tonumber(ARGV[10]))
+local t, tat, tau = gcra(lim, limits, now)
+local granted = {}
+local lease_until = now + tonumber(ARGV[11])
+while #granted < free and tat - now <= tau do
+  local popped = redis.call('ZPOPMIN', KEYS[3])
+  if #popped == 0 then
+    break
+  end
+  v = tonumber(popped[2])
+  redis.call('ZADD', KEYS[5], lease_until, popped[1])
+  granted[#granted + 1] = popped[1]
+  tat = math.max(tat, now) + t
+end
+if #granted > 0 then
+  redis.call('HSET', KEYS[2], 'tat', tostring(tat), 't', tostring(t))
+  lim.tat, lim.t = tostring(tat), tostring(t)
+end
+
+waiting = redis.call('ZCARD', KEYS[3])
+if waiting == 0 then
+  redis.call('DEL', KEYS[4])
+  return {'ok', first_lease(), granted, recovered, 0}
+end
+redis.call('HSET', KEYS[4], '~v', v)
+local status = 'ok'
+if #granted >= free then
+  status = 'busy'
+end
+return {status, next_grant_ms(lim, limits, now), granted, recovered, waiting}

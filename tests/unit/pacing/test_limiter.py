@@ -1,0 +1,222 @@
+"""The pacing scripts against a real Redis, on an injected clock (``now_ms``)."""
+
+import pytest
+import pytest_asyncio
+
+from ezthrottle_server.common import keys
+from ezthrottle_server.pacing.hints import TargetHints
+from ezthrottle_server.pacing.limiter import BUSY, EMPTY, OK, PAUSED, Limiter, PacingPolicy
+from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
+from ezthrottle_server.pacing.scope import SHARED, Scope
+
+pytestmark = pytest.mark.asyncio
+
+T0 = 1_800_000_000_000.0
+DOMAIN = "api.example.com:443"
+SCOPE = Scope(DOMAIN)
+LEASE = 30_000
+
+
+@pytest_asyncio.fixture
+async def limiter(redis):
+    return Limiter(redis, PacingPolicy(), "iad")
+
+
+async def configure(redis, text):
+    await apply_overrides(redis, parse_overrides(text))
+
+
+def jobs(prefix, n, customer="acme"):
+    return [(f"{prefix}{i:04d}", customer) for i in range(n)]
+
+
+async def run_until(limiter, scope, end_ms, *, inflight=0, want=32, start_ms=T0):
+    """A node that wakes exactly when told: every grant's time, up to ``end_ms``."""
+    now, sent = start_ms, []
+    while now <= end_ms:
+        g = await limiter.grant(scope, inflight=inflight, want=want, lease_ms=LEASE, now_ms=now)
+        sent += [(now, j) for j in g.job_ids]
+        if not g.waiting:
+            break
+        now = max(g.next_ms, now + 0.001)
+    return sent
+
+
+def max_in_window(times_ms, window_ms=1000.0):
+    best, lo = 0, 0
+    for hi, t in enumerate(times_ms):
+        while t - times_ms[lo] >= window_ms:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+async def test_default_rate_is_two_per_second_with_no_burst(limiter):
+    await limiter.admit(SCOPE, jobs("j", 100), now_ms=T0)
+    sent = await run_until(limiter, SCOPE, T0 + 10_000)
+    times = [t for t, _ in sent]
+    assert 19 <= len(times) <= 21  # 2/s over 10 s, 1% under
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 500  # never faster than 2/s
+    assert max_in_window(times) == 2
+    assert [j for _, j in sent] == [f"j{i:04d}" for i in range(len(sent))]  # in order
+
+
+async def test_a_job_waits_when_the_rate_is_used_up(limiter):
+    await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
+    first = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0)
+    assert first.status == OK and first.job_ids == ["j0000"] and first.waiting == 2
+    assert T0 + 495 <= first.next_ms <= T0 + 505
+    early = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=first.next_ms - 20)
+    assert early.job_ids == [] and early.next_ms == first.next_ms
+    on_time = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=first.next_ms)
+    assert on_time.job_ids == ["j0001"]
+
+
+async def test_burst_lets_that_many_go_back_to_back(redis, limiter):
+    await configure(redis, f"domains:\n  {DOMAIN}: {{rps: 10, burst: 3, max_concurrent: 10}}\n")
+    await limiter.admit(SCOPE, jobs("j", 20), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0)
+    assert len(g.job_ids) == 3
+    sent = await run_until(limiter, SCOPE, T0 + 2_000, start_ms=g.next_ms)
+    assert 19 <= len(g.job_ids) + len(sent) <= 20 + 3
+    gaps = [b - a for (a, _), (b, _) in zip(sent, sent[1:])]
+    assert min(gaps) >= 100  # after the burst, 10/s
+
+
+async def test_per_node_concurrency_cap(redis, limiter):
+    await configure(redis, f"domains:\n  {DOMAIN}: {{rps: 100, burst: 50}}\n")
+    await limiter.admit(SCOPE, jobs("j", 10), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0)
+    assert len(g.job_ids) == 2 and g.status == BUSY  # default: 2 in flight per node
+    g = await limiter.grant(SCOPE, inflight=2, want=10, lease_ms=LEASE, now_ms=T0 + 1)
+    assert g.job_ids == [] and g.status == BUSY
+    g = await limiter.grant(SCOPE, inflight=1, want=10, lease_ms=LEASE, now_ms=T0 + 2)
+    assert len(g.job_ids) == 1
+    # another node has its own cap
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0 + 3)
+    assert len(g.job_ids) == 2
+
+
+async def test_headers_change_the_limit_for_every_node(limiter):
+    await limiter.admit(SCOPE, jobs("j", 60), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0)
+    await limiter.release(SCOPE, g.job_ids[0], TargetHints(rps=20.0, max_concurrent=5), now_ms=T0 + 10)
+    view = await limiter.describe(DOMAIN)
+    assert (view.rps, view.rps_source, view.max_concurrent, view.max_concurrent_source) == (20, "header", 5, "header")
+    # the next grant is due one 20/s interval after the last one, not 500 ms
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0 + 51)
+    assert len(g.job_ids) == 1
+    sent = await run_until(limiter, SCOPE, T0 + 1_051, inflight=0, start_ms=g.next_ms)
+    assert 19 <= len(sent) <= 21
+    g = await limiter.grant(SCOPE, inflight=4, want=10, lease_ms=LEASE, now_ms=T0 + 5_000)
+    assert len(g.job_ids) == 1  # cap 5 per node now
+
+
+async def test_header_rates_are_clamped_to_the_ceiling(redis, limiter):
+    await limiter.release(SCOPE, "none", TargetHints(rps=5000.0, max_concurrent=10_000), now_ms=T0)
+    view = await limiter.describe(DOMAIN)
+    assert (view.rps, view.rps_clamped, view.max_concurrent, view.max_concurrent_clamped) == (100, True, 64, True)
+    await configure(redis, f"domains:\n  {DOMAIN}: {{max_rps: 500, max_concurrent_ceiling: 4}}\n")
+    view = await limiter.describe(DOMAIN)
+    assert (view.rps, view.ceiling_rps, view.max_concurrent) == (500, 500, 4)
+
+
+async def test_limit_sources_default_config_header_and_header_expiry(redis):
+    limiter = Limiter(redis, PacingPolicy(header_ttl_s=60), "iad")
+    view = await limiter.describe(DOMAIN)
+    assert (view.rps, view.rps_source, view.max_concurrent, view.max_concurrent_source) == (2, "default", 2, "default")
+    await configure(redis, f"domains:\n  {DOMAIN}: {{rps: 5, max_concurrent: 3}}\n")
+    view = await limiter.describe(DOMAIN)
+    assert (view.rps, view.rps_source, view.max_concurrent_source) == (5, "config", "config")
+    await limiter.release(SCOPE, "none", TargetHints(rps=0.5), now_ms=T0)
+    raw = await redis.hgetall(keys.pacing_limit(DOMAIN, SHARED))
+    assert float(raw["hdr_rps"]) == 0.5
+    g_view = await limiter._scripts["describe"](keys=limiter._keys(SCOPE), args=limiter.policy.args(T0 + 59_000))
+    assert (g_view[0], g_view[1], g_view[3]) == ("0.5", "header", "config")
+    g_view = await limiter._scripts["describe"](keys=limiter._keys(SCOPE), args=limiter.policy.args(T0 + 61_000))
+    assert (g_view[0], g_view[1]) == ("5", "config")  # the header lapsed
+
+
+async def test_retry_after_pauses_the_scope_and_only_extends(limiter):
+    await limiter.admit(SCOPE, jobs("j", 5), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0)
+    await limiter.release(SCOPE, g.job_ids[0], TargetHints(pause_until_ms=int(T0) + 3_000), now_ms=T0 + 5)
+    await limiter.release(SCOPE, "other", TargetHints(pause_until_ms=int(T0) + 1_000), now_ms=T0 + 6)
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0 + 2_999)
+    assert g.status == PAUSED and g.job_ids == [] and g.next_ms == int(T0) + 3_000
+    assert await limiter.redis.zscore(limiter.ready_key, SCOPE.member) == int(T0) + 3_000
+    g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0 + 3_000)
+    assert g.job_ids == ["j0001"]
+
+
+async def test_customers_are_served_round_robin(limiter):
+    await limiter.admit(SCOPE, jobs("a", 100, "flooder"), now_ms=T0)
+    sent = await run_until(limiter, SCOPE, T0 + 2_100)  # a few of A's go first
+    assert all(j.startswith("a") for _, j in sent)
+    await limiter.admit(SCOPE, jobs("b", 3, "patient"), now_ms=T0 + 2_200)
+    await limiter.admit(SCOPE, jobs("c", 1, "third"), now_ms=T0 + 2_200)
+    more = await run_until(limiter, SCOPE, T0 + 6_000, start_ms=T0 + 2_200)
+    order = [j[0] for _, j in more]
+    assert order[:6].count("b") >= 2 and "c" in order[:4]
+    assert order.index("b") <= 1 and order.index("c") <= 2
+
+
+async def test_admission_is_idempotent(limiter):
+    assert await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0) == 3
+    assert await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0 + 1) == 0
+    g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 2)
+    assert await limiter.admit(SCOPE, [(g.job_ids[0], "acme")], now_ms=T0 + 3) == 0  # running: not twice
+
+
+async def test_an_expired_lease_goes_back_to_the_front(limiter):
+    await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=1_000, now_ms=T0)
+    assert g.job_ids == ["j0000"]
+    # renewed while its node lives
+    assert await limiter.renew(SCOPE, ["j0000"], 1_000, now_ms=T0 + 500) == 1
+    score = await limiter.redis.zscore(keys.pacing_running(DOMAIN, SHARED, "iad"), "j0000")
+    assert score == T0 + 1_500
+    await limiter.redis.zadd(keys.pacing_running(DOMAIN, SHARED, "iad"), {"j0000": T0 + 1_000})
+    g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=1_000, now_ms=T0 + 1_001)
+    assert g.recovered == 1 and g.job_ids == ["j0000"]  # its node died: next in line, first
+
+
+async def test_a_released_job_put_back_goes_first(limiter):
+    await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0)
+    await limiter.release(SCOPE, g.job_ids[0], requeue=True, now_ms=T0 + 1)
+    g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 600)
+    assert g.job_ids == ["j0000"]
+
+
+async def test_the_ready_set_follows_the_queue(limiter):
+    ready = limiter.ready_key
+    await limiter.admit(SCOPE, jobs("j", 1), now_ms=T0)
+    assert await limiter.redis.zscore(ready, SCOPE.member) is not None
+    g = await limiter.grant(SCOPE, inflight=0, want=5, lease_ms=1_000, now_ms=T0)
+    assert g.waiting == 0 and g.next_ms == int(T0) + 1_000  # kept to look after the lease
+    assert await limiter.redis.zscore(ready, SCOPE.member) == int(T0) + 1_000
+    await limiter.release(SCOPE, g.job_ids[0], now_ms=T0 + 10)
+    g = await limiter.grant(SCOPE, inflight=0, want=5, lease_ms=1_000, now_ms=T0 + 20)
+    assert g.status == EMPTY and g.next_ms == -1
+    assert await limiter.redis.zscore(ready, SCOPE.member) is None
+    # a job admitted while a stale view drops the scope puts it back
+    await limiter.admit(SCOPE, jobs("k", 1), now_ms=T0 + 30)
+    await limiter._reindex(SCOPE, waiting=0, next_ms=-1)
+    assert await limiter.redis.zscore(ready, SCOPE.member) is not None
+
+
+async def test_per_customer_domains_keep_one_limit_per_customer(redis, limiter):
+    await configure(redis, f"domains:\n  {DOMAIN}: {{per_customer: true}}\n")
+    scopes = await limiter.scopes_for([(DOMAIN, "acme"), (DOMAIN, "globex"), ("other.example:443", "acme")])
+    assert scopes[(DOMAIN, "acme")] == Scope(DOMAIN, "acme")
+    assert scopes[(DOMAIN, "globex")] == Scope(DOMAIN, "globex")
+    assert scopes[("other.example:443", "acme")] == Scope("other.example:443", SHARED)
+    a, g = Scope(DOMAIN, "acme"), Scope(DOMAIN, "globex")
+    await limiter.admit(a, jobs("a", 10, "acme"), now_ms=T0)
+    await limiter.admit(g, jobs("g", 10, "globex"), now_ms=T0)
+    await limiter.release(a, "none", TargetHints(rps=10.0), now_ms=T0)  # acme's own header
+    sent_a = await run_until(limiter, a, T0 + 999)
+    sent_g = await run_until(limiter, g, T0 + 999)
+    assert len(sent_a) == 10 and len(sent_g) == 2

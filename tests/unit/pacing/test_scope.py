@@ -1,0 +1,45 @@
+"""Domains are host:port, lower-cased; scopes round-trip through the ready set."""
+
+import pytest
+
+from ezthrottle_server.pacing import OverridesError
+from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of, parse_domain
+
+
+@pytest.mark.parametrize(
+    "url, domain",
+    [
+        ("https://API.Stripe.com/v1/charges", "api.stripe.com:443"),
+        ("http://api.stripe.com/x", "api.stripe.com:80"),
+        ("https://api.stripe.com:8443/x?y=1", "api.stripe.com:8443"),
+        ("http://127.0.0.1:9/never", "127.0.0.1:9"),
+        ("http://[::1]:8080/", "[::1]:8080"),
+    ],
+)
+def test_domain_of(url, domain):
+    assert domain_of(url) == domain
+
+
+def test_same_host_other_port_is_another_domain():
+    assert domain_of("http://127.0.0.1:8001/") != domain_of("http://127.0.0.1:8002/")
+
+
+@pytest.mark.parametrize(
+    "text, domain",
+    [("api.stripe.com:443", "api.stripe.com:443"), ("API.stripe.com", "api.stripe.com:443"),
+     ("127.0.0.1:8080", "127.0.0.1:8080"), ("https://x.example/a", "x.example:443"), ("[::1]:80", "[::1]:80")],
+)
+def test_parse_domain(text, domain):
+    assert parse_domain(text) == domain
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x/y", "{tag}", "a|b"])
+def test_parse_domain_refuses_garbage(bad):
+    with pytest.raises(OverridesError):
+        parse_domain(bad)
+
+
+def test_scope_members_round_trip():
+    for scope in (Scope("api.x.com:443"), Scope("api.x.com:443", "acme"), Scope("[::1]:80", "a.b-c_d")):
+        assert Scope.from_member(scope.member) == scope
+    assert Scope("d:1").who == SHARED
