@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from ezthrottle_server.common import keys
 from support.jobs import submit
 
 
@@ -41,3 +42,12 @@ async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.0
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def overrides_applied(redis, domain: str, field: str, value: str, timeout_s: float = 5.0) -> None:
+    """Wait until Redis holds ``field: value`` in the domain's overrides."""
+    deadline = time.monotonic() + timeout_s
+    while await redis.hget(keys.pacing_conf(domain), field) != value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{domain} {field}={value} not applied within {timeout_s}s")
+        await asyncio.sleep(0.02)
