@@ -33,6 +33,7 @@ from .webhooks import (
     verify_webhook_signature,
     verify_webhook_signature_strict,
 )
+from .workflow import StepRun, WebhookHandler, WebhookResult
 
 __all__ = [
     # the names of the published 1.x SDK
@@ -60,5 +61,8 @@ __all__ = [
     "ValidationError",
     "SIGNATURE_HEADER",
     "sign_webhook",
+    "WebhookHandler",
+    "WebhookResult",
+    "StepRun",
     "__version__",
 ]

@@ -1,59 +1,93 @@
 """Clients for the EZThrottle API: ``EZThrottle`` (sync) and ``AsyncEZThrottle``.
 
 As in httpx, ``BaseClient`` holds everything without I/O (settings, request
-building, response and error mapping); the two clients add only the sending.
+building, response and error mapping, edge order); the two clients add only
+the sending.
 
 Every API call is safe to repeat, so a call that fails to connect is retried
-(at most ``MAX_RETRIES`` times, with a short backoff): job submissions are
-deduplicated by the server (by ``idempotent_key``, custom or UNIQUE, or by a
-hash of the request under HASH), so a repeat answers ``"duplicate"`` with the
-first job's id; GET and DELETE are idempotent, and setting webhook secrets
-sets the same value again. Direct calls (``request()``) are never retried.
+on the next edge (see ``_edges.py``), in up to ``MAX_RETRIES + 1`` rounds
+over all edges with a short backoff between rounds. The request is built
+once, so the retry carries the same payload and idempotent key: job
+submissions are deduplicated by the server (by ``idempotent_key``, custom or
+UNIQUE, or by a hash of the request under HASH), so a repeat answers
+``"duplicate"`` with the first job's id and never makes a second job; GET
+and DELETE are idempotent, and setting webhook secrets sets the same value
+again. Direct calls (``request()``) are never retried.
+
+``wait(job_id, timeout_s)`` follows the job's event stream (``_waiting.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import inspect
+import logging
 import os
 import random
 import time
 import warnings
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar, Union
 from urllib.parse import quote
 
 import httpx
 
-from ._payload import build_job_payload, check_url
+from . import _waiting
+from ._edges import HEALTH_PATH, REGIONS_PATH, EdgeSet, EdgeUrls, edges_from_regions, parse_edge_urls
+from ._payload import build_job_payload
+from ._sse import SSEParser
 from ._version import __version__
 from .exceptions import (
     AuthenticationError,
     ConnectionError,
     EZThrottleError,
+    ForwardToEZThrottle,
     NotFoundError,
     TimeoutError,
     ValidationError,
     error_from_response,
 )
+from .forwarding import auto_forward
 
-__all__ = ["BaseClient", "EZThrottle", "AsyncEZThrottle", "DEFAULT_BASE_URL"]
+__all__ = [
+    "BaseClient",
+    "EZThrottle",
+    "AsyncEZThrottle",
+    "DEFAULT_BASE_URL",
+    # importable from here, as from the published 1.x client module
+    "auto_forward",
+    "EZThrottleError",
+    "TimeoutError",
+    "ForwardToEZThrottle",
+]
+
+log = logging.getLogger("ezthrottle")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8701"
 API_KEY_ENV = "EZTHROTTLE_API_KEY"
 BASE_URL_ENV = "EZTHROTTLE_URL"
 USER_AGENT = f"ezthrottle-python/{__version__}"
 MAX_RETRIES = 2
-RETRY_BACKOFF_S = 0.1  # before retry n: RETRY_BACKOFF_S * 2**n, with jitter
+RETRY_BACKOFF_S = 0.1  # before round n: RETRY_BACKOFF_S * 2**n, with jitter
 MIN_SECRET_CHARS = 16
+DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_PROBE_TIMEOUT_S = 2.0
+DEFAULT_WAIT_TIMEOUT_S = 300.0
+DEFAULT_POLL_INTERVAL_S = 2.0
 _JOBS = "/api/v1/jobs"
 _SECRETS = "/api/v1/webhook-secrets"
+_SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 # Connection failures: the request cannot have been processed, or is safe
 # to repeat anyway. A read timeout is not retried: the server may be slow.
 _RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
 
 T = TypeVar("T")
+
+
+class _NoEventStream(Exception):
+    """The edge has no event stream route (404 for an existing job): poll instead."""
 
 
 @dataclass(frozen=True)
@@ -72,37 +106,52 @@ class BaseClient:
     def __init__(
         self,
         api_key: Optional[str] = None,
-        base_url: Optional[str] = None,
-        *,
-        timeout_s: float = 30,
         tracktags_url: Optional[str] = None,
         ezthrottle_url: Optional[str] = None,
         webhook_server: Any = None,
         start_webhook_server: bool = False,
         webhook_port: int = 5000,
+        *,
+        base_url: Optional[EdgeUrls] = None,
+        timeout_s: float = 30,
+        discover_edges: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
     ) -> None:
         """Configure the client.
 
-        ``api_key`` defaults to ``$EZTHROTTLE_API_KEY``; ``base_url`` to
-        ``$EZTHROTTLE_URL``, then ``http://127.0.0.1:8701``.
+        ``api_key`` defaults to ``$EZTHROTTLE_API_KEY``. ``base_url`` is an
+        edge URL, a list of them or a comma-separated string; it defaults to
+        ``$EZTHROTTLE_URL`` (comma-separated allowed), then
+        ``http://127.0.0.1:8701``. With several edges the client uses the
+        nearest healthy one and fails over to the next; ``discover_edges=True``
+        also asks the edges for the others (``GET /api/v1/regions``).
+        ``max_connections`` bounds the connection pool, so ``asyncio.gather``
+        over thousands of calls opens at most that many connections.
 
-        The other keywords come from the hosted SDK 1.3.0 and are accepted so
-        that old code still constructs: ``ezthrottle_url`` serves as the base
-        URL when ``base_url`` is not given; ``tracktags_url`` (a proxy we do
-        not need) and the embedded webhook server options are ignored, with a
-        ``DeprecationWarning``.
+        The positional parameters after ``api_key`` are the published SDK
+        1.3.0's, so old code constructs unchanged: ``ezthrottle_url``, else
+        ``tracktags_url`` (where 1.3.0 sent its requests), is the edge URL when
+        ``base_url`` is not given. A ``tracktags_url`` that is not used, and
+        the embedded webhook server options, are ignored with a
+        ``DeprecationWarning`` (use ``ezthrottle.WebhookHandler`` instead).
         """
-        legacy = {
-            "tracktags_url": tracktags_url is not None,
-            "webhook_server": webhook_server is not None,
-            "start_webhook_server": bool(start_webhook_server),
-            "webhook_port": webhook_port != 5000,
-        }
-        ignored = [name for name, given in legacy.items() if given]
+        legacy_url = ezthrottle_url or tracktags_url
+        ignored = [
+            name
+            for name, given in (
+                ("tracktags_url", tracktags_url is not None and tracktags_url != legacy_url),
+                ("webhook_server", webhook_server is not None),
+                ("start_webhook_server", bool(start_webhook_server)),
+                ("webhook_port", webhook_port != 5000),
+            )
+            if given
+        ]
         if ignored:
             warnings.warn(
                 f"EZThrottle(): {', '.join(ignored)} ignored; this SDK talks to the "
-                "EZThrottle server directly and has no embedded webhook server",
+                "EZThrottle edges directly and has no embedded webhook server "
+                "(see ezthrottle.WebhookHandler)",
                 DeprecationWarning,
                 stacklevel=2,
             )
@@ -111,17 +160,33 @@ class BaseClient:
             raise AuthenticationError(
                 f"no API key: pass EZThrottle(api_key=...) or set ${API_KEY_ENV}"
             )
-        url = base_url or ezthrottle_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
-            raise ValidationError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
+        urls = base_url or legacy_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        for name, value in (("timeout_s", timeout_s), ("probe_timeout_s", probe_timeout_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValidationError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValidationError(f"max_connections must be an integer >= 1, got {max_connections!r}")
         self._api_key = key
-        self.base_url = check_url(url, "base_url").rstrip("/")
+        self.edges = EdgeSet(parse_edge_urls(urls, "base_url"), discover=discover_edges)
         self.timeout_s = float(timeout_s)
+        self.probe_timeout_s = float(probe_timeout_s)
+        self.max_connections = max_connections
         self._http = self._open_pool()
+
+    @property
+    def base_url(self) -> str:
+        """The edge the next call goes to first (the nearest healthy one)."""
+        return self.edges.first
 
     def _open_pool(self) -> Any:
         """The httpx client (sync or async) that sends everything."""
         raise NotImplementedError
+
+    def _pool_limits(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=min(self.max_connections, 20),
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url} api_key={self._api_key[:4]}****>"
@@ -132,8 +197,22 @@ class BaseClient:
         # Sent on API calls only, never on direct calls to third-party targets.
         return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
 
-    def _url(self, path: str) -> str:
-        return self.base_url + path
+    def _attempts(self) -> Iterator[tuple[str, Optional[float]]]:
+        """(edge, sleep before the next one or None) for each try of one call."""
+        delays = self._retry_delays_s()
+        for round_ in range(MAX_RETRIES + 1):
+            order = self.edges.order
+            for i, edge in enumerate(order):
+                last_of_round = i == len(order) - 1
+                if not last_of_round:
+                    yield edge, 0.0
+                else:
+                    yield edge, delays[round_] if round_ < MAX_RETRIES else None
+
+    def _unreachable(self, exc: httpx.RequestError, tried: list[str]) -> EZThrottleError:
+        edges = list(dict.fromkeys(tried))
+        target = edges[0] if len(edges) == 1 else f"any edge ({', '.join(edges)})"
+        return self._transport_error(exc, target)
 
     @staticmethod
     def _submit_call(payload: dict[str, Any]) -> _ApiCall:
@@ -144,6 +223,49 @@ class BaseClient:
         if not isinstance(job_id, str) or not job_id:
             raise ValidationError(f"job_id must be a non-empty string, got {job_id!r}")
         return _ApiCall("GET", f"{_JOBS}/{quote(job_id, safe='')}", not_found=f"no job {job_id!r}")
+
+    @staticmethod
+    def _claim_call(job_id: str, step_id: str) -> _ApiCall:
+        for name, value in (("job_id", job_id), ("step_id", step_id)):
+            if not isinstance(value, str) or not value:
+                raise ValidationError(f"{name} must be a non-empty string, got {value!r}")
+        path = f"{_JOBS}/{quote(job_id, safe='')}/frugal-claims/{quote(step_id, safe='')}"
+        return _ApiCall("POST", path, not_found=f"no job {job_id!r}")
+
+    @staticmethod
+    def _claimed(error: EZThrottleError) -> bool:
+        """A 409 on a claim: another handler runs the step."""
+        return error.status_code == 409
+
+    @staticmethod
+    def _events_path(job_id: str) -> str:
+        return f"{_JOBS}/{quote(job_id, safe='')}/events"
+
+    @staticmethod
+    def _wait_args(timeout_s: float, poll_interval_s: float) -> tuple[float, float]:
+        for name, value in (("timeout_s", timeout_s), ("poll_interval_s", poll_interval_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValidationError(f"{name} must be a number of seconds > 0, got {value!r}")
+        return float(timeout_s), float(poll_interval_s)
+
+    def _stream_timeout(self, remaining_s: float) -> httpx.Timeout:
+        # Keep-alives arrive well within this; silence for the whole remaining
+        # time means the wait is over anyway.
+        return httpx.Timeout(self.timeout_s, read=max(0.01, remaining_s))
+
+    @staticmethod
+    def _stream_error(response: httpx.Response, path: str) -> Optional[EZThrottleError]:
+        """None for a usable event stream, else the error to raise."""
+        if response.status_code != 200:
+            return error_from_response(response.status_code, response.content, response.headers)
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "text/event-stream":
+            return EZThrottleError(f"GET {path}: expected text/event-stream, got {ctype!r}")
+        return None
+
+    @staticmethod
+    def _utf8() -> codecs.IncrementalDecoder:
+        return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     @staticmethod
     def _create_secret_call(primary_secret: str, secondary_secret: Optional[str]) -> _ApiCall:
@@ -201,7 +323,9 @@ class BaseClient:
 
     @staticmethod
     def _transport_error(exc: httpx.RequestError, target: str) -> EZThrottleError:
-        if isinstance(exc, httpx.TimeoutException):
+        # A connect timeout never reached the server: it is a ConnectionError
+        # (forward_or_fallback's "unreachable"), not a slow answer.
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             return TimeoutError(f"no answer from {target} in time: {exc!r}")
         return ConnectionError(f"cannot reach {target}: {exc!r}")
 
@@ -217,7 +341,9 @@ class EZThrottle(BaseClient):
     _http: httpx.Client
 
     def _open_pool(self) -> httpx.Client:
-        return httpx.Client(timeout=self.timeout_s, headers={"User-Agent": USER_AGENT})
+        return httpx.Client(
+            timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits()
+        )
 
     def __enter__(self) -> EZThrottle:
         return self
@@ -229,26 +355,174 @@ class EZThrottle(BaseClient):
         """Close the connection pool."""
         self._http.close()
 
+    # -- edges ---------------------------------------------------------------
+
+    def _ensure_edges(self) -> None:
+        """Discover and rank the edges when due (first call, then every few minutes)."""
+        if self.edges.discover_pending:
+            self.edges.add(self._discover())
+        if self.edges.probe_due():
+            self.edges.ranked({edge: self._probe(edge) for edge in self.edges.order})
+
+    def _discover(self) -> list[str]:
+        for seed in self.edges.order:
+            try:
+                response = self._http.get(
+                    seed + REGIONS_PATH, headers=self._auth_headers(), timeout=self.probe_timeout_s
+                )
+                if response.is_success:
+                    return edges_from_regions(response.json())
+            except (httpx.HTTPError, ValueError):
+                continue
+        return []
+
+    def _probe(self, edge: str) -> Optional[float]:
+        """Round-trip time of ``GET /healthz`` in seconds, or None if the edge is not healthy."""
+        started = time.perf_counter()
+        try:
+            response = self._http.get(edge + HEALTH_PATH, timeout=self.probe_timeout_s)
+        except httpx.HTTPError:
+            return None
+        return time.perf_counter() - started if response.status_code == 200 else None
+
+    # -- calls -----------------------------------------------------------------
+
     def _call(self, call: _ApiCall) -> dict[str, Any]:
-        url = self._url(call.path)
-        for delay_s in [*self._retry_delays_s(), None]:
+        self._ensure_edges()
+        tried: list[str] = []
+        for edge, delay_s in self._attempts():
+            tried.append(edge)
             try:
                 response = self._http.request(
-                    call.method, url, json=call.json, headers=self._auth_headers()
+                    call.method, edge + call.path, json=call.json, headers=self._auth_headers()
                 )
-            except _RETRYABLE:
+            except _RETRYABLE as exc:
+                self.edges.demote(edge)
                 if delay_s is None:
-                    raise
+                    raise self._unreachable(exc, tried) from exc
                 time.sleep(delay_s)
                 continue
+            except httpx.RequestError as exc:
+                raise self._transport_error(exc, edge) from exc
             return self._result(call, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _api(self, call: _ApiCall) -> dict[str, Any]:
+    _api = _call
+
+    def _submit_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Submit a payload that ``Step`` built and checked (it may carry ``type``)."""
+        return self._api(self._submit_call(payload))
+
+    def claim_frugal_step(self, job_id: str, step_id: str) -> bool:
+        """Claim a FRUGAL step of a finished job; True if this caller is to run it.
+
+        Exactly one claim per step succeeds, whoever asks and however often the
+        webhook that carried it is delivered (``WebhookHandler`` calls this).
+        """
         try:
-            return self._call(call)
-        except httpx.RequestError as exc:
-            raise self._transport_error(exc, self.base_url) from exc
+            self._api(self._claim_call(job_id, step_id))
+        except EZThrottleError as error:
+            if self._claimed(error):
+                return False
+            raise
+        return True
+
+    def wait(
+        self,
+        job_id: str,
+        timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+        *,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    ) -> dict[str, Any]:
+        """Wait until the job is final (``success`` or ``failed``); return its view.
+
+        Follows the job's event stream (``GET /api/v1/jobs/{id}/events``),
+        reconnecting (to the next edge if need be) when it breaks. An edge
+        without event streams is polled instead, backing off up to
+        ``poll_interval_s``. Raises ``TimeoutError`` after ``timeout_s`` and
+        ``NotFoundError`` for an unknown job.
+        """
+        get_call = self._get_job_call(job_id)
+        timeout_s, poll_interval_s = self._wait_args(timeout_s, poll_interval_s)
+        deadline = time.monotonic() + timeout_s
+        watch = _waiting.JobWatch(job_id)
+        self._ensure_edges()
+        reconnects = _waiting.backoff_s(_waiting.RECONNECT_FIRST_S, _waiting.RECONNECT_MAX_S)
+        failures = 0
+        while True:
+            edge = self.edges.first
+            try:
+                finished = self._follow(edge, job_id, watch, deadline, timeout_s)
+            except _NoEventStream:
+                log.debug("no event stream on %s; polling job %s", edge, job_id)
+                return self._poll(get_call, watch, deadline, timeout_s, poll_interval_s)
+            except _RETRYABLE as exc:
+                self.edges.demote(edge)
+                failures += 1
+                if failures > MAX_RETRIES * len(self.edges.order):
+                    raise self._unreachable(exc, [edge]) from exc
+            except httpx.TimeoutException as exc:
+                raise TimeoutError(watch.timeout_message(timeout_s)) from exc
+            else:
+                if finished is not None:
+                    return finished.view if finished.view is not None else self._api(get_call)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(watch.timeout_message(timeout_s))
+            time.sleep(min(next(reconnects), remaining))
+
+    def _follow(
+        self,
+        edge: str,
+        job_id: str,
+        watch: _waiting.JobWatch,
+        deadline: float,
+        timeout_s: float,
+    ) -> Optional[_waiting.Finished]:
+        """Read one connection of the event stream; None if it ends before the job does."""
+        path = self._events_path(job_id)
+        headers = {**self._auth_headers(), **_SSE_HEADERS}
+        remaining = deadline - time.monotonic()
+        with self._http.stream(
+            "GET", edge + path, headers=headers, timeout=self._stream_timeout(remaining)
+        ) as response:
+            if response.status_code == 404:
+                response.read()
+                self._api(self._get_job_call(job_id))  # NotFoundError if the job is unknown
+                raise _NoEventStream
+            if response.status_code != 200:
+                response.read()
+            error = self._stream_error(response, path)
+            if error is not None:
+                raise error
+            parser, decoder = SSEParser(), self._utf8()
+            for chunk in response.iter_bytes():
+                for event in parser.feed(decoder.decode(chunk)):
+                    finished = watch.feed(event)
+                    if finished is not None:
+                        return finished
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(watch.timeout_message(timeout_s))
+        return None
+
+    def _poll(
+        self,
+        get_call: _ApiCall,
+        watch: _waiting.JobWatch,
+        deadline: float,
+        timeout_s: float,
+        poll_interval_s: float,
+    ) -> dict[str, Any]:
+        for delay_s in _waiting.backoff_s(_waiting.POLL_FIRST_S, poll_interval_s):
+            view = self._api(get_call)
+            watch.last_status = view.get("status")
+            if _waiting.is_final(view):
+                return view
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(watch.timeout_message(timeout_s))
+            time.sleep(min(delay_s, remaining))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def submit_job(
         self,
@@ -338,6 +612,30 @@ class EZThrottle(BaseClient):
             url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
         )
 
+    def queue_and_wait(
+        self,
+        url: str,
+        webhook_url: Optional[str],
+        method: str = "GET",
+        headers: Optional[dict[str, str]] = None,
+        body: Optional[str] = None,
+        timeout: int = 300,
+        poll_interval: int = 2,
+        metadata: Optional[dict[str, Any]] = None,
+        retry_at: Optional[int] = None,
+    ) -> dict[str, Any]:
+        """Submit a job and wait for its final state; return the job view.
+
+        ``timeout`` (seconds) bounds the wait (``TimeoutError``); the job's
+        event stream is followed, and ``poll_interval`` only caps the backoff
+        on edges that have no event stream. ``webhook_url`` still receives the
+        result (None for no webhook).
+        """
+        job = self.submit_job(
+            url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
+        )
+        return self.wait(_job_id(job), timeout, poll_interval_s=poll_interval)
+
     def forward_or_fallback(
         self,
         fallback: Callable[[], T],
@@ -347,10 +645,15 @@ class EZThrottle(BaseClient):
         body: Optional[str] = None,
         **job: Any,
     ) -> Union[dict[str, Any], T]:
-        """Submit a job, or return ``fallback()`` if EZThrottle cannot be reached."""
+        """Submit a job, or return ``fallback()`` if no edge can be reached.
+
+        Only a failure to connect to every edge calls ``fallback``; any other
+        error (a refusal, a quota, a slow answer that may have queued the job)
+        is raised, so the request never runs both ways.
+        """
         try:
             return self.submit_job(url, method, headers, body, **job)
-        except (ConnectionError, TimeoutError):
+        except ConnectionError:
             return fallback()
 
     def create_webhook_secret(
@@ -390,8 +693,12 @@ class AsyncEZThrottle(BaseClient):
 
     _http: httpx.AsyncClient
 
+    _edges_lock: Optional[asyncio.Lock] = None
+
     def _open_pool(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout_s, headers={"User-Agent": USER_AGENT})
+        return httpx.AsyncClient(
+            timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits()
+        )
 
     async def __aenter__(self) -> AsyncEZThrottle:
         return self
@@ -405,26 +712,168 @@ class AsyncEZThrottle(BaseClient):
 
     close = aclose
 
+    # -- edges ---------------------------------------------------------------
+
+    async def _ensure_edges(self) -> None:
+        """Discover and rank the edges when due; concurrent callers share one probe."""
+        if not (self.edges.discover_pending or self.edges.probe_due()):
+            return
+        if self._edges_lock is None:
+            self._edges_lock = asyncio.Lock()  # created in the running loop
+        async with self._edges_lock:
+            if self.edges.discover_pending:
+                self.edges.add(await self._discover())
+            if self.edges.probe_due():
+                order = self.edges.order
+                rtts = await asyncio.gather(*(self._probe(edge) for edge in order))
+                self.edges.ranked(dict(zip(order, rtts)))
+
+    async def _discover(self) -> list[str]:
+        for seed in self.edges.order:
+            try:
+                response = await self._http.get(
+                    seed + REGIONS_PATH, headers=self._auth_headers(), timeout=self.probe_timeout_s
+                )
+                if response.is_success:
+                    return edges_from_regions(response.json())
+            except (httpx.HTTPError, ValueError):
+                continue
+        return []
+
+    async def _probe(self, edge: str) -> Optional[float]:
+        started = time.perf_counter()
+        try:
+            response = await self._http.get(edge + HEALTH_PATH, timeout=self.probe_timeout_s)
+        except httpx.HTTPError:
+            return None
+        return time.perf_counter() - started if response.status_code == 200 else None
+
+    # -- calls -----------------------------------------------------------------
+
     async def _call(self, call: _ApiCall) -> dict[str, Any]:
-        url = self._url(call.path)
-        for delay_s in [*self._retry_delays_s(), None]:
+        await self._ensure_edges()
+        tried: list[str] = []
+        for edge, delay_s in self._attempts():
+            tried.append(edge)
             try:
                 response = await self._http.request(
-                    call.method, url, json=call.json, headers=self._auth_headers()
+                    call.method, edge + call.path, json=call.json, headers=self._auth_headers()
                 )
-            except _RETRYABLE:
+            except _RETRYABLE as exc:
+                self.edges.demote(edge)
                 if delay_s is None:
-                    raise
+                    raise self._unreachable(exc, tried) from exc
                 await asyncio.sleep(delay_s)
                 continue
+            except httpx.RequestError as exc:
+                raise self._transport_error(exc, edge) from exc
             return self._result(call, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _api(self, call: _ApiCall) -> dict[str, Any]:
+    _api = _call
+
+    async def _submit_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Submit a payload that ``Step`` built and checked (it may carry ``type``)."""
+        return await self._api(self._submit_call(payload))
+
+    async def claim_frugal_step(self, job_id: str, step_id: str) -> bool:
+        """See ``EZThrottle.claim_frugal_step``."""
         try:
-            return await self._call(call)
-        except httpx.RequestError as exc:
-            raise self._transport_error(exc, self.base_url) from exc
+            await self._api(self._claim_call(job_id, step_id))
+        except EZThrottleError as error:
+            if self._claimed(error):
+                return False
+            raise
+        return True
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+        *,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    ) -> dict[str, Any]:
+        """Wait until the job is final; see ``EZThrottle.wait``. Never blocks the loop."""
+        get_call = self._get_job_call(job_id)
+        timeout_s, poll_interval_s = self._wait_args(timeout_s, poll_interval_s)
+        deadline = time.monotonic() + timeout_s
+        watch = _waiting.JobWatch(job_id)
+        await self._ensure_edges()
+        reconnects = _waiting.backoff_s(_waiting.RECONNECT_FIRST_S, _waiting.RECONNECT_MAX_S)
+        failures = 0
+        while True:
+            edge = self.edges.first
+            try:
+                finished = await self._follow(edge, job_id, watch, deadline, timeout_s)
+            except _NoEventStream:
+                log.debug("no event stream on %s; polling job %s", edge, job_id)
+                return await self._poll(get_call, watch, deadline, timeout_s, poll_interval_s)
+            except _RETRYABLE as exc:
+                self.edges.demote(edge)
+                failures += 1
+                if failures > MAX_RETRIES * len(self.edges.order):
+                    raise self._unreachable(exc, [edge]) from exc
+            except httpx.TimeoutException as exc:
+                raise TimeoutError(watch.timeout_message(timeout_s)) from exc
+            else:
+                if finished is not None:
+                    return finished.view if finished.view is not None else await self._api(get_call)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(watch.timeout_message(timeout_s))
+            await asyncio.sleep(min(next(reconnects), remaining))
+
+    async def _follow(
+        self,
+        edge: str,
+        job_id: str,
+        watch: _waiting.JobWatch,
+        deadline: float,
+        timeout_s: float,
+    ) -> Optional[_waiting.Finished]:
+        path = self._events_path(job_id)
+        headers = {**self._auth_headers(), **_SSE_HEADERS}
+        remaining = deadline - time.monotonic()
+        async with self._http.stream(
+            "GET", edge + path, headers=headers, timeout=self._stream_timeout(remaining)
+        ) as response:
+            if response.status_code == 404:
+                await response.aread()
+                await self._api(self._get_job_call(job_id))  # NotFoundError if the job is unknown
+                raise _NoEventStream
+            if response.status_code != 200:
+                await response.aread()
+            error = self._stream_error(response, path)
+            if error is not None:
+                raise error
+            parser, decoder = SSEParser(), self._utf8()
+            async for chunk in response.aiter_bytes():
+                for event in parser.feed(decoder.decode(chunk)):
+                    finished = watch.feed(event)
+                    if finished is not None:
+                        return finished
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(watch.timeout_message(timeout_s))
+        return None
+
+    async def _poll(
+        self,
+        get_call: _ApiCall,
+        watch: _waiting.JobWatch,
+        deadline: float,
+        timeout_s: float,
+        poll_interval_s: float,
+    ) -> dict[str, Any]:
+        for delay_s in _waiting.backoff_s(_waiting.POLL_FIRST_S, poll_interval_s):
+            view = await self._api(get_call)
+            watch.last_status = view.get("status")
+            if _waiting.is_final(view):
+                return view
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(watch.timeout_message(timeout_s))
+            await asyncio.sleep(min(delay_s, remaining))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def submit_job(
         self,
@@ -510,6 +959,24 @@ class AsyncEZThrottle(BaseClient):
             url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
         )
 
+    async def queue_and_wait(
+        self,
+        url: str,
+        webhook_url: Optional[str],
+        method: str = "GET",
+        headers: Optional[dict[str, str]] = None,
+        body: Optional[str] = None,
+        timeout: int = 300,
+        poll_interval: int = 2,
+        metadata: Optional[dict[str, Any]] = None,
+        retry_at: Optional[int] = None,
+    ) -> dict[str, Any]:
+        """Submit a job and wait for its final state; see ``EZThrottle.queue_and_wait``."""
+        job = await self.submit_job(
+            url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
+        )
+        return await self.wait(_job_id(job), timeout, poll_interval_s=poll_interval)
+
     async def forward_or_fallback(
         self,
         fallback: Callable[[], Union[T, Awaitable[T]]],
@@ -519,10 +986,10 @@ class AsyncEZThrottle(BaseClient):
         body: Optional[str] = None,
         **job: Any,
     ) -> Union[dict[str, Any], T]:
-        """Submit a job, or return ``fallback()`` (awaited if needed) if EZThrottle is down."""
+        """Submit a job, or return ``fallback()`` (awaited if needed) if no edge can be reached."""
         try:
             return await self.submit_job(url, method, headers, body, **job)
-        except (ConnectionError, TimeoutError):
+        except ConnectionError:
             result = fallback()
             return await result if inspect.isawaitable(result) else result
 
@@ -558,6 +1025,13 @@ def _check_secret(secret: object, field: str) -> str:
     if not isinstance(secret, str) or len(secret) < MIN_SECRET_CHARS:
         raise ValidationError(f"{field} must be at least {MIN_SECRET_CHARS} characters")
     return secret
+
+
+def _job_id(job: Mapping[str, Any]) -> str:
+    job_id = job.get("job_id")
+    if not isinstance(job_id, str) or not job_id:
+        raise EZThrottleError(f"the server answered without a job_id: {dict(job)!r}")
+    return job_id
 
 
 def _legacy_webhooks(webhook_url: Optional[str]) -> Optional[list[dict[str, Any]]]:

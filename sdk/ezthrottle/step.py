@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Union, cast
 
 from . import _payload as check
-from .exceptions import (
+from .exceptions import (  # EZThrottleError, ForwardToEZThrottle: importable here as in 1.x
     DEFAULT_FORWARD_CODES,
     ConnectionError,
+    EZThrottleError,
+    ForwardToEZThrottle,
     TimeoutError,
     ValidationError,
 )
 
-__all__ = ["Step", "StepType", "IdempotentStrategy"]
+__all__ = ["Step", "StepType", "IdempotentStrategy", "EZThrottleError", "ForwardToEZThrottle"]
 
 _TRACE_RESPONSE_CHARS = 200
 
@@ -315,7 +317,7 @@ class Step:
         key = self._idempotent_key
         if key is None and self._idempotent_strategy is IdempotentStrategy.UNIQUE:
             key = str(uuid.uuid4())
-        return check.build_job_payload(
+        payload = check.build_job_payload(
             url=self._url,
             method=self._method,
             headers=self._headers,
@@ -334,6 +336,12 @@ class Step:
             idempotent_key=key,
             retry_at=self._retry_at,
         )
+        if self._step_type is StepType.FRUGAL:
+            # Only a FRUGAL step says its type, so payloads without one stay
+            # byte-for-byte those of the published SDK. The server never runs a
+            # FRUGAL child: it hands it back in the parent's webhook.
+            payload["type"] = StepType.FRUGAL.value
+        return payload
 
     def _fallback_chain(self, ancestors: frozenset[int]) -> Optional[dict[str, Any]]:
         """Nest the fallbacks: each one's ``fallback_job`` is the next one."""
@@ -350,6 +358,62 @@ class Step:
                 job["fallback_job"] = chain
             chain = job
         return chain
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], client: Any = None) -> Step:
+        """The Step (with its chain) that a job payload describes.
+
+        Accepts what ``_build_job_payload`` makes and what the server hands
+        back in a webhook's ``workflow.frugal_steps`` (normalised: defaults
+        filled in, nulls for absent values). FRUGAL-only local options
+        (``fallback_on_error``, ``local_timeout``) are not part of a payload:
+        such a step gets the defaults.
+        """
+        data = check.check_mapping(payload, "step payload")
+        step = cls(client).url(data.get("url")).method(data.get("method") or "GET")
+        if data.get("type") is not None:
+            step.type(data["type"])
+        if data.get("headers"):
+            step.headers(data["headers"])
+        if data.get("body") is not None:
+            step.body(data["body"])
+        if data.get("metadata"):
+            step.metadata(data["metadata"])
+        if data.get("webhooks"):
+            step.webhooks(data["webhooks"])
+        if data.get("webhook_quorum") is not None:
+            step.webhook_quorum(data["webhook_quorum"])
+        if data.get("regions"):
+            step.regions(data["regions"])
+        if data.get("region_policy") is not None:
+            step.region_policy(data["region_policy"])
+        if data.get("execution_mode") is not None:
+            step.execution_mode(data["execution_mode"])
+        if data.get("retry_policy"):
+            step.retry_policy(data["retry_policy"])
+        if data.get("retry_at") is not None:
+            step.retry_at(data["retry_at"])
+        if data.get("idempotent_key") is not None:
+            step.idempotent_key(data["idempotent_key"])
+        if data.get("on_failure_timeout_ms") is not None:
+            step._on_failure_timeout_ms = check.check_positive_int(
+                data["on_failure_timeout_ms"], "on_failure_timeout_ms"
+            )
+        fallback = data.get("fallback_job")
+        while fallback:  # a nested chain: each fallback is tried after the one before
+            fallback = check.check_mapping(fallback, "fallback_job")
+            inner = {k: v for k, v in fallback.items() if k not in ("fallback_job", "trigger")}
+            step._fallbacks.append((cls.from_payload(inner, client), dict(fallback.get("trigger") or {})))
+            fallback = fallback.get("fallback_job")
+        if data.get("on_success"):
+            step._on_success = cls.from_payload(data["on_success"], client)
+        if data.get("on_failure"):
+            step._on_failure = cls.from_payload(data["on_failure"], client)
+        return step
+
+    @property
+    def step_type(self) -> StepType:
+        return self._step_type
 
     # -- execution -------------------------------------------------------------
 
@@ -370,7 +434,7 @@ class Step:
             except StopIteration as done:
                 return cast("dict[str, Any]", done.value)
             if isinstance(effect, _Submit):
-                outcome = client.submit_job(**effect.payload)
+                outcome = client._submit_payload(effect.payload)
             elif isinstance(effect, _Run):
                 outcome = effect.step.execute(client)
             else:
@@ -387,7 +451,7 @@ class Step:
             except StopIteration as done:
                 return cast("dict[str, Any]", done.value)
             if isinstance(effect, _Submit):
-                outcome = await client.submit_job(**effect.payload)
+                outcome = await client._submit_payload(effect.payload)
             elif isinstance(effect, _Run):
                 outcome = await effect.step.execute_async(client)
             else:

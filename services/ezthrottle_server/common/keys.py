@@ -19,6 +19,7 @@ Layout::
     ezt:{ezt:p0}:delayed                    zset   "<region>|<job_id>" scored by due time (ms)
     ezt:{ezt:p0}:deliveries                 stream finished jobs for the delivery service (group delivery)
     ezt:{ezt:p0}:job:<job_id>:webhooks      hash   delivery state of the job's webhooks (common/deliveries.py)
+    ezt:{ezt:p0}:job:<job_id>:frugal:<step> string claim of a FRUGAL step by an SDK webhook handler (TTL = job TTL)
     ezt:{ezt:p0}:deliveries:send:<route>    stream one entry per webhook send; route = a region or "any"
     ezt:{ezt:p0}:deliveries:scheduled       zset   "<route>|<job_id>|<hook>" scored by due time (ms)
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
@@ -102,6 +103,11 @@ def deliveries(partition: int) -> str:
 
 def job_webhooks(job_id: str) -> str:
     return job(job_id) + ":webhooks"
+
+
+def frugal_claim(job_id: str, step_id: str) -> str:
+    """The claim that one SDK webhook handler runs a FRUGAL step (``<job_id>:<relation>``)."""
+    return job(job_id) + ":frugal:" + step_id
 
 
 def delivery_sends(partition: int, route: str) -> str:

@@ -19,6 +19,8 @@ from ..common.http import errors_middleware, json_response
 from .api import ROUTES
 from .deliveries_api import ROUTES as DELIVERIES_ROUTES
 from .secrets_api import ROUTES as SECRETS_ROUTES
+from .proxy_api import ROUTES as PROXY_ROUTES
+from .workflow_api import ROUTES as WORKFLOW_ROUTES
 from .auth import Authenticator
 from .context import CTX, EdgeContext
 from .executor import Executor
@@ -105,6 +107,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(ROUTES)
     app.router.add_routes(SECRETS_ROUTES)
     app.router.add_routes(DELIVERIES_ROUTES)
+    app.router.add_routes(PROXY_ROUTES)
+    app.router.add_routes(WORKFLOW_ROUTES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

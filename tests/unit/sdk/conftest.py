@@ -11,29 +11,22 @@
 from __future__ import annotations
 
 import collections
-import fcntl
 import hashlib
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 import pytest_asyncio
 from ezthrottle import AsyncEZThrottle, EZThrottle
-
-REPO = Path(__file__).resolve().parents[3]
-PUBLISHED_VERSION = "1.3.0"
-PUBLISHED_SCRIPT = Path(__file__).with_name("published_sdk.py")
+from unit.sdk.published_env import PublishedSDK, published_sdk
 
 API_KEY = "ezt_test_acme_0123456789"
 OTHER_API_KEY = "ezt_test_globex_0123456789"
@@ -59,6 +52,7 @@ JOB_FIELDS = frozenset(
         "on_failure_timeout_ms",
         "idempotent_key",
         "retry_at",
+        "type",  # "frugal" on FRUGAL steps; the server accepts it
     ]
 )
 
@@ -87,6 +81,9 @@ class Scripted:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without answering
     delay_s: float = 0.0
+    # A streamed answer: bytes are written and flushed, floats are pauses (s);
+    # the connection closes after the last item.
+    chunks: Optional[list[Any]] = None
 
 
 class ContractServer:
@@ -102,6 +99,8 @@ class ContractServer:
         self._jobs: dict[str, dict[str, Any]] = {}
         self._job_by_key: dict[tuple[str, str], str] = {}
         self._secrets: dict[str, dict[str, Optional[str]]] = {}
+        self._claims: set[tuple[str, str]] = set()
+        self._streams: dict[str, collections.deque[list[Any]]] = {}
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -146,6 +145,25 @@ class ContractServer:
         """Answer ``{}`` after a delay."""
         return Scripted(200, {}, delay_s=delay_s)
 
+    def stream_events(self, job_id: str, *connections: list[Any]) -> None:
+        """Serve ``GET /api/v1/jobs/{job_id}/events``: one list of chunks per connection.
+
+        A job without streams answers 404 on that route, as an edge without
+        event streams does.
+        """
+        with self._lock:
+            self._streams.setdefault(job_id, collections.deque()).extend(connections)
+
+    def set_job(self, job_id: str, **fields: Any) -> None:
+        """Change what ``GET /api/v1/jobs/{job_id}`` shows (status, result...)."""
+        with self._lock:
+            self._jobs[job_id].update(fields)
+
+    def job_view(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            job = self._jobs[job_id]
+            return {k: v for k, v in job.items() if k not in ("customer", "payload")}
+
     def api_requests(self, path_prefix: str = "/api/") -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.path.startswith(path_prefix)]
@@ -174,6 +192,23 @@ class ContractServer:
     def _route(self, customer: str, request: Received) -> Scripted:
         if (request.method, request.path) == ("POST", "/api/v1/jobs"):
             return self._submit(customer, request)
+        match = re.fullmatch(r"/api/v1/jobs/([^/]+)/events", request.path)
+        if request.method == "GET" and match:
+            job = self._jobs.get(match.group(1))
+            streams = self._streams.get(match.group(1))
+            if job is None or job["customer"] != customer or not streams:
+                return self.error(404, "not_found", f"no route GET {request.path}")
+            return Scripted(200, chunks=streams.popleft())
+        match = re.fullmatch(r"/api/v1/jobs/([^/]+)/frugal-claims/([^/]+)", request.path)
+        if request.method == "POST" and match:
+            job_id, step_id = match.group(1), urllib.parse.unquote(match.group(2))
+            job = self._jobs.get(job_id)
+            if job is None or job["customer"] != customer:
+                return self.error(404, "not_found", "job not found")
+            if (job_id, step_id) in self._claims:
+                return self.error(409, "conflict", f"{step_id} is already claimed")
+            self._claims.add((job_id, step_id))
+            return Scripted(201, {"status": "claimed", "job_id": job_id, "step_id": step_id})
         match = re.fullmatch(r"/api/v1/jobs/([^/]+)", request.path)
         if request.method == "GET" and match:
             job = self._jobs.get(match.group(1))
@@ -280,6 +315,9 @@ def _handler_for(server: ContractServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             time.sleep(answer.delay_s)
+            if answer.chunks is not None:
+                self._stream(answer.chunks)
+                return
             body = (
                 answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
             )
@@ -291,6 +329,22 @@ def _handler_for(server: ContractServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
+
+        def _stream(self, chunks: list[Any]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for item in chunks:
+                    if isinstance(item, (int, float)):
+                        time.sleep(item)
+                    else:
+                        self.wfile.write(item)
+                        self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client had what it wanted
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -333,49 +387,7 @@ def closed_port_url() -> str:
 # -- the published SDK, in its own virtualenv -----------------------------------------
 
 
-class PublishedSDK:
-    """Runs ``published_sdk.py`` in the virtualenv of the published package."""
-
-    def __init__(self, python: Path) -> None:
-        self.python = python
-
-    def run(self, request: dict[str, Any]) -> Any:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        done = subprocess.run(
-            [str(self.python), "-I", str(PUBLISHED_SCRIPT)],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-
 @pytest.fixture(scope="session")
 def published() -> PublishedSDK:
     """``ezthrottle==1.3.0`` in ``.cache/``, installed once and reused; skip without network."""
-    venv = REPO / ".cache" / f"ezthrottle-{PUBLISHED_VERSION}-venv"
-    python = venv / "bin" / "python"
-    ready = venv / ".installed"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be installing it
-        if not ready.exists():
-            steps = [
-                [sys.executable, "-m", "venv", "--clear", str(venv)],
-                [str(python), "-m", "pip", "install", "-q", f"ezthrottle=={PUBLISHED_VERSION}"],
-            ]
-            for step in steps:
-                try:
-                    done = subprocess.run(step, capture_output=True, text=True, timeout=300)
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    pytest.skip(f"cannot set up ezthrottle=={PUBLISHED_VERSION} in {venv}: {exc}")
-                if done.returncode != 0:
-                    pytest.skip(
-                        f"cannot install ezthrottle=={PUBLISHED_VERSION} into {venv} "
-                        f"(no network?): {done.stderr.strip()[-500:]}"
-                    )
-            ready.write_text(PUBLISHED_VERSION)
-    return PublishedSDK(python)
+    return published_sdk()

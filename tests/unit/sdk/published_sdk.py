@@ -3,7 +3,7 @@
 Run inside the virtualenv of the published ``ezthrottle==1.3.0`` by the
 parity tests; they also load it with ``runpy`` to run the very same builder
 calls against our SDK. Requests: ``{"mode": "payloads" | "verify" |
-"try_secrets" | "sign", "data": ...}``.
+"try_secrets" | "sign" | "client", "data": ...}``.
 """
 
 import hashlib
@@ -76,7 +76,40 @@ def sign(cases):
     return headers
 
 
-HANDLERS = {"payloads": payloads, "verify": verify, "try_secrets": try_secrets, "sign": sign}
+def client(data):
+    """Run client calls against a server: ``{"api_key", "url", "calls": [[method, kwargs], ...]}``.
+
+    Each call answers ``{"ok": result}`` or ``{"error": {"type", "message", "retry_at"}}``.
+    ``url`` is given as both ``tracktags_url`` and ``ezthrottle_url``, as a user
+    moving to a self-hosted edge does.
+    """
+    from ezthrottle import EZThrottle
+
+    sdk = EZThrottle(data["api_key"], tracktags_url=data["url"], ezthrottle_url=data["url"])
+    results = []
+    for method, kwargs in data["calls"]:
+        try:
+            results.append({"ok": getattr(sdk, method)(**kwargs)})
+        except Exception as exc:
+            results.append(
+                {
+                    "error": {
+                        "type": type(exc).__name__,
+                        "message": str(exc),
+                        "retry_at": getattr(exc, "retry_at", None),
+                    }
+                }
+            )
+    return results
+
+
+HANDLERS = {
+    "payloads": payloads,
+    "verify": verify,
+    "try_secrets": try_secrets,
+    "sign": sign,
+    "client": client,
+}
 
 
 if __name__ == "__main__":

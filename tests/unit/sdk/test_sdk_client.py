@@ -53,8 +53,13 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, api
 
 
 def test_published_constructor_arguments_still_construct(api: Any) -> None:
+    """1.3.0's parameters, by keyword or by position, name the edge; base_url wins over them."""
     with EZThrottle(api.api_key, ezthrottle_url=api.url) as client:
         assert client.base_url == api.url
+    with EZThrottle(api.api_key, tracktags_url=api.url) as client:  # where 1.3.0 sent requests
+        assert client.base_url == api.url
+    with EZThrottle(api.api_key, api.url, api.url) as positional:  # 1.3.0's positions
+        assert positional.submit_job(TARGET + "?positional")["status"] == "queued"
     with pytest.warns(DeprecationWarning, match="tracktags_url, start_webhook_server"):
         legacy = EZThrottle(
             api.api_key,
@@ -65,7 +70,7 @@ def test_published_constructor_arguments_still_construct(api: Any) -> None:
     with legacy:
         assert legacy.base_url == api.url
         assert legacy.submit_job(TARGET)["status"] == "queued"
-    with EZThrottle(api.api_key, "http://127.0.0.1:1", ezthrottle_url=api.url) as explicit:
+    with EZThrottle(api.api_key, base_url="http://127.0.0.1:1", ezthrottle_url=api.url) as explicit:
         assert explicit.base_url == "http://127.0.0.1:1"
 
 

@@ -1,11 +1,19 @@
-"""Our Step builds exactly the payloads of the published ezthrottle 1.3.0 Step."""
+"""Our Step builds the payloads of the published ezthrottle 1.3.0 Step.
+
+Exactly, byte for byte, for every payload without a FRUGAL step. A FRUGAL
+step (the root, when it is forwarded, and every chained one) also carries
+``"type": "frugal"``, which 1.3.0 never sends, so the server can hand FRUGAL
+children back to the SDK instead of running them; apart from that key those
+payloads are the published ones too.
+"""
 
 from __future__ import annotations
 
+import json
 import runpy
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -96,14 +104,6 @@ SCENARIOS: dict[str, list[list[Any]]] = {
         c("idempotent_key", "order-1234"),
     ],
     "unique_key": [c("url", URL), c("idempotent_strategy", enum("IdempotentStrategy.UNIQUE"))],
-    "frugal_type_and_local_options_stay_local": [
-        c("url", URL),
-        c("type", enum("StepType.FRUGAL")),
-        c("fallback_on_error", [429, 500]),
-        c("local_timeout", 5),
-        c("description", "charge the card"),
-        c("response_description", "a Stripe charge"),
-    ],
     "fallback_on_error": [
         c("url", "https://primary.example.com"),
         c(
@@ -209,6 +209,88 @@ SCENARIOS: dict[str, list[list[Any]]] = {
 }
 
 
+FRUGAL = enum("StepType.FRUGAL")
+
+# Scenarios with FRUGAL steps, and where ours says "type": "frugal" (paths of keys).
+FRUGAL_SCENARIOS: dict[str, tuple[list[list[Any]], set[str]]] = {
+    "frugal_root_local_options_stay_local": (
+        [
+            c("url", URL),
+            c("type", FRUGAL),
+            c("fallback_on_error", [429, 500]),
+            c("local_timeout", 5),
+            c("description", "charge the card"),
+            c("response_description", "a Stripe charge"),
+        ],
+        {""},
+    ),
+    "performance_then_frugal_analytics": (  # the README's example 2
+        [
+            c("url", "https://api.stripe.example.com/charges"),
+            c("webhooks", [{"url": "https://app.example.com/payment-complete"}]),
+            c("regions", ["iad", "lax"]),
+            c(
+                "on_success",
+                step(c("url", "https://analytics.example.com/track"), c("type", FRUGAL)),
+            ),
+        ],
+        {"on_success"},
+    ),
+    "complex_mixed_workflow": (  # the README's example 3
+        [
+            c("url", "https://cheap-api.example.com"),
+            c("type", FRUGAL),
+            c("fallback_on_error", [429, 500]),
+            c(
+                "fallback",
+                step(c("url", "https://backup-api.example.com"), c("type", FRUGAL)),
+                trigger_on_error=[500],
+            ),
+            c(
+                "on_success",
+                step(
+                    c("url", "https://critical-webhook.example.com"),
+                    c("type", enum("StepType.PERFORMANCE")),
+                    c("webhooks", [{"url": "https://app.example.com/webhook"}]),
+                    c("regions", ["iad", "lax", "ord"]),
+                    c(
+                        "on_success",
+                        step(c("url", "https://analytics.example.com/track"), c("type", FRUGAL)),
+                    ),
+                ),
+            ),
+            c("on_failure", step(c("url", "https://hooks.slack.example.com/x"), c("type", FRUGAL))),
+        ],
+        {"", "fallback_job", "on_success.on_success", "on_failure"},
+    ),
+    "frugal_fallback_of_performance_step": (
+        [
+            c("url", "https://primary.example.com"),
+            c(
+                "fallback",
+                step(c("url", "https://backup-1.example.com"), c("type", FRUGAL)),
+                trigger_on_error=[503],
+            ),
+            c("fallback", step(c("url", "https://backup-2.example.com")), trigger_on_timeout=900),
+        ],
+        {"fallback_job"},
+    ),
+}
+
+
+def _strip_frugal_types(value: Any, path: str = "", found: Optional[set[str]] = None) -> Any:
+    """The payload without ``"type": "frugal"``; ``found`` collects where it was."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "type" and item == "frugal" and found is not None:
+                found.add(path)
+                continue
+            out[key] = _strip_frugal_types(item, f"{path}.{key}".lstrip("."), found)
+        return out
+    return value
+
+
 def _normalize_unique_keys(value: Any) -> Any:
     """Replace uuid4 idempotent keys (random on both sides) by a marker."""
     if isinstance(value, dict):
@@ -233,7 +315,8 @@ def _is_uuid4(value: Any) -> bool:
 
 @pytest.fixture(scope="module")
 def published_payloads(published: Any) -> dict[str, Any]:
-    return published.run({"mode": "payloads", "data": SCENARIOS})
+    scenarios = {**SCENARIOS, **{name: calls for name, (calls, _) in FRUGAL_SCENARIOS.items()}}
+    return published.run({"mode": "payloads", "data": scenarios})
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +331,28 @@ def test_payload_matches_published(
 ) -> None:
     payload = ours["build_step"](SCENARIOS[name])._build_job_payload()
     assert _normalize_unique_keys(payload) == _normalize_unique_keys(published_payloads[name])
+
+
+@pytest.mark.parametrize("name", sorted(FRUGAL_SCENARIOS))
+def test_frugal_steps_add_only_their_type(
+    name: str, published_payloads: dict[str, Any], ours: dict[str, Any]
+) -> None:
+    calls, expected_paths = FRUGAL_SCENARIOS[name]
+    payload = ours["build_step"](calls)._build_job_payload()
+    found: set[str] = set()
+    stripped = _strip_frugal_types(payload, found=found)
+    assert found == expected_paths
+    assert _normalize_unique_keys(stripped) == _normalize_unique_keys(published_payloads[name])
+
+
+def test_payloads_without_frugal_steps_never_carry_a_type(ours: dict[str, Any]) -> None:
+    for name, calls in SCENARIOS.items():
+        found: set[str] = set()
+        _strip_frugal_types(ours["build_step"](calls)._build_job_payload(), found=found)
+        assert not found, name
+        assert '"type": "performance"' not in json.dumps(
+            ours["build_step"](calls)._build_job_payload()
+        )
 
 
 def test_unique_keys_are_fresh_uuid4s(ours: dict[str, Any]) -> None:

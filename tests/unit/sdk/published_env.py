@@ -1,0 +1,70 @@
+"""The published ``ezthrottle==1.3.0`` in its own virtualenv, driven through ``published_sdk.py``.
+
+Shared by the SDK's unit tests (payload parity, signatures) and its
+integration tests (the published client against a real edge). The virtualenv
+lives in ``.cache/`` and is installed once; without network the tests that
+need it skip.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+PUBLISHED_VERSION = "1.3.0"
+PUBLISHED_SCRIPT = Path(__file__).with_name("published_sdk.py")
+
+
+class PublishedSDK:
+    """Runs ``published_sdk.py`` in the virtualenv of the published package."""
+
+    def __init__(self, python: Path) -> None:
+        self.python = python
+
+    def run(self, request: dict[str, Any], *, script: Path = PUBLISHED_SCRIPT) -> Any:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        done = subprocess.run(
+            [str(self.python), "-I", str(script)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+def published_sdk() -> PublishedSDK:
+    """Install ``ezthrottle==1.3.0`` into ``.cache/`` once (skip the test without network)."""
+    venv = REPO / ".cache" / f"ezthrottle-{PUBLISHED_VERSION}-venv"
+    python = venv / "bin" / "python"
+    ready = venv / ".installed"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be installing it
+        if not ready.exists():
+            steps = [
+                [sys.executable, "-m", "venv", "--clear", str(venv)],
+                [str(python), "-m", "pip", "install", "-q", f"ezthrottle=={PUBLISHED_VERSION}"],
+            ]
+            for step in steps:
+                try:
+                    done = subprocess.run(step, capture_output=True, text=True, timeout=300)
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    pytest.skip(f"cannot set up ezthrottle=={PUBLISHED_VERSION} in {venv}: {exc}")
+                if done.returncode != 0:
+                    pytest.skip(
+                        f"cannot install ezthrottle=={PUBLISHED_VERSION} into {venv} "
+                        f"(no network?): {done.stderr.strip()[-500:]}"
+                    )
+            ready.write_text(PUBLISHED_VERSION)
+    return PublishedSDK(python)
