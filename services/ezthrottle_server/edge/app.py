@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         redis = connect(settings.redis_url)
         scripts = Scripts(redis)
-        policy = OutboundPolicy(allow_loopback=settings.allow_loopback_targets)
+        policy = OutboundPolicy.from_settings(settings)
         executor = Executor(settings, policy)
         await executor.start()
         worker = RegionWorker(settings, redis, scripts, executor)
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> web.Application:
             settings=settings,
             redis=redis,
             scripts=scripts,
-            auth=Authenticator(redis, settings.api_key_cache_s),
+            auth=Authenticator.from_settings(redis, settings),
             outbound=policy,
             executor=executor,
             worker=worker,

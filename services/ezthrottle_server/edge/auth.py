@@ -1,44 +1,171 @@
-"""Bearer API keys → customer, with a short in-process cache.
+"""Bearer API keys → customer, with a short in-process cache, and a limit on
+failed authentications per client address.
 
 Revocation takes effect within ``api_key_cache_s`` seconds on every node.
+
+Failed authentications (a malformed ``Authorization`` header, or a key that
+is unknown or revoked) are counted per client address in Redis
+(``keys.auth_failures``), in fixed windows of ``auth_fail_window_s``, so every
+node sees the same count. Once an address has ``auth_fail_limit`` failures in
+the window, its requests are answered 429 ``rate_limited`` with
+``Retry-After`` (the rest of the window) and the key they present is not
+looked up at all, so the answer says nothing about it. Other addresses are
+not affected, and a success does not reset the count (one valid key must not
+buy unlimited guesses). A missing header is not a failed authentication.
+
+The client address is the TCP peer, unless the peer is one of
+``trusted_proxies``: then it is the right-most ``X-Forwarded-For`` entry that
+is not a trusted proxy. IPv6 clients are counted per /64, since one host
+usually holds a whole /64.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import time
+from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from ..common import apikeys
+from ..common import apikeys, keys
+from ..common.config import Settings
 from ..common.errors import ApiError
 
 _MAX_CACHED = 10_000
+_MAX_LIMITED = 10_000
+IPV6_CLIENT_PREFIX = 64
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not text:
+        return None
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[v6]:port"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "v4:port"
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address):
+        addr = addr.ipv4_mapped or ipaddress.IPv6Address(int(addr))  # drop any %scope
+    return addr
+
+
+def client_address(request: web.Request, trusted_proxies: Iterable[_Network] = ()) -> str:
+    """The address failed authentications are counted against (an IPv4 address or an IPv6 /64)."""
+    trusted = tuple(trusted_proxies)
+    addr = _parse_ip(request.remote)
+    if addr is not None and trusted and any(addr in n for n in trusted):
+        hops = [h for value in request.headers.getall("X-Forwarded-For", []) for h in value.split(",")]
+        for hop in reversed(hops):
+            hop_addr = _parse_ip(hop)
+            if hop_addr is None:
+                break  # garbage: stop at the last address we could trust
+            addr = hop_addr
+            if not any(hop_addr in n for n in trusted):
+                break
+    if addr is None:
+        return "unknown"
+    if isinstance(addr, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((addr, IPV6_CLIENT_PREFIX), strict=False))
+    return str(addr)
 
 
 class Authenticator:
-    def __init__(self, redis: aioredis.Redis, cache_s: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        cache_s: float,
+        *,
+        fail_limit: int = 20,
+        fail_window_s: int = 60,
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
         self.redis = redis
         self.cache_s = cache_s
+        self.fail_limit = fail_limit  # 0: no limit
+        self.fail_window_s = fail_window_s
+        self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self._cache: dict[str, tuple[str, float]] = {}
+        self._limited_until: dict[str, float] = {}  # client -> monotonic end of its 429s (saves Redis)
+
+    @classmethod
+    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> "Authenticator":
+        return cls(
+            redis,
+            settings.api_key_cache_s,
+            fail_limit=settings.auth_fail_limit,
+            fail_window_s=settings.auth_fail_window_s,
+            trusted_proxies=settings.trusted_proxies,
+        )
 
     async def customer(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
         if not header:
             raise ApiError("unauthorized", "missing Authorization header; send 'Authorization: Bearer <api key>'")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError("unauthorized", "Authorization header must be 'Bearer <api key>'")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        well_formed = scheme.lower() == "bearer" and bool(token)
         now = time.monotonic()
-        hit = self._cache.get(token)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        if well_formed:
+            hit = self._cache.get(token)
+            if hit is not None and hit[1] > now:
+                return hit[0]  # verified moments ago on this node
+        client = client_address(request, self.trusted_proxies)
+        await self._refuse_if_limited(client, now)
+        if not well_formed:
+            await self._count_failure(client)
+            raise ApiError("unauthorized", "Authorization header must be 'Bearer <api key>'")
         record = await apikeys.lookup(self.redis, token)
         if record is None:
             self._cache.pop(token, None)
+            await self._count_failure(client)
             raise ApiError("unauthorized", "invalid or revoked API key")
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         self._cache[token] = (record.customer, now + self.cache_s)
         return record.customer
+
+    async def _refuse_if_limited(self, client: str, now: float) -> None:
+        if self.fail_limit <= 0:
+            return
+        until = self._limited_until.get(client)
+        if until is not None:
+            if until > now:
+                raise self._rate_limited(until - now)
+            del self._limited_until[client]
+        key = keys.auth_failures(client)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            count, pttl = await pipe.execute()
+        if count is None or int(count) < self.fail_limit:
+            return
+        wait_s = pttl / 1000 if pttl and pttl > 0 else float(self.fail_window_s)
+        if len(self._limited_until) >= _MAX_LIMITED:
+            self._limited_until.clear()
+        self._limited_until[client] = now + wait_s
+        raise self._rate_limited(wait_s)
+
+    async def _count_failure(self, client: str) -> None:
+        if self.fail_limit <= 0:
+            return
+        key = keys.auth_failures(client)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, ex=self.fail_window_s, nx=True)  # the window starts with the first failure
+            pipe.incr(key)
+            await pipe.execute()
+
+    def _rate_limited(self, wait_s: float) -> ApiError:
+        retry_after = max(1, math.ceil(wait_s))
+        return ApiError(
+            "rate_limited",
+            f"too many failed authentications from this address; retry in {retry_after}s",
+            headers={"Retry-After": str(retry_after)},
+        )

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ..common.config import Settings
 from ..common.errors import OutboundBlocked
-from ..common.outbound import OutboundPolicy
+from ..common.outbound import OutboundPolicy, make_connector
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -59,16 +60,19 @@ def _flatten_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
 
 
 class Executor:
-    def __init__(self, settings: Settings, policy: OutboundPolicy) -> None:
+    def __init__(self, settings: Settings, policy: OutboundPolicy, resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self.policy = policy
+        self.resolver = resolver  # under the policy's resolver; None: aiohttp's default (tests answer names with their own)
         self._session: aiohttp.ClientSession | None = None
         region = settings.region_config(settings.region) if settings.region else None
         simulate = settings.simulate_latency and settings.profile == "local" and region is not None
         self._latency = (region.latency_mean_ms, region.latency_jitter_ms) if simulate and region else (0.0, 0.0)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
+        connector = make_connector(
+            self.policy,
+            resolver=self.resolver,
             limit=max(self.settings.executor_concurrency, 16),
             limit_per_host=0,
             ttl_dns_cache=30,
