@@ -284,6 +284,8 @@ def _hosts(value: Any, name: str) -> tuple[str, ...]:
         bare = host[2:] if host.startswith("*.") else host
         if not bare or "*" in bare or "/" in bare or ":" in bare:
             raise ConfigError(f"{name}: {item!r} is not a host name or '*.suffix' pattern")
+        if bare.replace(".", "").isdigit():
+            raise ConfigError(f"{name}: {item!r} is an address; list it in outbound.allow_cidrs")
         out.append(host)
     return tuple(out)
 

@@ -217,6 +217,8 @@ def _parse_host_patterns(hosts: Iterable[str]) -> tuple[str, ...]:
             n = n[1:]  # "*.corp.example" -> ".corp.example": any subdomain
         if not n or n == "." or "*" in n or "/" in n:
             raise ValueError(f"not a host name or '*.suffix' pattern: {h!r}")
+        if parse_host_address(n)[0] is not None:
+            raise ValueError(f"{h!r} is an address, not a host name; allow it as a network (allow_cidrs)")
         out.append(n)
     return tuple(out)
 

@@ -54,6 +54,7 @@ def test_the_policy_is_built_from_settings(tmp_path):
         ({"EZT_OUTBOUND_ALLOW_CIDRS": "10.0.0.0/33"}, ""),
         ({"EZT_OUTBOUND_ALLOW_CIDRS": "intranet"}, ""),
         ({"EZT_OUTBOUND_ALLOW_HOSTS": "*"}, ""),
+        ({"EZT_OUTBOUND_ALLOW_HOSTS": "10.0.0.5"}, ""),
         ({"EZT_OUTBOUND_ALLOW_LOOPBACK": "maybe"}, ""),
         ({"EZT_TRUSTED_PROXIES": "proxy"}, ""),
         ({"EZT_AUTH_FAIL_LIMIT": "-1"}, ""),

@@ -292,7 +292,7 @@ def test_bad_cidrs_are_rejected(bad):
         OutboundPolicy(allow_cidrs=bad)
 
 
-@pytest.mark.parametrize("bad", [("",), ("*",), ("a*.b",), ("x/y",)])
+@pytest.mark.parametrize("bad", [("",), ("*",), ("a*.b",), ("x/y",), ("10.0.0.5",), ("0x7f.1",)])
 def test_bad_host_patterns_are_rejected(bad):
     with pytest.raises(ValueError):
         OutboundPolicy(allow_hosts=bad)
