@@ -251,7 +251,9 @@ class BaseClient:
     def _stream_timeout(self, remaining_s: float) -> httpx.Timeout:
         # Keep-alives arrive well within this; silence for the whole remaining
         # time means the wait is over anyway.
-        return httpx.Timeout(self.timeout_s, read=max(0.01, remaining_s))
+        # Waits beyond max_connections queue for a connection until their deadline.
+        remaining_s = max(0.01, remaining_s)
+        return httpx.Timeout(self.timeout_s, read=remaining_s, pool=remaining_s)
 
     @staticmethod
     def _stream_error(response: httpx.Response, path: str) -> Optional[EZThrottleError]:
@@ -694,6 +696,7 @@ class AsyncEZThrottle(BaseClient):
     _http: httpx.AsyncClient
 
     _edges_lock: Optional[asyncio.Lock] = None
+    _slots: Optional[asyncio.Semaphore] = None
 
     def _open_pool(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -750,15 +753,21 @@ class AsyncEZThrottle(BaseClient):
 
     # -- calls -----------------------------------------------------------------
 
+    async def _send(self, method: str, url: str, json: Optional[dict[str, Any]]) -> httpx.Response:
+        # httpx's pool gets slow (quadratic) with thousands of waiting requests:
+        # queue them here, so it never holds more than it has connections.
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_connections)  # in the running loop
+        async with self._slots:
+            return await self._http.request(method, url, json=json, headers=self._auth_headers())
+
     async def _call(self, call: _ApiCall) -> dict[str, Any]:
         await self._ensure_edges()
         tried: list[str] = []
         for edge, delay_s in self._attempts():
             tried.append(edge)
             try:
-                response = await self._http.request(
-                    call.method, edge + call.path, json=call.json, headers=self._auth_headers()
-                )
+                response = await self._send(call.method, edge + call.path, call.json)
             except _RETRYABLE as exc:
                 self.edges.demote(edge)
                 if delay_s is None:

@@ -3,13 +3,16 @@
 Run inside the virtualenv of the published ``ezthrottle==1.3.0`` by the
 parity tests; they also load it with ``runpy`` to run the very same builder
 calls against our SDK. Requests: ``{"mode": "payloads" | "verify" |
-"try_secrets" | "sign" | "client", "data": ...}``.
+"try_secrets" | "sign" | "client" | "signatures", "data": ...}``.
 """
 
 import hashlib
 import hmac
+import importlib
+import inspect
 import json
 import sys
+from enum import Enum
 
 from ezthrottle import (
     IdempotentStrategy,
@@ -103,12 +106,76 @@ def client(data):
     return results
 
 
+def _params(func):
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    return [
+        {
+            "name": p.name,
+            "kind": p.kind.name,
+            "has_default": p.default is not p.empty,
+            "default": None if p.default is p.empty else repr(p.default),
+        }
+        for p in signature.parameters.values()
+    ]
+
+
+def _own(obj):
+    return getattr(obj, "__module__", "").split(".")[0] == "ezthrottle"
+
+
+def _describe(obj):
+    if inspect.isclass(obj):
+        methods = {}
+        for name in dir(obj):
+            if name.startswith("_") and name != "__init__":
+                continue
+            owner = next((k for k in obj.__mro__ if name in vars(k)), None)
+            member = getattr(obj, name)
+            if owner is None or not _own(owner) or not inspect.isfunction(member):
+                continue  # inherited from object, Exception, Enum...
+            methods[name] = _params(member)
+        out = {
+            "kind": "class",
+            "ancestors": [k.__name__ for k in obj.__mro__ if _own(k)],
+            "is_exception": issubclass(obj, BaseException),
+            "methods": methods,
+        }
+        if issubclass(obj, Enum):
+            out["enum"] = {m.name: m.value for m in obj}
+        return out
+    if callable(obj):
+        return {"kind": "function", "params": _params(obj)}
+    return {"kind": "value"}
+
+
+def signatures(modules):
+    """The public names of each module, with their signatures (run in either virtualenv)."""
+    out = {}
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        names = getattr(module, "__all__", None) if module_name == "ezthrottle" else None
+        if names is None:
+            names = [
+                n for n in vars(module)
+                if not n.startswith("_") and _own(getattr(module, n))
+                and (inspect.isclass(getattr(module, n)) or inspect.isfunction(getattr(module, n)))
+            ]  # fmt: skip
+        out[module_name] = {n: _describe(getattr(module, n)) for n in names}
+        if hasattr(module, "__version__"):
+            out[module_name]["__version__"] = {"kind": "value"}
+    return out
+
+
 HANDLERS = {
     "payloads": payloads,
     "verify": verify,
     "try_secrets": try_secrets,
     "sign": sign,
     "client": client,
+    "signatures": signatures,
 }
 
 
