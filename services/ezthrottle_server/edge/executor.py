@@ -31,6 +31,7 @@ TIMEOUT = "timeout"
 CONNECTION = "connection"
 BLOCKED = "outbound_blocked"
 REDIRECTS = "too_many_redirects"
+INVALID_REDIRECT = "invalid_redirect"
 
 
 @dataclass
@@ -126,7 +127,10 @@ class Executor:
                     ) as resp:
                         location = resp.headers.get("Location")
                         if resp.status in _REDIRECTS and location:
-                            target = target.join(URL(location))
+                            try:
+                                target = target.join(URL(location))
+                            except ValueError as exc:
+                                return Outcome(error_kind=INVALID_REDIRECT, error=f"unusable redirect Location {location!r}: {exc}")
                             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                                 method, data = ("GET" if method != "HEAD" else "HEAD"), None
                             continue

@@ -31,12 +31,12 @@ async def test_submit_answers_201_and_stores_the_job(http, edge, api_key, target
         (b"{nope", "application/json", 400, "invalid_json"),
         (b"", "application/json", 400, "invalid_json"),
         (b"[1]", "application/json", 400, "invalid_request"),
-        (b'{"url": "http://x.test"}', "text/plain", 415, "unsupported_media_type"),
+        (b'{"url": "http://127.0.0.1:9/x"}', "text/plain", 415, "unsupported_media_type"),
         (b'{"method": "GET"}', "application/json", 400, "missing_field"),
         (b'{"url": "file:///etc/passwd"}', "application/json", 400, "invalid_field"),
-        (b'{"url": "http://x.test", "extra": 1}', "application/json", 400, "unknown_field"),
-        (b'{"url": "http://x.test", "method": "TRACE"}', "application/json", 400, "invalid_field"),
-        (b'{"url": "http://x.test", "retry_policy": {"max_retries": "3"}}', "application/json", 400, "invalid_field"),
+        (b'{"url": "http://127.0.0.1:9/x", "extra": 1}', "application/json", 400, "unknown_field"),
+        (b'{"url": "http://127.0.0.1:9/x", "method": "TRACE"}', "application/json", 400, "invalid_field"),
+        (b'{"url": "http://127.0.0.1:9/x", "retry_policy": {"max_retries": "3"}}', "application/json", 400, "invalid_field"),
     ],
 )
 async def test_bad_input_gets_a_json_4xx(http, edge, api_key, redis, raw, ctype, status, code):
@@ -50,11 +50,11 @@ async def test_bad_input_gets_a_json_4xx(http, edge, api_key, redis, raw, ctype,
 
 async def test_oversized_body_is_413_and_nothing_is_written(http, start_edge, api_key, redis):
     edge = await start_edge("iad", max_body_bytes=1000)
-    status, body, _ = await post_job(http, edge, api_key, {"url": "http://x.test", "body": "a" * 2000})
+    status, body, _ = await post_job(http, edge, api_key, {"url": "http://127.0.0.1:9/x", "body": "a" * 2000})
     assert status == 413 and body["error"]["code"] == "payload_too_large"
     # chunked, without a Content-Length
     async def chunks():
-        yield b'{"url": "http://x.test", "body": "'
+        yield b'{"url": "http://127.0.0.1:9/x", "body": "'
         yield b"a" * 5000
         yield b'"}'
 
@@ -67,7 +67,7 @@ async def test_oversized_body_is_413_and_nothing_is_written(http, start_edge, ap
 @pytest.mark.parametrize("header", [None, "Basic abc", "Bearer ", "Bearer ezt_live_nope"])
 async def test_missing_or_bad_keys_get_401(http, edge, header):
     headers = {"Authorization": header} if header else {}
-    async with http.post(f"{edge.url}/api/v1/jobs", json={"url": "http://x.test"}, headers=headers) as resp:
+    async with http.post(f"{edge.url}/api/v1/jobs", json={"url": "http://127.0.0.1:9/x"}, headers=headers) as resp:
         assert resp.status == 401
         body = await resp.json()
     assert body["error"]["code"] == "unauthorized"

@@ -132,3 +132,10 @@ async def test_a_live_node_keeps_a_long_attempt(http, start_edge, api_key, targe
     await asyncio.sleep(0.3)
     assert len(target.matching("/delay/1500")) == 1  # nobody stole it
     assert [a["node"] for a in view["attempts"]] == [holder.settings.node_id]
+
+
+async def test_an_unusable_redirect_location_fails_the_job_cleanly(http, edge, api_key, target):
+    job = await submit(http, edge.url, api_key, {"url": f"{target.url}/redirect?to=http://[::1&code=302"})
+    view = await wait_final(http, edge.url, api_key, job["job_id"])
+    assert view["status"] == "failed" and view["error"] == "invalid_redirect"
+    assert "Location" in view["attempts"][0]["error"]
