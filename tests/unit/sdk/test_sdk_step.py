@@ -199,6 +199,7 @@ def test_frugal_forwards_on_fallback_codes(client: EZThrottle, api: Any, status:
     result = step.execute()
     assert result == {"job_id": "job_1", "status": "queued", "idempotent_key": f"k-{status}"}
     assert api.api_requests()[0].json == step._build_job_payload()
+    assert api.api_requests()[0].json["type"] == "frugal"  # forwarded: the server runs it
     assert len(api.target_requests()) == 1
 
 
