@@ -134,34 +134,6 @@ def delivery_region_alive(region: str) -> str:
     return f"{PREFIX}:delivery:region:{region}"
 
 
-def job_webhooks(job_id: str) -> str:
-    return job(job_id) + ":webhooks"
-
-
-def delivery_sends(partition: int, route: str) -> str:
-    """Webhook sends for delivery workers of ``route`` (a region id, or ``"any"``)."""
-    return f"{PREFIX}:{partition_tag(partition)}:deliveries:send:{route}"
-
-
-def delivery_scheduled(partition: int) -> str:
-    return f"{PREFIX}:{partition_tag(partition)}:deliveries:scheduled"
-
-
-def delivery_dead(partition: int, customer: str | None = None) -> str:
-    """Dead letters of a partition, all customers' or one customer's."""
-    base = f"{PREFIX}:{partition_tag(partition)}:deliveries:dead"
-    return base if customer is None else f"{base}:c:{customer}"
-
-
-def delivery_group() -> str:
-    """Consumer group through which delivery workers share every delivery stream."""
-    return "delivery"
-
-
-def delivery_region_alive(region: str) -> str:
-    return f"{PREFIX}:delivery:region:{region}"
-
-
 def edge_group(region: str) -> str:
     """Consumer group through which a region's edges share its stream."""
     return f"edge-{region}"
