@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, stop_grace_s: float = 10.0) -> web.Applica
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         redis = connect(settings.redis_url, max_connections=max(64, settings.partitions * 2 + 16))
-        sender = WebhookSender(settings, OutboundPolicy(allow_loopback=settings.allow_loopback_targets))
+        sender = WebhookSender(settings, OutboundPolicy.from_settings(settings))
         await sender.start()
         worker = DeliveryWorker(settings, redis, Scripts(redis), sender)
         ctx = DeliveryContext(settings, redis, worker)

@@ -1,5 +1,9 @@
 """One webhook POST: the outbound policy, a timeout, no redirects.
 
+The policy is asked twice, as for jobs: the URL before anything is sent,
+and every address at DNS and connect time (``common.outbound.make_connector``),
+so a webhook host that resolves to a private address is refused too.
+
 The sender never raises for what the network does: every POST ends in a
 :class:`SendResult`. Redirects are not followed (a 3xx is an answer like any
 other non-2xx, and is retried): a webhook URL should be the endpoint itself,
@@ -13,10 +17,11 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from ..common.config import Settings
 from ..common.errors import OutboundBlocked
-from ..common.outbound import OutboundPolicy
+from ..common.outbound import OutboundPolicy, make_connector
 
 USER_AGENT = "EZThrottle-Webhooks/1"
 
@@ -30,14 +35,20 @@ class SendResult:
 
 
 class WebhookSender:
-    def __init__(self, settings: Settings, policy: OutboundPolicy) -> None:
+    def __init__(self, settings: Settings, policy: OutboundPolicy, resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self.policy = policy
+        self.resolver = resolver  # under the policy's resolver; None: aiohttp's default
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=max(self.settings.delivery_concurrency, 8), limit_per_host=0, ttl_dns_cache=30, enable_cleanup_closed=True
+        connector = make_connector(
+            self.policy,
+            resolver=self.resolver,
+            limit=max(self.settings.delivery_concurrency, 8),
+            limit_per_host=0,
+            ttl_dns_cache=30,
+            enable_cleanup_closed=True,
         )
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 

@@ -216,3 +216,30 @@ async def test_a_job_delivered_once_even_if_its_entry_comes_twice(http, edge, de
     data = await redis.hgetall(keys.job_webhooks(job["job_id"]))
     assert data["0:attempts"] == "1" and len(r.requests) == 1
     assert orjson.loads(data["payload"])["job_id"] == job["job_id"]
+
+
+async def resolve_names(delivery_app, table):
+    """Make a delivery worker answer host names from ``table`` (no DNS)."""
+    from ezthrottle_server.delivery.app import CTX
+    from unit.outbound.netguard import StaticResolver
+
+    sender = delivery_app.app[CTX].worker.sender
+    await sender.close()
+    sender.resolver = StaticResolver(table)
+    await sender.start()
+
+
+@pytest.mark.parametrize(("profile", "state"), [("production", "dead"), ("local", "delivered")])
+async def test_webhook_names_are_checked_at_connect_time(profile, state, http, edge, start_delivery, api_key, target, receivers):
+    """``hook.test`` passes the URL check, then resolves to loopback: a production worker refuses it."""
+    r = await receivers()
+    await resolve_names(await start_delivery(profile=profile), {"hook.test": ["127.0.0.1"]})
+    job = await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": f"http://hook.test:{r.port}/in"}]})
+    view = await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in(state))
+    endpoint = view["webhooks"]["endpoints"][0]
+    if state == "dead":
+        assert endpoint["dead_reason"] == "outbound_blocked" and "127.0.0.1" in endpoint["last_error"]
+        assert endpoint["attempts"] == 1 and r.requests == []
+    else:
+        [req] = r.requests
+        assert req.path == "/in" and req.json()["job_id"] == job["job_id"]
