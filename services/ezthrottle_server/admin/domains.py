@@ -76,7 +76,7 @@ async def run(args: argparse.Namespace, r: Any) -> int:
     try:
         if args.action == "show":
             domain = parse_domain(args.domain)
-            limiter = Limiter(r, PacingPolicy.from_settings(settings), None)
+            limiter = Limiter(r, PacingPolicy.from_settings(settings), None, settings.region_ids)
             view = await limiter.describe(domain, args.customer or SHARED, settings.region_ids)
             scopes = await limiter.scopes_of(domain, settings.region_ids) if view.per_customer else []
             if args.json:

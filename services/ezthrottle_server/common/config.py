@@ -134,6 +134,7 @@ class Settings:
     pacing_min_rps: float = 0.01  # header values below are raised to this
     pacing_rate_margin: float = 0.01  # pace 1% under the limit, so jitter never shows N+1 in a second
     pacing_tolerance_ms: float = 5.0  # GCRA slack for scheduling jitter
+    pacing_handoff_grace_ms: float = 50.0  # a token left unclaimed by the region first in fair order goes to any region
     pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one

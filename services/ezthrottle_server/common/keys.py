@@ -44,7 +44,7 @@ every customer) or a customer id (domains configured per customer)::
     ezt:{ezt:d:<dom>}:conf                  hash   operator overrides from domains.yaml
     ezt:{ezt:d:<dom>}:limit:<scope>         hash   GCRA tat/t, header limits, pause_until
     ezt:{ezt:d:<dom>}:wait:<scope>:<region> zset   waiting job ids by fair-queueing tag
-    ezt:{ezt:d:<dom>}:fair:<scope>:<region> hash   customer -> last tag given; "~v" virtual time
+    ezt:{ezt:d:<dom>}:fair:<scope>          hash   customer -> last tag given; "~v" virtual time (all regions)
     ezt:{ezt:d:<dom>}:run:<scope>:<region>  zset   granted job ids by lease expiry (ms)
     ezt:pacing:ready:<region>               zset   "<dom>|<scope>" by when it may grant next (ms)
     ezt:pacing:configured                   set    domains that domains.yaml overrides
@@ -185,8 +185,8 @@ def pacing_wait(domain: str, scope: str, region: str) -> str:
     return f"{PREFIX}:{domain_tag(domain)}:wait:{scope}:{region}"
 
 
-def pacing_fair(domain: str, scope: str, region: str) -> str:
-    return f"{PREFIX}:{domain_tag(domain)}:fair:{scope}:{region}"
+def pacing_fair(domain: str, scope: str) -> str:
+    return f"{PREFIX}:{domain_tag(domain)}:fair:{scope}"
 
 
 def pacing_running(domain: str, scope: str, region: str) -> str:

@@ -55,6 +55,9 @@ PACING_WAIT = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
 PACING_PAUSES = Counter("ezt_pacing_pauses_total", "Domains paused by a 429/503 Retry-After", ["region"])
+PACING_LATE_SENDS = Counter(
+    "ezt_pacing_late_sends_total", "Granted sends that left late (busy node); their domain's schedule moved back", ["region"]
+)
 PACING_HEADER_INVALID = Counter(
     "ezt_pacing_header_invalid_total", "Rate-limit headers from targets ignored as invalid", ["header"]
 )

@@ -44,6 +44,7 @@ from ..common.metrics import (
     ATTEMPTS,
     INFLIGHT,
     JOBS_FINISHED,
+    PACING_LATE_SENDS,
     PACING_PAUSES,
     PACING_WAIT,
     RECLAIMED,
@@ -93,7 +94,7 @@ class RegionWorker:
         self.consumer = settings.node_id
         self.streams = [keys.region_stream(p, self.region) for p in range(settings.partitions)]
         self.policy = PacingPolicy.from_settings(settings)
-        self.limiter = Limiter(redis, self.policy, self.region)
+        self.limiter = Limiter(redis, self.policy, self.region, settings.region_ids)
         self.scheduler = Scheduler(
             self.limiter,
             self._on_grant,
@@ -102,6 +103,7 @@ class RegionWorker:
         )
         self._admitting: dict[tuple[str, str], str] = {}  # (stream, entry id) -> job id, until acknowledged
         self._tasks: set[asyncio.Task[None]] = set()
+        self._side: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._pacing: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -145,6 +147,8 @@ class RegionWorker:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._side:
+            await asyncio.wait(self._side, timeout=1.0)
         for t in self._pacing:  # leases are kept until the last send is over
             t.cancel()
         await asyncio.gather(*self._pacing, return_exceptions=True)
@@ -302,7 +306,13 @@ class RegionWorker:
         spec: dict[str, Any] = orjson.loads(spec_json)
         if not int(retries or 0) and not int(reroutes or 0) and created and not spec.get("retry_at"):
             PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - int(created)) / 1000.0))
-        ROUTING_LATENCY.labels(self.region).observe(time.perf_counter() - granted_at)
+        lag_s = time.perf_counter() - granted_at
+        ROUTING_LATENCY.labels(self.region).observe(lag_s)
+        if lag_s * 1000 > self.policy.tolerance_ms:
+            # This node was too busy to send on time: count the send from now,
+            # so the sends granted after it don't reach the target too close.
+            PACING_LATE_SENDS.labels(self.region).inc()
+            self._background(self.limiter.report_late(scope, lag_s * 1000))
 
         started_ms = _now_ms()
         outcome = await self.executor.send(spec["method"], spec["url"], spec["headers"], spec["body"])
@@ -344,6 +354,19 @@ class RegionWorker:
         else:
             await self._requeue(job_id, job_key, spec, decision, attempt)
         return hints
+
+    def _background(self, coro: Any) -> None:
+        """A short Redis call that must not hold up the send; kept until done."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.warning("pacing update failed", exc_info=True)
+
+        task = asyncio.create_task(run())
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
 
     def _hints(self, outcome: Outcome) -> TargetHints:
         wait_s = None

@@ -32,7 +32,7 @@ from ..common.config import Settings
 from .hints import TargetHints
 from .scope import SHARED, Scope
 
-SCRIPT_NAMES = ("admit", "grant", "release", "renew", "describe")
+SCRIPT_NAMES = ("admit", "grant", "release", "renew", "late", "describe")
 
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
@@ -58,6 +58,7 @@ class PacingPolicy:
     min_rps: float = 0.01
     rate_margin: float = 0.01
     tolerance_ms: float = 5.0
+    handoff_grace_ms: float = 50.0
     header_ttl_s: float = 3600.0
     max_pause_s: float = 3600.0
 
@@ -71,6 +72,7 @@ class PacingPolicy:
             min_rps=s.pacing_min_rps,
             rate_margin=s.pacing_rate_margin,
             tolerance_ms=s.pacing_tolerance_ms,
+            handoff_grace_ms=s.pacing_handoff_grace_ms,
             header_ttl_s=s.pacing_header_ttl_s,
             max_pause_s=s.pacing_max_pause_s,
         )
@@ -85,6 +87,7 @@ class PacingPolicy:
             int(self.header_ttl_s * 1000),
             repr(float(self.rate_margin)),
             repr(float(self.tolerance_ms)),
+            repr(float(self.handoff_grace_ms)),
         ]
 
 
@@ -143,19 +146,25 @@ def _num(text: str) -> float | int:
 
 
 class Limiter:
-    """Pacing operations of one region's nodes (``region`` None: read-only use)."""
+    """Pacing operations of one region's nodes (``region`` None: read-only use).
+
+    ``regions`` are every configured region: a scope's queues in all of them
+    are served in one fair order.
+    """
 
     def __init__(
         self,
         redis: aioredis.Redis,
         policy: PacingPolicy,
         region: str | None,
+        regions: Sequence[str] = (),
         *,
         mode_cache_s: float = 1.0,
     ) -> None:
         self.redis = redis
         self.policy = policy
         self.region = region
+        self.regions = tuple(regions) or ((region,) if region else ())
         self._scripts = {name: redis.register_script(load_script(name)) for name in SCRIPT_NAMES}
         self._mode_cache_s = mode_cache_s
         self._per_customer: dict[str, tuple[float, bool]] = {}  # domain -> (fetched at, per customer?)
@@ -170,8 +179,9 @@ class Limiter:
             keys.pacing_conf(d),
             keys.pacing_limit(d, who),
             keys.pacing_wait(d, who, region),
-            keys.pacing_fair(d, who, region),
+            keys.pacing_fair(d, who),
             keys.pacing_running(d, who, region),
+            *(keys.pacing_wait(d, who, r) for r in self.regions if r != region),
         ]
 
     @property
@@ -249,6 +259,10 @@ class Limiter:
             return 0
         args = [*self.policy.args(now_ms), lease_ms, *job_ids]
         return int(await self._scripts["renew"](keys=self._keys(scope), args=args))
+
+    async def report_late(self, scope: Scope, late_ms: float) -> None:
+        """A granted send left ``late_ms`` after its grant: move the scope's schedule back as much."""
+        await self._scripts["late"](keys=self._keys(scope), args=[*self.policy.args(), repr(float(late_ms))])
 
     async def _reindex(self, scope: Scope, waiting: int, next_ms: int) -> None:
         member = scope.member

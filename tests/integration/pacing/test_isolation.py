@@ -69,3 +69,17 @@ async def test_one_customers_flood_does_not_starve_another(http, start_edge, api
     assert order.index("patient") <= sent_before + 1  # next, or the one after: not behind 38 others
     limiter = edge.app[CTX].worker.limiter
     assert (await limiter.describe(domain_of(target.url), regions=["iad"])).waiting["iad"] >= 30  # A still waits
+
+
+async def test_fairness_holds_across_regions(http, start_edge, api_key, other_api_key, target):
+    iad, lax = await start_edge("iad"), await start_edge("lax")
+    flood = [{"url": f"{target.url}/echo?c=flood&n={i}", "regions": ["iad"], "region_policy": "strict"} for i in range(30)]
+    await submit_many(http, [iad.url], api_key, flood)
+    await target.wait_for(2, "/echo", timeout_s=5)
+    sent_before = len(target.requests)
+    patient = {"url": f"{target.url}/echo?c=patient", "regions": ["lax"], "region_policy": "strict"}
+    [job] = await submit_many(http, [lax.url], other_api_key, [patient])
+    view = await wait_final(http, lax.url, other_api_key, job, timeout_s=5)
+    assert view["attempts"][0]["region"] == "lax"
+    order = [r.query["c"] for r in target.matching("/echo")]
+    assert order.index("patient") <= sent_before + 1  # iad's backlog left it the next token

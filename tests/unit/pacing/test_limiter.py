@@ -220,3 +220,44 @@ async def test_per_customer_domains_keep_one_limit_per_customer(redis, limiter):
     sent_a = await run_until(limiter, a, T0 + 999)
     sent_g = await run_until(limiter, g, T0 + 999)
     assert len(sent_a) == 10 and len(sent_g) == 2
+
+
+async def test_customers_are_served_in_turn_across_regions(redis):
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await iad.admit(SCOPE, jobs("a", 50, "flooder"), now_ms=T0)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0)
+    assert g.job_ids == ["a0000"]
+    await lax.admit(SCOPE, jobs("b", 1, "patient"), now_ms=T0 + 100)
+    slot = g.next_ms
+    # at the next slot iad asks first, but lax holds the scope's first job: iad leaves the token...
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot)
+    assert g.job_ids == [] and g.next_ms == slot + 50  # ...and looks again after the grace
+    g = await lax.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 1)
+    assert g.job_ids == ["b0000"]
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 50)
+    assert g.job_ids == [] and g.next_ms > slot + 400  # the token went; iad is first for the next one
+
+
+async def test_a_token_the_first_region_leaves_goes_to_another_after_the_grace(redis):
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await lax.admit(SCOPE, jobs("b", 1, "patient"), now_ms=T0)  # lax's node is dead
+    await iad.admit(SCOPE, jobs("a", 5, "flooder"), now_ms=T0 + 1)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
+    assert g.job_ids == ["a0000"]  # iad's first job was first (tie on tags, then job id)
+    slot = g.next_ms - 50  # lax is first now, so iad is told to look after the grace
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot)
+    assert g.job_ids == []
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 40)
+    assert g.job_ids == []  # (the grace counts from when the token was free: a few ms before the slot)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 50)
+    assert g.job_ids == ["a0001"]  # nobody in lax claimed it: iad does not wait forever
+
+
+async def test_a_late_send_moves_the_schedule_back(limiter):
+    await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0)
+    await limiter.report_late(SCOPE, 40.0)  # the send left 40 ms after its grant
+    g2 = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=g.next_ms)
+    assert g2.job_ids == [] and g2.next_ms == g.next_ms + 40

@@ -6,9 +6,11 @@
 --
 -- KEYS[1] conf     hash  operator overrides for the domain (domains.yaml)
 -- KEYS[2] limit    hash  the scope's state: GCRA tat/t, header limits, pause
--- KEYS[3] wait     zset  the scope's waiting jobs of one region, by fair tag
+-- KEYS[3] wait     zset  the scope's waiting jobs of the caller's region, by fair tag
 -- KEYS[4] fair     hash  customer -> last fair tag given; '~v' virtual time
--- KEYS[5] running  zset  granted jobs of that region, by lease expiry (ms)
+--                        (one per scope: tags compare across regions)
+-- KEYS[5] running  zset  granted jobs of the caller's region, by lease expiry (ms)
+-- KEYS[6..] wait   zset  the same scope's queues of every other region
 --
 -- and the same first arguments, the cluster-wide defaults:
 --
@@ -16,7 +18,7 @@
 -- ARGV[2] default rps            ARGV[3] default max in flight per node
 -- ARGV[4] ceiling rps            ARGV[5] ceiling max in flight per node
 -- ARGV[6] header TTL (ms)        ARGV[7] rate margin (0.01 = pace 1% under)
--- ARGV[8] scheduling tolerance (ms)
+-- ARGV[8] scheduling tolerance (ms)   ARGV[9] hand-over grace (ms)
 --
 -- Limits resolve as: a fresh header value, else the domain's config, else
 -- the default; then clamped to the ceiling (the domain's config may set its
@@ -100,4 +102,38 @@ local function next_grant_ms(lim, limits, now)
     at = now
   end
   return math.ceil(at)
+end
+
+-- The first job of a queue: {job id, tag}, or nil.
+local function head(key)
+  local h = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #h == 0 then
+    return nil
+  end
+  return {h[1], tonumber(h[2])}
+end
+
+-- Is the caller's region's first job the first of the whole scope (tag, then
+-- job id), so that customers are served in turn whichever region they use?
+local function first_in_scope()
+  local mine = head(KEYS[3])
+  if not mine then
+    return false
+  end
+  for i = 6, #KEYS do
+    local other = head(KEYS[i])
+    if other and (other[2] < mine[2] or (other[2] == mine[2] and other[1] < mine[1])) then
+      return false
+    end
+  end
+  return true
+end
+
+local function all_queues_empty()
+  for i = 6, #KEYS do
+    if redis.call('ZCARD', KEYS[i]) > 0 then
+      return false
+    end
+  end
+  return redis.call('ZCARD', KEYS[3]) == 0
 end

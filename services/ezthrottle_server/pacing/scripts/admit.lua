@@ -1,23 +1,28 @@
 -- Park jobs in their scope's queue (one region's) until the limit lets them go.
--- (KEYS and ARGV[1..8]: see _prelude.lua.)
--- ARGV[9] n   ARGV[10..] n pairs of job id, customer
+-- (KEYS and ARGV[1..9]: see _prelude.lua.)
+-- ARGV[10] n   ARGV[11..] n pairs of job id, customer
 --
--- Fair queueing: each customer's jobs get consecutive tags starting after the
--- scope's virtual time (the tag of the last job granted), so the queue, popped
--- in tag order, serves customers round-robin and each one's jobs in order.
+-- Fair queueing: each customer's jobs get consecutive tags (+1 each) that
+-- start just after the scope's virtual time (the tag of the last job granted)
+-- when nothing of that customer waits. Served in tag order (across regions:
+-- see grant.lua), the scope's queues give each customer with work one send in
+-- turn, and each customer's jobs go in order.
 -- A job already waiting or running here is not added twice.
 --
 -- Returns {added, waiting, next grant (ms)}.
 local now = now_ms()
 local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
 local added = 0
-local n = tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
 for i = 0, n - 1 do
-  local job = ARGV[10 + 2 * i]
-  local customer = ARGV[11 + 2 * i]
+  local job = ARGV[11 + 2 * i]
+  local customer = ARGV[12 + 2 * i]
   if not redis.call('ZSCORE', KEYS[3], job) and not redis.call('ZSCORE', KEYS[5], job) then
     local last = tonumber(redis.call('HGET', KEYS[4], customer) or '0')
-    local tag = math.max(v, last) + 1
+    local tag = last + 1
+    if last <= v then
+      tag = v + 0.001 -- nothing of this customer waits: its job goes next, ahead of others' backlog
+    end
     redis.call('HSET', KEYS[4], customer, tag)
     redis.call('ZADD', KEYS[3], tag, job)
     added = added + 1

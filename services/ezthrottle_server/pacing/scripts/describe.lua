@@ -1,5 +1,5 @@
 -- Read-only: a scope's effective limits and where each came from.
--- (KEYS and ARGV[1..8]: see _prelude.lua.)
+-- (KEYS and ARGV[1..9]: see _prelude.lua.)
 -- Returns {rps, rps source, max_concurrent, mc source, burst, ceiling rps,
 -- ceiling mc, paused until (ms, 0 if not), next grant (ms), waiting, running,
 -- per_customer ('1' or '0'), rps clamped to the ceiling ('1'/'0'), max_concurrent

@@ -1,18 +1,22 @@
 -- Hand a node the jobs it may send now, atomically with the scope's limit.
--- (KEYS and ARGV[1..8]: see _prelude.lua.)
--- ARGV[9] the calling node's requests in flight for this scope
--- ARGV[10] most jobs the node wants   ARGV[11] lease (ms)
+-- (KEYS and ARGV[1..9]: see _prelude.lua.)
+-- ARGV[10] the calling node's requests in flight for this scope
+-- ARGV[11] most jobs the node wants   ARGV[12] lease (ms)
 --
 -- First, granted jobs whose lease expired (their node died) go back to the
--- front of the queue. Then, unless the scope is paused, jobs are popped in
--- fair order while the rate allows and the node stays under the per-node
--- concurrency cap; each one moves to the running set with a lease the node
--- renews while it works.
+-- front of the queue. Then, unless the scope is paused, the caller's region's
+-- jobs are popped while the rate allows, the node stays under the per-node
+-- concurrency cap, and its region's first job is the first of the whole scope
+-- in fair order. A token that the rightful region has left unclaimed for the
+-- hand-over grace goes to any region, so a dead or saturated region never
+-- stalls the others. Each granted job moves to the running set with a lease
+-- the node renews while it works.
 --
 -- Returns {status, next (ms), {job ids}, recovered, waiting}: status is 'ok',
 -- 'paused', 'busy' (the node is at its cap; others may send) or 'empty';
--- next is when the scope may grant again, or, with nothing waiting, when the
--- first lease expires (-1 if nothing runs either).
+-- waiting counts the caller's region's queue; next is when the caller should
+-- ask again, or, with nothing waiting, when the first lease expires (-1 if
+-- nothing runs either).
 local now = now_ms()
 local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
 local recovered = 0
@@ -31,9 +35,15 @@ local function first_lease()
   return math.ceil(tonumber(first[2]))
 end
 
+local function forget_tags_if_idle()
+  if all_queues_empty() then
+    redis.call('DEL', KEYS[4])
+  end
+end
+
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting == 0 then
-  redis.call('DEL', KEYS[4])
+  forget_tags_if_idle()
   return {'empty', first_lease(), {}, recovered, 0}
 end
 
@@ -44,16 +54,25 @@ if pause > now then
   return {'paused', math.ceil(pause), {}, recovered, waiting}
 end
 
-local free = math.min(limits[3] - tonumber(ARGV[9]), tonumber(ARGV[10]))
+local free = math.min(limits[3] - tonumber(ARGV[10]), tonumber(ARGV[11]))
 local t, tat, tau = gcra(lim, limits, now)
+local grace = tonumber(ARGV[9])
 local granted = {}
-local lease_until = now + tonumber(ARGV[11])
+local lease_until = now + tonumber(ARGV[12])
+local mine = true
 while #granted < free and tat - now <= tau do
+  -- the token has been free since tat - tau; past the grace anyone may take it
+  mine = first_in_scope()
+  if not mine and now < tat - tau + grace then
+    break
+  end
   local popped = redis.call('ZPOPMIN', KEYS[3])
   if #popped == 0 then
     break
   end
-  v = tonumber(popped[2])
+  if tonumber(popped[2]) > v then
+    v = tonumber(popped[2])
+  end
   redis.call('ZADD', KEYS[5], lease_until, popped[1])
   granted[#granted + 1] = popped[1]
   tat = math.max(tat, now) + t
@@ -61,16 +80,20 @@ end
 if #granted > 0 then
   redis.call('HSET', KEYS[2], 'tat', tostring(tat), 't', tostring(t))
   lim.tat, lim.t = tostring(tat), tostring(t)
+  redis.call('HSET', KEYS[4], '~v', v)
 end
 
 waiting = redis.call('ZCARD', KEYS[3])
 if waiting == 0 then
-  redis.call('DEL', KEYS[4])
+  forget_tags_if_idle()
   return {'ok', first_lease(), granted, recovered, 0}
 end
-redis.call('HSET', KEYS[4], '~v', v)
 local status = 'ok'
 if #granted >= free then
   status = 'busy'
 end
-return {status, next_grant_ms(lim, limits, now), granted, recovered, waiting}
+local next_ms = next_grant_ms(lim, limits, now)
+if not first_in_scope() then
+  next_ms = next_ms + grace -- the rightful region goes first; look again if it did not
+end
+return {status, next_ms, granted, recovered, waiting}

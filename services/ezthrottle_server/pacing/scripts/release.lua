@@ -1,10 +1,10 @@
 -- A granted job's attempt is over: drop its lease and learn from the answer.
--- (KEYS and ARGV[1..8]: see _prelude.lua.)
--- ARGV[9] job id
--- ARGV[10] rps the target asked for ('' if none; already validated, clamped later)
--- ARGV[11] max in flight per node the target asked for ('' if none)
--- ARGV[12] pause the scope until (ms; '' if none): a 429/503 Retry-After
--- ARGV[13] '1' to put the job back at the front of the queue (a node stopping
+-- (KEYS and ARGV[1..9]: see _prelude.lua.)
+-- ARGV[10] job id
+-- ARGV[11] rps the target asked for ('' if none; already validated, clamped later)
+-- ARGV[12] max in flight per node the target asked for ('' if none)
+-- ARGV[13] pause the scope until (ms; '' if none): a 429/503 Retry-After
+-- ARGV[14] '1' to put the job back at the front of the queue (a node stopping
 --          before it could send), else ''
 --
 -- Header limits apply to every node at its next grant. A pause only ever
@@ -12,21 +12,21 @@
 --
 -- Returns {waiting, next grant (ms), running}.
 local now = now_ms()
-local removed = redis.call('ZREM', KEYS[5], ARGV[9])
-if ARGV[13] == '1' and removed == 1 then
+local removed = redis.call('ZREM', KEYS[5], ARGV[10])
+if ARGV[14] == '1' and removed == 1 then
   local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
-  redis.call('ZADD', KEYS[3], 'NX', v, ARGV[9])
-end
-if ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[2], 'hdr_rps', ARGV[10], 'hdr_rps_ms', tostring(now))
+  redis.call('ZADD', KEYS[3], 'NX', v, ARGV[10])
 end
 if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[2], 'hdr_mc', ARGV[11], 'hdr_mc_ms', tostring(now))
+  redis.call('HSET', KEYS[2], 'hdr_rps', ARGV[11], 'hdr_rps_ms', tostring(now))
 end
 if ARGV[12] ~= '' then
-  local pause = tonumber(ARGV[12])
+  redis.call('HSET', KEYS[2], 'hdr_mc', ARGV[12], 'hdr_mc_ms', tostring(now))
+end
+if ARGV[13] ~= '' then
+  local pause = tonumber(ARGV[13])
   if pause > (tonumber(redis.call('HGET', KEYS[2], 'pause_until')) or 0) then
-    redis.call('HSET', KEYS[2], 'pause_until', ARGV[12])
+    redis.call('HSET', KEYS[2], 'pause_until', ARGV[13])
   end
 end
 local lim = hash(KEYS[2])
