@@ -67,12 +67,16 @@ class RegionStates:
         self.cache_s = cache_s
         self.stale_after_ms = stale_after_ms
         self._cached: dict[str, dict[str, Any]] = {}
+        self._beats: dict[str, Any] = {}
         self._at = 0.0
 
     async def views(self) -> dict[str, dict[str, Any]]:
         now = time.monotonic()
         if now - self._at > self.cache_s:
-            raw = await self.redis.hgetall(keys.region_states())
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(keys.region_states())
+                pipe.hgetall(keys.heartbeats())
+                raw, self._beats = await pipe.execute()
             self._cached = {rid: orjson.loads(raw[rid]) for rid in self.region_ids if rid in raw}
             self._at = now
         now_ms = int(time.time() * 1000)
@@ -80,12 +84,22 @@ class RegionStates:
         for rid in self.region_ids:
             v = self._cached.get(rid)
             if v is None:
-                out[rid] = {"state": "unknown", "reason": "no health published yet (is a coordinator running?)"}
+                out[rid] = {"state": "unknown", "reason": "no health published yet (is a coordinator running?)", "edges": self._live_edges(rid, now_ms)}
             elif now_ms - int(v.get("updated_ms", 0)) > self.stale_after_ms:
-                out[rid] = {**v, "state": "unknown", "reason": f"health is stale (last {v['state']}: {v['reason']}); no active coordinator"}
+                reason = f"health is stale (last {v['state']}: {v['reason']}); no active coordinator"
+                out[rid] = {**v, "state": "unknown", "reason": reason, "edges": self._live_edges(rid, now_ms)}
             else:
                 out[rid] = v
         return out
+
+    def _live_edges(self, region: str, now_ms: int) -> list[str]:
+        """Edges of a region straight from their heartbeats, when no coordinator judges them."""
+        urls = set()
+        for blob in self._beats.values():
+            beat = orjson.loads(blob)
+            if beat.get("region") == region and beat.get("url") and now_ms - int(beat.get("ts_ms", 0)) <= self.stale_after_ms:
+                urls.add(beat["url"])
+        return sorted(urls)
 
     async def states(self) -> dict[str, str]:
         return {rid: v["state"] for rid, v in (await self.views()).items()}

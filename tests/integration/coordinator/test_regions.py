@@ -86,3 +86,12 @@ async def test_a_region_comes_back_only_after_sustained_health(http, start_edge,
     assert (await regions(http, iad))["lax"]["state"] == "down"  # one good beat is not enough
     await wait_state(http, iad, "lax", "up", timeout_s=5)
     assert time.monotonic() - back_at >= 0.9
+
+
+async def test_edges_are_listed_from_heartbeats_without_a_coordinator(http, start_edge):
+    iad = await start_edge("iad")
+    lax = await start_edge("lax")
+    view = await regions(http, iad)
+    assert view["iad"]["state"] == "unknown" and view["iad"]["edges"] == [iad.url]
+    assert view["lax"]["edges"] == [lax.url]
+    assert view["ord"]["edges"] == []
