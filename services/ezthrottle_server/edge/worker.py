@@ -52,7 +52,7 @@ from ..common.metrics import (
 )
 from ..common.redisconn import Scripts
 from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
-from ..pacing.limiter import Limiter, PacingPolicy
+from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scheduler import Scheduler
 from ..pacing.scope import Scope, domain_of
 from .executor import CONNECTION, TIMEOUT, Executor, Outcome
@@ -266,13 +266,14 @@ class RegionWorker:
 
     # -- sending ---------------------------------------------------------------
 
-    def _on_grant(self, scope: Scope, job_id: str) -> None:
+    def _on_grant(self, scope: Scope, lease: str) -> None:
         INFLIGHT.labels(self.region).inc()
-        task = asyncio.create_task(self._run_grant(scope, job_id, time.perf_counter()))
+        task = asyncio.create_task(self._run_grant(scope, lease, time.perf_counter()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_grant(self, scope: Scope, job_id: str, granted_at: float) -> None:
+    async def _run_grant(self, scope: Scope, lease: str, granted_at: float) -> None:
+        job_id = job_of(lease)
         hints: TargetHints | None = None
         requeue = False
         crashed = False
@@ -289,12 +290,13 @@ class RegionWorker:
         finally:
             if not crashed:
                 try:
-                    await asyncio.shield(self.limiter.release(scope, job_id, hints, requeue=requeue))
+                    # After finish/requeue: a job's next attempt may already be queued.
+                    await asyncio.shield(self.limiter.release(scope, lease, hints, requeue=requeue))
                 except asyncio.CancelledError:
                     pass
                 except Exception:
                     log.warning("could not release %s; its lease will expire", job_id, exc_info=True)
-            self.scheduler.done(scope, job_id)
+            self.scheduler.done(scope, lease)
             INFLIGHT.labels(self.region).dec()
 
     async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:

@@ -91,13 +91,23 @@ class PacingPolicy:
         ]
 
 
+def job_of(lease: str) -> str:
+    """The job a lease (``<job id>@<n>``, one per grant) is for."""
+    job, sep, n = lease.rpartition("@")
+    return job if sep and n.isdigit() else lease
+
+
 @dataclass(frozen=True)
 class Grant:
     status: str  # OK, PAUSED, BUSY or EMPTY
     next_ms: int  # when the scope may grant again (-1: nothing waits or runs)
-    job_ids: list[str]
+    leases: list[str]  # one per granted job; release and renew by lease
     recovered: int  # expired leases put back in the queue by this call
     waiting: int
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [job_of(lease) for lease in self.leases]
 
 
 @dataclass(frozen=True)
@@ -227,15 +237,15 @@ class Limiter:
         self, scope: Scope, *, inflight: int, want: int, lease_ms: int, now_ms: float | None = None
     ) -> Grant:
         """Jobs this node may send now (at most ``want``), each leased for ``lease_ms``."""
-        status, next_ms, job_ids, recovered, waiting = await self._scripts["grant"](
+        status, next_ms, leases, recovered, waiting = await self._scripts["grant"](
             keys=self._keys(scope), args=[*self.policy.args(now_ms), inflight, want, lease_ms]
         )
-        grant = Grant(status, int(next_ms), list(job_ids), int(recovered), int(waiting))
+        grant = Grant(status, int(next_ms), list(leases), int(recovered), int(waiting))
         await self._reindex(scope, grant.waiting, grant.next_ms)
         return grant
 
     async def release(
-        self, scope: Scope, job_id: str, hints: TargetHints | None = None, *, requeue: bool = False, now_ms: float | None = None
+        self, scope: Scope, lease: str, hints: TargetHints | None = None, *, requeue: bool = False, now_ms: float | None = None
     ) -> None:
         """The attempt of a granted job is over (``requeue``: it never happened; queue it again)."""
         h = hints or TargetHints()
@@ -243,7 +253,7 @@ class Limiter:
             keys=self._keys(scope),
             args=[
                 *self.policy.args(now_ms),
-                job_id,
+                lease,
                 "" if h.rps is None else repr(float(h.rps)),
                 "" if h.max_concurrent is None else h.max_concurrent,
                 "" if h.pause_until_ms is None else h.pause_until_ms,
@@ -254,10 +264,10 @@ class Limiter:
             # A faster rate or a job put back may make the scope due sooner.
             await self.redis.zadd(self.ready_key, {scope.member: int(next_ms)}, lt=True)
 
-    async def renew(self, scope: Scope, job_ids: Sequence[str], lease_ms: int, *, now_ms: float | None = None) -> int:
-        if not job_ids:
+    async def renew(self, scope: Scope, leases: Sequence[str], lease_ms: int, *, now_ms: float | None = None) -> int:
+        if not leases:
             return 0
-        args = [*self.policy.args(now_ms), lease_ms, *job_ids]
+        args = [*self.policy.args(now_ms), lease_ms, *leases]
         return int(await self._scripts["renew"](keys=self._keys(scope), args=args))
 
     async def report_late(self, scope: Scope, late_ms: float) -> None:

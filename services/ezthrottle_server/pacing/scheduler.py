@@ -1,8 +1,8 @@
 """A node's pacer: hands out the region's waiting jobs as their limits allow.
 
 One loop per node. Each pass reads the scopes that are due from the region's
-ready set and asks each one for jobs (``grant.lua``); granted jobs go to
-``on_grant`` (the worker sends them). It then sleeps until the next scope is
+ready set and asks each one for jobs (``grant.lua``); each granted job's
+lease goes to ``on_grant`` (the worker sends the job, then calls ``done``). It then sleeps until the next scope is
 due, at most ``poll_s`` (other nodes' work shows up within that), or until
 woken: by admission on this node, or by one of its sends finishing.
 
@@ -58,7 +58,7 @@ class Scheduler:
         self.max_pages = max_pages
         self.blocked_s = blocked_s
         self.max_per_grant = max_per_grant
-        self._inflight: dict[Scope, set[str]] = {}
+        self._inflight: dict[Scope, set[str]] = {}  # scope -> leases held here
         self._count = 0
         self._blocked: dict[Scope, float] = {}  # scope -> monotonic time to look again
         self._wake = asyncio.Event()
@@ -77,11 +77,11 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
-    def done(self, scope: Scope, job_id: str) -> None:
-        """A granted job's send is over (the worker released it)."""
+    def done(self, scope: Scope, lease: str) -> None:
+        """A granted job's send is over (the worker released its lease)."""
         jobs = self._inflight.get(scope)
-        if jobs is not None and job_id in jobs:
-            jobs.discard(job_id)
+        if jobs is not None and lease in jobs:
+            jobs.discard(lease)
             self._count -= 1
             if not jobs:
                 del self._inflight[scope]
@@ -132,7 +132,7 @@ class Scheduler:
                 grant = await self._grant(scope)
                 if grant.status == BUSY:
                     self._blocked[scope] = mono + self.blocked_s
-                elif grant.job_ids and grant.waiting and grant.next_ms <= now_ms:
+                elif grant.leases and grant.waiting and grant.next_ms <= now_ms:
                     again = True  # more may go at once (a burst, a bigger cap)
                 if grant.next_ms > 0 and grant.waiting:
                     next_ms = grant.next_ms if next_ms is None else min(next_ms, grant.next_ms)
@@ -151,11 +151,11 @@ class Scheduler:
         if grant.recovered:
             PACING_LEASES_RECOVERED.labels(self._region).inc(grant.recovered)
             log.info("recovered %d expired leases of %s", grant.recovered, scope, extra={"region": self._region})
-        for job_id in grant.job_ids:
-            self._inflight.setdefault(scope, set()).add(job_id)
+        for lease in grant.leases:
+            self._inflight.setdefault(scope, set()).add(lease)
             self._count += 1
             PACING_GRANTS.labels(self._region).inc()
-            self.on_grant(scope, job_id)
+            self.on_grant(scope, lease)
         return grant
 
     async def keep_leases(self) -> None:

@@ -2,6 +2,8 @@
 
 import pytest
 
+from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
+from ezthrottle_server.pacing.scope import domain_of
 from integration.pacing.pacing_helpers import submit_many
 from support.jobs import wait_final
 
@@ -66,3 +68,14 @@ async def test_budgets_run_out_with_their_reason(http, start_edge, coordinator, 
     views = [await wait_final(http, iad.url, api_key, j, timeout_s=10) for j in jobs]
     assert [v["error"] for v in views] == ["retries_exhausted", "reroutes_exhausted", "non_retryable_status"]
     assert [len(v["attempts"]) for v in views] == [2, 2, 1]
+
+
+async def test_immediate_retries_are_never_lost(http, redis, start_edge, api_key, target):
+    # no backoff: each retry is back in the stream before its attempt's lease is released
+    await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 100, max_concurrent: 20}}\n"))
+    edge = await start_edge("iad", retry_backoff_base_s=0.0, retry_backoff_cap_s=0.0)
+    urls = [target.script(f"again{i}", 503, 503, 503, 200) for i in range(12)]
+    jobs = await submit_many(http, [edge.url], api_key, [{"url": u} for u in urls])
+    for job in jobs:
+        view = await wait_final(http, edge.url, api_key, job, timeout_s=10)
+        assert view["status"] == "success" and view["retries"] == 3

@@ -101,7 +101,7 @@ async def test_per_node_concurrency_cap(redis, limiter):
 async def test_headers_change_the_limit_for_every_node(limiter):
     await limiter.admit(SCOPE, jobs("j", 60), now_ms=T0)
     g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0)
-    await limiter.release(SCOPE, g.job_ids[0], TargetHints(rps=20.0, max_concurrent=5), now_ms=T0 + 10)
+    await limiter.release(SCOPE, g.leases[0], TargetHints(rps=20.0, max_concurrent=5), now_ms=T0 + 10)
     view = await limiter.describe(DOMAIN)
     assert (view.rps, view.rps_source, view.max_concurrent, view.max_concurrent_source) == (20, "header", 5, "header")
     # the next grant is due one 20/s interval after the last one, not 500 ms
@@ -141,7 +141,7 @@ async def test_limit_sources_default_config_header_and_header_expiry(redis):
 async def test_retry_after_pauses_the_scope_and_only_extends(limiter):
     await limiter.admit(SCOPE, jobs("j", 5), now_ms=T0)
     g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0)
-    await limiter.release(SCOPE, g.job_ids[0], TargetHints(pause_until_ms=int(T0) + 3_000), now_ms=T0 + 5)
+    await limiter.release(SCOPE, g.leases[0], TargetHints(pause_until_ms=int(T0) + 3_000), now_ms=T0 + 5)
     await limiter.release(SCOPE, "other", TargetHints(pause_until_ms=int(T0) + 1_000), now_ms=T0 + 6)
     g = await limiter.grant(SCOPE, inflight=0, want=10, lease_ms=LEASE, now_ms=T0 + 2_999)
     assert g.status == PAUSED and g.job_ids == [] and g.next_ms == int(T0) + 3_000
@@ -165,19 +165,28 @@ async def test_customers_are_served_round_robin(limiter):
 async def test_admission_is_idempotent(limiter):
     assert await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0) == 3
     assert await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0 + 1) == 0
-    g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 2)
-    assert await limiter.admit(SCOPE, [(g.job_ids[0], "acme")], now_ms=T0 + 3) == 0  # running: not twice
+
+
+async def test_a_jobs_next_attempt_queues_while_its_last_lease_is_released(limiter):
+    await limiter.admit(SCOPE, jobs("j", 1), now_ms=T0)
+    first = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0)
+    # the retry is back through the stream before the sending node released its lease
+    assert await limiter.admit(SCOPE, jobs("j", 1), now_ms=T0 + 1) == 1
+    await limiter.release(SCOPE, first.leases[0], now_ms=T0 + 2)
+    second = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 600)
+    assert second.job_ids == ["j0000"] and second.leases != first.leases
 
 
 async def test_an_expired_lease_goes_back_to_the_front(limiter):
     await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
     g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=1_000, now_ms=T0)
     assert g.job_ids == ["j0000"]
+    [lease] = g.leases
     # renewed while its node lives
-    assert await limiter.renew(SCOPE, ["j0000"], 1_000, now_ms=T0 + 500) == 1
-    score = await limiter.redis.zscore(keys.pacing_running(DOMAIN, SHARED, "iad"), "j0000")
+    assert await limiter.renew(SCOPE, [lease], 1_000, now_ms=T0 + 500) == 1
+    score = await limiter.redis.zscore(keys.pacing_running(DOMAIN, SHARED, "iad"), lease)
     assert score == T0 + 1_500
-    await limiter.redis.zadd(keys.pacing_running(DOMAIN, SHARED, "iad"), {"j0000": T0 + 1_000})
+    await limiter.redis.zadd(keys.pacing_running(DOMAIN, SHARED, "iad"), {lease: T0 + 1_000})
     g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=1_000, now_ms=T0 + 1_001)
     assert g.recovered == 1 and g.job_ids == ["j0000"]  # its node died: next in line, first
 
@@ -185,7 +194,7 @@ async def test_an_expired_lease_goes_back_to_the_front(limiter):
 async def test_a_released_job_put_back_goes_first(limiter):
     await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
     g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0)
-    await limiter.release(SCOPE, g.job_ids[0], requeue=True, now_ms=T0 + 1)
+    await limiter.release(SCOPE, g.leases[0], requeue=True, now_ms=T0 + 1)
     g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 600)
     assert g.job_ids == ["j0000"]
 
@@ -197,7 +206,7 @@ async def test_the_ready_set_follows_the_queue(limiter):
     g = await limiter.grant(SCOPE, inflight=0, want=5, lease_ms=1_000, now_ms=T0)
     assert g.waiting == 0 and g.next_ms == int(T0) + 1_000  # kept to look after the lease
     assert await limiter.redis.zscore(ready, SCOPE.member) == int(T0) + 1_000
-    await limiter.release(SCOPE, g.job_ids[0], now_ms=T0 + 10)
+    await limiter.release(SCOPE, g.leases[0], now_ms=T0 + 10)
     g = await limiter.grant(SCOPE, inflight=0, want=5, lease_ms=1_000, now_ms=T0 + 20)
     assert g.status == EMPTY and g.next_ms == -1
     assert await limiter.redis.zscore(ready, SCOPE.member) is None
@@ -249,8 +258,8 @@ async def test_a_token_the_first_region_leaves_goes_to_another_after_the_grace(r
     slot = g.next_ms - 50  # lax is first now, so iad is told to look after the grace
     g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot)
     assert g.job_ids == []
-    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 40)
-    assert g.job_ids == []  # (the grace counts from when the token was free: a few ms before the slot)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 49)
+    assert g.job_ids == [] and g.next_ms == slot + 50  # the grace runs from iad's first ask
     g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 50)
     assert g.job_ids == ["a0001"]  # nobody in lax claimed it: iad does not wait forever
 
@@ -261,3 +270,32 @@ async def test_a_late_send_moves_the_schedule_back(limiter):
     await limiter.report_late(SCOPE, 40.0)  # the send left 40 ms after its grant
     g2 = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=g.next_ms)
     assert g2.job_ids == [] and g2.next_ms == g.next_ms + 40
+
+
+async def test_an_idle_domains_first_token_still_goes_in_fair_order(redis):
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await lax.admit(SCOPE, jobs("a", 1, "flooder"), now_ms=T0)
+    await iad.admit(SCOPE, jobs("b", 3, "flooder"), now_ms=T0 + 1)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
+    assert g.job_ids == [] and g.next_ms == int(T0) + 52  # lax's job is older: lax's turn
+    g = await lax.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 3)
+    assert g.job_ids == ["a0000"]
+
+
+async def test_a_newcomer_is_not_put_behind_jobs_skipped_out_of_turn(redis):
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await lax.admit(SCOPE, jobs("a", 1, "flooder"), now_ms=T0)  # lax's node is slow
+    await iad.admit(SCOPE, jobs("b", 1, "flooder"), now_ms=T0 + 1)
+    await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 52)
+    assert g.job_ids == ["b0000"]  # taken out of turn after the grace; a0000 still waits
+    # the flooder's next job must not count as new (the virtual time stays at a0000)...
+    await iad.admit(SCOPE, jobs("c", 1, "flooder"), now_ms=T0 + 60)
+    await iad.admit(SCOPE, jobs("p", 1, "patient"), now_ms=T0 + 61)
+    slot = T0 + 52 + 505
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot)
+    assert g.job_ids == []  # lax's job is still first: iad waits out the grace again
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=g.next_ms)
+    assert g.job_ids == ["p0000"]  # ...so the newcomer goes before it

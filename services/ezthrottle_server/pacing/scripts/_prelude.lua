@@ -9,7 +9,8 @@
 -- KEYS[3] wait     zset  the scope's waiting jobs of the caller's region, by fair tag
 -- KEYS[4] fair     hash  customer -> last fair tag given; '~v' virtual time
 --                        (one per scope: tags compare across regions)
--- KEYS[5] running  zset  granted jobs of the caller's region, by lease expiry (ms)
+-- KEYS[5] running  zset  leases of the caller's region ("<job>@<n>", one per
+--                        grant), by expiry (ms)
 -- KEYS[6..] wait   zset  the same scope's queues of every other region
 --
 -- and the same first arguments, the cluster-wide defaults:
@@ -104,6 +105,11 @@ local function next_grant_ms(lim, limits, now)
   return math.ceil(at)
 end
 
+-- The job a lease is for.
+local function job_of(lease)
+  return string.match(lease, '^(.*)@%d+$') or lease
+end
+
 -- The first job of a queue: {job id, tag}, or nil.
 local function head(key)
   local h = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -127,6 +133,20 @@ local function first_in_scope()
     end
   end
   return true
+end
+
+-- The smallest tag waiting in any region, or nil.
+local function first_tag_in_scope()
+  local best = nil
+  for i = 3, #KEYS do
+    if i == 3 or i >= 6 then
+      local h = head(KEYS[i])
+      if h and (not best or h[2] < best) then
+        best = h[2]
+      end
+    end
+  end
+  return best
 end
 
 local function all_queues_empty()

@@ -7,7 +7,9 @@
 -- when nothing of that customer waits. Served in tag order (across regions:
 -- see grant.lua), the scope's queues give each customer with work one send in
 -- turn, and each customer's jobs go in order.
--- A job already waiting or running here is not added twice.
+-- A job already waiting here is not added twice. A job whose previous attempt
+-- still holds a lease is added: that is its next attempt (a retry can come
+-- back through the stream before the node that sent it releases its lease).
 --
 -- Returns {added, waiting, next grant (ms)}.
 local now = now_ms()
@@ -17,7 +19,7 @@ local n = tonumber(ARGV[10])
 for i = 0, n - 1 do
   local job = ARGV[11 + 2 * i]
   local customer = ARGV[12 + 2 * i]
-  if not redis.call('ZSCORE', KEYS[3], job) and not redis.call('ZSCORE', KEYS[5], job) then
+  if not redis.call('ZSCORE', KEYS[3], job) then
     local last = tonumber(redis.call('HGET', KEYS[4], customer) or '0')
     local tag = last + 1
     if last <= v then
@@ -28,6 +30,7 @@ for i = 0, n - 1 do
     added = added + 1
   end
 end
+redis.call('PERSIST', KEYS[4])
 local lim = hash(KEYS[2])
 local limits = resolve(hash(KEYS[1]), lim, now)
 return {added, redis.call('ZCARD', KEYS[3]), next_grant_ms(lim, limits, now)}

@@ -7,12 +7,12 @@
 -- front of the queue. Then, unless the scope is paused, the caller's region's
 -- jobs are popped while the rate allows, the node stays under the per-node
 -- concurrency cap, and its region's first job is the first of the whole scope
--- in fair order. A token that the rightful region has left unclaimed for the
--- hand-over grace goes to any region, so a dead or saturated region never
--- stalls the others. Each granted job moves to the running set with a lease
--- the node renews while it works.
+-- in fair order. A free token that another region asked for and the rightful
+-- region has still not claimed after the hand-over grace goes to any region,
+-- so a dead or saturated region never stalls the others. Each granted job moves to the running set as a lease of
+-- its own ("<job>@<n>") that the node renews while it works.
 --
--- Returns {status, next (ms), {job ids}, recovered, waiting}: status is 'ok',
+-- Returns {status, next (ms), {leases}, recovered, waiting}: status is 'ok',
 -- 'paused', 'busy' (the node is at its cap; others may send) or 'empty';
 -- waiting counts the caller's region's queue; next is when the caller should
 -- ask again, or, with nothing waiting, when the first lease expires (-1 if
@@ -21,9 +21,9 @@ local now = now_ms()
 local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
 local recovered = 0
 local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
-for _, job in ipairs(expired) do
-  redis.call('ZREM', KEYS[5], job)
-  redis.call('ZADD', KEYS[3], 'NX', v, job)
+for _, lease in ipairs(expired) do
+  redis.call('ZREM', KEYS[5], lease)
+  redis.call('ZADD', KEYS[3], 'NX', v, job_of(lease))
   recovered = recovered + 1
 end
 
@@ -35,9 +35,11 @@ local function first_lease()
   return math.ceil(tonumber(first[2]))
 end
 
+-- Tags must outlive a queue that empties for a moment (else a customer whose
+-- jobs just went would count as new again); an idle domain's go after a day.
 local function forget_tags_if_idle()
   if all_queues_empty() then
-    redis.call('DEL', KEYS[4])
+    redis.call('PEXPIRE', KEYS[4], 86400000)
   end
 end
 
@@ -59,22 +61,36 @@ local t, tat, tau = gcra(lim, limits, now)
 local grace = tonumber(ARGV[9])
 local granted = {}
 local lease_until = now + tonumber(ARGV[12])
-local mine = true
+local steal_at = nil
 while #granted < free and tat - now <= tau do
-  -- the token has been free since tat - tau; past the grace anyone may take it
-  mine = first_in_scope()
-  if not mine and now < tat - tau + grace then
-    break
+  if not first_in_scope() then
+    -- the grace runs from the first time a region out of turn asked for this token
+    steal_at = tonumber(lim.steal_at)
+    if not steal_at or steal_at < tat - tau then
+      steal_at = math.max(now, tat - tau) + grace
+      redis.call('HSET', KEYS[2], 'steal_at', tostring(steal_at))
+      lim.steal_at = tostring(steal_at)
+    end
+    if now < steal_at then
+      break
+    end
   end
   local popped = redis.call('ZPOPMIN', KEYS[3])
   if #popped == 0 then
     break
   end
-  if tonumber(popped[2]) > v then
-    v = tonumber(popped[2])
+  -- the virtual time follows the jobs served, but never past one still waiting
+  local tag = tonumber(popped[2])
+  local oldest = first_tag_in_scope()
+  if oldest and oldest < tag then
+    tag = oldest
   end
-  redis.call('ZADD', KEYS[5], lease_until, popped[1])
-  granted[#granted + 1] = popped[1]
+  if tag > v then
+    v = tag
+  end
+  local lease = popped[1] .. '@' .. redis.call('HINCRBY', KEYS[2], 'leases', 1)
+  redis.call('ZADD', KEYS[5], lease_until, lease)
+  granted[#granted + 1] = lease
   tat = math.max(tat, now) + t
 end
 if #granted > 0 then
@@ -94,6 +110,11 @@ if #granted >= free then
 end
 local next_ms = next_grant_ms(lim, limits, now)
 if not first_in_scope() then
-  next_ms = next_ms + grace -- the rightful region goes first; look again if it did not
+  -- the rightful region goes first; look again when the token could be ours
+  if steal_at and steal_at >= tat - tau then
+    next_ms = math.max(next_ms, math.ceil(steal_at))
+  else
+    next_ms = next_ms + grace
+  end
 end
 return {status, next_ms, granted, recovered, waiting}

@@ -1,6 +1,6 @@
 -- A granted job's attempt is over: drop its lease and learn from the answer.
 -- (KEYS and ARGV[1..9]: see _prelude.lua.)
--- ARGV[10] job id
+-- ARGV[10] the lease (from grant.lua)
 -- ARGV[11] rps the target asked for ('' if none; already validated, clamped later)
 -- ARGV[12] max in flight per node the target asked for ('' if none)
 -- ARGV[13] pause the scope until (ms; '' if none): a 429/503 Retry-After
@@ -15,7 +15,7 @@ local now = now_ms()
 local removed = redis.call('ZREM', KEYS[5], ARGV[10])
 if ARGV[14] == '1' and removed == 1 then
   local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
-  redis.call('ZADD', KEYS[3], 'NX', v, ARGV[10])
+  redis.call('ZADD', KEYS[3], 'NX', v, job_of(ARGV[10]))
 end
 if ARGV[11] ~= '' then
   redis.call('HSET', KEYS[2], 'hdr_rps', ARGV[11], 'hdr_rps_ms', tostring(now))

@@ -1,6 +1,6 @@
 -- A live node keeps the jobs it is sending: push their leases forward.
 -- (KEYS and ARGV[1..9]: see _prelude.lua; only KEYS[5] is used.)
--- ARGV[10] lease (ms)   ARGV[11..] job ids
+-- ARGV[10] lease (ms)   ARGV[11..] leases (from grant.lua)
 -- Only leases that still exist move (XX): a lease that expired and was
 -- recovered stays recovered. Returns how many were renewed.
 local until_ms = now_ms() + tonumber(ARGV[10])
