@@ -51,6 +51,7 @@ Environment variables (all optional):
 ``EZT_PACING_DEFAULT_MAX_CONCURRENT`` a domain's requests in flight per node, likewise (2)
 ``EZT_PACING_MAX_RPS``                operator ceiling on any domain's requests/s (100)
 ``EZT_PACING_MAX_CONCURRENT``         operator ceiling on any domain's in flight per node (64)
+``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
 ====================================  =========================================
 """
 
@@ -138,6 +139,7 @@ class Settings:
     pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one
+    metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
     delivery_timeout_s: float = 10.0
@@ -243,6 +245,7 @@ _ENV_FLOAT = {
     "EZT_DELIVERY_POLL_S": "delivery_poll_s",
     "EZT_PACING_DEFAULT_RPS": "pacing_default_rps",
     "EZT_PACING_MAX_RPS": "pacing_max_rps",
+    "EZT_METRICS_SAMPLE_S": "metrics_sample_s",
 }
 
 

@@ -6,8 +6,11 @@ classes, outcome reasons).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 JOBS_SUBMITTED = Counter("ezt_jobs_submitted_total", "Jobs accepted by the API", ["region"])
 JOBS_DUPLICATE = Counter("ezt_jobs_duplicate_total", "Submissions answered with an existing job", ["region"])
@@ -21,7 +24,7 @@ ATTEMPT_LATENCY = Histogram(
 )
 ROUTING_LATENCY = Histogram(
     "ezt_routing_latency_seconds",
-    "Time from reading a job off the stream to the start of its send",
+    "Time from a pacing grant to the start of its send (how busy the node is); accept to first send is ezt_pacing_wait_seconds",
     ["region"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
 )
@@ -65,6 +68,120 @@ PACING_LEASES_RECOVERED = Counter(
     "ezt_pacing_leases_recovered_total", "Granted jobs queued again because their node's lease expired", ["region"]
 )
 PACING_CONFIG_LOADS = Counter("ezt_pacing_config_loads_total", "domains.yaml loads by result (applied, unchanged, error)", ["result"])
+
+# Races (issue 7): the region whose final outcome claims a raced job wins; every
+# other region that had it queued or in flight loses. Incremented by the racing code.
+RACE_WINS = Counter("ezt_race_wins_total", "Raced jobs whose final outcome this region claimed first", ["region"])
+RACE_LOSSES = Counter("ezt_race_losses_total", "Raced jobs another region claimed first (this region's copy stopped)", ["region"])
+
+OUTBOUND_REFUSED = Counter(
+    "ezt_outbound_refused_total",
+    "Destinations the outbound policy refused, by where: url (submit, redirect, webhook URL), dns, connect",
+    ["stage"],
+)
+AUTH_FAILURES = Counter("ezt_auth_failures_total", "Failed authentications (malformed header, unknown or revoked key)")
+AUTH_RATE_LIMITED = Counter("ezt_auth_rate_limited_total", "Requests answered 429 for too many failed authentications from their address")
+WEBHOOK_QUORUM_MISSED = Counter(
+    "ezt_webhook_quorum_missed_total", "Jobs whose webhook quorum became unreachable (too many voting webhooks dead-lettered)"
+)
+
+
+class SampledGauges:
+    """Gauges the active coordinator samples from Redis (``coordinator/sampler.py``).
+
+    Only the process that published a sample exports them (the active
+    coordinator), so sums across processes never count a queue twice; a
+    standby or a node that lost the lease exports none. ``publish`` swaps the
+    whole sample at once: a scrape never sees half of one.
+    """
+
+    FAMILIES: Mapping[str, tuple[str, Sequence[str]]] = {
+        "ezt_queue_depth": (
+            "Jobs of a region by stage: stream (not yet admitted), waiting (behind their domain's limit), running (granted)",
+            ("region", "stage"),
+        ),
+        "ezt_queue_oldest_age_seconds": (
+            "Age of the oldest stream entry (stage=stream), or since submission of the oldest job at the head of a pacing queue (stage=waiting)",
+            ("region", "stage"),
+        ),
+        "ezt_stream_pending_entries": ("Stream entries read by an edge but not yet acknowledged (XPENDING)", ("region",)),
+        "ezt_delayed_jobs": ("Jobs waiting for their retry_at or retry backoff in the delayed sets", ()),
+        "ezt_delayed_overdue_seconds": ("How far past its due time the first delayed job is (0: on time)", ()),
+        "ezt_webhook_backlog": (
+            "Webhook work by stage: finished (jobs not yet planned), send (POSTs queued), scheduled (retries waiting)",
+            ("stage",),
+        ),
+        "ezt_webhook_dead_letter_jobs": ("Jobs with a dead-lettered webhook, kept for replay", ()),
+        "ezt_domains_active": ("Target domains with jobs waiting or running", ()),
+        "ezt_domain_queue_depth": (
+            "Jobs of a target domain (the busiest N by name, the rest as domain=\"other\") by stage: waiting, running",
+            ("domain", "stage"),
+        ),
+        "ezt_domain_oldest_wait_seconds": ("Since submission of the oldest job at the head of the domain's queues", ("domain",)),
+        "ezt_domain_rps_limit": ("The domain's current requests/s limit, by where it comes from: default, config or header", ("domain", "source")),
+        "ezt_domain_max_concurrent": ("The domain's current in-flight limit per node, by source", ("domain", "source")),
+        "ezt_domain_paused": ("1 while the domain is paused by a Retry-After", ("domain",)),
+        "ezt_domain_pause_remaining_seconds": ("Time left on the domain's Retry-After pause", ("domain",)),
+        "ezt_sampler_duration_seconds": ("How long the last Redis sample took", ()),
+        "ezt_sampler_last_success_timestamp_seconds": ("When the last Redis sample completed (Unix time)", ()),
+    }
+
+    def __init__(self) -> None:
+        self._sample: Mapping[str, Iterable[tuple[Sequence[str], float]]] | None = None
+
+    def publish(self, sample: Mapping[str, Iterable[tuple[Sequence[str], float]]]) -> None:
+        unknown = set(sample) - set(self.FAMILIES)
+        if unknown:
+            raise ValueError(f"not a sampled gauge: {sorted(unknown)}")
+        self._sample = {name: list(rows) for name, rows in sample.items()}
+
+    def clear(self) -> None:
+        self._sample = None
+
+    def describe(self) -> Iterator[Metric]:
+        for name, (doc, labels) in self.FAMILIES.items():
+            yield GaugeMetricFamily(name, doc, labels=list(labels))
+
+    def collect(self) -> Iterator[Metric]:
+        sample = self._sample
+        if sample is None:
+            return
+        for name, (doc, labels) in self.FAMILIES.items():
+            family = GaugeMetricFamily(name, doc, labels=list(labels))
+            for values, value in sample.get(name, ()):
+                family.add_metric(list(values), value)
+            yield family
+
+
+SAMPLED = SampledGauges()
+REGISTRY.register(SAMPLED)
+
+
+def prime(role: str, region: str | None = None) -> None:
+    """Create a service's labelled series at 0 before their first event.
+
+    A counter series that appears at 1 has no increase() in Prometheus, so an
+    alert on the first dead letter would never fire; and a dashboard's series
+    should exist before traffic. Label values primed here are closed sets.
+    """
+    if role == "edge" and region:
+        for counter in (JOBS_SUBMITTED, JOBS_DUPLICATE, RECLAIMED, PACING_GRANTS, PACING_PAUSES, PACING_LATE_SENDS,
+                        PACING_LEASES_RECOVERED, RACE_WINS, RACE_LOSSES):
+            counter.labels(region)
+        for status, reason in (("success", "ok"), ("failed", "non_retryable_status")):
+            JOBS_FINISHED.labels(region, status, reason)
+        ADMISSION_REJECTED.labels("redis_memory")
+    if role in ("edge", "delivery"):
+        for stage in ("url", "dns", "connect"):
+            OUTBOUND_REFUSED.labels(stage)
+    if role == "delivery":
+        for outcome in ("delivered", "retry", "dead"):
+            WEBHOOK_DELIVERIES.labels(outcome)
+        for reason in ("gone", "window_exhausted", "outbound_blocked"):
+            WEBHOOK_DEAD_LETTERS.labels(reason)
+    if role == "coordinator":  # not ezt_region_state: 0 would say "down" before the first look
+        PACING_CONFIG_LOADS.labels("error")
+
 
 async def metrics_handler(_request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest())

@@ -67,6 +67,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from .errors import OutboundBlocked
+from .metrics import OUTBOUND_REFUSED
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -252,6 +253,13 @@ class OutboundPolicy:
         addresses a name resolves to are judged at connect time.
         """
         try:
+            return self._check_url(url)
+        except OutboundBlocked:
+            OUTBOUND_REFUSED.labels("url").inc()
+            raise
+
+    def _check_url(self, url: str | URL) -> URL:
+        try:
             u = url if isinstance(url, URL) else URL(url)
         except (ValueError, TypeError) as exc:
             raise OutboundBlocked(f"not a valid URL: {exc}") from None
@@ -362,11 +370,16 @@ class PolicyResolver(AbstractResolver):
         self.inner: AbstractResolver = inner if inner is not None else DefaultResolver()
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        self.policy.check_host(host)
+        try:
+            self.policy.check_host(host)
+        except OutboundBlocked:
+            OUTBOUND_REFUSED.labels("dns").inc()
+            raise
         results = await self.inner.resolve(host, port, family)
         for r in results:
             reason = self.policy.blocked_reason(ipaddress.ip_address(r["host"]))
             if reason is not None:
+                OUTBOUND_REFUSED.labels("dns").inc()
                 raise OutboundBlocked(f"host {host!r} resolves to {r['host']}, which is {reason}")
         return results
 
@@ -411,6 +424,7 @@ class PolicyConnector(aiohttp.TCPConnector):
             raise
         except Exception as exc:
             if refusals:
+                OUTBOUND_REFUSED.labels("connect").inc()
                 raise refusals[0] from exc
             raise
         finally:

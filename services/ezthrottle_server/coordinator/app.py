@@ -12,13 +12,14 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common.config import Settings
-from ..common.metrics import metrics_handler
+from ..common.metrics import metrics_handler, prime
 from ..common.redisconn import Scripts, connect
 from ..common.http import errors_middleware, json_response
 from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
 from .health import HealthRules, RegionMonitor
 from .lease import Lease
+from .sampler import QueueSampler
 
 
 @dataclass
@@ -33,6 +34,7 @@ CTX = web.AppKey("coordinator_ctx", CoordinatorContext)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware])
+    prime("coordinator")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         redis = connect(settings.redis_url)
@@ -47,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
                 silent_after_ms=settings.region_silent_after_ms, recover_after_ms=settings.region_recover_after_ms
             )).run(), name="health"),
         ]
+        tasks.append(asyncio.create_task(QueueSampler(settings, redis, lease).run(), name="sampler"))
         domains = OverridesWatcher(redis, settings.domains_file, is_active=lambda: lease.is_leader)
         tasks.append(asyncio.create_task(domains.run(), name="domains"))
         forget_sighup = _on_sighup(domains.request_reload)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..common.config import Settings
 from ..common.http import errors_middleware, json_response
-from ..common.metrics import metrics_handler
+from ..common.metrics import metrics_handler, prime
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect
 from .sender import WebhookSender
@@ -36,6 +36,7 @@ CTX = web.AppKey("delivery_ctx", DeliveryContext)
 
 def create_app(settings: Settings, *, stop_grace_s: float = 10.0) -> web.Application:
     app = web.Application(middlewares=[errors_middleware])
+    prime("delivery")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         redis = connect(settings.redis_url, max_connections=max(64, settings.partitions * 2 + 16))

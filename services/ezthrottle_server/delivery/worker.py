@@ -66,9 +66,11 @@ from ..common.metrics import (
     WEBHOOK_DELIVERIES,
     WEBHOOK_INFLIGHT,
     WEBHOOK_QUORUM_LATENCY,
+    WEBHOOK_QUORUM_MISSED,
     WEBHOOK_RECLAIMED,
 )
 from ..common.redisconn import Scripts
+from ..pacing.scope import domain_of
 from .schedule import decide
 from .sender import WebhookSender
 from .signing import WebhookSecrets, message_id, signed_headers
@@ -114,6 +116,7 @@ class DeliveryWorker:
         self.group = keys.delivery_group()
         self.consumer = settings.node_id
         self.region = settings.region
+        self.log_region = settings.region or ANY_ROUTE  # a worker without a region serves any
         self.routes = (ANY_ROUTE, *settings.region_ids)
         self.live: set[str] = set()  # regions with a live delivery worker
         self._capacity = max(settings.delivery_concurrency, 1)
@@ -247,7 +250,7 @@ class DeliveryWorker:
             raise
         except Exception:
             # The entry stays pending; it is reclaimed after the visibility timeout.
-            log.exception("delivery entry crashed", extra={"job_id": job_id})
+            log.exception("delivery entry crashed", extra={"job_id": job_id, "region": self.log_region})
         finally:
             self._held.pop((stream, entry_id), None)
             self._inflight -= 1
@@ -300,7 +303,7 @@ class DeliveryWorker:
                             await self.redis.xack(stream, self.group, entry_id)
                             continue
                         WEBHOOK_RECLAIMED.inc()
-                        log.info("reclaimed delivery entry %s", entry_id, extra={"job_id": fields.get("job")})
+                        log.info("reclaimed delivery entry %s", entry_id, extra={"job_id": fields.get("job"), "region": self.log_region})
                         self._spawn(stream, entry_id, fields)
                     if start == "0-0":
                         break
@@ -342,7 +345,7 @@ class DeliveryWorker:
             pipe.llen(keys.attempts(job_id))
             job, attempts = await pipe.execute()
         if not job or job.get("state") not in FINAL_JOB_STATES:
-            log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id})
+            log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id, "region": self.log_region})
             await self._ack(stream, entry_id)
             return
         spec = orjson.loads(job["spec"])
@@ -375,7 +378,28 @@ class DeliveryWorker:
             )
         )
         if planned:
-            log.info("delivering to %d webhook(s)", len(hooks), extra={"job_id": job_id, "customer": job["customer"]})
+            log.info(
+                "delivering to %d webhook(s)",
+                len(hooks),
+                extra={"job_id": job_id, "region": self.log_region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
+            )
+
+    async def _quorum_lost_by(self, hooks_key: str, hook: int) -> bool:
+        """Did dead-lettering voting webhook ``hook`` put the job's quorum out of reach?
+
+        True for the one dead letter that crossed the line, so each job that
+        misses its quorum is counted once (a replay may still reach it later).
+        """
+        count, quorum, votes, met = await self.redis.hmget(hooks_key, ["count", "quorum", "votes", "quorum_met_ms"])
+        if met or count is None:
+            return False
+        n = int(count)
+        fields = await self.redis.hmget(hooks_key, [f"{i}:{f}" for i in range(n) for f in ("vote", "state")])
+        if fields[2 * hook] != "1":
+            return False  # a webhook without a vote changes nothing
+        open_votes = sum(1 for i in range(n) if fields[2 * i] == "1" and fields[2 * i + 1] not in (DELIVERED, DEAD))
+        reachable = int(votes or 0) + open_votes
+        return reachable < int(quorum or 1) <= reachable + 1
 
     # -- one POST ------------------------------------------------------------
 
@@ -393,7 +417,7 @@ class DeliveryWorker:
             ["customer", "payload", p + "url", p + "state", p + "attempts", p + "since_ms", p + "regions", p + "window_base"],
         )
         if customer is None or state is None or url is None or payload is None:
-            log.warning("delivery state is gone; dropping send", extra={"job_id": job_id})
+            log.warning("delivery state is gone; dropping send", extra={"job_id": job_id, "region": self.log_region})
             await self._ack(stream, entry_id)
             return
         if state in (DELIVERED, DEAD):  # a duplicate entry: the webhook is settled
@@ -450,6 +474,8 @@ class DeliveryWorker:
         WEBHOOK_DELIVERIES.labels(decision.action).inc()
         if applied == 1 and decision.action == DEAD:
             WEBHOOK_DEAD_LETTERS.labels(decision.reason).inc()
+            if await self._quorum_lost_by(hooks_key, hook):
+                WEBHOOK_QUORUM_MISSED.inc()
         if quorum_now == 1 and finished_ms:
             WEBHOOK_QUORUM_LATENCY.observe(max(now - int(finished_ms), 0) / 1000.0)
         log.info(
@@ -459,6 +485,8 @@ class DeliveryWorker:
             f" ({decision.reason})" if decision.reason else (f" in {decision.delay_s:.2f}s" if decision.delay_s else ""),
             extra={
                 "job_id": job_id,
+                "region": self.log_region,
+                "domain": domain_of(url),  # where this POST went
                 "webhook": URL(url).host,
                 "status_code": result.status_code,
                 "reason": result.error,

@@ -23,6 +23,7 @@ from ..common.jobs import hash_key, key_digest, validate_job
 from ..common.http import json_response, read_json
 from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
+from ..pacing.scope import domain_of
 from .context import CTX, EdgeContext
 from .routing import choose_regions
 
@@ -97,7 +98,7 @@ async def submit_job(request: web.Request) -> web.Response:
         return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
     JOBS_SUBMITTED.labels(region).inc()
     ctx.admission.accepted(customer)
-    log.info("job accepted", extra={"job_id": job_id, "region": region, "customer": customer})
+    log.info("job accepted", extra={"job_id": job_id, "region": region, "domain": domain_of(job["url"]), "customer": customer})
     return json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..common import keys
 from ..common.config import Settings
-from ..common.metrics import metrics_handler
+from ..common.metrics import metrics_handler, prime
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect
 from ..common.http import errors_middleware, json_response
@@ -60,6 +60,7 @@ async def _heartbeat(ctx: EdgeContext) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    prime("edge", settings.region)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         redis = connect(settings.redis_url)

@@ -32,6 +32,7 @@ from aiohttp import web
 from ..common import apikeys, keys
 from ..common.config import Settings
 from ..common.errors import ApiError
+from ..common.metrics import AUTH_FAILURES, AUTH_RATE_LIMITED
 
 _MAX_CACHED = 10_000
 _MAX_LIMITED = 10_000
@@ -154,6 +155,7 @@ class Authenticator:
         raise self._rate_limited(wait_s)
 
     async def _count_failure(self, client: str) -> None:
+        AUTH_FAILURES.inc()
         if self.fail_limit <= 0:
             return
         key = keys.auth_failures(client)
@@ -163,6 +165,7 @@ class Authenticator:
             await pipe.execute()
 
     def _rate_limited(self, wait_s: float) -> ApiError:
+        AUTH_RATE_LIMITED.inc()
         retry_after = max(1, math.ceil(wait_s))
         return ApiError(
             "rate_limited",

@@ -200,7 +200,7 @@ class RegionWorker:
                 try:
                     domain = domain_of(orjson.loads(spec)["url"])
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    log.error("job %s has no usable url; dropping its entry", job_id, extra={"job_id": job_id})
+                    log.error("job %s has no usable url; dropping its entry", job_id, extra={"job_id": job_id, "region": self.region})
                     continue
                 parked.append((job_id, domain, customer or ""))
             scopes = await self.limiter.scopes_for((d, c) for _, d, c in parked)
@@ -286,7 +286,7 @@ class RegionWorker:
             # Keep the lease without renewing it: the job is retried when it
             # expires, like a dead node's, rather than spinning on a bug.
             crashed = True
-            log.exception("attempt crashed", extra={"job_id": job_id, "region": self.region})
+            log.exception("attempt crashed", extra={"job_id": job_id, "region": self.region, "domain": scope.domain})
         finally:
             if not crashed:
                 try:
@@ -295,7 +295,12 @@ class RegionWorker:
                 except asyncio.CancelledError:
                     pass
                 except Exception:
-                    log.warning("could not release %s; its lease will expire", job_id, exc_info=True)
+                    log.warning(
+                        "could not release %s; its lease will expire",
+                        job_id,
+                        exc_info=True,
+                        extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
+                    )
             self.scheduler.done(scope, lease)
             INFLIGHT.labels(self.region).dec()
 
@@ -331,7 +336,7 @@ class RegionWorker:
                 scope,
                 (hints.pause_until_ms - _now_ms()) / 1000,
                 outcome.status_code,
-                extra={"job_id": job_id, "region": self.region},
+                extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
             )
 
         decision = decide(
@@ -352,9 +357,9 @@ class RegionWorker:
             "decision": decision.action,
         }
         if decision.action in (SUCCESS, FAILED):
-            await self._finish(job_id, job_key, outcome, decision, attempt)
+            await self._finish(job_id, job_key, outcome, decision, attempt, scope.domain)
         else:
-            await self._requeue(job_id, job_key, spec, decision, attempt)
+            await self._requeue(job_id, job_key, spec, decision, attempt, scope.domain)
         return hints
 
     def _background(self, coro: Any) -> None:
@@ -383,7 +388,9 @@ class RegionWorker:
             max_pause_s=self.policy.max_pause_s,
         )
 
-    async def _finish(self, job_id: str, job_key: str, outcome: Outcome, decision: Decision, attempt: dict[str, Any]) -> None:
+    async def _finish(
+        self, job_id: str, job_key: str, outcome: Outcome, decision: Decision, attempt: dict[str, Any], domain: str | None = None
+    ) -> None:
         partition = keys.job_partition(job_id) or 0
         result = outcome.result() if outcome.status_code is not None else None
         won = await asyncio.shield(
@@ -409,10 +416,18 @@ class RegionWorker:
             "job %s %s",
             "finished" if won == 1 else "result lost to another region",
             decision.action,
-            extra={"job_id": job_id, "region": self.region, "status_code": outcome.status_code, "reason": decision.reason or None},
+            extra={
+                "job_id": job_id,
+                "region": self.region,
+                "domain": domain,
+                "status_code": outcome.status_code,
+                "reason": decision.reason or None,
+            },
         )
 
-    async def _requeue(self, job_id: str, job_key: str, spec: dict[str, Any], decision: Decision, attempt: dict[str, Any]) -> None:
+    async def _requeue(
+        self, job_id: str, job_key: str, spec: dict[str, Any], decision: Decision, attempt: dict[str, Any], domain: str | None = None
+    ) -> None:
         partition = keys.job_partition(job_id) or 0
         if decision.action == RETRY:
             next_region, counter = self.region, "retries"
@@ -439,7 +454,7 @@ class RegionWorker:
             decision.action,
             next_region,
             decision.delay_s * 1000,
-            extra={"job_id": job_id, "region": self.region, "reason": decision.reason},
+            extra={"job_id": job_id, "region": self.region, "domain": domain, "reason": decision.reason},
         )
 
     def _reroute_target(self, spec: dict[str, Any]) -> str:
