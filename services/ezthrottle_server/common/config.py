@@ -27,6 +27,7 @@ Environment variables (all optional):
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
 ``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
+``EZT_SEND_IDEMPOTENCY_KEY``          ``1``/``0``: send the job's idempotent key as Idempotency-Key (default 1)
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
 ``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
 ``EZT_DELIVERY_BACKOFF_BASE_S``       first webhook retry's delay ceiling (doubling, equal jitter)
@@ -103,6 +104,7 @@ class Settings:
     visibility_timeout_ms: int = 30_000
     attempt_timeout_s: float = 30.0
     retry_backoff_base_s: float = 0.5
+    send_idempotency_key: bool = True  # send the job's key as Idempotency-Key unless the user set one
     retry_backoff_cap_s: float = 30.0
     response_body_cap_bytes: int = 1024 * 1024
     executor_concurrency: int = 256
@@ -368,6 +370,8 @@ def load_settings(
                 values[attr] = float(env[name])
             except ValueError as exc:
                 raise ConfigError(f"{name} must be a number, got {env[name]!r}") from exc
+    if "EZT_SEND_IDEMPOTENCY_KEY" in env:
+        values["send_idempotency_key"] = env["EZT_SEND_IDEMPOTENCY_KEY"] not in ("0", "false", "no", "")
     if "EZT_SIMULATE_LATENCY" in env:
         values["simulate_latency"] = env["EZT_SIMULATE_LATENCY"] not in ("0", "false", "no", "")
     values.update(_outbound_and_auth(data, env, path))

@@ -15,6 +15,8 @@ Layout::
     ezt:{ezt:p0}:idem:<customer>:<digest>   string -> job id (TTL = idempotency TTL)
     ezt:{ezt:p0}:job:<job_id>               hash   job record
     ezt:{ezt:p0}:job:<job_id>:attempts      list   one JSON entry per attempt
+    ezt:{ezt:p0}:job:<job_id>:send-lease    string region:node allowed to send an unsafe request (TTL)
+    ezt:events:<job_id>                     pubsub the job's live events (JSON), for /events streams
     ezt:{ezt:p0}:jobs:<region>              stream work for a region (group edge-<region>)
     ezt:{ezt:p0}:delayed                    zset   "<region>|<job_id>" scored by due time (ms)
     ezt:{ezt:p0}:deliveries                 stream finished jobs for the delivery service (group delivery)
@@ -31,7 +33,6 @@ Layout::
     ezt:customer:<id>:keys                  set    sha256 of the customer's keys
     ezt:customer:<id>:webhook-secrets       hash   primary, secondary
     ezt:coordinator:leader                  string lease holder (TTL)
-    ezt:delivery:region:<region>            string a delivery worker of the region is alive (TTL)
     ezt:heartbeats                          hash   node id -> JSON heartbeat (region, ts_ms, inflight, outcomes)
     ezt:regions:state                       hash   region -> JSON {state, reason, since_ms, nodes, updated_ms}
     ezt:delivery:region:<region>            string a delivery worker of the region is alive (TTL)
@@ -211,3 +212,13 @@ def usage(partition: int, customer: str, month: str) -> str:
 
 def customer(customer_id: str) -> str:
     return f"{PREFIX}:customer:{customer_id}"
+
+
+def send_lease(job_id: str) -> str:
+    """Held by the one region allowed to send a request that is unsafe to repeat."""
+    return job(job_id) + ":send-lease"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel of one job's live events (not a key: no slot)."""
+    return f"{PREFIX}:events:{job_id}"

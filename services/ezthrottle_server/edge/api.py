@@ -25,6 +25,7 @@ from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from ..pacing.scope import domain_of
 from .context import CTX, EdgeContext
+from .racing import unsafe_to_repeat
 from .routing import choose_regions
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,8 @@ async def submit_job(request: web.Request) -> web.Response:
     job_id = keys.make_job_id(now, secrets.token_hex(8), partition)
     assert settings.region is not None
     chosen = choose_regions(job["regions"], job["region_policy"], settings.region, await ctx.regions.states(), settings.region_ids)
-    # Racing across every chosen region lands with the multi-region work; until
-    # then the job runs in the first, and the others are its reroute targets.
-    regions = chosen[:1]
+    # Race (default) and fanout queue the job in every chosen region.
+    regions = chosen
     due = job["retry_at"] or 0
     fields: dict[str, Any] = {
         "customer": customer,
@@ -73,8 +73,12 @@ async def submit_job(request: web.Request) -> web.Response:
         "created_ms": now,
         "idempotent_key": idem,
         "regions": ",".join(chosen),
+        "tried": ",".join(chosen),
+        "mode": job["execution_mode"],
+        "live": len(chosen),
+        "nregions": len(chosen),
+        "unsafe": 1 if unsafe_to_repeat(job["method"], job["headers"]) else 0,
         "has_webhooks": 1 if job["webhooks"] else 0,
-        "retries": 0,
         "reroutes": 0,
     }
     flat = [x for kv in fields.items() for x in kv]
@@ -146,8 +150,23 @@ def _int_or_none(v: str | None) -> int | None:
     return int(v) if v else None
 
 
+def _region_outcomes(data: dict[str, str], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each region's attempts and, for fanout jobs, its outcome."""
+    out: dict[str, Any] = {}
+    for a in attempts:
+        region = out.setdefault(a["region"], {"attempts": 0, "lost": False})
+        region["attempts"] += 1
+        region["last_status_code"] = a.get("status_code")
+        region["lost"] = region["lost"] or bool(a.get("lost"))
+    for key, value in data.items():
+        if key.startswith("fanout:"):
+            out.setdefault(key[len("fanout:") :], {"attempts": 0, "lost": False})["outcome"] = orjson.loads(value)["status"]
+    return out
+
+
 def job_view(job_id: str, data: dict[str, str], attempts: list[str], webhooks: dict[str, str] | None = None) -> dict[str, Any]:
     spec = orjson.loads(data["spec"])
+    parsed_attempts = [orjson.loads(a) for a in attempts]
     return {
         "job_id": job_id,
         "status": data.get("state"),
@@ -160,10 +179,13 @@ def job_view(job_id: str, data: dict[str, str], attempts: list[str], webhooks: d
         "created_at_ms": _int_or_none(data.get("created_ms")),
         "started_at_ms": _int_or_none(data.get("started_ms")),
         "finished_at_ms": _int_or_none(data.get("finished_ms")),
-        "retries": int(data.get("retries", 0)),
+        "execution_mode": data.get("mode", spec.get("execution_mode", "race")),
+        "regions_tried": [r for r in data.get("tried", "").split(",") if r],
+        "retries": sum(int(v) for k, v in data.items() if k.startswith("retries:")),
         "reroutes": int(data.get("reroutes", 0)),
+        "region_outcomes": _region_outcomes(data, parsed_attempts),
         "error": data.get("error") or None,
         "result": orjson.loads(data["result"]) if data.get("result") else None,
-        "attempts": [orjson.loads(a) for a in attempts],
+        "attempts": parsed_attempts,
         "webhooks": webhooks_view(spec, webhooks or {}),
     }

@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
         )
         app[CTX] = ctx
         worker.outcomes = ctx.outcomes  # the worker records each send's outcome for region health
+        worker.region_states = ctx.regions.states  # reroutes go to healthy regions
         await worker.start()
         await _beat_once(ctx)
         beat = asyncio.create_task(_heartbeat(ctx))

@@ -36,9 +36,14 @@ def choose_regions(
     preference: Sequence[str],
 ) -> list[str]:
     wanted = list(requested or [here])
+    judged = any(s in ("up", "degraded", DOWN) for s in states.values())
 
     def usable(region: str) -> bool:
-        return states.get(region) != DOWN
+        # While a coordinator judges regions, one that no node ever reported
+        # from has nobody to run the job; without one, only "down" is known.
+        if region == here:
+            return states.get(region) != DOWN
+        return states.get(region) in ("up", "degraded") if judged else states.get(region) != DOWN
 
     chosen = [r for r in wanted if usable(r)]
     if policy == "strict":

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -40,6 +41,8 @@ from redis.exceptions import ResponseError
 from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import (
+    RACE_LOSSES,
+    RACE_WINS,
     ATTEMPT_LATENCY,
     ATTEMPTS,
     INFLIGHT,
@@ -57,11 +60,13 @@ from ..pacing.scheduler import Scheduler
 from ..pacing.scope import Scope, domain_of
 from .executor import CONNECTION, TIMEOUT, Executor, Outcome
 from .outcomes import OutcomeWindow
-from .retry import FAILED, RETRY, SUCCESS, Decision, decide, retry_after_s
+from .racing import outcome_kind, reroute_target, send_headers
+from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s
 
 log = logging.getLogger(__name__)
 
 FINAL_STATES = frozenset({"success", "failed"})
+SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
 
 
 def _now_ms() -> int:
@@ -89,6 +94,8 @@ class RegionWorker:
         self.scripts = scripts
         self.executor = executor
         self.outcomes = outcomes
+        # Region states for reroutes (set by the app: the coordinator's published view).
+        self.region_states: Callable[[], Awaitable[dict[str, str]]] | None = None
         self.region = settings.region
         self.group = keys.edge_group(self.region)
         self.consumer = settings.node_id
@@ -306,11 +313,41 @@ class RegionWorker:
 
     async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
         job_key = keys.job(job_id)
-        state = await self.scripts.start_attempt(keys=[job_key], args=[_now_ms()])
+        channel = keys.job_events(job_id)
+        state = await self.scripts.start_attempt(keys=[job_key], args=[_now_ms(), self.region, channel])
         if not state or state[0] in FINAL_STATES:
             return None  # gone, or another region already won: nothing to send
-        _state, spec_json, retries, reroutes, created = state
+        _state, spec_json, retries, reroutes, created, mode, tried, unsafe, live, idem = state
         spec: dict[str, Any] = orjson.loads(spec_json)
+        fanout = mode == "fanout"
+        lease = None
+        if unsafe == "1" and not fanout and int(live or 1) > 1:
+            lease = await self._take_send_lease(job_id)
+            if lease is None:
+                return None  # another region is sending it; deferred until its lease ends
+            if await self.redis.hget(job_key, "state") in FINAL_STATES:
+                await self._drop_send_lease(job_id, lease)
+                return None
+        try:
+            return await self._send_and_record(scope, job_id, job_key, spec, granted_at, retries, reroutes, created, fanout, tried, idem)
+        finally:
+            if lease is not None:
+                await self._drop_send_lease(job_id, lease)
+
+    async def _send_and_record(
+        self,
+        scope: Scope,
+        job_id: str,
+        job_key: str,
+        spec: dict[str, Any],
+        granted_at: float,
+        retries: str | None,
+        reroutes: str | None,
+        created: str | None,
+        fanout: bool,
+        tried: str | None,
+        idem: str | None,
+    ) -> TargetHints:
         if not int(retries or 0) and not int(reroutes or 0) and created and not spec.get("retry_at"):
             PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - int(created)) / 1000.0))
         lag_s = time.perf_counter() - granted_at
@@ -322,7 +359,8 @@ class RegionWorker:
             self._background(self.limiter.report_late(scope, lag_s * 1000))
 
         started_ms = _now_ms()
-        outcome = await self.executor.send(spec["method"], spec["url"], spec["headers"], spec["body"])
+        headers = send_headers(spec, idem, self.settings.send_idempotency_key)
+        outcome = await self.executor.send(spec["method"], spec["url"], headers, spec["body"])
         ATTEMPTS.labels(self.region, _status_class(outcome)).inc()
         ATTEMPT_LATENCY.labels(self.region).observe(outcome.latency_ms / 1000.0)
         if self.outcomes is not None:
@@ -339,14 +377,33 @@ class RegionWorker:
                 extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
             )
 
+        policy = spec["retry_policy"]
         decision = decide(
             outcome,
-            spec["retry_policy"],
+            policy,
             int(retries or 0),
             int(reroutes or 0),
             base_s=self.settings.retry_backoff_base_s,
             cap_s=self.settings.retry_backoff_cap_s,
         )
+        next_region = self.region
+        if decision.action == REROUTE:
+            if fanout:
+                # Fanout sends from every region by design: try this one again instead.
+                decision = (
+                    Decision(RETRY, decision.reason, backoff_s(int(retries or 0), self.settings.retry_backoff_base_s, self.settings.retry_backoff_cap_s))
+                    if int(retries or 0) < policy["max_retries"]
+                    else Decision(FAILED, "retries_exhausted")
+                )
+            else:
+                states = await self.region_states() if self.region_states is not None else {}
+                tried_regions = [r for r in (tried or "").split(",") if r]
+                target = reroute_target(spec, self.region, tried_regions, states, self.settings.region_ids)
+                if target is None:
+                    strict = spec.get("region_policy") == "strict"
+                    decision = Decision(FAILED, "region_unavailable" if strict else "reroutes_exhausted")
+                else:
+                    next_region = target
         attempt = {
             "region": self.region,
             "node": self.consumer,
@@ -359,8 +416,25 @@ class RegionWorker:
         if decision.action in (SUCCESS, FAILED):
             await self._finish(job_id, job_key, outcome, decision, attempt, scope.domain)
         else:
-            await self._requeue(job_id, job_key, spec, decision, attempt, scope.domain)
+            await self._requeue(job_id, job_key, decision, attempt, next_region, scope.domain)
         return hints
+
+    async def _take_send_lease(self, job_id: str) -> str | None:
+        """Hold the job's send lease, or defer the job until the holder's lease ends."""
+        holder = f"{self.region}:{self.consumer}"
+        lease_ms = int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS
+        if await self.redis.set(keys.send_lease(job_id), holder, nx=True, px=lease_ms):
+            return holder
+        left_ms = await self.redis.pttl(keys.send_lease(job_id))
+        delay_ms = max(int(left_ms), 0) + random.randint(20, 80)
+        await self._requeue(job_id, keys.job(job_id), Decision("defer", "send_lease_held", delay_ms / 1000), None, self.region)
+        return None
+
+    async def _drop_send_lease(self, job_id: str, holder: str) -> None:
+        try:
+            await asyncio.shield(self.scripts.release_lease(keys=[keys.send_lease(job_id)], args=[holder]))
+        except Exception:
+            log.warning("could not release the send lease; it expires on its own", exc_info=True, extra={"job_id": job_id})
 
     def _background(self, coro: Any) -> None:
         """A short Redis call that must not hold up the send; kept until done."""
@@ -393,13 +467,14 @@ class RegionWorker:
     ) -> None:
         partition = keys.job_partition(job_id) or 0
         result = outcome.result() if outcome.status_code is not None else None
-        won = await asyncio.shield(
+        kind = outcome_kind(decision)
+        decided = await asyncio.shield(
             self.scripts.finish(
                 keys=[job_key, keys.attempts(job_id), keys.region_stream(partition, self.region), keys.deliveries(partition)],
                 args=[
                     self.group,
                     "",  # the stream entry was acknowledged at admission
-                    decision.action,
+                    kind,
                     orjson.dumps(result),
                     self.region,
                     _now_ms(),
@@ -407,15 +482,19 @@ class RegionWorker:
                     self.settings.job_ttl_s,
                     job_id,
                     decision.reason,
+                    keys.job_events(job_id),
                 ],
             )
         )
-        if won == 1:
+        if decided == 1:
             JOBS_FINISHED.labels(self.region, decision.action, decision.reason or "ok").inc()
+            RACE_WINS.labels(self.region).inc()
+        elif decided == 0:
+            RACE_LOSSES.labels(self.region).inc()
+        what = {1: f"finished {decision.action}", 0: "result lost to another region", 2: f"region out ({decision.reason}); other regions go on"}
         log.info(
-            "job %s %s",
-            "finished" if won == 1 else "result lost to another region",
-            decision.action,
+            "job %s",
+            what.get(decided, "gone"),
             extra={
                 "job_id": job_id,
                 "region": self.region,
@@ -426,16 +505,21 @@ class RegionWorker:
         )
 
     async def _requeue(
-        self, job_id: str, job_key: str, spec: dict[str, Any], decision: Decision, attempt: dict[str, Any], domain: str | None = None
+        self,
+        job_id: str,
+        job_key: str,
+        decision: Decision,
+        attempt: dict[str, Any] | None,
+        next_region: str,
+        domain: str | None = None,
     ) -> None:
+        """Queue the next attempt: a retry here, a reroute there, or a deferral (nothing sent)."""
         partition = keys.job_partition(job_id) or 0
-        if decision.action == RETRY:
-            next_region, counter = self.region, "retries"
-        else:
-            next_region, counter = self._reroute_target(spec), "reroutes"
+        kind = {RETRY: "retry", REROUTE: "reroute"}.get(decision.action, "defer")
         now = _now_ms()
         due = now + int(decision.delay_s * 1000)
-        attempt["next_region"] = next_region
+        if attempt is not None:
+            attempt["next_region"] = next_region
         await asyncio.shield(
             self.scripts.requeue(
                 keys=[
@@ -445,27 +529,17 @@ class RegionWorker:
                     keys.delayed(partition),
                     keys.region_stream(partition, next_region),
                 ],
-                args=[self.group, "", orjson.dumps(attempt), counter, next_region, due, now, job_id],
+                args=[
+                    self.group, "", orjson.dumps(attempt) if attempt is not None else "", kind, next_region, due, now, job_id,
+                    self.region, keys.job_events(job_id),
+                ],
             )
         )
         log.info(
             "job %s: %s to %s in %.0f ms",
             job_id,
-            decision.action,
+            kind,
             next_region,
             decision.delay_s * 1000,
             extra={"job_id": job_id, "region": self.region, "domain": domain, "reason": decision.reason},
         )
-
-    def _reroute_target(self, spec: dict[str, Any]) -> str:
-        """Another configured region, preferring the job's own list; this one if alone.
-
-        Region health and preference order come with the multi-region work.
-        """
-        candidates = [r for r in (spec.get("regions") or self.settings.region_ids) if r != self.region]
-        if not candidates:
-            candidates = [r for r in self.settings.region_ids if r != self.region]
-        if not candidates:
-            return self.region
-        # Spread reroutes deterministically per node so two nodes don't pile on one region.
-        return candidates[(os.getpid() + int(time.time())) % len(candidates)]

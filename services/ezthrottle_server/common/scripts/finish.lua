@@ -1,37 +1,129 @@
--- Record a job's final outcome, claim it for this region if nobody has yet,
--- hand it to delivery, and only then acknowledge the stream entry.
+-- An attempt ended with an outcome for its region. Record it, and decide the
+-- job atomically: the first final outcome claims it (race), every region's
+-- outcome is collected (fanout), or the region drops out and the job fails
+-- only when no region is left. The claim hands the job to delivery and
+-- publishes its events; only then is the stream entry acknowledged.
 --
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] region stream
 -- KEYS[4] delivery stream
 -- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)
--- ARGV[3] final state ('success' | 'failed')   ARGV[4] result (JSON)
--- ARGV[5] region   ARGV[6] now (ms)   ARGV[7] attempt (JSON, '' if none)
--- ARGV[8] TTL of a finished job (s)   ARGV[9] job id   ARGV[10] failure reason
+-- ARGV[3] kind: 'success' | 'failed' (a definitive answer, the same from any
+--         region) | 'out' (this region has no tries left)
+-- ARGV[4] result (JSON)   ARGV[5] region   ARGV[6] now (ms)
+-- ARGV[7] attempt (JSON, '' if none)   ARGV[8] TTL of a finished job (s)
+-- ARGV[9] job id   ARGV[10] failure reason   ARGV[11] the job's event channel
 --
--- Returns 1 if this call decided the outcome, 0 if another region had
--- already (a "lost" result, kept in the attempts), -1 if the job is gone.
-local won = -1
-local state = redis.call('HGET', KEYS[1], 'state')
-if state then
-  if ARGV[7] ~= '' then
-    redis.call('RPUSH', KEYS[2], ARGV[7])
+-- Returns 1 if this call decided the job, 0 if it was already decided (the
+-- attempt is kept, marked lost), 2 if the job goes on in other regions,
+-- -1 if the job is gone.
+local now = tonumber(ARGV[6])
+
+local function ack()
+  if ARGV[2] ~= '' then
+    redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+    redis.call('XDEL', KEYS[3], ARGV[2])
   end
-  if state == 'success' or state == 'failed' then
-    won = 0
+end
+
+local function publish(event)
+  event.ts_ms = now
+  redis.call('PUBLISH', ARGV[11], cjson.encode(event))
+end
+
+local function finalize(state, result, reason)
+  redis.call('HSET', KEYS[1], 'state', state, 'result', result, 'winner', ARGV[5],
+    'finished_ms', ARGV[6], 'error', reason)
+  local ttl = tonumber(ARGV[8])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  if redis.call('HGET', KEYS[1], 'has_webhooks') == '1' then
+    redis.call('XADD', KEYS[4], '*', 'job', ARGV[9])
+  end
+  publish({type = 'won', region = ARGV[5]})
+  if state == 'success' then
+    publish({type = 'completed', status = state})
   else
-    redis.call('HSET', KEYS[1], 'state', ARGV[3], 'result', ARGV[4], 'winner', ARGV[5],
-      'finished_ms', ARGV[6], 'error', ARGV[10])
-    local ttl = tonumber(ARGV[8])
-    redis.call('EXPIRE', KEYS[1], ttl)
-    redis.call('EXPIRE', KEYS[2], ttl)
-    if redis.call('HGET', KEYS[1], 'has_webhooks') == '1' then
-      redis.call('XADD', KEYS[4], '*', 'job', ARGV[9])
-    end
-    won = 1
+    publish({type = 'failed', status = state, error = reason})
   end
 end
-if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[3], ARGV[2])
+
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  ack()
+  return -1
 end
-return won
+
+if state == 'success' or state == 'failed' then
+  if ARGV[7] ~= '' then
+    local attempt = cjson.decode(ARGV[7])
+    attempt.lost = true
+    redis.call('RPUSH', KEYS[2], cjson.encode(attempt))
+  end
+  ack()
+  return 0
+end
+
+if ARGV[7] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[7])
+  local attempt = cjson.decode(ARGV[7])
+  attempt.type = 'attempt'
+  publish(attempt)
+end
+
+local kind = ARGV[3]
+if redis.call('HGET', KEYS[1], 'mode') == 'fanout' then
+  local outcome = 'failed'
+  if kind == 'success' then outcome = 'success' end
+  redis.call('HSET', KEYS[1], 'fanout:' .. ARGV[5],
+    cjson.encode({status = outcome, result = cjson.decode(ARGV[4]), error = ARGV[10]}))
+  local reported = redis.call('HINCRBY', KEYS[1], 'fanout_reported', 1)
+  if reported < tonumber(redis.call('HGET', KEYS[1], 'nregions') or '1') then
+    ack()
+    return 2
+  end
+  local per, first_ok, first, reason = {}, nil, nil, ''
+  for region in string.gmatch(redis.call('HGET', KEYS[1], 'regions') or '', '[^,]+') do
+    local raw = redis.call('HGET', KEYS[1], 'fanout:' .. region)
+    if raw then
+      local f = cjson.decode(raw)
+      per[region] = f
+      if first == nil then first = f end
+      if f.status == 'success' then
+        if first_ok == nil then first_ok = f end
+      elseif reason == '' then
+        reason = 'fanout_' .. region .. '_' .. (f.error ~= '' and f.error or 'failed')
+      end
+    end
+  end
+  local lead = first_ok or first
+  local result = {regions = per}
+  if lead and type(lead.result) == 'table' then
+    result.status_code = lead.result.status_code
+    result.headers = lead.result.headers
+    result.body = lead.result.body
+  end
+  if reason == '' then
+    finalize('success', cjson.encode(result), '')
+  else
+    finalize('failed', cjson.encode(result), reason)
+  end
+  ack()
+  return 1
+end
+
+if kind == 'success' or kind == 'failed' then
+  finalize(kind, ARGV[4], ARGV[10])
+  ack()
+  return 1
+end
+
+-- kind == 'out': this region is done; the job fails only with no region left.
+local live = redis.call('HINCRBY', KEYS[1], 'live', -1)
+if live > 0 then
+  publish({type = 'region_out', region = ARGV[5], error = ARGV[10]})
+  ack()
+  return 2
+end
+finalize('failed', ARGV[4], ARGV[10])
+ack()
+return 1

@@ -1,28 +1,53 @@
--- An attempt ended without a final outcome: record it, count it against the
--- job's budget, queue the next attempt (now or later), and only then
--- acknowledge the stream entry. Nothing is ever only in a node's memory.
+-- An attempt ended without an outcome for its region, or was deferred
+-- before sending: record it, count it against the budget, queue the next
+-- attempt (now or later), and only then acknowledge the stream entry.
+-- Nothing is ever only in a node's memory.
 --
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] this region's stream
 -- KEYS[4] delayed set  KEYS[5] the stream of the region that tries next
--- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)   ARGV[3] attempt (JSON)
--- ARGV[4] budget counter ('retries' | 'reroutes')   ARGV[5] next region
--- ARGV[6] due (ms)   ARGV[7] now (ms)   ARGV[8] job id
+-- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)
+-- ARGV[3] attempt (JSON, '' for a deferral that sent nothing)
+-- ARGV[4] kind: 'retry' (same region) | 'reroute' (another region) | 'defer'
+-- ARGV[5] next region   ARGV[6] due (ms)   ARGV[7] now (ms)   ARGV[8] job id
+-- ARGV[9] this region   ARGV[10] the job's event channel
 --
 -- Returns 1 when queued again, 0 if the job was already final, -1 if gone.
 local result = -1
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
   if state == 'success' or state == 'failed' then
+    if ARGV[3] ~= '' then
+      local attempt = cjson.decode(ARGV[3])
+      attempt.lost = true
+      redis.call('RPUSH', KEYS[2], cjson.encode(attempt))
+    end
     result = 0
   else
-    redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
-    redis.call('HSET', KEYS[1], 'state', 'scheduled')
-    if tonumber(ARGV[6]) > tonumber(ARGV[7]) then
-      redis.call('ZADD', KEYS[4], tonumber(ARGV[6]), ARGV[5] .. '|' .. ARGV[8])
+    local now = tonumber(ARGV[7])
+    if ARGV[3] ~= '' then
+      redis.call('RPUSH', KEYS[2], ARGV[3])
+      local attempt = cjson.decode(ARGV[3])
+      attempt.type = 'attempt'
+      attempt.ts_ms = now
+      redis.call('PUBLISH', ARGV[10], cjson.encode(attempt))
+    end
+    if ARGV[4] == 'retry' then
+      redis.call('HINCRBY', KEYS[1], 'retries:' .. ARGV[9], 1)
+    elseif ARGV[4] == 'reroute' then
+      redis.call('HINCRBY', KEYS[1], 'reroutes', 1)
+      local tried = redis.call('HGET', KEYS[1], 'tried') or ''
+      redis.call('HSET', KEYS[1], 'tried', tried .. ',' .. ARGV[5])
+    end
+    if (redis.call('HGET', KEYS[1], 'live') or '1') == '1' then
+      redis.call('HSET', KEYS[1], 'state', 'scheduled')
+    end
+    local due = tonumber(ARGV[6])
+    if due > now then
+      redis.call('ZADD', KEYS[4], due, ARGV[5] .. '|' .. ARGV[8])
     else
       redis.call('XADD', KEYS[5], '*', 'job', ARGV[8])
     end
+    redis.call('PUBLISH', ARGV[10], cjson.encode({type = 'scheduled', region = ARGV[5], due_ms = due, reason = ARGV[4], ts_ms = now}))
     result = 1
   end
 end
