@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.e2e]
 def _cli(state: Path, regions: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_VISIBILITY_TIMEOUT_MS="1500", EZT_SIMULATE_LATENCY="0")
+    env["EZT_LOCAL_PROMETHEUS"] = "0"  # tests/e2e/test_prometheus.py runs the cluster with it
     return subprocess.run(
         [sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -10,6 +10,7 @@ delivery and kept as long as the job (``job_ttl_s``)::
 
     customer, payload (the exact JSON body every webhook gets), count,
     quorum, votes (voting webhooks delivered), quorum_met_ms,
+    quorum_missed_ms (set once, when dead letters put the quorum out of reach),
     job_status, job_finished_ms, planned_ms
     <i>:url  <i>:vote (1/0)  <i>:regions (comma list)
     <i>:state        pending | retrying | delivered | dead

@@ -170,7 +170,14 @@ def prime(role: str, region: str | None = None) -> None:
             counter.labels(region)
         for status, reason in (("success", "ok"), ("failed", "non_retryable_status")):
             JOBS_FINISHED.labels(region, status, reason)
+        for status_class in ("2xx", "3xx", "4xx", "5xx", "timeout", "connection"):
+            ATTEMPTS.labels(region, status_class)
+        for histogram in (ATTEMPT_LATENCY, ROUTING_LATENCY, PACING_WAIT):
+            histogram.labels(region)
+        INFLIGHT.labels(region)
         ADMISSION_REJECTED.labels("redis_memory")
+        for header in ("x-aqueduct-rps", "x-ezthrottle-rps", "x-aqueduct-max-concurrent", "x-ezthrottle-max-concurrent"):
+            PACING_HEADER_INVALID.labels(header)  # pacing/hints.py reads these
     if role in ("edge", "delivery"):
         for stage in ("url", "dns", "connect"):
             OUTBOUND_REFUSED.labels(stage)

@@ -421,6 +421,8 @@ class PolicyConnector(aiohttp.TCPConnector):
         try:
             return await super().connect(req, traces, timeout)
         except OutboundBlocked:
+            if refusals:  # refused by the socket factory, not by the resolver (counted there)
+                OUTBOUND_REFUSED.labels("connect").inc()
             raise
         except Exception as exc:
             if refusals:

@@ -385,10 +385,11 @@ class DeliveryWorker:
             )
 
     async def _quorum_lost_by(self, hooks_key: str, hook: int) -> bool:
-        """Did dead-lettering voting webhook ``hook`` put the job's quorum out of reach?
+        """Did dead-lettering voting webhook ``hook`` leave the job's quorum out of reach?
 
-        True for the one dead letter that crossed the line, so each job that
-        misses its quorum is counted once (a replay may still reach it later).
+        The first dead letter to find it out of reach marks the job
+        (``quorum_missed_ms``), so each job that misses its quorum is counted
+        once, however many of its webhooks die at the same moment.
         """
         count, quorum, votes, met = await self.redis.hmget(hooks_key, ["count", "quorum", "votes", "quorum_met_ms"])
         if met or count is None:
@@ -398,8 +399,9 @@ class DeliveryWorker:
         if fields[2 * hook] != "1":
             return False  # a webhook without a vote changes nothing
         open_votes = sum(1 for i in range(n) if fields[2 * i] == "1" and fields[2 * i + 1] not in (DELIVERED, DEAD))
-        reachable = int(votes or 0) + open_votes
-        return reachable < int(quorum or 1) <= reachable + 1
+        if int(votes or 0) + open_votes >= int(quorum or 1):
+            return False
+        return bool(await self.redis.hsetnx(hooks_key, "quorum_missed_ms", _now_ms()))
 
     # -- one POST ------------------------------------------------------------
 
@@ -468,6 +470,7 @@ class DeliveryWorker:
                     self.consumer,
                     self.region or "",
                     job_id,
+                    keys.job_events(job_id),
                 ],
             )
         )

@@ -11,6 +11,13 @@ one edge per region of ``regions.yaml``, each its own process on its own port.
 It waits for every ``/readyz``, creates a demo API key, and writes
 ``<state>/cluster.json`` for scripts. State (pid files, logs, Redis data)
 lives in ``.local/`` or ``$EZT_LOCAL_DIR``.
+
+When a ``prometheus`` binary is installed (Debian: ``apt-get install
+prometheus``), ``up`` also starts it, scraping every process with the alert
+rules of ``infra/prometheus/alerts.yml``, on ``127.0.0.1:9090``
+(``EZT_LOCAL_PROMETHEUS_PORT``; scrape interval ``EZT_LOCAL_PROMETHEUS_INTERVAL_S``,
+5 s; ``EZT_LOCAL_PROMETHEUS=0`` skips it). It is optional: when it is missing
+or cannot start, ``up`` says why and goes on without it.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ import orjson
 from ..common import apikeys
 from ..common.config import ConfigError, Settings, load_settings
 from ..common.redisconn import connect
+from ..deploy import prometheus as prometheus_config
 
 READY_TIMEOUT_S = 30.0
+PROMETHEUS = "prometheus"
 
 
 class ClusterError(RuntimeError):
@@ -66,6 +75,13 @@ class Proc:
     argv: list[str]
     env: dict[str, str]
     ready_url: str | None  # None: wait for Redis PING instead
+
+
+@dataclass(frozen=True)
+class PrometheusPlan:
+    proc: Proc | None  # None: not started, see note
+    config: str  # the scrape config it runs with
+    note: str
 
 
 class LocalCluster:
@@ -122,6 +138,49 @@ class LocalCluster:
             )
         return procs
 
+    def prometheus_plan(self, s: Settings) -> PrometheusPlan:
+        """The optional Prometheus process and its config, or why it is not started."""
+        if self.env.get("EZT_LOCAL_PROMETHEUS", "1").lower() in ("0", "false", "no", "off"):
+            return PrometheusPlan(None, "", "off (EZT_LOCAL_PROMETHEUS=0)")
+        binary = self.env.get("EZT_PROMETHEUS_BIN") or shutil.which("prometheus", path=self.env.get("PATH"))
+        if not binary:
+            return PrometheusPlan(None, "", "not installed (apt-get install prometheus); each process still serves /metrics")
+        port = int(self.env.get("EZT_LOCAL_PROMETHEUS_PORT", "9090"))
+        interval_s = float(self.env.get("EZT_LOCAL_PROMETHEUS_INTERVAL_S", "5"))
+        folder = self.state_dir / PROMETHEUS
+        rules = [str(prometheus_config.ALERTS_FILE)] if prometheus_config.ALERTS_FILE.exists() else []
+        argv = [
+            binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d",
+        ]
+        config = prometheus_config.render(prometheus_config.scrape_config(s, interval_s=interval_s, rule_files=rules))
+        return PrometheusPlan(Proc(PROMETHEUS, argv, {}, f"http://127.0.0.1:{port}/-/ready"), config, "")
+
+    def _start_prometheus(self, s: Settings, already: dict[str, int]) -> tuple[str | None, str]:
+        """Start Prometheus if it can be: (its URL or None, a note). Never fails ``up``."""
+        plan = self.prometheus_plan(s)
+        if plan.proc is None or plan.proc.ready_url is None:
+            return None, plan.note
+        proc, url = plan.proc, plan.proc.ready_url.removesuffix("/-/ready")
+        if PROMETHEUS in already:
+            return url, ""
+        (self.state_dir / PROMETHEUS).mkdir(parents=True, exist_ok=True)
+        (self.state_dir / PROMETHEUS / "prometheus.yml").write_text(plan.config)
+        try:
+            _check_port_free(plan.proc.ready_url)
+            child = self._spawn(proc)
+        except (ClusterError, OSError) as exc:
+            return None, f"not started: {exc}"
+        try:
+            self._wait_ready(proc, child, "")
+        except ClusterError as exc:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            self._pid_file(PROMETHEUS).unlink(missing_ok=True)
+            return None, f"not started: {exc}"
+        return url, ""
+
     # -- process bookkeeping -----------------------------------------------
 
     def _pid_file(self, name: str) -> Path:
@@ -176,7 +235,7 @@ class LocalCluster:
             self.env.get("REDIS_URL") or f"redis://127.0.0.1:{s.embedded_redis_port}/0"
         )
         procs = [p for p in self.plan(s, redis_url) if p.name not in already]
-        if not procs and previous is not None:
+        if not procs and previous is not None and (PROMETHEUS in already or self.prometheus_plan(s).proc is None):
             return {**previous, "already_running": True}
         started: list[str] = []
         try:
@@ -189,6 +248,9 @@ class LocalCluster:
         except BaseException:
             self.down()
             raise
+        prometheus_url, prometheus_note = self._start_prometheus(s, already)
+        if PROMETHEUS not in already and prometheus_url:
+            started.append(PROMETHEUS)
         info: dict[str, object] = {
             "regions": {r.id: f"http://127.0.0.1:{r.port}" for r in s.regions},
             "coordinator": f"http://127.0.0.1:{s.coordinator_port}",
@@ -197,6 +259,8 @@ class LocalCluster:
             "redis_url": redis_url,
             "pids": self.running(),
             "logs": str(self.log_dir),
+            "prometheus": prometheus_url,
+            "prometheus_note": prometheus_note,
         }
         self.info_file.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
         return {**info, "already_running": False, "started": started}
@@ -257,7 +321,7 @@ def _alive_and_ours(pid: int) -> bool:
         return True
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
-    return b"ezthrottle_server" in cmdline or b"redis-server" in cmdline
+    return b"ezthrottle_server" in cmdline or b"redis-server" in cmdline or b"prometheus" in cmdline
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -347,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  edge {rid:<5} {url}")
             print(f"  coordinator {info['coordinator']}\n  delivery    {info['delivery']}\n  redis       {info['redis_url']}")
             print(f"  api key     {info['api_key']}")
+            if info.get("prometheus"):
+                print(f"  prometheus  {info['prometheus']}  (alerts: {info['prometheus']}/alerts)")
+            else:
+                print(f"  prometheus  {info.get('prometheus_note') or 'not started'}")
             print(f"  logs        {cluster.log_dir}  (make logs)\n  info        {cluster.info_file}\n")
             print("Try it (pip install -e ./sdk, or use .venv/bin/python):\n")
             print(_example(info))

@@ -176,7 +176,9 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any], se
 
 def test_monitoring_mounts(services: dict[str, dict[str, Any]]) -> None:
     prom = mounts(services["prometheus"])
-    assert host_path(prom["/etc/prometheus/prometheus.yml"]) == REPO / "infra/prometheus/prometheus.yml"
+    # The compose variant of the scrape config: targets by service name, alert rules beside it.
+    assert host_path(prom["/etc/prometheus/prometheus.yml"]) == REPO / "infra/prometheus/prometheus.compose.yml"
+    assert host_path(prom["/etc/prometheus/alerts.yml"]) == REPO / "infra/prometheus/alerts.yml"
     assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
     graf = mounts(services["grafana"])
     assert host_path(graf["/etc/grafana/provisioning"]) == REPO / "infra/grafana/provisioning"
