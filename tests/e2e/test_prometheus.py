@@ -5,10 +5,10 @@ ezthrottle_server.local up``), which also starts the ``prometheus`` binary
 (Debian's package) with the scrape config it renders and the alert rules of
 ``infra/prometheus/alerts.yml``, here at a 1 s interval on a free port with
 its TSDB in the test's state directory. Traffic: jobs to a loopback target
-across the three regions with webhooks, a webhook that answers 410 (a dead
-letter and a missed quorum), a domain that answers 429 with Retry-After (a
-paused domain with jobs waiting), a scheduled job, a duplicate, a refused
-destination and a wrong API key. Then, through Prometheus' HTTP API: every
+across the three regions with webhooks, one raced in all three, a webhook
+that answers 410 (a dead letter and a missed quorum), a domain that answers
+429 with Retry-After (a paused domain with jobs waiting), a scheduled job, a
+duplicate, a refused destination and a wrong API key. Then, through Prometheus' HTTP API: every
 query parses and evaluates, every metric it names exists, every panel
 returns series, the panels this traffic feeds show it, the rules load and
 evaluate, and the alerts this traffic should raise fire.
@@ -74,6 +74,8 @@ MUST_SHOW_TRAFFIC = {
     ("regions.json", "Queue depth per region"),
     ("regions.json", "Oldest wait per region"),
     ("regions.json", "Delayed work"),
+    ("regions.json", "Race wins per region"),
+    ("regions.json", "Win share per region"),
     ("domains.json", "Active domains"),
     ("domains.json", "Paused domains"),
     ("domains.json", "Limit sources"),
@@ -222,6 +224,8 @@ def prometheus(cluster: dict[str, Any], servers: Any, prometheus_api: Prometheus
     for i in range(6):
         accepted.append(submit(regions[i % 3], {"url": f"{target.url}/echo", "idempotent_key": f"echo-{i}", "webhooks": [hook]}))
     accepted.append(submit("lax", {"url": f"{target.url}/status/200?h=X-EZTHROTTLE-RPS:abc"}))  # ignored as invalid
+    # Raced in every region: one wins.
+    accepted.append(submit("ord", {"url": f"{target.url}/echo", "idempotent_key": "race", "regions": regions, "webhooks": [hook]}))
     accepted.append(submit("ord", {"url": f"{target.url}/status/400"}))  # fails: not retryable
     # The only voting webhook answers 410 Gone: a dead letter, and the job's quorum is out of reach.
     accepted.append(submit("iad", {"url": f"{target.url}/echo", "idempotent_key": "gone", "webhooks": [{"url": f"{target.url}/status/410"}]}))
@@ -236,14 +240,14 @@ def prometheus(cluster: dict[str, Any], servers: Any, prometheus_api: Prometheus
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "outbound_blocked"
     assert submit("iad", {"url": f"{target.url}/echo"}, headers={"Authorization": "Bearer ezt_live_wrong"}).status_code == 401
 
-    loop.run(receiver.wait_for(7, "/hooks", timeout_s=30), timeout_s=35)
+    loop.run(receiver.wait_for(8, "/hooks", timeout_s=30), timeout_s=35)
     loop.run(paused.wait_for(1, timeout_s=30), timeout_s=35)
     prom.wait("sum(ezt_webhook_quorum_missed_total)", lambda v: v >= 1, "a missed quorum")
     prom.wait("sum(ezt_domain_paused)", lambda v: v >= 1, "the paused domain")
     prom.wait('sum(ezt_domain_queue_depth{stage="waiting"})', lambda v: v >= 1, "jobs waiting behind the pause")
     prom.wait("sum(ezt_delayed_jobs)", lambda v: v >= 1, "the scheduled job")
-    prom.wait("sum(ezt_jobs_finished_total)", lambda v: v >= 10, "finished jobs")
-    prom.wait("sum(ezt_webhook_deliveries_total)", lambda v: v >= 8, "webhook POSTs")
+    prom.wait("sum(ezt_jobs_finished_total)", lambda v: v >= 11, "finished jobs")
+    prom.wait("sum(ezt_webhook_deliveries_total)", lambda v: v >= 9, "webhook POSTs")
     prom.wait("sum(ezt_outbound_refused_total) + sum(ezt_auth_failures_total)", lambda v: v >= 2, "refusals")
     prom.wait("count(ezt_region_state)", lambda v: v == 3, "every region's state")
     time.sleep(4 * SCRAPE_S)  # a few more scrapes, so rates over the last seconds see it all
