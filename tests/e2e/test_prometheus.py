@@ -8,10 +8,11 @@ its TSDB in the test's state directory. Traffic: jobs to a loopback target
 across the three regions with webhooks, one raced in all three, a webhook
 that answers 410 (a dead letter and a missed quorum), a domain that answers
 429 with Retry-After (a paused domain with jobs waiting), a scheduled job, a
-duplicate, a refused destination and a wrong API key. Then, through Prometheus' HTTP API: every
-query parses and evaluates, every metric it names exists, every panel
-returns series, the panels this traffic feeds show it, the rules load and
-evaluate, and the alerts this traffic should raise fire.
+duplicate, a refused destination and a wrong API key. Then, through
+Prometheus' HTTP API: every query parses and evaluates, every metric it
+names exists, every panel returns series, the panels this traffic feeds show
+it, the rules load and evaluate, and the alerts this traffic should raise
+fire.
 """
 
 from __future__ import annotations
