@@ -38,7 +38,7 @@ class DelayedReleaser:
         for p in range(self.settings.partitions):
             moved += await self.scripts.release_delayed(
                 keys=[keys.delayed(p), *(keys.region_stream(p, r) for r in regions)],
-                args=[now, 1000, *regions],
+                args=[now, 1000, keys.job_events(""), *regions],
             )
         if moved:
             DELAYED_RELEASED.inc(moved)

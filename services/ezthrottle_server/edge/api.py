@@ -25,6 +25,7 @@ from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from ..pacing.scope import domain_of
 from .context import CTX, EdgeContext
+from .events import stream_job_events
 from .racing import unsafe_to_repeat
 from .routing import choose_regions
 
@@ -113,10 +114,8 @@ async def get_usage(request: web.Request) -> web.Response:
     return json_response(await ctx.quotas.usage(customer))
 
 
-async def get_job(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    customer = await ctx.auth.customer(request)
-    job_id = request.match_info["job_id"]
+async def load_job_view(ctx: EdgeContext, customer: str, job_id: str) -> dict[str, Any]:
+    """The job as the API shows it, or 404 if it is not this customer's."""
     not_found = ApiError("not_found", f"no job {job_id!r} for this API key")
     if keys.job_partition(job_id) is None:
         raise not_found
@@ -127,7 +126,26 @@ async def get_job(request: web.Request) -> web.Response:
         data, attempts, hooks = await pipe.execute()
     if not data or data.get("customer") != customer:
         raise not_found
-    return json_response(job_view(job_id, data, attempts, hooks))
+    return job_view(job_id, data, attempts, hooks)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    return json_response(await load_job_view(ctx, customer, request.match_info["job_id"]))
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """The job's live events as server-sent events (see edge/events.py)."""
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    job_id = request.match_info["job_id"]
+    await load_job_view(ctx, customer, job_id)  # 404 before the stream starts
+
+    async def view() -> dict[str, Any]:
+        return await load_job_view(ctx, customer, job_id)
+
+    return await stream_job_events(request, ctx.events, view)
 
 
 async def list_regions(request: web.Request) -> web.Response:
@@ -143,6 +161,7 @@ ROUTES = [
     web.get("/api/v1/usage", get_usage),
     web.post("/api/v1/jobs", submit_job),
     web.get("/api/v1/jobs/{job_id}", get_job),
+    web.get("/api/v1/jobs/{job_id}/events", job_events),
 ]
 
 

@@ -25,6 +25,7 @@ from .auth import Authenticator
 from .context import CTX, EdgeContext
 from .executor import Executor
 from .admission import Admission
+from .events import EventHub
 from .quota import Quotas
 from .routing import RegionStates
 from .worker import RegionWorker
@@ -80,8 +81,10 @@ def create_app(settings: Settings) -> web.Application:
             regions=RegionStates(redis, settings.region_ids),
             quotas=Quotas(settings, redis),
             admission=Admission(settings, redis),
+            events=EventHub(redis),
         )
         app[CTX] = ctx
+        ctx.events.start()
         worker.outcomes = ctx.outcomes  # the worker records each send's outcome for region health
         worker.region_states = ctx.regions.states  # reroutes go to healthy regions
         await worker.start()
@@ -102,6 +105,7 @@ def create_app(settings: Settings) -> web.Application:
             except Exception:
                 log.warning("could not remove heartbeat", exc_info=True)
             await worker.stop()
+            await ctx.events.close()
             await executor.close()
             await redis.aclose()
 

@@ -13,6 +13,7 @@ from ..common.redisconn import Scripts
 from .auth import Authenticator
 from .executor import Executor
 from .admission import Admission
+from .events import EventHub
 from .outcomes import OutcomeWindow
 from .quota import Quotas
 from .routing import RegionStates
@@ -31,6 +32,7 @@ class EdgeContext:
     regions: RegionStates
     quotas: Quotas
     admission: Admission
+    events: EventHub
     outcomes: OutcomeWindow = field(default_factory=OutcomeWindow)
     ready: bool = False
     extra: dict[str, object] = field(default_factory=dict)

@@ -15,6 +15,7 @@
 -- ARGV[6] status code ('' if none)  ARGV[7] error ('' if none)
 -- ARGV[8] next due (ms)  ARGV[9] scheduled member  ARGV[10] dead reason
 -- ARGV[11] sending node  ARGV[12] sending region ('' if none)  ARGV[13] job id
+-- ARGV[14] the job's event channel (delivered, quorum_met and webhook_dead are published)
 --
 -- Returns {applied, quorum_met_now, job_finished_ms}: applied is 1 when the
 -- state changed, 0 when the webhook was already final, -1 when the state is gone.
@@ -43,11 +44,14 @@ if state then
           redis.call('ZREM', KEYS[5], ARGV[13])
         end
       end
+      local now = tonumber(ARGV[5])
+      redis.call('PUBLISH', ARGV[14], cjson.encode({type = 'delivered', webhook = tonumber(ARGV[3]), ts_ms = now}))
       if redis.call('HGET', KEYS[1], p .. 'vote') == '1' then
         local votes = redis.call('HINCRBY', KEYS[1], 'votes', 1)
         if votes >= tonumber(redis.call('HGET', KEYS[1], 'quorum'))
           and redis.call('HSETNX', KEYS[1], 'quorum_met_ms', ARGV[5]) == 1 then
           quorum_now = 1
+          redis.call('PUBLISH', ARGV[14], cjson.encode({type = 'quorum_met', ts_ms = now}))
         end
       end
       applied = 1
@@ -61,6 +65,7 @@ if state then
       redis.call('HDEL', KEYS[1], p .. 'next_ms')
       redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[13])
       redis.call('ZADD', KEYS[5], tonumber(ARGV[5]), ARGV[13])
+      redis.call('PUBLISH', ARGV[14], cjson.encode({type = 'webhook_dead', webhook = tonumber(ARGV[3]), reason = ARGV[10], ts_ms = tonumber(ARGV[5])}))
     end
     applied = 1
   end
