@@ -19,6 +19,8 @@ Layout::
     ezt:events:<job_id>                     pubsub the job's live events (JSON), for /events streams
     ezt:{ezt:p0}:jobs:<region>              stream work for a region (group edge-<region>)
     ezt:{ezt:p0}:delayed                    zset   "<region>|<job_id>" scored by due time (ms)
+    ezt:{ezt:p0}:spawn                      stream workflow events: a job with a chain is final, or a timer fired
+    ezt:{ezt:p0}:timers                     zset   "<timer kind>|<job_id>" scored by due time (ms)
     ezt:{ezt:p0}:deliveries                 stream finished jobs for the delivery service (group delivery)
     ezt:{ezt:p0}:job:<job_id>:webhooks      hash   delivery state of the job's webhooks (common/deliveries.py)
     ezt:{ezt:p0}:job:<job_id>:frugal:<step> string claim of a FRUGAL step by an SDK webhook handler (TTL = job TTL)
@@ -27,6 +29,7 @@ Layout::
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
     ezt:{ezt:p0}:usage:<customer>:<YYYYMM>  string jobs created this month (quota)
+    ezt:{ezt:p0}:queued                     hash   customer -> its jobs not yet final (admission ceiling)
     ezt:customer:<id>                       hash   tier
     ezt:apikey:<sha256>                     hash   customer, created_ms, revoked
     ezt:authfail:<client>                   string failed authentications of a client address (TTL = window)
@@ -210,6 +213,11 @@ def usage(partition: int, customer: str, month: str) -> str:
     return f"{PREFIX}:{partition_tag(partition)}:usage:{customer}:{month}"
 
 
+def queued(partition: int) -> str:
+    """Per customer, its jobs in this partition that are not final yet (submit.lua adds, finish.lua takes)."""
+    return f"{PREFIX}:{partition_tag(partition)}:queued"
+
+
 def customer(customer_id: str) -> str:
     return f"{PREFIX}:customer:{customer_id}"
 
@@ -222,3 +230,16 @@ def send_lease(job_id: str) -> str:
 def job_events(job_id: str) -> str:
     """Pub/sub channel of one job's live events (not a key: no slot)."""
     return f"{PREFIX}:events:{job_id}"
+
+
+def workflow_spawn(partition: int) -> str:
+    """Workflow events of a partition, read by the coordinator (group ``workflow``)."""
+    return f"{PREFIX}:{partition_tag(partition)}:spawn"
+
+
+def workflow_timers(partition: int) -> str:
+    return f"{PREFIX}:{partition_tag(partition)}:timers"
+
+
+def workflow_group() -> str:
+    return "workflow"

@@ -14,6 +14,7 @@ from redis.commands.core import AsyncScript
 SCRIPT_NAMES = (
     "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
     "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
+    "spawn_child", "claim_continuation", "fire_timers",
 )
 
 
@@ -42,6 +43,9 @@ class Scripts:
     release_delayed: AsyncScript
     renew_lease: AsyncScript
     release_lease: AsyncScript
+    spawn_child: AsyncScript
+    claim_continuation: AsyncScript
+    fire_timers: AsyncScript
     delivery_plan: AsyncScript
     delivery_record: AsyncScript
     delivery_release: AsyncScript

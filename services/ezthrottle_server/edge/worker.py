@@ -470,7 +470,13 @@ class RegionWorker:
         kind = outcome_kind(decision)
         decided = await asyncio.shield(
             self.scripts.finish(
-                keys=[job_key, keys.attempts(job_id), keys.region_stream(partition, self.region), keys.deliveries(partition)],
+                keys=[
+                    job_key,
+                    keys.attempts(job_id),
+                    keys.region_stream(partition, self.region),
+                    keys.deliveries(partition),
+                    keys.workflow_spawn(partition),
+                ],
                 args=[
                     self.group,
                     "",  # the stream entry was acknowledged at admission

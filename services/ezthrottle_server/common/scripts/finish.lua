@@ -5,7 +5,7 @@
 -- publishes its events; only then is the stream entry acknowledged.
 --
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] region stream
--- KEYS[4] delivery stream
+-- KEYS[4] delivery stream   KEYS[5] workflow stream (its chain continues from there)
 -- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)
 -- ARGV[3] kind: 'success' | 'failed' (a definitive answer, the same from any
 --         region) | 'out' (this region has no tries left)
@@ -38,6 +38,9 @@ local function finalize(state, result, reason)
   redis.call('EXPIRE', KEYS[2], ttl)
   if redis.call('HGET', KEYS[1], 'has_webhooks') == '1' then
     redis.call('XADD', KEYS[4], '*', 'job', ARGV[9])
+  end
+  if redis.call('HGET', KEYS[1], 'chain') == '1' then
+    redis.call('XADD', KEYS[5], '*', 'job', ARGV[9], 'event', 'final')
   end
   publish({type = 'won', region = ARGV[5]})
   if state == 'success' then

@@ -1,0 +1,41 @@
+-- Start a job's continuation (a workflow child) exactly once.
+-- The parent's 'cont' field names the one continuation claimed; a child is
+-- created only by the claim, so a final outcome and a timer racing for the
+-- same parent start one child between them. Idempotent: a repeat returns the
+-- child already created.
+--
+-- KEYS[1] parent record   KEYS[2] child record   KEYS[3] delayed set
+-- KEYS[4] workflow timers KEYS[5..] one job stream per region of the child
+-- ARGV[1] relation   ARGV[2] child job id   ARGV[3] now (ms)   ARGV[4] due (ms, 0 = now)
+-- ARGV[5] n = number of field/value pairs   ARGV[6 .. 5+2n] child record fields
+-- then one region id per stream key, then (due ms, timer kind) pairs
+--
+-- Returns {1, child id} when created, {2, child id} if it existed,
+-- {0, claimed relation} when another continuation was claimed first.
+local existing = redis.call('HGET', KEYS[1], 'child:' .. ARGV[1])
+if existing then
+  return {2, existing}
+end
+if redis.call('HSETNX', KEYS[1], 'cont', ARGV[1]) == 0 then
+  local claimed = redis.call('HGET', KEYS[1], 'cont')
+  if claimed ~= ARGV[1] then
+    return {0, claimed}
+  end
+end
+local child = ARGV[2]
+redis.call('HSET', KEYS[1], 'child:' .. ARGV[1], child)
+local n = tonumber(ARGV[5])
+redis.call('HSET', KEYS[2], unpack(ARGV, 6, 5 + 2 * n))
+local now, due = tonumber(ARGV[3]), tonumber(ARGV[4])
+local first_region = 6 + 2 * n
+for i = 5, #KEYS do
+  if due > now then
+    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 5] .. '|' .. child)
+  else
+    redis.call('XADD', KEYS[i], '*', 'job', child)
+  end
+end
+for t = first_region + #KEYS - 4, #ARGV, 2 do
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. child)
+end
+return {1, child}
