@@ -27,6 +27,7 @@ Environment variables (all optional):
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
 ``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
+``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER`` shed a customer's new jobs (429) while it has this many not final (0: off)
 ``EZT_SEND_IDEMPOTENCY_KEY``          ``1``/``0``: send the job's idempotent key as Idempotency-Key (default 1)
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
 ``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
@@ -141,6 +142,7 @@ class Settings:
     pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one
+    admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
@@ -234,6 +236,7 @@ _ENV_INT = {
     "EZT_PACING_MAX_CONCURRENT": "pacing_max_concurrent",
     "EZT_REGION_SILENT_AFTER_MS": "region_silent_after_ms",
     "EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES": "admission_max_redis_memory_bytes",
+    "EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER": "admission_max_queued_per_customer",
     "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
 }
 _ENV_FLOAT = {
@@ -401,6 +404,8 @@ def load_settings(
         raise ConfigError(f"profile must be 'local' or 'production', got {values['profile']!r}")
     if values.get("partitions", 1) < 1:
         raise ConfigError("EZT_PARTITIONS must be at least 1")
+    if values.get("admission_max_queued_per_customer", 0) < 0:
+        raise ConfigError("EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER must be at least 0 (0: no ceiling)")
 
     default_node = f"{role}-{region + '-' if region else ''}{socket.gethostname()}-{os.getpid()}"
     values["node_id"] = env.get("EZT_NODE_ID") or default_node

@@ -1,14 +1,21 @@
-"""Admission control: shed new work before Redis runs out of room.
+"""Admission control: shed new work before Redis runs out of room, or one
+customer fills it.
 
-Accepted work is never dropped; when Redis memory use crosses the ceiling,
-*new* submissions get 429 ``overloaded`` with a ``Retry-After`` that doubles
-on each consecutive rejection of the same customer (1 s, 2 s, 4 s … capped),
-and starts over once one of its submissions is accepted. ``/readyz`` and
-``/healthz`` report the state, so a load balancer can steer traffic away.
+Accepted work is never dropped; when a ceiling is crossed, *new* submissions
+get 429 ``overloaded`` with a ``Retry-After`` that doubles on each
+consecutive rejection of the same customer (1 s, 2 s, 4 s … capped), and
+starts over once one of its submissions is accepted. Two ceilings:
 
-The ceiling is ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` if set (0 = off),
-else 90% of Redis's own ``maxmemory`` when it has one. Memory is read once a
-second by a background task, never on the request path.
+- **Redis memory**: ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` if set (0 = off),
+  else 90% of Redis's own ``maxmemory`` when it has one. Memory is read once
+  a second by a background task, never on the request path. ``/readyz`` and
+  ``/healthz`` report this state, so a load balancer can steer traffic away.
+- **Jobs queued per customer**: ``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER``
+  (0 = off) jobs not yet final. ``submit.lua`` counts a job when it creates
+  it and refuses one over the ceiling in the same step (``keys.queued``, per
+  partition); ``finish.lua`` takes it off when the job is final. With several
+  partitions the ceiling left for one is the ceiling minus the others' counts,
+  as for quotas.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..common import keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import ADMISSION_REJECTED
@@ -68,24 +76,50 @@ class Admission:
             "reason": None if self.accepting else "redis memory use is over the admission ceiling",
             "redis_used_memory_bytes": self.used_bytes,
             "redis_memory_limit_bytes": self.limit_bytes or None,
+            "max_queued_per_customer": self.settings.admission_max_queued_per_customer or None,
         }
 
-    def check(self, customer: str) -> None:
-        """Raise 429 ``overloaded`` when new work must be shed."""
-        if self.accepting:
-            return
+    def _shed(self, customer: str, reason: str, why: str) -> ApiError:
         streak = self._streaks.get(customer, 0)
         self._streaks[customer] = streak + 1
         if len(self._streaks) > 100_000:
             self._streaks.clear()
         retry_after = min(RETRY_AFTER_CAP_S, RETRY_AFTER_BASE_S * 2**min(streak, 16))
-        ADMISSION_REJECTED.labels("redis_memory").inc()
-        raise ApiError(
+        ADMISSION_REJECTED.labels(reason).inc()
+        return ApiError(
             "overloaded",
-            f"not accepting new jobs: Redis memory use ({self.used_bytes} bytes) is over the ceiling "
-            f"({self.limit_bytes} bytes); accepted jobs are safe. Retry in {retry_after} s",
+            f"not accepting new jobs: {why}; accepted jobs are safe. Retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
+
+    def check(self, customer: str) -> None:
+        """Raise 429 ``overloaded`` when new work must be shed."""
+        if self.accepting:
+            return
+        raise self._shed(
+            customer,
+            "redis_memory",
+            f"Redis memory use ({self.used_bytes} bytes) is over the ceiling ({self.limit_bytes} bytes)",
+        )
+
+    async def queued_left(self, customer: str, partition: int) -> int:
+        """How many more jobs ``customer`` may have queued in ``partition`` (-1: no ceiling)."""
+        ceiling = self.settings.admission_max_queued_per_customer
+        if not ceiling:
+            return -1
+        if self.settings.partitions == 1:
+            return ceiling
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.settings.partitions):
+                if p != partition:
+                    pipe.hget(keys.queued(p), customer)
+            others = sum(int(v or 0) for v in await pipe.execute())
+        return max(0, ceiling - others)
+
+    def queue_full(self, customer: str) -> ApiError:
+        """The 429 for a submission refused by the ceiling on jobs queued per customer."""
+        ceiling = self.settings.admission_max_queued_per_customer
+        return self._shed(customer, "queued_per_customer", f"this API key's customer has {ceiling} jobs not yet final (the ceiling)")
 
     def accepted(self, customer: str) -> None:
         if self._streaks:

@@ -85,19 +85,23 @@ async def submit_job(request: web.Request) -> web.Response:
     flat = [x for kv in fields.items() for x in kv]
     month = month_of()
     quota_left = await ctx.quotas.left_for(customer, partition, month)
+    queued_left = await ctx.admission.queued_left(customer, partition)
     outcome, existing_id = await ctx.scripts.submit(
         keys=[
             keys.idempotency(partition, customer, digest),
             keys.job(job_id),
             keys.delayed(partition),
             keys.usage(partition, customer, month),
+            keys.queued(partition),
             *(keys.region_stream(partition, r) for r in regions),
         ],
-        args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, len(fields), *flat, *regions],
+        args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *regions],
     )
     region = settings.region or ""
     if outcome == 2:
         raise await ctx.quotas.exceeded(customer)
+    if outcome == 3:
+        raise ctx.admission.queue_full(customer)
     if outcome == 0:
         JOBS_DUPLICATE.labels(region).inc()
         return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)

@@ -476,6 +476,7 @@ class RegionWorker:
                     keys.region_stream(partition, self.region),
                     keys.deliveries(partition),
                     keys.workflow_spawn(partition),
+                    keys.queued(partition),
                 ],
                 args=[
                     self.group,

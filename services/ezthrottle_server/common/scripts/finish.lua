@@ -6,6 +6,7 @@
 --
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] region stream
 -- KEYS[4] delivery stream   KEYS[5] workflow stream (its chain continues from there)
+-- KEYS[6] queued counters (hash: customer -> jobs not final; submit.lua adds)
 -- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)
 -- ARGV[3] kind: 'success' | 'failed' (a definitive answer, the same from any
 --         region) | 'out' (this region has no tries left)
@@ -33,6 +34,10 @@ end
 local function finalize(state, result, reason)
   redis.call('HSET', KEYS[1], 'state', state, 'result', result, 'winner', ARGV[5],
     'finished_ms', ARGV[6], 'error', reason)
+  local counted = redis.call('HMGET', KEYS[1], 'counted', 'customer')
+  if counted[1] == '1' and counted[2] and redis.call('HINCRBY', KEYS[6], counted[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[6], counted[2])
+  end
   local ttl = tonumber(ARGV[8])
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)

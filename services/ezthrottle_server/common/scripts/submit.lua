@@ -1,17 +1,22 @@
 -- Accept a job atomically: dedupe on its idempotent key, check and count the
--- customer's monthly quota, write the record, then queue it in each chosen
--- region (or park it until retry_at). A duplicate costs nothing.
+-- customer's monthly quota and its jobs not yet final (admission ceiling),
+-- write the record, then queue it in each chosen region (or park it until
+-- retry_at). A duplicate costs nothing.
 --
 -- KEYS[1] idempotency key   KEYS[2] job record (hash)   KEYS[3] delayed set
 -- KEYS[4] usage counter (this partition, this month)
--- KEYS[5..] one job stream per chosen region
+-- KEYS[5] queued counters (hash: customer -> jobs not final; finish.lua takes one off)
+-- KEYS[6..] one job stream per chosen region
 -- ARGV[1] job id   ARGV[2] idempotency TTL (s)   ARGV[3] due time (ms, 0 = now)
 -- ARGV[4] now (ms) ARGV[5] quota left in this partition (-1 = no cap)
--- ARGV[6] usage counter TTL (s)   ARGV[7] n = number of field/value pairs
--- ARGV[8 .. 7+2n] record fields and values, then one region id per stream key
+-- ARGV[6] usage counter TTL (s)   ARGV[7] customer
+-- ARGV[8] queued jobs left in this partition (-1 = no ceiling)
+-- ARGV[9] n = number of field/value pairs
+-- ARGV[10 .. 9+2n] record fields and values, then one region id per stream key
 --
 -- Returns {1, job_id} when created, {0, existing_job_id} for a duplicate,
--- {2, ''} when the quota is spent (nothing written).
+-- {2, ''} when the quota is spent, {3, ''} when the customer has its ceiling
+-- of jobs queued (nothing written in either case).
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {0, existing}
@@ -23,18 +28,27 @@ if left >= 0 then
     return {2, ''}
   end
 end
+local queued_left = tonumber(ARGV[8])
+if queued_left >= 0 then
+  local queued = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or '0')
+  if queued >= queued_left then
+    return {3, ''}
+  end
+end
 redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
+redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
 local job_id = ARGV[1]
 redis.call('SET', KEYS[1], job_id, 'EX', tonumber(ARGV[2]))
-local n = tonumber(ARGV[7])
-redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + 2 * n))
+local n = tonumber(ARGV[9])
+redis.call('HSET', KEYS[2], unpack(ARGV, 10, 9 + 2 * n))
+redis.call('HSET', KEYS[2], 'counted', 1)  -- finish.lua takes a counted job off KEYS[5]
 local due = tonumber(ARGV[3])
 local delayed = due > tonumber(ARGV[4])
-local first_region = 8 + 2 * n
-for i = 5, #KEYS do
+local first_region = 10 + 2 * n
+for i = 6, #KEYS do
   if delayed then
-    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 5] .. '|' .. job_id)
+    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 6] .. '|' .. job_id)
   else
     redis.call('XADD', KEYS[i], '*', 'job', job_id)
   end
