@@ -1,0 +1,530 @@
+"""The OpenAPI 3 description of the edge's public API, served at ``GET /openapi.json``.
+
+Built once per app from the settings (the region ids, the body limit), so it
+describes the deployment that serves it. ``tests/integration/edge/
+test_openapi.py`` keeps it true: every route of the app is in it and every
+operation in it is a route, and schemathesis fuzzes the running edge against
+it (no 5xx, no response outside it).
+
+Every error is the envelope ``{"error": {"code", "message", "field"?}}``
+(``components/schemas/Error``); the codes are those of
+:data:`~ezthrottle_server.common.errors.API_ERRORS`. Each operation lists the
+statuses it can answer: authenticated routes can also answer 401, 429
+(``rate_limited`` after repeated failed authentications) and 503
+(``unavailable`` while Redis is unreachable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..common.errors import API_ERRORS
+from ..common.jobs import (
+    EXECUTION_MODES,
+    MAX_KEY_LENGTH,
+    MAX_REROUTES_CEILING,
+    MAX_RETRIES_CEILING,
+    MAX_URL_LENGTH,
+    MAX_WEBHOOKS,
+    METHODS,
+    REGION_POLICIES,
+    STEP_TYPES,
+)
+from ..common.config import Settings
+from .secrets_api import MAX_SECRET_CHARS, MIN_SECRET_CHARS
+from .deliveries_api import MAX_LIMIT
+from .workflow_api import RELATIONS
+
+PATH = "/openapi.json"
+JOB_ID_PATTERN = r"^job_[0-9]{10,16}_[0-9a-f]{16}p[0-9]{1,4}$"
+JOB_STATES = ("queued", "scheduled", "running", "success", "failed")
+
+_ERROR_TEXT = {
+    400: "Bad input; `error.field` names the field when there is one",
+    401: "Missing, malformed, unknown or revoked API key",
+    404: "Not found, or not this API key's customer's (never 403)",
+    405: "The proxy target does not take this method",
+    409: "Already claimed",
+    413: "The body is larger than the limit",
+    415: "The body is not JSON",
+    422: "The target or a webhook is an address the outbound policy refuses",
+    429: "Rate limited (failed authentications), over the monthly quota, or shed by admission control; see Retry-After",
+    503: "The job store (Redis) is unreachable; nothing was accepted",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status in statuses:
+        headers = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait"}} if status in (429, 503) else None
+        out[str(status)] = _json(_ref("Error"), _ERROR_TEXT[status], headers)
+    return out
+
+
+AUTHED = (401, 429, 503)
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _job_schemas(settings: Settings) -> dict[str, Any]:
+    regions = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": list(settings.region_ids)}}
+    url = {"type": "string", "minLength": 1, "maxLength": MAX_URL_LENGTH, "pattern": "^https?://[^/?#@\\s]+(/.*)?$"}
+    codes = {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}}
+    step: dict[str, Any] = {
+        "type": "object",
+        "description": "A job, as the published SDK sends it. Unknown fields are refused (400 unknown_field).",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "url": url,
+            "method": {"type": "string", "enum": sorted(METHODS)},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "body": _nullable({"type": "string"}),
+            "metadata": {"type": "object"},
+            "webhooks": {
+                "type": "array",
+                "maxItems": MAX_WEBHOOKS,
+                "items": {
+                    "type": "object",
+                    "required": ["url"],
+                    "additionalProperties": False,
+                    "properties": {"url": url, "has_quorum_vote": {"type": "boolean"}, "regions": _nullable(regions)},
+                },
+            },
+            "webhook_quorum": {"type": "integer", "minimum": 1},
+            "regions": _nullable(regions),
+            "region_policy": {"type": "string", "enum": list(REGION_POLICIES)},
+            "execution_mode": {"type": "string", "enum": list(EXECUTION_MODES)},
+            "retry_policy": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES_CEILING},
+                    "max_reroutes": {"type": "integer", "minimum": 0, "maximum": MAX_REROUTES_CEILING},
+                    "retry_codes": codes,
+                    "reroute_codes": codes,
+                },
+            },
+            "fallback_job": _nullable(_ref("FallbackJob")),
+            "on_success": _nullable(_ref("Job")),
+            "on_failure": _nullable(_ref("Job")),
+            "on_failure_timeout_ms": _nullable({"type": "integer", "minimum": 1}),
+            "idempotent_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}),
+            "retry_at": _nullable({"type": "integer", "minimum": 0, "description": "ms since the epoch"}),
+            "type": {"type": "string", "enum": list(STEP_TYPES)},
+        },
+    }
+    trigger = {
+        "oneOf": [
+            {"type": "object", "additionalProperties": False, "maxProperties": 0, "description": "always"},
+            {
+                "type": "object",
+                "required": ["type", "codes"],
+                "additionalProperties": False,
+                "properties": {"type": {"const": "on_error"}, "codes": codes},
+            },
+            {
+                "type": "object",
+                "required": ["type", "timeout_ms"],
+                "additionalProperties": False,
+                "properties": {"type": {"const": "on_timeout"}, "timeout_ms": {"type": "integer", "minimum": 1}},
+            },
+        ]
+    }
+    fallback = {**step, "properties": {**step["properties"], "trigger": trigger}}
+    hook_view = {
+        "type": "object",
+        "required": ["url", "has_quorum_vote", "state"],
+        "properties": {
+            "url": {"type": "string"},
+            "has_quorum_vote": {"type": "boolean"},
+            "regions": _nullable({"type": "array", "items": {"type": "string"}}),
+            "state": {"type": "string", "enum": ["pending", "retrying", "delivered", "dead"]},
+            "attempts": {"type": "integer"},
+            "last_status_code": _nullable({"type": "integer"}),
+            "last_error": _nullable({"type": "string"}),
+            "last_attempt_at_ms": _nullable({"type": "integer"}),
+            "next_attempt_at_ms": _nullable({"type": "integer"}),
+            "delivered_at_ms": _nullable({"type": "integer"}),
+            "delivered_from": _nullable({"type": "string"}),
+            "dead_reason": _nullable({"type": "string"}),
+            "dead_at_ms": _nullable({"type": "integer"}),
+        },
+    }
+    result = {
+        "type": "object",
+        "required": ["status_code", "headers", "body"],
+        "properties": {"status_code": {"type": "integer"}, "headers": {"type": "object"}, "body": {"type": "string"}, "truncated": {"type": "boolean"}},
+    }
+    view = {
+        "type": "object",
+        "required": [
+            "job_id", "status", "idempotent_key", "url", "method", "metadata", "regions", "winner_region",
+            "created_at_ms", "started_at_ms", "finished_at_ms", "execution_mode", "regions_tried", "retries",
+            "reroutes", "region_outcomes", "error", "result", "attempts", "webhooks",
+        ],
+        "properties": {
+            "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
+            "status": {"type": "string", "enum": list(JOB_STATES)},
+            "idempotent_key": {"type": "string"},
+            "url": {"type": "string"},
+            "method": {"type": "string"},
+            "metadata": {"type": "object"},
+            "regions": {"type": "array", "items": {"type": "string"}},
+            "winner_region": _nullable({"type": "string"}),
+            "created_at_ms": _nullable({"type": "integer"}),
+            "started_at_ms": _nullable({"type": "integer"}),
+            "finished_at_ms": _nullable({"type": "integer"}),
+            "execution_mode": {"type": "string", "enum": list(EXECUTION_MODES)},
+            "regions_tried": {"type": "array", "items": {"type": "string"}},
+            "retries": {"type": "integer"},
+            "reroutes": {"type": "integer"},
+            "region_outcomes": {"type": "object"},
+            "error": _nullable({"type": "string"}),
+            "result": _nullable({"type": "object"}),
+            "attempts": {"type": "array", "items": {"type": "object"}},
+            "webhooks": _nullable(
+                {
+                    "type": "object",
+                    "required": ["quorum", "votes", "quorum_met", "endpoints"],
+                    "properties": {
+                        "quorum": {"type": "integer"},
+                        "votes": {"type": "integer"},
+                        "quorum_met": {"type": "boolean"},
+                        "quorum_met_at_ms": _nullable({"type": "integer"}),
+                        "endpoints": {"type": "array", "items": hook_view},
+                    },
+                }
+            ),
+        },
+    }
+    accepted = {
+        "type": "object",
+        "required": ["job_id", "status", "idempotent_key"],
+        "additionalProperties": False,
+        "properties": {
+            "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
+            "status": {"type": "string", "enum": ["queued", "duplicate"]},
+            "idempotent_key": {"type": "string"},
+        },
+    }
+    return {"Job": step, "FallbackJob": fallback, "JobView": view, "JobResult": result, "JobAccepted": accepted, "WebhookState": hook_view}
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    secret = {"type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_CHARS, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+    masked = {
+        "type": "object",
+        "required": ["customer_id", "primary_secret", "secondary_secret", "has_secondary"],
+        "properties": {
+            "customer_id": {"type": "string"},
+            "primary_secret": {"type": "string"},
+            "secondary_secret": _nullable({"type": "string"}),
+            "has_secondary": {"type": "boolean"},
+        },
+    }
+    admission = {
+        "type": "object",
+        "required": ["accepting", "reason"],
+        "properties": {"accepting": {"type": "boolean"}, "reason": _nullable({"type": "string"})},
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "additionalProperties": False,
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "code": {"type": "string", "enum": sorted(API_ERRORS)},
+                        "message": {"type": "string", "minLength": 1},
+                        "field": {"type": "string"},
+                    },
+                }
+            },
+        },
+        **_job_schemas(settings),
+        "WebhookSecretsIn": {
+            "type": "object",
+            "required": ["primary_secret"],
+            "additionalProperties": False,
+            "properties": {"primary_secret": secret, "secondary_secret": _nullable(secret)},
+        },
+        "WebhookSecrets": masked,
+        "WebhookSecretsSaved": {
+            **masked,
+            "required": ["status", "message", *masked["required"]],
+            "properties": {**masked["properties"], "status": {"const": "ok"}, "message": {"type": "string"}},
+        },
+        "Usage": {
+            "type": "object",
+            "required": ["customer_id", "month", "tier", "count", "included", "cap", "overage", "remaining"],
+            "properties": {
+                "customer_id": {"type": "string"},
+                "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                "tier": {"type": "string"},
+                "count": {"type": "integer", "minimum": 0},
+                "included": {"type": "integer"},
+                "cap": _nullable({"type": "integer"}),
+                "overage": {"type": "integer", "minimum": 0},
+                "remaining": _nullable({"type": "integer", "minimum": 0}),
+            },
+        },
+        "DeadLetters": {
+            "type": "object",
+            "required": ["dead", "count"],
+            "properties": {
+                "count": {"type": "integer", "minimum": 0},
+                "dead": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["job_id", "dead_at_ms", "job_status", "webhooks"],
+                        "properties": {
+                            "job_id": {"type": "string"},
+                            "dead_at_ms": {"type": "integer"},
+                            "job_status": _nullable({"type": "string"}),
+                            "webhooks": {"type": "array", "items": _ref("WebhookState")},
+                        },
+                    },
+                },
+            },
+        },
+        "ProxyEnvelope": {
+            "type": "object",
+            "description": "The envelope of the published SDK (ezthrottle==1.3.0); the target's host is ignored.",
+            "required": ["target_url", "method"],
+            "additionalProperties": False,
+            "properties": {
+                "scope": _nullable({"type": "string"}),
+                "metric_name": _nullable({"type": "string"}),
+                "target_url": {"type": "string", "pattern": "^https?://[^/?#@\\s]+/api/v1/(jobs(/[^/?#]+)?|webhook-secrets)/?$"},
+                "method": {"type": "string", "enum": ["GET", "POST", "DELETE"]},
+                "headers": _nullable({"type": "object", "additionalProperties": {"type": "string"}}),
+                "body": _nullable({"type": "string"}),
+            },
+        },
+        "ProxyAnswer": {
+            "type": "object",
+            "required": ["status", "forwarded_response"],
+            "properties": {
+                "status": {"const": "allowed"},
+                "forwarded_response": {
+                    "type": "object",
+                    "required": ["status_code", "headers", "body"],
+                    "properties": {
+                        "status_code": {"type": "integer"},
+                        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "body": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "node", "admission"],
+            "properties": {"status": {"const": "ok"}, "node": {"type": "string"}, "admission": admission},
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["status", "redis", "region", "admission"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                "redis": {"type": "boolean"},
+                "region": _nullable({"type": "string"}),
+                "admission": admission,
+            },
+        },
+        "Regions": {
+            "type": "object",
+            "required": ["regions", "this_region"],
+            "properties": {
+                "this_region": _nullable({"type": "string"}),
+                "regions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "state", "edges"],
+                        "properties": {
+                            "id": {"type": "string", "enum": list(settings.region_ids)},
+                            "state": {"type": "string"},
+                            "reason": _nullable({"type": "string"}),
+                            "edges": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def _text(ctype: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {ctype: {"schema": {"type": "string"}}}}
+
+
+def _op(summary: str, responses: dict[str, Any], *, authed: bool = True, body: str | None = None, **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if not authed:
+        op["security"] = []
+    op.update(extra)
+    return op
+
+
+def build_spec(settings: Settings) -> dict[str, Any]:
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
+    step_id = {
+        "name": "step_id",
+        "in": "path",
+        "required": True,
+        "description": "`<job_id>:<relation>`",
+        "schema": {"type": "string", "pattern": f"^job_[0-9]{{10,16}}_[0-9a-f]{{16}}p[0-9]{{1,4}}:({'|'.join(RELATIONS)})$"},
+    }
+    paths: dict[str, Any] = {
+        "/api/v1/jobs": {
+            "post": _op(
+                "Submit a job",
+                {
+                    "201": _json(_ref("JobAccepted"), "Accepted: queued in every chosen region"),
+                    "200": _json(_ref("JobAccepted"), "A duplicate of an earlier job (same idempotent key): nothing new queued"),
+                    **_errors(400, 413, 415, 422, *AUTHED),
+                },
+                body="Job",
+            )
+        },
+        "/api/v1/jobs/{job_id}": {
+            "get": _op("A job: state, attempts, result, webhooks", {"200": _json(_ref("JobView"), "The job"), **_errors(404, *AUTHED)}, parameters=[job_id])
+        },
+        "/api/v1/jobs/{job_id}/events": {
+            "get": _op(
+                "The job's live events (server-sent events), starting with a snapshot",
+                {"200": _text("text/event-stream", "An event stream; ends when the job is final and its webhooks settled"), **_errors(404, *AUTHED)},
+                parameters=[job_id],
+            )
+        },
+        "/api/v1/jobs/{job_id}/frugal-claims/{step_id}": {
+            "post": _op(
+                "Claim a FRUGAL step: exactly one claim succeeds",
+                {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "job_id", "step_id"],
+                            "properties": {"status": {"const": "claimed"}, "job_id": {"type": "string"}, "step_id": {"type": "string"}},
+                        },
+                        "Claimed: run it",
+                    ),
+                    **_errors(400, 404, 409, *AUTHED),
+                },
+                parameters=[job_id, step_id],
+            )
+        },
+        "/api/v1/usage": {"get": _op("This month's usage, tier, cap and overage", {"200": _json(_ref("Usage"), "Usage"), **_errors(*AUTHED)})},
+        "/api/v1/webhook-secrets": {
+            "post": _op(
+                "Set the webhook signing secrets (a POST without a secondary removes it)",
+                {"200": _json(_ref("WebhookSecretsSaved"), "Saved; shown masked"), **_errors(400, 413, 415, *AUTHED)},
+                body="WebhookSecretsIn",
+            ),
+            "get": _op("The webhook secrets, masked", {"200": _json(_ref("WebhookSecrets"), "Masked"), **_errors(404, *AUTHED)}),
+            "delete": _op(
+                "Delete the webhook secrets",
+                {
+                    "200": _json(
+                        {"type": "object", "required": ["status", "message"], "properties": {"status": {"const": "ok"}, "message": {"type": "string"}}},
+                        "Deleted (also when none was set)",
+                    ),
+                    **_errors(*AUTHED),
+                },
+            ),
+        },
+        "/api/v1/deliveries/dead": {
+            "get": _op(
+                "Dead-lettered webhooks, oldest first",
+                {"200": _json(_ref("DeadLetters"), "Dead letters"), **_errors(400, *AUTHED)},
+                parameters=[{"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}}],
+            )
+        },
+        "/api/v1/deliveries/dead/{job_id}/replay": {
+            "post": _op(
+                "Queue a job's dead webhooks again, each with a fresh retry window",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["job_id", "replayed"],
+                            "properties": {"job_id": {"type": "string"}, "replayed": {"type": "integer", "minimum": 0}},
+                        },
+                        "Queued again",
+                    ),
+                    **_errors(404, *AUTHED),
+                },
+                parameters=[job_id],
+            )
+        },
+        "/api/v1/proxy": {
+            "post": _op(
+                "The published SDK's proxy envelope, dispatched to the routes above",
+                {"200": _json(_ref("ProxyAnswer"), "The target route's answer, whatever its status"), **_errors(400, 404, 405, 413, 415, *AUTHED)},
+                body="ProxyEnvelope",
+            )
+        },
+        "/api/v1/regions": {"get": _op("Each region's state and live edges", {"200": _json(_ref("Regions"), "Regions")}, authed=False)},
+        "/healthz": {"get": _op("Liveness, with the admission state", {"200": _json(_ref("Health"), "Alive")}, authed=False)},
+        "/readyz": {
+            "get": _op(
+                "Readiness: Redis reachable and the job loop running",
+                {"200": _json(_ref("Ready"), "Ready"), "503": _json(_ref("Ready"), "Not ready")},
+                authed=False,
+            )
+        },
+        "/metrics": {"get": _op("Prometheus metrics", {"200": _text("text/plain", "Prometheus text format")}, authed=False)},
+        PATH: {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, authed=False)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "EZThrottle edge API",
+            "version": "1",
+            "description": "Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}` with the status of their code. "
+            f"Request bodies are limited to {settings.max_body_bytes} bytes (413 above).",
+        },
+        "servers": [{"url": settings.advertised_url}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key: `Bearer ezt_live_...`"}},
+            "schemas": _schemas(settings),
+        },
+    }
+
+
+def route(settings: Settings) -> web.RouteDef:
+    """``GET /openapi.json``, rendered once."""
+    body = orjson.dumps(build_spec(settings))
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return web.get(PATH, openapi)
+
