@@ -19,6 +19,7 @@ from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
 from .health import HealthRules, RegionMonitor
 from .lease import Lease
+from .workflows import WorkflowSpawner
 from .sampler import QueueSampler
 
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
         tasks = [
             asyncio.create_task(lease.run(), name="lease"),
             asyncio.create_task(DelayedReleaser(settings, redis, scripts, lease).run(), name="delayed"),
+            asyncio.create_task(WorkflowSpawner(settings, redis, scripts, lease).run(), name="workflows"),
             asyncio.create_task(RegionMonitor(settings, redis, lease, HealthRules(
                 silent_after_ms=settings.region_silent_after_ms, recover_after_ms=settings.region_recover_after_ms
             )).run(), name="health"),

@@ -59,6 +59,7 @@ from redis.exceptions import ResponseError
 from yarl import URL
 
 from ..common import keys
+from ..common.workflows import frugal_step
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, DEAD, DELIVERED, live_regions, route_for
 from ..common.metrics import (
@@ -100,8 +101,26 @@ def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attemp
             "region": job.get("winner") or None,
             "attempts": attempts,
             "error": job.get("error") or None,
+            **_workflow(job_id, job, spec, result),
         }
     )
+
+
+def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
+    """The workflow section: links, and the FRUGAL continuation the client runs (see common/workflows.py)."""
+    if job.get("chain") != "1" and not job.get("parent"):
+        return {}
+    status_code = (result or {}).get("status_code")
+    step = frugal_step(job_id, spec, job["state"], status_code, job.get("error") or None)
+    return {
+        "workflow": {
+            "root_job_id": job.get("root") or job_id,
+            "job_id": job_id,
+            "parent_job_id": job.get("parent") or None,
+            "relation": job.get("relation") or None,
+            "frugal_steps": [step] if step else [],
+        }
+    }
 
 
 class DeliveryWorker:

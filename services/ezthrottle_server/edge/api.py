@@ -19,7 +19,8 @@ from ..common import keys
 from ..common.deliveries import webhooks_view
 from ..common.config import Settings
 from ..common.errors import ApiError, OutboundBlocked
-from ..common.jobs import hash_key, key_digest, validate_job
+from ..common.jobs import MAX_CHAIN_DEPTH, hash_key, key_digest, validate_job
+from ..common.workflows import has_chain
 from ..common.http import json_response, read_json
 from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
@@ -27,7 +28,7 @@ from ..pacing.scope import domain_of
 from .context import CTX, EdgeContext
 from .events import stream_job_events
 from .racing import unsafe_to_repeat
-from .routing import choose_regions
+from ..common.routing import choose_regions
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ async def submit_job(request: web.Request) -> web.Response:
         "nregions": len(chosen),
         "unsafe": 1 if unsafe_to_repeat(job["method"], job["headers"]) else 0,
         "has_webhooks": 1 if job["webhooks"] else 0,
+        "chain": 1 if has_chain(job) else 0,
         "reroutes": 0,
     }
     flat = [x for kv in fields.items() for x in kv]
@@ -130,7 +132,38 @@ async def load_job_view(ctx: EdgeContext, customer: str, job_id: str) -> dict[st
         data, attempts, hooks = await pipe.execute()
     if not data or data.get("customer") != customer:
         raise not_found
-    return job_view(job_id, data, attempts, hooks)
+    view = job_view(job_id, data, attempts, hooks)
+    if data.get("chain") == "1" or data.get("parent"):
+        view["workflow"] = {
+            "root_job_id": data.get("root") or job_id,
+            "parent_job_id": data.get("parent") or None,
+            "relation": data.get("relation") or None,
+            "continuation": data.get("cont") or None,
+            "children": await _children(ctx, data),
+        }
+    return view
+
+
+async def _children(ctx: EdgeContext, data: dict[str, str], depth: int = 0) -> list[dict[str, Any]]:
+    """The workflow tree below a job: each child's relation, id and status, recursively."""
+    links = [(k.split(":", 1)[1], v) for k, v in sorted(data.items()) if k.startswith("child:")]
+    if not links or depth > MAX_CHAIN_DEPTH:
+        return []
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for _relation, child_id in links:
+            pipe.hgetall(keys.job(child_id))
+        rows = await pipe.execute()
+    out = []
+    for (relation, child_id), row in zip(links, rows):
+        out.append(
+            {
+                "relation": relation,
+                "job_id": child_id,
+                "status": row.get("state") if row else "expired",
+                "children": await _children(ctx, row, depth + 1) if row else [],
+            }
+        )
+    return out
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from .executor import Executor
 from .admission import Admission
 from .events import EventHub
 from .quota import Quotas
-from .routing import RegionStates
+from ..common.routing import RegionStates
 from .worker import RegionWorker
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from .admission import Admission
 from .events import EventHub
 from .outcomes import OutcomeWindow
 from .quota import Quotas
-from .routing import RegionStates
+from ..common.routing import RegionStates
 from .worker import RegionWorker
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from ezthrottle_server.common.errors import ApiError
-from ezthrottle_server.edge.routing import choose_regions
+from ezthrottle_server.common.routing import choose_regions
 
 PREF = ["iad", "lax", "ord"]
 

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from ..common import keys
-from ..common.errors import ApiError
+from . import keys
+from .errors import ApiError
 
 DOWN = "down"
 

@@ -1,0 +1,183 @@
+"""Workflow chains on the server: start each job's continuation, once.
+
+``finish.lua`` adds ``{job, event: final}`` to the partition's workflow
+stream when a job with a chain reaches its final outcome, atomically with the
+outcome. Workflow timers (``on_failure_timeout_ms``, fallbacks triggered
+``on_timeout``) wait in the partition's timer set and are moved to the same
+stream when due. The active coordinator reads the stream through the
+consumer group ``workflow``, decides the continuation with the rules of
+:mod:`ezthrottle_server.common.workflows`, and starts it with
+``spawn_child.lua``, which claims the parent's one continuation and creates
+the child job in the same call; only then is the entry acknowledged. A crash
+in between leaves the entry pending, and the repeat finds the child already
+there. FRUGAL continuations are claimed but not started: they travel to the
+client in the webhook payload.
+
+Each child is a job of its own (its id, webhooks, pacing, regions chosen by
+health like a submission), in its parent's partition, linked by ``parent``,
+``root`` and ``relation``; the parent records ``child:<relation>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from ..common import keys, workflows
+from ..common.config import Settings
+from ..common.errors import ApiError
+from ..common.redisconn import Scripts
+from ..common.routing import RegionStates, choose_regions
+from .lease import Lease
+
+log = logging.getLogger(__name__)
+
+FINAL = frozenset({"success", "failed"})
+UNSAFE = frozenset({"POST", "PATCH"})
+
+
+def child_fields(
+    parent_id: str, parent: dict[str, str], relation: str, child: dict[str, Any], regions: list[str], now_ms: int
+) -> dict[str, Any]:
+    """The record of a child job, as the submit path would write it."""
+    due = child.get("retry_at") or 0
+    headers = {k.lower() for k in child.get("headers") or {}}
+    return {
+        "customer": parent["customer"],
+        "spec": orjson.dumps(child),
+        "state": "scheduled" if due > now_ms else "queued",
+        "created_ms": now_ms,
+        "idempotent_key": child.get("idempotent_key") or f"{parent.get('idempotent_key', parent_id)}:{relation}",
+        "regions": ",".join(regions),
+        "tried": ",".join(regions),
+        "mode": child.get("execution_mode", "race"),
+        "live": len(regions),
+        "nregions": len(regions),
+        "unsafe": 1 if child["method"] in UNSAFE and "idempotency-key" not in headers else 0,
+        "has_webhooks": 1 if child.get("webhooks") else 0,
+        "chain": 1 if workflows.has_chain(child) else 0,
+        "reroutes": 0,
+        "parent": parent_id,
+        "root": parent.get("root") or parent_id,
+        "relation": relation,
+    }
+
+
+class WorkflowSpawner:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.05) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.scripts = scripts
+        self.lease = lease
+        self.poll_s = poll_s
+        self.group = keys.workflow_group()
+        self.consumer = settings.node_id
+        self.regions = RegionStates(redis, settings.region_ids)
+
+    async def ensure_groups(self) -> None:
+        for p in range(self.settings.partitions):
+            try:
+                await self.redis.xgroup_create(keys.workflow_spawn(p), self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def run(self) -> None:
+        await self.ensure_groups()
+        while True:
+            try:
+                if self.lease.is_leader:
+                    busy = await self.step()
+                    if busy:
+                        continue
+            except asyncio.CancelledError:
+                raise
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                log.warning("redis unavailable; workflows paused", exc_info=True)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("workflow pass failed")
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(self.poll_s)
+
+    async def step(self) -> int:
+        """Fire due timers, then handle workflow entries (new ones and a dead reader's). Returns the work done."""
+        now = int(time.time() * 1000)
+        done = 0
+        for p in range(self.settings.partitions):
+            done += await self.scripts.fire_timers(keys=[keys.workflow_timers(p), keys.workflow_spawn(p)], args=[now, 500])
+            stream = keys.workflow_spawn(p)
+            reply = await self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=100)
+            entries = [e for _s, batch in reply or () for e in batch]
+            _next, stale, *_ = await self.redis.xautoclaim(stream, self.group, self.consumer, 30_000, start_id="0-0", count=100)
+            entries += [e for e in stale if e[1] is not None]
+            for entry_id, fields in entries:
+                await self.handle(p, fields.get("job", ""), fields.get("event", "final"))
+                await self.redis.xack(stream, self.group, entry_id)
+                await self.redis.xdel(stream, entry_id)
+                done += 1
+        return done
+
+    async def handle(self, partition: int, job_id: str, event: str) -> None:
+        if keys.job_partition(job_id) is None:
+            log.error("malformed workflow entry for %r; dropped", job_id)
+            return
+        parent = await self.redis.hgetall(keys.job(job_id))
+        if not parent:
+            return  # expired: nothing to continue
+        spec = orjson.loads(parent["spec"])
+        state = parent.get("state", "")
+        if event == "final":
+            result = orjson.loads(parent["result"]) if parent.get("result") else None
+            status_code = (result or {}).get("status_code")
+            step = workflows.next_step(spec, state, status_code, parent.get("error") or None)
+        elif event == workflows.FAILURE_TIMER:
+            step = None if state == "success" else workflows.timer_step(spec, event)
+        elif event == workflows.FALLBACK_TIMER:
+            step = None if state in FINAL else workflows.timer_step(spec, event)
+        else:
+            log.error("unknown workflow event %r for %s", event, job_id, extra={"job_id": job_id})
+            return
+        if step is None:
+            return
+        relation, child = step
+        if workflows.is_frugal(child):
+            # The client runs it, from the webhook payload; claiming it ends the server's part.
+            await self.scripts.claim_continuation(keys=[keys.job(job_id)], args=[relation])
+            return
+        await self.spawn(partition, job_id, parent, relation, child)
+
+    async def spawn(self, partition: int, parent_id: str, parent: dict[str, str], relation: str, child: dict[str, Any]) -> str | None:
+        now = int(time.time() * 1000)
+        here = parent.get("winner") or (parent.get("regions") or self.settings.region_ids[0]).split(",")[0]
+        try:
+            regions = choose_regions(child.get("regions"), child.get("region_policy", "fallback"), here, await self.regions.states(), self.settings.region_ids)
+        except ApiError as exc:
+            log.warning("no region for %s of %s: %s; using %s", relation, parent_id, exc.message, here, extra={"job_id": parent_id})
+            regions = [here]
+        child_id = keys.make_job_id(now, secrets.token_hex(8), partition)
+        fields = child_fields(parent_id, parent, relation, child, regions, now)
+        flat = [x for kv in fields.items() for x in kv]
+        timers = [x for due, kind in workflows.timers_for(child, now) for x in (due, kind)]
+        code, value = await self.scripts.spawn_child(
+            keys=[
+                keys.job(parent_id),
+                keys.job(child_id),
+                keys.delayed(partition),
+                keys.workflow_timers(partition),
+                *(keys.region_stream(partition, r) for r in regions),
+            ],
+            args=[relation, child_id, now, child.get("retry_at") or 0, len(fields), *flat, *regions, *timers],
+        )
+        if code == 0:
+            log.info("%s of %s not started: %s came first", relation, parent_id, value, extra={"job_id": parent_id})
+            return None
+        log.info("%s of %s is job %s", relation, parent_id, value, extra={"job_id": parent_id})
+        return str(value)
