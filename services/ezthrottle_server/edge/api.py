@@ -20,7 +20,7 @@ from ..common.deliveries import webhooks_view
 from ..common.config import Settings
 from ..common.errors import ApiError, OutboundBlocked
 from ..common.jobs import MAX_CHAIN_DEPTH, hash_key, key_digest, validate_job
-from ..common.workflows import has_chain
+from ..common.workflows import has_chain, timers_for
 from ..common.http import json_response, read_json
 from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
@@ -85,6 +85,7 @@ async def submit_job(request: web.Request) -> web.Response:
         "reroutes": 0,
     }
     flat = [x for kv in fields.items() for x in kv]
+    timers = [x for due_ms, kind in timers_for(job, now) for x in (due_ms, kind)]
     month = month_of()
     quota_left = await ctx.quotas.left_for(customer, partition, month)
     queued_left = await ctx.admission.queued_left(customer, partition)
@@ -96,8 +97,9 @@ async def submit_job(request: web.Request) -> web.Response:
             keys.usage(partition, customer, month),
             keys.queued(partition),
             *(keys.region_stream(partition, r) for r in regions),
+            keys.workflow_timers(partition),
         ],
-        args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *regions],
+        args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *regions, *timers],
     )
     region = settings.region or ""
     if outcome == 2:

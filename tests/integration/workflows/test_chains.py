@@ -129,3 +129,52 @@ async def test_frugal_children_travel_to_the_client_in_the_webhook(http, redis_u
     view = await get_job(http, edge.url, api_key, job["job_id"])
     assert view["workflow"]["continuation"] == "on_success" and view["workflow"]["children"] == []
     assert [r.query.get("step") for r in target.matching("/echo")] == ["paid"]  # the server never ran it
+
+
+async def test_on_failure_timeout_fires_once_and_a_late_success_fires_nothing(http, edge, coordinator, api_key, target):
+    job = await submit(
+        http, edge.url, api_key,
+        {
+            "url": f"{target.url}/delay/1200",
+            "on_failure_timeout_ms": 300,
+            "on_failure": {"url": f"{target.url}/echo?step=late-alert"},
+            "on_success": {"url": f"{target.url}/echo?step=should-not-run"},
+        },
+    )
+    alert = await child_of(http, edge, api_key, job["job_id"], "on_failure", timeout_s=5)
+    assert alert["status"] == "success"
+    assert alert["created_at_ms"] - (await get_job(http, edge.url, api_key, job["job_id"]))["created_at_ms"] < 1200
+    parent = await wait_final(http, edge.url, api_key, job["job_id"])
+    assert parent["status"] == "success"  # the late success is recorded...
+    await asyncio.sleep(0.5)
+    view = await get_job(http, edge.url, api_key, job["job_id"])
+    assert [c["relation"] for c in view["workflow"]["children"]] == ["on_failure"]  # ...and fires nothing
+    assert [r.query.get("step") for r in target.matching("/echo")] == ["late-alert"]
+
+
+async def test_an_on_timeout_fallback_starts_when_the_job_is_slow(http, edge, coordinator, api_key, target):
+    job = await submit(
+        http, edge.url, api_key,
+        {"url": f"{target.url}/delay/1500", "fallback_job": {"url": f"{target.url}/echo?step=fast-path", "trigger": {"type": "on_timeout", "timeout_ms": 300}}},
+    )
+    backup = await child_of(http, edge, api_key, job["job_id"], "fallback", timeout_s=5)
+    assert backup["status"] == "success"
+    assert (await wait_final(http, edge.url, api_key, job["job_id"]))["status"] == "success"
+    assert [r.query.get("step") for r in target.matching("/echo")] == ["fast-path"]
+
+
+async def test_a_fast_job_does_not_fire_its_timers(http, edge, coordinator, api_key, target):
+    job = await submit(
+        http, edge.url, api_key,
+        {
+            "url": f"{target.url}/echo?step=quick",
+            "on_failure_timeout_ms": 300,
+            "on_failure": {"url": f"{target.url}/echo?step=alert"},
+            "fallback_job": {"url": f"{target.url}/echo?step=backup", "trigger": {"type": "on_timeout", "timeout_ms": 300}},
+        },
+    )
+    assert (await wait_final(http, edge.url, api_key, job["job_id"]))["status"] == "success"
+    await asyncio.sleep(0.8)
+    view = await get_job(http, edge.url, api_key, job["job_id"])
+    assert view["workflow"]["children"] == []
+    assert [r.query.get("step") for r in target.matching("/echo")] == ["quick"]

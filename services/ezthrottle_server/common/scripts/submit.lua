@@ -6,7 +6,7 @@
 -- KEYS[1] idempotency key   KEYS[2] job record (hash)   KEYS[3] delayed set
 -- KEYS[4] usage counter (this partition, this month)
 -- KEYS[5] queued counters (hash: customer -> jobs not final; finish.lua takes one off)
--- KEYS[6..] one job stream per chosen region
+-- KEYS[6..n-1] one job stream per chosen region   KEYS[n] workflow timers (zset)
 -- ARGV[1] job id   ARGV[2] idempotency TTL (s)   ARGV[3] due time (ms, 0 = now)
 -- ARGV[4] now (ms) ARGV[5] quota left in this partition (-1 = no cap)
 -- ARGV[6] usage counter TTL (s)   ARGV[7] customer
@@ -46,11 +46,15 @@ redis.call('HSET', KEYS[2], 'counted', 1)  -- finish.lua takes a counted job off
 local due = tonumber(ARGV[3])
 local delayed = due > tonumber(ARGV[4])
 local first_region = 10 + 2 * n
-for i = 6, #KEYS do
+for i = 6, #KEYS - 1 do
   if delayed then
     redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 6] .. '|' .. job_id)
   else
     redis.call('XADD', KEYS[i], '*', 'job', job_id)
   end
+end
+-- after the region ids: (due ms, timer kind) pairs of the job's workflow timers
+for t = first_region + #KEYS - 6, #ARGV, 2 do
+  redis.call('ZADD', KEYS[#KEYS], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. job_id)
 end
 return {1, job_id}
