@@ -73,7 +73,11 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         raise ApiError("unsupported_media_type", f"Content-Type must be application/json, got {mime!r}")
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"request body is {request.content_length} bytes; the limit is {max_bytes}")
-    raw = await request.read()  # client_max_size enforces the limit for chunked bodies
+    try:
+        raw = await request.read()  # client_max_size enforces the limit for chunked bodies
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not decode as
+        detail = " ".join(str(getattr(exc, "message", "") or exc).split())
+        raise ApiError("invalid_request", f"request body could not be read: {detail}") from exc
     if not raw:
         raise ApiError("invalid_json", "request body is empty; send a JSON object")
     try:

@@ -72,11 +72,12 @@ def _check_url(value: Any, field: str) -> str:
         raise _bad(field, f"is longer than {MAX_URL_LENGTH} characters")
     try:
         url = URL(value)
+        host = url.host  # decodes IDNA: 'xn--a.com' is not a valid name (UnicodeError, a ValueError)
     except (ValueError, TypeError) as exc:
         raise _bad(field, f"is not a valid URL ({exc})") from exc
     if url.scheme not in ("http", "https"):
         raise _bad(field, f"scheme must be http or https, got {url.scheme or 'none'!r}")
-    if not url.host:
+    if not host:
         raise _bad(field, "has no host")
     try:
         url.port  # noqa: B018 - raises on an out-of-range port

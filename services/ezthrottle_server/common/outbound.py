@@ -261,11 +261,11 @@ class OutboundPolicy:
     def _check_url(self, url: str | URL) -> URL:
         try:
             u = url if isinstance(url, URL) else URL(url)
+            host = u.host or ""  # decodes IDNA, which can fail (UnicodeError, a ValueError)
         except (ValueError, TypeError) as exc:
             raise OutboundBlocked(f"not a valid URL: {exc}") from None
         if u.scheme not in ALLOWED_SCHEMES:
             raise OutboundBlocked(f"scheme {u.scheme!r} is not allowed; use http or https")
-        host = u.host or ""
         if not host:
             raise OutboundBlocked("URL has no host")
         self.check_host(host)

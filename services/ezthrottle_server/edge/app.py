@@ -21,6 +21,7 @@ from .deliveries_api import ROUTES as DELIVERIES_ROUTES
 from .secrets_api import ROUTES as SECRETS_ROUTES
 from .proxy_api import ROUTES as PROXY_ROUTES
 from .workflow_api import ROUTES as WORKFLOW_ROUTES
+from .openapi import route as openapi_route
 from .auth import Authenticator
 from .context import CTX, EdgeContext
 from .executor import Executor
@@ -118,6 +119,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_routes([openapi_route(settings)])
     return app
 
 

@@ -26,7 +26,7 @@ async def list_dead(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:  # '²'.isdigit() too
         raise ApiError("invalid_field", f"limit: must be an integer from 1 to {MAX_LIMIT}", field="limit")
     dead = await deliveries.list_dead(ctx.redis, ctx.settings.partitions, customer=customer, limit=int(raw))
     for entry in dead:

@@ -84,7 +84,13 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _job_schemas(settings: Settings) -> dict[str, Any]:
     regions = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": list(settings.region_ids)}}
-    url = {"type": "string", "minLength": 1, "maxLength": MAX_URL_LENGTH, "pattern": "^https?://[^/?#@\\s]+(/.*)?$"}
+    url = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_URL_LENGTH,
+        "pattern": "^https?://[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
+        "example": "https://api.example.com/v1/charges",
+    }
     codes = {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}}
     step: dict[str, Any] = {
         "type": "object",
@@ -94,7 +100,12 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
         "properties": {
             "url": url,
             "method": {"type": "string", "enum": sorted(METHODS)},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "headers": {
+                "type": "object",
+                "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                "additionalProperties": {"type": "string", "pattern": "^[^\\r\\n\\x00]*$"},
+                "description": "Sent as given; Host, Content-Length, Transfer-Encoding, Connection, Upgrade, TE and Trailer are refused",
+            },
             "body": _nullable({"type": "string"}),
             "metadata": {"type": "object"},
             "webhooks": {
@@ -381,10 +392,44 @@ def _text(ctype: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {ctype: {"schema": {"type": "string"}}}}
 
 
-def _op(summary: str, responses: dict[str, Any], *, authed: bool = True, body: str | None = None, **extra: Any) -> dict[str, Any]:
+JOB_EXAMPLES = {
+    "simple": {"value": {"url": "https://api.example.com/v1/charges", "method": "POST", "body": "{\"amount\": 1000}"}},
+    "raced_with_webhooks": {
+        "value": {
+            "url": "https://api.example.com/v1/notify",
+            "method": "POST",
+            "headers": {"Idempotency-Key": "order-42"},
+            "regions": None,
+            "webhooks": [{"url": "https://hooks.example.com/ezthrottle"}],
+            "retry_policy": {"max_retries": 2, "retry_codes": [429, 503]},
+            "idempotent_key": "order-42",
+        }
+    },
+    "chain": {
+        "value": {
+            "url": "https://api.example.com/v1/primary",
+            "fallback_job": {"url": "https://backup.example.com/v1/primary", "trigger": {"type": "on_error", "codes": [500, 502]}},
+            "on_success": {"url": "https://api.example.com/v1/done", "type": "frugal"},
+        }
+    },
+}
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    authed: bool = True,
+    body: str | None = None,
+    examples: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+        media: dict[str, Any] = {"schema": _ref(body)}
+        if examples:
+            media["examples"] = examples
+        op["requestBody"] = {"required": True, "content": {"application/json": media}}
     if not authed:
         op["security"] = []
     op.update(extra)
@@ -410,6 +455,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     **_errors(400, 413, 415, 422, *AUTHED),
                 },
                 body="Job",
+                examples=JOB_EXAMPLES,
             )
         },
         "/api/v1/jobs/{job_id}": {

@@ -79,9 +79,10 @@ def _parse_envelope(envelope: Any) -> tuple[str, URL, dict[str, str], bytes]:
         raise _field_error("target_url", "must be a string URL")
     try:
         url = URL(target)
+        host = url.host  # decodes IDNA, which can fail (UnicodeError, a ValueError)
     except (ValueError, TypeError) as exc:
         raise _field_error("target_url", f"is not a URL: {exc}") from exc
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         raise _field_error("target_url", "must be an absolute http(s) URL such as https://<edge>/api/v1/jobs")
 
     method = envelope.get("method")

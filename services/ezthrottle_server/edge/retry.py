@@ -14,6 +14,7 @@ Pure functions, no I/O: the worker applies the :class:`Decision`.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -38,9 +39,11 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # 'inf' or 'nan' is no wait a job can be scheduled by
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

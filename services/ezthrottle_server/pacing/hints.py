@@ -46,7 +46,7 @@ def _rps(value: str) -> float | None:
 
 def _max_concurrent(value: str) -> int | None:
     value = value.strip()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # '²'.isdigit() is true, int('²') fails
         return None
     n = int(value)
     return n if 1 <= n <= _MAX_CONCURRENT_SANE else None

@@ -62,3 +62,10 @@ def test_backoff_is_full_jitter_within_the_cap():
     assert all(0 <= s <= 30 for s in samples)
     assert max(samples) > 5  # spread, not a constant
     assert all(0 <= backoff_s(0, 0.5, 30) <= 0.5 for _ in range(50))
+
+
+def test_a_retry_after_that_is_not_finite_is_ignored():
+    # 'inf' once made the retry's due time int(inf): the attempt crashed and was sent again and again.
+    assert retry_after_s("inf") is None and retry_after_s("1e400") is None and retry_after_s("nan") is None
+    decision = d(Outcome(status_code=429, headers={"retry-after": "inf"}))
+    assert decision.action == RETRY and decision.delay_s <= 0.5

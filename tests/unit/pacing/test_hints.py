@@ -54,3 +54,11 @@ def test_retry_after_pauses_only_on_429_and_503():
 
 def test_no_answer_no_hints():
     assert read_hints(None, {"x-ezthrottle-rps": "5"}, now_ms=NOW, retry_after_s=None, min_rps=0.01, max_pause_s=1).empty
+
+
+def test_digits_that_are_not_ascii_are_garbage_not_a_crash():
+    # '²'.isdigit() is true but int('²') raises: a target's header must never crash the attempt.
+    before = invalid("x-ezthrottle-max-concurrent")
+    assert hints(x_ezthrottle_max_concurrent="²").max_concurrent is None
+    assert hints(x_ezthrottle_max_concurrent="١٢").max_concurrent is None
+    assert invalid("x-ezthrottle-max-concurrent") == before + 2

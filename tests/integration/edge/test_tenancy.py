@@ -1,0 +1,208 @@
+"""Tenancy: every customer-scoped endpoint, tried across two customers.
+
+The routes come from the edge app's own router, so a route added later
+fails :func:`test_every_route_is_classified` until it is listed here as
+customer-scoped (with a cross-tenant check) or as not scoped.
+
+Two customers: acme (``api_key``) owns a finished job with a dead-lettered
+webhook and webhook secrets; globex (``other_api_key``) tries to reach them
+through every route. Another customer's job id is answered exactly like an
+id that does not exist (404 ``not_found``), never 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+
+from ezthrottle_server.edge.app import create_app
+from integration.delivery.helpers import FAST, all_in, closed_port, wait_webhooks
+from support.jobs import auth, get_job, submit
+from support.services import RunningApp, make_settings
+
+# Routes that carry no customer's data (no key needed, or operator-level).
+NOT_SCOPED = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/api/v1/regions"),  # region health and edge URLs: the same for everyone
+}
+
+# Customer-scoped routes (method, path). Each has a cross-tenant check below.
+SCOPED = {
+    ("POST", "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/{job_id}"),
+    ("GET", "/api/v1/jobs/{job_id}/events"),
+    ("POST", "/api/v1/jobs/{job_id}/frugal-claims/{step_id}"),
+    ("GET", "/api/v1/usage"),
+    ("POST", "/api/v1/webhook-secrets"),
+    ("GET", "/api/v1/webhook-secrets"),
+    ("DELETE", "/api/v1/webhook-secrets"),
+    ("GET", "/api/v1/deliveries/dead"),
+    ("POST", "/api/v1/deliveries/dead/{job_id}/replay"),
+    ("POST", "/api/v1/proxy"),
+}
+
+ACME_SECRET = "acme-primary-secret-0001"
+GLOBEX_SECRET = "globex-primary-secret-01"
+UNKNOWN_JOB = "job_1700000000000_0123456789abcdefp0"
+
+
+def edge_routes() -> set[tuple[str, str]]:
+    """(method, path) of every route of the edge app; HEAD is the GET's twin."""
+    app = create_app(make_settings("edge", "redis://127.0.0.1:1/0", "iad"))
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    heads = {(m, p) for m, p in routes if m == "HEAD"}
+    assert {("GET", p) for _, p in heads} <= routes, "a HEAD route without its GET"
+    return routes - heads
+
+
+def test_every_route_is_classified():
+    routes = edge_routes()
+    assert not SCOPED & NOT_SCOPED
+    unlisted = routes - SCOPED - NOT_SCOPED
+    assert not unlisted, f"new routes: add them to SCOPED (with a cross-tenant check) or NOT_SCOPED: {sorted(unlisted)}"
+    gone = (SCOPED | NOT_SCOPED) - routes
+    assert not gone, f"routes listed here that the edge no longer serves: {sorted(gone)}"
+
+
+def fill(path: str, job_id: str) -> str:
+    return path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success")
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any = None) -> tuple[int, Any]:
+    headers = auth(key) if key else {}
+    kwargs: dict[str, Any] = {"headers": headers}
+    if body is not None:
+        kwargs["data"] = orjson.dumps(body)
+        headers["Content-Type"] = "application/json"
+    async with http.request(method, url, **kwargs) as resp:
+        raw = await resp.read()
+        ctype = resp.headers.get("Content-Type", "")
+        return resp.status, (orjson.loads(raw) if raw and ctype.startswith("application/json") else raw)
+
+
+@pytest_asyncio.fixture
+async def world(http, edge, redis, redis_url, api_key, other_api_key, target) -> AsyncIterator[dict[str, Any]]:
+    """acme's finished job with a dead webhook, and acme's webhook secrets."""
+    from ezthrottle_server.delivery.app import create_app as create_delivery
+
+    settings = make_settings("delivery", redis_url, **{**FAST, "delivery_window_s": 0.3, "node_id": "delivery-tenancy"})
+    delivery = await RunningApp(create_delivery(settings, stop_grace_s=1.0), settings).start()
+    try:
+        status, _ = await call(http, "POST", f"{edge.url}/api/v1/webhook-secrets", api_key, {"primary_secret": ACME_SECRET})
+        assert status == 200
+        payload = {
+            "url": f"{target.url}/echo",
+            "idempotent_key": "shared-key",
+            "webhooks": [{"url": f"http://127.0.0.1:{closed_port()}/hook"}],
+        }
+        job = await submit(http, edge.url, api_key, payload)
+        await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("dead"))
+        yield {"job_id": job["job_id"], "payload": payload}
+    finally:
+        await delivery.stop()
+
+
+
+@pytest.mark.asyncio
+async def test_no_scoped_route_answers_without_a_key(http, edge, world):
+    for method, path in sorted(SCOPED):
+        status, body = await call(http, method, edge.url + fill(path, world["job_id"]), None, {} if method == "POST" else None)
+        assert status == 401 and body["error"]["code"] == "unauthorized", (method, path, status, body)
+
+
+@pytest.mark.asyncio
+async def test_another_customers_job_id_is_404_on_every_route_that_takes_one(http, edge, world, api_key, other_api_key):
+    mine = world["job_id"]
+    with_ids = sorted((m, p) for m, p in SCOPED if "{job_id}" in p)
+    assert len(with_ids) == 4
+    for method, path in with_ids:
+        status, theirs = await call(http, method, edge.url + fill(path, mine), other_api_key)
+        unknown_status, unknown = await call(http, method, edge.url + fill(path, UNKNOWN_JOB), other_api_key)
+        assert status == 404 and theirs["error"]["code"] == "not_found", (method, path, status, theirs)
+        assert unknown_status == 404 and unknown["error"]["code"] == "not_found", (method, path, unknown)
+        assert theirs["error"]["message"].replace(mine, "<id>") == unknown["error"]["message"].replace(UNKNOWN_JOB, "<id>")
+        async with http.head(edge.url + fill(path, mine), headers=auth(other_api_key)) as resp:
+            assert method != "GET" or resp.status == 404
+
+    # The owner still has all of it: globex's tries changed nothing.
+    assert (await get_job(http, edge.url, api_key, mine))["status"] == "success"
+    async with http.get(f"{edge.url}/api/v1/jobs/{mine}/events", headers=auth(api_key)) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        assert b"event: snapshot" in await resp.read()
+    status, body = await call(http, "POST", f"{edge.url}/api/v1/jobs/{mine}/frugal-claims/{mine}:on_success", api_key)
+    assert status == 201 and body["status"] == "claimed"  # globex's 404 did not take the claim
+    status, body = await call(http, "POST", f"{edge.url}/api/v1/deliveries/dead/{mine}/replay", api_key)
+    assert status == 200 and body["replayed"] == 1
+
+
+@pytest.mark.asyncio
+async def test_jobs_and_idempotent_keys_are_per_customer(http, edge, world, api_key, other_api_key):
+    # The same payload and idempotent key from another customer is a new job, not acme's duplicate.
+    status, theirs = await call(http, "POST", f"{edge.url}/api/v1/jobs", other_api_key, world["payload"])
+    assert status == 201 and theirs["status"] == "queued" and theirs["job_id"] != world["job_id"]
+    status, again = await call(http, "POST", f"{edge.url}/api/v1/jobs", api_key, world["payload"])
+    assert status == 200 and again["status"] == "duplicate" and again["job_id"] == world["job_id"]
+    assert (await call(http, "GET", f"{edge.url}/api/v1/jobs/{theirs['job_id']}", api_key))[0] == 404
+
+
+@pytest.mark.asyncio
+async def test_usage_is_per_customer(http, edge, world, api_key, other_api_key):
+    _, acme = await call(http, "GET", f"{edge.url}/api/v1/usage", api_key)
+    _, globex = await call(http, "GET", f"{edge.url}/api/v1/usage", other_api_key)
+    assert acme["customer_id"] == "acme" and acme["count"] == 1
+    assert globex["customer_id"] == "globex" and globex["count"] == 0
+
+
+@pytest.mark.asyncio
+async def test_webhook_secrets_are_per_customer(http, edge, world, api_key, other_api_key):
+    secrets = f"{edge.url}/api/v1/webhook-secrets"
+    status, body = await call(http, "GET", secrets, other_api_key)
+    assert status == 404 and body["error"]["code"] == "not_found"  # acme's secret is not globex's
+    status, body = await call(http, "POST", secrets, other_api_key, {"primary_secret": GLOBEX_SECRET})
+    assert status == 200 and body["customer_id"] == "globex"
+    _, acme = await call(http, "GET", secrets, api_key)
+    assert acme["customer_id"] == "acme" and acme["primary_secret"] == "acme****001"
+    status, _ = await call(http, "DELETE", secrets, other_api_key)
+    assert status == 200
+    _, acme = await call(http, "GET", secrets, api_key)
+    assert acme["primary_secret"] == "acme****001"  # globex's DELETE removed only its own
+    assert (await call(http, "GET", secrets, other_api_key))[0] == 404
+
+
+@pytest.mark.asyncio
+async def test_dead_letters_are_per_customer(http, edge, world, api_key, other_api_key):
+    _, acme = await call(http, "GET", f"{edge.url}/api/v1/deliveries/dead", api_key)
+    _, globex = await call(http, "GET", f"{edge.url}/api/v1/deliveries/dead", other_api_key)
+    assert [e["job_id"] for e in acme["dead"]] == [world["job_id"]]
+    assert globex == {"dead": [], "count": 0}
+
+
+@pytest.mark.asyncio
+async def test_the_proxy_serves_the_caller_only(http, edge, world, api_key, other_api_key):
+    proxy = f"{edge.url}/api/v1/proxy"
+
+    def envelope(method: str, path: str, body: Any = None) -> dict[str, Any]:
+        return {"target_url": f"https://edge.example{path}", "method": method, "headers": {}, "body": orjson.dumps(body).decode() if body else ""}
+
+    status, body = await call(http, "POST", proxy, other_api_key, envelope("GET", f"/api/v1/jobs/{world['job_id']}"))
+    assert status == 200 and body["forwarded_response"]["status_code"] == 404
+    # An Authorization header inside the envelope is not the caller's key: it is ignored.
+    sneaky = envelope("GET", f"/api/v1/jobs/{world['job_id']}")
+    sneaky["headers"] = {"Authorization": f"Bearer {api_key}"}
+    status, body = await call(http, "POST", proxy, other_api_key, sneaky)
+    assert status == 200 and body["forwarded_response"]["status_code"] == 404
+    status, body = await call(http, "POST", proxy, other_api_key, envelope("GET", "/api/v1/webhook-secrets"))
+    assert body["forwarded_response"]["status_code"] == 404
+    status, body = await call(http, "POST", proxy, other_api_key, envelope("POST", "/api/v1/jobs", world["payload"]))
+    forwarded = orjson.loads(body["forwarded_response"]["body"])
+    assert body["forwarded_response"]["status_code"] == 201 and forwarded["job_id"] != world["job_id"]
+    status, body = await call(http, "POST", proxy, api_key, envelope("GET", f"/api/v1/jobs/{world['job_id']}"))
+    assert body["forwarded_response"]["status_code"] == 200
