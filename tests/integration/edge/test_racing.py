@@ -161,6 +161,13 @@ async def test_reroutes_visit_each_region_once_then_stop(http, start_edge, coord
 async def test_reroutes_skip_regions_with_no_live_node(http, start_edge, coordinator, api_key):
     iad = await start_edge("iad")
     await start_edge("lax")  # ord has never had a node: not a place to send work
+    async with asyncio.timeout(5):
+        while True:
+            async with http.get(f"{iad.url}/api/v1/regions") as resp:
+                states = {r["id"]: r["state"] for r in (await resp.json())["regions"]}
+            if states["iad"] == states["lax"] == "up":
+                break
+            await asyncio.sleep(0.05)
     job = await submit(http, iad.url, api_key, {"url": "http://127.0.0.1:9/never", "retry_policy": {"max_reroutes": 5}})
     view = await wait_final(http, iad.url, api_key, job["job_id"])
     assert view["status"] == "failed" and view["error"] == "reroutes_exhausted"
