@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import uuid
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, TypeVar
+
+import httpx
 
 from ._payload import check_status_codes
 from .exceptions import ForwardToEZThrottle, ValidationError
@@ -32,9 +35,13 @@ def auto_forward(
 
     A ``ForwardToEZThrottle`` raised by the function is submitted through
     ``client`` (with a fresh uuid4 ``idempotent_key`` if it has none) and the
-    submission result is returned instead. With ``fallback_on_error``, an
-    HTTP error from ``raise_for_status()`` (requests or httpx) whose status is
-    listed is forwarded too, rebuilt from the request that failed.
+    submission result is returned instead. A network error from requests or
+    httpx (the connection failed or timed out) is forwarded too, rebuilt from
+    the request that failed (url, method, headers, body). With
+    ``fallback_on_error``, so is an HTTP error from ``raise_for_status()``
+    (requests or httpx) whose status is listed. A rebuilt job gets a fresh
+    uuid4 key: the same call failing twice makes two jobs, as the two calls
+    would have been two requests.
 
     Works on sync and async functions; an ``AsyncEZThrottle`` client needs an
     async function.
@@ -97,14 +104,25 @@ def _job_to_forward(exc: Exception, codes: Sequence[int]) -> Optional[dict[str, 
             "regions": exc.regions,
             "idempotent_key": exc.idempotent_key or str(uuid.uuid4()),
         }
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if not codes or status not in codes:
-        return None
+    if not _is_network_error(exc):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if not codes or status not in codes:
+            return None
     try:
         request = exc.request  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):  # httpx raises RuntimeError when unset
         return None
     return _job_from_request(request) if request is not None else None
+
+
+def _is_network_error(exc: Exception) -> bool:
+    """A connection that failed or timed out, in httpx or requests (if it is loaded)."""
+    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+        return True
+    requests = sys.modules.get("requests.exceptions")  # never imported here: only if in use
+    if requests is None:
+        return False
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
 
 
 def _job_from_request(request: Any) -> Optional[dict[str, Any]]:

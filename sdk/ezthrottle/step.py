@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Generator, Mapping
+import warnings
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Union, cast
@@ -281,7 +282,13 @@ class Step:
         return self._response_description
 
     def get_execution_history(self) -> list[dict[str, Any]]:
-        """Steps run locally by this workflow: ``{"step", "status", "response"?, "error"?}``."""
+        """What this workflow did, step by step: ``{"step", "status", ...}``.
+
+        A step run here has ``status`` ``"success"`` or ``"failed"`` (with
+        ``response`` or ``error``); a job handed to EZThrottle has
+        ``"submitted"`` (a PERFORMANCE step, chained ones included) or
+        ``"forwarded"`` (a FRUGAL step), with its ``job_id``.
+        """
         return list(self._history)
 
     def execution_trace(self) -> str:
@@ -298,6 +305,8 @@ class Step:
                 lines.append(f"   Response: {response}")
             if "response_meaning" in entry:
                 lines.append(f"   Meaning: {entry['response_meaning']}")
+            if "job_id" in entry:
+                lines.append(f"   Job: {entry['job_id']}")
             if "error" in entry:
                 lines.append(f"   Error: {entry['error']}")
         return "\n".join(lines)
@@ -472,7 +481,7 @@ class Step:
     def _flow(self) -> _Flow:
         payload = self._build_job_payload()  # checks the whole workflow before any I/O
         if self._step_type is StepType.PERFORMANCE:
-            return cast("dict[str, Any]", (yield _Submit(payload)))
+            return (yield from self._submit(payload, "submitted"))
         outcome = yield _SendLocally(self)
         if outcome.succeeded:
             return (yield from self._local_success(self, outcome))
@@ -482,7 +491,7 @@ class Step:
                     fallback_outcome = yield _SendLocally(step)
                     if fallback_outcome.succeeded:
                         return (yield from self._local_success(step, fallback_outcome))
-            return cast("dict[str, Any]", (yield _Submit(payload)))
+            return (yield from self._submit(payload, "forwarded"))
         error = f"Request failed: {outcome.status_code}"
         self._record(self, "failed", error=error)
         if self._on_failure is not None:
@@ -493,6 +502,22 @@ class Step:
             "status_code": outcome.status_code,
             "error": error,
         }
+
+    def _submit(self, payload: dict[str, Any], status: str) -> _Flow:
+        """Submit the job; the history records its id (a chained step's is found there)."""
+        stranded = sorted(set(_stranded_frugal_steps(payload, tried_fallbacks=status == "forwarded")))
+        if stranded:
+            warnings.warn(
+                f"{len(stranded)} FRUGAL step(s) of this workflow follow a job without webhooks, "
+                f"so nothing can ever run them: {'; '.join(stranded)}. EZThrottle never runs a "
+                "FRUGAL step chained to a job; it hands it back in that job's webhook, to your "
+                "WebhookHandler. Give the job .webhooks([...]) pointing at it.",
+                UserWarning,
+                stacklevel=4,
+            )
+        result = cast("dict[str, Any]", (yield _Submit(payload)))
+        self._record(self, status, job_id=result.get("job_id"))
+        return result
 
     def _local_success(self, step: Step, outcome: _LocalOutcome) -> _Flow:
         """``step`` (this one or a local fallback) succeeded: run the success chains."""
@@ -518,11 +543,14 @@ class Step:
         *,
         response: Optional[str] = None,
         error: Optional[str] = None,
+        job_id: Optional[str] = None,
     ) -> None:
         entry: dict[str, Any] = {
             "step": step._description or f"{step._method} {step._url}",
             "status": status,
         }
+        if job_id is not None:
+            entry["job_id"] = job_id
         if response is not None:
             entry["response"] = response
             if step._response_description:
@@ -544,6 +572,33 @@ def _check_step(step: object, field: str) -> Step:
     if not isinstance(step, Step):
         raise ValidationError(f"{field} takes a Step, got {type(step).__name__}")
     return step
+
+
+def _stranded_frugal_steps(job: Mapping[str, Any], tried_fallbacks: bool = False) -> Iterator[str]:
+    """FRUGAL continuations of jobs without webhooks, as the server would run the chain.
+
+    A FRUGAL continuation only reaches a client in its parent's webhook, so
+    under a job without webhooks it never runs. Fallbacks inherit their
+    parent's ``on_success``/``on_failure`` (as on the server).
+    ``tried_fallbacks``: the job's FRUGAL fallbacks already had their local
+    try (a forwarded FRUGAL step), so losing them is no loss.
+    """
+    for relation in ("on_success", "on_failure", "fallback_job"):
+        child = job.get(relation)
+        if not child:
+            continue
+        if relation == "fallback_job":
+            child = dict(child)
+            for inherited in ("on_success", "on_failure"):
+                if not child.get(inherited) and job.get(inherited):
+                    child[inherited] = job[inherited]
+        in_local_chain = tried_fallbacks and relation == "fallback_job"
+        if child.get("type") == StepType.FRUGAL.value:
+            if not job.get("webhooks") and not in_local_chain:
+                name = "fallback" if relation == "fallback_job" else relation
+                yield f"{name} {child.get('method', 'GET')} {child.get('url')} after {job.get('url')}"
+        else:  # a PERFORMANCE child is a job of its own, with its own continuations
+            yield from _stranded_frugal_steps(child, in_local_chain)
 
 
 def _triggered(trigger: dict[str, Any], outcome: _LocalOutcome) -> bool:

@@ -150,3 +150,94 @@ async def test_sync_function_with_async_client_is_refused(async_client: AsyncEZT
         @auto_forward(async_client)
         def sync_function() -> None:
             pass
+
+
+# -- network errors (issue 6, item 4) -----------------------------------------------------
+
+
+def test_httpx_connection_errors_are_forwarded(
+    client: EZThrottle, api: Any, closed_port_url: str
+) -> None:
+    @auto_forward(client)
+    def legacy_call() -> Any:
+        return httpx.post(closed_port_url + "/charges", content='{"amount": 1}', headers={"X-K": "v"})
+
+    result = legacy_call()
+    assert result["status"] == "queued"
+    [forwarded] = [r.json for r in api.api_requests()]
+    assert forwarded["url"] == closed_port_url + "/charges"
+    assert (forwarded["method"], forwarded["body"]) == ("POST", '{"amount": 1}')
+    assert forwarded["headers"]["x-k"] == "v"
+    assert uuid.UUID(forwarded["idempotent_key"]).version == 4  # a fresh UNIQUE key
+
+
+def test_requests_connection_errors_and_timeouts_are_forwarded(
+    client: EZThrottle, api: Any, closed_port_url: str
+) -> None:
+    requests = pytest.importorskip("requests")
+
+    @auto_forward(client, fallback_on_error=[429])
+    def refused() -> Any:
+        return requests.put(closed_port_url + "/x", data="payload", timeout=5).text
+
+    @auto_forward(client)
+    def too_slow() -> Any:
+        return requests.get(f"{api.url}/target/sleep/2000", timeout=0.2).text
+
+    assert refused()["status"] == "queued"
+    assert too_slow()["status"] == "queued"
+    first, second = (r.json for r in api.api_requests())
+    assert (first["method"], first["url"], first["body"]) == ("PUT", closed_port_url + "/x", "payload")
+    assert (second["method"], second["url"]) == ("GET", f"{api.url}/target/sleep/2000")
+    assert first["idempotent_key"] != second["idempotent_key"]
+
+
+@pytest.mark.asyncio
+async def test_async_httpx_network_errors_are_forwarded(
+    async_client: AsyncEZThrottle, api: Any, closed_port_url: str
+) -> None:
+    @auto_forward(async_client)
+    async def refused() -> Any:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(closed_port_url + "/status")).text
+
+    @auto_forward(async_client, fallback_on_error=[500])
+    async def too_slow() -> Any:
+        async with httpx.AsyncClient(timeout=0.2) as http:
+            return (await http.get(f"{api.url}/target/sleep/2000")).text
+
+    assert (await refused())["status"] == "queued"
+    assert (await too_slow())["status"] == "queued"
+    urls = [r.json["url"] for r in api.api_requests()]
+    assert urls == [closed_port_url + "/status", f"{api.url}/target/sleep/2000"]
+
+
+@pytest.mark.asyncio
+async def test_async_function_with_sync_client_forwards_network_errors(
+    client: EZThrottle, api: Any, closed_port_url: str
+) -> None:
+    @auto_forward(client)
+    async def refused() -> Any:
+        async with httpx.AsyncClient() as http:
+            return (await http.delete(closed_port_url + "/thing")).text
+
+    assert (await refused())["status"] == "queued"
+    assert api.api_requests()[0].json["method"] == "DELETE"
+
+
+def test_errors_that_are_not_network_errors_pass_through(client: EZThrottle, api: Any) -> None:
+    requests = pytest.importorskip("requests")
+
+    @auto_forward(client)
+    def bad_url() -> Any:
+        return requests.get("ftp://files.example.com/x")  # InvalidSchema: never sent
+
+    @auto_forward(client)
+    def unreachable_ezthrottle() -> Any:
+        raise ConnectionError("a builtins.ConnectionError, not from requests or httpx")
+
+    with pytest.raises(requests.exceptions.InvalidSchema):
+        bad_url()
+    with pytest.raises(ConnectionError):
+        unreachable_ezthrottle()
+    assert api.api_requests() == []

@@ -309,3 +309,47 @@ async def test_frugal_async_twin(async_client: AsyncEZThrottle, api: Any) -> Non
         "/target/status/400",
         "/target/status/201",
     ]
+
+
+def test_history_names_the_jobs_a_workflow_handed_to_ezthrottle(client: EZThrottle, api: Any) -> None:
+    notify = Step().url("https://notify.example.com").description("notify")
+    step = Step(client).url(target(api, 200)).type(StepType.FRUGAL).on_success(notify)
+    step.execute()
+    local, submitted = step.get_execution_history()
+    assert local["status"] == "success"
+    assert submitted == {"step": "notify", "status": "submitted", "job_id": "job_1"}
+    assert step.execution_trace().splitlines()[-2:] == ["2. [SUBMITTED] notify", "   Job: job_1"]
+    down = Step(client).url(target(api, 503)).type(StepType.FRUGAL).idempotent_key("k-down")
+    down.execute()
+    assert down.get_execution_history() == [
+        {"step": f"GET {target(api, 503)}", "status": "forwarded", "job_id": "job_2"}
+    ]
+
+
+def test_a_frugal_step_after_a_job_without_webhooks_is_reported(client: EZThrottle, api: Any) -> None:
+    """It could never run: it only comes back in that job's webhook."""
+    analytics = Step().url("https://analytics.example.com").type(StepType.FRUGAL)
+    with pytest.warns(UserWarning, match=r"1 FRUGAL step\(s\).*on_success GET https://analytics"):
+        Step(client).url("https://pay.example.com").on_success(analytics).execute()
+    hooked = (
+        Step(client)
+        .url("https://pay.example.com/2")
+        .webhooks([{"url": "https://app.example.com/h"}])
+        .on_success(analytics)
+    )
+    slack = Step().url("https://slack.example.com").type(StepType.FRUGAL)
+    forwarded = (
+        Step(client)
+        .url(target(api, 500))
+        .type(StepType.FRUGAL)
+        .fallback(Step().url("https://backup.example.com"), trigger_on_error=[500])
+        .on_success(hooked)  # has webhooks: its FRUGAL step can come back
+        .on_failure(slack)  # after the forwarded job and after the fallback it inherits
+    )
+    with pytest.warns(UserWarning) as caught:
+        assert forwarded.execute()["status"] == "queued"
+    [warning] = caught
+    message = str(warning.message)
+    assert message.startswith("2 FRUGAL step(s)") and "analytics" not in message
+    assert f"on_failure GET https://slack.example.com after {target(api, 500)}" in message
+    assert "on_failure GET https://slack.example.com after https://backup.example.com" in message
