@@ -18,15 +18,23 @@ SCRIPT_NAMES = (
 )
 
 
+POOL_WAIT_S = 10  # longest wait for a free pooled connection before ConnectionError
+
+
 def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     """A pooled asyncio client that returns str, not bytes."""
-    return aioredis.Redis.from_url(
+    # Blocking: a command waits (up to POOL_WAIT_S) for a free connection when
+    # all ``max_connections`` are busy, instead of failing at once with "Too
+    # many connections" (a busy edge has more sends in flight than connections).
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
         max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         health_check_interval=30,
         socket_keepalive=True,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def load_script_source(name: str) -> str:
