@@ -178,6 +178,8 @@ class Limiter:
         self._scripts = {name: redis.register_script(load_script(name)) for name in SCRIPT_NAMES}
         self._mode_cache_s = mode_cache_s
         self._per_customer: dict[str, tuple[float, bool]] = {}  # domain -> (fetched at, per customer?)
+        self._late_running: set[Scope] = set()  # scopes with a late report in flight
+        self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
 
     # -- keys --------------------------------------------------------------
 
@@ -270,9 +272,28 @@ class Limiter:
         args = [*self.policy.args(now_ms), lease_ms, *leases]
         return int(await self._scripts["renew"](keys=self._keys(scope), args=args))
 
-    async def report_late(self, scope: Scope, late_ms: float) -> None:
-        """A granted send left ``late_ms`` after its grant: move the scope's schedule back as much."""
-        await self._scripts["late"](keys=self._keys(scope), args=[*self.policy.args(), repr(float(late_ms))])
+    async def report_late(self, scope: Scope, late_ms: float, *, now_ms: float | None = None) -> None:
+        """A granted send left ``late_ms`` after its grant (at ``now_ms``): the scope's next
+        grant waits one interval from then.
+
+        One report per scope is in flight at a time: reports that arrive
+        meanwhile are folded into one more call when it returns (a later
+        report subsumes earlier ones), so a busy node sends a burst of late
+        sends' reports as one or two script calls, not one each.
+        """
+        if scope in self._late_running:
+            self._late_again[scope] = max(self._late_again.get(scope, 0.0), late_ms)
+            return
+        self._late_running.add(scope)
+        try:
+            while True:
+                await self._scripts["late"](keys=self._keys(scope), args=[*self.policy.args(now_ms), repr(float(late_ms))])
+                if scope not in self._late_again:
+                    break
+                late_ms, now_ms = self._late_again.pop(scope), None
+        finally:
+            self._late_running.discard(scope)
+            self._late_again.pop(scope, None)
 
     async def _reindex(self, scope: Scope, waiting: int, next_ms: int) -> None:
         member = scope.member

@@ -267,9 +267,20 @@ async def test_a_token_the_first_region_leaves_goes_to_another_after_the_grace(r
 async def test_a_late_send_moves_the_schedule_back(limiter):
     await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
     g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0)
-    await limiter.report_late(SCOPE, 40.0)  # the send left 40 ms after its grant
+    await limiter.report_late(SCOPE, 40.0, now_ms=T0 + 40)  # the send left 40 ms after its grant
     g2 = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=g.next_ms)
     assert g2.job_ids == [] and g2.next_ms == g.next_ms + 40
+
+
+async def test_sends_that_left_late_together_move_the_schedule_once(redis, limiter):
+    await configure(redis, "domains:\n  api.example.com:443: {burst: 3, max_concurrent: 3}\n")
+    await limiter.admit(SCOPE, jobs("j", 6), now_ms=T0)
+    g = await limiter.grant(SCOPE, inflight=0, want=3, lease_ms=LEASE, now_ms=T0)
+    assert len(g.job_ids) == 3  # a burst, all three sends leave 40 ms late
+    for _ in g.job_ids:
+        await limiter.report_late(SCOPE, 40.0, now_ms=T0 + 40)
+    g2 = await limiter.grant(SCOPE, inflight=0, want=3, lease_ms=LEASE, now_ms=T0 + 40)
+    assert g2.job_ids == [] and g2.next_ms <= g.next_ms + 40  # at most once, not 3 x 40 ms
 
 
 async def test_an_idle_domains_first_token_still_goes_in_fair_order(redis):
