@@ -264,6 +264,18 @@ async def test_a_token_the_first_region_leaves_goes_to_another_after_the_grace(r
     assert g.job_ids == ["a0001"]  # nobody in lax claimed it: iad does not wait forever
 
 
+async def test_a_raced_job_has_one_tag_in_every_region(redis):
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await configure(redis, "domains:\n  api.example.com:443: {rps: 100, burst: 10}\n")
+    await lax.admit(SCOPE, jobs("r", 3), now_ms=T0)  # lax queued the raced jobs first
+    await iad.admit(SCOPE, jobs("r", 3), now_ms=T0 + 1)
+    g = await iad.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 2)
+    assert g.job_ids == ["r0000"]  # iad's copy is as early as lax's: no wait for lax's turn
+    g = await lax.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 3)
+    assert g.job_ids == ["r0000"]
+
+
 async def test_a_late_send_moves_the_schedule_back(limiter):
     await limiter.admit(SCOPE, jobs("j", 3), now_ms=T0)
     g = await limiter.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0)

@@ -7,6 +7,7 @@
 -- when nothing of that customer waits. Served in tag order (across regions:
 -- see grant.lua), the scope's queues give each customer with work one send in
 -- turn, and each customer's jobs go in order.
+-- A job queued in several regions (a race) has one tag in all of them.
 -- A job already waiting here is not added twice. A job whose previous attempt
 -- still holds a lease is added: that is its next attempt (a retry can come
 -- back through the stream before the node that sent it releases its lease).
@@ -20,12 +21,24 @@ for i = 0, n - 1 do
   local job = ARGV[11 + 2 * i]
   local customer = ARGV[12 + 2 * i]
   if not redis.call('ZSCORE', KEYS[3], job) then
-    local last = tonumber(redis.call('HGET', KEYS[4], customer) or '0')
-    local tag = last + 1
-    if last <= v then
-      tag = v + 0.001 -- nothing of this customer waits: its job goes next, ahead of others' backlog
+    -- A raced job waits in several regions' queues: every copy gets the tag of
+    -- the first one queued, so no region waits for another's copy to go first.
+    local tag = nil
+    for k = 6, #KEYS do
+      local other = redis.call('ZSCORE', KEYS[k], job)
+      if other then
+        tag = tonumber(other)
+        break
+      end
     end
-    redis.call('HSET', KEYS[4], customer, tag)
+    if not tag then
+      local last = tonumber(redis.call('HGET', KEYS[4], customer) or '0')
+      tag = last + 1
+      if last <= v then
+        tag = v + 0.001 -- nothing of this customer waits: its job goes next, ahead of others' backlog
+      end
+      redis.call('HSET', KEYS[4], customer, tag)
+    end
     redis.call('ZADD', KEYS[3], tag, job)
     added = added + 1
   end
