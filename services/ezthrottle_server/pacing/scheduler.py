@@ -32,6 +32,7 @@ from .scope import Scope
 log = logging.getLogger(__name__)
 
 OnGrant = Callable[[Scope, str], None]
+DUE_SLACK_MS = 1.0  # grant.lua decides on Redis's clock, within the pacing tolerance (5 ms)
 _REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, ConnectionError, OSError)
 
 
@@ -120,7 +121,8 @@ class Scheduler:
         next_ms: float | None = None
         again = False
         for page in range(self.max_pages):
-            due, upcoming_ms = await self.limiter.due(now_ms=now_ms, limit=self.page, offset=page * self.page)
+            # Scores are whole ms, rounded up: a scope due now may score up to 1 ms ahead.
+            due, upcoming_ms = await self.limiter.due(now_ms=now_ms + DUE_SLACK_MS, limit=self.page, offset=page * self.page)
             if page == 0:
                 next_ms = upcoming_ms
             mono = time.monotonic()
