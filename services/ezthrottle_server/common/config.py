@@ -23,6 +23,7 @@ Environment variables (all optional):
 ``EZT_RETRY_BACKOFF_CAP_S``           largest backoff between retries
 ``EZT_RESPONSE_BODY_CAP_BYTES``       stored response bodies are cut (and marked) above this
 ``EZT_EXECUTOR_CONCURRENCY``          outbound attempts in flight per edge node
+``EZT_STOP_GRACE_S``                  on SIGTERM, how long an edge lets its sends finish before handing them back (10)
 ``EZT_PARTITIONS``                    number of job partitions (hash slots on a cluster)
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
 ``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
@@ -109,6 +110,7 @@ class Settings:
     retry_backoff_cap_s: float = 30.0
     response_body_cap_bytes: int = 1024 * 1024
     executor_concurrency: int = 256
+    stop_grace_s: float = 10.0  # edge/worker.py: sends in flight get this long on SIGTERM, then go back to the queue
     read_batch: int = 64
     partitions: int = 1
     simulate_latency: bool = True
@@ -251,6 +253,7 @@ _ENV_FLOAT = {
     "EZT_PACING_DEFAULT_RPS": "pacing_default_rps",
     "EZT_PACING_MAX_RPS": "pacing_max_rps",
     "EZT_METRICS_SAMPLE_S": "metrics_sample_s",
+    "EZT_STOP_GRACE_S": "stop_grace_s",
 }
 
 

@@ -105,7 +105,7 @@ def create_app(settings: Settings) -> web.Application:
                 await redis.hdel(keys.heartbeats(), settings.node_id)
             except Exception:
                 log.warning("could not remove heartbeat", exc_info=True)
-            await worker.stop()
+            await worker.stop(grace_s=settings.stop_grace_s)
             await ctx.events.close()
             await executor.close()
             await redis.aclose()

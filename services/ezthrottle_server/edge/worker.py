@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 FINAL_STATES = frozenset({"success", "failed"})
 SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
+READ_BLOCK_MS = 1000  # a reader waits this long for entries, then looks whether it should stop
 
 
 def _now_ms() -> int:
@@ -137,13 +138,18 @@ class RegionWorker:
         """Stop taking work, let sends in flight finish for ``grace_s``, then cancel them.
 
         Safe to call twice. A cancelled send's job goes back to the front of
-        its queue for another node; an entry read but not yet admitted stays
-        pending and is reclaimed after the visibility timeout.
+        its queue for another node. Readers end on their own, within one
+        XREADGROUP block, once what they read is admitted and acknowledged:
+        cancelled halfway, those entries would stay pending until another
+        node reclaimed them after the visibility timeout.
         """
         if self._stopping.is_set():
             return
         self._stopping.set()
         self.scheduler.stop()
+        readers = [t for t in self._loops if t.get_name().startswith("read:")]
+        if readers:
+            await asyncio.wait(readers, timeout=READ_BLOCK_MS / 1000 + 1.0)
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -170,7 +176,7 @@ class RegionWorker:
         while not self._stopping.is_set():
             try:
                 reply = await self.redis.xreadgroup(
-                    self.group, self.consumer, {stream: ">"}, count=self.settings.read_batch, block=1000
+                    self.group, self.consumer, {stream: ">"}, count=self.settings.read_batch, block=READ_BLOCK_MS
                 )
                 for _stream, entries in reply or ():
                     await self._admit(stream, entries)

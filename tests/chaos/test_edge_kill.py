@@ -1,0 +1,141 @@
+"""kill -9 an edge during 1,000 in-flight jobs raced across every region:
+all 1,000 reach a final state, none is lost, each has exactly one winner.
+
+The cluster is the real one, started the way ``make up-local`` starts it
+(``python -m ezthrottle_server.local up``) in a temp state dir on free ports.
+The target's domain gets a high limit through ``domains.yaml`` beside
+regions.yaml (the coordinator applies it), so the run takes seconds, not
+the 2 requests/s a domain gets by default.
+
+After the kill, ``up`` restarts only the dead edge; its region's stream must
+then drain (nothing left pending) and no pacing lease of the region stays
+behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import yaml
+
+from chaos.helpers import wait_until
+from ezthrottle_server.common import keys
+from ezthrottle_server.common.redisconn import connect
+from support.jobs import auth
+from support.redis_server import free_port
+from support.services import REGIONS_FILE
+
+pytestmark = pytest.mark.asyncio
+
+JOBS = 1000
+REGIONS = ("iad", "lax", "ord")
+KILLED = "iad"
+SEND_MS = 20  # the target holds each request this long
+
+
+def cli(state: Path, regions: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("EZT_")}
+    env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_VISIBILITY_TIMEOUT_MS="1500", EZT_SIMULATE_LATENCY="0")
+    env["EZT_LOCAL_PROMETHEUS"] = "0"
+    return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=90)
+
+
+@pytest.fixture
+def cluster_files(tmp_path: Path) -> tuple[Path, Path]:
+    config = yaml.safe_load(REGIONS_FILE.read_text())
+    config["redis"]["port"] = free_port()
+    config["coordinator"]["port"] = free_port()
+    config["delivery"]["port"] = free_port()
+    for region in config["regions"]:
+        region["port"] = free_port()
+    regions = tmp_path / "regions.yaml"
+    regions.write_text(yaml.safe_dump(config))
+    return tmp_path / "state", regions
+
+
+async def test_kill_9_an_edge_during_1000_raced_jobs(cluster_files, target, http):
+    state, regions = cluster_files
+    domain = f"127.0.0.1:{target.port}"
+    (regions.parent / "domains.yaml").write_text(
+        yaml.safe_dump({"domains": {domain: {"rps": 2000, "max_rps": 2000, "burst": 50, "max_concurrent": 64, "max_concurrent_ceiling": 64}}})
+    )
+    up = await asyncio.to_thread(cli, state, regions, "up")
+    assert up.returncode == 0, up.stderr + up.stdout
+    info = orjson.loads((state / "cluster.json").read_bytes())
+    redis = connect(info["redis_url"])
+    try:
+        await wait_until(lambda: redis.hget(keys.pacing_conf(domain), "rps"), 10, "the coordinator to apply domains.yaml")
+        await _run(info, redis, target, http, state, regions)
+    finally:
+        await redis.aclose()
+        down = await asyncio.to_thread(cli, state, regions, "down")
+        assert down.returncode == 0, down.stderr
+
+
+async def _run(info: dict[str, Any], redis: Any, target: Any, http: aiohttp.ClientSession, state: Path, regions: Path) -> None:
+    key, edges = info["api_key"], info["regions"]
+    submit_to = [edges[r] for r in REGIONS]
+    payloads = [{"url": f"{target.url}/delay/{SEND_MS}", "body": f"raced-{i}", "regions": list(REGIONS)} for i in range(JOBS)]
+    job_ids: list[str] = []
+    gate = asyncio.Semaphore(32)
+
+    async def submit(i: int) -> str:
+        async with gate, http.post(f"{submit_to[i % 3]}/api/v1/jobs", json=payloads[i], headers=auth(key)) as resp:
+            body = await resp.json()
+            assert resp.status == 201, body
+            return body["job_id"]
+
+    job_ids = list(await asyncio.gather(*(submit(i) for i in range(JOBS))))
+    assert len(set(job_ids)) == JOBS
+
+    async def states() -> list[str | None]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for j in job_ids:
+                pipe.hget(keys.job(j), "state")
+            return await pipe.execute()
+
+    await target.wait_for(JOBS // 4, timeout_s=30)  # well under way: sends in flight in every region
+    os.kill(info["pids"][f"edge-{KILLED}"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    open_at_kill = sum(s not in ("success", "failed") for s in await states())
+    assert open_at_kill >= JOBS // 2, f"only {open_at_kill} jobs were still open when the edge was killed"
+
+    async def all_final() -> list[str | None] | None:
+        got = await states()
+        return got if all(s in ("success", "failed") for s in got) else None
+
+    final = await wait_until(all_final, 60, "all 1,000 jobs to reach a final state", every_s=0.25)
+    assert final == ["success"] * JOBS, {s: final.count(s) for s in set(final)}
+
+    async with redis.pipeline(transaction=False) as pipe:
+        for j in job_ids:
+            pipe.hget(keys.job(j), "winner")
+            pipe.lrange(keys.attempts(j), 0, -1)
+        rows = await pipe.execute()
+    for j, winner, attempts in zip(job_ids, rows[0::2], rows[1::2]):
+        decided = [a for a in map(orjson.loads, attempts) if a["decision"] == "success" and not a.get("lost")]
+        assert len(decided) == 1 and winner == decided[0]["region"], (j, winner, attempts)
+    print(f"{open_at_kill} of 1,000 raced jobs open at the kill; all final {time.monotonic() - killed_at:.1f}s after it")
+
+    # `make up-local` again restarts only the dead edge; its region is left clean.
+    restarted = await asyncio.to_thread(cli, state, regions, "up")
+    assert restarted.returncode == 0, restarted.stderr
+    domain = f"127.0.0.1:{target.port}"
+
+    async def region_clean() -> bool:
+        pending = [await redis.xpending(keys.region_stream(0, KILLED), keys.edge_group(KILLED))]
+        running = await redis.zcard(keys.pacing_running(domain, "*", KILLED))
+        waiting = await redis.zcard(keys.pacing_wait(domain, "*", KILLED))
+        return all(p["pending"] == 0 for p in pending) and running == 0 and waiting == 0
+
+    await wait_until(region_clean, 15, f"{KILLED}'s stream and pacing leases to be clean after the restart", every_s=0.2)
