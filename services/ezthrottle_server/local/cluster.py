@@ -44,6 +44,11 @@ from ..common.redisconn import connect
 from ..deploy import prometheus as prometheus_config
 
 READY_TIMEOUT_S = 30.0
+# A job record is a hash with one long field (its spec, ~700 bytes for a
+# 200-byte body): above Redis's default 64-byte limit the whole hash becomes a
+# hash table, about twice the memory of the compact (listpack) encoding.
+# bench/README.md (memory) measures both; docs/deploy.md#sizing-redis.
+REDIS_MEMORY_ARGS = ["--hash-max-ziplist-value", "4096"]
 PROMETHEUS = "prometheus"
 
 
@@ -116,7 +121,7 @@ class LocalCluster:
                     [
                         find_redis_server(), "--port", str(s.embedded_redis_port), "--bind", "127.0.0.1",
                         "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-                        "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+                        "--save", "", "--daemonize", "no", "--protected-mode", "yes", *REDIS_MEMORY_ARGS,
                     ],
                     {},
                     None,

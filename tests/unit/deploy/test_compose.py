@@ -174,6 +174,19 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any], se
     assert data in compose["volumes"], "Redis data should live on a named volume"
 
 
+def test_redis_keeps_job_records_compact_as_make_up_local_does(services: dict[str, dict[str, Any]], settings: Settings) -> None:
+    from ezthrottle_server.local.cluster import REDIS_MEMORY_ARGS
+
+    cmd = services["redis"]["command"]
+    flags = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    wanted = dict(zip(REDIS_MEMORY_ARGS[::2], REDIS_MEMORY_ARGS[1::2], strict=True))
+    assert int(wanted["--hash-max-ziplist-value"]) >= 1024, "a job record's spec must fit the compact hash encoding (bench.memory)"
+    assert {k: flags.get(k) for k in wanted} == wanted
+    cluster = LocalCluster(REPO / ".local-unused", REPO / "regions.yaml", env={})
+    redis_argv = next(p.argv for p in cluster.plan(settings, "redis://unused:1/0") if p.name == "redis")
+    assert " ".join(REDIS_MEMORY_ARGS) in " ".join(redis_argv)
+
+
 def test_monitoring_mounts(services: dict[str, dict[str, Any]]) -> None:
     prom = mounts(services["prometheus"])
     # The compose variant of the scrape config: targets by service name, alert rules beside it.
