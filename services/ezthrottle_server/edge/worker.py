@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 FINAL_STATES = frozenset({"success", "failed"})
 SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
-READ_BLOCK_MS = 1000  # a reader waits this long for entries, then looks whether it should stop
 
 
 def _now_ms() -> int:
@@ -138,21 +137,19 @@ class RegionWorker:
         """Stop taking work, let sends in flight finish for ``grace_s``, then cancel them.
 
         Safe to call twice. A cancelled send's job goes back to the front of
-        its queue for another node. Readers end on their own, within one
-        XREADGROUP block, once what they read is admitted and acknowledged:
-        cancelled halfway, those entries would stay pending until another
-        node reclaimed them after the visibility timeout.
+        its queue for another node. Entries this node read but had not
+        admitted (a reader cancelled halfway, or a reply still on its way)
+        are admitted before it leaves, so they need not wait out the
+        visibility timeout for another node to reclaim them.
         """
         if self._stopping.is_set():
             return
         self._stopping.set()
         self.scheduler.stop()
-        readers = [t for t in self._loops if t.get_name().startswith("read:")]
-        if readers:
-            await asyncio.wait(readers, timeout=READ_BLOCK_MS / 1000 + 1.0)
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._admit_own_pending()
         if self._pacing:  # the scheduler's loop ends at its next wake-up
             await asyncio.gather(self._pacing[0], return_exceptions=True)
         if self._tasks:
@@ -176,7 +173,7 @@ class RegionWorker:
         while not self._stopping.is_set():
             try:
                 reply = await self.redis.xreadgroup(
-                    self.group, self.consumer, {stream: ">"}, count=self.settings.read_batch, block=READ_BLOCK_MS
+                    self.group, self.consumer, {stream: ">"}, count=self.settings.read_batch, block=1000
                 )
                 for _stream, entries in reply or ():
                     await self._admit(stream, entries)
@@ -232,6 +229,21 @@ class RegionWorker:
         finally:
             for entry_id, _ in entries:
                 self._admitting.pop((stream, entry_id), None)
+
+    async def _admit_own_pending(self) -> None:
+        """Admit the entries still pending under this node's name (when it stops)."""
+        for stream in self.streams:
+            try:
+                rows = await self.redis.xpending_range(stream, self.group, "-", "+", 1000, consumername=self.consumer)
+                if not rows:
+                    continue
+                ids = [row["message_id"] for row in rows]
+                claimed = await self.redis.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=ids)
+                live = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
+                if live:
+                    await self._admit(stream, live)
+            except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError, ResponseError):
+                log.warning("could not admit what %s still held; it is reclaimed after the visibility timeout", stream, exc_info=True)
 
     async def _keep_and_reclaim_loop(self) -> None:
         interval = max(self.settings.visibility_timeout_ms / 3000.0, 0.1)
