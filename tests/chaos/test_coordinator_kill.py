@@ -20,7 +20,7 @@ from support.jobs import get_job, submit
 
 pytestmark = pytest.mark.asyncio
 
-JOBS = 24
+JOBS = 28
 FIRST_DUE_MS = 1500
 SPACING_MS = 250
 KILL_AT_MS = 2200  # after the first jobs are released, before most are due
@@ -76,7 +76,7 @@ async def test_kill_9_the_leader_the_standby_releases_delayed_jobs_on_time(procs
 
         views[job_id] = await wait_until(final, 15, f"job {job_id} to finish")
 
-    in_gap = 0
+    in_gap, worst_ms = 0, 0
     for job_id, due in jobs:
         view = views[job_id]
         assert view["status"] == "success", view
@@ -85,6 +85,7 @@ async def test_kill_9_the_leader_the_standby_releases_delayed_jobs_on_time(procs
         if killed_ms < due < took_over_ms:
             in_gap += 1
         released_by = max(due, took_over_ms) if due > killed_ms else due
+        worst_ms = max(worst_ms, started - released_by)
         assert started - released_by <= LATE_MS, (
             f"{job_id} due at +{due - t0} ms started at +{started - t0} ms; "
             f"killed at +{killed_ms - t0}, took over at +{took_over_ms - t0}"
@@ -92,3 +93,4 @@ async def test_kill_9_the_leader_the_standby_releases_delayed_jobs_on_time(procs
     assert in_gap >= 3, "no job fell due while nobody held the lease: the kill came too late to prove anything"
     assert any(due > took_over_ms for _, due in jobs), "no job was due after the takeover"
     assert len(target.matching("/echo")) == JOBS  # each sent once
+    print(f"takeover {took_over_ms - killed_ms} ms after the kill; {in_gap} jobs fell due meanwhile; latest send {worst_ms} ms after its release")

@@ -87,6 +87,7 @@ async def _run(procs, redis, redis_url, http, api_key, short_target, long_target
     await asyncio.gather(*loaders)
     assert a.popen.returncode == 0, f"edge A exited with {a.popen.returncode}"
     assert exited_s <= GRACE_S + 3, f"edge A took {exited_s:.1f}s to stop (grace {GRACE_S}s)"
+    print(f"edge A stopped {exited_s:.2f}s after SIGTERM (grace {GRACE_S}s)")
 
     views = {}
     for job_id in longs + shorts + arriving:
