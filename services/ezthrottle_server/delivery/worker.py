@@ -60,6 +60,7 @@ from yarl import URL
 
 from ..common import keys
 from ..common.workflows import frugal_step
+from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, DEAD, DELIVERED, live_regions, route_for
 from ..common.metrics import (
@@ -130,6 +131,7 @@ class DeliveryWorker:
         self.settings = settings
         self.redis = redis
         self.scripts = scripts
+        self.batch = Batcher(redis)  # the per-entry calls of concurrent deliveries, one pipeline per loop turn
         self.sender = sender
         self.rng = rng or random.Random()
         self.group = keys.delivery_group()
@@ -359,10 +361,9 @@ class DeliveryWorker:
     async def _plan(self, stream: str, entry_id: str, job_id: str) -> None:
         partition = keys.job_partition(job_id)
         assert partition is not None
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.job(job_id))
-            pipe.llen(keys.attempts(job_id))
-            job, attempts = await pipe.execute()
+        job, attempts = await asyncio.gather(
+            self.batch.execute("HGETALL", keys.job(job_id)), self.batch.execute("LLEN", keys.attempts(job_id))
+        )
         if not job or job.get("state") not in FINAL_JOB_STATES:
             log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id, "region": self.log_region})
             await self._ack(stream, entry_id)
@@ -377,7 +378,8 @@ class DeliveryWorker:
             regions = h.get("regions") or []
             hook_args += [h["url"], 1 if h.get("has_quorum_vote", True) else 0, ",".join(regions), route_for(regions, 0, self.live)]
         planned = await asyncio.shield(
-            self.scripts.delivery_plan(
+            self.batch.script(
+                self.scripts.delivery_plan,
                 keys=[keys.job_webhooks(job_id), stream, *(keys.delivery_sends(partition, r) for r in self.routes)],
                 args=[
                     self.group,
@@ -425,7 +427,7 @@ class DeliveryWorker:
     # -- one POST ------------------------------------------------------------
 
     async def _secrets(self, customer: str) -> WebhookSecrets | None:
-        primary, secondary = await self.redis.hmget(keys.webhook_secrets(customer), ["primary", "secondary"])
+        primary, secondary = await self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
         return WebhookSecrets(primary, secondary or None) if primary else None
 
     async def _send(self, stream: str, entry_id: str, job_id: str, hook: int) -> None:
@@ -433,9 +435,8 @@ class DeliveryWorker:
         assert partition is not None
         hooks_key = keys.job_webhooks(job_id)
         p = f"{hook}:"
-        customer, payload, url, state, attempts, since_ms, regions, window_base = await self.redis.hmget(
-            hooks_key,
-            ["customer", "payload", p + "url", p + "state", p + "attempts", p + "since_ms", p + "regions", p + "window_base"],
+        customer, payload, url, state, attempts, since_ms, regions, window_base = await self.batch.execute(
+            "HMGET", hooks_key, "customer", "payload", p + "url", p + "state", p + "attempts", p + "since_ms", p + "regions", p + "window_base"
         )
         if customer is None or state is None or url is None or payload is None:
             log.warning("delivery state is gone; dropping send", extra={"job_id": job_id, "region": self.log_region})
@@ -467,7 +468,8 @@ class DeliveryWorker:
         due = now + int(decision.delay_s * 1000)
         route = route_for([r for r in (regions or "").split(",") if r], attempt, self.live)
         applied, quorum_now, finished_ms = await asyncio.shield(
-            self.scripts.delivery_record(
+            self.batch.script(
+                self.scripts.delivery_record,
                 keys=[
                     hooks_key,
                     stream,

@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from ..common import keys
+from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.metrics import (
     RACE_LOSSES,
@@ -92,6 +93,7 @@ class RegionWorker:
         self.settings = settings
         self.redis = redis
         self.scripts = scripts
+        self.batch = Batcher(redis)  # the per-job scripts of concurrent sends, one pipeline per loop turn
         self.executor = executor
         self.outcomes = outcomes
         # Region states for reroutes (set by the app: the coordinator's published view).
@@ -332,7 +334,7 @@ class RegionWorker:
     async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
         job_key = keys.job(job_id)
         channel = keys.job_events(job_id)
-        state = await self.scripts.start_attempt(keys=[job_key], args=[_now_ms(), self.region, channel])
+        state = await self.batch.script(self.scripts.start_attempt, keys=[job_key], args=[_now_ms(), self.region, channel])
         if not state or state[0] in FINAL_STATES:
             return None  # gone, or another region already won: nothing to send
         _state, spec_json, retries, reroutes, created, mode, tried, unsafe, live, idem = state
@@ -487,7 +489,8 @@ class RegionWorker:
         result = outcome.result() if outcome.status_code is not None else None
         kind = outcome_kind(decision)
         decided = await asyncio.shield(
-            self.scripts.finish(
+            self.batch.script(
+                self.scripts.finish,
                 keys=[
                     job_key,
                     keys.attempts(job_id),
@@ -546,7 +549,8 @@ class RegionWorker:
         if attempt is not None:
             attempt["next_region"] = next_region
         await asyncio.shield(
-            self.scripts.requeue(
+            self.batch.script(
+                self.scripts.requeue,
                 keys=[
                     job_key,
                     keys.attempts(job_id),

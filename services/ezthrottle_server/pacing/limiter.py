@@ -28,6 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..common import keys
+from ..common.batching import Batcher
 from ..common.config import Settings
 from .hints import TargetHints
 from .scope import SHARED, Scope
@@ -176,6 +177,7 @@ class Limiter:
         self.region = region
         self.regions = tuple(regions) or ((region,) if region else ())
         self._scripts = {name: redis.register_script(load_script(name)) for name in SCRIPT_NAMES}
+        self._batch = Batcher(redis)  # releases of concurrent sends, one pipeline per loop turn
         self._mode_cache_s = mode_cache_s
         self._per_customer: dict[str, tuple[float, bool]] = {}  # domain -> (fetched at, per customer?)
         self._late_running: set[Scope] = set()  # scopes with a late report in flight
@@ -251,7 +253,8 @@ class Limiter:
     ) -> None:
         """The attempt of a granted job is over (``requeue``: it never happened; queue it again)."""
         h = hints or TargetHints()
-        waiting, next_ms, _running = await self._scripts["release"](
+        waiting, next_ms, _running = await self._batch.script(
+            self._scripts["release"],
             keys=self._keys(scope),
             args=[
                 *self.policy.args(now_ms),
@@ -264,7 +267,7 @@ class Limiter:
         )
         if waiting:
             # A faster rate or a job put back may make the scope due sooner.
-            await self.redis.zadd(self.ready_key, {scope.member: int(next_ms)}, lt=True)
+            await self._batch.execute("ZADD", self.ready_key, "LT", int(next_ms), scope.member)
 
     async def renew(self, scope: Scope, leases: Sequence[str], lease_ms: int, *, now_ms: float | None = None) -> int:
         if not leases:

@@ -1,0 +1,99 @@
+"""Redis calls of concurrent tasks, sent as one pipeline per event-loop turn.
+
+A busy node has hundreds of jobs in flight, each making its own small Redis
+calls (``start_attempt.lua``, ``finish.lua``, ``release.lua`` …). One round
+trip each costs a socket write, a wake-up and redis-py's per-command
+bookkeeping, several times the work of the command itself. A
+:class:`Batcher` queues the calls made during one turn of the event loop and
+sends them together in one non-transactional pipeline, then hands each
+caller its own reply (or its own error), as if it had called alone.
+
+- Each caller's calls stay in its order: it awaits one before making the next.
+- Calls of different callers in one batch run in the order they were made.
+  Nothing is atomic across them (no MULTI), as with separate calls.
+- A script the server does not know (``NOSCRIPT``: a restarted or failed-over
+  Redis) is run again on its own through its ``Script`` object, which loads it.
+- A batch is at most ``max_batch`` calls; more go out in the next pipeline at
+  once. At light load a call waits for nothing but the end of the current turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+_Call = tuple[tuple[Any, ...], AsyncScript | None, asyncio.Future[Any]]
+
+
+class Batcher:
+    def __init__(self, redis: aioredis.Redis, *, max_batch: int = 256) -> None:
+        self.redis = redis
+        self.max_batch = max_batch
+        self._pending: list[_Call] = []
+        self._scheduled = False
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    def script(self, script: AsyncScript, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> asyncio.Future[Any]:
+        """Run a registered script (EVALSHA), batched with other callers' calls: await the reply."""
+        return self._queue(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+    def execute(self, *command: Any) -> asyncio.Future[Any]:
+        """Run one command (e.g. ``"HMGET", key, field``), batched: await its reply as redis-py parses it."""
+        return self._queue(command, None)
+
+    def _queue(self, command: tuple[Any, ...], script: AsyncScript | None) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((command, script, fut))
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command, _script, _fut in batch:
+                    pipe.execute_command(*command)
+                replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # the whole round trip failed: every caller sees it
+            for _command, _script, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the loop is closing): so are the callers
+            for _command, _script, fut in batch:
+                fut.cancel()
+            raise
+        for (command, script, fut), reply in zip(batch, replies):
+            if isinstance(reply, NoScriptError) and script is not None:
+                reply = await self._alone(script, command)
+            if fut.done():
+                continue  # its caller was cancelled; the call was made all the same
+            if isinstance(reply, Exception):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(reply)
+
+    async def _alone(self, script: AsyncScript, command: tuple[Any, ...]) -> Any:
+        numkeys = command[2]
+        try:
+            return await script(keys=list(command[3 : 3 + numkeys]), args=list(command[3 + numkeys :]))
+        except Exception as exc:
+            return exc
