@@ -1,0 +1,311 @@
+"""End-to-end throughput: N jobs to a loopback target, until every job's webhook has arrived.
+
+    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq]
+
+Each job is a POST with a 200-byte body to the sink's target; its result goes
+to the sink's webhook receiver (:mod:`bench.sink`, its own process). The
+driver (this process) submits N jobs with ``--concurrency`` submitters and
+stops the clock when the N-th distinct webhook has arrived.
+
+- **EZThrottle**: Redis, coordinator, delivery and one edge as real processes
+  (``--edges`` for more, one per region); jobs go through ``POST
+  /api/v1/jobs``; the sink's domain has its limits raised (domains.yaml);
+  webhooks are signed with the customer's secret.
+- **SAQ** and **arq**: the same work as one task (send, then POST the
+  webhook) enqueued with each library's client into a fresh real Redis, run by
+  ``--baseline-workers`` worker processes (:mod:`bench.baseline_workers`),
+  each with ``--concurrency`` jobs in flight.
+
+Reported per system: jobs/s (N / first submit to last webhook), submit→webhook
+p50/p99, and ours over the faster baseline (goal >= 2). A warm-up of 200
+jobs runs first on every system and is not counted. Every wait is bounded.
+Results: bench/results/e2e.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ._cluster import cluster, cpu_snapshot, new_key, redis_pid, sink_get, sink_process, sink_reset, submit, summary_ms, wait_hooks, write_result
+from ._procs import REPO, redis_server
+
+BODY = "x" * 200
+WARMUP = 200
+SYSTEMS = ("ezthrottle", "saq", "arq")
+
+
+async def drive(
+    http: aiohttp.ClientSession,
+    sink: str,
+    submit_one: Callable[[int, str], Awaitable[None]],
+    n: int,
+    concurrency: int,
+    run: str,
+    timeout_s: float,
+    pids: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Submit ``n`` jobs with ``concurrency`` submitters; wait for their webhooks; measure.
+
+    With ``pids``, also the CPU time each process used meanwhile, per job.
+    """
+    pids = {**(pids or {}), "driver": os.getpid()}
+    await sink_reset(http, sink)
+    cpu_before = cpu_snapshot(pids)
+    submitted: dict[str, float] = {}
+    next_i = 0
+
+    async def submitter() -> None:
+        nonlocal next_i
+        while next_i < n:
+            i = next_i
+            next_i += 1
+            tag = f"{run}-{i}"
+            submitted[tag] = time.time()
+            await submit_one(i, tag)
+
+    t0 = time.time()
+    await asyncio.wait_for(asyncio.gather(*(submitter() for _ in range(concurrency))), timeout=timeout_s)
+    submit_s = time.time() - t0
+    got = await wait_hooks(http, sink, n, timeout_s)
+    cpu_after = cpu_snapshot(pids)
+    arrivals = await sink_get(http, sink, "arrivals")
+    hooks: dict[str, float] = arrivals["hooks"]
+    stats = await sink_get(http, sink, "stats")
+    latencies = [(hooks[t] - s) * 1000 for t, s in submitted.items() if t in hooks]
+    last = max(hooks.values()) if hooks else t0
+    elapsed = last - t0
+    return {
+        "jobs": n,
+        "webhooks": got,
+        "complete": got >= n,
+        "elapsed_s": round(elapsed, 3),
+        "submit_s": round(submit_s, 3),
+        "jobs_per_s": round(got / elapsed, 1) if elapsed > 0 else None,
+        "submit_to_webhook_ms": summary_ms(latencies),
+        "target_requests": stats["target_requests"],
+        "hook_requests": stats["hook_requests"],
+        "cpu_us_per_job": {k: round((cpu_after[k] - cpu_before[k]) * 1e6 / max(got, 1)) for k in pids},
+        "cpu_busy_share": round(sum(cpu_after[k] - cpu_before[k] for k in pids) / max(elapsed, 1e-9) / (os.cpu_count() or 1), 2),
+    }
+
+
+async def warm_up(http: aiohttp.ClientSession, sink: str, one: Callable[[int, str], Awaitable[None]], concurrency: int) -> None:
+    warm = await drive(http, sink, one, WARMUP, concurrency, "warm", 60)
+    if not warm["complete"]:
+        raise RuntimeError(f"warm-up: {warm['webhooks']} of {WARMUP} webhooks arrived within 60 s; see bench/results/logs")
+
+
+def _job(sink: str, tag: str) -> bytes:
+    return orjson.dumps(
+        {
+            "url": f"{sink}/t/{tag}",
+            "method": "POST",
+            "body": BODY,
+            "headers": {"Content-Type": "application/json"},
+            "webhooks": [{"url": f"{sink}/hook"}],
+            "metadata": {"tag": tag},
+            "idempotent_key": tag,
+        }
+    )
+
+
+# -- the systems --------------------------------------------------------------------
+
+
+async def _ezthrottle(
+    edges: list[str], redis_url: str, sink: str, n: int, concurrency: int, timeout_s: float, pids: dict[str, int]
+) -> dict[str, Any]:
+    key = await new_key(redis_url)
+    connector = aiohttp.TCPConnector(limit=concurrency + 8)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        job_ids: dict[str, str] = {}
+
+        async def one(i: int, tag: str) -> None:
+            job_ids[tag] = (await submit(http, edges[i % len(edges)], key, _job(sink, tag)))["job_id"]
+
+        await warm_up(http, sink, one, concurrency)
+        result = await drive(http, sink, one, n, concurrency, "run", timeout_s, pids)
+        hooks = (await sink_get(http, sink, "arrivals"))["hooks"]
+    result["stages_ms"] = await stages(redis_url, {t: j for t, j in job_ids.items() if t.startswith("run-")}, hooks)
+    return result
+
+
+async def stages(redis_url: str, job_ids: dict[str, str], hooks: dict[str, float]) -> dict[str, Any]:
+    """Where a job's time went, from its record: created → started (queue, pacing,
+    routing), started → finished (the send), finished → webhook (delivery)."""
+    from ezthrottle_server.common import keys
+    from ezthrottle_server.common.redisconn import connect
+
+    r = connect(redis_url)
+    try:
+        tags = list(job_ids)
+        async with r.pipeline(transaction=False) as pipe:
+            for t in tags:
+                pipe.hmget(keys.job(job_ids[t]), "created_ms", "started_ms", "finished_ms")
+            rows = await pipe.execute()
+    finally:
+        await r.aclose()
+    queued, sending, delivering = [], [], []
+    for t, (created, started, finished) in zip(tags, rows):
+        if created and started and finished and t in hooks:
+            queued.append(int(started) - int(created))
+            sending.append(int(finished) - int(started))
+            delivering.append(hooks[t] * 1000 - int(finished))
+    return {"created_to_started": summary_ms(queued), "started_to_finished": summary_ms(sending), "finished_to_webhook": summary_ms(delivering)}
+
+
+def run_ezthrottle(n: int, concurrency: int, edges: int, timeout_s: float) -> dict[str, Any]:
+    regions = ("iad", "lax", "ord")[: max(1, min(edges, 3))]
+    with cluster("e2e", regions) as c:
+        result = asyncio.run(_ezthrottle(list(c.edges.values()), c.redis_url, c.sink, n, concurrency, timeout_s, c.pids))
+    result["setup"] = f"{len(regions)} edge(s) + coordinator + delivery, real processes"
+    return result
+
+
+@contextlib.contextmanager
+def baseline_workers(system: str, redis_url: str, concurrency: int, processes: int) -> Iterator[dict[str, int]]:
+    log_dir = REPO / "bench" / "results" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(processes):
+            with open(log_dir / f"e2e-{system}-worker-{i}.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bench.baseline_workers", system, "--redis", redis_url, "--concurrency", str(concurrency)],
+                        cwd=REPO,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=os.environ.copy(),
+                    )
+                )
+        asyncio.run(_wait_ready(redis_url, system, processes, procs))
+        yield {f"{system}-worker-{i}": p.pid for i, p in enumerate(procs)}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def _wait_ready(redis_url: str, system: str, processes: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    import redis.asyncio as aioredis
+
+    from .baseline_workers import READY_KEY
+
+    deadline = time.monotonic() + 30
+    async with aioredis.from_url(redis_url) as r:
+        while len(await r.keys(f"{READY_KEY}:{system}:*")) < processes:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a {system} worker exited at start; see bench/results/logs/e2e-{system}-worker-*.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{system} workers were not ready within 30 s")
+            await asyncio.sleep(0.05)
+
+
+async def _saq(redis_url: str, sink: str, n: int, concurrency: int, timeout_s: float, pids: dict[str, int]) -> dict[str, Any]:
+    from saq import Queue
+
+    queue = Queue.from_url(redis_url, name="bench", max_concurrent_ops=concurrency)
+    await queue.connect()
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def one(_i: int, tag: str) -> None:
+                await queue.enqueue("call", method="POST", url=f"{sink}/t/{tag}", body=BODY, hook=f"{sink}/hook", tag=tag, retries=1, timeout=30)
+
+            await warm_up(http, sink, one, concurrency)
+            return await drive(http, sink, one, n, concurrency, "run", timeout_s, pids)
+    finally:
+        await queue.disconnect()
+
+
+async def _arq(redis_url: str, sink: str, n: int, concurrency: int, timeout_s: float, pids: dict[str, int]) -> dict[str, Any]:
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def one(_i: int, tag: str) -> None:
+                await pool.enqueue_job("call", "POST", f"{sink}/t/{tag}", BODY, f"{sink}/hook", tag)
+
+            await warm_up(http, sink, one, concurrency)
+            return await drive(http, sink, one, n, concurrency, "run", timeout_s, pids)
+    finally:
+        await pool.aclose()
+
+
+def run_baseline(system: str, n: int, concurrency: int, processes: int, timeout_s: float) -> dict[str, Any]:
+    pids: dict[str, int] = {}
+    with redis_server() as redis_url, sink_process(f"e2e-{system}", pids) as sink:
+        pids["redis"] = redis_pid(redis_url)
+        with baseline_workers(system, redis_url, concurrency, processes) as workers:
+            runner = _saq if system == "saq" else _arq
+            result = asyncio.run(runner(redis_url, sink, n, concurrency, timeout_s, {**pids, **workers}))
+    result["setup"] = f"{processes} worker process(es) x {concurrency} concurrent jobs"
+    return result
+
+
+# -- main -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="2,000 jobs")
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--concurrency", type=int, default=64, help="submitters, and jobs in flight per baseline worker")
+    p.add_argument("--edges", type=int, default=1, help="edge processes (one per region, up to 3)")
+    p.add_argument("--baseline-workers", type=int, default=2, help="worker processes per baseline")
+    p.add_argument("--only", default=",".join(SYSTEMS))
+    a = p.parse_args(argv)
+    n = 2000 if a.quick else a.jobs
+    timeout_s = 120.0 if a.quick else 300.0
+    only = [s for s in SYSTEMS if s in {x.strip() for x in a.only.split(",")}]
+    rows: dict[str, Any] = {}
+    for system in only:
+        if system == "ezthrottle":
+            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s)
+        else:
+            rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
+        r = rows[system]
+        print(f"  {system:<11} {r['jobs_per_s']!s:>8} jobs/s  p50 {r['submit_to_webhook_ms']['p50']:>9} ms  p99 {r['submit_to_webhook_ms']['p99']:>9} ms"
+              f"  ({r['webhooks']}/{r['jobs']} webhooks; {r['setup']})", flush=True)
+    baselines = [rows[s]["jobs_per_s"] or 0 for s in ("saq", "arq") if s in rows]
+    ratio = None
+    if "ezthrottle" in rows and baselines and max(baselines) > 0:
+        ratio = round((rows["ezthrottle"]["jobs_per_s"] or 0) / max(baselines), 2)
+    result = {
+        "scenario": "e2e",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": a.quick,
+        "jobs": n,
+        "concurrency": a.concurrency,
+        "systems": rows,
+        "ratio_vs_faster_baseline": ratio,
+        "goal": "ezthrottle jobs/s >= 2 x the faster of SAQ and arq",
+    }
+    out = write_result("e2e", result)
+    print(f"ezthrottle / faster baseline: {ratio} (goal >= 2); written to {out.relative_to(REPO)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

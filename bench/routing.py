@@ -1,0 +1,142 @@
+"""Routing latency: from accept to the start of the outbound send, at light load.
+
+    python -m bench.routing [--quick] [--jobs 300] [--gap-ms 20]
+
+One edge (iad), a coordinator and Redis as real processes; simulated region
+latency off; the target's domain has its limits raised. The driver submits
+GET jobs one at a time, ``--gap-ms`` apart, and the sink records when each
+request reached the target (``time.time()``; every process shares the
+machine's clock).
+
+Reported, per job:
+
+- **accept → target** (the goal's measure): the target's arrival time minus
+  the moment the job was durably accepted. The job record's ``created_ms``
+  is whole milliseconds (truncated), so this reads up to 1 ms high; the
+  client's view brackets it: **201 → target** (after the accept: a lower
+  bound) and **POST → target** (before it: an upper bound).
+- where the time goes: **accept → started_ms** (stream read, admission into
+  the pacing queue, grant, ``start_attempt.lua``) and **started_ms → target**
+  (the executor: headers, connection pool, the HTTP request on loopback);
+  and, from the edge's own histograms, the mean **grant → send**
+  (``ezt_routing_latency_seconds``).
+
+Goal: accept → send p50 <= 1 ms, p99 <= 5 ms. Results: bench/results/routing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ._cluster import cluster, new_key, sink_get, sink_reset, submit, summary_ms, write_result
+from ._procs import REPO
+
+WARMUP = 20
+
+
+async def _metric_mean(http: aiohttp.ClientSession, edge: str, name: str) -> float | None:
+    async with http.get(f"{edge}/metrics") as resp:
+        text = await resp.text()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return round(total / count * 1000, 3) if count else None
+
+
+async def _run(edge: str, redis_url: str, sink: str, jobs: int, gap_s: float) -> dict[str, Any]:
+    from ezthrottle_server.common import keys
+    from ezthrottle_server.common.redisconn import connect
+
+    key = await new_key(redis_url, webhook_secret=None)
+    posted: dict[str, float] = {}
+    answered: dict[str, float] = {}
+    job_ids: dict[str, str] = {}
+    async with aiohttp.ClientSession() as http:
+        for phase, count in (("warm", WARMUP), ("run", jobs)):
+            await sink_reset(http, sink)
+            for i in range(count):
+                tag = f"{phase}-{i}"
+                payload = orjson.dumps({"url": f"{sink}/t/{tag}", "method": "GET", "idempotent_key": tag})
+                posted[tag] = time.time()
+                job_ids[tag] = (await submit(http, edge, key, payload))["job_id"]
+                answered[tag] = time.time()
+                await asyncio.sleep(gap_s)
+            deadline = time.monotonic() + 30
+            while (await sink_get(http, sink, "stats"))["target"] < count and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        arrived: dict[str, float] = (await sink_get(http, sink, "arrivals"))["target"]
+        grant_to_send_mean = await _metric_mean(http, edge, "ezt_routing_latency_seconds")
+    r = connect(redis_url)
+    try:
+        tags = [f"run-{i}" for i in range(jobs)]
+        async with r.pipeline(transaction=False) as pipe:
+            for t in tags:
+                pipe.hmget(keys.job(job_ids[t]), "created_ms", "started_ms")
+            rows = await pipe.execute()
+    finally:
+        await r.aclose()
+    accept, lower, upper, to_start, start_to_target = [], [], [], [], []
+    for t, (created, started) in zip(tags, rows):
+        if t not in arrived or not created:
+            continue
+        at_ms = arrived[t] * 1000
+        accept.append(at_ms - int(created))
+        lower.append(at_ms - answered[t] * 1000)
+        upper.append(at_ms - posted[t] * 1000)
+        if started:
+            to_start.append(int(started) - int(created))
+            start_to_target.append(at_ms - int(started))
+    return {
+        "jobs": jobs,
+        "arrived": len(accept),
+        "accept_to_target_ms": summary_ms(accept),
+        "bracket": {"response_201_to_target_ms": summary_ms(lower), "post_to_target_ms": summary_ms(upper)},
+        "stages": {
+            "accept_to_started_ms": summary_ms(to_start),
+            "started_to_target_ms": summary_ms(start_to_target),
+            "grant_to_send_mean_ms (edge histogram, warm-up included)": grant_to_send_mean,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="150 jobs")
+    p.add_argument("--jobs", type=int, default=500)
+    p.add_argument("--gap-ms", type=float, default=20.0)
+    a = p.parse_args(argv)
+    jobs = 150 if a.quick else a.jobs
+    with cluster("routing", ("iad",), delivery=False) as c:
+        measured = asyncio.run(_run(c.edges["iad"], c.redis_url, c.sink, jobs, a.gap_ms / 1000))
+    result = {
+        "scenario": "routing",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": a.quick,
+        "gap_ms": a.gap_ms,
+        **measured,
+        "goal": "accept -> send p50 <= 1 ms, p99 <= 5 ms",
+    }
+    out = write_result("routing", result)
+    s = measured["accept_to_target_ms"]
+    b = measured["bracket"]
+    st = measured["stages"]
+    print(f"  accept -> target   p50 {s['p50']:>7} ms  p99 {s['p99']:>7} ms  (created_ms is whole ms: reads up to 1 ms high)")
+    print(f"  201 -> target      p50 {b['response_201_to_target_ms']['p50']:>7} ms  p99 {b['response_201_to_target_ms']['p99']:>7} ms  (lower bound)")
+    print(f"  POST -> target     p50 {b['post_to_target_ms']['p50']:>7} ms  p99 {b['post_to_target_ms']['p99']:>7} ms  (upper bound)")
+    print(f"  accept -> started  p50 {st['accept_to_started_ms']['p50']:>7} ms  p99 {st['accept_to_started_ms']['p99']:>7} ms")
+    print(f"  started -> target  p50 {st['started_to_target_ms']['p50']:>7} ms  p99 {st['started_to_target_ms']['p99']:>7} ms")
+    print(f"written to {out.relative_to(REPO)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
