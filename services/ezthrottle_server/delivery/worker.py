@@ -412,15 +412,14 @@ class DeliveryWorker:
         (``quorum_missed_ms``), so each job that misses its quorum is counted
         once, however many of its webhooks die at the same moment.
         """
-        count, quorum, votes, met = await self.redis.hmget(hooks_key, ["count", "quorum", "votes", "quorum_met_ms"])
-        if met or count is None:
+        state = await self.redis.hgetall(hooks_key)  # one read: votes and states agree with each other
+        if state.get("quorum_met_ms") or "count" not in state:
             return False
-        n = int(count)
-        fields = await self.redis.hmget(hooks_key, [f"{i}:{f}" for i in range(n) for f in ("vote", "state")])
-        if fields[2 * hook] != "1":
+        n = int(state["count"])
+        if state.get(f"{hook}:vote") != "1":
             return False  # a webhook without a vote changes nothing
-        open_votes = sum(1 for i in range(n) if fields[2 * i] == "1" and fields[2 * i + 1] not in (DELIVERED, DEAD))
-        if int(votes or 0) + open_votes >= int(quorum or 1):
+        open_votes = sum(1 for i in range(n) if state.get(f"{i}:vote") == "1" and state.get(f"{i}:state") not in (DELIVERED, DEAD))
+        if int(state.get("votes") or 0) + open_votes >= int(state.get("quorum") or 1):
             return False
         return bool(await self.redis.hsetnx(hooks_key, "quorum_missed_ms", _now_ms()))
 
