@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -9,10 +10,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from ezthrottle_server.common import apikeys
 from ezthrottle_server.common.config import Settings
 from ezthrottle_server.common.redisconn import connect
+from support.redis_cluster import redis_cluster, session_cluster_wanted
 from support.redis_server import session_redis
 from support.services import RunningApp, make_settings
 from support.targets import Target, WebhookReceiver
@@ -20,14 +23,29 @@ from support.targets import Target, WebhookReceiver
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    """One Redis for the session; ``EZT_TEST_REDIS_CLUSTER=1``: a local 3-master Redis Cluster."""
+    if session_cluster_wanted() and not os.environ.get("REDIS_URL"):
+        with redis_cluster(masters=3) as cluster:
+            yield cluster.url
+        return
     with session_redis() as url:
         yield url
+
+
+async def flush_all(client: Any) -> None:
+    """FLUSHALL on the server, or on every master of a cluster."""
+    if isinstance(client, RedisCluster):
+        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.flushall()
 
 
 @pytest_asyncio.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = connect(redis_url)
-    await client.flushall()
+    if isinstance(client, RedisCluster):
+        client.command_flags["KEYS"] = RedisCluster.PRIMARIES  # tests list keys of every master, merged
+    await flush_all(client)
     try:
         yield client
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ REGIONS_FILE = REPO / "regions.yaml"
 
 def make_settings(role: str, redis_url: str, region: str | None = None, **overrides: Any) -> Settings:
     env = {"REDIS_URL": redis_url, "EZT_REGIONS_FILE": str(REGIONS_FILE), "EZT_SIMULATE_LATENCY": "0"}
+    if os.environ.get("EZT_PARTITIONS"):  # e.g. a whole run against a cluster: EZT_TEST_REDIS_CLUSTER=1 EZT_PARTITIONS=4
+        env["EZT_PARTITIONS"] = os.environ["EZT_PARTITIONS"]
     if region:
         env["EZT_REGION"] = region
     settings = load_settings(role, env=env)

@@ -48,10 +48,11 @@ async def create_key(r: aioredis.Redis, customer: str) -> tuple[str, ApiKeyRecor
     api_key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = digest(api_key)
     now = int(time.time() * 1000)
-    async with r.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.api_key(key_id), mapping={"customer": customer, "created_ms": now, "revoked": 0})
-        pipe.sadd(keys.customer_keys(customer), key_id)
-        await pipe.execute()
+    # Two slots (the key's and the customer's), so two steps, in this order: a
+    # key is listed before it works, and a crash in between leaves a listed id
+    # without a record, which list_keys skips.
+    await r.sadd(keys.customer_keys(customer), key_id)
+    await r.hset(keys.api_key(key_id), mapping={"customer": customer, "created_ms": now, "revoked": 0})
     return api_key, ApiKeyRecord(key_id, customer, now, False)
 
 

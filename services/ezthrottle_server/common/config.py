@@ -9,7 +9,9 @@ Environment variables (all optional):
 ====================================  =========================================
 ``EZT_REGIONS_FILE``                  path to regions.yaml (default: ./regions.yaml)
 ``EZT_PROFILE``                       ``local`` (loopback targets allowed) or ``production``
-``REDIS_URL``                         Redis to use (default: the embedded one's port)
+``REDIS_URL``                         Redis to use (default: the embedded one's port): ``redis://host:port/0``
+                                      (``rediss://`` TLS) one server; ``redis+cluster://host:port``
+                                      (``rediss+cluster://``) Redis Cluster, from any one node (common/redisconn.py)
 ``EZT_REGION``                        this edge's region id
 ``EZT_NODE_ID``                       this process's node id (default: role-region-pid)
 ``EZT_HOST`` / ``EZT_PORT``           listen address of this process's HTTP server
@@ -24,7 +26,8 @@ Environment variables (all optional):
 ``EZT_RESPONSE_BODY_CAP_BYTES``       stored response bodies are cut (and marked) above this
 ``EZT_EXECUTOR_CONCURRENCY``          outbound attempts in flight per edge node
 ``EZT_STOP_GRACE_S``                  on SIGTERM, how long an edge lets its sends finish before handing them back (10)
-``EZT_PARTITIONS``                    number of job partitions (hash slots on a cluster)
+``EZT_PARTITIONS``                    number of job partitions, one hash slot each: on a cluster, several per
+                                      master (docs/deploy.md); the same in every process
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
 ``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use

@@ -8,11 +8,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ApiError
 from .metrics import API_REQUESTS
+from .redisconn import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
             413: "request body is larger than the limit",
         }.get(exc.status, exc.reason)
         resp = json_response({"error": {"code": code, "message": message}}, exc.status)
-    except (RedisConnectionError, RedisTimeoutError):
+    except REDIS_UNAVAILABLE:  # down, or a cluster failing over
         log.warning("redis unavailable on %s %s", request.method, request.path, exc_info=True)
         resp = json_response(
             {"error": {"code": "unavailable", "message": "the job store is unreachable; nothing was accepted, retry shortly"}},

@@ -2,6 +2,9 @@
 
 Cluster safety is visible here: keys that one Lua script touches together
 share a hash tag (the part in braces), so the same code runs on Redis Cluster.
+Keys without a tag (API keys, heartbeats, the coordinator lease, pacing's
+ready sets) are each used alone: no script or multi-key command spans two of
+them, and no code uses MULTI/EXEC. ``tests/cluster`` checks it on a real cluster.
 
 Jobs live in *partitions*. A partition is one hash tag, ``{ezt:p<N>}``, and
 holds everything a job's scripts touch: the idempotency key, the job record,

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import DELAYED_RELEASED
-from ..common.redisconn import Scripts
+from ..common.redisconn import UNAVAILABLE, Scripts
 from .lease import Lease
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class DelayedReleaser:
                 try:
                     if await self.release_due() >= 1000:
                         continue  # a backlog: go again at once
-                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                except UNAVAILABLE:  # also a cluster failing over
                     log.warning("redis unavailable; delayed release paused", exc_info=True)
                     await asyncio.sleep(0.5)
             await asyncio.sleep(self.poll_s)

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import REGION_STATE
+from ..common.redisconn import UNAVAILABLE
 from .lease import Lease
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,6 @@ class RegionMonitor:
                     loaded = False
             except asyncio.CancelledError:
                 raise
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            except UNAVAILABLE:  # also a cluster failing over
                 log.warning("redis unavailable; region health paused", exc_info=True)
             await asyncio.sleep(self.interval_s)

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from ..common import keys
 from ..common.metrics import COORDINATOR_LEADER
-from ..common.redisconn import Scripts
+from ..common.redisconn import UNAVAILABLE, Scripts
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Lease:
     async def tick(self) -> bool:
         try:
             held = await self.scripts.renew_lease(keys=[keys.coordinator_leader()], args=[self.holder, self.ttl_ms]) == 1
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+        except UNAVAILABLE:  # also a cluster failing over
             held = False  # cannot prove we hold it: act as a standby
         if held != self.is_leader:
             self.is_leader = held

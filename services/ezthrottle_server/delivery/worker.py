@@ -71,7 +71,7 @@ from ..common.metrics import (
     WEBHOOK_QUORUM_MISSED,
     WEBHOOK_RECLAIMED,
 )
-from ..common.redisconn import Scripts
+from ..common.redisconn import UNAVAILABLE, Scripts
 from ..pacing.scope import domain_of
 from .schedule import decide
 from .sender import WebhookSender
@@ -189,7 +189,7 @@ class DeliveryWorker:
         if self.region:
             try:
                 await self.scripts.release_lease(keys=[keys.delivery_region_alive(self.region)], args=[self.consumer])
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            except UNAVAILABLE:
                 pass  # it expires on its own
 
     @property
@@ -244,7 +244,7 @@ class DeliveryWorker:
                     continue
                 log.exception("reading delivery streams of partition %s failed", partition)
                 await asyncio.sleep(0.5)
-            except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError):
+            except UNAVAILABLE:  # also a cluster failing over
                 log.warning("redis unavailable while reading delivery streams; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
 
@@ -348,7 +348,7 @@ class DeliveryWorker:
                     continue  # a backlog: go again at once
             except asyncio.CancelledError:
                 raise
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            except UNAVAILABLE:
                 log.warning("redis unavailable; webhook retries paused", exc_info=True)
                 await asyncio.sleep(0.5)
             except Exception:

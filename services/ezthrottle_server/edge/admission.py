@@ -7,7 +7,8 @@ consecutive rejection of the same customer (1 s, 2 s, 4 s … capped), and
 starts over once one of its submissions is accepted. Two ceilings:
 
 - **Redis memory**: ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` if set (0 = off),
-  else 90% of Redis's own ``maxmemory`` when it has one. Memory is read once
+  else 90% of Redis's own ``maxmemory`` when it has one; on a cluster, per
+  master, and the fullest master decides. Memory is read once
   a second by a background task, never on the request path. ``/readyz`` and
   ``/healthz`` report this state, so a load balancer can steer traffic away.
 - **Jobs queued per customer**: ``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER``
@@ -30,6 +31,7 @@ from ..common import keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import ADMISSION_REJECTED
+from ..common.redisconn import info_per_master
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,19 @@ class Admission:
         self._streaks: dict[str, int] = {}
 
     async def refresh(self) -> None:
-        info = await self.redis.info("memory")
-        self.used_bytes = int(info.get("used_memory", 0))
-        if self.settings.admission_max_redis_memory_bytes:
-            self.limit_bytes = self.settings.admission_max_redis_memory_bytes
-        else:
-            maxmemory = int(info.get("maxmemory", 0))
-            self.limit_bytes = int(maxmemory * MAXMEMORY_SHARE) if maxmemory else 0
+        fullest: tuple[float, int, int] | None = None  # (share of its ceiling, used, ceiling) of the fullest master
+        for info in await info_per_master(self.redis, "memory"):
+            used = int(info.get("used_memory", 0))
+            if self.settings.admission_max_redis_memory_bytes:
+                limit = self.settings.admission_max_redis_memory_bytes
+            else:
+                maxmemory = int(info.get("maxmemory", 0))
+                limit = int(maxmemory * MAXMEMORY_SHARE) if maxmemory else 0
+            node = (used / limit if limit else 0.0, used, limit)
+            if fullest is None or node > fullest:
+                fullest = node
+        if fullest is not None:
+            _share, self.used_bytes, self.limit_bytes = fullest
 
     async def run(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import metrics_handler, prime
 from ..common.outbound import OutboundPolicy
-from ..common.redisconn import Scripts, connect
+from ..common.redisconn import Scripts, connect, connect_pubsub
 from ..common.http import errors_middleware, json_response
 from .api import ROUTES
 from .deliveries_api import ROUTES as DELIVERIES_ROUTES
@@ -65,7 +65,8 @@ def create_app(settings: Settings) -> web.Application:
     prime("edge", settings.region)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        redis = connect(settings.redis_url)
+        # one blocking read per partition's stream holds a connection: room for them and the rest
+        redis = connect(settings.redis_url, max_connections=max(64, settings.partitions * 2 + 16))
         scripts = Scripts(redis)
         policy = OutboundPolicy.from_settings(settings)
         executor = Executor(settings, policy)
@@ -82,7 +83,7 @@ def create_app(settings: Settings) -> web.Application:
             regions=RegionStates(redis, settings.region_ids),
             quotas=Quotas(settings, redis),
             admission=Admission(settings, redis),
-            events=EventHub(redis),
+            events=EventHub(connect_pubsub(settings.redis_url)),
         )
         app[CTX] = ctx
         ctx.events.start()

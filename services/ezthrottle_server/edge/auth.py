@@ -33,6 +33,7 @@ from ..common import apikeys, keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import AUTH_FAILURES, AUTH_RATE_LIMITED
+from ..common.redisconn import load_script_source
 
 _MAX_CACHED = 10_000
 _MAX_LIMITED = 10_000
@@ -89,6 +90,7 @@ class Authenticator:
         trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.redis = redis
+        self._count_failure_script = redis.register_script(load_script_source("count_failure"))
         self.cache_s = cache_s
         self.fail_limit = fail_limit  # 0: no limit
         self.fail_window_s = fail_window_s
@@ -158,11 +160,8 @@ class Authenticator:
         AUTH_FAILURES.inc()
         if self.fail_limit <= 0:
             return
-        key = keys.auth_failures(client)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(key, 0, ex=self.fail_window_s, nx=True)  # the window starts with the first failure
-            pipe.incr(key)
-            await pipe.execute()
+        # one script, not MULTI: the window starts with the first failure (the counter's TTL)
+        await self._count_failure_script(keys=[keys.auth_failures(client)], args=[self.fail_window_s])
 
     def _rate_limited(self, wait_s: float) -> ApiError:
         AUTH_RATE_LIMITED.inc()

@@ -15,7 +15,9 @@ webhook is delivered or dead (at once, for a job already settled), or after
 ``max_stream_s``. Keep-alive comments go out every ``keepalive_s``.
 
 One pub/sub connection per edge serves every stream (:class:`EventHub`);
-channels are subscribed while someone watches them.
+channels are subscribed while someone watches them. The hub has a client of
+its own (``redisconn.connect_pubsub``): on Redis Cluster, one node's, since
+PUBLISH reaches every node, and another node's when that one fails.
 """
 
 from __future__ import annotations
@@ -41,9 +43,13 @@ QUEUE_LIMIT = 1000
 
 
 class EventHub:
-    """Fans one Redis pub/sub connection out to the streams of this node."""
+    """Fans one Redis pub/sub connection out to the streams of this node.
+
+    ``redis`` is the hub's own client (``redisconn.connect_pubsub``); ``close`` closes it.
+    """
 
     def __init__(self, redis: aioredis.Redis) -> None:
+        self.client = redis
         self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self._watchers: dict[str, set[asyncio.Queue[bytes | str | None]]] = {}
         self._lock = asyncio.Lock()
@@ -61,6 +67,7 @@ class EventHub:
             for q in queues:
                 q.put_nowait(None)
         await self.pubsub.aclose()
+        await self.client.aclose()
 
     async def _pump(self) -> None:
         while True:

@@ -77,11 +77,8 @@ async def set_secrets(request: web.Request) -> web.Response:
     primary = _check_secret(body, "primary_secret", required=True)
     secondary = _check_secret(body, "secondary_secret", required=False)
     assert primary is not None
-    key = keys.webhook_secrets(customer)
-    async with ctx.redis.pipeline(transaction=True) as pipe:
-        pipe.delete(key)
-        pipe.hset(key, mapping={"primary": primary, **({"secondary": secondary} if secondary else {})})
-        await pipe.execute()
+    fields = ["primary", primary, *(["secondary", secondary] if secondary else [])]
+    await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(customer)], args=fields)  # old secondary gone in the same step
     log.info("webhook secrets set (secondary: %s)", "yes" if secondary else "no", extra={"customer": customer})
     return json_response({"status": "ok", "message": "Webhook secrets saved", **_view(customer, primary, secondary)})
 

@@ -54,7 +54,7 @@ from ..common.metrics import (
     RECLAIMED,
     ROUTING_LATENCY,
 )
-from ..common.redisconn import Scripts
+from ..common.redisconn import UNAVAILABLE, Scripts
 from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
 from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scheduler import Scheduler
@@ -187,7 +187,7 @@ class RegionWorker:
                     continue
                 log.exception("reading %s failed", stream)
                 await asyncio.sleep(0.5)
-            except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError):
+            except UNAVAILABLE:  # also a cluster failing over
                 log.warning("redis unavailable while reading %s; retrying", stream, exc_info=True)
                 await asyncio.sleep(0.5)
 

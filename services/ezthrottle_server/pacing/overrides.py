@@ -37,6 +37,7 @@ import yaml
 
 from ..common import keys
 from ..common.metrics import PACING_CONFIG_LOADS
+from ..common.redisconn import UNAVAILABLE
 from . import OverridesError
 from .limiter import conf_fields
 from .scope import parse_domain
@@ -211,7 +212,7 @@ class OverridesWatcher:
                 try:
                     # Taking over the lease: re-apply, in case the file changed while we stood by.
                     await self.check(reread=forced or not self._was_active)
-                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                except UNAVAILABLE:  # also a cluster failing over
                     log.warning("redis unavailable; domains file not applied", exc_info=True)
                     active = False
             self._was_active = active

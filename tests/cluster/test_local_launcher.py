@@ -1,0 +1,73 @@
+"""`make up-local` against a Redis Cluster: ``REDIS_URL=redis+cluster://…`` and
+``EZT_PARTITIONS=4`` reach every process, which run jobs the way they do on
+one server (and, watched by the slot audit, never cross a slot)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from cluster.helpers import PARTITIONS, keys_per_partition
+from ezthrottle import AsyncEZThrottle
+from ezthrottle_server.common import keys
+from support.redis_server import free_port
+from support.services import REGIONS_FILE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
+
+
+def _cli(state: Path, regions: Path, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EZT_")}
+    env.update(
+        REDIS_URL=redis_url, EZT_PARTITIONS=str(PARTITIONS), EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions),
+        EZT_SIMULATE_LATENCY="0", EZT_LOCAL_PROMETHEUS="0", EZT_VISIBILITY_TIMEOUT_MS="1500",
+    )
+    return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=90)
+
+
+async def test_the_local_launcher_runs_every_service_on_the_cluster(tmp_path, redis, redis_url, target):
+    config = yaml.safe_load(REGIONS_FILE.read_text())
+    for section in ("redis", "coordinator", "delivery"):
+        config[section]["port"] = free_port()
+    for region in config["regions"]:
+        region["port"] = free_port()
+    regions = tmp_path / "regions.yaml"
+    regions.write_text(yaml.safe_dump(config))
+    state = tmp_path / "state"
+    up = _cli(state, regions, redis_url, "up")
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        info: dict[str, Any] = orjson.loads((state / "cluster.json").read_bytes())
+        assert info["redis_url"] == redis_url and "redis" not in info["pids"]  # no embedded Redis: the cluster's
+        async with AsyncEZThrottle(api_key=info["api_key"], base_url=info["regions"]["lax"]) as client:
+            ids = []
+            for p, (k,) in keys_per_partition("demo", 1, "launcher").items():
+                job = await client.submit_job(url=f"{target.url}/echo?p={p}", idempotent_key=k, regions=["iad", "lax", "ord"])
+                assert keys.job_partition(job["job_id"]) == p
+                ids.append(job["job_id"])
+            for job_id in ids:
+                view = await _wait(client, job_id)
+                assert view["status"] == "success" and view["result"]["status_code"] == 200
+    finally:
+        down = _cli(state, regions, redis_url, "down")
+        assert down.returncode == 0, down.stderr
+
+
+async def _wait(client: AsyncEZThrottle, job_id: str, timeout_s: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    view: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        view = await client.get_job(job_id)
+        if view["status"] in ("success", "failed"):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} not final in {timeout_s}s: {view}")

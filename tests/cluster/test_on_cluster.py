@@ -1,0 +1,139 @@
+"""The services on a real 3-master Redis Cluster, ``EZT_PARTITIONS=4``: jobs in
+every partition (so on every master) are submitted, executed, retried, raced,
+paced, delivered and streamed exactly as on one server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import pytest_asyncio
+from redis.asyncio.cluster import RedisCluster
+
+from cluster.helpers import PARTITIONS, collect_events, keys_per_partition
+from ezthrottle_server.common import keys
+from ezthrottle_server.coordinator.sampler import QueueSampler
+from ezthrottle_server.edge.context import CTX
+from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
+from ezthrottle_server.pacing.scope import domain_of
+from integration.delivery.helpers import all_in, wait_webhooks
+from integration.pacing.pacing_helpers import max_in_window
+from support.jobs import submit, wait_final
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def unpaced(redis, target):
+    """Most tests here are about Redis, not pacing: lift the target's limit (2 req/s by default)."""
+    await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 200, max_concurrent: 50}}\n"))
+
+
+def masters_of_partitions(redis: RedisCluster) -> dict[int, str]:
+    return {
+        p: redis.nodes_manager.get_node_from_slot(redis.keyslot(keys.partition_tag(p))).name for p in range(PARTITIONS)
+    }
+
+
+async def test_the_cluster_has_three_masters_and_partitions_on_each(redis):
+    assert isinstance(redis, RedisCluster)
+    await redis.ping()
+    assert len(redis.get_primaries()) == 3
+    assert len(set(masters_of_partitions(redis).values())) == 3
+
+
+async def test_submit_execute_and_retry_in_every_partition(http, redis, start_edge, coordinator, api_key, target, unpaced):
+    edge = await start_edge("iad")
+    by_partition = keys_per_partition("acme", 2, "retry")
+    jobs: dict[str, int] = {}
+    for p, idem_keys in by_partition.items():
+        for k in idem_keys:
+            url = target.script(k, 429, 503)  # two retries (the delayed set, released by the coordinator), then 200
+            job = await submit(http, edge.url, api_key, {"url": url, "idempotent_key": k, "retry_policy": {"max_retries": 3}})
+            assert keys.job_partition(job["job_id"]) == p
+            jobs[job["job_id"]] = p
+    delayed = {"url": f"{target.url}/echo", "retry_at": int(time.time() * 1000) + 300}
+    jobs[(await submit(http, edge.url, api_key, delayed))["job_id"]] = -1
+    again = await submit(http, edge.url, api_key, {"url": url, "idempotent_key": k, "retry_policy": {"max_retries": 3}})
+    assert again["status"] == "duplicate"
+    for job_id in jobs:
+        view = await wait_final(http, edge.url, api_key, job_id, timeout_s=15)
+        assert view["status"] == "success", view
+    views = [await wait_final(http, edge.url, api_key, j) for j, p in jobs.items() if p >= 0]
+    assert all([a["status_code"] for a in v["attempts"]] == [429, 503, 200] for v in views)
+    assert {p for p in jobs.values() if p >= 0} == set(range(PARTITIONS))
+    # The coordinator's gauges read every partition's streams and sets (pipelines split per master).
+    sample = await QueueSampler(coordinator.settings, redis, lease=None).sample()  # type: ignore[arg-type]
+    assert dict(sample["ezt_queue_depth"])[("iad", "stream")] == 0 and sample["ezt_delayed_jobs"] == [((), 0)]
+
+
+async def test_a_race_in_three_regions_has_one_winner_in_every_partition(http, start_edge, api_key, target, unpaced):
+    edges = [await start_edge(r) for r in ("iad", "lax", "ord")]
+    ids = []
+    for p, (k,) in keys_per_partition("acme", 1, "race").items():
+        payload = {"url": f"{target.url}/echo?p={p}", "idempotent_key": k, "regions": ["iad", "lax", "ord"]}
+        ids.append((await submit(http, edges[p % 3].url, api_key, payload))["job_id"])
+    for job_id in ids:
+        view = await wait_final(http, edges[0].url, api_key, job_id)
+        assert view["status"] == "success" and view["execution_mode"] == "race"
+        winners = [a for a in view["attempts"] if a["decision"] == "success" and not a.get("lost")]
+        assert len(winners) == 1 and view["winner_region"] == winners[0]["region"]
+
+    async def all_recorded() -> bool:  # a region that sent before the claim records its result as lost
+        views = [await wait_final(http, edges[0].url, api_key, j) for j in ids]
+        return sum(len(v["attempts"]) for v in views) == len(target.matching("/echo"))
+
+    deadline = time.monotonic() + 5
+    while not await all_recorded():
+        assert time.monotonic() < deadline, "the losers' results were not recorded"
+        await asyncio.sleep(0.05)
+    for job_id in ids:
+        view = await wait_final(http, edges[0].url, api_key, job_id)
+        assert sum(1 for a in view["attempts"] if not a.get("lost")) == 1
+
+
+async def test_webhooks_reach_their_quorum_and_every_event_streams_from_another_edge(
+    http, start_edge, coordinator, delivery, api_key, target, receivers, unpaced
+):
+    iad, lax = await start_edge("iad"), await start_edge("lax")
+    hooks = [await receivers(), await receivers()]
+    ids = []
+    for (k,) in keys_per_partition("acme", 1, "hooks").values():
+        payload = {
+            "url": f"{target.url}/echo",
+            "idempotent_key": k,
+            "regions": ["iad"],
+            "retry_at": int(time.time() * 1000) + 500,  # time to subscribe before anything happens
+            "webhooks": [{"url": f"{h.url}/hook"} for h in hooks],
+            "webhook_quorum": 2,
+        }
+        ids.append((await submit(http, iad.url, api_key, payload))["job_id"])
+    # One SSE stream per job, all on lax's edge (its one pub/sub connection, on one cluster
+    # node), while iad runs the jobs: the events are published on the masters of 4 partitions.
+    streams = await asyncio.gather(*(collect_events(http, lax.url, api_key, j) for j in ids))
+    for job_id, got in zip(ids, streams):
+        names = [n for n, _ in got]
+        # "delivered" may not stream: a stream ends once its view is settled, and on a cluster an
+        # event (cluster bus) can come after a read that already shows it; quorum_met is always said.
+        for expected in ("snapshot", "queued", "dispatching", "attempt", "won", "completed", "quorum_met"):
+            assert expected in names, (job_id, expected, names)
+        view = await wait_webhooks(http, iad.url, api_key, job_id, all_in("delivered"))
+        assert view["webhooks"]["quorum_met"] is True
+    for h in hooks:
+        assert sorted(r.json()["job_id"] for r in h.requests) == sorted(ids)
+
+
+async def test_one_domain_limit_holds_across_regions_and_partitions(http, start_edge, redis, api_key, target):
+    await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 10, max_concurrent: 4}}\n"))
+    edges = [await start_edge("iad"), await start_edge("lax"), await start_edge("ord")]
+    n = 16
+    chosen = [k for ks in keys_per_partition("acme", n // PARTITIONS, "paced").values() for k in ks]
+    for i, k in enumerate(chosen):
+        await submit(http, edges[i % 3].url, api_key, {"url": f"{target.url}/echo?i={i}", "idempotent_key": k, "regions": [("iad", "lax", "ord")[i % 3]]})
+    await target.wait_for(n, "/echo", timeout_s=15)
+    times = [r.at for r in target.matching("/echo")]
+    assert max_in_window(times) <= 10  # one limit for the domain, whichever region and partition
+    assert max(times) - min(times) >= (n - 1) / 10 * 0.9
+    views = [edge.app[CTX].worker.limiter for edge in edges]
+    assert (await views[2].describe(domain_of(target.url))).rps == 10
