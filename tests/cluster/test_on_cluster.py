@@ -137,3 +137,36 @@ async def test_one_domain_limit_holds_across_regions_and_partitions(http, start_
     assert max(times) - min(times) >= (n - 1) / 10 * 0.9
     views = [edge.app[CTX].worker.limiter for edge in edges]
     assert (await views[2].describe(domain_of(target.url))).rps == 10
+
+
+async def test_jobs_lost_between_two_masters_are_found_on_every_master_and_repaired(
+    http, redis, redis_url, start_edge, api_key, target, unpaced
+):
+    """The failover case the repair exists for: the stream entry acknowledged on the
+    partition's master, the parking lost with the domain's. SCAN must reach every master."""
+    from ezthrottle_server.common.redisconn import Scripts
+    from ezthrottle_server.coordinator.repair import Repairer
+    from support.services import make_settings
+
+    class Leader:
+        is_leader = True
+
+    iad = await start_edge("iad")
+    lost: dict[str, int] = {}
+    for p, idem_keys in keys_per_partition("acme", 1, "lost").items():
+        payload = {"url": f"{target.url}/echo?p={p}", "idempotent_key": idem_keys[0], "regions": ["lax"], "region_policy": "strict"}
+        job_id = (await submit(http, iad.url, api_key, payload))["job_id"]
+        stream = keys.region_stream(p, "lax")
+        (entry, _fields), = await redis.xrange(stream, "-", "+")
+        await redis.xdel(stream, entry)
+        lost[job_id] = p
+    assert set(lost.values()) == set(range(PARTITIONS))
+
+    repairer = Repairer(make_settings("coordinator", redis_url, repair_after_s=0.0), redis, Scripts(redis), Leader())
+    assert await repairer.sweep() == 0  # suspected on first sight
+    assert await repairer.sweep() == PARTITIONS
+    lax = await start_edge("lax")
+    for job_id in lost:
+        assert (await wait_final(http, lax.url, api_key, job_id, timeout_s=15))["status"] == "success"
+        assert await redis.hget(keys.job(job_id), "repairs") == "1"
+    assert len(target.matching("/echo")) == PARTITIONS

@@ -58,6 +58,7 @@ Environment variables (all optional):
 ``EZT_PACING_MAX_RPS``                operator ceiling on any domain's requests/s (100)
 ``EZT_PACING_MAX_CONCURRENT``         operator ceiling on any domain's in flight per node (64)
 ``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
+``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
 ====================================  =========================================
 """
 
@@ -149,6 +150,7 @@ class Settings:
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one
     admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
+    repair_after_s: float = 60.0  # coordinator/repair.py: how long a job is seen held by nothing before it is queued again
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
     delivery_timeout_s: float = 10.0
@@ -257,6 +259,7 @@ _ENV_FLOAT = {
     "EZT_PACING_MAX_RPS": "pacing_max_rps",
     "EZT_METRICS_SAMPLE_S": "metrics_sample_s",
     "EZT_STOP_GRACE_S": "stop_grace_s",
+    "EZT_REPAIR_AFTER_S": "repair_after_s",
 }
 
 

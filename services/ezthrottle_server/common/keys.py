@@ -92,6 +92,9 @@ def job(job_id: str) -> str:
     return f"{PREFIX}:{partition_tag(p)}:job:{job_id}"
 
 
+JOB_KEY_PATTERN = f"{PREFIX}:{{{PREFIX}:p*}}:job:*"  # SCAN MATCH: every job record (and its lists and hashes)
+
+
 def attempts(job_id: str) -> str:
     return job(job_id) + ":attempts"
 

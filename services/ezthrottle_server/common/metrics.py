@@ -32,6 +32,7 @@ API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route"
 INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
 RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from dead consumers", ["region"])
 DELAYED_RELEASED = Counter("ezt_delayed_released_total", "Delayed jobs released into their streams")
+JOBS_REPAIRED = Counter("ezt_jobs_repaired_total", "Jobs found held by nothing (no stream, delayed, queue or lease entry) and queued again")
 ADMISSION_REJECTED = Counter("ezt_admission_rejected_total", "Submissions shed by admission control", ["reason"])
 REGION_STATE = Gauge("ezt_region_state", "Region health as the coordinator sees it: 2 up, 1 degraded, 0 down", ["region"])
 COORDINATOR_LEADER = Gauge("ezt_coordinator_leader", "1 while this coordinator holds the lease")

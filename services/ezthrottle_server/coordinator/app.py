@@ -1,5 +1,6 @@
 """The coordinator process: leadership lease, delayed-work release, health,
-per-domain pacing overrides (domains.yaml, applied on change or SIGHUP)."""
+per-domain pacing overrides (domains.yaml, applied on change or SIGHUP), and
+the repair of jobs that nothing holds any more (coordinator/repair.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
 from .health import HealthRules, RegionMonitor
 from .lease import Lease
+from .repair import Repairer
 from .workflows import WorkflowSpawner
 from .sampler import QueueSampler
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
             )).run(), name="health"),
         ]
         tasks.append(asyncio.create_task(QueueSampler(settings, redis, lease).run(), name="sampler"))
+        tasks.append(asyncio.create_task(Repairer(settings, redis, scripts, lease).run(), name="repair"))
         domains = OverridesWatcher(redis, settings.domains_file, is_active=lambda: lease.is_leader)
         tasks.append(asyncio.create_task(domains.run(), name="domains"))
         forget_sighup = _on_sighup(domains.request_reload)

@@ -1,0 +1,111 @@
+"""Jobs that nothing holds any more are queued again, and only those.
+
+The loss is made the way a Redis Cluster failover makes it: the job's stream
+entry is gone (acknowledged on the partition's master) but it never reached a
+pacing queue (a write the domain's master lost).
+"""
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+
+from ezthrottle_server.common import keys
+from ezthrottle_server.common.redisconn import Scripts
+from ezthrottle_server.coordinator.repair import Repairer
+from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
+from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of
+from support.jobs import submit, wait_final
+from support.services import RunningApp, make_settings
+
+pytestmark = pytest.mark.asyncio
+
+
+class Leader:
+    is_leader = True
+
+
+@pytest_asyncio.fixture
+async def start_coordinator(redis_url):
+    from ezthrottle_server.coordinator.app import create_app
+
+    running = []
+
+    async def start(**overrides):
+        settings = make_settings("coordinator", redis_url, node_id=f"coordinator-repair-{len(running)}", **overrides)
+        app = await RunningApp(create_app(settings), settings).start()
+        running.append(app)
+        return app
+
+    yield start
+    for app in running:
+        await app.stop()
+
+
+async def queued_in_lax(http, redis, edge, api_key, target, n=0):
+    """A job waiting in lax's stream (no lax edge runs yet), and its stream entry."""
+    job = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?n={n}", "regions": ["lax"], "region_policy": "strict"})
+    stream = keys.region_stream(keys.job_partition(job["job_id"]), "lax")
+    entries = [(entry, f["job"]) for entry, f in await redis.xrange(stream, "-", "+")]
+    assert entries[-1][1] == job["job_id"]
+    return job["job_id"], stream, entries[-1][0]
+
+
+async def test_a_job_held_by_nothing_is_queued_again_and_sent_once(
+    http, redis, start_edge, start_coordinator, api_key, target
+):
+    iad = await start_edge("iad")
+    job_id, stream, entry = await queued_in_lax(http, redis, iad, api_key, target)
+    await redis.xdel(stream, entry)  # admitted and acknowledged; the parking was lost
+    await start_coordinator(repair_after_s=0.3)
+    await start_edge("lax")
+
+    view = await wait_final(http, iad.url, api_key, job_id, timeout_s=15)
+    assert view["status"] == "success"
+    assert await redis.hget(keys.job(job_id), "repairs") == "1"
+    assert len(target.matching("/echo")) == 1
+
+
+async def test_jobs_waiting_in_a_stream_or_a_pacing_queue_are_left_alone(http, redis, redis_url, start_edge, api_key, target):
+    iad = await start_edge("iad")
+    waiting_id, _stream, _entry = await queued_in_lax(http, redis, iad, api_key, target)
+    parked_id, parked_stream, parked_entry = await queued_in_lax(http, redis, iad, api_key, target, n=1)
+    await redis.xdel(parked_stream, parked_entry)
+    # The second job was admitted in lax: it waits in the domain's queue, but
+    # the ready-set write that says so was lost.
+    settings = make_settings("coordinator", redis_url, repair_after_s=0.0)
+    limiter = Limiter(redis, PacingPolicy.from_settings(settings), "lax", settings.region_ids)
+    scope = Scope(domain_of(target.url), SHARED)
+    assert await limiter.admit(scope, [(parked_id, await redis.hget(keys.job(parked_id), "customer"))]) == 1
+    await redis.zrem(keys.pacing_ready("lax"), scope.member)
+
+    repairer = Repairer(settings, redis, Scripts(redis), Leader())
+    for _ in range(3):
+        assert await repairer.sweep() == 0
+        await asyncio.sleep(0.01)
+    for job_id in (waiting_id, parked_id):
+        assert await redis.hget(keys.job(job_id), "repairs") is None
+    assert await redis.xlen(keys.region_stream(keys.job_partition(waiting_id), "lax")) == 1
+    assert await redis.zscore(keys.pacing_ready("lax"), scope.member) is not None  # its queue is served again
+
+    lax = await start_edge("lax")
+    for job_id in (waiting_id, parked_id):
+        assert (await wait_final(http, lax.url, api_key, job_id, timeout_s=10))["status"] == "success"
+    assert len(target.matching("/echo")) == 2
+
+
+async def test_an_unheld_job_is_repaired_only_when_seen_twice_unchanged(http, redis, redis_url, start_edge, api_key, target):
+    iad = await start_edge("iad")
+    job_id, stream, entry = await queued_in_lax(http, redis, iad, api_key, target)
+    await redis.xdel(stream, entry)
+    settings = make_settings("coordinator", redis_url, repair_after_s=0.0)
+    repairer = Repairer(settings, redis, Scripts(redis), Leader())
+
+    assert await repairer.sweep() == 0  # first sight: only suspected
+    await redis.hset(keys.job(job_id), "state", "scheduled")  # it moved meanwhile
+    assert await repairer.sweep() == 0  # changed: suspected afresh
+    assert await redis.xlen(stream) == 0
+    assert await repairer.sweep() == 1
+    assert await repairer.sweep() == 0  # now held by its stream entry
+    assert [f["job"] for _id, f in await redis.xrange(stream, "-", "+")] == [job_id]
+    assert await redis.hget(keys.job(job_id), "state") == "queued"
