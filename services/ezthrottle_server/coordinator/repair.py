@@ -131,27 +131,32 @@ class Repairer:
 
     async def _check(self, job_ids: list[str], still: dict[str, Seen]) -> int:
         now = int(time.time() * 1000)
+        # Most records are final: read two short fields of each, the rest only of the others.
         async with self.redis.pipeline(transaction=False) as pipe:
             for j in job_ids:
-                pipe.hmget(keys.job(j), *FIELDS)
+                pipe.hmget(keys.job(j), "state", "created_ms")
             rows = await pipe.execute()
-        candidates: list[Candidate] = []
-        for j, row in zip(job_ids, rows):
-            fields = dict(zip(FIELDS, row))
-            if fields["state"] is None or fields["state"] in FINAL:
-                continue
-            if now - int(fields["created_ms"] or now) < self.after_ms:
-                continue  # young: let it move along first
-            regions = [r for r in (fields["regions"] or "").split(",") if r in self.settings.region_ids]
-            candidates.append(Candidate(j, keys.job_partition(j) or 0, fields, regions or list(self.settings.region_ids)))
-        if not candidates:
+        open_ids = [
+            j
+            for j, (state, created) in zip(job_ids, rows)
+            if state is not None and state not in FINAL and now - int(created or now) >= self.after_ms  # young: let it move first
+        ]
+        if not open_ids:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
-            for c in candidates:
-                pipe.llen(keys.attempts(c.job_id))
-            for c, n in zip(candidates, await pipe.execute()):
-                c.attempts = int(n)
-        unheld = [c for c in candidates if not await self._held(c, now)]
+            for j in open_ids:
+                pipe.hmget(keys.job(j), *FIELDS)
+                pipe.llen(keys.attempts(j))
+            replies = await pipe.execute()
+        candidates: list[Candidate] = []
+        for j, row, n in zip(open_ids, replies[0::2], replies[1::2]):
+            fields = dict(zip(FIELDS, row))
+            if fields["state"] is None or fields["state"] in FINAL:
+                continue  # finished meanwhile
+            regions = [r for r in (fields["regions"] or "").split(",") if r in self.settings.region_ids]
+            candidates.append(Candidate(j, keys.job_partition(j) or 0, fields, regions or list(self.settings.region_ids), int(n)))
+        streams: dict[tuple[int, str], set[str] | None] = {}
+        unheld = [c for c in candidates if not await self._held(c, now, streams)]
         repaired = 0
         for c in unheld:
             seen = self._suspects.get(c.job_id)
@@ -163,33 +168,38 @@ class Repairer:
                 still[c.job_id] = Seen(c.fingerprint, now)
         return repaired
 
-    async def _held(self, c: Candidate, now: int) -> bool:
-        """Is the job in a stream, the delayed set, a pacing queue or a lease, in any region?"""
+    async def _held(self, c: Candidate, now: int, streams: dict[tuple[int, str], set[str] | None]) -> bool:
+        """Is the job in a stream, the delayed set, a pacing queue or a lease, in any region?
+
+        ``streams`` caches each stream's jobs for one page of candidates.
+        """
         regions = self.settings.region_ids
         for r in regions:
-            in_stream = await self._stream_jobs(c.partition, r)
+            if (c.partition, r) not in streams:
+                streams[(c.partition, r)] = await self._stream_jobs(c.partition, r)
+            in_stream = streams[(c.partition, r)]
             if in_stream is None or c.job_id in in_stream:
                 return True
-        scores = await self.redis.zmscore(keys.delayed(c.partition), [f"{r}|{c.job_id}" for r in regions])
-        if any(s is not None for s in scores):
-            return True
         try:
             domain = domain_of(orjson.loads(c.fields["spec"])["url"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return True  # not a job the edges can send; not ours to requeue
-        scopes = [Scope(domain, SHARED), Scope(domain, c.fields["customer"] or "")]
+        scopes = [(Scope(domain, SHARED), r) for r in regions] + [(Scope(domain, c.fields["customer"] or ""), r) for r in regions]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zmscore(keys.delayed(c.partition), [f"{r}|{c.job_id}" for r in regions])
+            for scope, r in scopes:
+                pipe.zscore(keys.pacing_wait(scope.domain, scope.who, r), c.job_id)
+                pipe.zrange(keys.pacing_running(scope.domain, scope.who, r), 0, -1)
+            delayed, *pacing = await pipe.execute()
+        if any(s is not None for s in delayed):
+            return True
         lease_prefix = f"{c.job_id}@"
-        for scope in scopes:
-            for r in regions:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.zscore(keys.pacing_wait(scope.domain, scope.who, r), c.job_id)
-                    pipe.zrange(keys.pacing_running(scope.domain, scope.who, r), 0, -1)
-                    waiting, running = await pipe.execute()
-                if waiting is not None or any(lease.startswith(lease_prefix) for lease in running):
-                    # Held in a queue that someone must serve: make sure its
-                    # scope is in the region's ready set (NX: never postponed).
-                    await self.redis.zadd(keys.pacing_ready(r), {scope.member: now}, nx=True)
-                    return True
+        for (scope, r), waiting, running in zip(scopes, pacing[0::2], pacing[1::2]):
+            if waiting is not None or any(lease.startswith(lease_prefix) for lease in running):
+                # Held in a queue that someone must serve: make sure its scope
+                # is in the region's ready set (NX: never postponed).
+                await self.redis.zadd(keys.pacing_ready(r), {scope.member: now}, nx=True)
+                return True
         return False
 
     async def _stream_jobs(self, partition: int, region: str) -> set[str] | None:
