@@ -18,10 +18,10 @@ import pytest_asyncio
 
 from cluster.helpers import FAST, PARTITIONS
 from cluster.slot_audit import SlotAudit, violations
+from integration.delivery.conftest import receivers  # noqa: F401  (a fixture: webhook receivers)
 from integration.delivery.helpers import FAST as DELIVERY_FAST
 from support.redis_cluster import LocalRedisCluster, redis_cluster
 from support.services import RunningApp, make_settings
-from support.targets import WebhookReceiver
 
 
 @pytest.fixture(scope="session")
@@ -80,21 +80,3 @@ async def delivery(redis: Any, redis_url: str) -> AsyncIterator[RunningApp]:
         yield app
     finally:
         await app.stop()
-
-
-@pytest_asyncio.fixture
-async def receivers() -> AsyncIterator[Any]:
-    """Start webhook receivers: ``await receivers()``."""
-    started: list[WebhookReceiver] = []
-
-    async def start() -> WebhookReceiver:
-        server = WebhookReceiver()
-        await server.start()
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            await server.stop()

@@ -4,11 +4,9 @@ one server (and, watched by the slot audit, never cross a slot)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import yaml
 from cluster.helpers import PARTITIONS, keys_per_partition
 from ezthrottle import AsyncEZThrottle
 from ezthrottle_server.common import keys
+from support.jobs import sdk_wait_final
 from support.redis_server import free_port
 from support.services import REGIONS_FILE
 
@@ -55,19 +54,8 @@ async def test_the_local_launcher_runs_every_service_on_the_cluster(tmp_path, re
                 assert keys.job_partition(job["job_id"]) == p
                 ids.append(job["job_id"])
             for job_id in ids:
-                view = await _wait(client, job_id)
+                view = await sdk_wait_final(client, job_id, timeout_s=20)
                 assert view["status"] == "success" and view["result"]["status_code"] == 200
     finally:
         down = _cli(state, regions, redis_url, "down")
         assert down.returncode == 0, down.stderr
-
-
-async def _wait(client: AsyncEZThrottle, job_id: str, timeout_s: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    view: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        view = await client.get_job(job_id)
-        if view["status"] in ("success", "failed"):
-            return view
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} not final in {timeout_s}s: {view}")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from ezthrottle import AsyncEZThrottle, AuthenticationError, Step, ValidationError
+from support.jobs import sdk_wait_final
 from support.redis_server import free_port
 from support.services import REGIONS_FILE
 
@@ -86,7 +86,7 @@ async def test_sdk_submits_and_an_edge_executes_against_a_loopback_target(cluste
     async with AsyncEZThrottle(api_key=cluster["api_key"], base_url=cluster["regions"]["lax"]) as client:
         result = await Step(client).url(f"{target.url}/echo").method("POST").body('{"n": 1}').execute_async()
         assert result["status"] == "queued"
-        view = await _wait(client, result["job_id"])
+        view = await sdk_wait_final(client, result["job_id"], timeout_s=15)
         assert view["status"] == "success"
         assert view["result"]["status_code"] == 200
         assert view["attempts"][0]["region"] == "lax"
@@ -115,19 +115,7 @@ async def test_kill_9_an_edge_mid_job_and_its_job_still_completes(cluster, targe
         os.kill(pid, signal.SIGKILL)
         restarted = _cli(state, regions, "up")  # `make up-local` restarts only what died
         assert restarted.returncode == 0, restarted.stderr
-        view = await _wait(client, result["job_id"], timeout_s=30)
+        view = await sdk_wait_final(client, result["job_id"], timeout_s=30)
         assert view["status"] == "success"
         assert len(target.matching("/delay/3000")) == 2  # the killed attempt, then the reclaimed one
     cluster["pids"] = orjson.loads((state / "cluster.json").read_bytes())["pids"]
-
-
-async def _wait(client: AsyncEZThrottle, job_id: str, timeout_s: float = 15) -> dict[str, Any]:
-    import asyncio
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        view = await client.get_job(job_id)
-        if view["status"] in ("success", "failed"):
-            return view
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} not final in {timeout_s}s: {view}")

@@ -42,3 +42,17 @@ async def wait_final(
                 await asyncio.sleep(0.03)
     except TimeoutError:
         raise AssertionError(f"job {job_id} did not reach {sorted(states)} in {timeout_s}s; last: {last}") from None
+
+
+async def sdk_wait_final(client: Any, job_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """Poll the job through an SDK client (``AsyncEZThrottle.get_job``) until it is final."""
+    view: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                view = await client.get_job(job_id)
+                if view["status"] in FINAL:
+                    return view
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"job {job_id} not final in {timeout_s}s: {view}") from None
