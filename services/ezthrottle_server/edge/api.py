@@ -89,6 +89,8 @@ async def submit_job(request: web.Request) -> web.Response:
     month = month_of()
     quota_left = await ctx.quotas.left_for(customer, partition, month)
     queued_left = await ctx.admission.queued_left(customer, partition)
+    if due <= now and settings.region in regions:  # this edge's reader may park it without reading it back
+        ctx.worker.accepting(job_id, customer, domain_of(job["url"]))
     outcome, existing_id = await ctx.scripts.submit(
         keys=[
             keys.idempotency(partition, customer, digest),

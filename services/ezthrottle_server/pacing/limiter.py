@@ -20,7 +20,7 @@ another node reclaims and admits again (admission is idempotent).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -227,24 +227,51 @@ class Limiter:
 
     # -- the job path --------------------------------------------------------
 
-    async def admit(self, scope: Scope, jobs: Sequence[tuple[str, str]], *, now_ms: float | None = None) -> int:
-        """Queue (job id, customer) pairs in the scope; returns how many were new."""
+    async def admit(
+        self,
+        scope: Scope,
+        jobs: Sequence[tuple[str, str]],
+        *,
+        now_ms: float | None = None,
+        on_queued: Callable[[Scope, int], None] | None = None,
+    ) -> int:
+        """Queue (job id, customer) pairs in the scope; returns how many were new.
+
+        ``on_queued(scope, next grant ms)`` is called when jobs wait, before the
+        ready set is written: the node's own scheduler may ask the scope for
+        jobs meanwhile, without reading the ready set first.
+        """
         flat = [x for pair in jobs for x in pair]
         added, waiting, next_ms = await self._scripts["admit"](
             keys=self._keys(scope), args=[*self.policy.args(now_ms), len(jobs), *flat]
         )
         if waiting:
+            if on_queued is not None:
+                on_queued(scope, int(next_ms))
             await self.redis.zadd(self.ready_key, {scope.member: next_ms}, lt=True)
         return int(added)
 
     async def grant(
-        self, scope: Scope, *, inflight: int, want: int, lease_ms: int, now_ms: float | None = None
+        self,
+        scope: Scope,
+        *,
+        inflight: int,
+        want: int,
+        lease_ms: int,
+        now_ms: float | None = None,
+        on_granted: Callable[[Grant], None] | None = None,
     ) -> Grant:
-        """Jobs this node may send now (at most ``want``), each leased for ``lease_ms``."""
+        """Jobs this node may send now (at most ``want``), each leased for ``lease_ms``.
+
+        ``on_granted(grant)`` is called before the ready set is written, so the
+        sends need not wait for that round trip.
+        """
         status, next_ms, leases, recovered, waiting = await self._scripts["grant"](
             keys=self._keys(scope), args=[*self.policy.args(now_ms), inflight, want, lease_ms]
         )
         grant = Grant(status, int(next_ms), list(leases), int(recovered), int(waiting))
+        if on_granted is not None:
+            on_granted(grant)
         await self._reindex(scope, grant.waiting, grant.next_ms)
         return grant
 

@@ -1,0 +1,41 @@
+"""The scheduler's loop against a real Redis."""
+
+import asyncio
+import time
+
+import pytest
+
+from ezthrottle_server.common import keys
+from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
+from ezthrottle_server.pacing.scheduler import Scheduler
+from ezthrottle_server.pacing.scope import Scope
+
+pytestmark = pytest.mark.asyncio
+
+SCOPE = Scope("api.example.com:443")
+
+
+async def wait_for(condition, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_scope_admitted_here_is_asked_without_the_ready_set(redis):
+    limiter = Limiter(redis, PacingPolicy(), "iad")
+    granted: list[str] = []
+    scheduler = Scheduler(limiter, lambda scope, lease: granted.append(lease), capacity=8, lease_ms=30_000, poll_s=30.0)
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        await asyncio.sleep(0.05)  # the first pass found nothing; the next poll is 30 s away
+        nexts: list[int] = []
+        await limiter.admit(SCOPE, [("j1", "acme")], on_queued=lambda scope, next_ms: nexts.append(next_ms))
+        await redis.zrem(keys.pacing_ready("iad"), SCOPE.member)  # the ready set cannot be what finds it
+        scheduler.admitted(SCOPE, nexts[0])
+        await wait_for(lambda: granted)
+        assert [lease.split("@")[0] for lease in granted] == ["j1"]
+    finally:
+        scheduler.stop()
+        await asyncio.wait_for(loop, 5.0)
+
