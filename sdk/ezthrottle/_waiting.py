@@ -16,12 +16,15 @@ from ``POLL_FIRST_S`` doubling up to the caller's ``poll_interval_s``.
 
 from __future__ import annotations
 
+import codecs
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ._sse import ServerSentEvent
+from ._sse import ServerSentEvent, SSEParser
+from .exceptions import TimeoutError
 
 FINAL_STATUSES = frozenset({"success", "failed"})
 FINAL_EVENTS = frozenset({"completed", "failed"})
@@ -65,6 +68,28 @@ class JobWatch:
     def timeout_message(self, timeout_s: float) -> str:
         status = f" (last status: {self.last_status})" if self.last_status else ""
         return f"job {self.job_id} did not finish within {timeout_s:g}s{status}"
+
+
+class StreamReader:
+    """Reads one connection of a job's event stream, chunk by chunk."""
+
+    def __init__(self, watch: JobWatch, deadline: float, timeout_s: float) -> None:
+        self._watch = watch
+        self._deadline = deadline  # time.monotonic()
+        self._timeout_s = timeout_s
+        self._parser = SSEParser()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.finished: Optional[Finished] = None
+
+    def feed(self, chunk: bytes) -> bool:
+        """True once the job is final (stop reading); ``TimeoutError`` past the deadline."""
+        for event in self._parser.feed(self._decoder.decode(chunk)):
+            self.finished = self._watch.feed(event)
+            if self.finished is not None:
+                return True
+        if time.monotonic() >= self._deadline:
+            raise TimeoutError(self._watch.timeout_message(self._timeout_s))
+        return False
 
 
 def backoff_s(first_s: float, cap_s: float) -> Iterator[float]:

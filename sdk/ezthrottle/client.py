@@ -1,8 +1,10 @@
 """Clients for the EZThrottle API: ``EZThrottle`` (sync) and ``AsyncEZThrottle``.
 
-As in httpx, ``BaseClient`` holds everything without I/O (settings, request
-building, response and error mapping, edge order); the two clients add only
-the sending.
+As in httpx, ``BaseClient`` holds everything without I/O: settings, request
+building, response and error mapping, edge order, and every call written
+once as a flow (``_flow.py``) that yields its I/O as effects (``_Send``,
+``_Sleep``, ...). The two clients only perform the effects, blocking or
+awaiting, and expose the flows as their methods.
 
 Every API call is safe to repeat, so a call that fails to connect is retried
 on the next edge (see ``_edges.py``), in up to ``MAX_RETRIES + 1`` rounds
@@ -20,24 +22,23 @@ again. Direct calls (``request()``) are never retried.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import inspect
 import logging
 import os
 import random
 import time
 import warnings
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Union
 from urllib.parse import quote
 
 import httpx
 
-from . import _waiting
+from . import _flow, _waiting
 from ._edges import HEALTH_PATH, REGIONS_PATH, EdgeSet, EdgeUrls, edges_from_regions, parse_edge_urls
+from ._flow import Flow
 from ._payload import build_job_payload
-from ._sse import SSEParser
 from ._version import __version__
 from .exceptions import (
     AuthenticationError,
@@ -84,6 +85,10 @@ _SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 _RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
 
 T = TypeVar("T")
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate, ParamSpec
+
+    P = ParamSpec("P")
 
 
 class _NoEventStream(Exception):
@@ -98,6 +103,72 @@ class _ApiCall:
     path: str
     json: Optional[dict[str, Any]] = None
     not_found: Optional[str] = None  # message for a 404, when it has a clear meaning
+
+
+# -- effects: the I/O a flow asks its client for; ``io`` names the client's method
+
+
+@dataclass(frozen=True)
+class _Send:
+    """Send a request; the outcome is its ``httpx.Response``, unread if ``stream``."""
+
+    io: ClassVar[str] = "_send"
+    method: str
+    url: str
+    options: Mapping[str, Any]  # httpx's request arguments: json, headers, timeout...
+    stream: bool = False
+    api: bool = False  # to an edge: the async client queues it for a connection slot
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    io: ClassVar[str] = "_sleep"
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _ReadBody:
+    io: ClassVar[str] = "_read_body"
+    response: httpx.Response
+
+
+@dataclass(frozen=True)
+class _ReadChunks:
+    """Hand the body of a streamed response to ``feed``, chunk by chunk, until it returns True."""
+
+    io: ClassVar[str] = "_read_chunks"
+    response: httpx.Response
+    feed: Callable[[bytes], bool]
+
+
+@dataclass(frozen=True)
+class _Close:
+    io: ClassVar[str] = "_close"
+    response: httpx.Response
+
+
+@dataclass(frozen=True)
+class _Gather:
+    """Run flows (the async client: concurrently); the outcome is the list of their results."""
+
+    io: ClassVar[str] = "_gather"
+    flows: list[Flow[Any]]
+
+
+@dataclass(frozen=True)
+class _Exclusive:
+    """Run a flow; the async client runs one at a time, so concurrent callers share its work."""
+
+    io: ClassVar[str] = "_exclusive"
+    flow: Flow[Any]
+
+
+@dataclass(frozen=True)
+class _Resolve:
+    """A value from the caller's code; the async client awaits it if it is awaitable."""
+
+    io: ClassVar[str] = "_resolve"
+    value: Any
 
 
 class BaseClient:
@@ -266,10 +337,6 @@ class BaseClient:
         return None
 
     @staticmethod
-    def _utf8() -> codecs.IncrementalDecoder:
-        return codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    @staticmethod
     def _create_secret_call(primary_secret: str, secondary_secret: Optional[str]) -> _ApiCall:
         payload = {"primary_secret": _check_secret(primary_secret, "primary_secret")}
         if secondary_secret:
@@ -291,12 +358,11 @@ class BaseClient:
         if not old:
             return None
         if "****" in old:
-            warnings.warn(
+            _flow.warn_caller(
                 "rotate_webhook_secret(): the server masks the current secret, so it cannot "
                 "stay valid as secondary; pass current_secret=... for a rotation without "
                 "signature failures",
                 UserWarning,
-                stacklevel=3,
             )
             return None
         return str(old)
@@ -336,128 +402,117 @@ class BaseClient:
         """Sleep before each retry: exponential backoff, +-50% jitter."""
         return [RETRY_BACKOFF_S * 2**n * random.uniform(0.5, 1.5) for n in range(MAX_RETRIES)]
 
+    # -- flows: every call, written once; the clients perform their effects -------
 
-class EZThrottle(BaseClient):
-    """Sync client. Use as a context manager, or call ``close()``."""
+    def _run(self, flow: Flow[T]) -> Any:
+        """Run ``flow`` with this client's I/O (the async client returns an awaitable)."""
+        raise NotImplementedError
 
-    _http: httpx.Client
+    def _perform(self, effect: Any) -> Any:
+        return getattr(self, effect.io)(effect)
 
-    def _open_pool(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits()
-        )
-
-    def __enter__(self) -> EZThrottle:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    # -- edges ---------------------------------------------------------------
-
-    def _ensure_edges(self) -> None:
+    def _ensure_edges(self) -> Flow[None]:
         """Discover and rank the edges when due (first call, then every few minutes)."""
-        if self.edges.discover_pending:
-            self.edges.add(self._discover())
-        if self.edges.probe_due():
-            self.edges.ranked({edge: self._probe(edge) for edge in self.edges.order})
+        if self.edges.discover_pending or self.edges.probe_due():
+            yield _Exclusive(self._update_edges())
 
-    def _discover(self) -> list[str]:
+    def _update_edges(self) -> Flow[None]:
+        if self.edges.discover_pending:
+            self.edges.add((yield from self._discover()))
+        if self.edges.probe_due():
+            order = self.edges.order
+            rtts = yield _Gather([self._probe(edge) for edge in order])
+            self.edges.ranked(dict(zip(order, rtts)))
+
+    def _discover(self) -> Flow[list[str]]:
+        options = {"headers": self._auth_headers(), "timeout": self.probe_timeout_s}
         for seed in self.edges.order:
             try:
-                response = self._http.get(
-                    seed + REGIONS_PATH, headers=self._auth_headers(), timeout=self.probe_timeout_s
-                )
+                response = yield _Send("GET", seed + REGIONS_PATH, options)
                 if response.is_success:
                     return edges_from_regions(response.json())
             except (httpx.HTTPError, ValueError):
                 continue
         return []
 
-    def _probe(self, edge: str) -> Optional[float]:
+    def _probe(self, edge: str) -> Flow[Optional[float]]:
         """Round-trip time of ``GET /healthz`` in seconds, or None if the edge is not healthy."""
         started = time.perf_counter()
         try:
-            response = self._http.get(edge + HEALTH_PATH, timeout=self.probe_timeout_s)
+            response = yield _Send("GET", edge + HEALTH_PATH, {"timeout": self.probe_timeout_s})
         except httpx.HTTPError:
             return None
         return time.perf_counter() - started if response.status_code == 200 else None
 
-    # -- calls -----------------------------------------------------------------
-
-    def _call(self, call: _ApiCall) -> dict[str, Any]:
-        self._ensure_edges()
+    def _api(self, call: _ApiCall) -> Flow[dict[str, Any]]:
+        """One API call, on the next edge while edges fail to connect (see the module doc)."""
+        yield from self._ensure_edges()
         tried: list[str] = []
         for edge, delay_s in self._attempts():
             tried.append(edge)
+            options = {"json": call.json, "headers": self._auth_headers()}
             try:
-                response = self._http.request(
-                    call.method, edge + call.path, json=call.json, headers=self._auth_headers()
-                )
+                response = yield _Send(call.method, edge + call.path, options, api=True)
             except _RETRYABLE as exc:
                 self.edges.demote(edge)
                 if delay_s is None:
                     raise self._unreachable(exc, tried) from exc
-                time.sleep(delay_s)
+                yield _Sleep(delay_s)
                 continue
             except httpx.RequestError as exc:
                 raise self._transport_error(exc, edge) from exc
             return self._result(call, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    _api = _call
-
-    def _submit_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _submit_payload(self, payload: dict[str, Any]) -> Flow[dict[str, Any]]:
         """Submit a payload that ``Step`` built and checked (it may carry ``type``)."""
-        return self._api(self._submit_call(payload))
+        return (yield from self._api(self._submit_call(payload)))
 
-    def claim_frugal_step(self, job_id: str, step_id: str) -> bool:
+    def _claim_frugal_step(self, job_id: str, step_id: str) -> Flow[bool]:
         """Claim a FRUGAL step of a finished job; True if this caller is to run it.
 
         Exactly one claim per step succeeds, whoever asks and however often the
         webhook that carried it is delivered (``WebhookHandler`` calls this).
         """
         try:
-            self._api(self._claim_call(job_id, step_id))
+            yield from self._api(self._claim_call(job_id, step_id))
         except EZThrottleError as error:
             if self._claimed(error):
                 return False
             raise
         return True
 
-    def wait(
+    def _wait(
         self,
         job_id: str,
         timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
         *,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-    ) -> dict[str, Any]:
+    ) -> Flow[dict[str, Any]]:
         """Wait until the job is final (``success`` or ``failed``); return its view.
 
         Follows the job's event stream (``GET /api/v1/jobs/{id}/events``),
         reconnecting (to the next edge if need be) when it breaks. An edge
         without event streams is polled instead, backing off up to
         ``poll_interval_s``. Raises ``TimeoutError`` after ``timeout_s`` and
-        ``NotFoundError`` for an unknown job.
+        ``NotFoundError`` for an unknown job. The async client never blocks
+        the loop.
         """
         get_call = self._get_job_call(job_id)
         timeout_s, poll_interval_s = self._wait_args(timeout_s, poll_interval_s)
         deadline = time.monotonic() + timeout_s
         watch = _waiting.JobWatch(job_id)
-        self._ensure_edges()
+        yield from self._ensure_edges()
         reconnects = _waiting.backoff_s(_waiting.RECONNECT_FIRST_S, _waiting.RECONNECT_MAX_S)
         failures = 0
         while True:
             edge = self.edges.first
             try:
-                finished = self._follow(edge, job_id, watch, deadline, timeout_s)
+                finished = yield from self._follow(edge, job_id, watch, deadline, timeout_s)
             except _NoEventStream:
                 log.debug("no event stream on %s; polling job %s", edge, job_id)
-                return self._poll(get_call, watch, deadline, timeout_s, poll_interval_s)
+                polled = yield from self._poll(get_call, watch, deadline, timeout_s, poll_interval_s)
+                return polled
             except _RETRYABLE as exc:
                 self.edges.demote(edge)
                 failures += 1
@@ -467,11 +522,13 @@ class EZThrottle(BaseClient):
                 raise TimeoutError(watch.timeout_message(timeout_s)) from exc
             else:
                 if finished is not None:
-                    return finished.view if finished.view is not None else self._api(get_call)
+                    if finished.view is not None:
+                        return finished.view
+                    return (yield from self._api(get_call))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(watch.timeout_message(timeout_s))
-            time.sleep(min(next(reconnects), remaining))
+            yield _Sleep(min(next(reconnects), remaining))
 
     def _follow(
         self,
@@ -480,32 +537,29 @@ class EZThrottle(BaseClient):
         watch: _waiting.JobWatch,
         deadline: float,
         timeout_s: float,
-    ) -> Optional[_waiting.Finished]:
+    ) -> Flow[Optional[_waiting.Finished]]:
         """Read one connection of the event stream; None if it ends before the job does."""
         path = self._events_path(job_id)
         headers = {**self._auth_headers(), **_SSE_HEADERS}
-        remaining = deadline - time.monotonic()
-        with self._http.stream(
-            "GET", edge + path, headers=headers, timeout=self._stream_timeout(remaining)
-        ) as response:
+        timeout = self._stream_timeout(deadline - time.monotonic())
+        options = {"headers": headers, "timeout": timeout}
+        response = yield _Send("GET", edge + path, options, stream=True)
+        try:
             if response.status_code == 404:
-                response.read()
-                self._api(self._get_job_call(job_id))  # NotFoundError if the job is unknown
+                yield _ReadBody(response)
+                # NotFoundError if the job is unknown
+                yield from self._api(self._get_job_call(job_id))
                 raise _NoEventStream
             if response.status_code != 200:
-                response.read()
+                yield _ReadBody(response)
             error = self._stream_error(response, path)
             if error is not None:
                 raise error
-            parser, decoder = SSEParser(), self._utf8()
-            for chunk in response.iter_bytes():
-                for event in parser.feed(decoder.decode(chunk)):
-                    finished = watch.feed(event)
-                    if finished is not None:
-                        return finished
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(watch.timeout_message(timeout_s))
-        return None
+            reader = _waiting.StreamReader(watch, deadline, timeout_s)
+            yield _ReadChunks(response, reader.feed)
+            return reader.finished
+        finally:
+            yield _Close(response)
 
     def _poll(
         self,
@@ -514,19 +568,19 @@ class EZThrottle(BaseClient):
         deadline: float,
         timeout_s: float,
         poll_interval_s: float,
-    ) -> dict[str, Any]:
+    ) -> Flow[dict[str, Any]]:
         for delay_s in _waiting.backoff_s(_waiting.POLL_FIRST_S, poll_interval_s):
-            view = self._api(get_call)
+            view = yield from self._api(get_call)
             watch.last_status = view.get("status")
             if _waiting.is_final(view):
                 return view
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(watch.timeout_message(timeout_s))
-            time.sleep(min(delay_s, remaining))
+            yield _Sleep(min(delay_s, remaining))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def submit_job(
+    def _submit_job(
         self,
         url: str,
         method: str = "GET",
@@ -545,7 +599,7 @@ class EZThrottle(BaseClient):
         on_failure_timeout_ms: Optional[int] = None,
         idempotent_key: Optional[str] = None,
         retry_at: Optional[int] = None,
-    ) -> dict[str, Any]:
+    ) -> Flow[dict[str, Any]]:
         """Submit a job; return ``{"job_id", "status", "idempotent_key"}``.
 
         ``status`` is ``"queued"``, or ``"duplicate"`` (with the first job's
@@ -570,13 +624,13 @@ class EZThrottle(BaseClient):
             idempotent_key,
             retry_at,
         )
-        return self._api(self._submit_call(payload))
+        return (yield from self._api(self._submit_call(payload)))
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
+    def _get_job(self, job_id: str) -> Flow[dict[str, Any]]:
         """A job's state: ``status``, ``attempts``, ``result`` and more."""
-        return self._api(self._get_job_call(job_id))
+        return (yield from self._api(self._get_job_call(job_id)))
 
-    def request(
+    def _request(
         self,
         url: str,
         method: str = "GET",
@@ -584,21 +638,20 @@ class EZThrottle(BaseClient):
         body: Optional[str] = None,
         *,
         timeout_s: Optional[float] = None,
-    ) -> httpx.Response:
+    ) -> Flow[httpx.Response]:
         """Send a request straight to ``url`` (not through EZThrottle), without the API key."""
+        options = {
+            "headers": headers,
+            "content": body,
+            "timeout": timeout_s or self.timeout_s,
+            "follow_redirects": True,
+        }
         try:
-            return self._http.request(
-                method.upper(),
-                url,
-                headers=headers,
-                content=body,
-                timeout=timeout_s or self.timeout_s,
-                follow_redirects=True,
-            )
+            return (yield _Send(method.upper(), url, options))
         except httpx.RequestError as exc:
             raise self._transport_error(exc, url) from exc
 
-    def queue_request(
+    def _queue_request(
         self,
         url: str,
         webhook_url: str,
@@ -607,14 +660,19 @@ class EZThrottle(BaseClient):
         body: Optional[str] = None,
         metadata: Optional[dict[str, Any]] = None,
         retry_at: Optional[int] = None,
-    ) -> dict[str, Any]:
+    ) -> Flow[dict[str, Any]]:
         """Deprecated: use ``submit_job(webhooks=[{"url": webhook_url}])`` or ``Step``."""
-        _warn_queue_request()
-        return self.submit_job(
-            url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
+        _flow.warn_caller(
+            "queue_request() is deprecated; use submit_job(webhooks=[...]) or the Step builder",
+            DeprecationWarning,
         )
+        webhooks = _legacy_webhooks(webhook_url)
+        job = yield from self._submit_job(
+            url, method, headers, body, metadata, webhooks, retry_at=retry_at
+        )
+        return job
 
-    def queue_and_wait(
+    def _queue_and_wait(
         self,
         url: str,
         webhook_url: Optional[str],
@@ -625,7 +683,7 @@ class EZThrottle(BaseClient):
         poll_interval: int = 2,
         metadata: Optional[dict[str, Any]] = None,
         retry_at: Optional[int] = None,
-    ) -> dict[str, Any]:
+    ) -> Flow[dict[str, Any]]:
         """Submit a job and wait for its final state; return the job view.
 
         ``timeout`` (seconds) bounds the wait (``TimeoutError``); the job's
@@ -633,48 +691,50 @@ class EZThrottle(BaseClient):
         on edges that have no event stream. ``webhook_url`` still receives the
         result (None for no webhook).
         """
-        job = self.submit_job(
-            url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
+        webhooks = _legacy_webhooks(webhook_url)
+        job = yield from self._submit_job(
+            url, method, headers, body, metadata, webhooks, retry_at=retry_at
         )
-        return self.wait(_job_id(job), timeout, poll_interval_s=poll_interval)
+        return (yield from self._wait(_job_id(job), timeout, poll_interval_s=poll_interval))
 
-    def forward_or_fallback(
+    def _forward_or_fallback(
         self,
-        fallback: Callable[[], T],
+        fallback: Callable[[], Union[T, Awaitable[T]]],
         url: str,
         method: str = "GET",
         headers: Optional[dict[str, str]] = None,
         body: Optional[str] = None,
         **job: Any,
-    ) -> Union[dict[str, Any], T]:
+    ) -> Flow[Union[dict[str, Any], T]]:
         """Submit a job, or return ``fallback()`` if no edge can be reached.
 
         Only a failure to connect to every edge calls ``fallback``; any other
         error (a refusal, a quota, a slow answer that may have queued the job)
-        is raised, so the request never runs both ways.
+        is raised, so the request never runs both ways. The async client
+        awaits what ``fallback()`` returns if it is awaitable.
         """
         try:
-            return self.submit_job(url, method, headers, body, **job)
+            return (yield from self._submit_job(url, method, headers, body, **job))
         except ConnectionError:
-            return fallback()
+            return (yield _Resolve(fallback()))
 
-    def create_webhook_secret(
+    def _create_webhook_secret(
         self, primary_secret: str, secondary_secret: Optional[str] = None
-    ) -> dict[str, Any]:
+    ) -> Flow[dict[str, Any]]:
         """Set the secret(s) webhooks are signed with (16+ characters each)."""
-        return self._api(self._create_secret_call(primary_secret, secondary_secret))
+        return (yield from self._api(self._create_secret_call(primary_secret, secondary_secret)))
 
-    def get_webhook_secret(self) -> dict[str, Any]:
+    def _get_webhook_secret(self) -> Flow[dict[str, Any]]:
         """The secrets, masked; ``NotFoundError`` if none are set."""
-        return self._api(self._secret_call("GET"))
+        return (yield from self._api(self._secret_call("GET")))
 
-    def delete_webhook_secret(self) -> dict[str, Any]:
+    def _delete_webhook_secret(self) -> Flow[dict[str, Any]]:
         """Remove the secrets: webhooks go out unsigned."""
-        return self._api(self._secret_call("DELETE"))
+        return (yield from self._api(self._secret_call("DELETE")))
 
-    def rotate_webhook_secret(
+    def _rotate_webhook_secret(
         self, new_secret: str, *, current_secret: Optional[str] = None
-    ) -> dict[str, Any]:
+    ) -> Flow[dict[str, Any]]:
         """Make ``new_secret`` primary and keep the current one valid as secondary.
 
         The server masks secrets on read, so pass ``current_secret`` to keep it;
@@ -683,11 +743,112 @@ class EZThrottle(BaseClient):
         _check_secret(new_secret, "new_secret")
         if current_secret is None:
             try:
-                current: Optional[dict[str, Any]] = self.get_webhook_secret()
+                current: Optional[dict[str, Any]] = yield from self._get_webhook_secret()
             except NotFoundError:
                 current = None
             current_secret = self._rotation_secondary(current)
-        return self.create_webhook_secret(new_secret, current_secret)
+        return (yield from self._create_webhook_secret(new_secret, current_secret))
+
+
+def _blocking(flow: Callable[Concatenate[Any, P], Flow[T]]) -> Callable[Concatenate[Any, P], T]:
+    """The sync client's method that runs ``flow`` (a ``BaseClient._<name>``)."""
+
+    def method(self: EZThrottle, *args: Any, **kwargs: Any) -> T:
+        return self._run(flow(self, *args, **kwargs))
+
+    return _method_like(method, flow, "EZThrottle")
+
+
+def _awaitable(
+    flow: Callable[Concatenate[Any, P], Flow[T]],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
+    """The async client's coroutine method that runs ``flow`` (a ``BaseClient._<name>``)."""
+
+    async def method(self: AsyncEZThrottle, *args: Any, **kwargs: Any) -> T:
+        return await self._run(flow(self, *args, **kwargs))
+
+    return _method_like(method, flow, "AsyncEZThrottle")
+
+
+def _method_like(method: Any, flow: Callable[..., Any], owner: str) -> Any:
+    """Name, document and sign ``method`` as the public method ``flow`` implements."""
+    method.__name__ = flow.__name__.lstrip("_")
+    method.__qualname__ = f"{owner}.{method.__name__}"
+    method.__doc__ = flow.__doc__
+    # The flow's parameters, without its return type (the method returns the flow's value).
+    signature = inspect.signature(flow)
+    method.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)
+    return method
+
+
+class EZThrottle(BaseClient):
+    """Sync client. Use as a context manager, or call ``close()``."""
+
+    _http: httpx.Client
+
+    def _open_pool(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits()
+        )
+
+    def __enter__(self) -> EZThrottle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # -- the API: BaseClient's flows, run blocking ----------------------------------
+
+    submit_job = _blocking(BaseClient._submit_job)
+    get_job = _blocking(BaseClient._get_job)
+    wait = _blocking(BaseClient._wait)
+    claim_frugal_step = _blocking(BaseClient._claim_frugal_step)
+    request = _blocking(BaseClient._request)
+    queue_request = _blocking(BaseClient._queue_request)
+    queue_and_wait = _blocking(BaseClient._queue_and_wait)
+    forward_or_fallback = _blocking(BaseClient._forward_or_fallback)
+    create_webhook_secret = _blocking(BaseClient._create_webhook_secret)
+    get_webhook_secret = _blocking(BaseClient._get_webhook_secret)
+    delete_webhook_secret = _blocking(BaseClient._delete_webhook_secret)
+    rotate_webhook_secret = _blocking(BaseClient._rotate_webhook_secret)
+
+    # -- I/O -------------------------------------------------------------------------
+
+    def _run(self, flow: Flow[T]) -> T:
+        return _flow.run(flow, self._perform)
+
+    def _send(self, effect: _Send) -> httpx.Response:
+        if effect.stream:
+            request = self._http.build_request(effect.method, effect.url, **effect.options)
+            return self._http.send(request, stream=True)
+        return self._http.request(effect.method, effect.url, **effect.options)
+
+    def _sleep(self, effect: _Sleep) -> None:
+        time.sleep(effect.seconds)
+
+    def _read_body(self, effect: _ReadBody) -> None:
+        effect.response.read()
+
+    def _read_chunks(self, effect: _ReadChunks) -> None:
+        for chunk in effect.response.iter_bytes():
+            if effect.feed(chunk):
+                return
+
+    def _close(self, effect: _Close) -> None:
+        effect.response.close()
+
+    def _gather(self, effect: _Gather) -> list[Any]:
+        return [self._run(flow) for flow in effect.flows]
+
+    def _exclusive(self, effect: _Exclusive) -> Any:
+        return self._run(effect.flow)
+
+    def _resolve(self, effect: _Resolve) -> Any:
+        return effect.value
 
 
 class AsyncEZThrottle(BaseClient):
@@ -715,319 +876,65 @@ class AsyncEZThrottle(BaseClient):
 
     close = aclose
 
-    # -- edges ---------------------------------------------------------------
+    # -- the API: BaseClient's flows, as coroutines -----------------------------------
 
-    async def _ensure_edges(self) -> None:
-        """Discover and rank the edges when due; concurrent callers share one probe."""
-        if not (self.edges.discover_pending or self.edges.probe_due()):
-            return
-        if self._edges_lock is None:
-            self._edges_lock = asyncio.Lock()  # created in the running loop
-        async with self._edges_lock:
-            if self.edges.discover_pending:
-                self.edges.add(await self._discover())
-            if self.edges.probe_due():
-                order = self.edges.order
-                rtts = await asyncio.gather(*(self._probe(edge) for edge in order))
-                self.edges.ranked(dict(zip(order, rtts)))
+    submit_job = _awaitable(BaseClient._submit_job)
+    get_job = _awaitable(BaseClient._get_job)
+    wait = _awaitable(BaseClient._wait)
+    claim_frugal_step = _awaitable(BaseClient._claim_frugal_step)
+    request = _awaitable(BaseClient._request)
+    queue_request = _awaitable(BaseClient._queue_request)
+    queue_and_wait = _awaitable(BaseClient._queue_and_wait)
+    forward_or_fallback = _awaitable(BaseClient._forward_or_fallback)
+    create_webhook_secret = _awaitable(BaseClient._create_webhook_secret)
+    get_webhook_secret = _awaitable(BaseClient._get_webhook_secret)
+    delete_webhook_secret = _awaitable(BaseClient._delete_webhook_secret)
+    rotate_webhook_secret = _awaitable(BaseClient._rotate_webhook_secret)
 
-    async def _discover(self) -> list[str]:
-        for seed in self.edges.order:
-            try:
-                response = await self._http.get(
-                    seed + REGIONS_PATH, headers=self._auth_headers(), timeout=self.probe_timeout_s
-                )
-                if response.is_success:
-                    return edges_from_regions(response.json())
-            except (httpx.HTTPError, ValueError):
-                continue
-        return []
+    # -- I/O, never blocking the loop ---------------------------------------------------
 
-    async def _probe(self, edge: str) -> Optional[float]:
-        started = time.perf_counter()
-        try:
-            response = await self._http.get(edge + HEALTH_PATH, timeout=self.probe_timeout_s)
-        except httpx.HTTPError:
-            return None
-        return time.perf_counter() - started if response.status_code == 200 else None
+    async def _run(self, flow: Flow[T]) -> T:
+        return await _flow.run_async(flow, self._perform)
 
-    # -- calls -----------------------------------------------------------------
-
-    async def _send(self, method: str, url: str, json: Optional[dict[str, Any]]) -> httpx.Response:
+    async def _send(self, effect: _Send) -> httpx.Response:
+        if effect.stream:
+            request = self._http.build_request(effect.method, effect.url, **effect.options)
+            return await self._http.send(request, stream=True)
+        if not effect.api:
+            return await self._http.request(effect.method, effect.url, **effect.options)
         # httpx's pool gets slow (quadratic) with thousands of waiting requests:
         # queue them here, so it never holds more than it has connections.
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_connections)  # in the running loop
         async with self._slots:
-            return await self._http.request(method, url, json=json, headers=self._auth_headers())
+            return await self._http.request(effect.method, effect.url, **effect.options)
 
-    async def _call(self, call: _ApiCall) -> dict[str, Any]:
-        await self._ensure_edges()
-        tried: list[str] = []
-        for edge, delay_s in self._attempts():
-            tried.append(edge)
-            try:
-                response = await self._send(call.method, edge + call.path, call.json)
-            except _RETRYABLE as exc:
-                self.edges.demote(edge)
-                if delay_s is None:
-                    raise self._unreachable(exc, tried) from exc
-                await asyncio.sleep(delay_s)
-                continue
-            except httpx.RequestError as exc:
-                raise self._transport_error(exc, edge) from exc
-            return self._result(call, response)
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _sleep(self, effect: _Sleep) -> None:
+        await asyncio.sleep(effect.seconds)
 
-    _api = _call
+    async def _read_body(self, effect: _ReadBody) -> None:
+        await effect.response.aread()
 
-    async def _submit_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Submit a payload that ``Step`` built and checked (it may carry ``type``)."""
-        return await self._api(self._submit_call(payload))
+    async def _read_chunks(self, effect: _ReadChunks) -> None:
+        async for chunk in effect.response.aiter_bytes():
+            if effect.feed(chunk):
+                return
 
-    async def claim_frugal_step(self, job_id: str, step_id: str) -> bool:
-        """See ``EZThrottle.claim_frugal_step``."""
-        try:
-            await self._api(self._claim_call(job_id, step_id))
-        except EZThrottleError as error:
-            if self._claimed(error):
-                return False
-            raise
-        return True
+    async def _close(self, effect: _Close) -> None:
+        await effect.response.aclose()
 
-    async def wait(
-        self,
-        job_id: str,
-        timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
-        *,
-        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-    ) -> dict[str, Any]:
-        """Wait until the job is final; see ``EZThrottle.wait``. Never blocks the loop."""
-        get_call = self._get_job_call(job_id)
-        timeout_s, poll_interval_s = self._wait_args(timeout_s, poll_interval_s)
-        deadline = time.monotonic() + timeout_s
-        watch = _waiting.JobWatch(job_id)
-        await self._ensure_edges()
-        reconnects = _waiting.backoff_s(_waiting.RECONNECT_FIRST_S, _waiting.RECONNECT_MAX_S)
-        failures = 0
-        while True:
-            edge = self.edges.first
-            try:
-                finished = await self._follow(edge, job_id, watch, deadline, timeout_s)
-            except _NoEventStream:
-                log.debug("no event stream on %s; polling job %s", edge, job_id)
-                return await self._poll(get_call, watch, deadline, timeout_s, poll_interval_s)
-            except _RETRYABLE as exc:
-                self.edges.demote(edge)
-                failures += 1
-                if failures > MAX_RETRIES * len(self.edges.order):
-                    raise self._unreachable(exc, [edge]) from exc
-            except httpx.TimeoutException as exc:
-                raise TimeoutError(watch.timeout_message(timeout_s)) from exc
-            else:
-                if finished is not None:
-                    return finished.view if finished.view is not None else await self._api(get_call)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(watch.timeout_message(timeout_s))
-            await asyncio.sleep(min(next(reconnects), remaining))
+    async def _gather(self, effect: _Gather) -> list[Any]:
+        return list(await asyncio.gather(*(self._run(flow) for flow in effect.flows)))
 
-    async def _follow(
-        self,
-        edge: str,
-        job_id: str,
-        watch: _waiting.JobWatch,
-        deadline: float,
-        timeout_s: float,
-    ) -> Optional[_waiting.Finished]:
-        path = self._events_path(job_id)
-        headers = {**self._auth_headers(), **_SSE_HEADERS}
-        remaining = deadline - time.monotonic()
-        async with self._http.stream(
-            "GET", edge + path, headers=headers, timeout=self._stream_timeout(remaining)
-        ) as response:
-            if response.status_code == 404:
-                await response.aread()
-                await self._api(self._get_job_call(job_id))  # NotFoundError if the job is unknown
-                raise _NoEventStream
-            if response.status_code != 200:
-                await response.aread()
-            error = self._stream_error(response, path)
-            if error is not None:
-                raise error
-            parser, decoder = SSEParser(), self._utf8()
-            async for chunk in response.aiter_bytes():
-                for event in parser.feed(decoder.decode(chunk)):
-                    finished = watch.feed(event)
-                    if finished is not None:
-                        return finished
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(watch.timeout_message(timeout_s))
-        return None
+    async def _exclusive(self, effect: _Exclusive) -> Any:
+        if self._edges_lock is None:
+            self._edges_lock = asyncio.Lock()  # created in the running loop
+        async with self._edges_lock:
+            return await self._run(effect.flow)
 
-    async def _poll(
-        self,
-        get_call: _ApiCall,
-        watch: _waiting.JobWatch,
-        deadline: float,
-        timeout_s: float,
-        poll_interval_s: float,
-    ) -> dict[str, Any]:
-        for delay_s in _waiting.backoff_s(_waiting.POLL_FIRST_S, poll_interval_s):
-            view = await self._api(get_call)
-            watch.last_status = view.get("status")
-            if _waiting.is_final(view):
-                return view
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(watch.timeout_message(timeout_s))
-            await asyncio.sleep(min(delay_s, remaining))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def submit_job(
-        self,
-        url: str,
-        method: str = "GET",
-        headers: Optional[dict[str, str]] = None,
-        body: Optional[str] = None,
-        metadata: Optional[dict[str, Any]] = None,
-        webhooks: Optional[list[dict[str, Any]]] = None,
-        webhook_quorum: int = 1,
-        regions: Optional[list[str]] = None,
-        region_policy: str = "fallback",
-        execution_mode: str = "race",
-        retry_policy: Optional[dict[str, Any]] = None,
-        fallback_job: Optional[dict[str, Any]] = None,
-        on_success: Optional[dict[str, Any]] = None,
-        on_failure: Optional[dict[str, Any]] = None,
-        on_failure_timeout_ms: Optional[int] = None,
-        idempotent_key: Optional[str] = None,
-        retry_at: Optional[int] = None,
-    ) -> dict[str, Any]:
-        """Submit a job; see ``EZThrottle.submit_job``."""
-        payload = build_job_payload(
-            url,
-            method,
-            headers,
-            body,
-            metadata,
-            webhooks,
-            webhook_quorum,
-            regions,
-            region_policy,
-            execution_mode,
-            retry_policy,
-            fallback_job,
-            on_success,
-            on_failure,
-            on_failure_timeout_ms,
-            idempotent_key,
-            retry_at,
-        )
-        return await self._api(self._submit_call(payload))
-
-    async def get_job(self, job_id: str) -> dict[str, Any]:
-        """A job's state; see ``EZThrottle.get_job``."""
-        return await self._api(self._get_job_call(job_id))
-
-    async def request(
-        self,
-        url: str,
-        method: str = "GET",
-        headers: Optional[dict[str, str]] = None,
-        body: Optional[str] = None,
-        *,
-        timeout_s: Optional[float] = None,
-    ) -> httpx.Response:
-        """Send a request straight to ``url`` (not through EZThrottle), without the API key."""
-        try:
-            return await self._http.request(
-                method.upper(),
-                url,
-                headers=headers,
-                content=body,
-                timeout=timeout_s or self.timeout_s,
-                follow_redirects=True,
-            )
-        except httpx.RequestError as exc:
-            raise self._transport_error(exc, url) from exc
-
-    async def queue_request(
-        self,
-        url: str,
-        webhook_url: str,
-        method: str = "GET",
-        headers: Optional[dict[str, str]] = None,
-        body: Optional[str] = None,
-        metadata: Optional[dict[str, Any]] = None,
-        retry_at: Optional[int] = None,
-    ) -> dict[str, Any]:
-        """Deprecated: use ``submit_job(webhooks=[{"url": webhook_url}])`` or ``Step``."""
-        _warn_queue_request()
-        return await self.submit_job(
-            url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
-        )
-
-    async def queue_and_wait(
-        self,
-        url: str,
-        webhook_url: Optional[str],
-        method: str = "GET",
-        headers: Optional[dict[str, str]] = None,
-        body: Optional[str] = None,
-        timeout: int = 300,
-        poll_interval: int = 2,
-        metadata: Optional[dict[str, Any]] = None,
-        retry_at: Optional[int] = None,
-    ) -> dict[str, Any]:
-        """Submit a job and wait for its final state; see ``EZThrottle.queue_and_wait``."""
-        job = await self.submit_job(
-            url, method, headers, body, metadata, _legacy_webhooks(webhook_url), retry_at=retry_at
-        )
-        return await self.wait(_job_id(job), timeout, poll_interval_s=poll_interval)
-
-    async def forward_or_fallback(
-        self,
-        fallback: Callable[[], Union[T, Awaitable[T]]],
-        url: str,
-        method: str = "GET",
-        headers: Optional[dict[str, str]] = None,
-        body: Optional[str] = None,
-        **job: Any,
-    ) -> Union[dict[str, Any], T]:
-        """Submit a job, or return ``fallback()`` (awaited if needed) if no edge can be reached."""
-        try:
-            return await self.submit_job(url, method, headers, body, **job)
-        except ConnectionError:
-            result = fallback()
-            return await result if inspect.isawaitable(result) else result
-
-    async def create_webhook_secret(
-        self, primary_secret: str, secondary_secret: Optional[str] = None
-    ) -> dict[str, Any]:
-        """Set the secret(s) webhooks are signed with (16+ characters each)."""
-        return await self._api(self._create_secret_call(primary_secret, secondary_secret))
-
-    async def get_webhook_secret(self) -> dict[str, Any]:
-        """The secrets, masked; ``NotFoundError`` if none are set."""
-        return await self._api(self._secret_call("GET"))
-
-    async def delete_webhook_secret(self) -> dict[str, Any]:
-        """Remove the secrets: webhooks go out unsigned."""
-        return await self._api(self._secret_call("DELETE"))
-
-    async def rotate_webhook_secret(
-        self, new_secret: str, *, current_secret: Optional[str] = None
-    ) -> dict[str, Any]:
-        """See ``EZThrottle.rotate_webhook_secret``."""
-        _check_secret(new_secret, "new_secret")
-        if current_secret is None:
-            try:
-                current: Optional[dict[str, Any]] = await self.get_webhook_secret()
-            except NotFoundError:
-                current = None
-            current_secret = self._rotation_secondary(current)
-        return await self.create_webhook_secret(new_secret, current_secret)
+    async def _resolve(self, effect: _Resolve) -> Any:
+        value = effect.value
+        return await value if inspect.isawaitable(value) else value
 
 
 def _check_secret(secret: object, field: str) -> str:
@@ -1046,10 +953,3 @@ def _job_id(job: Mapping[str, Any]) -> str:
 def _legacy_webhooks(webhook_url: Optional[str]) -> Optional[list[dict[str, Any]]]:
     return [{"url": webhook_url, "has_quorum_vote": True}] if webhook_url else None
 
-
-def _warn_queue_request() -> None:
-    warnings.warn(
-        "queue_request() is deprecated; use submit_job(webhooks=[...]) or the Step builder",
-        DeprecationWarning,
-        stacklevel=3,
-    )

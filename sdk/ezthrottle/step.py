@@ -9,22 +9,23 @@ client) or ``await execute_async()`` (async client) runs it:
   the matching FRUGAL fallbacks locally, then forwards the job to EZThrottle;
   on any other error it returns the failure. Chained steps run locally.
 
-The run is written once, as a generator of effects (like httpx's
-``Auth.auth_flow``): it yields what to do next (send locally, submit, run a
-chained step) and receives the outcome. A sync and an async driver perform
-the effects, so both share every decision.
+The run is written once, as a flow (``_flow.py``, like httpx's
+``Auth.auth_flow``): it yields what to do next (send locally, submit) and
+receives the outcome. ``execute()`` performs the effects with a sync
+client, ``execute_async()`` awaits them with an async one, so both share
+every decision.
 """
 
 from __future__ import annotations
 
 import inspect
 import uuid
-import warnings
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Union, cast
 
+from . import _flow
 from . import _payload as check
 from .exceptions import (  # EZThrottleError, ForwardToEZThrottle: importable here as in 1.x
     DEFAULT_FORWARD_CODES,
@@ -56,20 +57,24 @@ class IdempotentStrategy(Enum):
 
 @dataclass(frozen=True)
 class _SendLocally:
+    """Send the step's request from this process; the outcome is the ``httpx.Response``."""
+
     step: Step
+
+    def call(self, client: Any) -> Any:
+        step = self.step
+        args = (step._url, step._method, step._headers or None, step._body)
+        return client.request(*args, timeout_s=step._local_timeout_s)
 
 
 @dataclass(frozen=True)
 class _Submit:
+    """Submit the job; the outcome is the server's answer."""
+
     payload: dict[str, Any]
 
-
-@dataclass(frozen=True)
-class _Run:
-    step: Step
-
-
-_Effect = Union[_SendLocally, _Submit, _Run]
+    def call(self, client: Any) -> Any:
+        return client._run(client._submit_payload(self.payload))
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class _LocalOutcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-_Flow = Generator[_Effect, Any, dict[str, Any]]
+_Flow = _flow.Flow[dict[str, Any]]
 
 
 class Step:
@@ -435,36 +440,12 @@ class Step:
         the server's answer when it forwarded the job.
         """
         client = self._client_for(client, want_async=False)
-        flow = self._flow()
-        outcome: Any = None
-        while True:
-            try:
-                effect = flow.send(outcome)
-            except StopIteration as done:
-                return cast("dict[str, Any]", done.value)
-            if isinstance(effect, _Submit):
-                outcome = client._submit_payload(effect.payload)
-            elif isinstance(effect, _Run):
-                outcome = effect.step.execute(client)
-            else:
-                outcome = _send_locally(client, effect.step)
+        return _flow.run(self._flow(), lambda effect: effect.call(client))
 
     async def execute_async(self, client: Any = None) -> dict[str, Any]:
         """Async twin of ``execute()``, for ``AsyncEZThrottle``."""
         client = self._client_for(client, want_async=True)
-        flow = self._flow()
-        outcome: Any = None
-        while True:
-            try:
-                effect = flow.send(outcome)
-            except StopIteration as done:
-                return cast("dict[str, Any]", done.value)
-            if isinstance(effect, _Submit):
-                outcome = await client._submit_payload(effect.payload)
-            elif isinstance(effect, _Run):
-                outcome = await effect.step.execute_async(client)
-            else:
-                outcome = await _send_locally_async(client, effect.step)
+        return await _flow.run_async(self._flow(), lambda effect: effect.call(client))
 
     def _client_for(self, client: Any, *, want_async: bool) -> Any:
         client = self.client if client is None else client
@@ -482,13 +463,13 @@ class Step:
         payload = self._build_job_payload()  # checks the whole workflow before any I/O
         if self._step_type is StepType.PERFORMANCE:
             return (yield from self._submit(payload, "submitted"))
-        outcome = yield _SendLocally(self)
+        outcome = yield from _send_locally(self)
         if outcome.succeeded:
             return (yield from self._local_success(self, outcome))
         if outcome.status_code is None or outcome.status_code in self._fallback_on_error:
             for step, trigger in self._fallbacks:
                 if step._step_type is StepType.FRUGAL and _triggered(trigger, outcome):
-                    fallback_outcome = yield _SendLocally(step)
+                    fallback_outcome = yield from _send_locally(step)
                     if fallback_outcome.succeeded:
                         return (yield from self._local_success(step, fallback_outcome))
             return (yield from self._submit(payload, "forwarded"))
@@ -507,13 +488,12 @@ class Step:
         """Submit the job; the history records its id (a chained step's is found there)."""
         stranded = sorted(set(_stranded_frugal_steps(payload, tried_fallbacks=status == "forwarded")))
         if stranded:
-            warnings.warn(
+            _flow.warn_caller(
                 f"{len(stranded)} FRUGAL step(s) of this workflow follow a job without webhooks, "
                 f"so nothing can ever run them: {'; '.join(stranded)}. EZThrottle never runs a "
                 "FRUGAL step chained to a job; it hands it back in that job's webhook, to your "
                 "WebhookHandler. Give the job .webhooks([...]) pointing at it.",
                 UserWarning,
-                stacklevel=4,
             )
         result = cast("dict[str, Any]", (yield _Submit(payload)))
         self._record(self, status, job_id=result.get("job_id"))
@@ -531,9 +511,9 @@ class Step:
             "response": outcome.text,
         }
 
-    def _run_chained(self, step: Step) -> Generator[_Effect, Any, None]:
+    def _run_chained(self, step: Step) -> _flow.Flow[None]:
         start = len(step._history)
-        yield _Run(step)
+        yield from step._flow()
         self._history.extend(step._history[start:])
 
     def _record(
@@ -610,26 +590,9 @@ def _triggered(trigger: dict[str, Any], outcome: _LocalOutcome) -> bool:
     return True
 
 
-def _local_request_args(step: Step) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    args = (step._url, step._method, step._headers or None, step._body)
-    return args, {"timeout_s": step._local_timeout_s}
-
-
-def _send_locally(client: Any, step: Step) -> _LocalOutcome:
-    args, kwargs = _local_request_args(step)
+def _send_locally(step: Step) -> _flow.Flow[_LocalOutcome]:
     try:
-        response = client.request(*args, **kwargs)
-    except TimeoutError as exc:
-        return _LocalOutcome(error=str(exc), timed_out=True)
-    except ConnectionError as exc:
-        return _LocalOutcome(error=str(exc))
-    return _LocalOutcome(status_code=response.status_code, text=response.text)
-
-
-async def _send_locally_async(client: Any, step: Step) -> _LocalOutcome:
-    args, kwargs = _local_request_args(step)
-    try:
-        response = await client.request(*args, **kwargs)
+        response = yield _SendLocally(step)
     except TimeoutError as exc:
         return _LocalOutcome(error=str(exc), timed_out=True)
     except ConnectionError as exc:
