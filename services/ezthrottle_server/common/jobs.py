@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import orjson
 from yarl import URL
 
 from .errors import ApiError
+from .workflows import has_chain
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 REGION_POLICIES = ("fallback", "strict")
@@ -295,3 +297,44 @@ def hash_key(customer: str, job: Mapping[str, Any]) -> str:
 def key_digest(customer: str, idempotent_key: str) -> str:
     """A fixed-size digest naming an idempotent key in Redis."""
     return hashlib.sha256(f"{customer}\0{idempotent_key}".encode()).hexdigest()[:40]
+
+
+UNSAFE_METHODS = frozenset({"POST", "PATCH"})
+
+
+def has_header(headers: Mapping[str, str], name: str) -> bool:
+    lowered = name.lower()
+    return any(k.lower() == lowered for k in headers)
+
+
+def unsafe_to_repeat(method: str, headers: Mapping[str, str]) -> bool:
+    """POST and PATCH without the user's own Idempotency-Key may not be sent twice at once."""
+    return method.upper() in UNSAFE_METHODS and not has_header(headers, "Idempotency-Key")
+
+
+def record_fields(
+    job: Mapping[str, Any], *, customer: str, idempotent_key: str, regions: Sequence[str], now_ms: int, **links: Any
+) -> dict[str, Any]:
+    """The hash of a new job (a submission or a workflow child), before the script writes it.
+
+    ``job`` is a validated spec; ``links`` (parent, root, relation) are added
+    as they are. The scripts add what only they know (``counted``).
+    """
+    due = job.get("retry_at") or 0
+    return {
+        "customer": customer,
+        "spec": orjson.dumps(job),
+        "state": "scheduled" if due > now_ms else "queued",
+        "created_ms": now_ms,
+        "idempotent_key": idempotent_key,
+        "regions": ",".join(regions),
+        "tried": ",".join(regions),
+        "mode": job.get("execution_mode", "race"),
+        "live": len(regions),
+        "nregions": len(regions),
+        "unsafe": 1 if unsafe_to_repeat(job["method"], job.get("headers") or {}) else 0,
+        "has_webhooks": 1 if job.get("webhooks") else 0,
+        "chain": 1 if has_chain(job) else 0,
+        "reroutes": 0,
+        **links,
+    }

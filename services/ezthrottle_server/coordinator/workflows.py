@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 from ..common import keys, workflows
 from ..common.config import Settings
 from ..common.errors import ApiError
+from ..common.jobs import record_fields
 from ..common.redisconn import Scripts
 from ..common.routing import RegionStates, choose_regions
 from .lease import Lease
@@ -40,34 +41,22 @@ from .lease import Lease
 log = logging.getLogger(__name__)
 
 FINAL = frozenset({"success", "failed"})
-UNSAFE = frozenset({"POST", "PATCH"})
 
 
 def child_fields(
     parent_id: str, parent: dict[str, str], relation: str, child: dict[str, Any], regions: list[str], now_ms: int
 ) -> dict[str, Any]:
     """The record of a child job, as the submit path would write it."""
-    due = child.get("retry_at") or 0
-    headers = {k.lower() for k in child.get("headers") or {}}
-    return {
-        "customer": parent["customer"],
-        "spec": orjson.dumps(child),
-        "state": "scheduled" if due > now_ms else "queued",
-        "created_ms": now_ms,
-        "idempotent_key": child.get("idempotent_key") or f"{parent.get('idempotent_key', parent_id)}:{relation}",
-        "regions": ",".join(regions),
-        "tried": ",".join(regions),
-        "mode": child.get("execution_mode", "race"),
-        "live": len(regions),
-        "nregions": len(regions),
-        "unsafe": 1 if child["method"] in UNSAFE and "idempotency-key" not in headers else 0,
-        "has_webhooks": 1 if child.get("webhooks") else 0,
-        "chain": 1 if workflows.has_chain(child) else 0,
-        "reroutes": 0,
-        "parent": parent_id,
-        "root": parent.get("root") or parent_id,
-        "relation": relation,
-    }
+    return record_fields(
+        child,
+        customer=parent["customer"],
+        idempotent_key=child.get("idempotent_key") or f"{parent.get('idempotent_key', parent_id)}:{relation}",
+        regions=regions,
+        now_ms=now_ms,
+        parent=parent_id,
+        root=parent.get("root") or parent_id,
+        relation=relation,
+    )
 
 
 class WorkflowSpawner:
@@ -172,6 +161,7 @@ class WorkflowSpawner:
                 keys.job(child_id),
                 keys.delayed(partition),
                 keys.workflow_timers(partition),
+                keys.queued(partition),
                 *(keys.region_stream(partition, r) for r in regions),
             ],
             args=[relation, child_id, now, child.get("retry_at") or 0, len(fields), *flat, *regions, *timers],

@@ -19,15 +19,14 @@ from ..common import keys
 from ..common.deliveries import webhooks_view
 from ..common.config import Settings
 from ..common.errors import ApiError, OutboundBlocked
-from ..common.jobs import MAX_CHAIN_DEPTH, hash_key, key_digest, validate_job
-from ..common.workflows import has_chain, timers_for
+from ..common.jobs import MAX_CHAIN_DEPTH, hash_key, key_digest, record_fields, validate_job
+from ..common.workflows import timers_for
 from ..common.http import json_response, read_json
 from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from ..pacing.scope import domain_of
 from .context import CTX, EdgeContext
 from .events import stream_job_events
-from .racing import unsafe_to_repeat
 from ..common.routing import choose_regions
 
 log = logging.getLogger(__name__)
@@ -68,22 +67,7 @@ async def submit_job(request: web.Request) -> web.Response:
     # Race (default) and fanout queue the job in every chosen region.
     regions = chosen
     due = job["retry_at"] or 0
-    fields: dict[str, Any] = {
-        "customer": customer,
-        "spec": orjson.dumps(job),
-        "state": "scheduled" if due > now else "queued",
-        "created_ms": now,
-        "idempotent_key": idem,
-        "regions": ",".join(chosen),
-        "tried": ",".join(chosen),
-        "mode": job["execution_mode"],
-        "live": len(chosen),
-        "nregions": len(chosen),
-        "unsafe": 1 if unsafe_to_repeat(job["method"], job["headers"]) else 0,
-        "has_webhooks": 1 if job["webhooks"] else 0,
-        "chain": 1 if has_chain(job) else 0,
-        "reroutes": 0,
-    }
+    fields = record_fields(job, customer=customer, idempotent_key=idem, regions=chosen, now_ms=now)
     flat = [x for kv in fields.items() for x in kv]
     timers = [x for due_ms, kind in timers_for(job, now) for x in (due_ms, kind)]
     month = month_of()

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..common.jobs import has_header
 from .retry import Decision
 
 SUCCESS_KIND, FAILED_KIND, OUT_KIND = "success", "failed", "out"
@@ -31,23 +32,10 @@ SUCCESS_KIND, FAILED_KIND, OUT_KIND = "success", "failed", "out"
 # Failures every region would see alike: no point trying elsewhere.
 DEFINITIVE_REASONS = frozenset({"non_retryable_status", "outbound_blocked", "invalid_redirect", "too_many_redirects"})
 
-UNSAFE_METHODS = frozenset({"POST", "PATCH"})
-
-
 def outcome_kind(decision: Decision) -> str:
     if decision.action == "success":
         return SUCCESS_KIND
     return FAILED_KIND if decision.reason in DEFINITIVE_REASONS else OUT_KIND
-
-
-def has_header(headers: Mapping[str, str], name: str) -> bool:
-    lowered = name.lower()
-    return any(k.lower() == lowered for k in headers)
-
-
-def unsafe_to_repeat(method: str, headers: Mapping[str, str]) -> bool:
-    """POST and PATCH without the user's own Idempotency-Key may not be sent twice at once."""
-    return method.upper() in UNSAFE_METHODS and not has_header(headers, "Idempotency-Key")
 
 
 def reroute_target(

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 import pytest_asyncio
 
+from ezthrottle_server.common import keys
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
 from ezthrottle_server.pacing.scope import domain_of
 from support.jobs import get_job, submit, wait_final
@@ -44,6 +45,21 @@ async def test_on_success_starts_a_child_job_of_its_own(http, edge, coordinator,
     tree = (await get_job(http, edge.url, api_key, job["job_id"]))["workflow"]
     assert tree["continuation"] == "on_success"
     assert tree["children"] == [{"relation": "on_success", "job_id": child["job_id"], "status": "success", "children": []}]
+
+
+async def test_a_child_counts_among_its_customers_jobs_not_final_until_it_ends(http, redis, edge, coordinator, api_key, target):
+    """The per-customer admission ceiling counts children like submissions, and takes them off when they end."""
+    job = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?step=1", "on_success": {"url": f"{target.url}/delay/1500?step=2"}})
+    partition = keys.job_partition(job["job_id"])
+    customer = await redis.hget(keys.job(job["job_id"]), "customer")
+    async with asyncio.timeout(10):
+        while not (await get_job(http, edge.url, api_key, job["job_id"])).get("workflow", {}).get("children"):
+            await asyncio.sleep(0.05)
+    [kid] = (await get_job(http, edge.url, api_key, job["job_id"]))["workflow"]["children"]
+    assert await redis.hget(keys.job(kid["job_id"]), "counted") == "1"
+    assert await redis.hget(keys.queued(partition), customer) == "1"  # the parent is final, its child is not
+    assert (await wait_final(http, edge.url, api_key, kid["job_id"]))["status"] == "success"
+    assert await redis.hget(keys.queued(partition), customer) is None
 
 
 async def test_a_matching_fallback_stands_in_and_inherits_the_continuation(http, edge, coordinator, api_key, target):

@@ -5,7 +5,9 @@
 -- child already created.
 --
 -- KEYS[1] parent record   KEYS[2] child record   KEYS[3] delayed set
--- KEYS[4] workflow timers KEYS[5..] one job stream per region of the child
+-- KEYS[4] workflow timers KEYS[5] queued counters (hash: customer -> jobs not
+-- final; the child counts like a submission, finish.lua takes it off)
+-- KEYS[6..] one job stream per region of the child
 -- ARGV[1] relation   ARGV[2] child job id   ARGV[3] now (ms)   ARGV[4] due (ms, 0 = now)
 -- ARGV[5] n = number of field/value pairs   ARGV[6 .. 5+2n] child record fields
 -- then one region id per stream key, then (due ms, timer kind) pairs
@@ -26,16 +28,21 @@ local child = ARGV[2]
 redis.call('HSET', KEYS[1], 'child:' .. ARGV[1], child)
 local n = tonumber(ARGV[5])
 redis.call('HSET', KEYS[2], unpack(ARGV, 6, 5 + 2 * n))
+local customer = redis.call('HGET', KEYS[2], 'customer')
+if customer then
+  redis.call('HINCRBY', KEYS[5], customer, 1)
+  redis.call('HSET', KEYS[2], 'counted', 1)
+end
 local now, due = tonumber(ARGV[3]), tonumber(ARGV[4])
 local first_region = 6 + 2 * n
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   if due > now then
-    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 5] .. '|' .. child)
+    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 6] .. '|' .. child)
   else
     redis.call('XADD', KEYS[i], '*', 'job', child)
   end
 end
-for t = first_region + #KEYS - 4, #ARGV, 2 do
+for t = first_region + #KEYS - 5, #ARGV, 2 do
   redis.call('ZADD', KEYS[4], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. child)
 end
 return {1, child}
