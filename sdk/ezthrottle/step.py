@@ -39,6 +39,13 @@ from .exceptions import (  # EZThrottleError, ForwardToEZThrottle: importable he
 __all__ = ["Step", "StepType", "IdempotentStrategy", "EZThrottleError", "ForwardToEZThrottle"]
 
 _TRACE_RESPONSE_CHARS = 200
+# Payload fields that ``from_payload`` hands to the setter of the same name,
+# in this order; it skips a null, and an empty value of those in _EMPTY_IS_UNSET.
+_SETTER_FIELDS = (
+    "type headers body metadata webhooks webhook_quorum regions region_policy execution_mode"
+    " retry_policy retry_at idempotent_key"
+).split()
+_EMPTY_IS_UNSET = frozenset({"headers", "metadata", "webhooks", "regions", "retry_policy"})
 
 
 class StepType(Enum):
@@ -385,30 +392,10 @@ class Step:
         """
         data = check.check_mapping(payload, "step payload")
         step = cls(client).url(data.get("url")).method(data.get("method") or "GET")
-        if data.get("type") is not None:
-            step.type(data["type"])
-        if data.get("headers"):
-            step.headers(data["headers"])
-        if data.get("body") is not None:
-            step.body(data["body"])
-        if data.get("metadata"):
-            step.metadata(data["metadata"])
-        if data.get("webhooks"):
-            step.webhooks(data["webhooks"])
-        if data.get("webhook_quorum") is not None:
-            step.webhook_quorum(data["webhook_quorum"])
-        if data.get("regions"):
-            step.regions(data["regions"])
-        if data.get("region_policy") is not None:
-            step.region_policy(data["region_policy"])
-        if data.get("execution_mode") is not None:
-            step.execution_mode(data["execution_mode"])
-        if data.get("retry_policy"):
-            step.retry_policy(data["retry_policy"])
-        if data.get("retry_at") is not None:
-            step.retry_at(data["retry_at"])
-        if data.get("idempotent_key") is not None:
-            step.idempotent_key(data["idempotent_key"])
+        for name in _SETTER_FIELDS:
+            value = data.get(name)
+            if value is not None and (value or name not in _EMPTY_IS_UNSET):
+                getattr(step, name)(value)
         if data.get("on_failure_timeout_ms") is not None:
             step._on_failure_timeout_ms = check.check_positive_int(
                 data["on_failure_timeout_ms"], "on_failure_timeout_ms"
