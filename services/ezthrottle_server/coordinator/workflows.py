@@ -28,13 +28,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from ..common import keys, workflows
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.jobs import record_fields
-from ..common.redisconn import Scripts
+from ..common.redisconn import UNAVAILABLE, Scripts
+from ..common.streams import GroupConsumer
 from ..common.routing import RegionStates, choose_regions
 from .lease import Lease
 
@@ -68,15 +68,11 @@ class WorkflowSpawner:
         self.poll_s = poll_s
         self.group = keys.workflow_group()
         self.consumer = settings.node_id
+        self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
         self.regions = RegionStates(redis, settings.region_ids)
 
     async def ensure_groups(self) -> None:
-        for p in range(self.settings.partitions):
-            try:
-                await self.redis.xgroup_create(keys.workflow_spawn(p), self.group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await self.reader.ensure_groups(keys.workflow_spawn(p) for p in range(self.settings.partitions))
 
     async def run(self) -> None:
         await self.ensure_groups()
@@ -88,7 +84,7 @@ class WorkflowSpawner:
                         continue
             except asyncio.CancelledError:
                 raise
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            except UNAVAILABLE:  # also a cluster failing over
                 log.warning("redis unavailable; workflows paused", exc_info=True)
                 await asyncio.sleep(0.5)
             except Exception:
@@ -105,12 +101,11 @@ class WorkflowSpawner:
             stream = keys.workflow_spawn(p)
             reply = await self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=100)
             entries = [e for _s, batch in reply or () for e in batch]
-            _next, stale, *_ = await self.redis.xautoclaim(stream, self.group, self.consumer, 30_000, start_id="0-0", count=100)
-            entries += [e for e in stale if e[1] is not None]
+            async for stale in self.reader.reclaim(stream, pages=1):  # a dead coordinator's, one page per pass
+                entries += stale
             for entry_id, fields in entries:
                 await self.handle(p, fields.get("job", ""), fields.get("event", "final"))
-                await self.redis.xack(stream, self.group, entry_id)
-                await self.redis.xdel(stream, entry_id)
+                await self.reader.ack(stream, entry_id)
                 done += 1
         return done
 

@@ -71,6 +71,7 @@ from ..common.metrics import (
     WEBHOOK_QUORUM_MISSED,
     WEBHOOK_RECLAIMED,
 )
+from ..common.streams import GroupConsumer
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..pacing.scope import domain_of
 from .schedule import decide
@@ -144,7 +145,7 @@ class DeliveryWorker:
         self._posts = asyncio.Semaphore(self._capacity)
         self._inflight = 0
         self._slot_freed = asyncio.Event()
-        self._held: dict[tuple[str, str], str] = {}  # (stream, entry id) -> job id
+        self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -152,13 +153,9 @@ class DeliveryWorker:
     # -- lifecycle ---------------------------------------------------------
 
     async def ensure_groups(self) -> None:
-        for p in range(self.settings.partitions):
-            for stream in (keys.deliveries(p), *(keys.delivery_sends(p, r) for r in self.routes)):
-                try:
-                    await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
-                except ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
+        await self.reader.ensure_groups(
+            stream for p in range(self.settings.partitions) for stream in (keys.deliveries(p), *(keys.delivery_sends(p, r) for r in self.routes))
+        )
 
     async def start(self) -> None:
         await self.ensure_groups()
@@ -250,7 +247,7 @@ class DeliveryWorker:
 
     def _spawn(self, stream: str, entry_id: str, fields: dict[str, str] | None) -> None:
         job_id = (fields or {}).get("job", "")
-        self._held[(stream, entry_id)] = job_id
+        self.reader.hold(stream, entry_id, job_id)
         self._inflight += 1
         WEBHOOK_INFLIGHT.inc()
         task = asyncio.create_task(self._run_entry(stream, entry_id, fields or {}))
@@ -273,61 +270,36 @@ class DeliveryWorker:
             # The entry stays pending; it is reclaimed after the visibility timeout.
             log.exception("delivery entry crashed", extra={"job_id": job_id, "region": self.log_region})
         finally:
-            self._held.pop((stream, entry_id), None)
+            self.reader.drop(stream, entry_id)
             self._inflight -= 1
             WEBHOOK_INFLIGHT.dec()
             self._slot_freed.set()
 
     async def _ack(self, stream: str, entry_id: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, self.group, entry_id)
-            pipe.xdel(stream, entry_id)
-            await pipe.execute()
+        await self.reader.ack(stream, entry_id)
 
     # -- at least once: keep what we hold, take over what the dead held ----
 
     async def _keep_and_reclaim_loop(self) -> None:
-        interval = max(self.settings.visibility_timeout_ms / 3000.0, 0.05)
+        interval = max(self.reader.keep_interval_s, 0.05)
         while not self._stopping.is_set():
             try:
                 await asyncio.sleep(interval)
-                await self._keep_held()
+                await self.reader.keep_held()
                 await self._reclaim()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("delivery reclaim pass failed", exc_info=True)
 
-    async def _keep_held(self) -> None:
-        by_stream: dict[str, list[str]] = {}
-        for stream, entry_id in list(self._held):
-            by_stream.setdefault(stream, []).append(entry_id)
-        for stream, ids in by_stream.items():
-            await self.redis.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True)
-
     async def _reclaim(self) -> None:
         for p in range(self.settings.partitions):
             for stream in self.read_streams(p):
-                start = "0-0"
-                while True:
-                    free = self._capacity - self._inflight
-                    if free <= 0:
-                        return
-                    reply = await self.redis.xautoclaim(
-                        stream, self.group, self.consumer, self.settings.visibility_timeout_ms, start_id=start, count=min(free, 100)
-                    )
-                    start, claimed = reply[0], reply[1]
-                    for entry_id, fields in claimed:
-                        if (stream, entry_id) in self._held:
-                            continue
-                        if fields is None:  # deleted entry still pending: drop it
-                            await self.redis.xack(stream, self.group, entry_id)
-                            continue
+                async for entries in self.reader.reclaim(stream, count=lambda: min(self._capacity - self._inflight, 100)):
+                    for entry_id, fields in entries:
                         WEBHOOK_RECLAIMED.inc()
                         log.info("reclaimed delivery entry %s", entry_id, extra={"job_id": fields.get("job"), "region": self.log_region})
                         self._spawn(stream, entry_id, fields)
-                    if start == "0-0":
-                        break
 
     # -- scheduled retries ---------------------------------------------------
 
