@@ -3,17 +3,16 @@ backoffs, receivers (also on chosen ports), the published SDK's verify functions
 
 from __future__ import annotations
 
-import fcntl
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from integration.delivery.helpers import FAST, PUBLISHED_VERSION, HoldingReceiver, PortReceiver, PublishedVerify
-from support.services import REPO, RunningApp, make_settings
+from integration.delivery.helpers import FAST, HoldingReceiver, PortReceiver
+from support.published import PublishedSDK, published_sdk
+from support.services import RunningApp, make_settings
 from support.targets import WebhookReceiver
 
 StartDelivery = Callable[..., Awaitable[RunningApp]]
@@ -72,28 +71,6 @@ async def receivers() -> AsyncIterator[Callable[..., Awaitable[WebhookReceiver]]
 
 
 @pytest.fixture(scope="session")
-def published() -> Iterator[PublishedVerify]:
-    """``ezthrottle==1.3.0`` in ``.cache/`` (shared with the SDK tests, same lock); skip without it.
-
-    Never a dependency of the project: it lives in its own virtualenv.
-    """
-    venv = REPO / ".cache" / f"ezthrottle-{PUBLISHED_VERSION}-venv"
-    python = venv / "bin" / "python"
-    ready = venv / ".installed"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be installing it
-        if not ready.exists():
-            steps = [
-                [sys.executable, "-m", "venv", "--clear", str(venv)],
-                [str(python), "-m", "pip", "install", "-q", f"ezthrottle=={PUBLISHED_VERSION}"],
-            ]
-            for step in steps:
-                try:
-                    done = subprocess.run(step, capture_output=True, text=True, timeout=300)
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    pytest.skip(f"cannot set up ezthrottle=={PUBLISHED_VERSION} in {venv}: {exc}")
-                if done.returncode != 0:
-                    pytest.skip(f"cannot set up ezthrottle=={PUBLISHED_VERSION} in {venv} (no package index?): {done.stderr[-500:]}")
-            ready.write_text(PUBLISHED_VERSION)
-    yield PublishedVerify(python)
+def published() -> PublishedSDK:
+    """``ezthrottle==1.3.0``'s verify functions (``published_verify.py``); skip without it."""
+    return published_sdk(Path(__file__).with_name("published_verify.py"))

@@ -1,14 +1,11 @@
 """Helpers of the delivery tests: fast settings, receivers on chosen ports,
-waiting on a job's webhooks, the published SDK's verify functions."""
+waiting on a job's webhooks."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -128,31 +125,3 @@ def by_job(requests: list[Received]) -> dict[str, list[Received]]:
     for r in requests:
         out.setdefault(r.json()["job_id"], []).append(r)
     return out
-
-
-# -- the published SDK, in its own virtualenv ---------------------------------------
-
-PUBLISHED_VERSION = "1.3.0"
-VERIFY_SCRIPT = Path(__file__).with_name("published_verify.py")
-
-
-class PublishedVerify:
-    """Runs ``published_verify.py`` (the published package's verify functions) on cases."""
-
-    def __init__(self, python: Path) -> None:
-        self.python = python
-
-    def run(self, cases: list[dict[str, Any]]) -> list[Any]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        done = subprocess.run(
-            [str(self.python), "-I", str(VERIFY_SCRIPT)],
-            input=json.dumps(cases),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from unit.sdk.published_env import PublishedSDK, published_sdk
+from support.published import PublishedSDK, published_sdk
+from support.services import REPO
 
 
 @pytest.fixture(scope="session")
 def published() -> PublishedSDK:
     """``ezthrottle==1.3.0`` in ``.cache/`` (installed once); skip without network."""
-    return published_sdk()
+    return published_sdk(REPO / "tests" / "unit" / "sdk" / "published_sdk.py")

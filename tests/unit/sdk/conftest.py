@@ -21,12 +21,13 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 import pytest_asyncio
 from ezthrottle import AsyncEZThrottle, EZThrottle
-from unit.sdk.published_env import PublishedSDK, published_sdk
+from support.published import PublishedSDK, published_sdk
 
 API_KEY = "ezt_test_acme_0123456789"
 OTHER_API_KEY = "ezt_test_globex_0123456789"
@@ -390,4 +391,4 @@ def closed_port_url() -> str:
 @pytest.fixture(scope="session")
 def published() -> PublishedSDK:
     """``ezthrottle==1.3.0`` in ``.cache/``, installed once and reused; skip without network."""
-    return published_sdk()
+    return published_sdk(Path(__file__).with_name("published_sdk.py"))

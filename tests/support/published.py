@@ -1,9 +1,12 @@
-"""The published ``ezthrottle==1.3.0`` in its own virtualenv, driven through ``published_sdk.py``.
+"""The published ``ezthrottle==1.3.0`` in its own virtualenv, driven by a script of the tests.
 
-Shared by the SDK's unit tests (payload parity, signatures) and its
-integration tests (the published client against a real edge). The virtualenv
-lives in ``.cache/`` and is installed once; without network the tests that
-need it skip.
+Shared by the SDK's tests (payload parity, signatures, the published client
+against a real edge: ``tests/unit/sdk/published_sdk.py``) and the delivery
+tests (its verify functions on real deliveries:
+``tests/integration/delivery/published_verify.py``). The virtualenv lives in
+``.cache/`` and is installed once, under a lock that concurrent test sessions
+share; without network the tests that need it skip. It is never a
+dependency of the project.
 """
 
 from __future__ import annotations
@@ -18,21 +21,22 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from support.services import REPO
+
 PUBLISHED_VERSION = "1.3.0"
-PUBLISHED_SCRIPT = Path(__file__).with_name("published_sdk.py")
 
 
 class PublishedSDK:
-    """Runs ``published_sdk.py`` in the virtualenv of the published package."""
+    """Runs ``script`` in the published package's virtualenv: JSON in on stdin, JSON out."""
 
-    def __init__(self, python: Path) -> None:
+    def __init__(self, python: Path, script: Path) -> None:
         self.python = python
+        self.script = script
 
-    def run(self, request: dict[str, Any], *, script: Path = PUBLISHED_SCRIPT) -> Any:
+    def run(self, request: Any) -> Any:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         done = subprocess.run(
-            [str(self.python), "-I", str(script)],
+            [str(self.python), "-I", str(self.script)],
             input=json.dumps(request),
             capture_output=True,
             text=True,
@@ -43,7 +47,7 @@ class PublishedSDK:
         return json.loads(done.stdout)
 
 
-def published_sdk() -> PublishedSDK:
+def published_sdk(script: Path) -> PublishedSDK:
     """Install ``ezthrottle==1.3.0`` into ``.cache/`` once (skip the test without network)."""
     venv = REPO / ".cache" / f"ezthrottle-{PUBLISHED_VERSION}-venv"
     python = venv / "bin" / "python"
@@ -67,4 +71,4 @@ def published_sdk() -> PublishedSDK:
                         f"(no network?): {done.stderr.strip()[-500:]}"
                     )
             ready.write_text(PUBLISHED_VERSION)
-    return PublishedSDK(python)
+    return PublishedSDK(python, script)
