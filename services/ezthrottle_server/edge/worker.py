@@ -104,7 +104,7 @@ class RegionWorker:
         self.consumer = settings.node_id
         self.streams = [keys.region_stream(p, self.region) for p in range(settings.partitions)]
         self.policy = PacingPolicy.from_settings(settings)
-        self.limiter = Limiter(redis, self.policy, self.region, settings.region_ids)
+        self.limiter = Limiter(redis, self.policy, self.region, settings.region_ids, batch=self.batch)
         self.scheduler = Scheduler(
             self.limiter,
             self._on_grant,
@@ -243,14 +243,11 @@ class RegionWorker:
             for job_id, domain, customer in parked:
                 by_scope[scopes[(domain, customer)]].append((job_id, customer))
             for scope, pairs in by_scope.items():
-                await self.limiter.admit(scope, pairs, on_queued=self.scheduler.admitted)
-            if by_scope:
-                self.scheduler.wake()
+                await self.scheduler.admit(scope, pairs)  # and, with room here, takes what may go now
             ids = [entry_id for entry_id, _ in entries]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(stream, self.group, *ids)
-                pipe.xdel(stream, *ids)
-                await pipe.execute()
+            acked = self.batch.execute("XACK", stream, self.group, *ids)
+            deleted = self.batch.execute("XDEL", stream, *ids)
+            await asyncio.gather(acked, deleted)
         finally:
             for entry_id, _ in entries:
                 self._admitting.pop((stream, entry_id), None)

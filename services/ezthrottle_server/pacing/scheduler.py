@@ -6,11 +6,16 @@ lease goes to ``on_grant`` (the worker sends the job, then calls ``done``). It t
 due, at most ``poll_s`` (other nodes' work shows up within that), or until
 woken: by admission on this node, or by one of its sends finishing.
 
-A scope this node just queued jobs in, and that may grant now, is asked
-first, before the ready set is read (``admitted``): at light load a job
-goes from admission to its send in one round trip (``grant.lua``) instead of
-three (the ready-set write, ``due()``, then ``grant.lua``). The ready set is
-still written and read as before; it only stops being on the job's path.
+Admission on this node goes through the scheduler (``admit``): with free
+send slots, the script that queues the jobs also grants the ones that may go
+now (``admit.lua`` runs ``grant.lua``'s logic), so at light load a job goes
+from its stream entry to its send with one pacing round trip instead of four
+(``admit.lua``, the ready-set write, ``due()``, ``grant.lua``). Without room,
+a scope just queued in and due is asked first in the next pass, before the
+ready set is read (``admitted``). The ready set is still written and read as
+before; it only stops being on the job's path. Grants in flight at once (the
+pass, admission on each stream) reserve the slots they ask for, so the node's
+cap and each scope's per-node cap hold.
 
 A node asks a scope for at most as many jobs as it has free send slots, so
 waiting costs nothing here: a job that may not go yet stays in Redis. A scope
@@ -27,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 
@@ -67,6 +72,8 @@ class Scheduler:
         self.max_per_grant = max_per_grant
         self._inflight: dict[Scope, set[str]] = {}  # scope -> leases held here
         self._count = 0
+        self._reserved: dict[Scope, int] = {}  # scope -> send slots a grant in flight may fill
+        self._reserved_total = 0
         self._blocked: dict[Scope, float] = {}  # scope -> monotonic time to look again
         self._wake = asyncio.Event()
         self._hot: set[Scope] = set()  # scopes admitted here and due: asked before the ready set is read
@@ -90,6 +97,24 @@ class Scheduler:
         if next_ms <= time.time() * 1000 + DUE_SLACK_MS:
             self._hot.add(scope)
         self._wake.set()
+
+    async def admit(self, scope: Scope, jobs: Sequence[tuple[str, str]]) -> int:
+        """Queue jobs this node read in ``scope`` and, if it has free send slots,
+        take the ones that may go now in the same script; returns how many were new.
+
+        Without room here (or with the scope found busy a moment ago) the jobs
+        are only queued, and the scope is asked first in the next pass if due.
+        """
+        if self._stopping or self._free() <= 0 or self._blocked.get(scope, 0.0) > time.monotonic():
+            return await self.limiter.admit(scope, jobs, on_queued=self.admitted)
+        added, grant = await self._grant(scope, jobs)
+        if grant.status == BUSY:
+            self._blocked[scope] = time.monotonic() + self.blocked_s
+        elif grant.waiting and grant.next_ms <= time.time() * 1000 + DUE_SLACK_MS:
+            self._hot.add(scope)  # more may go at once than this node asked for
+        if grant.waiting:
+            self._wake.set()  # the pass sleeps until the scope's next grant
+        return added
 
     def done(self, scope: Scope, lease: str) -> None:
         """A granted job's send is over (the worker released its lease)."""
@@ -146,7 +171,7 @@ class Scheduler:
 
         hot, self._hot = self._hot, set()
         for scope in hot:
-            if self._stopping or self._count >= self.capacity:
+            if self._stopping or self._free() <= 0:
                 return self.poll_s  # the ready set has them too; a finished send wakes us (done())
             asked.add(scope)
             ask_result(await self._ask(scope, time.monotonic()))
@@ -157,7 +182,7 @@ class Scheduler:
                 next_ms = upcoming_ms if next_ms is None else min(next_ms, upcoming_ms)
             mono = time.monotonic()
             for scope, _score in due:
-                if self._stopping or self._count >= self.capacity:
+                if self._stopping or self._free() <= 0:
                     return self.poll_s  # a finished send wakes us (done())
                 if scope in asked:
                     continue  # asked a moment ago, before this read
@@ -174,29 +199,59 @@ class Scheduler:
         """Ask a scope for jobs, unless it was found busy a moment ago (None then)."""
         if self._blocked.get(scope, 0.0) > mono:
             return None
-        grant = await self._grant(scope)
+        _added, grant = await self._grant(scope)
         if grant.status == BUSY:
             self._blocked[scope] = mono + self.blocked_s
         return grant
 
-    async def _grant(self, scope: Scope) -> Grant:
-        held = len(self._inflight.get(scope, ()))
-        free = self.capacity - self._count
+    def _free(self) -> int:
+        return self.capacity - self._count - self._reserved_total
+
+    def _reserve(self, scope: Scope, n: int) -> None:
+        left = self._reserved.get(scope, 0) + n
+        if left:
+            self._reserved[scope] = left
+        else:
+            self._reserved.pop(scope, None)
+        self._reserved_total += n
+
+    async def _grant(self, scope: Scope, jobs: Sequence[tuple[str, str]] = ()) -> tuple[int, Grant]:
+        """Ask ``scope`` for jobs (after queueing ``jobs``, if any); returns how many of those were new.
+
+        Grants may be in flight concurrently (the pass, and admission on each
+        stream): each reserves the slots it asks for until its leases are
+        counted, so the node's cap and the scope's per-node cap hold.
+        """
+        held = len(self._inflight.get(scope, ())) + self._reserved.get(scope, 0)
+        want = min(self._free(), self.max_per_grant)
+        self._reserve(scope, want)
+        reserved = True
 
         def start(grant: Grant) -> None:  # before the ready set is written: the sends go at once
+            nonlocal reserved
+            self._reserve(scope, -want)
+            reserved = False
             for lease in grant.leases:
                 self._inflight.setdefault(scope, set()).add(lease)
                 self._count += 1
                 PACING_GRANTS.labels(self._region).inc()
                 self.on_grant(scope, lease)
 
-        grant = await self.limiter.grant(
-            scope, inflight=held, want=min(free, self.max_per_grant), lease_ms=self.lease_ms, on_granted=start
-        )
+        try:
+            if jobs:
+                added, grant = await self.limiter.admit_and_grant(
+                    scope, jobs, inflight=held, want=want, lease_ms=self.lease_ms, on_granted=start
+                )
+            else:
+                added = 0
+                grant = await self.limiter.grant(scope, inflight=held, want=want, lease_ms=self.lease_ms, on_granted=start)
+        finally:
+            if reserved:
+                self._reserve(scope, -want)
         if grant.recovered:
             PACING_LEASES_RECOVERED.labels(self._region).inc(grant.recovered)
             log.info("recovered %d expired leases of %s", grant.recovered, scope, extra={"region": self._region})
-        return grant
+        return added, grant
 
     async def keep_leases(self) -> None:
         """Renew the leases of every job this node is sending, every lease/3."""

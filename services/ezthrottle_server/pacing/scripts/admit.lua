@@ -12,7 +12,12 @@
 -- still holds a lease is added: that is its next attempt (a retry can come
 -- back through the stream before the node that sent it releases its lease).
 --
--- Returns {added, waiting, next grant (ms)}.
+-- ARGV[11+2n ..] (optional) the calling node's requests in flight for this
+-- scope, most jobs it wants, lease (ms): hand it the jobs it may send now in
+-- the same step, as grant.lua would.
+--
+-- Returns {added, waiting, next grant (ms)}; when granting,
+-- {added, waiting, next (ms), status, {leases}, recovered} (see grant.lua).
 local now = now_ms()
 local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
 local added = 0
@@ -44,6 +49,11 @@ for i = 0, n - 1 do
   end
 end
 redis.call('PERSIST', KEYS[4])
+local g = 11 + 2 * n
+if ARGV[g] then
+  local granted = grant_jobs(tonumber(ARGV[g]), tonumber(ARGV[g + 1]), tonumber(ARGV[g + 2]), now)
+  return {added, granted[5], granted[2], granted[1], granted[3], granted[4]}
+end
 local lim = hash(KEYS[2])
 local limits = resolve(hash(KEYS[1]), lim, now)
 return {added, redis.call('ZCARD', KEYS[3]), next_grant_ms(lim, limits, now)}
