@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -17,8 +17,8 @@ from ezthrottle_server.common.config import Settings
 from ezthrottle_server.common.redisconn import connect
 from support.redis_cluster import redis_cluster, session_cluster_wanted
 from support.redis_server import session_redis
-from support.services import RunningApp, make_settings
-from support.targets import Target, WebhookReceiver
+from support.services import RunningApp, StartApp, app_starter, make_settings
+from support.targets import Target, WebhookReceiver, serving
 
 
 @pytest.fixture(scope="session")
@@ -54,20 +54,14 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest_asyncio.fixture
 async def target() -> AsyncIterator[Target]:
-    server = await Target().start()
-    try:
+    async with serving(Target()) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest_asyncio.fixture
 async def receiver() -> AsyncIterator[WebhookReceiver]:
-    server = await WebhookReceiver().start()
-    try:
+    async with serving(WebhookReceiver()) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest_asyncio.fixture
@@ -88,7 +82,7 @@ async def other_api_key(redis: aioredis.Redis) -> str:
     return key
 
 
-StartEdge = Callable[..., Awaitable[RunningApp]]
+StartEdge = StartApp
 
 
 @pytest_asyncio.fixture
@@ -96,20 +90,8 @@ async def start_edge(redis: aioredis.Redis, redis_url: str) -> AsyncIterator[Sta
     """Start edge apps in-process: ``await start_edge("iad", visibility_timeout_ms=500)``."""
     from ezthrottle_server.edge.app import create_app
 
-    running: list[RunningApp] = []
-
-    async def start(region: str = "iad", **overrides: Any) -> RunningApp:
-        overrides.setdefault("node_id", f"edge-{region}-test-{len(running)}")
-        settings = make_settings("edge", redis_url, region, **overrides)
-        app = await RunningApp(create_app(settings), settings).start()
-        running.append(app)
-        return app
-
-    try:
+    async with app_starter("edge", redis_url, create_app, region="iad") as start:
         yield start
-    finally:
-        for app in reversed(running):
-            await app.stop()
 
 
 @pytest_asyncio.fixture
@@ -118,15 +100,17 @@ async def edge(start_edge: StartEdge) -> RunningApp:
 
 
 @pytest_asyncio.fixture
-async def coordinator(redis: aioredis.Redis, redis_url: str) -> AsyncIterator[RunningApp]:
+async def start_coordinator(redis: aioredis.Redis, redis_url: str) -> AsyncIterator[StartApp]:
+    """Start coordinator apps in-process: ``await start_coordinator(domains_file=...)``."""
     from ezthrottle_server.coordinator.app import create_app
 
-    settings = make_settings("coordinator", redis_url, node_id="coordinator-test")
-    app = await RunningApp(create_app(settings), settings).start()
-    try:
-        yield app
-    finally:
-        await app.stop()
+    async with app_starter("coordinator", redis_url, create_app) as start:
+        yield start
+
+
+@pytest_asyncio.fixture
+async def coordinator(start_coordinator: StartApp) -> RunningApp:
+    return await start_coordinator(node_id="coordinator-test")
 
 
 def settings_for(role: str, redis_url: str, region: str | None = None, **overrides: Any) -> Settings:

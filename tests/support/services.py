@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,39 @@ class RunningApp:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+
+StartApp = Callable[..., Awaitable[RunningApp]]
+
+
+@asynccontextmanager
+async def app_starter(
+    role: str,
+    redis_url: str,
+    create_app: Callable[[Settings], web.Application],
+    *,
+    region: str | None = None,
+    **defaults: Any,
+) -> AsyncIterator[StartApp]:
+    """``start(region, **overrides)`` for apps of ``role`` in-process; all stop after the block.
+
+    ``region`` is the default region, ``defaults`` the default settings
+    overrides; each app gets a node id of its own unless one is given. The
+    apps stop in the reverse order of their start.
+    """
+    running: list[RunningApp] = []
+
+    async def start(region: str | None = region, **overrides: Any) -> RunningApp:
+        for name, value in defaults.items():
+            overrides.setdefault(name, value)
+        overrides.setdefault("node_id", f"{role}-{region or 'any'}-test-{len(running)}")
+        settings = make_settings(role, redis_url, region, **overrides)
+        app = await RunningApp(create_app(settings), settings).start()
+        running.append(app)
+        return app
+
+    try:
+        yield start
+    finally:
+        for app in reversed(running):
+            await app.stop()

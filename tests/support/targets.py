@@ -8,11 +8,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+
+
+S = TypeVar("S", bound="_Server")
+
+
+@asynccontextmanager
+async def serving(server: S) -> AsyncIterator[S]:
+    """``server``, started for the block and stopped after it (a fixture's body)."""
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @dataclass

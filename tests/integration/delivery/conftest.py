@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
+from ezthrottle_server.common.config import Settings
 from integration.delivery.helpers import FAST, HoldingReceiver, PortReceiver
 from support.published import PublishedSDK, published_sdk
-from support.services import RunningApp, make_settings
+from support.services import RunningApp, StartApp, app_starter
 from support.targets import WebhookReceiver
 
-StartDelivery = Callable[..., Awaitable[RunningApp]]
+StartDelivery = StartApp
 
 
 @pytest_asyncio.fixture
@@ -23,22 +25,11 @@ async def start_delivery(redis: Any, redis_url: str) -> AsyncIterator[StartDeliv
     """Start delivery workers in-process: ``await start_delivery("lax", delivery_window_s=1)``."""
     from ezthrottle_server.delivery.app import create_app
 
-    running: list[RunningApp] = []
+    def create(settings: Settings) -> web.Application:
+        return create_app(settings, stop_grace_s=1.0)
 
-    async def start(region: str | None = None, **overrides: Any) -> RunningApp:
-        for name, value in FAST.items():
-            overrides.setdefault(name, value)
-        overrides.setdefault("node_id", f"delivery-{region or 'any'}-test-{len(running)}")
-        settings = make_settings("delivery", redis_url, region, **overrides)
-        app = await RunningApp(create_app(settings, stop_grace_s=1.0), settings).start()
-        running.append(app)
-        return app
-
-    try:
+    async with app_starter("delivery", redis_url, create, **FAST) as start:
         yield start
-    finally:
-        for app in reversed(running):
-            await app.stop()
 
 
 @pytest_asyncio.fixture
