@@ -6,6 +6,7 @@
     ezthrottle-admin deliveries dead [--customer acme] [--limit 100]
     ezthrottle-admin deliveries replay <job id> | --all [--customer acme]
     ezthrottle-admin domains show <host:port> [--customer acme]   (also: list, reload)
+    ezthrottle-admin secrets new-key | status | reseal
 
 Redis comes from ``REDIS_URL`` (or ``--redis-url``), else regions.yaml's
 embedded Redis port.
@@ -24,7 +25,7 @@ import orjson
 from ..common import apikeys, deliveries
 from ..common.config import ConfigError, load_settings
 from ..common.redisconn import Scripts, connect
-from . import domains
+from . import domains, secrets
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every dead letter (of --customer if given)")
     dr.add_argument("--customer", help="with --all: only this customer's")
     domains.add_parser(sub)
+    secrets.add_parser(sub)
     return p
 
 
@@ -86,6 +88,8 @@ async def _run(args: argparse.Namespace, redis_url: str) -> int:
             return await _deliveries(args, r)
         if args.area == "domains":
             return await domains.run(args, r)
+        if args.area == "secrets":
+            return await secrets.run(args, r, load_settings("admin"))
         if args.action == "create":
             key, rec = await apikeys.create_key(r, args.customer)
             out = {"api_key": key, "key_id": rec.key_id, "customer": rec.customer}

@@ -58,6 +58,7 @@ Environment variables (all optional):
 ``EZT_PACING_MAX_RPS``                operator ceiling on any domain's requests/s (100)
 ``EZT_PACING_MAX_CONCURRENT``         operator ceiling on any domain's in flight per node (64)
 ``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
+``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
 ``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
 ====================================  =========================================
 """
@@ -74,6 +75,7 @@ from typing import Any
 
 import yaml
 
+from .secretbox import parse_keys
 from .quotas import DEFAULT_TIER, DEFAULT_TIERS, Tier, tiers_from_config
 
 DEFAULT_REDIS_PORT = 6390
@@ -150,6 +152,7 @@ class Settings:
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one
     admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
+    secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed
     repair_after_s: float = 60.0  # coordinator/repair.py: how long a job is seen held by nothing before it is queued again
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
@@ -364,6 +367,11 @@ def load_settings(
             raise ConfigError(f"{path}: default_tier {values['default_tier']!r} is not one of the tiers")
     if "REDIS_URL" in env:
         values["redis_url"] = env["REDIS_URL"]
+    if env.get("EZT_SECRETS_KEYS", "").strip():
+        try:
+            values["secrets_keys"] = parse_keys(env["EZT_SECRETS_KEYS"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if "EZT_PROFILE" in env:
         values["profile"] = env["EZT_PROFILE"]
     if "EZT_HOST" in env:

@@ -34,6 +34,7 @@ API_ERRORS: dict[str, int] = {
     "internal_error": 500,
     "region_unavailable": 503,
     "unavailable": 503,
+    "secrets_unavailable": 503,
 }
 
 

@@ -166,6 +166,13 @@ def webhook_secrets(customer: str) -> str:
     return f"{PREFIX}:customer:{customer}:webhook-secrets"
 
 
+WEBHOOK_SECRETS_PATTERN = f"{PREFIX}:customer:*:webhook-secrets"  # SCAN MATCH: every customer's
+
+
+def customer_of_webhook_secrets(key: str) -> str:
+    return key[len(f"{PREFIX}:customer:") : -len(":webhook-secrets")]
+
+
 def coordinator_leader() -> str:
     return f"{PREFIX}:coordinator:leader"
 

@@ -54,7 +54,7 @@ from redis.exceptions import (
 SCRIPT_NAMES = (
     "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
     "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
-    "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair",
+    "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair", "swap_field",
 )
 
 
@@ -315,6 +315,7 @@ class Scripts:
     count_failure: AsyncScript
     replace_hash: AsyncScript
     repair: AsyncScript
+    swap_field: AsyncScript
 
     def __init__(self, client: RedisClient) -> None:
         for name in SCRIPT_NAMES:

@@ -71,11 +71,12 @@ from ..common.metrics import (
     WEBHOOK_QUORUM_MISSED,
     WEBHOOK_RECLAIMED,
 )
+from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets
 from ..common.streams import GroupConsumer
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..pacing.scope import domain_of
 from .schedule import decide
-from .sender import WebhookSender
+from .sender import SendResult, WebhookSender
 from .signing import WebhookSecrets, message_id, signed_headers
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class DeliveryWorker:
         self._posts = asyncio.Semaphore(self._capacity)
         self._inflight = 0
         self._slot_freed = asyncio.Event()
+        self.box = SecretBox(settings.secrets_keys)
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -398,8 +400,13 @@ class DeliveryWorker:
     # -- one POST ------------------------------------------------------------
 
     async def _secrets(self, customer: str) -> WebhookSecrets | None:
+        """The customer's signing secrets (None: it has none, webhooks go unsigned).
+
+        Raises SecretBoxError when they are sealed with a key this worker lacks.
+        """
         primary, secondary = await self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
-        return WebhookSecrets(primary, secondary or None) if primary else None
+        opened = open_webhook_secrets(self.box, customer, primary, secondary or None)
+        return WebhookSecrets(*opened) if opened else None
 
     async def _send(self, stream: str, entry_id: str, job_id: str, hook: int) -> None:
         partition = keys.job_partition(job_id)
@@ -419,10 +426,18 @@ class DeliveryWorker:
 
         body = payload.encode()
         attempt = int(attempts or 0) + 1
-        headers = signed_headers(body, message_id(job_id, hook), int(time.time()), await self._secrets(customer))
-        headers["X-EZThrottle-Attempt"] = str(attempt)
-        async with self._posts:
-            result = await self.sender.post(url, body, headers)
+        try:
+            secrets = await self._secrets(customer)
+        except SecretBoxError as exc:
+            # Never unsigned when the customer has secrets: this attempt fails,
+            # and is retried on the usual schedule (an operator fixes the keys).
+            log.error("webhook not sent: its secrets are unreadable here: %s", exc, extra={"job_id": job_id, "customer": customer})
+            result = SendResult(error=f"webhook secrets unreadable on this worker: {exc}")
+        else:
+            headers = signed_headers(body, message_id(job_id, hook), int(time.time()), secrets)
+            headers["X-EZThrottle-Attempt"] = str(attempt)
+            async with self._posts:
+                result = await self.sender.post(url, body, headers)
 
         now = _now_ms()
         decision = decide(

@@ -14,8 +14,10 @@ file-name order, namespace first)::
     monitoring/servicemonitor.yaml Prometheus Operator ServiceMonitor (needs its CRD)
     monitoring/prometheus-scrape.yml  the same targets as a plain Prometheus scrape config
 
-``REDIS_URL`` comes from the Secret ``ezthrottle-redis`` (key ``url``), which
-is not rendered: it holds a credential. Every file carries a header naming
+``REDIS_URL`` comes from the Secret ``ezthrottle-redis`` (key ``url``), and
+``EZT_SECRETS_KEYS`` (webhook secrets sealed at rest; optional) from the
+Secret ``ezthrottle-secrets-keys`` (key ``keys``); neither is rendered: they
+hold credentials. Every file carries a header naming
 this module; files with that header that the current regions.yaml no longer
 produces (a removed region) are deleted on write.
 """
@@ -38,6 +40,7 @@ VERSION = "0.1.0"
 DEFAULT_IMAGE = f"ezthrottle/ezthrottle-server:{VERSION}"
 DEFAULT_NAMESPACE = "ezthrottle"
 REDIS_SECRET = "ezthrottle-redis"
+SEALING_SECRET = "ezthrottle-secrets-keys"  # EZT_SECRETS_KEYS: seals webhook secrets at rest (optional)
 REDIS_SECRET_KEY = "url"
 REGIONS_MOUNT_DIR = "/etc/ezthrottle"
 REGIONS_FILE = f"{REGIONS_MOUNT_DIR}/regions.yaml"
@@ -91,7 +94,8 @@ def _env(port: int, region: str | None) -> list[dict[str, Any]]:
         {"name": "EZT_HOST", "value": "0.0.0.0"},
         {"name": "EZT_PORT", "value": str(port)},
         {"name": "EZT_NODE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": REDIS_SECRET_KEY}}}
+        {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": REDIS_SECRET_KEY}}},
+        {"name": "EZT_SECRETS_KEYS", "valueFrom": {"secretKeyRef": {"name": SEALING_SECRET, "key": "keys", "optional": True}}},
     ]
     if region is not None:
         env.insert(0, {"name": "EZT_REGION", "value": region})

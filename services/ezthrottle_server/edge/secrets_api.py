@@ -2,10 +2,13 @@
 
 A customer's webhooks are signed with its primary secret (see
 ``delivery/signing.py``); the secondary one only helps receivers during a
-rotation. Secrets are at least 16 characters. They are stored as given
-(HMAC needs them) in ``keys.webhook_secrets(customer)`` and never leave the
-server whole: reads show the first 4 and last 3 characters
-(``your_secret_min_16_chars`` -> ``your****ars``), and nothing logs them.
+rotation. Secrets are at least 16 characters. HMAC needs them whole, so
+they are kept in ``keys.webhook_secrets(customer)`` sealed with
+``EZT_SECRETS_KEYS`` when it is set (AES-256-GCM, ``common/secretbox.py``), as
+given otherwise. They never leave the server whole: reads show the first 4
+and last 3 characters (``your_secret_min_16_chars`` -> ``your****ars``), and
+nothing logs them. A stored secret this node cannot open (sealed with a key
+its ``EZT_SECRETS_KEYS`` lacks) answers 503 ``secrets_unavailable``.
 
 - POST ``{"primary_secret": str, "secondary_secret"?: str | null}`` sets both
   (a POST without a secondary removes the old one) -> 200 with the masked view.
@@ -25,6 +28,7 @@ from aiohttp import web
 from ..common import keys
 from ..common.errors import ApiError
 from ..common.http import json_response, read_json
+from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets, seal_webhook_secrets
 from .context import CTX
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,7 @@ async def set_secrets(request: web.Request) -> web.Response:
     primary = _check_secret(body, "primary_secret", required=True)
     secondary = _check_secret(body, "secondary_secret", required=False)
     assert primary is not None
-    fields = ["primary", primary, *(["secondary", secondary] if secondary else [])]
+    fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, primary, secondary)
     await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(customer)], args=fields)  # old secondary gone in the same step
     log.info("webhook secrets set (secondary: %s)", "yes" if secondary else "no", extra={"customer": customer})
     return json_response({"status": "ok", "message": "Webhook secrets saved", **_view(customer, primary, secondary)})
@@ -86,10 +90,15 @@ async def set_secrets(request: web.Request) -> web.Response:
 async def get_secrets(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
-    primary, secondary = await ctx.redis.hmget(keys.webhook_secrets(customer), ["primary", "secondary"])
-    if not primary:
+    stored = await ctx.redis.hmget(keys.webhook_secrets(customer), ["primary", "secondary"])
+    try:
+        opened = open_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, *stored)
+    except SecretBoxError as exc:
+        log.error("webhook secrets unreadable: %s", exc, extra={"customer": customer})
+        raise ApiError("secrets_unavailable", f"the stored webhook secrets cannot be read on this node: {exc}") from None
+    if opened is None:
         raise ApiError("not_found", "no webhook secrets configured; POST /api/v1/webhook-secrets first")
-    return json_response(_view(customer, primary, secondary))
+    return json_response(_view(customer, *opened))
 
 
 async def delete_secrets(request: web.Request) -> web.Response:
