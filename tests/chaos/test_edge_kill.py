@@ -18,7 +18,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ import yaml
 from chaos.helpers import wait_until
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.redisconn import connect
+from support.cluster import cli as cluster_cli
+from support.cluster import cluster_files
 from support.jobs import auth
-from support.redis_server import free_port
-from support.services import REGIONS_FILE
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,27 +43,11 @@ SEND_MS = 20  # the target holds each request this long
 
 
 def cli(state: Path, regions: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("EZT_")}
-    env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_VISIBILITY_TIMEOUT_MS="1500", EZT_SIMULATE_LATENCY="0")
-    env["EZT_LOCAL_PROMETHEUS"] = "0"
-    return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=90)
+    return cluster_cli(state, regions, *args, env_extra={"EZT_VISIBILITY_TIMEOUT_MS": "1500"}, inherit_ezt_env=False)
 
 
-@pytest.fixture
-def cluster_files(tmp_path: Path) -> tuple[Path, Path]:
-    config = yaml.safe_load(REGIONS_FILE.read_text())
-    config["redis"]["port"] = free_port()
-    config["coordinator"]["port"] = free_port()
-    config["delivery"]["port"] = free_port()
-    for region in config["regions"]:
-        region["port"] = free_port()
-    regions = tmp_path / "regions.yaml"
-    regions.write_text(yaml.safe_dump(config))
-    return tmp_path / "state", regions
-
-
-async def test_kill_9_an_edge_during_1000_raced_jobs(cluster_files, target, http):
-    state, regions = cluster_files
+async def test_kill_9_an_edge_during_1000_raced_jobs(tmp_path, target, http):
+    state, regions = cluster_files(tmp_path)
     domain = f"127.0.0.1:{target.port}"
     (regions.parent / "domains.yaml").write_text(
         yaml.safe_dump({"domains": {domain: {"rps": 2000, "max_rps": 2000, "burst": 50, "max_concurrent": 64, "max_concurrent_ceiling": 64}}})

@@ -10,51 +10,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-import yaml
 
 from ezthrottle import AsyncEZThrottle, AuthenticationError, Step, ValidationError
+from support.cluster import local_cluster, pids
 from support.jobs import sdk_wait_final
-from support.redis_server import free_port
-from support.services import REGIONS_FILE
 
 pytestmark = [pytest.mark.e2e]
-
-
-def _cli(state: Path, regions: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_VISIBILITY_TIMEOUT_MS="1500", EZT_SIMULATE_LATENCY="0")
-    env["EZT_LOCAL_PROMETHEUS"] = "0"  # tests/e2e/test_prometheus.py runs the cluster with it
-    return subprocess.run(
-        [sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A whole local cluster on free ports, in its own state directory."""
-    root = tmp_path_factory.mktemp("cluster")
-    config = yaml.safe_load(REGIONS_FILE.read_text())
-    config["redis"]["port"] = free_port()
-    config["coordinator"]["port"] = free_port()
-    config["delivery"]["port"] = free_port()
-    for region in config["regions"]:
-        region["port"] = free_port()
-    regions = root / "regions.yaml"
-    regions.write_text(yaml.safe_dump(config))
-    state = root / "state"
-    up = _cli(state, regions, "up")
-    assert up.returncode == 0, up.stderr + up.stdout
-    info = orjson.loads((state / "cluster.json").read_bytes())
-    info.update(state=state, regions_file=regions, stdout=up.stdout)
-    try:
+    with local_cluster(tmp_path_factory.mktemp("cluster"), {"EZT_VISIBILITY_TIMEOUT_MS": "1500"}) as info:
         yield info
-    finally:
-        down = _cli(state, regions, "down")
-        assert down.returncode == 0, down.stderr
-        for pid in info["pids"].values():
-            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    for pid in info["pids"].values():  # `down` stopped every process
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
 def test_cluster_json_lists_every_region_and_the_key(cluster):
@@ -74,11 +45,10 @@ def test_the_printed_example_runs(cluster):
 
 
 def test_up_twice_does_not_start_a_second_cluster(cluster):
-    again = _cli(cluster["state"], cluster["regions_file"], "up")
+    again = cluster["cli"]("up")
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stdout
-    info = orjson.loads((cluster["state"] / "cluster.json").read_bytes())
-    assert info["pids"] == cluster["pids"]
+    assert pids(cluster) == cluster["pids"]
 
 
 @pytest.mark.asyncio
@@ -107,15 +77,13 @@ async def test_sdk_gets_clear_errors(cluster):
 
 @pytest.mark.asyncio
 async def test_kill_9_an_edge_mid_job_and_its_job_still_completes(cluster, target):
-    state, regions = cluster["state"], cluster["regions_file"]
     async with AsyncEZThrottle(api_key=cluster["api_key"], base_url=cluster["regions"]["ord"]) as client:
         result = await client.submit_job(url=f"{target.url}/delay/3000", idempotent_key="kill-me")
         await target.wait_for(1, "/delay/3000", timeout_s=10)
-        pid = orjson.loads((state / "cluster.json").read_bytes())["pids"]["edge-ord"]
-        os.kill(pid, signal.SIGKILL)
-        restarted = _cli(state, regions, "up")  # `make up-local` restarts only what died
+        os.kill(pids(cluster)["edge-ord"], signal.SIGKILL)
+        restarted = cluster["cli"]("up")  # `make up-local` restarts only what died
         assert restarted.returncode == 0, restarted.stderr
         view = await sdk_wait_final(client, result["job_id"], timeout_s=30)
         assert view["status"] == "success"
         assert len(target.matching("/delay/3000")) == 2  # the killed attempt, then the reclaimed one
-    cluster["pids"] = orjson.loads((state / "cluster.json").read_bytes())["pids"]
+    cluster["pids"] = pids(cluster)

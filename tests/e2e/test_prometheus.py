@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -37,8 +34,8 @@ import yaml
 
 from ezthrottle_server.deploy.dashboards import BOARDS, DASHBOARDS_DIR, RATE, exprs
 from ezthrottle_server.deploy.prometheus import ALERTS_FILE
+from support.cluster import local_cluster
 from support.redis_server import free_port
-from support.services import REGIONS_FILE
 from support.targets import Target, WebhookReceiver
 
 pytestmark = [
@@ -147,39 +144,16 @@ class Prometheus:
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}: {expr} = {last}")
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=90)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("prom-cluster")
-    config = yaml.safe_load(REGIONS_FILE.read_text())
-    config["redis"]["port"] = free_port()
-    config["coordinator"]["port"] = free_port()
-    config["delivery"]["port"] = free_port()
-    for region in config["regions"]:
-        region["port"] = free_port()
-    regions = root / "regions.yaml"
-    regions.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "EZT_LOCAL_PROMETHEUS")}
-    env.update(
-        EZT_LOCAL_DIR=str(root / "state"),
-        EZT_REGIONS_FILE=str(regions),
-        EZT_SIMULATE_LATENCY="0",
-        EZT_LOCAL_PROMETHEUS_PORT=str(free_port()),
-        EZT_LOCAL_PROMETHEUS_INTERVAL_S=str(SCRAPE_S),
-        EZT_METRICS_SAMPLE_S="0.5",
-    )
-    up = _cli(env, "up")
-    assert up.returncode == 0, up.stderr + up.stdout
-    info = orjson.loads((root / "state" / "cluster.json").read_bytes())
-    info.update(stdout=up.stdout, env=env)
-    try:
+    prometheus = {
+        "EZT_LOCAL_PROMETHEUS": "1",
+        "EZT_LOCAL_PROMETHEUS_PORT": str(free_port()),
+        "EZT_LOCAL_PROMETHEUS_INTERVAL_S": str(SCRAPE_S),
+        "EZT_METRICS_SAMPLE_S": "0.5",
+    }
+    with local_cluster(tmp_path_factory.mktemp("prom-cluster"), prometheus) as info:
         yield info
-    finally:
-        down = _cli(env, "down")
-        assert down.returncode == 0, down.stderr
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,29 @@ from .redis_server import free_port
 from .services import REGIONS_FILE
 
 
-def cli(state: Path, regions: Path, *args: str, env_extra: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+def cli(
+    state: Path,
+    regions: Path,
+    *args: str,
+    env_extra: dict[str, str] | None = None,
+    timeout: float = 90,
+    inherit_ezt_env: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ezthrottle_server.local <args>`` on the cluster of ``state`` and ``regions``.
+
+    Prometheus stays off unless ``env_extra`` turns it on; ``inherit_ezt_env=False``
+    passes none of this process's ``EZT_*`` variables.
+    """
+    env = {
+        k: v for k, v in os.environ.items() if k != "REDIS_URL" and (inherit_ezt_env or not k.startswith("EZT_"))
+    }
     env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_SIMULATE_LATENCY="0", EZT_LOCAL_PROMETHEUS="0")
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@contextlib.contextmanager
-def local_cluster(root: Path, env_extra: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    """Yield cluster.json's content plus ``state``, ``regions_file`` and ``cli(*args)``."""
+def cluster_files(root: Path) -> tuple[Path, Path]:
+    """``root/regions.yaml`` (the repository's, every port a free one) and the state directory beside it."""
     config = yaml.safe_load(REGIONS_FILE.read_text())
     config["redis"]["port"] = free_port()
     config["coordinator"]["port"] = free_port()
@@ -36,7 +49,13 @@ def local_cluster(root: Path, env_extra: dict[str, str] | None = None) -> Iterat
         region["port"] = free_port()
     regions = root / "regions.yaml"
     regions.write_text(yaml.safe_dump(config))
-    state = root / "state"
+    return root / "state", regions
+
+
+@contextlib.contextmanager
+def local_cluster(root: Path, env_extra: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield cluster.json's content plus ``state``, ``regions_file``, ``stdout`` (of ``up``) and ``cli(*args)``."""
+    state, regions = cluster_files(root)
     up = cli(state, regions, "up", env_extra=env_extra)
     assert up.returncode == 0, up.stderr + up.stdout
     info: dict[str, Any] = orjson.loads((state / "cluster.json").read_bytes())
