@@ -28,34 +28,12 @@ import pytest
 import pytest_asyncio
 from ezthrottle import AsyncEZThrottle, EZThrottle
 from support.published import PublishedSDK, published_sdk
+from unit.sdk.contract import JOB_FIELDS
 
 API_KEY = "ezt_test_acme_0123456789"
 OTHER_API_KEY = "ezt_test_globex_0123456789"
 CUSTOMERS = {API_KEY: "acme", OTHER_API_KEY: "globex"}
 MAX_BODY_BYTES = 64 * 1024
-# Top-level job fields of the contract; anything else is a 400.
-JOB_FIELDS = frozenset(
-    [
-        "url",
-        "method",
-        "headers",
-        "body",
-        "metadata",
-        "webhooks",
-        "webhook_quorum",
-        "regions",
-        "region_policy",
-        "execution_mode",
-        "retry_policy",
-        "fallback_job",
-        "on_success",
-        "on_failure",
-        "on_failure_timeout_ms",
-        "idempotent_key",
-        "retry_at",
-        "type",  # "frugal" on FRUGAL steps; the server accepts it
-    ]
-)
 
 
 @dataclass
