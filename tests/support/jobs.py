@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -28,31 +29,48 @@ async def get_job(http: aiohttp.ClientSession, base_url: str, key: str, job_id: 
         return body
 
 
-async def wait_final(
-    http: aiohttp.ClientSession, base_url: str, key: str, job_id: str, timeout_s: float = 10.0, states: frozenset[str] = FINAL
+async def poll_view(
+    fetch: Callable[[], Awaitable[dict[str, Any]]],
+    done: Callable[[dict[str, Any]], bool],
+    failure: Callable[[dict[str, Any]], str],
+    timeout_s: float,
+    poll_s: float,
 ) -> dict[str, Any]:
-    """Poll the job until it reaches one of ``states``; fail with its last view."""
+    """``await fetch()`` every ``poll_s`` until ``done(view)``; return that view.
+
+    After ``timeout_s``, fail with ``failure(last view)`` (``{}`` if none came).
+    """
     last: dict[str, Any] = {}
     try:
         async with asyncio.timeout(timeout_s):
             while True:
-                last = await get_job(http, base_url, key, job_id)
-                if last["status"] in states:
+                last = await fetch()
+                if done(last):
                     return last
-                await asyncio.sleep(0.03)
+                await asyncio.sleep(poll_s)
     except TimeoutError:
-        raise AssertionError(f"job {job_id} did not reach {sorted(states)} in {timeout_s}s; last: {last}") from None
+        raise AssertionError(failure(last)) from None
+
+
+async def wait_final(
+    http: aiohttp.ClientSession, base_url: str, key: str, job_id: str, timeout_s: float = 10.0, states: frozenset[str] = FINAL
+) -> dict[str, Any]:
+    """Poll the job until it reaches one of ``states``; fail with its last view."""
+    return await poll_view(
+        lambda: get_job(http, base_url, key, job_id),
+        lambda view: view["status"] in states,
+        lambda last: f"job {job_id} did not reach {sorted(states)} in {timeout_s}s; last: {last}",
+        timeout_s,
+        poll_s=0.03,
+    )
 
 
 async def sdk_wait_final(client: Any, job_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
     """Poll the job through an SDK client (``AsyncEZThrottle.get_job``) until it is final."""
-    view: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                view = await client.get_job(job_id)
-                if view["status"] in FINAL:
-                    return view
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"job {job_id} not final in {timeout_s}s: {view}") from None
+    return await poll_view(
+        lambda: client.get_job(job_id),
+        lambda view: view["status"] in FINAL,
+        lambda last: f"job {job_id} not final in {timeout_s}s: {last}",
+        timeout_s,
+        poll_s=0.05,
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from support.jobs import get_job
+from support.jobs import get_job, poll_view
 from support.redis_server import free_port
 from support.services import REPO
 from support.targets import Received, WebhookReceiver
@@ -100,16 +100,13 @@ async def wait_webhooks(
     timeout_s: float = 10.0,
 ) -> dict[str, Any]:
     """Poll ``GET /api/v1/jobs/{id}`` until ``cond(view["webhooks"])``; return the view."""
-    last: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                last = await get_job(http, base_url, key, job_id)
-                if last.get("webhooks") and cond(last["webhooks"]):
-                    return last
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"job {job_id}: webhooks never met the condition in {timeout_s}s; last: {last.get('webhooks')}") from None
+    return await poll_view(
+        lambda: get_job(http, base_url, key, job_id),
+        lambda view: bool(view.get("webhooks")) and cond(view["webhooks"]),
+        lambda last: f"job {job_id}: webhooks never met the condition in {timeout_s}s; last: {last.get('webhooks')}",
+        timeout_s,
+        poll_s=0.02,
+    )
 
 
 def states(hooks: dict[str, Any]) -> list[str]:
