@@ -7,19 +7,14 @@ answer names with a StaticResolver (``helpers.use_resolver``), never with DNS.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from unit.outbound.netguard import EgressGuard
+from unit.outbound.netguard import EgressGuard, guarding_egress
 
 
 @pytest_asyncio.fixture(autouse=True)
 async def egress_guard() -> AsyncIterator[EgressGuard]:
-    guard = EgressGuard(asyncio.get_running_loop()).install()
-    try:
+    async with guarding_egress() as guard:
         yield guard
-    finally:
-        guard.uninstall()
-    assert guard.refused == [], f"the code under test tried to leave loopback: {guard.refused}"

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -79,6 +80,20 @@ class EgressGuard:
             self.refused.append(("create_connection", (host, port)))
             raise ConnectionRefusedError(f"egress guard: {host!r} is not loopback")
         return await self._saved["create_connection"](protocol_factory, host, port, *args, **kwargs)
+
+
+@asynccontextmanager
+async def guarding_egress() -> AsyncIterator[EgressGuard]:
+    """An :class:`EgressGuard` on the running loop for the block (a fixture's body).
+
+    Fails after the block if anything tried to leave loopback.
+    """
+    guard = EgressGuard(asyncio.get_running_loop()).install()
+    try:
+        yield guard
+    finally:
+        guard.uninstall()
+    assert guard.refused == [], f"the code under test tried to leave loopback: {guard.refused}"
 
 
 Answer = Iterable[str] | Callable[[], Iterable[str]]
