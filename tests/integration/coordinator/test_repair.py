@@ -8,7 +8,6 @@ pacing queue (a write the domain's master lost).
 import asyncio
 
 import pytest
-import pytest_asyncio
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.redisconn import Scripts
@@ -16,30 +15,13 @@ from ezthrottle_server.coordinator.repair import Repairer
 from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
 from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of
 from support.jobs import submit, wait_final
-from support.services import RunningApp, make_settings
+from support.services import make_settings
 
 pytestmark = pytest.mark.asyncio
 
 
 class Leader:
     is_leader = True
-
-
-@pytest_asyncio.fixture
-async def start_coordinator(redis_url):
-    from ezthrottle_server.coordinator.app import create_app
-
-    running = []
-
-    async def start(**overrides):
-        settings = make_settings("coordinator", redis_url, node_id=f"coordinator-repair-{len(running)}", **overrides)
-        app = await RunningApp(create_app(settings), settings).start()
-        running.append(app)
-        return app
-
-    yield start
-    for app in running:
-        await app.stop()
 
 
 async def queued_in_lax(http, redis, edge, api_key, target, n=0):
