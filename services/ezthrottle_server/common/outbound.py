@@ -155,6 +155,7 @@ _refusals: ContextVar[list[OutboundBlocked] | None] = ContextVar("ezt_outbound_r
 
 # Characters of a legacy numeric IPv4 spelling (decimal, octal, hex parts).
 _NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
+_ALLOWED_HOSTS_MEMO = 4096  # hosts remembered as allowed, per policy (cleared when full)
 
 
 def parse_host_address(host: str) -> tuple[IPAddress | None, bool]:
@@ -231,6 +232,9 @@ class OutboundPolicy:
     allow_loopback: bool = False
     allow_cidrs: tuple[IPNetwork, ...] = field(default=())
     allow_hosts: tuple[str, ...] = field(default=())
+    # Hosts already judged allowed (a memo of check_host, a pure function of
+    # the policy and the host): every send and submission checks its URL.
+    _allowed: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_cidrs", _parse_networks(self.allow_cidrs))
@@ -275,6 +279,14 @@ class OutboundPolicy:
 
     def check_host(self, host: str) -> None:
         """Judge a URL host: a literal address (any spelling) or a name."""
+        if host in self._allowed:
+            return
+        self._judge_host(host)
+        if len(self._allowed) >= _ALLOWED_HOSTS_MEMO:
+            self._allowed.clear()
+        self._allowed[host] = True
+
+    def _judge_host(self, host: str) -> None:
         addr, canonical = parse_host_address(host)
         if addr is not None:
             reason = self.blocked_reason(addr)

@@ -74,6 +74,8 @@ class RegionStates:
         self._cached: dict[str, dict[str, Any]] = {}
         self._beats: dict[str, Any] = {}
         self._at = 0.0
+        self._states: dict[str, str] | None = None
+        self._states_at = 0.0
 
     async def views(self) -> dict[str, dict[str, Any]]:
         now = time.monotonic()
@@ -107,4 +109,9 @@ class RegionStates:
         return sorted(urls)
 
     async def states(self) -> dict[str, str]:
-        return {rid: v["state"] for rid, v in (await self.views()).items()}
+        """Each region's state (every submission asks): worked out once per ``cache_s``."""
+        now = time.monotonic()
+        if self._states is None or now - self._states_at > self.cache_s:
+            self._states = {rid: v["state"] for rid, v in (await self.views()).items()}
+            self._states_at = now
+        return self._states

@@ -97,7 +97,7 @@ async def submit_job(request: web.Request) -> web.Response:
         return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
     JOBS_SUBMITTED.labels(region).inc()
     ctx.admission.accepted(customer)
-    log.info("job accepted", extra={"job_id": job_id, "region": region, "domain": domain_of(job["url"]), "customer": customer})
+    log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain_of(job["url"]), "customer": customer})
     return json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
 
 

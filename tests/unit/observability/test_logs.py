@@ -26,13 +26,13 @@ WEBHOOK_SECRET = "whsec-obs-test-9f8e7d6c5b4a"
 
 @pytest.fixture
 def json_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
-    """Everything logged at INFO and above, as the services write it."""
+    """Everything logged (DEBUG too: no level may leak), as the services write it."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter("test", "node-obs-1"))
     root = logging.getLogger()
     root.addHandler(handler)
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     try:
         yield stream
     finally:
@@ -92,6 +92,9 @@ async def test_job_lines_carry_job_region_node_domain_and_no_secrets(
     messages = [line["msg"] for line in about_jobs]
     for expected in ("job accepted", "finished", "reroute", "delivering to 1 webhook(s)", "webhook 0: delivered"):
         assert any(expected in m for m in messages), (expected, messages)
+    # One INFO line per job on the edge (its outcome) and one per webhook POST; acceptance is DEBUG.
+    assert {line["level"] for line in about_jobs if line["msg"] == "job accepted"} == {"debug"}
+    assert any(line["level"] == "info" and "finished" in line["msg"] for line in about_jobs)
     sends = [line for line in about_jobs if line["msg"].startswith("webhook 0")]
     assert {line["domain"] for line in sends} == {f"127.0.0.1:{receiver.port}"}  # where the POST went
 
@@ -115,3 +118,43 @@ def test_key_shaped_strings_are_masked_even_when_code_logs_them() -> None:
     assert {k: v for k, v in orjson.loads(formatter.format(plain)).items() if k in ("job_id", "region", "node", "domain")} == {
         "job_id": "job_1", "region": "iad", "node": "edge-iad-1", "domain": "api.example.com:443",
     }
+
+
+def test_lines_of_one_loop_turn_are_written_together_warnings_at_once() -> None:
+    import asyncio
+
+    from ezthrottle_server.common.logs import TurnBufferedHandler
+
+    class Stream(io.StringIO):
+        writes = 0
+
+        def write(self, s: str) -> int:
+            self.writes += 1
+            return super().write(s)
+
+    stream = Stream()
+    handler = TurnBufferedHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test.turns")
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+
+    async def main() -> None:
+        log.info("one")
+        log.info("two")
+        assert stream.getvalue() == ""  # still this turn
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert stream.getvalue() == "one\ntwo\n" and stream.writes == 1
+        log.info("three")
+        log.warning("four")  # at once, after what was buffered before it
+        assert stream.getvalue() == "one\ntwo\nthree\nfour\n"
+
+    try:
+        asyncio.run(main())
+        log.info("five")  # no loop: at once
+        assert stream.getvalue().endswith("five\n")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
