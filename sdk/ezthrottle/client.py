@@ -122,12 +122,16 @@ class _Send:
 
 @dataclass(frozen=True)
 class _Sleep:
+    """Pause the flow (the async client: without blocking the loop)."""
+
     io: ClassVar[str] = "_sleep"
     seconds: float
 
 
 @dataclass(frozen=True)
 class _ReadBody:
+    """Read a streamed response's whole body, so its error can be mapped."""
+
     io: ClassVar[str] = "_read_body"
     response: httpx.Response
 
@@ -143,6 +147,8 @@ class _ReadChunks:
 
 @dataclass(frozen=True)
 class _Close:
+    """Close a streamed response (a flow does it in ``finally``, as ``with`` would)."""
+
     io: ClassVar[str] = "_close"
     response: httpx.Response
 
