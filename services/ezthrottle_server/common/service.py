@@ -1,8 +1,13 @@
-"""Running a long-lived asyncio service: uvloop, signals, graceful stop.
+"""Running a long-lived asyncio service: uvloop, signals, graceful stop, probes.
 
 A signal handler only sets an event; shutdown runs in ``finally``: the HTTP
 site stops taking requests, then the app's cleanup contexts stop background
 work in reverse order of start.
+
+Every service answers the same three operator routes (:func:`add_probes`):
+``/healthz`` (the process answers; never touches Redis, so a Redis outage
+restarts nothing), ``/readyz`` (Redis answers a PING within a second, and the
+service says it is ready) and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -11,8 +16,15 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
+
+from .config import Settings, load_settings
+from .http import json_response
+from .logs import setup_logging
+from .metrics import metrics_handler
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +65,47 @@ def run(app_factory: Callable[[], Awaitable[web.Application]], host: str, port: 
         await serve(await app_factory(), host, port)
 
     asyncio.run(main())
+
+
+def main_for(role: str, create_app: Callable[[Settings], web.Application]) -> None:
+    """A service's entry point: settings from the environment, JSON logs, serve until SIGTERM."""
+    settings = load_settings(role)
+    setup_logging(role, settings.node_id)
+
+    async def factory() -> web.Application:
+        return create_app(settings)
+
+    run(factory, settings.host, settings.port)
+
+
+async def redis_answers(redis: aioredis.Redis, timeout_s: float = 1.0) -> bool:
+    try:
+        await asyncio.wait_for(redis.ping(), timeout=timeout_s)
+        return True
+    except Exception:
+        return False
+
+
+Details = Callable[[web.Request], dict[str, Any]]
+
+
+def add_probes(
+    app: web.Application,
+    redis_of: Callable[[web.Request], aioredis.Redis],
+    health: Details,
+    readiness: Callable[[web.Request], tuple[bool, dict[str, Any]]] = lambda _r: (True, {}),
+) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics``; ``health`` and ``readiness`` add the service's own fields."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return json_response({"status": "ok", **health(request)})
+
+    async def readyz(request: web.Request) -> web.Response:
+        redis_ok = await redis_answers(redis_of(request))
+        own, details = readiness(request)
+        ready = own and redis_ok
+        return json_response({"status": "ready" if ready else "not_ready", "redis": redis_ok, **details}, 200 if ready else 503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)

@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common.config import Settings
-from ..common.metrics import metrics_handler, prime
+from ..common.metrics import prime
+from ..common.service import add_probes
 from ..common.redisconn import Scripts, connect
-from ..common.http import errors_middleware, json_response
+from ..common.http import errors_middleware
 from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
 from .health import HealthRules, RegionMonitor
@@ -69,9 +70,12 @@ def create_app(settings: Settings) -> web.Application:
             await redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    add_probes(
+        app,
+        lambda r: r.app[CTX].redis,
+        health=lambda r: {"node": r.app[CTX].settings.node_id, "leader": r.app[CTX].lease.is_leader},
+        readiness=lambda r: (True, {"leader": r.app[CTX].lease.is_leader}),
+    )
     return app
 
 
@@ -83,19 +87,3 @@ def _on_sighup(callback: Callable[[], None]) -> Callable[[], None]:
     except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # no signals here (Windows, a thread)
         return lambda: None
     return lambda: loop.remove_signal_handler(signal.SIGHUP)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    return json_response({"status": "ok", "node": ctx.settings.node_id, "leader": ctx.lease.is_leader})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    try:
-        await asyncio.wait_for(ctx.redis.ping(), timeout=1.0)
-        ok = True
-    except Exception:
-        ok = False
-    body = {"status": "ready" if ok else "not_ready", "redis": ok, "leader": ctx.lease.is_leader}
-    return json_response(body, 200 if ok else 503)

@@ -7,7 +7,6 @@ a grace period) only if it started.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,8 +14,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common.config import Settings
-from ..common.http import errors_middleware, json_response
-from ..common.metrics import metrics_handler, prime
+from ..common.http import errors_middleware
+from ..common.metrics import prime
+from ..common.service import add_probes
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect
 from .sender import WebhookSender
@@ -56,24 +56,10 @@ def create_app(settings: Settings, *, stop_grace_s: float = 10.0) -> web.Applica
             await redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    add_probes(
+        app,
+        lambda r: r.app[CTX].redis,
+        health=lambda r: {"node": r.app[CTX].settings.node_id, "region": r.app[CTX].settings.region},
+        readiness=lambda r: (r.app[CTX].ready, {"inflight": r.app[CTX].worker.inflight}),
+    )
     return app
-
-
-async def healthz(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    return json_response({"status": "ok", "node": ctx.settings.node_id, "region": ctx.settings.region})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    try:
-        await asyncio.wait_for(ctx.redis.ping(), timeout=1.0)
-        redis_ok = True
-    except Exception:
-        redis_ok = False
-    ready = ctx.ready and redis_ok
-    body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, "inflight": ctx.worker.inflight}
-    return json_response(body, 200 if ready else 503)

@@ -12,10 +12,11 @@ from aiohttp import web
 
 from ..common import keys
 from ..common.config import Settings
-from ..common.metrics import metrics_handler, prime
+from ..common.metrics import prime
+from ..common.service import add_probes
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect, connect_pubsub
-from ..common.http import errors_middleware, json_response
+from ..common.http import errors_middleware
 from .api import ROUTES
 from .deliveries_api import ROUTES as DELIVERIES_ROUTES
 from .secrets_api import ROUTES as SECRETS_ROUTES
@@ -117,25 +118,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(DELIVERIES_ROUTES)
     app.router.add_routes(PROXY_ROUTES)
     app.router.add_routes(WORKFLOW_ROUTES)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    add_probes(
+        app,
+        lambda r: r.app[CTX].redis,
+        health=lambda r: {"node": r.app[CTX].settings.node_id, "admission": r.app[CTX].admission.state()},
+        readiness=lambda r: (r.app[CTX].ready, {"region": r.app[CTX].settings.region, "admission": r.app[CTX].admission.state()}),
+    )
     app.router.add_routes([openapi_route(settings)])
     return app
-
-
-async def healthz(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    return json_response({"status": "ok", "node": ctx.settings.node_id, "admission": ctx.admission.state()})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    try:
-        await asyncio.wait_for(ctx.redis.ping(), timeout=1.0)
-        redis_ok = True
-    except Exception:
-        redis_ok = False
-    ready = ctx.ready and redis_ok
-    body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, "region": ctx.settings.region, "admission": ctx.admission.state()}
-    return json_response(body, 200 if ready else 503)
