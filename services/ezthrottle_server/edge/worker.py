@@ -55,6 +55,7 @@ from ..common.metrics import (
     ROUTING_LATENCY,
 )
 from ..common.redisconn import UNAVAILABLE, Scripts
+from ..common.streams import GroupConsumer
 from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
 from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scheduler import Scheduler
@@ -111,7 +112,7 @@ class RegionWorker:
             capacity=settings.executor_concurrency,
             lease_ms=settings.visibility_timeout_ms,
         )
-        self._admitting: dict[tuple[str, str], str] = {}  # (stream, entry id) -> job id, until acknowledged
+        self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)  # entries held until acknowledged
         self._accepted: dict[str, tuple[str, str]] = {}  # job id -> (customer, domain), see accepting()
         self._tasks: set[asyncio.Task[None]] = set()
         self._side: set[asyncio.Task[None]] = set()
@@ -122,12 +123,7 @@ class RegionWorker:
     # -- lifecycle ---------------------------------------------------------
 
     async def ensure_groups(self) -> None:
-        for stream in self.streams:
-            try:
-                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await self.reader.ensure_groups(self.streams)
 
     async def start(self) -> None:
         await self.ensure_groups()
@@ -207,10 +203,15 @@ class RegionWorker:
                 log.warning("redis unavailable while reading %s; retrying", stream, exc_info=True)
                 await asyncio.sleep(0.5)
 
-    async def _admit(self, stream: str, entries: list[tuple[str, dict[str, str]]]) -> None:
-        """Park each entry's job in its scope's queue, then acknowledge the entries."""
+    async def _admit(self, stream: str, entries: list[tuple[str, dict[str, str]]], *, reclaimed: bool = False) -> None:
+        """Park each entry's job in its scope's queue, then acknowledge the entries.
+
+        ``reclaimed``: entries a node read but never acknowledged (it died, or
+        stopped halfway). It may have parked their jobs already, and they may
+        have been sent since: see :meth:`_still_needed`.
+        """
         for entry_id, fields in entries:
-            self._admitting[(stream, entry_id)] = fields.get("job", "")
+            self.reader.hold(stream, entry_id, fields.get("job", ""))
         try:
             jobs = [(fields.get("job", ""), entry_id) for entry_id, fields in entries]
             valid = [j for j, _ in jobs if keys.job_partition(j) is not None]
@@ -239,6 +240,8 @@ class RegionWorker:
                     continue
                 parked.append((job_id, domain, customer or ""))
             scopes = await self.limiter.scopes_for((d, c) for _, d, c in parked)
+            if reclaimed:
+                parked = await self._still_needed(parked, scopes, {j: entry_id for j, entry_id in jobs})
             by_scope: dict[Scope, list[tuple[str, str]]] = defaultdict(list)
             for job_id, domain, customer in parked:
                 by_scope[scopes[(domain, customer)]].append((job_id, customer))
@@ -250,7 +253,40 @@ class RegionWorker:
             await asyncio.gather(acked, deleted)
         finally:
             for entry_id, _ in entries:
-                self._admitting.pop((stream, entry_id), None)
+                self.reader.drop(stream, entry_id)
+
+    async def _still_needed(
+        self, parked: list[tuple[str, str, str]], scopes: dict[tuple[str, str], Scope], entry_of: dict[str, str]
+    ) -> list[tuple[str, str, str]]:
+        """The jobs of reclaimed entries that still need the entry's attempt.
+
+        An entry asks for one attempt in this region. If the job holds a
+        pacing lease here (an attempt under way), or has an attempt here that
+        started after the entry was written, the node that read the entry had
+        parked the job before it died, and that attempt is the entry's:
+        parking the job again would send it twice.
+        """
+        leased = await self.limiter.leased([(scopes[(d, c)], j) for j, d, c in parked])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, _d, _c in parked:
+                pipe.lrange(keys.attempts(job_id), 0, -1)
+            histories = await pipe.execute() if parked else []
+        needed = []
+        for (job_id, domain, customer), history in zip(parked, histories):
+            written_ms = int(entry_of[job_id].split("-", 1)[0])
+            sent_since = any(
+                a.get("region") == self.region and int(a.get("started_ms") or 0) >= written_ms for a in map(orjson.loads, history)
+            )
+            if job_id in leased or sent_since:
+                log.info(
+                    "reclaimed entry %s: its attempt is %s; not parked again",
+                    entry_of[job_id],
+                    "under way" if job_id in leased else "done",
+                    extra={"job_id": job_id, "region": self.region},
+                )
+                continue
+            needed.append((job_id, domain, customer))
+        return needed
 
     async def _admit_own_pending(self) -> None:
         """Admit the entries still pending under this node's name (when it stops)."""
@@ -263,53 +299,30 @@ class RegionWorker:
                 claimed = await self.redis.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=ids)
                 live = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
                 if live:
-                    await self._admit(stream, live)
+                    await self._admit(stream, live, reclaimed=True)
             except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError, ResponseError):
                 log.warning("could not admit what %s still held; it is reclaimed after the visibility timeout", stream, exc_info=True)
 
     async def _keep_and_reclaim_loop(self) -> None:
-        interval = max(self.settings.visibility_timeout_ms / 3000.0, 0.1)
+        interval = max(self.reader.keep_interval_s, 0.1)
         while not self._stopping.is_set():
             try:
                 await asyncio.sleep(interval)
-                await self._keep_admitting()
+                await self.reader.keep_held()
                 await self._reclaim()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("reclaim pass failed", exc_info=True)
 
-    async def _keep_admitting(self) -> None:
-        """Reset the idle time of entries this node is still admitting."""
-        by_stream: dict[str, list[str]] = defaultdict(list)
-        for stream, entry_id in list(self._admitting):
-            by_stream[stream].append(entry_id)
-        for stream, ids in by_stream.items():
-            await self.redis.xclaim(stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True)
-
     async def _reclaim(self) -> None:
         """Admit entries idle past the visibility timeout (their node died before acknowledging)."""
         for stream in self.streams:
-            start = "0-0"
-            for _page in range(100):
-                reply = await self.redis.xautoclaim(
-                    stream, self.group, self.consumer, self.settings.visibility_timeout_ms, start_id=start, count=100
-                )
-                start, claimed = reply[0], reply[1]
-                live: list[tuple[str, dict[str, str]]] = []
-                for entry_id, fields in claimed:
-                    if (stream, entry_id) in self._admitting:
-                        continue
-                    if fields is None:  # deleted entry still in the PEL: drop it
-                        await self.redis.xack(stream, self.group, entry_id)
-                        continue
+            async for entries in self.reader.reclaim(stream):
+                for entry_id, fields in entries:
                     RECLAIMED.labels(self.region).inc()
                     log.info("reclaimed entry %s", entry_id, extra={"job_id": fields.get("job"), "region": self.region})
-                    live.append((entry_id, fields))
-                if live:
-                    await self._admit(stream, live)
-                if start == "0-0":
-                    break
+                await self._admit(stream, entries, reclaimed=True)
 
     # -- sending ---------------------------------------------------------------
 

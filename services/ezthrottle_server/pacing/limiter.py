@@ -332,6 +332,17 @@ class Limiter:
         args = [*self.policy.args(now_ms), lease_ms, *leases]
         return int(await self._scripts["renew"](keys=self._keys(scope), args=args))
 
+    async def leased(self, jobs: Sequence[tuple[Scope, str]]) -> set[str]:
+        """Of (scope, job id) pairs, the jobs holding a lease in this region (an attempt under way)."""
+        wanted: dict[Scope, set[str]] = {}
+        for scope, job_id in jobs:
+            wanted.setdefault(scope, set()).add(job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope in wanted:
+                pipe.zrange(keys.pacing_running(scope.domain, scope.who, self.region or ""), 0, -1)
+            running = await pipe.execute() if wanted else []
+        return {job_of(lease) for scope, leases in zip(wanted, running) for lease in leases if job_of(lease) in wanted[scope]}
+
     async def report_late(self, scope: Scope, late_ms: float, *, now_ms: float | None = None) -> None:
         """A granted send left ``late_ms`` after its grant (at ``now_ms``): the scope's next
         grant waits one interval from then.
