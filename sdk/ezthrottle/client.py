@@ -357,22 +357,6 @@ class BaseClient:
             not_found="No webhook secrets configured. Call create_webhook_secret() first.",
         )
 
-    @staticmethod
-    def _rotation_secondary(current: Optional[Mapping[str, Any]]) -> Optional[str]:
-        """The old primary secret to keep as secondary, if the server revealed it."""
-        old = (current or {}).get("primary_secret")
-        if not old:
-            return None
-        if "****" in old:
-            _flow.warn_caller(
-                "rotate_webhook_secret(): the server masks the current secret, so it cannot "
-                "stay valid as secondary; pass current_secret=... for a rotation without "
-                "signature failures",
-                UserWarning,
-            )
-            return None
-        return str(old)
-
     # -- response handling -----------------------------------------------------
 
     @staticmethod
@@ -743,17 +727,14 @@ class BaseClient:
     ) -> Flow[dict[str, Any]]:
         """Make ``new_secret`` primary and keep the current one valid as secondary.
 
-        The server masks secrets on read, so pass ``current_secret`` to keep it;
-        without it the current secret stops verifying at once (with a warning).
+        The server swaps them in one step (it never reveals the current secret,
+        so a client could not). ``current_secret``: set this pair explicitly
+        instead, whatever is stored now.
         """
         _check_secret(new_secret, "new_secret")
-        if current_secret is None:
-            try:
-                current: Optional[dict[str, Any]] = yield from self._get_webhook_secret()
-            except NotFoundError:
-                current = None
-            current_secret = self._rotation_secondary(current)
-        return (yield from self._create_webhook_secret(new_secret, current_secret))
+        if current_secret is not None:
+            return (yield from self._create_webhook_secret(new_secret, current_secret))
+        return (yield from self._api(_ApiCall("POST", _SECRETS + "/rotate", json={"new_secret": new_secret})))
 
 
 def _blocking(flow: Callable[Concatenate[Any, P], Flow[T]]) -> Callable[Concatenate[Any, P], T]:

@@ -47,7 +47,7 @@ _ERROR_TEXT = {
     401: "Missing, malformed, unknown or revoked API key",
     404: "Not found, or not this API key's customer's (never 403)",
     405: "The proxy target does not take this method",
-    409: "Already claimed",
+    409: "Conflict: already claimed, or changed meanwhile",
     413: "The body is larger than the limit",
     415: "The body is not JSON",
     422: "The target or a webhook is an address the outbound policy refuses",
@@ -280,6 +280,12 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {"primary_secret": secret, "secondary_secret": _nullable(secret)},
         },
+        "WebhookSecretsRotateIn": {
+            "type": "object",
+            "required": ["new_secret"],
+            "additionalProperties": False,
+            "properties": {"new_secret": secret},
+        },
         "WebhookSecrets": masked,
         "WebhookSecretsSaved": {
             **masked,
@@ -502,6 +508,13 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     ),
                     **_errors(*AUTHED),
                 },
+            ),
+        },
+        "/api/v1/webhook-secrets/rotate": {
+            "post": _op(
+                "Rotate: the new secret becomes primary, the current primary secondary (in one step)",
+                {"200": _json(_ref("WebhookSecretsSaved"), "Rotated; shown masked"), **_errors(400, 409, 413, 415, *AUTHED)},
+                body="WebhookSecretsRotateIn",
             ),
         },
         "/api/v1/deliveries/dead": {

@@ -16,6 +16,11 @@ its ``EZT_SECRETS_KEYS`` lacks) answers 503 ``secrets_unavailable``.
   masked; 404 when none is set.
 - DELETE -> ``{"status": "ok", "message": "Webhook secrets deleted"}``; also
   when none was set, so a repeated DELETE succeeds.
+- POST ``/api/v1/webhook-secrets/rotate`` ``{"new_secret": str}``: the new
+  secret becomes primary and the current primary secondary, in one step, so
+  receivers verifying with either keep working during a rotation (the SDK's
+  ``rotate_webhook_secret``; a client cannot do it alone, reads are masked).
+  With no secret set, the new one is the only one. -> 200 with the masked view.
 """
 
 from __future__ import annotations
@@ -82,23 +87,51 @@ async def set_secrets(request: web.Request) -> web.Response:
     secondary = _check_secret(body, "secondary_secret", required=False)
     assert primary is not None
     fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, primary, secondary)
-    await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(customer)], args=fields)  # old secondary gone in the same step
+    await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(customer)], args=["", "", *fields])  # old secondary gone in the same step
     log.info("webhook secrets set (secondary: %s)", "yes" if secondary else "no", extra={"customer": customer})
     return json_response({"status": "ok", "message": "Webhook secrets saved", **_view(customer, primary, secondary)})
+
+
+async def _stored(ctx: Any, customer: str) -> tuple[str | None, tuple[str, str | None] | None]:
+    """The stored primary value (as kept) and the opened (primary, secondary), or None."""
+    primary, secondary = await ctx.redis.hmget(keys.webhook_secrets(customer), ["primary", "secondary"])
+    try:
+        return primary, open_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, primary, secondary)
+    except SecretBoxError as exc:
+        log.error("webhook secrets unreadable: %s", exc, extra={"customer": customer})
+        raise ApiError("secrets_unavailable", f"the stored webhook secrets cannot be read on this node: {exc}") from None
 
 
 async def get_secrets(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
-    stored = await ctx.redis.hmget(keys.webhook_secrets(customer), ["primary", "secondary"])
-    try:
-        opened = open_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, *stored)
-    except SecretBoxError as exc:
-        log.error("webhook secrets unreadable: %s", exc, extra={"customer": customer})
-        raise ApiError("secrets_unavailable", f"the stored webhook secrets cannot be read on this node: {exc}") from None
+    _primary, opened = await _stored(ctx, customer)
     if opened is None:
         raise ApiError("not_found", "no webhook secrets configured; POST /api/v1/webhook-secrets first")
     return json_response(_view(customer, *opened))
+
+
+async def rotate_secrets(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    body = await read_json(request, ctx.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise ApiError("invalid_request", "body must be a JSON object with new_secret")
+    unknown = sorted(set(body) - {"new_secret"})
+    if unknown:
+        raise ApiError("unknown_field", f"{unknown[0]}: unknown field; allowed: new_secret", field=unknown[0])
+    new = _check_secret(body, "new_secret", required=True)
+    assert new is not None
+    for _try in range(3):  # another rotation or set between the read and the write: read again
+        stored_primary, opened = await _stored(ctx, customer)
+        old = opened[0] if opened else None
+        if old == new:
+            raise ApiError("invalid_field", "new_secret: is already the primary secret", field="new_secret")
+        fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, new, old)
+        if await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(customer)], args=["primary", stored_primary or "", *fields]):
+            log.info("webhook secret rotated (secondary: %s)", "previous primary" if old else "none", extra={"customer": customer})
+            return json_response({"status": "ok", "message": "Webhook secret rotated", **_view(customer, new, old)})
+    raise ApiError("conflict", "the webhook secrets changed while rotating three times in a row; try again")
 
 
 async def delete_secrets(request: web.Request) -> web.Response:
@@ -114,4 +147,5 @@ ROUTES = [
     web.post("/api/v1/webhook-secrets", set_secrets),
     web.get("/api/v1/webhook-secrets", get_secrets),
     web.delete("/api/v1/webhook-secrets", delete_secrets),
+    web.post("/api/v1/webhook-secrets/rotate", rotate_secrets),
 ]

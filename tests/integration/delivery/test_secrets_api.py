@@ -85,3 +85,26 @@ async def test_needs_an_api_key_and_is_per_customer(http, edge, api_key, other_a
     await call(http, "DELETE", edge, other_api_key)
     _, _, body = await call(http, "GET", edge, api_key)
     assert body["customer_id"] == "acme" and body["primary_secret"] == "your****ars"
+
+
+async def rotate(http, edge, key, body):
+    async with http.post(f"{edge.url}/api/v1/webhook-secrets/rotate", json=body, headers=auth(key)) as resp:
+        return resp.status, await resp.text(), await resp.json()
+
+
+async def test_rotation_keeps_the_old_primary_as_secondary_in_one_step(http, edge, api_key, other_api_key, redis):
+    status, text, body = await rotate(http, edge, api_key, {"new_secret": PRIMARY})  # nothing set yet: the only one
+    assert status == 200 and body["primary_secret"] == "your****ars" and body["has_secondary"] is False
+    status, text, body = await rotate(http, edge, api_key, {"new_secret": SECONDARY})
+    assert status == 200 and (body["primary_secret"], body["secondary_secret"]) == ("opti****ars", "your****ars")
+    assert PRIMARY not in text and SECONDARY not in text
+    assert await redis.hgetall(keys.webhook_secrets("acme")) == {"primary": SECONDARY, "secondary": PRIMARY}
+    assert (await call(http, "GET", edge, other_api_key))[0] == 404  # per customer
+
+    for bad, code in (({"new_secret": "short"}, "invalid_field"), ({}, "missing_field"), ({"new_secret": SECONDARY}, "invalid_field"),
+                      ({"new_secret": PRIMARY, "old": 1}, "unknown_field")):
+        status, _, answer = await rotate(http, edge, api_key, bad)
+        assert status == 400 and answer["error"]["code"] == code, (bad, answer)
+    assert await redis.hgetall(keys.webhook_secrets("acme")) == {"primary": SECONDARY, "secondary": PRIMARY}  # unchanged
+    async with http.post(f"{edge.url}/api/v1/webhook-secrets/rotate", json={"new_secret": PRIMARY}) as resp:
+        assert resp.status == 401

@@ -59,6 +59,20 @@ async def test_sealed_in_redis_masked_on_read_and_verified_by_the_receiver(http,
     headers = {k: req.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     assert Webhook(SECRET).verify(req.body, headers)["job_id"] == job["job_id"]
 
+    # Rotation re-seals the old primary as the secondary (sealed values are bound to their field).
+    newer = "whsec_" + "bmV3ZXItc2VjcmV0LWtleS0xNi1jaGFycw=="
+    async with http.post(f"{edge.url}/api/v1/webhook-secrets/rotate", json={"new_secret": newer}, headers=auth(api_key)) as resp:
+        assert resp.status == 200 and (await resp.json())["secondary_secret"] == SECRET[:4] + "****" + SECRET[-3:]
+    stored = await redis.hgetall(_key)
+    assert all(is_sealed(v) for v in stored.values()) and SECRET not in str(stored) and newer not in str(stored)
+    job = await submit_with_hook(http, edge, api_key, target, receiver)
+    await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("delivered"))
+    req = receiver.requests[-1]
+    signatures = req.headers["webhook-signature"].split()
+    assert len(signatures) == 2  # signed with both during a rotation
+    headers = {k: req.headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    assert Webhook(newer).verify(req.body, headers) and Webhook(SECRET).verify(req.body, headers)
+
 
 async def test_a_node_without_the_key_answers_503_and_sends_nothing_unsigned(http, redis, start_edge, start_delivery, api_key, target, receivers):
     sealing = await start_edge("iad", secrets_keys=KEYS)

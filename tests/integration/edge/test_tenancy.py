@@ -44,6 +44,7 @@ SCOPED = {
     ("POST", "/api/v1/webhook-secrets"),
     ("GET", "/api/v1/webhook-secrets"),
     ("DELETE", "/api/v1/webhook-secrets"),
+    ("POST", "/api/v1/webhook-secrets/rotate"),
     ("GET", "/api/v1/deliveries/dead"),
     ("POST", "/api/v1/deliveries/dead/{job_id}/replay"),
     ("POST", "/api/v1/proxy"),
@@ -175,6 +176,10 @@ async def test_webhook_secrets_are_per_customer(http, edge, world, api_key, othe
     _, acme = await call(http, "GET", secrets, api_key)
     assert acme["primary_secret"] == "acme****001"  # globex's DELETE removed only its own
     assert (await call(http, "GET", secrets, other_api_key))[0] == 404
+    status, body = await call(http, "POST", f"{secrets}/rotate", other_api_key, {"new_secret": GLOBEX_SECRET})
+    assert status == 200 and body["customer_id"] == "globex" and body["secondary_secret"] is None  # not acme's
+    _, acme = await call(http, "GET", secrets, api_key)
+    assert (acme["primary_secret"], acme["has_secondary"]) == ("acme****001", False)  # globex's rotation left acme alone
 
 
 @pytest.mark.asyncio

@@ -196,6 +196,13 @@ class ContractServer:
             return Scripted(200, {k: v for k, v in job.items() if k not in ("customer", "payload")})
         if request.path == "/api/v1/webhook-secrets":
             return self._secret(customer, request)
+        if (request.method, request.path) == ("POST", "/api/v1/webhook-secrets/rotate"):
+            new = request.json.get("new_secret")
+            if not isinstance(new, str) or len(new) < 16:
+                return self.error(400, "invalid_field", "new_secret: must be at least 16 characters")
+            old = self._secrets.get(customer, {}).get("primary")
+            self._secrets[customer] = {"primary": new, "secondary": old}
+            return Scripted(200, {"status": "ok", "message": "Webhook secret rotated"})
         return self.error(404, "not_found", f"no route {request.method} {request.path}")
 
     def _submit(self, customer: str, request: Received) -> Scripted:

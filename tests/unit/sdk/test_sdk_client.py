@@ -351,10 +351,11 @@ def test_short_secrets_fail_before_any_request(client: EZThrottle, api: Any) -> 
 
 
 def test_rotation(client: EZThrottle, api: Any) -> None:
-    client.rotate_webhook_secret(PRIMARY)  # nothing configured yet: just set it
-    assert api.api_requests()[-1].json == {"primary_secret": PRIMARY}
-    client.rotate_webhook_secret(SECONDARY, current_secret=PRIMARY)
+    client.rotate_webhook_secret(PRIMARY)  # the server swaps: nothing configured yet, so just PRIMARY
+    assert (api.api_requests()[-1].path, api.api_requests()[-1].json) == ("/api/v1/webhook-secrets/rotate", {"new_secret": PRIMARY})
+    assert client.get_webhook_secret()["has_secondary"] is False
+    client.rotate_webhook_secret("third_secret_0123456789")  # the old primary stays valid as secondary
+    view = client.get_webhook_secret()
+    assert (view["primary_secret"], view["secondary_secret"]) == ("thir****789", PRIMARY[:4] + "****" + PRIMARY[-3:])
+    client.rotate_webhook_secret(SECONDARY, current_secret=PRIMARY)  # an explicit pair is set as given
     assert api.api_requests()[-1].json == {"primary_secret": SECONDARY, "secondary_secret": PRIMARY}
-    with pytest.warns(UserWarning, match="current_secret"):
-        client.rotate_webhook_secret("third_secret_0123456789")  # the server only shows a mask
-    assert api.api_requests()[-1].json == {"primary_secret": "third_secret_0123456789"}
