@@ -74,15 +74,21 @@ def _view(customer: str, primary: str, secondary: str | None) -> dict[str, Any]:
     }
 
 
+async def _read_body(request: web.Request, allowed: tuple[str, ...], expected: str) -> dict[str, Any]:
+    """The JSON object of the request, with no field outside ``allowed`` (400 naming it)."""
+    body = await read_json(request, request.app[CTX].settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise ApiError("invalid_request", f"body must be a JSON object with {expected}")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError("unknown_field", f"{unknown[0]}: unknown field; allowed: {', '.join(allowed)}", field=unknown[0])
+    return body
+
+
 async def set_secrets(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
-    body = await read_json(request, ctx.settings.max_body_bytes)
-    if not isinstance(body, dict):
-        raise ApiError("invalid_request", "body must be a JSON object with primary_secret (and optionally secondary_secret)")
-    unknown = sorted(set(body) - set(_FIELDS))
-    if unknown:
-        raise ApiError("unknown_field", f"{unknown[0]}: unknown field; allowed: {', '.join(_FIELDS)}", field=unknown[0])
+    body = await _read_body(request, _FIELDS, "primary_secret (and optionally secondary_secret)")
     primary = _check_secret(body, "primary_secret", required=True)
     secondary = _check_secret(body, "secondary_secret", required=False)
     assert primary is not None
@@ -114,12 +120,7 @@ async def get_secrets(request: web.Request) -> web.Response:
 async def rotate_secrets(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
-    body = await read_json(request, ctx.settings.max_body_bytes)
-    if not isinstance(body, dict):
-        raise ApiError("invalid_request", "body must be a JSON object with new_secret")
-    unknown = sorted(set(body) - {"new_secret"})
-    if unknown:
-        raise ApiError("unknown_field", f"{unknown[0]}: unknown field; allowed: new_secret", field=unknown[0])
+    body = await _read_body(request, ("new_secret",), "new_secret")
     new = _check_secret(body, "new_secret", required=True)
     assert new is not None
     for _try in range(3):  # another rotation or set between the read and the write: read again
