@@ -112,6 +112,7 @@ class Repairer:
         """One pass over every job record; returns how many jobs were queued again."""
         repaired = 0
         still: dict[str, Seen] = {}
+        streams: dict[tuple[int, str], set[str] | None] = {}  # each stream read once per pass, when needed
         page: list[str] = []
         async for key in self.redis.scan_iter(match=keys.JOB_KEY_PATTERN, count=self.batch, _type="hash"):
             job_id = key.rpartition(":job:")[2]
@@ -119,17 +120,17 @@ class Repairer:
                 continue  # a job's webhooks hash, or not a job
             page.append(job_id)
             if len(page) >= self.batch:
-                repaired += await self._check(page, still)
+                repaired += await self._check(page, still, streams)
                 page = []
                 if not self.lease.is_leader:
                     return repaired
                 await asyncio.sleep(self.step_pause_s)
         if page:
-            repaired += await self._check(page, still)
+            repaired += await self._check(page, still, streams)
         self._suspects = still
         return repaired
 
-    async def _check(self, job_ids: list[str], still: dict[str, Seen]) -> int:
+    async def _check(self, job_ids: list[str], still: dict[str, Seen], streams: dict[tuple[int, str], set[str] | None]) -> int:
         now = int(time.time() * 1000)
         # Most records are final: read two short fields of each, the rest only of the others.
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -155,7 +156,6 @@ class Repairer:
                 continue  # finished meanwhile
             regions = [r for r in (fields["regions"] or "").split(",") if r in self.settings.region_ids]
             candidates.append(Candidate(j, keys.job_partition(j) or 0, fields, regions or list(self.settings.region_ids), int(n)))
-        streams: dict[tuple[int, str], set[str] | None] = {}
         unheld = [c for c in candidates if not await self._held(c, now, streams)]
         repaired = 0
         for c in unheld:
@@ -171,7 +171,9 @@ class Repairer:
     async def _held(self, c: Candidate, now: int, streams: dict[tuple[int, str], set[str] | None]) -> bool:
         """Is the job in a stream, the delayed set, a pacing queue or a lease, in any region?
 
-        ``streams`` caches each stream's jobs for one page of candidates.
+        ``streams`` caches each stream's jobs for one pass. A job that entered a
+        stream after it was read is not seen there, but it is only suspected:
+        the next pass reads the stream again.
         """
         regions = self.settings.region_ids
         for r in regions:
