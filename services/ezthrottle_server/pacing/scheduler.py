@@ -13,9 +13,10 @@ from its stream entry to its send with one pacing round trip instead of four
 (``admit.lua``, the ready-set write, ``due()``, ``grant.lua``). Without room,
 a scope just queued in and due is asked first in the next pass, before the
 ready set is read (``admitted``). The ready set is still written and read as
-before; it only stops being on the job's path. Grants in flight at once (the
-pass, admission on each stream) reserve the slots they ask for, so the node's
-cap and each scope's per-node cap hold.
+before; it only stops being on the job's path. Grant calls may be in flight
+at once (the pass, admission on each stream), but one per scope, so the
+count of a scope's sends here is exact (its per-node cap holds); each
+reserves the send slots it asks for, so the node's cap holds.
 
 A node asks a scope for at most as many jobs as it has free send slots, so
 waiting costs nothing here: a job that may not go yet stays in Redis. A scope
@@ -72,8 +73,9 @@ class Scheduler:
         self.max_per_grant = max_per_grant
         self._inflight: dict[Scope, set[str]] = {}  # scope -> leases held here
         self._count = 0
-        self._reserved: dict[Scope, int] = {}  # scope -> send slots a grant in flight may fill
-        self._reserved_total = 0
+        self._granting: set[Scope] = set()  # scopes with a grant call in flight (one at a time each)
+        self._reserved = 0  # send slots that grant calls in flight may fill
+        self._short_of_room = False  # a pass stopped for want of free slots
         self._blocked: dict[Scope, float] = {}  # scope -> monotonic time to look again
         self._wake = asyncio.Event()
         self._hot: set[Scope] = set()  # scopes admitted here and due: asked before the ready set is read
@@ -102,10 +104,11 @@ class Scheduler:
         """Queue jobs this node read in ``scope`` and, if it has free send slots,
         take the ones that may go now in the same script; returns how many were new.
 
-        Without room here (or with the scope found busy a moment ago) the jobs
-        are only queued, and the scope is asked first in the next pass if due.
+        Without room here (or with the scope found busy a moment ago, or a
+        grant for it already in flight) the jobs are only queued, and the scope
+        is asked first in the next pass if due.
         """
-        if self._stopping or self._free() <= 0 or self._blocked.get(scope, 0.0) > time.monotonic():
+        if self._stopping or self._free() <= 0 or scope in self._granting or self._blocked.get(scope, 0.0) > time.monotonic():
             return await self.limiter.admit(scope, jobs, on_queued=self.admitted)
         added, grant = await self._grant(scope, jobs)
         if grant.status == BUSY:
@@ -172,7 +175,8 @@ class Scheduler:
         hot, self._hot = self._hot, set()
         for scope in hot:
             if self._stopping or self._free() <= 0:
-                return self.poll_s  # the ready set has them too; a finished send wakes us (done())
+                self._short_of_room = True
+                return self.poll_s  # the ready set has them too; a finished send or grant wakes us
             asked.add(scope)
             ask_result(await self._ask(scope, time.monotonic()))
         for page in range(self.max_pages):
@@ -183,7 +187,8 @@ class Scheduler:
             mono = time.monotonic()
             for scope, _score in due:
                 if self._stopping or self._free() <= 0:
-                    return self.poll_s  # a finished send wakes us (done())
+                    self._short_of_room = True
+                    return self.poll_s  # a finished send or grant wakes us
                 if scope in asked:
                     continue  # asked a moment ago, before this read
                 ask_result(await self._ask(scope, mono))
@@ -196,8 +201,12 @@ class Scheduler:
         return min(max((next_ms - time.time() * 1000) / 1000, 0.001), self.poll_s)
 
     async def _ask(self, scope: Scope, mono: float) -> Grant | None:
-        """Ask a scope for jobs, unless it was found busy a moment ago (None then)."""
-        if self._blocked.get(scope, 0.0) > mono:
+        """Ask a scope for jobs, unless it was found busy a moment ago or is being asked already (None then).
+
+        (A grant in flight for the scope, from admission, leaves it in the
+        next pass's first look if more may go.)
+        """
+        if self._blocked.get(scope, 0.0) > mono or scope in self._granting:
             return None
         _added, grant = await self._grant(scope)
         if grant.status == BUSY:
@@ -205,32 +214,34 @@ class Scheduler:
         return grant
 
     def _free(self) -> int:
-        return self.capacity - self._count - self._reserved_total
-
-    def _reserve(self, scope: Scope, n: int) -> None:
-        left = self._reserved.get(scope, 0) + n
-        if left:
-            self._reserved[scope] = left
-        else:
-            self._reserved.pop(scope, None)
-        self._reserved_total += n
+        return self.capacity - self._count - self._reserved
 
     async def _grant(self, scope: Scope, jobs: Sequence[tuple[str, str]] = ()) -> tuple[int, Grant]:
         """Ask ``scope`` for jobs (after queueing ``jobs``, if any); returns how many of those were new.
 
-        Grants may be in flight concurrently (the pass, and admission on each
-        stream): each reserves the slots it asks for until its leases are
-        counted, so the node's cap and the scope's per-node cap hold.
+        Grant calls may be in flight at once (the pass, and admission on each
+        stream), one per scope at a time, so the count of the scope's sends
+        here is exact; each reserves the send slots it asks for until its
+        leases are counted, so the node's cap holds.
         """
-        held = len(self._inflight.get(scope, ())) + self._reserved.get(scope, 0)
+        held = len(self._inflight.get(scope, ()))
         want = min(self._free(), self.max_per_grant)
-        self._reserve(scope, want)
+        self._granting.add(scope)
+        self._reserved += want
         reserved = True
 
-        def start(grant: Grant) -> None:  # before the ready set is written: the sends go at once
+        def unreserve() -> None:
             nonlocal reserved
-            self._reserve(scope, -want)
-            reserved = False
+            if reserved:
+                reserved = False
+                self._reserved -= want
+                self._granting.discard(scope)
+                if self._short_of_room:
+                    self._short_of_room = False
+                    self._wake.set()
+
+        def start(grant: Grant) -> None:  # before the ready set is written: the sends go at once
+            unreserve()
             for lease in grant.leases:
                 self._inflight.setdefault(scope, set()).add(lease)
                 self._count += 1
@@ -246,8 +257,7 @@ class Scheduler:
                 added = 0
                 grant = await self.limiter.grant(scope, inflight=held, want=want, lease_ms=self.lease_ms, on_granted=start)
         finally:
-            if reserved:
-                self._reserve(scope, -want)
+            unreserve()
         if grant.recovered:
             PACING_LEASES_RECOVERED.labels(self._region).inc(grant.recovered)
             log.info("recovered %d expired leases of %s", grant.recovered, scope, extra={"region": self._region})
