@@ -197,8 +197,10 @@ REGIONS = Board(
                 Chart("Failed jobs per region and reason", "Jobs whose final outcome was a failure.",
                       [q(f'sum by (region, reason) (rate(ezt_jobs_finished_total{{status="failed"}}[{RATE}]))',
                          "{{region}} {{reason}}")], unit="reqps"),
-                Chart("Reclaimed stream entries", "Entries a live node took over from a dead one.",
-                      [q(f"sum by (region) (rate(ezt_jobs_reclaimed_total[{RATE}]))", "{{region}}")], unit="reqps"),
+                Chart("Reclaimed and repaired", "Stream entries a live node took over from a dead one; jobs the coordinator "
+                      "found held by nothing and queued again (0 unless a Redis Cluster failover lost writes).",
+                      [q(f"sum by (region) (rate(ezt_jobs_reclaimed_total[{RATE}]))", "reclaimed {{region}}"),
+                       q(f"sum(rate(ezt_jobs_repaired_total[{RATE}]))", "repaired")], unit="reqps"),
             ],
         ),
         (
