@@ -115,6 +115,7 @@ class RegionWorker:
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)  # entries held until acknowledged
         self._accepted: dict[str, tuple[str, str]] = {}  # job id -> (customer, domain), see accepting()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._admissions: set[asyncio.Future[None]] = set()  # see _admit_to_the_end
         self._side: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._pacing: list[asyncio.Task[None]] = []
@@ -149,6 +150,8 @@ class RegionWorker:
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._admissions:  # admissions run to their end: a grant they made goes to a send
+            await asyncio.gather(*self._admissions, return_exceptions=True)
         await self._admit_own_pending()
         if self._pacing:  # the scheduler's loop ends at its next wake-up
             await asyncio.gather(self._pacing[0], return_exceptions=True)
@@ -190,7 +193,7 @@ class RegionWorker:
                     self.group, self.consumer, {stream: ">"}, count=self.settings.read_batch, block=1000
                 )
                 for _stream, entries in reply or ():
-                    await self._admit(stream, entries)
+                    await self._admit_to_the_end(stream, entries)
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
@@ -322,7 +325,20 @@ class RegionWorker:
                 for entry_id, fields in entries:
                     RECLAIMED.labels(self.region).inc()
                     log.info("reclaimed entry %s", entry_id, extra={"job_id": fields.get("job"), "region": self.region})
-                await self._admit(stream, entries, reclaimed=True)
+                await self._admit_to_the_end(stream, entries, reclaimed=True)
+
+    async def _admit_to_the_end(self, stream: str, entries: list[tuple[str, dict[str, str]]], *, reclaimed: bool = False) -> None:
+        """``_admit``, shielded from the reader's cancellation (a stopping node).
+
+        Admission may grant (``Scheduler.admit``): cancelled halfway, the grant's
+        leases would never reach a send and would hold their jobs until they
+        expired. ``stop`` waits for admissions under way before it admits what
+        this node still holds.
+        """
+        task = asyncio.ensure_future(self._admit(stream, entries, reclaimed=reclaimed))
+        self._admissions.add(task)
+        task.add_done_callback(self._admissions.discard)
+        await asyncio.shield(task)
 
     # -- sending ---------------------------------------------------------------
 
