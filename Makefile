@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: up-local down-local status logs test test-fast bench venv clean
+.PHONY: up-local down-local status logs test test-cluster test-fast bench venv clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -35,6 +35,11 @@ logs: $(STAMP)
 ## The whole test suite (real Redis, real processes, loopback only).
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The service suites again, every test's Redis a local 3-master Redis Cluster with 4 job partitions.
+test-cluster: $(STAMP)
+	EZT_TEST_REDIS_CLUSTER=1 EZT_PARTITIONS=4 $(BIN)/python -m pytest $(PYTEST_ARGS) tests/integration/edge tests/integration/delivery \
+		tests/integration/workflows tests/integration/coordinator tests/integration/pacing tests/integration/outbound tests/cluster
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,bench]'

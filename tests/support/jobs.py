@@ -74,3 +74,11 @@ async def sdk_wait_final(client: Any, job_id: str, timeout_s: float = 15.0) -> d
         timeout_s,
         poll_s=0.05,
     )
+
+
+async def job_records(redis: Any) -> list[str]:
+    """The keys of every job record in Redis (every partition; every master of a cluster)."""
+    from ezthrottle_server.common import keys
+
+    found = [k async for k in redis.scan_iter(match=keys.JOB_KEY_PATTERN, count=1000)]
+    return sorted(k for k in found if keys.job_partition(k.rpartition(":job:")[2]) is not None)

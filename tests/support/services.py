@@ -18,6 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 REGIONS_FILE = REPO / "regions.yaml"
 
 
+def partitions_env() -> dict[str, str]:
+    """``EZT_PARTITIONS`` of a whole run against a cluster, for processes the tests start."""
+    return {"EZT_PARTITIONS": os.environ["EZT_PARTITIONS"]} if os.environ.get("EZT_PARTITIONS") else {}
+
+
 def make_settings(role: str, redis_url: str, region: str | None = None, **overrides: Any) -> Settings:
     env = {"REDIS_URL": redis_url, "EZT_REGIONS_FILE": str(REGIONS_FILE), "EZT_SIMULATE_LATENCY": "0"}
     if os.environ.get("EZT_PARTITIONS"):  # e.g. a whole run against a cluster: EZT_TEST_REDIS_CLUSTER=1 EZT_PARTITIONS=4

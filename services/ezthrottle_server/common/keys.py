@@ -77,6 +77,15 @@ def job_partition(job_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+_PARTITION_TAG = re.compile(r"\{" + PREFIX + r":p(\d{1,4})\}")
+
+
+def key_partition(key: str) -> int | None:
+    """The partition whose hash tag a key carries (None: not a partition's key)."""
+    m = _PARTITION_TAG.search(key)
+    return int(m.group(1)) if m else None
+
+
 def make_job_id(ms: int, rand_hex16: str, partition: int) -> str:
     return f"job_{ms}_{rand_hex16}p{partition}"
 
@@ -224,6 +233,11 @@ def pacing_config_meta() -> str:
 
 def usage(partition: int, customer: str, month: str) -> str:
     return f"{PREFIX}:{partition_tag(partition)}:usage:{customer}:{month}"
+
+
+def quota_reservations(customer: str, month: str) -> str:
+    """With several partitions: the requests of the customer's cap held this month (its own slot)."""
+    return f"{PREFIX}:{{{PREFIX}:q:{customer}}}:quota:{month}"
 
 
 def queued(partition: int) -> str:

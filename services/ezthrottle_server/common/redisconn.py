@@ -54,7 +54,7 @@ from redis.exceptions import (
 SCRIPT_NAMES = (
     "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
     "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
-    "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair", "swap_field",
+    "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair", "swap_field", "reserve_quota",
 )
 
 
@@ -316,6 +316,7 @@ class Scripts:
     replace_hash: AsyncScript
     repair: AsyncScript
     swap_field: AsyncScript
+    reserve_quota: AsyncScript
 
     def __init__(self, client: RedisClient) -> None:
         for name in SCRIPT_NAMES:

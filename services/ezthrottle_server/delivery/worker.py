@@ -259,8 +259,10 @@ class DeliveryWorker:
     async def _run_entry(self, stream: str, entry_id: str, fields: dict[str, str]) -> None:
         job_id = fields.get("job", "")
         try:
-            if keys.job_partition(job_id) is None or ("hook" in fields and not fields["hook"].isdigit()):
-                log.error("malformed delivery entry %s on %s; dropping", entry_id, stream)
+            partition = keys.job_partition(job_id)
+            if partition is None or partition != keys.key_partition(stream) or ("hook" in fields and not fields["hook"].isdigit()):
+                # (a job of another partition: its keys are in another slot, no script could serve it)
+                log.error("malformed delivery entry %s on %s; dropping", entry_id, stream, extra={"job_id": job_id})
                 await self._ack(stream, entry_id)
             elif "hook" in fields:
                 await self._send(stream, entry_id, job_id, int(fields["hook"]))

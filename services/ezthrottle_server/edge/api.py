@@ -71,10 +71,13 @@ async def submit_job(request: web.Request) -> web.Response:
     flat = [x for kv in fields.items() for x in kv]
     timers = [x for due_ms, kind in timers_for(job, now) for x in (due_ms, kind)]
     month = month_of()
-    quota_left = await ctx.quotas.left_for(customer, partition, month)
+    quota_left = await ctx.quotas.left_for(customer)
     queued_left = await ctx.admission.queued_left(customer, partition)
+    held = await ctx.quotas.reserve(customer, month, keys.idempotency(partition, customer, digest))
     if due <= now and settings.region in regions:  # this edge's reader may park it without reading it back
         ctx.worker.accepting(job_id, customer, domain_of(job["url"]))
+    # An error here keeps the request held: the script may have run (a lost
+    # reply), and the cap may err low but never past itself.
     outcome, existing_id = await ctx.scripts.submit(
         keys=[
             keys.idempotency(partition, customer, digest),
@@ -87,6 +90,8 @@ async def submit_job(request: web.Request) -> web.Response:
         ],
         args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *regions, *timers],
     )
+    if outcome != 1:
+        await ctx.quotas.give_back(held)
     region = settings.region or ""
     if outcome == 2:
         raise await ctx.quotas.exceeded(customer)

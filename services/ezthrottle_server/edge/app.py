@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> web.Application:
             executor=executor,
             worker=worker,
             regions=RegionStates(redis, settings.region_ids),
-            quotas=Quotas(settings, redis),
+            quotas=Quotas(settings, redis, scripts),
             admission=Admission(settings, redis),
             events=EventHub(connect_pubsub(settings.redis_url)),
         )

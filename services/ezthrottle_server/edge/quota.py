@@ -1,4 +1,19 @@
-"""Quota checks on submit and the usage view (see common/quotas.py)."""
+"""Quota checks on submit and the usage view (see common/quotas.py).
+
+One partition (one Redis, the default): ``submit.lua`` checks the cap and
+counts the job in the same step as it creates it, so the count is exact and a
+duplicate costs nothing.
+
+Several partitions (a Redis Cluster): a customer's jobs land in every
+partition, and each partition's script sees only its own counter, so
+concurrent submissions in different partitions could each pass the cap
+together. The cap is then held in the customer's own counter first
+(:meth:`Quotas.reserve`, ``reserve_quota.lua``, one slot), and given back
+when the submission creates nothing (a duplicate, a full queue). After an
+error, or a process dying between the two, the request stays held although
+the job may not exist: the cap errs low, never past itself. The usage view
+still counts the jobs created (the partitions' counters).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +24,15 @@ import redis.asyncio as aioredis
 from ..common import keys
 from ..common.config import Settings
 from ..common.errors import ApiError
-from ..common.quotas import Tier, month_of, seconds_until_next_month, usage_view
+from ..common.quotas import USAGE_TTL_S, Tier, month_of, seconds_until_next_month, usage_view
+from ..common.redisconn import Scripts
 
 
 class Quotas:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, cache_s: float = 2.0) -> None:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, cache_s: float = 2.0) -> None:
         self.settings = settings
         self.redis = redis
+        self.scripts = scripts
         self.cache_s = cache_s
         self._tiers: dict[str, tuple[Tier, float]] = {}
 
@@ -37,15 +54,33 @@ class Quotas:
                 pipe.get(keys.usage(p, customer, month))
             return [int(v or 0) for v in await pipe.execute()]
 
-    async def left_for(self, customer: str, partition: int, month: str) -> int:
-        """The cap left for ``partition`` (-1 for no cap), given the other partitions' counts."""
+    async def left_for(self, customer: str) -> int:
+        """The cap ``submit.lua`` checks (-1: none; with several partitions :meth:`reserve` holds it)."""
         tier = await self.tier_of(customer)
-        if tier.cap is None:
+        if tier.cap is None or self.settings.partitions > 1:
             return -1
-        if self.settings.partitions == 1:
-            return tier.cap
-        counts = await self._counts(customer, month)
-        return max(0, tier.cap - (sum(counts) - counts[partition]))
+        return tier.cap
+
+    async def reserve(self, customer: str, month: str, idempotency_key: str) -> str | None:
+        """With several partitions and a capped tier, hold one request of the cap, or raise 429.
+
+        Returns the counter to :meth:`give_back` to if the submission creates
+        nothing; None when nothing was held (one partition, no cap, or a
+        known duplicate, which is free).
+        """
+        tier = await self.tier_of(customer)
+        if tier.cap is None or self.settings.partitions == 1:
+            return None
+        if await self.redis.exists(idempotency_key):
+            return None  # a duplicate: submit.lua answers it without counting
+        counter = keys.quota_reservations(customer, month)
+        if not await self.scripts.reserve_quota(keys=[counter], args=[tier.cap, USAGE_TTL_S, 1]):
+            raise await self.exceeded(customer)
+        return counter
+
+    async def give_back(self, counter: str | None) -> None:
+        if counter is not None:
+            await self.scripts.reserve_quota(keys=[counter], args=[0, USAGE_TTL_S, -1])
 
     async def exceeded(self, customer: str) -> ApiError:
         tier = await self.tier_of(customer)

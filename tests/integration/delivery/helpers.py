@@ -29,7 +29,7 @@ FAST = {
 
 def delivery_env(redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of a delivery worker run as its own process, with FAST settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EZT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EZT_") or k == "EZT_PARTITIONS"}
     env.update(
         {
             "REDIS_URL": redis_url,

@@ -51,7 +51,8 @@ async def test_killed_delivery_worker_mid_post_the_delivery_still_happens(
             proc.wait(10)
 
     # Nothing was recorded or acknowledged: the send is pending on the dead worker.
-    pending = await redis.xpending(keys.delivery_sends(0, "any"), keys.delivery_group())
+    sends = keys.delivery_sends(keys.job_partition(job["job_id"]), "any")
+    pending = await redis.xpending(sends, keys.delivery_group())
     assert pending["pending"] == 1 and pending["consumers"] == [{"name": "delivery-doomed", "pending": 1}]
     hooks = await redis.hgetall(keys.job_webhooks(job["job_id"]))
     assert hooks["0:state"] == "pending" and hooks["0:attempts"] == "0"
@@ -61,26 +62,32 @@ async def test_killed_delivery_worker_mid_post_the_delivery_still_happens(
     assert view["webhooks"]["quorum_met"] is True
     first, second = await hold.wait_for(2)
     assert first.body == second.body and first.headers["webhook-id"] == second.headers["webhook-id"]
-    assert (await redis.xpending(keys.delivery_sends(0, "any"), keys.delivery_group()))["pending"] == 0
+    assert (await redis.xpending(sends, keys.delivery_group()))["pending"] == 0
 
 
 async def test_finished_jobs_read_by_a_worker_that_died_are_delivered(http, edge, start_delivery, api_key, target, receivers, redis):
     """Deliveries entries read, then never planned nor acknowledged (the reader died), are taken over."""
     r = await receivers()
-    stream = keys.deliveries(0)
-    await redis.xgroup_create(stream, keys.delivery_group(), id="0", mkstream=True)
+    streams = [keys.deliveries(p) for p in range(edge.settings.partitions)]  # a cluster run spreads jobs over several
+    for stream in streams:
+        await redis.xgroup_create(stream, keys.delivery_group(), id="0", mkstream=True)
     jobs = [
         (await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200?i={i}", "webhooks": [{"url": r.url}]}))["job_id"]
         for i in range(3)
     ]
+
+    async def queued() -> int:
+        return sum([await redis.xlen(s) for s in streams])
+
     async with asyncio.timeout(10):
-        while await redis.xlen(stream) < 3:
+        while await queued() < 3:
             await asyncio.sleep(0.02)
-    [(_, taken)] = await redis.xreadgroup(keys.delivery_group(), "delivery-ghost", {stream: ">"}, count=10)
+    taken = [e for s in streams for _s, entries in await redis.xreadgroup(keys.delivery_group(), "delivery-ghost", {s: ">"}, count=10) for e in entries]
     assert len(taken) == 3  # and the ghost dies here, holding them
 
     await start_delivery(visibility_timeout_ms=300)
     for job_id in jobs:
         await wait_webhooks(http, edge.url, api_key, job_id, all_in("delivered"))
     assert sorted(req.json()["job_id"] for req in r.requests) == sorted(jobs)
-    assert (await redis.xpending(stream, keys.delivery_group()))["pending"] == 0
+    for stream in streams:
+        assert (await redis.xpending(stream, keys.delivery_group()))["pending"] == 0

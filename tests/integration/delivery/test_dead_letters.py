@@ -10,7 +10,7 @@ import pytest
 from ezthrottle_server.common import keys
 from integration.delivery.helpers import all_in, closed_port, wait_webhooks
 from support.jobs import auth, submit
-from support.services import REGIONS_FILE
+from support.services import REGIONS_FILE, partitions_env
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,7 +30,7 @@ async def api(http, method, url, key):
 
 async def admin(redis_url, *args):
     argv = [sys.executable, "-m", "ezthrottle_server.admin", "--redis-url", redis_url, *args]
-    env = {"EZT_REGIONS_FILE": str(REGIONS_FILE), "PATH": "/usr/bin:/bin"}
+    env = {"EZT_REGIONS_FILE": str(REGIONS_FILE), "PATH": "/usr/bin:/bin", **partitions_env()}
     done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -98,6 +98,6 @@ async def test_cli_lists_and_replays_dead_letters(http, edge, start_delivery, ap
 
 async def test_replay_of_an_unknown_job_fails_in_the_cli(redis, redis_url):
     argv = [sys.executable, "-m", "ezthrottle_server.admin", "--redis-url", redis_url, "deliveries", "replay", "job_1_0000000000000000p0"]
-    env = {"EZT_REGIONS_FILE": str(REGIONS_FILE), "PATH": "/usr/bin:/bin"}
+    env = {"EZT_REGIONS_FILE": str(REGIONS_FILE), "PATH": "/usr/bin:/bin", **partitions_env()}
     done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 1 and "no webhook deliveries" in done.stderr

@@ -209,9 +209,10 @@ async def test_a_job_delivered_once_even_if_its_entry_comes_twice(http, edge, de
     r = await receivers()
     job = await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": r.url}]})
     await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("delivered"))
-    await redis.xadd(keys.deliveries(0), {"job": job["job_id"]})
+    stream = keys.deliveries(keys.job_partition(job["job_id"]))
+    await redis.xadd(stream, {"job": job["job_id"]})
     async with asyncio.timeout(5):
-        while await redis.xlen(keys.deliveries(0)):
+        while await redis.xlen(stream):
             await asyncio.sleep(0.02)
     data = await redis.hgetall(keys.job_webhooks(job["job_id"]))
     assert data["0:attempts"] == "1" and len(r.requests) == 1

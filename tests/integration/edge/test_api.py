@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from ezthrottle_server.common import apikeys, keys
+from support.jobs import job_records
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,7 +46,7 @@ async def test_bad_input_gets_a_json_4xx(http, edge, api_key, redis, raw, ctype,
         body = await resp.json()
     assert body["error"]["code"] == code
     assert body["error"]["message"]
-    assert await redis.keys("ezt:{ezt:p0}:job:*") == []  # nothing half-written
+    assert await job_records(redis) == []  # nothing half-written
 
 
 async def test_oversized_body_is_413_and_nothing_is_written(http, start_edge, api_key, redis):
@@ -61,7 +62,7 @@ async def test_oversized_body_is_413_and_nothing_is_written(http, start_edge, ap
     async with http.post(f"{edge.url}/api/v1/jobs", data=chunks(), headers={**auth(api_key), "Content-Type": "application/json"}) as resp:
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "payload_too_large"
-    assert await redis.keys("ezt:{ezt:p0}:job:*") == []
+    assert await job_records(redis) == []
 
 
 @pytest.mark.parametrize("header", [None, "Basic abc", "Bearer ", "Bearer ezt_live_nope"])
@@ -114,7 +115,7 @@ async def test_fifty_concurrent_submissions_with_one_key_create_one_job(http, ed
     ids = {b["job_id"] for _, b, _ in results}
     assert len(ids) == 1
     assert [b["status"] for s, b, _ in results if s == 200] == ["duplicate"] * 49
-    assert len(await redis.keys("ezt:{ezt:p0}:job:*[0-9]")) == 1
+    assert len(await job_records(redis)) == 1
     await target.wait_for(1, "/echo")
     await asyncio.sleep(0.2)
     assert len(target.matching("/echo")) == 1  # and it ran once

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.asyncio
 async def test_entries_read_but_not_admitted_are_admitted_by_the_edge_that_stops(http, start_edge, redis, api_key, target):
     lax = await start_edge("lax")  # takes the submission; the job is for iad, where no edge runs yet
     job = await submit(http, lax.url, api_key, {"url": f"{target.url}/echo", "regions": ["iad"], "region_policy": "strict"})
-    stream, group = keys.region_stream(0, "iad"), keys.edge_group("iad")
+    stream, group = keys.region_stream(keys.job_partition(job["job_id"]), "iad"), keys.edge_group("iad")
     await redis.xgroup_create(stream, group, id="0", mkstream=True)
     read = await redis.xreadgroup(group, "edge-iad-a", {stream: ">"}, count=10)  # as edge A would, before parking it
     assert [fields["job"] for _entry, fields in read[0][1]] == [job["job_id"]]

@@ -139,8 +139,14 @@ class EdgeThread:
 
 @pytest.fixture
 def fuzz_edge(redis_url: str) -> Iterator[EdgeThread]:
-    with sync_redis.Redis.from_url(redis_url) as r:
-        r.flushall()
+    if redis_url.startswith("redis+cluster://"):  # a whole run against a cluster
+        from redis.cluster import RedisCluster
+
+        with RedisCluster.from_url("redis://" + redis_url.split("://", 1)[1]) as c:
+            c.flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        with sync_redis.Redis.from_url(redis_url) as r:
+            r.flushall()
     with EdgeThread(redis_url) as edge:
         yield edge
 

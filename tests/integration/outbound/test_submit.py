@@ -10,7 +10,7 @@ import pytest
 
 from ezthrottle_server.common import keys
 from integration.outbound.helpers import post_job, use_resolver
-from support.jobs import wait_final
+from support.jobs import job_records, wait_final
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,7 +50,7 @@ async def assert_refused(http, edge, api_key, redis, payload, field, reason):
     assert body["error"]["field"] == field
     assert body["error"]["message"].startswith(f"{field}: ")
     assert reason.lower() in body["error"]["message"].lower(), body
-    assert await redis.keys("ezt:{ezt:p0}:job:*") == []
+    assert await job_records(redis) == []
     assert await redis.keys(keys.idempotency(0, "acme", "*")) == []
 
 
