@@ -78,7 +78,9 @@ async def submit_job(request: web.Request) -> web.Response:
         ctx.worker.accepting(job_id, customer, domain_of(job["url"]))
     # An error here keeps the request held: the script may have run (a lost
     # reply), and the cap may err low but never past itself.
-    outcome, existing_id = await ctx.scripts.submit(
+    # Batched: the submissions of one loop turn go to Redis as one pipeline.
+    outcome, existing_id = await ctx.worker.batch.script(
+        ctx.scripts.submit,
         keys=[
             keys.idempotency(partition, customer, digest),
             keys.job(job_id),
