@@ -7,6 +7,7 @@
     ezthrottle-admin deliveries replay <job id> | --all [--customer acme]
     ezthrottle-admin domains show <host:port> [--customer acme]   (also: list, reload)
     ezthrottle-admin secrets new-key | status | reseal
+    ezthrottle-admin jobs show <job id> | repair [--dry-run] [--wait-s S]
 
 Redis comes from ``REDIS_URL`` (or ``--redis-url``), else regions.yaml's
 embedded Redis port.
@@ -25,7 +26,7 @@ import orjson
 from ..common import apikeys, deliveries
 from ..common.config import ConfigError, load_settings
 from ..common.redisconn import Scripts, connect
-from . import domains, secrets
+from . import domains, jobs, secrets
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     dr.add_argument("--customer", help="with --all: only this customer's")
     domains.add_parser(sub)
     secrets.add_parser(sub)
+    jobs.add_parser(sub)
     return p
 
 
@@ -90,6 +92,8 @@ async def _run(args: argparse.Namespace, redis_url: str) -> int:
             return await domains.run(args, r)
         if args.area == "secrets":
             return await secrets.run(args, r, load_settings("admin"))
+        if args.area == "jobs":
+            return await jobs.run(args, r, load_settings("admin"))
         if args.action == "create":
             key, rec = await apikeys.create_key(r, args.customer)
             out = {"api_key": key, "key_id": rec.key_id, "customer": rec.customer}

@@ -49,7 +49,7 @@ from .lease import Lease
 log = logging.getLogger(__name__)
 
 FINAL = frozenset({"success", "failed"})
-FIELDS = ("state", "created_ms", "customer", "spec", "regions", "mode", "reroutes", "tried", "live", "fanout_reported")
+FIELDS = ("state", "created_ms", "customer", "spec", "regions", "mode", "reroutes", "tried", "live", "fanout_reported", "repairs")
 STREAM_SCAN_LIMIT = 10_000  # a stream longer than this is not read: its jobs count as held
 
 
@@ -84,6 +84,7 @@ class Repairer:
         *,
         batch: int = 500,
         step_pause_s: float = 0.05,
+        dry_run: bool = False,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -92,6 +93,8 @@ class Repairer:
         self.batch = batch
         self.step_pause_s = step_pause_s
         self.after_ms = int(settings.repair_after_s * 1000)
+        self.dry_run = dry_run  # find, but queue nothing again (ezthrottle-admin jobs repair --dry-run)
+        self.found: list[dict[str, Any]] = []  # what was (or would have been) queued again
         self._suspects: dict[str, Seen] = {}
 
     async def run(self) -> None:
@@ -106,6 +109,7 @@ class Repairer:
                     log.warning("redis unavailable; job repair pass abandoned", exc_info=True)
                 except Exception:
                     log.exception("job repair pass failed")
+            self.found.clear()
             await asyncio.sleep(pass_pause_s)
 
     async def sweep(self) -> int:
@@ -169,23 +173,33 @@ class Repairer:
         return repaired
 
     async def _held(self, c: Candidate, now: int, streams: dict[tuple[int, str], set[str] | None]) -> bool:
-        """Is the job in a stream, the delayed set, a pacing queue or a lease, in any region?
+        return bool(await self.holders(c, now, streams))
+
+    async def holders(
+        self, c: Candidate, now: int, streams: dict[tuple[int, str], set[str] | None], *, fix_ready: bool = True
+    ) -> list[str]:
+        """What holds the job, in every region: ``stream:<r>``, ``delayed:<r>``, ``queue:<r>``, ``lease:<r>``.
 
         ``streams`` caches each stream's jobs for one pass. A job that entered a
         stream after it was read is not seen there, but it is only suspected:
-        the next pass reads the stream again.
+        the next pass reads the stream again. A stream too long to read counts
+        as holding it (``stream:<r>?``). ``fix_ready``: a scope found holding
+        the job is put back in its region's ready set if it went missing.
         """
         regions = self.settings.region_ids
+        found: list[str] = []
         for r in regions:
             if (c.partition, r) not in streams:
                 streams[(c.partition, r)] = await self._stream_jobs(c.partition, r)
             in_stream = streams[(c.partition, r)]
-            if in_stream is None or c.job_id in in_stream:
-                return True
+            if in_stream is None:
+                found.append(f"stream:{r}?")
+            elif c.job_id in in_stream:
+                found.append(f"stream:{r}")
         try:
             domain = domain_of(orjson.loads(c.fields["spec"])["url"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return True  # not a job the edges can send; not ours to requeue
+            return [*found, "unsendable"]  # not a job the edges can send; not ours to requeue
         scopes = [(Scope(domain, SHARED), r) for r in regions] + [(Scope(domain, c.fields["customer"] or ""), r) for r in regions]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zmscore(keys.delayed(c.partition), [f"{r}|{c.job_id}" for r in regions])
@@ -193,16 +207,16 @@ class Repairer:
                 pipe.zscore(keys.pacing_wait(scope.domain, scope.who, r), c.job_id)
                 pipe.zrange(keys.pacing_running(scope.domain, scope.who, r), 0, -1)
             delayed, *pacing = await pipe.execute()
-        if any(s is not None for s in delayed):
-            return True
+        found += [f"delayed:{r}" for r, score in zip(regions, delayed) if score is not None]
         lease_prefix = f"{c.job_id}@"
         for (scope, r), waiting, running in zip(scopes, pacing[0::2], pacing[1::2]):
-            if waiting is not None or any(lease.startswith(lease_prefix) for lease in running):
+            here = ([f"queue:{r}"] if waiting is not None else []) + ([f"lease:{r}"] if any(x.startswith(lease_prefix) for x in running) else [])
+            if here and fix_ready:
                 # Held in a queue that someone must serve: make sure its scope
                 # is in the region's ready set (NX: never postponed).
                 await self.redis.zadd(keys.pacing_ready(r), {scope.member: now}, nx=True)
-                return True
-        return False
+            found += here
+        return found
 
     async def _stream_jobs(self, partition: int, region: str) -> set[str] | None:
         """The jobs with an entry in the stream (None: too long to read; count all as held)."""
@@ -214,9 +228,12 @@ class Repairer:
 
     async def _repair(self, c: Candidate, now: int) -> int:
         regions = await self._regions_to_retry(c)
+        self.found.append({"job_id": c.job_id, "state": c.fields["state"], "regions": regions})
+        if self.dry_run:
+            return 1
         done = await self.scripts.repair(
             keys=[keys.job(c.job_id), keys.attempts(c.job_id), *(keys.region_stream(c.partition, r) for r in regions)],
-            args=[c.job_id, now, keys.job_events(c.job_id), c.fields["state"], c.attempts, *regions],
+            args=[c.job_id, now, keys.job_events(c.job_id), c.fields["state"], c.attempts, c.fields["repairs"] or "0", *regions],
         )
         if done == 1:
             JOBS_REPAIRED.inc()

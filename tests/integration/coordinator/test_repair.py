@@ -6,7 +6,11 @@ pacing queue (a write the domain's master lost).
 """
 
 import asyncio
+import os
+import subprocess
+import sys
 
+import orjson
 import pytest
 
 from ezthrottle_server.common import keys
@@ -15,7 +19,7 @@ from ezthrottle_server.coordinator.repair import Repairer
 from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
 from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of
 from support.jobs import submit, wait_final
-from support.services import make_settings
+from support.services import REGIONS_FILE, make_settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -91,3 +95,35 @@ async def test_an_unheld_job_is_repaired_only_when_seen_twice_unchanged(http, re
     assert await repairer.sweep() == 0  # now held by its stream entry
     assert [f["job"] for _id, f in await redis.xrange(stream, "-", "+")] == [job_id]
     assert await redis.hget(keys.job(job_id), "state") == "queued"
+
+
+def admin(redis_url, *args):
+    env = {**os.environ, "REDIS_URL": redis_url, "EZT_REGIONS_FILE": str(REGIONS_FILE)}
+    return subprocess.run(
+        [sys.executable, "-m", "ezthrottle_server.admin.cli", "--json", "jobs", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_the_admin_cli_shows_what_holds_a_job_and_repairs_what_nothing_holds(http, redis, redis_url, start_edge, api_key, target):
+    iad = await start_edge("iad")
+    job_id, stream, entry = await queued_in_lax(http, redis, iad, api_key, target)
+    shown = admin(redis_url, "show", job_id)
+    assert shown.returncode == 0, shown.stderr
+    view = orjson.loads(shown.stdout)
+    assert view["state"] == "queued" and view["held_by"] == ["stream:lax"] and view["stuck"] is False
+
+    await redis.xdel(stream, entry)
+    view = orjson.loads(admin(redis_url, "show", job_id).stdout)
+    assert view["held_by"] == [] and view["stuck"] is True
+
+    dry = admin(redis_url, "repair", "--dry-run", "--wait-s", "0.2")
+    assert dry.returncode == 1 and orjson.loads(dry.stdout) == {"dry_run": True, "jobs": [{"job_id": job_id, "state": "queued", "regions": ["lax"]}]}
+    assert await redis.xlen(stream) == 0 and await redis.hget(keys.job(job_id), "repairs") is None  # a dry run changes nothing
+
+    done = admin(redis_url, "repair", "--wait-s", "0.2")
+    assert done.returncode == 0 and [j["job_id"] for j in orjson.loads(done.stdout)["jobs"]] == [job_id]
+    view = orjson.loads(admin(redis_url, "show", job_id).stdout)
+    assert view["held_by"] == ["stream:lax"] and view["repairs"] == 1
+    assert orjson.loads(admin(redis_url, "repair", "--wait-s", "0.1").stdout)["jobs"] == []  # held now: nothing to do
+
+    assert admin(redis_url, "show", "job_1700000000000_0123456789abcdefp0").returncode == 1
