@@ -4,44 +4,29 @@ one server (and, watched by the slot audit, never cross a slot)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import yaml
 
 from cluster.helpers import PARTITIONS, keys_per_partition
 from ezthrottle import AsyncEZThrottle
 from ezthrottle_server.common import keys
+from support.cluster import cli, cluster_files
 from support.jobs import sdk_wait_final
-from support.redis_server import free_port
-from support.services import REGIONS_FILE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
 
 def _cli(state: Path, regions: Path, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EZT_")}
-    env.update(
-        REDIS_URL=redis_url, EZT_PARTITIONS=str(PARTITIONS), EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions),
-        EZT_SIMULATE_LATENCY="0", EZT_LOCAL_PROMETHEUS="0", EZT_VISIBILITY_TIMEOUT_MS="1500",
-    )
-    return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=90)
+    extra = {"REDIS_URL": redis_url, "EZT_PARTITIONS": str(PARTITIONS), "EZT_VISIBILITY_TIMEOUT_MS": "1500"}
+    return cli(state, regions, *args, env_extra=extra, inherit_ezt_env=False)
 
 
 async def test_the_local_launcher_runs_every_service_on_the_cluster(tmp_path, redis, redis_url, target):
-    config = yaml.safe_load(REGIONS_FILE.read_text())
-    for section in ("redis", "coordinator", "delivery"):
-        config[section]["port"] = free_port()
-    for region in config["regions"]:
-        region["port"] = free_port()
-    regions = tmp_path / "regions.yaml"
-    regions.write_text(yaml.safe_dump(config))
-    state = tmp_path / "state"
+    state, regions = cluster_files(tmp_path)
     up = _cli(state, regions, redis_url, "up")
     try:
         assert up.returncode == 0, up.stderr + up.stdout

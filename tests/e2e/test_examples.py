@@ -39,8 +39,7 @@ import yaml
 from ezthrottle import EZThrottle, Step, StepType, verify_webhook_signature
 from ezthrottle_server.common import apikeys
 from ezthrottle_server.common.redisconn import connect
-from support.redis_server import free_port
-from support.services import REGIONS_FILE
+from support.cluster import cli, cluster_files
 
 pytestmark = [pytest.mark.e2e]
 
@@ -160,36 +159,23 @@ def servers() -> Iterator[Servers]:
 # -- the cluster ------------------------------------------------------------------------
 
 
-def _cli(state: Path, regions: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_SIMULATE_LATENCY="0", EZT_LOCAL_PROMETHEUS="0")
-    return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=90)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("examples-cluster")
-    config = yaml.safe_load(REGIONS_FILE.read_text())
-    for part in ("redis", "coordinator", "delivery"):
-        config[part]["port"] = free_port()
-    for region in config["regions"]:
-        region["port"] = free_port()
-    regions = root / "regions.yaml"
-    regions.write_text(yaml.safe_dump(config))
+    state, regions = cluster_files(root)
     # domains.yaml beside regions.yaml: the target may take far more than 2 requests/s.
     target_domain = servers.target.url.removeprefix("http://")
     (root / "domains.yaml").write_text(
         yaml.safe_dump({"domains": {target_domain: {"rps": 100, "burst": 20, "max_concurrent": 32}}})
     )
-    state = root / "state"
-    up = _cli(state, regions, "up")
+    up = cli(state, regions, "up")
     assert up.returncode == 0, up.stderr + up.stdout
     info = orjson.loads((state / "cluster.json").read_bytes())
     info.update(state=state)
     try:
         yield info
     finally:
-        down = _cli(state, regions, "down")
+        down = cli(state, regions, "down")
         assert down.returncode == 0, down.stderr
 
 
