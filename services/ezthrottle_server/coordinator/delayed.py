@@ -1,9 +1,12 @@
 """Releases delayed work (``retry_at``, retry backoff) into region streams on time.
 
 Delayed jobs live in each partition's sorted set, never in a process's
-memory; whichever coordinator holds the lease moves due entries with one Lua
+memory. The coordinator holding the lease moves due entries with one Lua
 call per partition, polling every ``poll_s`` (so jobs start within about that
-much of their due time).
+much of their due time). A standby does the same every ``standby_poll_s``:
+the script moves each entry once however many run it, so when the active
+coordinator dies, delayed work keeps going out without waiting for the lease
+to change hands.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ log = logging.getLogger(__name__)
 
 
 class DelayedReleaser:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.02) -> None:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.02, standby_poll_s: float = 0.25
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.scripts = scripts
         self.lease = lease
         self.poll_s = poll_s
+        self.standby_poll_s = standby_poll_s
 
     async def release_due(self) -> int:
         regions = list(self.settings.region_ids)
@@ -46,11 +52,11 @@ class DelayedReleaser:
 
     async def run(self) -> None:
         while True:
-            if self.lease.is_leader:
-                try:
-                    if await self.release_due() >= 1000:
-                        continue  # a backlog: go again at once
-                except UNAVAILABLE:  # also a cluster failing over
-                    log.warning("redis unavailable; delayed release paused", exc_info=True)
-                    await asyncio.sleep(0.5)
-            await asyncio.sleep(self.poll_s)
+            leading = self.lease.is_leader
+            try:
+                if await self.release_due() >= 1000 and leading:
+                    continue  # a backlog: go again at once
+            except UNAVAILABLE:  # also a cluster failing over
+                log.warning("redis unavailable; delayed release paused", exc_info=True)
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(self.poll_s if leading else self.standby_poll_s)
