@@ -4,13 +4,16 @@
 stream when a job with a chain reaches its final outcome, atomically with the
 outcome. Workflow timers (``on_failure_timeout_ms``, fallbacks triggered
 ``on_timeout``) wait in the partition's timer set and are moved to the same
-stream when due. The active coordinator reads the stream through the
-consumer group ``workflow``, decides the continuation with the rules of
+stream when due. Every coordinator reads the stream through the consumer
+group ``workflow`` (the active one every ``poll_s``, a standby every
+``standby_poll_s``, so a dead leader holds nothing up), decides the
+continuation with the rules of
 :mod:`ezthrottle_server.common.workflows`, and starts it with
 ``spawn_child.lua``, which claims the parent's one continuation and creates
 the child job in the same call; only then is the entry acknowledged. A crash
 in between leaves the entry pending, and the repeat finds the child already
-there. FRUGAL continuations are claimed but not started: they travel to the
+there; two coordinators handling two entries of one parent (its outcome and
+a timer) start one child between them. FRUGAL continuations are claimed but not started: they travel to the
 client in the webhook payload.
 
 Each child is a job of its own (its id, webhooks, pacing, regions chosen by
@@ -60,12 +63,15 @@ def child_fields(
 
 
 class WorkflowSpawner:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.05) -> None:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.05, standby_poll_s: float = 0.25
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.scripts = scripts
         self.lease = lease
         self.poll_s = poll_s
+        self.standby_poll_s = standby_poll_s
         self.group = keys.workflow_group()
         self.consumer = settings.node_id
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
@@ -78,10 +84,9 @@ class WorkflowSpawner:
         await self.ensure_groups()
         while True:
             try:
-                if self.lease.is_leader:
-                    busy = await self.step()
-                    if busy:
-                        continue
+                leading = self.lease.is_leader
+                if await self.step() and leading:
+                    continue  # more may be waiting: go again at once
             except asyncio.CancelledError:
                 raise
             except UNAVAILABLE:  # also a cluster failing over
@@ -90,7 +95,7 @@ class WorkflowSpawner:
             except Exception:
                 log.exception("workflow pass failed")
                 await asyncio.sleep(0.5)
-            await asyncio.sleep(self.poll_s)
+            await asyncio.sleep(self.poll_s if self.lease.is_leader else self.standby_poll_s)
 
     async def step(self) -> int:
         """Fire due timers, then handle workflow entries (new ones and a dead reader's). Returns the work done."""
