@@ -22,7 +22,7 @@ Flow
 1. ``finish.lua`` (edge) XADDs ``{job}`` to the partition's deliveries stream.
 2. A worker reads it (group ``delivery``), builds the payload once, and
    ``delivery_plan.lua`` writes the per-webhook state (see
-   ``common/deliveries.py``), XADDs one ``{job, hook}`` entry per webhook to
+   ``common/deliveries.py``), XADDs one ``{job, hook, customer}`` entry per webhook to
    the send stream of its route, and acks; all or nothing.
 3. A worker reads a send entry, POSTs the payload signed with the customer's
    current secrets (``signing.py``), and ``delivery_record.lua`` stores the
@@ -265,7 +265,7 @@ class DeliveryWorker:
                 log.error("malformed delivery entry %s on %s; dropping", entry_id, stream, extra={"job_id": job_id})
                 await self._ack(stream, entry_id)
             elif "hook" in fields:
-                await self._send(stream, entry_id, job_id, int(fields["hook"]))
+                await self._send(stream, entry_id, job_id, int(fields["hook"]), fields.get("customer"))
             else:
                 await self._plan(stream, entry_id, job_id)
         except asyncio.CancelledError:
@@ -375,7 +375,7 @@ class DeliveryWorker:
             )
         )
         if planned:
-            log.info(
+            log.debug(  # each POST logs its outcome at INFO
                 "delivering to %d webhook(s)",
                 len(hooks),
                 extra={"job_id": job_id, "region": self.log_region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
@@ -401,20 +401,31 @@ class DeliveryWorker:
 
     # -- one POST ------------------------------------------------------------
 
-    async def _secrets(self, customer: str) -> WebhookSecrets | None:
+    def _read_secrets(self, customer: str) -> asyncio.Future[Any]:
+        """The customer's stored (primary, secondary), as read, batched."""
+        return self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
+
+    async def _secrets(self, customer: str, stored: asyncio.Future[Any] | None = None) -> WebhookSecrets | None:
         """The customer's signing secrets (None: it has none, webhooks go unsigned).
 
-        Raises SecretBoxError when they are sealed with a key this worker lacks.
+        ``stored``: their read, already under way. Raises SecretBoxError when
+        they are sealed with a key this worker lacks.
         """
-        primary, secondary = await self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
+        primary, secondary = await (stored if stored is not None else self._read_secrets(customer))
         opened = open_webhook_secrets(self.box, customer, primary, secondary or None)
         return WebhookSecrets(*opened) if opened else None
 
-    async def _send(self, stream: str, entry_id: str, job_id: str, hook: int) -> None:
+    async def _send(self, stream: str, entry_id: str, job_id: str, hook: int, customer_hint: str | None = None) -> None:
         partition = keys.job_partition(job_id)
         assert partition is not None
         hooks_key = keys.job_webhooks(job_id)
         p = f"{hook}:"
+        # An entry from delivery_plan.lua names the customer: its secrets are read
+        # in the same round trip as the webhook's state (a retry's entry does not).
+        stored: asyncio.Future[Any] | None = None
+        if customer_hint:
+            stored = self._read_secrets(customer_hint)
+            stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
         customer, payload, url, state, attempts, since_ms, regions, window_base = await self.batch.execute(
             "HMGET", hooks_key, "customer", "payload", p + "url", p + "state", p + "attempts", p + "since_ms", p + "regions", p + "window_base"
         )
@@ -429,7 +440,7 @@ class DeliveryWorker:
         body = payload.encode()
         attempt = int(attempts or 0) + 1
         try:
-            secrets = await self._secrets(customer)
+            secrets = await self._secrets(customer, stored if customer == customer_hint else None)
         except SecretBoxError as exc:
             # Never unsigned when the customer has secrets: this attempt fails,
             # and is retried on the usual schedule (an operator fixes the keys).

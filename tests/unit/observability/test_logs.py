@@ -92,8 +92,9 @@ async def test_job_lines_carry_job_region_node_domain_and_no_secrets(
     messages = [line["msg"] for line in about_jobs]
     for expected in ("job accepted", "finished", "reroute", "delivering to 1 webhook(s)", "webhook 0: delivered"):
         assert any(expected in m for m in messages), (expected, messages)
-    # One INFO line per job on the edge (its outcome) and one per webhook POST; acceptance is DEBUG.
+    # One INFO line per job on the edge (its outcome) and one per webhook POST; acceptance and the plan are DEBUG.
     assert {line["level"] for line in about_jobs if line["msg"] == "job accepted"} == {"debug"}
+    assert {line["level"] for line in about_jobs if line["msg"].startswith("delivering to")} == {"debug"}
     assert any(line["level"] == "info" and "finished" in line["msg"] for line in about_jobs)
     sends = [line for line in about_jobs if line["msg"].startswith("webhook 0")]
     assert {line["domain"] for line in sends} == {f"127.0.0.1:{receiver.port}"}  # where the POST went

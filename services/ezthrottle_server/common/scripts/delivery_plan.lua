@@ -25,7 +25,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     local p = h .. ':'
     redis.call('HSET', KEYS[1], p .. 'url', ARGV[a], p .. 'vote', ARGV[a + 1], p .. 'regions', ARGV[a + 2],
       p .. 'state', 'pending', p .. 'attempts', 0, p .. 'since_ms', ARGV[3], p .. 'next_ms', ARGV[3])
-    redis.call('XADD', streams[ARGV[a + 3]], '*', 'job', ARGV[10], 'hook', h)
+    -- the customer too: the sender reads its secrets with the webhook's state, in one round trip
+    redis.call('XADD', streams[ARGV[a + 3]], '*', 'job', ARGV[10], 'hook', h, 'customer', ARGV[5])
   end
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
   planned = 1
