@@ -8,7 +8,6 @@ a self-hosted EZThrottle would configure it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import time
 from typing import Any
@@ -20,9 +19,6 @@ from ezthrottle_server.common.quotas import Tier
 from support.jobs import auth, wait_final
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
-
-SECRETS_DEPLOYED = importlib.util.find_spec("ezthrottle_server.edge.secrets_api") is not None
-
 
 async def drive(published: Any, edge: Any, api_key: str, *calls: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the published client's calls in its own process, without blocking the edge's loop."""
@@ -62,7 +58,6 @@ async def test_job_status_through_the_proxy_matches_the_direct_route(edge, api_k
     assert proxied["job_id"] == direct["job_id"] == job_id and proxied["url"] == direct["url"]
 
 
-@pytest.mark.skipif(not SECRETS_DEPLOYED, reason="edge/secrets_api.py (the webhook-secrets routes) is not committed yet")
 async def test_webhook_secret_lifecycle_through_the_proxy(published, edge, api_key, redis):
     primary, secondary = "primary_secret_0123456789", "secondary_secret_0123456789"
     results = await drive(
