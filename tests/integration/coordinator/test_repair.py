@@ -127,3 +127,30 @@ async def test_the_admin_cli_shows_what_holds_a_job_and_repairs_what_nothing_hol
     assert orjson.loads(admin(redis_url, "repair", "--wait-s", "0.1").stdout)["jobs"] == []  # held now: nothing to do
 
     assert admin(redis_url, "show", "job_1700000000000_0123456789abcdefp0").returncode == 1
+
+
+async def test_a_fanout_job_is_queued_again_only_in_the_region_that_has_not_reported(http, redis, redis_url, start_edge, api_key, target):
+    iad = await start_edge("iad")
+    job = await submit(
+        http, iad.url, api_key, {"url": f"{target.url}/echo?fan=1", "regions": ["iad", "lax"], "region_policy": "strict", "execution_mode": "fanout"}
+    )
+    job_id = job["job_id"]
+    await target.wait_for(1, "/echo", timeout_s=5)  # iad sent its copy
+    async with asyncio.timeout(5):
+        while await redis.hget(keys.job(job_id), "fanout:iad") is None:
+            await asyncio.sleep(0.02)
+    stream = keys.region_stream(keys.job_partition(job_id), "lax")
+    [(entry, _fields)] = await redis.xrange(stream, "-", "+")
+    await redis.xdel(stream, entry)  # lax's copy lost: the job waits for a region nothing will run
+
+    repairer = Repairer(make_settings("coordinator", redis_url, repair_after_s=0.0), redis, Scripts(redis), Leader())
+    assert await repairer.sweep() == 0
+    assert await repairer.sweep() == 1
+    [found] = repairer.found
+    assert found["job_id"] == job_id and found["regions"] == ["lax"] and found["state"] not in ("success", "failed")
+    assert await redis.xlen(keys.region_stream(keys.job_partition(job_id), "iad")) == 0  # iad is not asked again
+
+    await start_edge("lax")
+    view = await wait_final(http, iad.url, api_key, job_id, timeout_s=10)
+    assert view["status"] == "success" and len(target.matching("/echo")) == 2
+    assert sorted(a["region"] for a in view["attempts"]) == ["iad", "lax"]
