@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -44,13 +44,18 @@ from ..common.config import Settings
 from ..common.metrics import JOBS_REPAIRED
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..pacing.scope import SHARED, Scope, domain_of
-from .lease import Lease
 
 log = logging.getLogger(__name__)
 
 FINAL = frozenset({"success", "failed"})
 FIELDS = ("state", "created_ms", "customer", "spec", "regions", "mode", "reroutes", "tried", "live", "fanout_reported", "repairs")
 STREAM_SCAN_LIMIT = 10_000  # a stream longer than this is not read: its jobs count as held
+
+
+class Leadership(Protocol):
+    """The coordinator's lease, or an operator's command that acts regardless."""
+
+    is_leader: bool
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class Repairer:
         settings: Settings,
         redis: aioredis.Redis,
         scripts: Scripts,
-        lease: Lease,
+        lease: Leadership,
         *,
         batch: int = 500,
         step_pause_s: float = 0.05,
