@@ -40,7 +40,7 @@ def test_every_key_of_a_partition_is_in_one_slot(partition):
 
 
 def test_every_key_of_a_domain_is_in_one_slot():
-    d = "api.example.com:443"
+    d = "api.example:443"
     domain_keys = [
         keys.pacing_conf(d), keys.pacing_limit(d, "*"), keys.pacing_limit(d, "acme"), keys.pacing_wait(d, "*", "iad"),
         keys.pacing_wait(d, "acme", "lax"), keys.pacing_fair(d, "*"), keys.pacing_running(d, "*", "ord"),

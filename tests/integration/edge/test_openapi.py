@@ -203,10 +203,10 @@ def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_spec(fuzz_edge):
 # Inputs that once answered 500; each is now a 4xx in the error envelope.
 FOUND = [
     ("GET", "/api/v1/deliveries/dead?limit=%C2%B2", None, {}, 400),  # '²'.isdigit(), int('²') raised
-    ("POST", "/api/v1/jobs", {"url": "http://xn--a.com/"}, {}, 400),  # IDNA decoding raised at url.host
-    ("POST", "/api/v1/jobs", {"url": "https://api.example.com/", "webhooks": [{"url": "http://xn--a.com/"}]}, {}, 400),
-    ("POST", "/api/v1/proxy", {"target_url": "http://xn--a.com/api/v1/jobs", "method": "POST"}, {}, 400),
-    ("POST", "/api/v1/jobs", b'{"url": "https://api.example.com/"}', {"Content-Encoding": "gzip"}, 400),  # undecodable body
+    ("POST", "/api/v1/jobs", {"url": "http://xn--a.test/"}, {}, 400),  # IDNA decoding raised at url.host
+    ("POST", "/api/v1/jobs", {"url": "https://api.example/", "webhooks": [{"url": "http://xn--a.test/"}]}, {}, 400),
+    ("POST", "/api/v1/proxy", {"target_url": "http://xn--a.test/api/v1/jobs", "method": "POST"}, {}, 400),
+    ("POST", "/api/v1/jobs", b'{"url": "https://api.example/"}', {"Content-Encoding": "gzip"}, 400),  # undecodable body
 ]
 
 

@@ -64,11 +64,11 @@ async def test_blocked_target_urls_are_422_naming_the_field(url, reason, http, s
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"webhooks": [{"url": "https://hooks.example.com/ok"}, {"url": "http://169.254.169.254/"}]}, "webhooks[1].url"),
+        ({"webhooks": [{"url": "https://hooks.example/ok"}, {"url": "http://169.254.169.254/"}]}, "webhooks[1].url"),
         ({"fallback_job": {"url": "http://0x7f.1/", "trigger": {"type": "on_error", "codes": [500]}}}, "fallback_job.url"),
-        ({"on_success": {"url": "https://next.example.com/", "webhooks": [{"url": "http://10.1.1.1/"}]}}, "on_success.webhooks[0].url"),
+        ({"on_success": {"url": "https://next.example/", "webhooks": [{"url": "http://10.1.1.1/"}]}}, "on_success.webhooks[0].url"),
         (
-            {"on_failure": {"url": "https://alert.example.com/", "fallback_job": {"url": "http://[::ffff:a9fe:a9fe]/", "trigger": {}}}},
+            {"on_failure": {"url": "https://alert.example/", "fallback_job": {"url": "http://[::ffff:a9fe:a9fe]/", "trigger": {}}}},
             "on_failure.fallback_job.url",
         ),
         ({"on_success": {"url": "http://localhost/", "type": "frugal"}}, "on_success.url"),
@@ -76,7 +76,7 @@ async def test_blocked_target_urls_are_422_naming_the_field(url, reason, http, s
 )
 async def test_webhooks_and_nested_steps_are_checked_too(payload, field, http, start_edge, api_key, redis):
     edge = await start_edge("iad", profile="production")
-    await assert_refused(http, edge, api_key, redis, {"url": "https://api.example.com/charge", **payload}, field, "")
+    await assert_refused(http, edge, api_key, redis, {"url": "https://api.example/charge", **payload}, field, "")
 
 
 async def test_the_local_profile_accepts_loopback_targets(http, start_edge, api_key, target):
@@ -93,8 +93,8 @@ async def test_the_local_profile_accepts_loopback_targets(http, start_edge, api_
 
 async def test_production_accepts_public_names_and_allow_listed_networks(http, start_edge, api_key, target, redis):
     edge = await start_edge("iad", profile="production", outbound_allow_cidrs=("127.0.0.1/32",))
-    await use_resolver(edge, {"api.example.com": ["127.0.0.2"]})  # no DNS; and nothing listens there
-    status, body = await post_job(http, edge, api_key, {"url": "https://api.example.com/v1/charges"})
+    await use_resolver(edge, {"api.example": ["127.0.0.2"]})  # no DNS; and nothing listens there
+    status, body = await post_job(http, edge, api_key, {"url": "https://api.example/v1/charges"})
     assert status == 201, body
     status, body = await post_job(http, edge, api_key, {"url": f"{target.url}/echo"})
     assert status == 201, body

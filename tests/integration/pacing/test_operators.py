@@ -28,35 +28,35 @@ async def admin(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_the_coordinator_applies_domains_yaml_when_it_changes(redis, domains_coordinator):
     _app, path = domains_coordinator
-    path.write_text("domains:\n  api.example.com: {rps: 5, max_concurrent: 3}\n  b.example:8080: {per_customer: true}\n")
-    await overrides_applied(redis, "api.example.com:443", "rps", "5.0")
+    path.write_text("domains:\n  api.example: {rps: 5, max_concurrent: 3}\n  b.example:8080: {per_customer: true}\n")
+    await overrides_applied(redis, "api.example:443", "rps", "5.0")
     assert await redis.hgetall(keys.pacing_conf("b.example:8080")) == {"per_customer": "1"}
 
     errors = REGISTRY.get_sample_value("ezt_pacing_config_loads_total", {"result": "error"}) or 0
-    path.write_text("domains:\n  api.example.com: {rps: -1}\n")  # refused whole
+    path.write_text("domains:\n  api.example: {rps: -1}\n")  # refused whole
     deadline = asyncio.get_running_loop().time() + 5
     while (REGISTRY.get_sample_value("ezt_pacing_config_loads_total", {"result": "error"}) or 0) == errors:
         assert asyncio.get_running_loop().time() < deadline, "the invalid file was not looked at"
         await asyncio.sleep(0.05)
-    assert await redis.hget(keys.pacing_conf("api.example.com:443"), "rps") == "5.0"  # previous overrides stay
+    assert await redis.hget(keys.pacing_conf("api.example:443"), "rps") == "5.0"  # previous overrides stay
 
-    path.write_text("domains:\n  api.example.com: {rps: 7}\n")
-    await overrides_applied(redis, "api.example.com:443", "rps", "7.0")
+    path.write_text("domains:\n  api.example: {rps: 7}\n")
+    await overrides_applied(redis, "api.example:443", "rps", "7.0")
     assert not await redis.exists(keys.pacing_conf("b.example:8080"))  # dropped from the file, dropped
 
 
 async def test_sighup_applies_an_edit_the_poll_cannot_see(redis, domains_coordinator):
     _app, path = domains_coordinator
-    path.write_text("domains:\n  api.example.com: {rps: 5}\n")
-    await overrides_applied(redis, "api.example.com:443", "rps", "5.0")
+    path.write_text("domains:\n  api.example: {rps: 5}\n")
+    await overrides_applied(redis, "api.example:443", "rps", "5.0")
     stamp = path.stat()
-    path.write_text("domains:\n  api.example.com: {rps: 6}\n")  # same size...
+    path.write_text("domains:\n  api.example: {rps: 6}\n")  # same size...
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # ...and mtime: invisible to the poll
     await asyncio.sleep(1.5)
-    assert await redis.hget(keys.pacing_conf("api.example.com:443"), "rps") == "5.0"
+    assert await redis.hget(keys.pacing_conf("api.example:443"), "rps") == "5.0"
     assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)  # the coordinator's handler is in
     os.kill(os.getpid(), signal.SIGHUP)
-    await overrides_applied(redis, "api.example.com:443", "rps", "6.0", timeout_s=0.8)
+    await overrides_applied(redis, "api.example:443", "rps", "6.0", timeout_s=0.8)
 
 
 async def test_domains_show_prints_the_limit_and_its_source(http, redis, redis_url, start_edge, api_key, target, tmp_path):

@@ -13,7 +13,7 @@ COMMANDS = [
     ("CLIENT SETNAME", "edge-1"),  # a name with a space is two arguments, as redis-py sends it
     (b"SCRIPT LOAD", "return 1"),
     ("EVALSHA", "0" * 40, 2, "ezt:{ezt:p0}:job:j", "ezt:{ezt:p0}:jobs:iad", 1.5, -3, 0.1, 1 / 3, 10**20, "é", b"\x00\xff", ""),
-    ("ZADD", "ezt:pacing:ready:iad", "LT", 1795924481372, "api.example.com:443|*"),
+    ("ZADD", "ezt:pacing:ready:iad", "LT", 1795924481372, "api.example:443|*"),
     ("XADD", "s", "*", "job", "job_1_0123456789abcdefp0", "hook", 0, "customer", "acme"),
 ]
 

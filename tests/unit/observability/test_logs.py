@@ -115,9 +115,9 @@ def test_key_shaped_strings_are_masked_even_when_code_logs_them() -> None:
     assert "AbCdEf0123456789xyz" not in line["msg"] and "tok-123456789" not in line["msg"]
     assert line["msg"] == "got ezt_live_[redacted] and Bearer [redacted]"
     plain = logging.LogRecord("x", logging.INFO, __file__, 1, "job accepted", (), None)
-    plain.job_id, plain.region, plain.domain = "job_1", "iad", "api.example.com:443"
+    plain.job_id, plain.region, plain.domain = "job_1", "iad", "api.example:443"
     assert {k: v for k, v in orjson.loads(formatter.format(plain)).items() if k in ("job_id", "region", "node", "domain")} == {
-        "job_id": "job_1", "region": "iad", "node": "edge-iad-1", "domain": "api.example.com:443",
+        "job_id": "job_1", "region": "iad", "node": "edge-iad-1", "domain": "api.example:443",
     }
 
 

@@ -65,7 +65,7 @@ async def fetch(policy: OutboundPolicy, url: str, table: dict | None = None, **k
 async def test_the_guard_knows_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("127.8.9.10") and is_loopback("::1")
     assert is_loopback("::ffff:127.0.0.1") and is_loopback("localhost")
-    for other in ("10.0.0.1", "169.254.169.254", "8.8.8.8", "::ffff:10.0.0.1", "fe80::1", "example.com", None):
+    for other in ("10.0.0.1", "169.254.169.254", "8.8.8.8", "::ffff:10.0.0.1", "fe80::1", "site.example", None):
         assert not is_loopback(other)
 
 
@@ -98,8 +98,8 @@ async def test_one_blocked_answer_among_public_ones_refuses_the_name():
 
 
 async def test_public_answers_pass_unchanged():
-    inner = StaticResolver({"api.example.com": ["93.184.216.34", "2606:2800:220:1::1"]})
-    results = await PolicyResolver(PRODUCTION, inner).resolve("api.example.com", 443)
+    inner = StaticResolver({"api.example": ["93.184.216.34", "2606:2800:220:1::1"]})
+    results = await PolicyResolver(PRODUCTION, inner).resolve("api.example", 443)
     assert [r["host"] for r in results] == ["93.184.216.34", "2606:2800:220:1::1"]
 
 

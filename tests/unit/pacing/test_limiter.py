@@ -12,7 +12,7 @@ from ezthrottle_server.pacing.scope import SHARED, Scope
 pytestmark = pytest.mark.asyncio
 
 T0 = 1_800_000_000_000.0
-DOMAIN = "api.example.com:443"
+DOMAIN = "api.example:443"
 SCOPE = Scope(DOMAIN)
 LEASE = 30_000
 
@@ -267,7 +267,7 @@ async def test_a_token_the_first_region_leaves_goes_to_another_after_the_grace(r
 async def test_a_raced_job_has_one_tag_in_every_region(redis):
     iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
     lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
-    await configure(redis, "domains:\n  api.example.com:443: {rps: 100, burst: 10}\n")
+    await configure(redis, "domains:\n  api.example:443: {rps: 100, burst: 10}\n")
     await lax.admit(SCOPE, jobs("r", 3), now_ms=T0)  # lax queued the raced jobs first
     await iad.admit(SCOPE, jobs("r", 3), now_ms=T0 + 1)
     g = await iad.grant(SCOPE, inflight=0, want=1, lease_ms=LEASE, now_ms=T0 + 2)
@@ -285,7 +285,7 @@ async def test_a_late_send_moves_the_schedule_back(limiter):
 
 
 async def test_sends_that_left_late_together_move_the_schedule_once(redis, limiter):
-    await configure(redis, "domains:\n  api.example.com:443: {burst: 3, max_concurrent: 3}\n")
+    await configure(redis, "domains:\n  api.example:443: {burst: 3, max_concurrent: 3}\n")
     await limiter.admit(SCOPE, jobs("j", 6), now_ms=T0)
     g = await limiter.grant(SCOPE, inflight=0, want=3, lease_ms=LEASE, now_ms=T0)
     assert len(g.job_ids) == 3  # a burst, all three sends leave 40 ms late

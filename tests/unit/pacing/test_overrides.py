@@ -10,15 +10,15 @@ from ezthrottle_server.pacing.overrides import apply_overrides, configured, load
 def test_fields_are_checked_and_normalised():
     o = parse_overrides(
         "domains:\n"
-        "  API.Stripe.com: {rps: 25, max_concurrent: 8, burst: 2, max_rps: 50, per_customer: false}\n"
+        "  API.Payments.test: {rps: 25, max_concurrent: 8, burst: 2, max_rps: 50, per_customer: false}\n"
         "  127.0.0.1:8080: {per_customer: true}\n"
         "  quiet.example:443:\n"
     )
     assert o.domains == {
-        "api.stripe.com:443": {"rps": 25.0, "max_concurrent": 8, "burst": 2, "max_rps": 50.0, "per_customer": False},
+        "api.payments.test:443": {"rps": 25.0, "max_concurrent": 8, "burst": 2, "max_rps": 50.0, "per_customer": False},
         "127.0.0.1:8080": {"per_customer": True},
     }
-    assert o.digest == parse_overrides("domains:\n  127.0.0.1:8080: {per_customer: true}\n  api.stripe.com:443: "
+    assert o.digest == parse_overrides("domains:\n  127.0.0.1:8080: {per_customer: true}\n  api.payments.test:443: "
                                        "{burst: 2, max_concurrent: 8, max_rps: 50, per_customer: false, rps: 25}\n").digest
 
 

@@ -12,7 +12,7 @@ from ezthrottle_server.pacing.scope import Scope
 
 pytestmark = pytest.mark.asyncio
 
-SCOPE = Scope("api.example.com:443")
+SCOPE = Scope("api.example:443")
 
 
 async def wait_for(condition, timeout_s=5.0):

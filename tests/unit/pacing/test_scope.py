@@ -9,9 +9,9 @@ from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of, parse_domai
 @pytest.mark.parametrize(
     "url, domain",
     [
-        ("https://API.Stripe.com/v1/charges", "api.stripe.com:443"),
-        ("http://api.stripe.com/x", "api.stripe.com:80"),
-        ("https://api.stripe.com:8443/x?y=1", "api.stripe.com:8443"),
+        ("https://API.Payments.test/v1/charges", "api.payments.test:443"),
+        ("http://api.payments.test/x", "api.payments.test:80"),
+        ("https://api.payments.test:8443/x?y=1", "api.payments.test:8443"),
         ("http://127.0.0.1:9/never", "127.0.0.1:9"),
         ("http://[::1]:8080/", "[::1]:8080"),
     ],
@@ -26,7 +26,7 @@ def test_same_host_other_port_is_another_domain():
 
 @pytest.mark.parametrize(
     "text, domain",
-    [("api.stripe.com:443", "api.stripe.com:443"), ("API.stripe.com", "api.stripe.com:443"),
+    [("api.payments.test:443", "api.payments.test:443"), ("API.payments.test", "api.payments.test:443"),
      ("127.0.0.1:8080", "127.0.0.1:8080"), ("https://x.example/a", "x.example:443"), ("[::1]:80", "[::1]:80")],
 )
 def test_parse_domain(text, domain):
@@ -40,6 +40,6 @@ def test_parse_domain_refuses_garbage(bad):
 
 
 def test_scope_members_round_trip():
-    for scope in (Scope("api.x.com:443"), Scope("api.x.com:443", "acme"), Scope("[::1]:80", "a.b-c_d")):
+    for scope in (Scope("api.x.test:443"), Scope("api.x.test:443", "acme"), Scope("[::1]:80", "a.b-c_d")):
         assert Scope.from_member(scope.member) == scope
     assert Scope("d:1").who == SHARED
