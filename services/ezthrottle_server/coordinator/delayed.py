@@ -11,7 +11,6 @@ to change hands.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -20,8 +19,8 @@ import redis.asyncio as aioredis
 from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import DELAYED_RELEASED
-from ..common.redisconn import UNAVAILABLE, Scripts
-from .lease import Lease
+from ..common.redisconn import Scripts
+from .lease import Lease, keep_polling
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +50,7 @@ class DelayedReleaser:
         return moved
 
     async def run(self) -> None:
-        while True:
-            leading = self.lease.is_leader
-            try:
-                if await self.release_due() >= 1000 and leading:
-                    continue  # a backlog: go again at once
-            except UNAVAILABLE:  # also a cluster failing over
-                log.warning("redis unavailable; delayed release paused", exc_info=True)
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(self.poll_s if leading else self.standby_poll_s)
+        async def step() -> bool:
+            return await self.release_due() >= 1000  # a backlog: go again at once
+
+        await keep_polling(self.lease, step, what="delayed release", poll_s=self.poll_s, standby_poll_s=self.standby_poll_s)

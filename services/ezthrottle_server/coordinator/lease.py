@@ -1,13 +1,16 @@
 """Leadership: exactly one active coordinator, through a Redis lease.
 
 The holder renews every ``ttl/3``; a standby tries as often, so it takes over
-within one TTL of the holder's death. Leader-only loops check ``is_leader``.
+within one TTL of the holder's death. Leader-only loops check ``is_leader``;
+:func:`keep_polling` runs the coordinator's periodic work by that rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -51,3 +54,41 @@ class Lease:
             finally:
                 self.is_leader = False
                 COORDINATOR_LEADER.set(0)
+
+
+class Leadership(Protocol):
+    """The coordinator's lease, or an operator's command that acts regardless."""
+
+    is_leader: bool
+
+
+async def keep_polling(
+    leadership: Leadership,
+    step: Callable[[], Awaitable[bool]],
+    *,
+    what: str,
+    poll_s: float,
+    standby_poll_s: float | None = None,
+) -> None:
+    """Run ``step`` forever: every ``poll_s`` while leading, at once again while it says more work waits.
+
+    ``standby_poll_s``: a standby runs it too, that often (work whose scripts
+    make doing it twice harmless); None: only the leader does. Redis being
+    unavailable, or a bug in one pass, pauses the work half a second; it never
+    ends the loop.
+    """
+    while True:
+        leading = leadership.is_leader
+        if leading or standby_poll_s is not None:
+            try:
+                if await step() and leading:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except UNAVAILABLE:  # also a cluster failing over
+                log.warning("redis unavailable; %s paused", what, exc_info=True)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("%s failed", what)
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(poll_s if leading or standby_poll_s is None else standby_poll_s)

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -42,20 +42,15 @@ import redis.asyncio as aioredis
 from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import JOBS_REPAIRED
-from ..common.redisconn import UNAVAILABLE, Scripts
+from ..common.redisconn import Scripts
 from ..pacing.scope import SHARED, Scope, domain_of
+from .lease import Leadership, keep_polling
 
 log = logging.getLogger(__name__)
 
 FINAL = frozenset({"success", "failed"})
 FIELDS = ("state", "created_ms", "customer", "spec", "regions", "mode", "reroutes", "tried", "live", "fanout_reported", "repairs")
 STREAM_SCAN_LIMIT = 10_000  # a stream longer than this is not read: its jobs count as held
-
-
-class Leadership(Protocol):
-    """The coordinator's lease, or an operator's command that acts regardless."""
-
-    is_leader: bool
 
 
 @dataclass(frozen=True)
@@ -103,19 +98,13 @@ class Repairer:
         self._suspects: dict[str, Seen] = {}
 
     async def run(self) -> None:
+        async def step() -> bool:
+            self.found.clear()  # kept for one pass (what an operator's command prints)
+            await self.sweep()
+            return False
+
         pass_pause_s = min(max(self.settings.repair_after_s / 4, 0.2), 30.0)
-        while True:
-            if self.lease.is_leader:
-                try:
-                    await self.sweep()
-                except asyncio.CancelledError:
-                    raise
-                except UNAVAILABLE:
-                    log.warning("redis unavailable; job repair pass abandoned", exc_info=True)
-                except Exception:
-                    log.exception("job repair pass failed")
-            self.found.clear()
-            await asyncio.sleep(pass_pause_s)
+        await keep_polling(self.lease, step, what="job repair pass", poll_s=pass_pause_s)
 
     async def sweep(self) -> int:
         """One pass over every job record; returns how many jobs were queued again."""

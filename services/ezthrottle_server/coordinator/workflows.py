@@ -23,7 +23,6 @@ health like a submission), in its parent's partition, linked by ``parent``,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -36,10 +35,10 @@ from ..common import keys, workflows
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.jobs import record_fields
-from ..common.redisconn import UNAVAILABLE, Scripts
+from ..common.redisconn import Scripts
 from ..common.streams import GroupConsumer
 from ..common.routing import RegionStates, choose_regions
-from .lease import Lease
+from .lease import Lease, keep_polling
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +81,11 @@ class WorkflowSpawner:
 
     async def run(self) -> None:
         await self.ensure_groups()
-        while True:
-            try:
-                leading = self.lease.is_leader
-                if await self.step() and leading:
-                    continue  # more may be waiting: go again at once
-            except asyncio.CancelledError:
-                raise
-            except UNAVAILABLE:  # also a cluster failing over
-                log.warning("redis unavailable; workflows paused", exc_info=True)
-                await asyncio.sleep(0.5)
-            except Exception:
-                log.exception("workflow pass failed")
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(self.poll_s if self.lease.is_leader else self.standby_poll_s)
+
+        async def step() -> bool:
+            return await self.step() > 0
+
+        await keep_polling(self.lease, step, what="workflow pass", poll_s=self.poll_s, standby_poll_s=self.standby_poll_s)
 
     async def step(self) -> int:
         """Fire due timers, then handle workflow entries (new ones and a dead reader's). Returns the work done."""
