@@ -11,7 +11,9 @@ together. The cap is then held in the customer's own counter first
 (:meth:`Quotas.reserve`, ``reserve_quota.lua``, one slot), and given back
 when the submission creates nothing (a duplicate, a full queue). After an
 error, or a process dying between the two, the request stays held although
-the job may not exist: the cap errs low, never past itself. The usage view
+the job may not exist; and two identical submissions racing before either
+exists both hold a request until one turns out a duplicate, so at the cap a
+third may be refused meanwhile: the cap errs low, never past itself. The usage view
 still counts the jobs created (the partitions' counters).
 """
 
