@@ -67,11 +67,16 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
         out.append(("ezthrottle / faster baseline", f"{ratio}", ">= 2", None if ratio is None else ratio >= 2))
         return out
     if name == "routing":
-        s = r["accept_to_target_ms"]
-        low = r["bracket"]["response_201_to_target_ms"]
+        a, s = r["accept_to_send_ms"], r["created_to_target_ms"]
+        share = f"{a['n']} of {r['jobs']} at once"
+
+        def within(v: Any, goal: float) -> bool | None:
+            return None if not isinstance(v, (int, float)) else v <= goal
+
         return [
-            ("accept -> send p50", f"{s['p50']} ms (201 -> send {low['p50']})", "<= 1 ms", s["p50"] <= 1),
-            ("accept -> send p99", f"{s['p99']} ms (201 -> send {low['p99']})", "<= 5 ms", s["p99"] <= 5),
+            ("accept -> send p50", f"{a['p50']} ms ({share})", "<= 1 ms", within(a["p50"], 1)),
+            ("accept -> send p99", f"{a['p99']} ms", "<= 5 ms", within(a["p99"], 5)),
+            ("created -> target p50 / p99", f"{s['p50']} / {s['p99']} ms (stricter: see bench/routing.py)", "", None),
         ]
     if name == "memory":
         default = r.get("redis_defaults", {}).get("bytes_per_job")

@@ -67,7 +67,7 @@ MUST_SHOW_TRAFFIC = {
     ("regions.json", "Jobs accepted per region"),
     ("regions.json", "Attempts per region and class"),
     ("regions.json", "Attempt latency p95"),
-    ("regions.json", "Grant to send p99"),
+    ("regions.json", "Routing p99"),
     ("regions.json", "Failed jobs per region and reason"),
     ("regions.json", "Queue depth per region"),
     ("regions.json", "Oldest wait per region"),

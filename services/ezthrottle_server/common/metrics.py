@@ -28,6 +28,13 @@ ROUTING_LATENCY = Histogram(
     ["region"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
 )
+ACCEPT_TO_SEND = Histogram(
+    "ezt_accept_to_send_seconds",
+    "Jobs sent at once by the node that accepted them (the fast path, pacing/scripts/take.lua): "
+    "from submit.lua's answer (the job durable) to the start of the send",
+    ["region"],
+    buckets=(0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1),
+)
 API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route", "status"])
 INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
 RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from dead consumers", ["region"])
@@ -173,7 +180,7 @@ def prime(role: str, region: str | None = None) -> None:
             JOBS_FINISHED.labels(region, status, reason)
         for status_class in ("2xx", "3xx", "4xx", "5xx", "timeout", "connection"):
             ATTEMPTS.labels(region, status_class)
-        for histogram in (ATTEMPT_LATENCY, ROUTING_LATENCY, PACING_WAIT):
+        for histogram in (ATTEMPT_LATENCY, ROUTING_LATENCY, PACING_WAIT, ACCEPT_TO_SEND):
             histogram.labels(region)
         INFLIGHT.labels(region)
         ADMISSION_REJECTED.labels("redis_memory")

@@ -27,6 +27,7 @@ from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from ..pacing.scope import domain_of
 from .context import CTX, EdgeContext
 from .events import stream_job_events
+from .worker import FirstSend
 from ..common.routing import choose_regions
 
 log = logging.getLogger(__name__)
@@ -74,24 +75,37 @@ async def submit_job(request: web.Request) -> web.Response:
     quota_left = await ctx.quotas.left_for(customer)
     queued_left = await ctx.admission.queued_left(customer, partition)
     held = await ctx.quotas.reserve(customer, month, keys.idempotency(partition, customer, digest))
-    if due <= now and settings.region in regions:  # this edge's reader may park it without reading it back
-        ctx.worker.accepting(job_id, customer, domain_of(job["url"]))
+    domain = domain_of(job["url"])
+    taken = None
+    if due <= now and regions == [settings.region]:  # may go from here at once: no stream entry
+        taken = await ctx.worker.take_at_once(job_id, customer, domain)
+    if taken is None and due <= now and settings.region in regions:  # this edge's reader may park it without reading it back
+        ctx.worker.accepting(job_id, customer, domain)
+    streams = [] if taken is not None else regions
     # An error here keeps the request held: the script may have run (a lost
     # reply), and the cap may err low but never past itself.
     # Batched: the submissions of one loop turn go to Redis as one pipeline.
-    outcome, existing_id = await ctx.worker.batch.script(
-        ctx.scripts.submit,
-        keys=[
-            keys.idempotency(partition, customer, digest),
-            keys.job(job_id),
-            keys.delayed(partition),
-            keys.usage(partition, customer, month),
-            keys.queued(partition),
-            *(keys.region_stream(partition, r) for r in regions),
-            keys.workflow_timers(partition),
-        ],
-        args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *regions, *timers],
-    )
+    try:
+        outcome, existing_id = await ctx.worker.batch.script(
+            ctx.scripts.submit,
+            keys=[
+                keys.idempotency(partition, customer, digest),
+                keys.job(job_id),
+                keys.delayed(partition),
+                keys.usage(partition, customer, month),
+                keys.queued(partition),
+                *(keys.region_stream(partition, r) for r in streams),
+                keys.workflow_timers(partition),
+            ],
+            args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *streams, *timers],
+        )
+    except BaseException:
+        if taken is not None:
+            ctx.worker.send_taken(job_id, taken, None)
+        raise
+    if taken is not None:
+        first = FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter()) if outcome == 1 else None
+        ctx.worker.send_taken(job_id, taken, outcome == 1, first)
     if outcome != 1:
         await ctx.quotas.give_back(held)
     region = settings.region or ""
@@ -104,7 +118,7 @@ async def submit_job(request: web.Request) -> web.Response:
         return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
     JOBS_SUBMITTED.labels(region).inc()
     ctx.admission.accepted(customer)
-    log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain_of(job["url"]), "customer": customer})
+    log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain, "customer": customer, "taken": taken is not None})
     return json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
 
 

@@ -22,6 +22,18 @@ renews its leases while it works, so nobody takes a job from a live node
 however long it takes; a dead node's leases expire and the next grant on the
 scope puts its jobs back at the front of the queue. A node that stops
 gracefully puts back at once what it could not finish.
+
+**The fast path.** A job accepted for this region alone, due now, whose
+scope is idle (nothing waits in any region, the rate and the node's cap
+allow a send) is leased by the accepting node before it is written
+(``take.lua``, :meth:`RegionWorker.take_at_once`); ``submit.lua`` then writes
+it without a stream entry, and the node sends it as soon as the submission
+answers (:meth:`RegionWorker.send_taken`). That is what the two halves would
+have done, minus three round trips and two hand-overs; the lease holds the
+job exactly as a grant's does (a dead node's lease expires, the scope is
+indexed in the ready set by that expiry, and the next grant recovers the
+job). A duplicate or refused submission gives the lease and its emission
+interval back.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -46,6 +59,7 @@ from ..common.metrics import (
     RACE_WINS,
     ATTEMPT_LATENCY,
     ATTEMPTS,
+    ACCEPT_TO_SEND,
     INFLIGHT,
     JOBS_FINISHED,
     PACING_LATE_SENDS,
@@ -70,6 +84,27 @@ log = logging.getLogger(__name__)
 FINAL_STATES = frozenset({"success", "failed"})
 ACCEPTED_HINTS = 4096  # jobs this node's API just accepted, remembered until its reader parks them
 SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
+NO_TAKE_S = 0.05  # after take.lua said no for a scope, accepted jobs take the usual way this long
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A lease ``take.lua`` gave a job this node is accepting (see :meth:`RegionWorker.take_at_once`)."""
+
+    scope: Scope
+    lease: str
+
+
+@dataclass(frozen=True)
+class FirstSend:
+    """What the first attempt of a job this node just accepted needs, known without reading the record."""
+
+    spec: dict[str, Any]
+    idempotent_key: str
+    created_ms: int
+    mode: str
+    tried: str
+    accepted_at: float  # time.perf_counter() when submit.lua answered
 
 
 def _now_ms() -> int:
@@ -114,6 +149,8 @@ class RegionWorker:
         )
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)  # entries held until acknowledged
         self._accepted: dict[str, tuple[str, str]] = {}  # job id -> (customer, domain), see accepting()
+        self._first_sends: dict[str, FirstSend] = {}  # taken jobs between their grant and their attempt
+        self._no_take: dict[Scope, float] = {}  # scope -> monotonic time until which take_at_once skips it
         self._tasks: set[asyncio.Task[None]] = set()
         self._admissions: set[asyncio.Future[None]] = set()  # see _admit_to_the_end
         self._side: set[asyncio.Task[None]] = set()
@@ -185,6 +222,61 @@ class RegionWorker:
         if len(self._accepted) >= ACCEPTED_HINTS:
             del self._accepted[next(iter(self._accepted))]
         self._accepted[job_id] = (customer, domain)
+
+    async def take_at_once(self, job_id: str, customer: str, domain: str) -> Taken | None:
+        """Lease a job this node is about to accept, if its scope would grant it at once anyway.
+
+        The fast path from accept to send (``pacing/scripts/take.lua``): the
+        caller then writes the job with ``submit.lua`` *without* a stream
+        entry, and the lease alone holds it, as a granted job is held: should
+        this node die, the lease expires and the next grant on the scope (the
+        ready set is indexed by the lease's expiry in the same round trip)
+        puts the job at the front of its queue. The job goes from its
+        acceptance to its send with no stream read, no admission and no
+        ``start_attempt`` wait (:meth:`send_taken`).
+
+        None (nothing held) when the job should take the usual way: the
+        scope's mode not known here, no free send slot, a grant for the scope
+        in flight, or the scope said no a moment ago (something waits, the
+        rate or the node's cap is reached, a pause). Every Taken ends in
+        :meth:`send_taken`.
+        """
+        scope = self.limiter.cached_scope(domain, customer)
+        if scope is None or self._no_take.get(scope, 0.0) > time.monotonic():
+            return None
+        inflight = self.scheduler.reserve_take(scope)
+        if inflight is None:
+            return None
+        lease: str | None = None
+        try:
+            lease_ms = self.scheduler.lease_ms
+            take = self.limiter.take(scope, job_id, customer, inflight=inflight, lease_ms=lease_ms)
+            watch = self.limiter.watch_lease(scope, _now_ms() + lease_ms)  # same pipeline, after the take
+            lease, watched = await asyncio.gather(take, watch, return_exceptions=True)
+            if isinstance(lease, BaseException) or isinstance(watched, BaseException):
+                # A lost reply may have left a lease: it expires, and start_attempt drops a job never created.
+                log.warning("take failed; the job takes the usual way", exc_info=lease if isinstance(lease, BaseException) else watched)
+                lease = None
+        finally:
+            if lease is None:
+                self.scheduler.end_take(scope, None)
+                if len(self._no_take) > 10_000:
+                    self._no_take.clear()
+                self._no_take[scope] = time.monotonic() + NO_TAKE_S
+        return Taken(scope, lease) if lease is not None else None
+
+    def send_taken(self, job_id: str, taken: Taken, created: bool | None, first: FirstSend | None = None) -> None:
+        """What became of a taken job's submission: ``created`` sends it now (``first`` says how),
+        False (a duplicate, or refused) gives the lease and its rate back, None (unknown: the
+        submission failed, the job may exist) leaves the lease to expire, which recovers the
+        job if there is one."""
+        if created and first is not None:
+            self._first_sends[job_id] = first
+            self.scheduler.end_take(taken.scope, taken.lease)  # -> _on_grant: the send starts now
+            return
+        self.scheduler.end_take(taken.scope, None)
+        if created is False:
+            self._background(self.limiter.release(taken.scope, taken.lease, refund=True))
 
     async def _read_loop(self, stream: str) -> None:
         while not self._stopping.is_set():
@@ -383,7 +475,18 @@ class RegionWorker:
     async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
         job_key = keys.job(job_id)
         channel = keys.job_events(job_id)
-        state = await self.batch.script(self.scripts.start_attempt, keys=[job_key], args=[_now_ms(), self.region, channel])
+        starting = self.batch.script(self.scripts.start_attempt, keys=[job_key], args=[_now_ms(), self.region, channel])
+        first = self._first_sends.pop(job_id, None)
+        if first is not None:
+            # Taken at its acceptance, on this node, in one region: nothing else
+            # knows the job yet, so the send need not wait for the record to say
+            # it runs (start_attempt.lua never undoes a final state written after it).
+            self._background(starting)
+            return await self._send_and_record(
+                scope, job_id, job_key, first.spec, granted_at, "0", "0", str(first.created_ms),
+                first.mode == "fanout", first.tried, first.idempotent_key, accepted_at=first.accepted_at,
+            )
+        state = await starting
         if not state or state[0] in FINAL_STATES:
             return None  # gone, or another region already won: nothing to send
         _state, spec_json, retries, reroutes, created, mode, tried, unsafe, live, idem = state
@@ -416,6 +519,8 @@ class RegionWorker:
         fanout: bool,
         tried: str | None,
         idem: str | None,
+        *,
+        accepted_at: float | None = None,
     ) -> TargetHints:
         if not int(retries or 0) and not int(reroutes or 0) and created and not spec.get("retry_at"):
             PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - int(created)) / 1000.0))
@@ -429,6 +534,8 @@ class RegionWorker:
 
         started_ms = _now_ms()
         headers = send_headers(spec, idem, self.settings.send_idempotency_key)
+        if accepted_at is not None:
+            ACCEPT_TO_SEND.labels(self.region).observe(time.perf_counter() - accepted_at)
         outcome = await self.executor.send(spec["method"], spec["url"], headers, spec["body"])
         ATTEMPTS.labels(self.region, _status_class(outcome)).inc()
         ATTEMPT_LATENCY.labels(self.region).observe(outcome.latency_ms / 1000.0)

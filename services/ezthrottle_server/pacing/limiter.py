@@ -20,8 +20,9 @@ another node reclaims and admits again (admission is idempotent).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -34,7 +35,9 @@ from ..common.config import Settings
 from .hints import TargetHints
 from .scope import SHARED, Scope
 
-SCRIPT_NAMES = ("admit", "grant", "release", "renew", "late", "describe")
+log = logging.getLogger(__name__)
+
+SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe")
 
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
@@ -184,6 +187,7 @@ class Limiter:
         self._batch = batch or Batcher(redis)
         self._mode_cache_s = mode_cache_s
         self._per_customer: dict[str, tuple[float, bool]] = {}  # domain -> (fetched at, per customer?)
+        self._refreshing: dict[str, asyncio.Task[None]] = {}  # domains whose mode cached_scope reads again
         self._late_running: set[Scope] = set()  # scopes with a late report in flight
         self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
 
@@ -305,10 +309,76 @@ class Limiter:
         await self._reindex(scope, grant.waiting, grant.next_ms)
         return grant
 
+    def cached_scope(self, domain: str, customer: str) -> Scope | None:
+        """The scope of (domain, customer) as this node knows it, without a round trip.
+
+        None when the domain's mode was never read here. A mode older than
+        ``mode_cache_s`` is still answered (as :meth:`scopes_for` would have
+        a moment ago) while it is read again in the background.
+        """
+        known = self._per_customer.get(domain)
+        if known is None or time.monotonic() - known[0] > self._mode_cache_s:
+            if domain not in self._refreshing:
+                self._refreshing[domain] = asyncio.get_running_loop().create_task(self._refresh_mode(domain))
+            if known is None:
+                return None
+        return Scope(domain, customer if known[1] else SHARED)
+
+    async def _refresh_mode(self, domain: str) -> None:
+        try:
+            await self.scopes_for([(domain, "")])
+        except Exception:
+            log.debug("reading the mode of %s failed", domain, exc_info=True)
+        finally:
+            self._refreshing.pop(domain, None)
+
+    def take(
+        self, scope: Scope, job_id: str, customer: str, *, inflight: int, lease_ms: int, now_ms: float | None = None
+    ) -> asyncio.Future[Any]:
+        """Ask ``take.lua`` for a lease on a job being accepted now (batched: queue it before ``submit.lua``).
+
+        Resolves to the lease, or None when the scope would not grant the job
+        at once (it then takes the usual way). See ``scripts/take.lua``.
+        """
+        raw = self._batch.script(
+            self._scripts["take"], keys=self._keys(scope), args=[*self.policy.args(now_ms), job_id, customer, inflight, lease_ms]
+        )
+        out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def unpack(f: asyncio.Future[Any]) -> None:
+            if out.cancelled():
+                return
+            if f.cancelled():
+                out.cancel()
+            elif f.exception() is not None:
+                out.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                status, lease = f.result()
+                out.set_result(lease if status == OK else None)
+
+        raw.add_done_callback(unpack)
+        return out
+
+    def watch_lease(self, scope: Scope, lease_until_ms: int) -> Awaitable[Any]:
+        """Index ``scope`` in the ready set by the expiry of a lease take.lua gave (LT: never later than it is).
+
+        Should this node die before releasing the lease, the next grant on
+        the scope (due then) puts the job back at the front of its queue.
+        """
+        return self._batch.execute("ZADD", self.ready_key, "LT", lease_until_ms, scope.member)
+
     async def release(
-        self, scope: Scope, lease: str, hints: TargetHints | None = None, *, requeue: bool = False, now_ms: float | None = None
+        self,
+        scope: Scope,
+        lease: str,
+        hints: TargetHints | None = None,
+        *,
+        requeue: bool = False,
+        refund: bool = False,
+        now_ms: float | None = None,
     ) -> None:
-        """The attempt of a granted job is over (``requeue``: it never happened; queue it again)."""
+        """The attempt of a granted job is over (``requeue``: it never happened; queue it again;
+        ``refund``: it never will, and the rate gets its interval back)."""
         h = hints or TargetHints()
         waiting, next_ms, _running = await self._batch.script(
             self._scripts["release"],
@@ -320,6 +390,7 @@ class Limiter:
                 "" if h.max_concurrent is None else h.max_concurrent,
                 "" if h.pause_until_ms is None else h.pause_until_ms,
                 "1" if requeue else "",
+                "1" if refund else "",
             ],
         )
         if waiting:

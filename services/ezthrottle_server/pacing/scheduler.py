@@ -119,6 +119,34 @@ class Scheduler:
             self._wake.set()  # the pass sleeps until the scope's next grant
         return added
 
+    def reserve_take(self, scope: Scope) -> int | None:
+        """Hold one send slot for a job this node is accepting now (``take.lua``).
+
+        Returns the node's sends in flight for the scope (what ``take.lua``
+        checks against the per-node cap), or None when the job should take
+        the usual way: no free slot, the scope busy here or a grant call for it
+        in flight (one at a time per scope keeps that count exact). Every
+        reservation ends in :meth:`end_take`.
+        """
+        if self._stopping or self._free() <= 0 or scope in self._granting or self._blocked.get(scope, 0.0) > time.monotonic():
+            return None
+        self._granting.add(scope)
+        self._reserved += 1
+        return len(self._inflight.get(scope, ()))
+
+    def end_take(self, scope: Scope, lease: str | None) -> None:
+        """The take call is over: with a ``lease`` to send now, the job goes to ``on_grant``."""
+        self._reserved -= 1
+        self._granting.discard(scope)
+        if lease is not None:
+            self._inflight.setdefault(scope, set()).add(lease)
+            self._count += 1
+            PACING_GRANTS.labels(self._region).inc()
+            self.on_grant(scope, lease)
+        if self._short_of_room:
+            self._short_of_room = False
+            self._wake.set()
+
     def done(self, scope: Scope, lease: str) -> None:
         """A granted job's send is over (the worker released its lease)."""
         jobs = self._inflight.get(scope)

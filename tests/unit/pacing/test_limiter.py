@@ -322,3 +322,66 @@ async def test_a_newcomer_is_not_put_behind_jobs_skipped_out_of_turn(redis):
     assert g.job_ids == []  # lax's job is still first: iad waits out the grace again
     g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=g.next_ms)
     assert g.job_ids == ["p0000"]  # ...so the newcomer goes before it
+
+
+# -- take.lua: a job accepted by a node goes at once when its scope is idle ------------
+
+
+async def take(limiter, job, now, *, customer="acme", inflight=0, scope=SCOPE, lease_ms=LEASE):
+    return await limiter.take(scope, job, customer, inflight=inflight, lease_ms=lease_ms, now_ms=now)
+
+
+async def test_an_idle_scope_leases_an_accepted_job_at_once_and_counts_it_against_the_rate(limiter):
+    lease = await take(limiter, "t1", T0)
+    assert lease is not None and lease.startswith("t1@")
+    running = await limiter.redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1, withscores=True)
+    assert running == [(lease, T0 + LEASE)]  # held like a grant: recovered if its node dies
+    assert await take(limiter, "t2", T0 + 10) is None  # 2/s: the rate is spent for 500 ms
+    await limiter.admit(SCOPE, jobs("j", 1), now_ms=T0 + 10)
+    g = await limiter.grant(SCOPE, inflight=1, want=5, lease_ms=LEASE, now_ms=T0 + 10)
+    assert g.job_ids == [] and T0 + 495 <= g.next_ms <= T0 + 510  # a queued job sees the take's send
+
+
+async def test_take_leaves_a_job_to_the_queue_when_anything_waits_or_the_scope_may_not_send(redis, limiter):
+    await limiter.admit(SCOPE, jobs("j", 1), now_ms=T0)
+    assert await take(limiter, "t1", T0) is None  # a waiting job goes first
+    g = await limiter.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0)
+    assert g.job_ids == ["j0000"]  # and was not overtaken
+    await limiter.release(SCOPE, g.leases[0], TargetHints(pause_until_ms=int(T0) + 3_000), now_ms=T0 + 5)
+    assert await take(limiter, "t2", T0 + 1_000) is None  # paused
+    assert await take(limiter, "t3", T0 + 3_000, inflight=2) is None  # the node is at its cap (2 by default)
+    assert await take(limiter, "t4", T0 + 3_000, inflight=1) is not None
+    other_region = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    both = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    await other_region.admit(SCOPE, jobs("l", 1), now_ms=T0 + 4_000)
+    assert await take(both, "t5", T0 + 4_000) is None  # another region's job waits: it goes first
+    assert await redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1) == ["t4@2"]  # j0000's was released; nothing else was leased
+
+
+async def test_an_expired_lease_is_recovered_before_anything_is_taken(limiter):
+    lease = await take(limiter, "t1", T0, lease_ms=1_000)
+    assert lease is not None
+    assert await take(limiter, "t2", T0 + 1_001) is None  # t1's node died: t1 goes first
+    g = await limiter.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 1_001)
+    assert g.recovered == 1 and g.job_ids == ["t1"]
+
+
+async def test_a_refunded_take_gives_the_rate_back(limiter):
+    lease = await take(limiter, "t1", T0)
+    await limiter.release(SCOPE, lease, refund=True, now_ms=T0 + 1)  # its submission was a duplicate
+    assert await limiter.redis.zcard(keys.pacing_running(DOMAIN, SHARED, "iad")) == 0
+    assert await take(limiter, "t2", T0 + 2) is not None  # the token came back
+    assert await take(limiter, "t3", T0 + 3) is None  # and only one
+    lease = await take(limiter, "t4", T0 + 600)
+    await limiter.release(SCOPE, lease, now_ms=T0 + 601)  # sent: no refund
+    assert await take(limiter, "t5", T0 + 602) is None
+
+
+async def test_a_taken_job_keeps_fair_order_with_the_queue(limiter):
+    await configure(limiter.redis, f"domains:\n  {DOMAIN}: {{rps: 1000, max_concurrent: 100}}\n")
+    assert await take(limiter, "a-taken", T0, customer="flooder") is not None
+    await limiter.admit(SCOPE, jobs("a", 5, "flooder"), now_ms=T0 + 1)
+    await limiter.admit(SCOPE, jobs("b", 1, "patient"), now_ms=T0 + 1)
+    sent = [j for _, j in await run_until(limiter, SCOPE, T0 + 1_000, start_ms=T0 + 2)]
+    # the flooder's taken job counted as served: the newcomer goes in turn, not behind its backlog
+    assert sent == ["a0000", "b0000", "a0001", "a0002", "a0003", "a0004"]
