@@ -76,36 +76,54 @@ async def submit_job(request: web.Request) -> web.Response:
     queued_left = await ctx.admission.queued_left(customer, partition)
     held = await ctx.quotas.reserve(customer, month, keys.idempotency(partition, customer, digest))
     domain = domain_of(job["url"])
-    taken = None
-    if due <= now and regions == [settings.region]:  # may go from here at once: no stream entry
-        taken = await ctx.worker.take_at_once(job_id, customer, domain)
+    worker = ctx.worker
+    # A job for this region alone, due now, may go from here at once (the fast
+    # path, see edge/worker.py): taken in its submission on one Redis, or just
+    # before it on a cluster; taken, it gets no stream entry.
+    plan = taken = None
+    if due <= now and regions == [settings.region]:
+        if worker.takes_in_submission:
+            plan = worker.plan_take(customer, domain)
+        else:
+            taken = await worker.take_at_once(job_id, customer, domain)
     if taken is None and due <= now and settings.region in regions:  # this edge's reader may park it without reading it back
-        ctx.worker.accepting(job_id, customer, domain)
+        worker.accepting(job_id, customer, domain)
     streams = [] if taken is not None else regions
+    submit_keys = [
+        keys.idempotency(partition, customer, digest),
+        keys.job(job_id),
+        keys.delayed(partition),
+        keys.usage(partition, customer, month),
+        keys.queued(partition),
+        *(keys.region_stream(partition, r) for r in streams),
+        keys.workflow_timers(partition),
+    ]
+    submit_args = [job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *streams, *timers]
     # An error here keeps the request held: the script may have run (a lost
     # reply), and the cap may err low but never past itself.
     # Batched: the submissions of one loop turn go to Redis as one pipeline.
     try:
-        outcome, existing_id = await ctx.worker.batch.script(
-            ctx.scripts.submit,
-            keys=[
-                keys.idempotency(partition, customer, digest),
-                keys.job(job_id),
-                keys.delayed(partition),
-                keys.usage(partition, customer, month),
-                keys.queued(partition),
-                *(keys.region_stream(partition, r) for r in streams),
-                keys.workflow_timers(partition),
-            ],
-            args=[job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *streams, *timers],
-        )
+        if plan is not None:
+            assert worker.limiter.accept_script is not None
+            reply = await worker.batch.script(
+                worker.limiter.accept_script,
+                keys=[*submit_keys, *plan.keys],
+                args=[len(submit_keys), len(submit_args), *submit_args, *plan.args],
+            )
+        else:
+            reply = await worker.batch.script(ctx.scripts.submit, keys=submit_keys, args=submit_args)
     except BaseException:
+        if plan is not None:
+            worker.planned(job_id, plan, None)  # a lease it may have taken expires; the job, if written, is recovered then
         if taken is not None:
-            ctx.worker.send_taken(job_id, taken, None)
+            worker.send_taken(job_id, taken, None)
         raise
+    outcome, existing_id = reply[0], reply[1]
+    if plan is not None:
+        taken = worker.planned(job_id, plan, reply[2] if outcome == 1 else None)
     if taken is not None:
         first = FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter()) if outcome == 1 else None
-        ctx.worker.send_taken(job_id, taken, outcome == 1, first)
+        worker.send_taken(job_id, taken, outcome == 1, first)
     if outcome != 1:
         await ctx.quotas.give_back(held)
     region = settings.region or ""

@@ -25,15 +25,17 @@ gracefully puts back at once what it could not finish.
 
 **The fast path.** A job accepted for this region alone, due now, whose
 scope is idle (nothing waits in any region, the rate and the node's cap
-allow a send) is leased by the accepting node before it is written
-(``take.lua``, :meth:`RegionWorker.take_at_once`); ``submit.lua`` then writes
-it without a stream entry, and the node sends it as soon as the submission
-answers (:meth:`RegionWorker.send_taken`). That is what the two halves would
+allow a send) is leased by the accepting node as it is written: on one
+Redis in the submission's own script (``accept.lua``, ``submit.lua`` with
+``take.lua``'s logic, :meth:`RegionWorker.plan_take`), on a cluster one round
+trip before it (:meth:`RegionWorker.take_at_once`). Taken, it gets no stream
+entry, and the node sends it as soon as the submission answers
+(:meth:`RegionWorker.send_taken`). That is what the two halves would
 have done, minus three round trips and two hand-overs; the lease holds the
 job exactly as a grant's does (a dead node's lease expires, the scope is
 indexed in the ready set by that expiry, and the next grant recovers the
-job). A duplicate or refused submission gives the lease and its emission
-interval back.
+job). A duplicate or refused submission takes nothing (on a cluster, gives
+the lease and its emission interval back).
 """
 
 from __future__ import annotations
@@ -93,6 +95,15 @@ class Taken:
 
     scope: Scope
     lease: str
+
+
+@dataclass(frozen=True)
+class TakePlan:
+    """A send slot held for a job accepted on one Redis, and what accept.lua needs to take it (see plan_take)."""
+
+    scope: Scope
+    keys: list[str]
+    args: list[Any]
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,47 @@ class RegionWorker:
             del self._accepted[next(iter(self._accepted))]
         self._accepted[job_id] = (customer, domain)
 
+    @property
+    def takes_in_submission(self) -> bool:
+        """One Redis: the submission itself takes the job (accept.lua, :meth:`plan_take`);
+        a cluster takes it first (:meth:`take_at_once`)."""
+        return self.limiter.accept_script is not None
+
+    def plan_take(self, customer: str, domain: str) -> TakePlan | None:
+        """On one Redis: hold a send slot for a job about to be accepted, for accept.lua to take it.
+
+        ``submit.lua`` composed with ``take.lua`` (``pacing.limiter.compose_accept``)
+        asks the scope once the job is known to be new and allowed; with a
+        lease it writes no stream entry. One round trip for both, and a
+        duplicate or refused submission takes nothing. None as for
+        :meth:`take_at_once`; every plan ends in :meth:`planned`.
+        """
+        scope = self.limiter.cached_scope(domain, customer)
+        if scope is None or self._no_take.get(scope, 0.0) > time.monotonic():
+            return None
+        inflight = self.scheduler.reserve_take(scope)
+        if inflight is None:
+            return None
+        lease_ms = self.scheduler.lease_ms
+        # In the script's pipeline: the ready set follows the lease should this
+        # node die before releasing it (an early look at the scope if none is taken).
+        self._background(self.limiter.watch_lease(scope, _now_ms() + lease_ms))
+        return TakePlan(scope, self.limiter._keys(scope), self.limiter.take_args(customer, inflight=inflight, lease_ms=lease_ms))
+
+    def planned(self, job_id: str, plan: TakePlan, lease: str | None) -> Taken | None:
+        """accept.lua answered (``lease``: None when it took nothing, or its answer never came)."""
+        if lease:
+            self._accepted.pop(job_id, None)  # no stream entry for the reader to find
+            return Taken(plan.scope, lease)
+        self.scheduler.end_take(plan.scope, None)
+        self._skip_takes(plan.scope)
+        return None
+
+    def _skip_takes(self, scope: Scope) -> None:
+        if len(self._no_take) > 10_000:
+            self._no_take.clear()
+        self._no_take[scope] = time.monotonic() + NO_TAKE_S
+
     async def take_at_once(self, job_id: str, customer: str, domain: str) -> Taken | None:
         """Lease a job this node is about to accept, if its scope would grant it at once anyway.
 
@@ -260,9 +312,7 @@ class RegionWorker:
         finally:
             if lease is None:
                 self.scheduler.end_take(scope, None)
-                if len(self._no_take) > 10_000:
-                    self._no_take.clear()
-                self._no_take[scope] = time.monotonic() + NO_TAKE_S
+                self._skip_takes(scope)
         return Taken(scope, lease) if lease is not None else None
 
     def send_taken(self, job_id: str, taken: Taken, created: bool | None, first: FirstSend | None = None) -> None:

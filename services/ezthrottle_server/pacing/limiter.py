@@ -28,16 +28,21 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from ..common import keys
 from ..common.batching import Batcher
 from ..common.config import Settings
+from ..common.redisconn import load_script_source
 from .hints import TargetHints
 from .scope import SHARED, Scope
 
 log = logging.getLogger(__name__)
 
 SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe")
+
+# The line of common/scripts/submit.lua that compose_accept replaces.
+ACCEPT_HOOK = "local take_now = function() return '' end -- accept.lua: take the job at once\n"
 
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
@@ -155,6 +160,41 @@ class ScopeView:
         }
 
 
+def compose_accept(submit_source: str) -> str:
+    """accept.lua: ``submit.lua`` that takes the job at once (``take.lua``'s logic) when it creates it.
+
+    For one Redis only: its keys span two hash tags (the job's partition and
+    the domain's), which a Redis Cluster refuses; there the edge runs
+    ``take.lua`` first, then ``submit.lua``. KEYS: ``submit.lua``'s, then the
+    scope's (``_prelude.lua``). ARGV: the number of ``submit.lua``'s keys and
+    of its arguments, its arguments, then the pacing arguments
+    (``_prelude.lua``'s ARGV[1..9]), the customer, the node's sends in flight
+    for the scope and the lease (ms). Each part runs on its own KEYS and ARGV
+    (locals that shadow the globals), so both scripts are used unchanged.
+    """
+    if ACCEPT_HOOK not in submit_source:
+        raise RuntimeError("submit.lua lost the line accept.lua replaces")
+    folder = resources.files(__package__).joinpath("scripts")
+    split = (
+        "local ALL_KEYS, ALL_ARGV = KEYS, ARGV\n"
+        "local NK, NA = tonumber(ALL_ARGV[1]), tonumber(ALL_ARGV[2])\n"
+        "local KEYS = {unpack(ALL_KEYS, NK + 1)}\n"
+        "local ARGV = {unpack(ALL_ARGV, NA + 3)}\n"
+    )
+    back_to_submit = (
+        "local TAKE_ARGV = ARGV\n"
+        "local KEYS = {unpack(ALL_KEYS, 1, NK)}\n"
+        "local ARGV = {unpack(ALL_ARGV, 3, NA + 2)}\n"
+    )
+    hook = (
+        "local take_now = function()\n"
+        "  return take_job(ARGV[1], TAKE_ARGV[10], tonumber(TAKE_ARGV[11]), tonumber(TAKE_ARGV[12]), now_ms())[2]\n"
+        "end\n"
+    )
+    prelude = folder.joinpath("_prelude.lua").read_text()
+    return split + prelude + "\n" + back_to_submit + submit_source.replace(ACCEPT_HOOK, hook)
+
+
 def _num(text: str) -> float | int:
     f = float(text)
     return int(f) if f.is_integer() else f
@@ -182,6 +222,8 @@ class Limiter:
         self.region = region
         self.regions = tuple(regions) or ((region,) if region else ())
         self._scripts = {name: redis.register_script(load_script(name)) for name in SCRIPT_NAMES}
+        # One Redis: submission and take in one script (see compose_accept); None on a cluster.
+        self.accept_script = None if isinstance(redis, RedisCluster) else redis.register_script(compose_accept(load_script_source("submit")))
         # The job path's calls (admit, grant, release, the ready set), one pipeline per loop
         # turn; shared with the caller's own per-job calls when it passes its Batcher.
         self._batch = batch or Batcher(redis)
@@ -331,6 +373,10 @@ class Limiter:
             log.debug("reading the mode of %s failed", domain, exc_info=True)
         finally:
             self._refreshing.pop(domain, None)
+
+    def take_args(self, customer: str, *, inflight: int, lease_ms: int, now_ms: float | None = None) -> list[Any]:
+        """The pacing arguments of accept.lua (after ``submit.lua``'s): see :func:`compose_accept`."""
+        return [*self.policy.args(now_ms), customer, inflight, lease_ms]
 
     def take(
         self, scope: Scope, job_id: str, customer: str, *, inflight: int, lease_ms: int, now_ms: float | None = None

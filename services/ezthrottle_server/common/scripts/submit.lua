@@ -14,9 +14,16 @@
 -- ARGV[9] n = number of field/value pairs
 -- ARGV[10 .. 9+2n] record fields and values, then one region id per stream key
 --
--- Returns {1, job_id} when created, {0, existing_job_id} for a duplicate,
+-- Returns {1, job_id, lease} when created, {0, existing_job_id} for a duplicate,
 -- {2, ''} when the quota is spent, {3, ''} when the customer has its ceiling
 -- of jobs queued (nothing written in either case).
+--
+-- lease: '' here. On one Redis (no cluster), pacing/limiter.py composes this
+-- script with the pacing prelude as accept.lua, which replaces the line below:
+-- once the job is known to be new and allowed, its pacing scope is asked for
+-- a lease at once (take.lua's logic, on the domain's keys after these). With
+-- a lease the job gets no stream entry: the lease holds it, as a grant's does.
+local take_now = function() return '' end -- accept.lua: take the job at once
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {0, existing}
@@ -39,17 +46,21 @@ redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
 redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
 local job_id = ARGV[1]
+local due = tonumber(ARGV[3])
+local delayed = due > tonumber(ARGV[4])
+local lease = ''
+if not delayed then
+  lease = take_now()
+end
 redis.call('SET', KEYS[1], job_id, 'EX', tonumber(ARGV[2]))
 local n = tonumber(ARGV[9])
 redis.call('HSET', KEYS[2], unpack(ARGV, 10, 9 + 2 * n))
 redis.call('HSET', KEYS[2], 'counted', 1)  -- finish.lua takes a counted job off KEYS[5]
-local due = tonumber(ARGV[3])
-local delayed = due > tonumber(ARGV[4])
 local first_region = 10 + 2 * n
 for i = 6, #KEYS - 1 do
   if delayed then
     redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 6] .. '|' .. job_id)
-  else
+  elseif lease == '' then
     redis.call('XADD', KEYS[i], '*', 'job', job_id)
   end
 end
@@ -57,4 +68,4 @@ end
 for t = first_region + #KEYS - 6, #ARGV, 2 do
   redis.call('ZADD', KEYS[#KEYS], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. job_id)
 end
-return {1, job_id}
+return {1, job_id, lease}

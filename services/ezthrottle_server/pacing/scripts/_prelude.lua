@@ -263,3 +263,38 @@ local function grant_jobs(inflight, want, lease_ms, now)
   end
   return {status, next_ms, granted, recovered, waiting}
 end
+
+-- Lease a job being accepted now if its scope would grant it at once (take.lua;
+-- accept.lua runs it inside the submission). Returns {'ok', lease} or {reason, ''}.
+local function take_job(job, customer, inflight, lease_ms, now)
+  if not all_queues_empty() then
+    return {'waiting', ''}
+  end
+  if #redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1) > 0 then
+    return {'expired', ''}
+  end
+  local lim = hash(KEYS[2])
+  local limits = resolve(hash(KEYS[1]), lim, now)
+  if (tonumber(lim.pause_until) or 0) > now then
+    return {'paused', ''}
+  end
+  if inflight >= limits[3] then
+    return {'busy', ''}
+  end
+  local t, tat, tau = gcra(lim, limits, now)
+  if tat - now > tau then
+    return {'rate', ''}
+  end
+  local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
+  local last = tonumber(redis.call('HGET', KEYS[4], customer) or '0')
+  local tag = last + 1
+  if last <= v then
+    tag = v + 0.001
+  end
+  redis.call('HSET', KEYS[4], customer, tag, '~v', tag)
+  redis.call('PEXPIRE', KEYS[4], 86400000) -- nothing waits: as grant.lua leaves an idle scope's tags
+  local lease = job .. '@' .. redis.call('HINCRBY', KEYS[2], 'leases', 1)
+  redis.call('ZADD', KEYS[5], now + lease_ms, lease)
+  redis.call('HSET', KEYS[2], 'tat', tostring(math.max(tat, now) + t), 't', tostring(t))
+  return {'ok', lease}
+end
