@@ -249,12 +249,10 @@ class RegionWorker:
         duplicate or refused submission takes nothing. None as for
         :meth:`take_at_once`; every plan ends in :meth:`planned`.
         """
-        scope = self.limiter.cached_scope(domain, customer)
-        if scope is None or self._no_take.get(scope, 0.0) > time.monotonic():
+        held = self._hold_take_slot(customer, domain)
+        if held is None:
             return None
-        inflight = self.scheduler.reserve_take(scope)
-        if inflight is None:
-            return None
+        scope, inflight = held
         lease_ms = self.scheduler.lease_ms
         # In the script's pipeline: the ready set follows the lease should this
         # node die before releasing it (an early look at the scope if none is taken).
@@ -269,6 +267,14 @@ class RegionWorker:
         self.scheduler.end_take(plan.scope, None)
         self._skip_takes(plan.scope)
         return None
+
+    def _hold_take_slot(self, customer: str, domain: str) -> tuple[Scope, int] | None:
+        """The job's scope and this node's sends in flight for it, with a send slot held; None: no fast path."""
+        scope = self.limiter.cached_scope(domain, customer)
+        if scope is None or self._no_take.get(scope, 0.0) > time.monotonic():
+            return None
+        inflight = self.scheduler.reserve_take(scope)
+        return None if inflight is None else (scope, inflight)
 
     def _skip_takes(self, scope: Scope) -> None:
         if len(self._no_take) > 10_000:
@@ -293,12 +299,10 @@ class RegionWorker:
         rate or the node's cap is reached, a pause). Every Taken ends in
         :meth:`send_taken`.
         """
-        scope = self.limiter.cached_scope(domain, customer)
-        if scope is None or self._no_take.get(scope, 0.0) > time.monotonic():
+        held = self._hold_take_slot(customer, domain)
+        if held is None:
             return None
-        inflight = self.scheduler.reserve_take(scope)
-        if inflight is None:
-            return None
+        scope, inflight = held
         lease: str | None = None
         try:
             lease_ms = self.scheduler.lease_ms
