@@ -121,9 +121,8 @@ async def submit_job(request: web.Request) -> web.Response:
     outcome, existing_id = reply[0], reply[1]
     if plan is not None:
         taken = worker.planned(job_id, plan, reply[2] if outcome == 1 else None)
-    if taken is not None:
-        first = FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter()) if outcome == 1 else None
-        worker.send_taken(job_id, taken, outcome == 1, first)
+    if taken is not None and outcome != 1:
+        worker.send_taken(job_id, taken, False)
     if outcome != 1:
         await ctx.quotas.give_back(held)
     region = settings.region or ""
@@ -137,7 +136,18 @@ async def submit_job(request: web.Request) -> web.Response:
     JOBS_SUBMITTED.labels(region).inc()
     ctx.admission.accepted(customer)
     log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain, "customer": customer, "taken": taken is not None})
-    return json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
+    resp = json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
+    if taken is None:
+        return resp
+    # Taken: the 201 goes out first, then the send (both on this loop; the
+    # caller is waiting for the one, the target for the other).
+    accepted_at = time.perf_counter()
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    finally:
+        worker.send_taken(job_id, taken, True, FirstSend(job, idem, now, fields["mode"], fields["tried"], accepted_at))
+    return resp
 
 
 async def get_usage(request: web.Request) -> web.Response:
