@@ -74,6 +74,8 @@ class Scheduler:
         self._inflight: dict[Scope, set[str]] = {}  # scope -> leases held here
         self._count = 0
         self._granting: set[Scope] = set()  # scopes with a grant call in flight (one at a time each)
+        self._taking: set[Scope] = set()  # of those, scopes with a take in flight (reserve_take .. end_take)
+        self._asked_while_taking: set[Scope] = set()  # scopes a pass skipped for a take in flight
         self._reserved = 0  # send slots that grant calls in flight may fill
         self._short_of_room = False  # a pass stopped for want of free slots
         self._blocked: dict[Scope, float] = {}  # scope -> monotonic time to look again
@@ -131,6 +133,7 @@ class Scheduler:
         if self._stopping or self._free() <= 0 or scope in self._granting or self._blocked.get(scope, 0.0) > time.monotonic():
             return None
         self._granting.add(scope)
+        self._taking.add(scope)
         self._reserved += 1
         return len(self._inflight.get(scope, ()))
 
@@ -138,6 +141,11 @@ class Scheduler:
         """The take call is over: with a ``lease`` to send now, the job goes to ``on_grant``."""
         self._reserved -= 1
         self._granting.discard(scope)
+        self._taking.discard(scope)
+        if scope in self._asked_while_taking:  # jobs were admitted meanwhile: their grant was put off
+            self._asked_while_taking.discard(scope)
+            self._hot.add(scope)
+            self._wake.set()
         if lease is not None:
             self._inflight.setdefault(scope, set()).add(lease)
             self._count += 1
@@ -234,6 +242,9 @@ class Scheduler:
         (A grant in flight for the scope, from admission, leaves it in the
         next pass's first look if more may go.)
         """
+        if scope in self._taking:
+            self._asked_while_taking.add(scope)  # asked again as soon as the take is over
+            return None
         if self._blocked.get(scope, 0.0) > mono or scope in self._granting:
             return None
         _added, grant = await self._grant(scope)

@@ -62,3 +62,24 @@ async def test_concurrent_admissions_keep_the_per_node_cap(redis):
     assert added == [4, 4, 4]
     assert len(granted) == 2 and scheduler.inflight == 2
     assert await redis.zcard(keys.pacing_running(SCOPE.domain, SCOPE.who, "iad")) == 2
+
+
+async def test_jobs_admitted_while_a_take_is_in_flight_are_granted_as_soon_as_it_is_over(redis):
+    limiter = Limiter(redis, PacingPolicy(default_rps=1000.0, max_rps=1000.0, default_max_concurrent=8), "iad")
+    granted: list[str] = []
+    scheduler = Scheduler(limiter, lambda scope, lease: granted.append(lease), capacity=8, lease_ms=30_000, poll_s=30.0)
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        await asyncio.sleep(0.05)  # the first pass found nothing; the next poll is 30 s away
+        assert scheduler.reserve_take(SCOPE) == 0  # a job being accepted holds the scope's grant turn
+        assert await scheduler.admit(SCOPE, [("j1", "acme")]) == 1  # queued only: the take is in flight
+        await asyncio.sleep(0.1)
+        assert granted == []
+        scheduler.end_take(SCOPE, None)  # the take got nothing
+        await wait_for(lambda: granted, timeout_s=1.0)  # not at the next poll, 30 s away
+        assert [lease.split("@")[0] for lease in granted] == ["j1"]
+        assert scheduler.reserve_take(SCOPE) == 1  # and the turn is free again
+        scheduler.end_take(SCOPE, None)
+    finally:
+        scheduler.stop()
+        await asyncio.wait_for(loop, 5.0)
