@@ -105,3 +105,30 @@ async def test_a_duplicate_gives_its_lease_and_token_back(http, redis, edge, api
     redis_ms = (lambda t: t[0] * 1000 + t[1] / 1000)(await redis.time())
     assert float(await redis.hget(limit, "tat")) <= redis_ms + 5  # the domain may send now: nothing was spent
     assert len([r for r in target.matching("/echo") if r.query.get("n") == "dup"]) == 1
+
+
+async def test_jobs_trickling_in_faster_than_the_rate_go_at_once_or_wait_and_the_limit_holds(
+    http, redis, start_edge, api_key, target
+):
+    """Two edges of a region, jobs arriving at 8/s for a domain allowed 4/s: the
+    ones that find the domain idle go at once, the others wait their turn, and
+    the target never sees more than 4 in a second whoever sent them."""
+    from integration.pacing.pacing_helpers import max_in_window
+
+    edges = [await start_edge("iad"), await start_edge("iad")]
+    await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 4, max_concurrent: 8}}\n"))
+    for e in edges:
+        await warm(http, e, api_key, target)
+    await asyncio.sleep(1.0)
+    taken_before = sum(b.get() for b in ACCEPT_TO_SEND.labels("iad")._buckets)
+    ids = []
+    for i in range(24):
+        ids.append((await submit(http, edges[i % 2].url, api_key, {"url": f"{target.url}/echo?n=t{i}"}))["job_id"])
+        await asyncio.sleep(0.125)
+    for job_id in ids:
+        assert (await wait_final(http, edges[0].url, api_key, job_id, timeout_s=15))["status"] == "success"
+    times = [r.at for r in target.matching("/echo") if r.query.get("n", "").startswith("t")]
+    assert len(times) == 24
+    assert max_in_window(times) <= 4
+    taken = sum(b.get() for b in ACCEPT_TO_SEND.labels("iad")._buckets) - taken_before
+    assert 1 <= taken < 24  # both ways were taken
