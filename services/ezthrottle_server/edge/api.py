@@ -122,32 +122,32 @@ async def submit_job(request: web.Request) -> web.Response:
     if plan is not None:
         taken = worker.planned(job_id, plan, reply[2] if outcome == 1 else None)
     if taken is not None and outcome != 1:
-        worker.send_taken(job_id, taken, False)
-    if outcome != 1:
-        await ctx.quotas.give_back(held)
-    region = settings.region or ""
-    if outcome == 2:
-        raise await ctx.quotas.exceeded(customer)
-    if outcome == 3:
-        raise ctx.admission.queue_full(customer)
-    if outcome == 0:
-        JOBS_DUPLICATE.labels(region).inc()
-        return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
-    JOBS_SUBMITTED.labels(region).inc()
-    ctx.admission.accepted(customer)
-    log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain, "customer": customer, "taken": taken is not None})
-    resp = json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
-    if taken is None:
-        return resp
-    # Taken: the 201 goes out first, then the send (both on this loop; the
-    # caller is waiting for the one, the target for the other).
-    accepted_at = time.perf_counter()
+        worker.send_taken(job_id, taken, False)  # nothing created: the lease goes back
+        taken = None
     try:
-        await resp.prepare(request)
-        await resp.write_eof()
+        if outcome != 1:
+            await ctx.quotas.give_back(held)
+        region = settings.region or ""
+        if outcome == 2:
+            raise await ctx.quotas.exceeded(customer)
+        if outcome == 3:
+            raise ctx.admission.queue_full(customer)
+        if outcome == 0:
+            JOBS_DUPLICATE.labels(region).inc()
+            return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
+        JOBS_SUBMITTED.labels(region).inc()
+        ctx.admission.accepted(customer)
+        log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain, "customer": customer, "taken": taken is not None})
+        resp = json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
+        if taken is not None:
+            # Taken: the 201 goes out first, then the send (both on this loop;
+            # the caller is waiting for the one, the target for the other).
+            await resp.prepare(request)
+            await resp.write_eof()
+        return resp
     finally:
-        worker.send_taken(job_id, taken, True, FirstSend(job, idem, now, fields["mode"], fields["tried"], accepted_at))
-    return resp
+        if taken is not None:  # created: sent whatever became of the answer
+            worker.send_taken(job_id, taken, True, FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter()))
 
 
 async def get_usage(request: web.Request) -> web.Response:
