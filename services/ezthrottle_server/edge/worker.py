@@ -308,11 +308,14 @@ class RegionWorker:
             lease_ms = self.scheduler.lease_ms
             take = self.limiter.take(scope, job_id, customer, inflight=inflight, lease_ms=lease_ms)
             watch = self.limiter.watch_lease(scope, _now_ms() + lease_ms)  # same pipeline, after the take
-            lease, watched = await asyncio.gather(take, watch, return_exceptions=True)
-            if isinstance(lease, BaseException) or isinstance(watched, BaseException):
+            got, watched = await asyncio.gather(take, watch, return_exceptions=True)
+            if isinstance(got, BaseException):
                 # A lost reply may have left a lease: it expires, and start_attempt drops a job never created.
-                log.warning("take failed; the job takes the usual way", exc_info=lease if isinstance(lease, BaseException) else watched)
-                lease = None
+                log.warning("take failed; the job takes the usual way", exc_info=got)
+            else:
+                lease = got
+            if isinstance(watched, BaseException):  # only the index for a crash; the lease is released as usual
+                log.warning("could not index a taken lease's expiry", exc_info=watched)
         finally:
             if lease is None:
                 self.scheduler.end_take(scope, None)
