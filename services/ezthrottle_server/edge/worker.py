@@ -310,8 +310,9 @@ class RegionWorker:
             watch = self.limiter.watch_lease(scope, _now_ms() + lease_ms)  # same pipeline, after the take
             got, watched = await asyncio.gather(take, watch, return_exceptions=True)
             if isinstance(got, BaseException):
-                # A lost reply may have left a lease: it expires, and start_attempt drops a job never created.
+                # A lost reply may have left the lease (always "<job>@0"): give it back, the job takes the usual way.
                 log.warning("take failed; the job takes the usual way", exc_info=got)
+                self._background(self.limiter.release(scope, f"{job_id}@0", refund=True))
             else:
                 lease = got
             if isinstance(watched, BaseException):  # only the index for a crash; the lease is released as usual

@@ -293,7 +293,9 @@ local function take_job(job, customer, inflight, lease_ms, now)
   end
   redis.call('HSET', KEYS[4], customer, tag, '~v', tag)
   redis.call('PEXPIRE', KEYS[4], 86400000) -- nothing waits: as grant.lua leaves an idle scope's tags
-  local lease = job .. '@' .. redis.call('HINCRBY', KEYS[2], 'leases', 1)
+  -- '@0': a job is taken once, at its acceptance (grants count from 1), so a
+  -- node that lost the reply can release this lease without knowing it
+  local lease = job .. '@0'
   redis.call('ZADD', KEYS[5], now + lease_ms, lease)
   redis.call('HSET', KEYS[2], 'tat', tostring(math.max(tat, now) + t), 't', tostring(t))
   return {'ok', lease}
