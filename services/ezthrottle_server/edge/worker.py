@@ -253,11 +253,8 @@ class RegionWorker:
         if held is None:
             return None
         scope, inflight = held
-        lease_ms = self.scheduler.lease_ms
-        # In the script's pipeline: the ready set follows the lease should this
-        # node die before releasing it (an early look at the scope if none is taken).
-        self._background(self.limiter.watch_lease(scope, _now_ms() + lease_ms))
-        return TakePlan(scope, self.limiter._keys(scope), self.limiter.take_args(customer, inflight=inflight, lease_ms=lease_ms))
+        args = self.limiter.take_args(scope, customer, inflight=inflight, lease_ms=self.scheduler.lease_ms)
+        return TakePlan(scope, self.limiter.take_keys(scope), args)
 
     def planned(self, job_id: str, plan: TakePlan, lease: str | None) -> Taken | None:
         """accept.lua answered (``lease``: None when it took nothing, or its answer never came)."""
@@ -306,17 +303,17 @@ class RegionWorker:
         lease: str | None = None
         try:
             lease_ms = self.scheduler.lease_ms
-            take = self.limiter.take(scope, job_id, customer, inflight=inflight, lease_ms=lease_ms)
-            watch = self.limiter.watch_lease(scope, _now_ms() + lease_ms)  # same pipeline, after the take
-            got, watched = await asyncio.gather(take, watch, return_exceptions=True)
-            if isinstance(got, BaseException):
+            watch = self.limiter.watch_lease(scope, _now_ms() + lease_ms)  # the take joins this pipeline
+            try:
+                lease = await self.limiter.take(scope, job_id, customer, inflight=inflight, lease_ms=lease_ms)
+            except Exception:
                 # A lost reply may have left the lease (always "<job>@0"): give it back, the job takes the usual way.
-                log.warning("take failed; the job takes the usual way", exc_info=got)
+                log.warning("take failed; the job takes the usual way", exc_info=True)
                 self._background(self.limiter.release(scope, f"{job_id}@0", refund=True))
-            else:
-                lease = got
-            if isinstance(watched, BaseException):  # only the index for a crash; the lease is released as usual
-                log.warning("could not index a taken lease's expiry", exc_info=watched)
+            try:
+                await watch
+            except Exception:  # only the index for a crash; the lease is released as usual
+                log.warning("could not index a taken lease's expiry", exc_info=True)
         finally:
             if lease is None:
                 self.scheduler.end_take(scope, None)

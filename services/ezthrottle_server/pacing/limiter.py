@@ -165,12 +165,15 @@ def compose_accept(submit_source: str) -> str:
 
     For one Redis only: its keys span two hash tags (the job's partition and
     the domain's), which a Redis Cluster refuses; there the edge runs
-    ``take.lua`` first, then ``submit.lua``. KEYS: ``submit.lua``'s, then the
-    scope's (``_prelude.lua``). ARGV: the number of ``submit.lua``'s keys and
-    of its arguments, its arguments, then the pacing arguments
-    (``_prelude.lua``'s ARGV[1..9]), the customer, the node's sends in flight
-    for the scope and the lease (ms). Each part runs on its own KEYS and ARGV
-    (locals that shadow the globals), so both scripts are used unchanged.
+    ``take.lua`` first, then ``submit.lua``. KEYS: ``submit.lua``'s, the
+    region's ready set, then the scope's (``_prelude.lua``). ARGV: the number
+    of ``submit.lua``'s keys and of its arguments, its arguments, then the
+    pacing arguments (``_prelude.lua``'s ARGV[1..9]), the customer, the node's
+    sends in flight for the scope, the lease (ms) and the scope's ready-set
+    member. Each part runs on its own KEYS and ARGV (locals that shadow the
+    globals), so both scripts are used unchanged. With a lease, the scope is
+    indexed in the ready set by its expiry (LT), so should the node die the
+    next grant recovers the job.
     """
     if ACCEPT_HOOK not in submit_source:
         raise RuntimeError("submit.lua lost the line accept.lua replaces")
@@ -178,7 +181,8 @@ def compose_accept(submit_source: str) -> str:
     split = (
         "local ALL_KEYS, ALL_ARGV = KEYS, ARGV\n"
         "local NK, NA = tonumber(ALL_ARGV[1]), tonumber(ALL_ARGV[2])\n"
-        "local KEYS = {unpack(ALL_KEYS, NK + 1)}\n"
+        "local READY = ALL_KEYS[NK + 1]\n"
+        "local KEYS = {unpack(ALL_KEYS, NK + 2)}\n"
         "local ARGV = {unpack(ALL_ARGV, NA + 3)}\n"
     )
     back_to_submit = (
@@ -188,7 +192,12 @@ def compose_accept(submit_source: str) -> str:
     )
     hook = (
         "local take_now = function()\n"
-        "  return take_job(ARGV[1], TAKE_ARGV[10], tonumber(TAKE_ARGV[11]), tonumber(TAKE_ARGV[12]), now_ms())[2]\n"
+        "  local now, lease_ms = now_ms(), tonumber(TAKE_ARGV[12])\n"
+        "  local got = take_job(ARGV[1], TAKE_ARGV[10], tonumber(TAKE_ARGV[11]), lease_ms, now)\n"
+        "  if got[1] == 'ok' then\n"
+        "    redis.call('ZADD', READY, 'LT', now + lease_ms, TAKE_ARGV[13])\n"
+        "  end\n"
+        "  return got[2]\n"
         "end\n"
     )
     prelude = folder.joinpath("_prelude.lua").read_text()
@@ -374,36 +383,24 @@ class Limiter:
         finally:
             self._refreshing.pop(domain, None)
 
-    def take_args(self, customer: str, *, inflight: int, lease_ms: int, now_ms: float | None = None) -> list[Any]:
-        """The pacing arguments of accept.lua (after ``submit.lua``'s): see :func:`compose_accept`."""
-        return [*self.policy.args(now_ms), customer, inflight, lease_ms]
+    def take_keys(self, scope: Scope) -> list[str]:
+        """The keys of accept.lua after ``submit.lua``'s: the ready set, then the scope's (see :func:`compose_accept`)."""
+        return [self.ready_key, *self._keys(scope)]
 
-    def take(
+    def take_args(self, scope: Scope, customer: str, *, inflight: int, lease_ms: int, now_ms: float | None = None) -> list[Any]:
+        """The arguments of accept.lua after ``submit.lua``'s: see :func:`compose_accept`."""
+        return [*self.policy.args(now_ms), customer, inflight, lease_ms, scope.member]
+
+    async def take(
         self, scope: Scope, job_id: str, customer: str, *, inflight: int, lease_ms: int, now_ms: float | None = None
-    ) -> asyncio.Future[Any]:
-        """Ask ``take.lua`` for a lease on a job being accepted now (batched: queue it before ``submit.lua``).
-
-        Resolves to the lease, or None when the scope would not grant the job
-        at once (it then takes the usual way). See ``scripts/take.lua``.
-        """
-        raw = self._batch.script(
+    ) -> str | None:
+        """The lease ``take.lua`` gives a job being accepted now, or None when the scope would not
+        grant it at once (it then takes the usual way). Batched: awaited at once, the call joins
+        the pipeline of this loop turn."""
+        status, lease = await self._batch.script(
             self._scripts["take"], keys=self._keys(scope), args=[*self.policy.args(now_ms), job_id, customer, inflight, lease_ms]
         )
-        out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def unpack(f: asyncio.Future[Any]) -> None:
-            if out.cancelled():
-                return
-            if f.cancelled():
-                out.cancel()
-            elif f.exception() is not None:
-                out.set_exception(f.exception())  # type: ignore[arg-type]
-            else:
-                status, lease = f.result()
-                out.set_result(lease if status == OK else None)
-
-        raw.add_done_callback(unpack)
-        return out
+        return lease if status == OK else None
 
     def watch_lease(self, scope: Scope, lease_until_ms: int) -> Awaitable[Any]:
         """Index ``scope`` in the ready set by the expiry of a lease take.lua gave (LT: never later than it is).

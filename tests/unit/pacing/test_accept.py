@@ -23,9 +23,9 @@ async def accept(limiter, job_id: str, idem: str, now: int, *, inflight: int = 0
         keys.queued(0), keys.region_stream(0, "iad"), keys.workflow_timers(0),
     ]
     submit_args = [job_id, 3600, 0, now, -1, 3600, "acme", -1, len(fields), *flat, "iad"]
-    take_args = limiter.take_args("acme", inflight=inflight, lease_ms=30_000, now_ms=now)
+    take_args = limiter.take_args(SCOPE, "acme", inflight=inflight, lease_ms=30_000, now_ms=now)
     return await limiter.accept_script(
-        keys=[*submit_keys, *limiter._keys(SCOPE)], args=[len(submit_keys), len(submit_args), *submit_args, *take_args]
+        keys=[*submit_keys, *limiter.take_keys(SCOPE)], args=[len(submit_keys), len(submit_args), *submit_args, *take_args]
     )
 
 
@@ -41,6 +41,8 @@ async def test_a_new_job_of_an_idle_domain_is_written_and_leased_in_one_step_wit
     assert await redis.hget(keys.job(job_id(1)), "state") == "queued"
     assert await redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1) == [lease]
     assert not await redis.exists(keys.region_stream(0, "iad"))  # the lease holds it, not a stream entry
+    # and the ready set looks at the scope when the lease expires, should the node die first
+    assert await redis.zscore(keys.pacing_ready("iad"), SCOPE.member) == T0 + 30_000
 
 
 @pytest.mark.asyncio
@@ -53,6 +55,7 @@ async def test_a_duplicate_takes_nothing_and_a_job_that_must_wait_gets_its_strea
     assert await redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1) == [lease]
     # 2/s: a second job within 500 ms is written and queued the usual way
     assert await accept(limiter, job_id(3), "k3", T0 + 10) == [1, job_id(3), ""]
+    assert await redis.zscore(keys.pacing_ready("iad"), SCOPE.member) == T0 + 30_000  # not moved: nothing taken
     assert [f["job"] for _, f in await redis.xrange(keys.region_stream(0, "iad"))] == [job_id(3)]
 
 
