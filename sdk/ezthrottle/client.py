@@ -592,8 +592,10 @@ class BaseClient:
     ) -> Flow[dict[str, Any]]:
         """Submit a job; return ``{"job_id", "status", "idempotent_key"}``.
 
-        ``status`` is ``"queued"``, or ``"duplicate"`` (with the first job's
-        id) when a job with the same idempotent key exists.
+        ``status`` is ``"queued"``, ``"racing"`` (queued in several regions
+        with ``execution_mode="race"``: the first to finish wins), or
+        ``"duplicate"`` (with the first job's id) when a job with the same
+        idempotent key exists.
         """
         payload = build_job_payload(
             url,

@@ -1,9 +1,22 @@
 """HTTP helpers every service shares: JSON responses, the error middleware,
-reading a JSON body within a size limit."""
+reading a JSON body within a size limit, and work that follows an answer.
+
+Work after the answer
+---------------------
+A handler never writes its response early. When something should happen
+only once the answer has left (the edge sends a job it has just leased, see
+``edge/api.py``), the handler attaches it with :func:`then` and returns the
+response as usual; whoever wraps the handler (the proxy's envelope) may
+replace the response and carries the action over with :func:`pass_on`. The
+:func:`after_response_middleware`, innermost, writes the final response and
+runs the action, whatever became of the writing. Every action attached runs
+exactly once.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -32,6 +45,47 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(err: ApiError) -> web.Response:
     return json_response(err.body(), err.status, err.headers)
+
+
+AfterResponse = Callable[[], None]
+AFTER_RESPONSE = web.ResponseKey("after_response", object)  # holds an AfterResponse
+
+
+def then(response: web.StreamResponse, action: AfterResponse) -> web.StreamResponse:
+    """Run ``action`` (synchronous, must not raise) once ``response`` has been written."""
+    response[AFTER_RESPONSE] = action
+    return response
+
+
+def pass_on(inner: web.StreamResponse, outer: web.StreamResponse) -> web.StreamResponse:
+    """``outer`` answers in place of ``inner``: the action after ``inner`` follows ``outer``."""
+    action = inner.pop(AFTER_RESPONSE, None)
+    if action is not None:
+        outer[AFTER_RESPONSE] = action
+    return outer
+
+
+def run_after(response: web.StreamResponse) -> None:
+    """Run the action attached to a response that will not be written (the handler gave it up)."""
+    action = response.pop(AFTER_RESPONSE, None)
+    if action is not None:
+        action()  # type: ignore[operator]
+
+
+@web.middleware
+async def after_response_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Write a response that has an action attached, then run the action (see the module's docstring)."""
+    resp = await handler(request)
+    if AFTER_RESPONSE not in resp:
+        return resp
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError) as exc:  # the client went away: the action runs all the same
+        log.debug("answer not written on %s %s: %s", request.method, request.path, exc)
+    finally:
+        run_after(resp)
+    return resp
 
 
 @web.middleware

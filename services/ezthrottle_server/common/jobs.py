@@ -23,7 +23,7 @@ import orjson
 from yarl import URL
 
 from .errors import ApiError
-from .workflows import has_chain
+from .workflows import has_chain, is_frugal
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 REGION_POLICIES = ("fallback", "strict")
@@ -39,7 +39,9 @@ DEFAULT_RETRY_POLICY: dict[str, Any] = {
 
 # Headers the dam sets itself; a job may not override them.
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"})
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # fullmatch: "$" would let a trailing "\n" through
+# What the HTTP client refuses in a header value (every C0 control but TAB, and DEL): refused at the door.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 MAX_URL_LENGTH = 8192
 MAX_KEY_LENGTH = 256
@@ -110,14 +112,14 @@ def _check_headers(value: Any, field: str) -> dict[str, str]:
         raise _bad(field, "must be an object of header names to string values")
     out: dict[str, str] = {}
     for name, v in value.items():
-        if not _TOKEN.match(name):
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise _bad(f"{field}.{name}", "is not a valid header name")
         if name.lower() in _FORBIDDEN_HEADERS:
             raise _bad(f"{field}.{name}", "is set by EZThrottle and cannot be overridden")
         if not isinstance(v, str):
             raise _bad(f"{field}.{name}", "must be a string")
-        if "\r" in v or "\n" in v or "\0" in v:
-            raise _bad(f"{field}.{name}", "must not contain CR, LF or NUL")
+        if _CONTROL.search(v):
+            raise _bad(f"{field}.{name}", "must not contain control characters (CR, LF, NUL and the others below 0x20 but TAB, or DEL)")
         out[name] = v
     return out
 
@@ -263,6 +265,8 @@ def validate_job(payload: Any, known_regions: Collection[str], *, _path: str = "
     if key is not None:
         if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
             raise _bad(f"{prefix}idempotent_key", f"must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
+        if _CONTROL.search(key) or "\t" in key:  # it goes out as the Idempotency-Key header
+            raise _bad(f"{prefix}idempotent_key", "must not contain control characters (it is sent as the Idempotency-Key header)")
     job["idempotent_key"] = key
 
     retry_at = payload.get("retry_at")
@@ -335,6 +339,8 @@ def record_fields(
         "unsafe": 1 if unsafe_to_repeat(job["method"], job.get("headers") or {}) else 0,
         "has_webhooks": 1 if job.get("webhooks") else 0,
         "chain": 1 if has_chain(job) else 0,
+        # A failure may be followed by a fallback the server runs: the webhooks wait for it (finish.lua).
+        "fallback": 1 if job.get("fallback_job") and not is_frugal(job["fallback_job"]) else 0,
         "reroutes": 0,
         **links,
     }

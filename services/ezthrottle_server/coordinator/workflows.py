@@ -19,6 +19,13 @@ client in the webhook payload.
 Each child is a job of its own (its id, webhooks, pacing, regions chosen by
 health like a submission), in its parent's partition, linked by ``parent``,
 ``root`` and ``relation``; the parent records ``child:<relation>``.
+
+Webhooks belong to a *step*: a job and the fallbacks that stand in for it.
+The step's webhooks receive one payload, with the step's own ``job_id`` and
+``idempotent_key`` and the outcome of the chain's last link: a fallback
+records its step (``step``) and delivers to it when it ends without a
+further fallback (``finish.lua``); a failed job whose server-run fallback
+did not start (its trigger did not match) is handed to delivery here.
 """
 
 from __future__ import annotations
@@ -45,19 +52,30 @@ log = logging.getLogger(__name__)
 FINAL = frozenset({"success", "failed"})
 
 
+def step_of(job_id: str, job: dict[str, str]) -> str | None:
+    """The job whose webhooks this job's outcome is delivered to: itself, or the step its fallback chain stands in for."""
+    return job.get("step") or (job_id if job.get("has_webhooks") == "1" else None)
+
+
 def child_fields(
     parent_id: str, parent: dict[str, str], relation: str, child: dict[str, Any], regions: list[str], now_ms: int
 ) -> dict[str, Any]:
-    """The record of a child job, as the submit path would write it."""
+    """The record of a child job, as the submit path would write it.
+
+    A fallback stands in for its step: its outcome goes to the step's
+    webhooks (``step``, see finish.lua). Other children are steps of their own.
+    """
+    links: dict[str, Any] = {"parent": parent_id, "root": parent.get("root") or parent_id, "relation": relation}
+    step = step_of(parent_id, parent) if relation == workflows.FALLBACK else None
+    if step:
+        links["step"] = step
     return record_fields(
         child,
         customer=parent["customer"],
         idempotent_key=child.get("idempotent_key") or f"{parent.get('idempotent_key', parent_id)}:{relation}",
         regions=regions,
         now_ms=now_ms,
-        parent=parent_id,
-        root=parent.get("root") or parent_id,
-        relation=relation,
+        **links,
     )
 
 
@@ -124,14 +142,28 @@ class WorkflowSpawner:
         else:
             log.error("unknown workflow event %r for %s", event, job_id, extra={"job_id": job_id})
             return
+        if step is not None:
+            relation, child = step
+            if workflows.is_frugal(child):
+                # The client runs it, from the webhook payload; claiming it ends the server's part.
+                await self.scripts.claim_continuation(keys=[keys.job(job_id)], args=[relation])
+            else:
+                await self.spawn(partition, job_id, parent, relation, child)
+        if event == "final" and state == "failed" and parent.get("fallback") == "1":
+            await self._deliver_unless_a_fallback_follows(partition, job_id, parent)
+
+    async def _deliver_unless_a_fallback_follows(self, partition: int, job_id: str, job: dict[str, str]) -> None:
+        """A failed job whose fallback the server could have run (finish.lua left its webhooks to us):
+        its step's webhooks get this outcome unless a fallback took the step over."""
+        step = step_of(job_id, job)
         if step is None:
             return
-        relation, child = step
-        if workflows.is_frugal(child):
-            # The client runs it, from the webhook payload; claiming it ends the server's part.
-            await self.scripts.claim_continuation(keys=[keys.job(job_id)], args=[relation])
+        cont = await self.redis.hget(keys.job(job_id), "cont")
+        if cont == workflows.FALLBACK:  # a fallback (started now, or by a timer) carries the step on
             return
-        await self.spawn(partition, job_id, parent, relation, child)
+        fields = {"job": step} if step == job_id else {"job": step, "outcome": job_id}
+        await self.redis.xadd(keys.deliveries(partition), fields)  # planned once per step (delivery_plan.lua)
+        log.debug("no fallback followed; the step's webhooks get its outcome", extra={"job_id": job_id})
 
     async def spawn(self, partition: int, parent_id: str, parent: dict[str, str], relation: str, child: dict[str, Any]) -> str | None:
         now = int(time.time() * 1000)

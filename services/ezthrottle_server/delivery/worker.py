@@ -19,7 +19,9 @@ coordinator's delayed set), and it gives delivery what it needs:
 
 Flow
 ----
-1. ``finish.lua`` (edge) XADDs ``{job}`` to the partition's deliveries stream.
+1. ``finish.lua`` (edge) XADDs ``{job}`` to the partition's deliveries stream
+   (``{job: step, outcome: fallback}`` when a fallback ended a step: the
+   step's webhooks get the fallback's outcome, see ``coordinator/workflows.py``).
 2. A worker reads it (group ``delivery``), builds the payload once, and
    ``delivery_plan.lua`` writes the per-webhook state (see
    ``common/deliveries.py``), XADDs one ``{job, hook, customer}`` entry per webhook to
@@ -107,6 +109,20 @@ def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attemp
             **_workflow(job_id, job, spec, result),
         }
     )
+
+
+async def _none() -> None:
+    return None
+
+
+OUTCOME_FIELDS = ("state", "result", "winner", "error", "finished_ms")
+
+
+def _with_outcome(step: dict[str, str], outcome: dict[str, str]) -> dict[str, str]:
+    """A step's record with the outcome of the fallback that ended it (nothing if either is gone)."""
+    if not step or not outcome:
+        return {}
+    return {**step, **{k: outcome[k] for k in OUTCOME_FIELDS if k in outcome}}
 
 
 def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
@@ -266,8 +282,11 @@ class DeliveryWorker:
                 await self._ack(stream, entry_id)
             elif "hook" in fields:
                 await self._send(stream, entry_id, job_id, int(fields["hook"]), fields.get("customer"))
+            elif keys.job_partition(fields.get("outcome") or job_id) != partition:
+                log.error("malformed delivery entry %s on %s; dropping", entry_id, stream, extra={"job_id": job_id})
+                await self._ack(stream, entry_id)
             else:
-                await self._plan(stream, entry_id, job_id)
+                await self._plan(stream, entry_id, job_id, fields.get("outcome") or job_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -334,12 +353,17 @@ class DeliveryWorker:
 
     # -- a finished job enters delivery --------------------------------------
 
-    async def _plan(self, stream: str, entry_id: str, job_id: str) -> None:
+    async def _plan(self, stream: str, entry_id: str, job_id: str, outcome_id: str) -> None:
+        """Plan ``job_id``'s webhooks with the outcome of ``outcome_id``: the job itself, or the
+        fallback that ended its step (the webhooks, quorum, metadata, id and key stay the step's)."""
         partition = keys.job_partition(job_id)
         assert partition is not None
-        job, attempts = await asyncio.gather(
-            self.batch.execute("HGETALL", keys.job(job_id)), self.batch.execute("LLEN", keys.attempts(job_id))
+        step, outcome, attempts = await asyncio.gather(
+            self.batch.execute("HGETALL", keys.job(job_id)),
+            self.batch.execute("HGETALL", keys.job(outcome_id)) if outcome_id != job_id else _none(),
+            self.batch.execute("LLEN", keys.attempts(outcome_id)),
         )
+        job = step if outcome is None else _with_outcome(step, outcome)
         if not job or job.get("state") not in FINAL_JOB_STATES:
             log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id, "region": self.log_region})
             await self._ack(stream, entry_id)

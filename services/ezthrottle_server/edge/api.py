@@ -21,7 +21,7 @@ from ..common.config import Settings
 from ..common.errors import ApiError, OutboundBlocked
 from ..common.jobs import MAX_CHAIN_DEPTH, hash_key, key_digest, record_fields, validate_job
 from ..common.workflows import timers_for
-from ..common.http import json_response, read_json
+from ..common.http import json_response, read_json, then
 from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from ..pacing.scope import domain_of
@@ -49,7 +49,7 @@ def _check_outbound(ctx: EdgeContext, job: dict[str, Any], path: str = "") -> No
             _check_outbound(ctx, job[child], f"{prefix}{child}")
 
 
-async def submit_job(request: web.Request) -> web.Response:
+async def submit_job(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     settings = ctx.settings
     customer = await ctx.auth.customer(request)
@@ -138,16 +138,18 @@ async def submit_job(request: web.Request) -> web.Response:
         JOBS_SUBMITTED.labels(region).inc()
         ctx.admission.accepted(customer)
         log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain, "customer": customer, "taken": taken is not None})
-        resp = json_response({"job_id": job_id, "status": "queued", "idempotent_key": idem}, 201)
-        if taken is not None:
-            # Taken: the 201 goes out first, then the send (both on this loop;
-            # the caller is waiting for the one, the target for the other).
-            await resp.prepare(request)
-            await resp.write_eof()
-        return resp
-    finally:
+        status = "racing" if len(regions) > 1 and fields["mode"] == "race" else "queued"
+        resp = json_response({"job_id": job_id, "status": status, "idempotent_key": idem}, 201)
+    except BaseException:
         if taken is not None:  # created: sent whatever became of the answer
             worker.send_taken(job_id, taken, True, FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter()))
+        raise
+    if taken is None:
+        return resp
+    # Taken: the send starts once the 201 has been written, by whoever writes
+    # it (common/http.py: the route's middleware, or the proxy's envelope).
+    first = FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter())
+    return then(resp, lambda: worker.send_taken(job_id, taken, True, first))
 
 
 async def get_usage(request: web.Request) -> web.Response:

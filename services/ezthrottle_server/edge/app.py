@@ -16,7 +16,7 @@ from ..common.metrics import prime
 from ..common.service import add_probes
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect, connect_pubsub
-from ..common.http import errors_middleware
+from ..common.http import after_response_middleware, errors_middleware
 from .api import ROUTES
 from .deliveries_api import ROUTES as DELIVERIES_ROUTES
 from .secrets_api import ROUTES as SECRETS_ROUTES
@@ -62,7 +62,7 @@ async def _heartbeat(ctx: EdgeContext) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[errors_middleware, after_response_middleware], client_max_size=settings.max_body_bytes)
     prime("edge", settings.region)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

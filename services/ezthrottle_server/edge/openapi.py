@@ -231,7 +231,7 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
-            "status": {"type": "string", "enum": ["queued", "duplicate"]},
+            "status": {"type": "string", "enum": ["queued", "racing", "duplicate"]},
             "idempotent_key": {"type": "string"},
         },
     }

@@ -39,7 +39,7 @@ from aiohttp import web
 from yarl import URL
 
 from ..common.errors import ApiError
-from ..common.http import error_response, json_response, read_json
+from ..common.http import error_response, json_response, pass_on, read_json, run_after
 from .context import CTX
 
 PATH = "/api/v1/proxy"
@@ -169,6 +169,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     inner = base.clone(method=method, rel_url=target, headers=_inner_headers(request, envelope_headers, body))
     inner._read_bytes = body  # the handler reads the envelope's body, not the consumed stream
     response = await _dispatch(inner)
+    try:
+        return pass_on(response, _envelope(response, target))
+    except BaseException:
+        run_after(response)  # never written: what was to follow it (a taken job's send) runs now
+        raise
+
+
+def _envelope(response: web.StreamResponse, target: URL) -> web.Response:
+    """What the published SDK reads in place of the handler's ``response``."""
     if not isinstance(response, web.Response) or not isinstance(response.body, bytes | None):
         raise ApiError("internal_error", f"{target.path} did not answer with a plain body")
     if response.status == 429:

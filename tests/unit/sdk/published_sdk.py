@@ -3,7 +3,7 @@
 Run inside the virtualenv of the published ``ezthrottle==1.3.0`` by the
 parity tests; they also load it with ``runpy`` to run the very same builder
 calls against our SDK. Requests: ``{"mode": "payloads" | "verify" |
-"try_secrets" | "sign" | "client" | "signatures", "data": ...}``.
+"try_secrets" | "sign" | "client" | "steps" | "signatures", "data": ...}``.
 """
 
 import hashlib
@@ -106,6 +106,41 @@ def client(data):
     return results
 
 
+def steps(data):
+    """Execute steps with a client against a server, as a user's code does.
+
+    ``{"api_key", "url", "runs": [...]}``; each run is ``{"step": calls}``
+    (built as in :func:`build_step`, then ``.execute(client)``) or
+    ``{"auto_forward": kwargs}`` (a function decorated with
+    ``@auto_forward(client)`` raises ``ForwardToEZThrottle(**kwargs)``), or
+    ``{"sleep_s": seconds}`` (a pause, answered ``{"ok": None}``).
+    Each run answers like a call of :func:`client`.
+    """
+    import time
+
+    from ezthrottle import EZThrottle, ForwardToEZThrottle, auto_forward
+
+    sdk = EZThrottle(data["api_key"], tracktags_url=data["url"], ezthrottle_url=data["url"])
+    results = []
+    for run in data["runs"]:
+        try:
+            if "sleep_s" in run:
+                time.sleep(run["sleep_s"])
+                results.append({"ok": None})
+            elif "auto_forward" in run:
+
+                @auto_forward(sdk)
+                def legacy_call(kwargs=run["auto_forward"]):
+                    raise ForwardToEZThrottle(**kwargs)
+
+                results.append({"ok": legacy_call()})
+            else:
+                results.append({"ok": build_step(run["step"]).execute(sdk)})
+        except Exception as exc:
+            results.append({"error": {"type": type(exc).__name__, "message": str(exc)}})
+    return results
+
+
 def _params(func):
     try:
         signature = inspect.signature(func)
@@ -175,6 +210,7 @@ HANDLERS = {
     "try_secrets": try_secrets,
     "sign": sign,
     "client": client,
+    "steps": steps,
     "signatures": signatures,
 }
 

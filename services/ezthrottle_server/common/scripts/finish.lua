@@ -5,7 +5,7 @@
 -- publishes its events; only then is the stream entry acknowledged.
 --
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] region stream
--- KEYS[4] delivery stream   KEYS[5] workflow stream (its chain continues from there)
+-- KEYS[4] delivery stream ({job} or {job: step, outcome: job})   KEYS[5] workflow stream (its chain continues from there)
 -- KEYS[6] queued counters (hash: customer -> jobs not final; submit.lua adds)
 -- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)
 -- ARGV[3] kind: 'success' | 'failed' (a definitive answer, the same from any
@@ -41,8 +41,19 @@ local function finalize(state, result, reason)
   local ttl = tonumber(ARGV[8])
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
-  if redis.call('HGET', KEYS[1], 'has_webhooks') == '1' then
-    redis.call('XADD', KEYS[4], '*', 'job', ARGV[9])
+  -- Webhooks carry the outcome of their step: a job and the fallbacks that
+  -- stand in for it. A job whose server-run fallback may follow a failure
+  -- leaves that to the coordinator (a fallback follows, or it hands the step
+  -- to delivery); a job a fallback took over from (a timer) delivers nothing;
+  -- a fallback delivers its step's webhooks ('step') with its own outcome.
+  local f = redis.call('HMGET', KEYS[1], 'has_webhooks', 'fallback', 'step', 'cont')
+  if (state == 'success' or f[2] ~= '1') and f[4] ~= 'fallback' then
+    if f[1] == '1' then
+      redis.call('XADD', KEYS[4], '*', 'job', ARGV[9])
+    end
+    if f[3] then
+      redis.call('XADD', KEYS[4], '*', 'job', f[3], 'outcome', ARGV[9])
+    end
   end
   if redis.call('HGET', KEYS[1], 'chain') == '1' then
     redis.call('XADD', KEYS[5], '*', 'job', ARGV[9], 'event', 'final')
