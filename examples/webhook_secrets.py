@@ -17,7 +17,7 @@ client = EZThrottle(api_key=API_KEY, base_url=EZTHROTTLE_URL)
 client.create_webhook_secret(
     primary_secret="your_secure_random_secret_min_16_chars"
 )
-assert client.get_webhook_secret()["primary_secret"] == "your****ars"
+assert client.get_webhook_secret()["primary_secret"] == "yo****rs"
 
 # Secret Rotation
 # Step 1: Add new secret as primary, keep old as secondary
@@ -65,7 +65,7 @@ assert client.get_webhook_secret()["has_secondary"] is False
 client.rotate_webhook_secret("new_secret_min_16_chars")
 # (not in the README) the server swapped them in one step: the old primary stays valid
 rotated = client.get_webhook_secret()
-assert (rotated["primary_secret"], rotated["secondary_secret"]) == ("new_****ars", "new_****_16"), rotated
+assert (rotated["primary_secret"], rotated["secondary_secret"]) == ("ne****rs", "ne****16"), rotated
 
 # Manage Secrets
 # Create or update secrets
@@ -79,11 +79,11 @@ secrets = client.get_webhook_secret()
 print(secrets)
 # {
 #   "customer_id": "cust_XXX",
-#   "primary_secret": "your****ars",
-#   "secondary_secret": "opti****ars",
+#   "primary_secret": "yo****rs",
+#   "secondary_secret": "op****rs",
 #   "has_secondary": True
 # }
-assert secrets["primary_secret"] == "your****ars" and secrets["secondary_secret"] == "opti****ars"
+assert secrets["primary_secret"] == "yo****rs" and secrets["secondary_secret"] == "op****rs"
 assert secrets["has_secondary"] is True and secrets["customer_id"]
 
 # Delete secrets

@@ -29,7 +29,11 @@ Environment variables (all optional):
 ``EZT_PARTITIONS``                    number of job partitions, one hash slot each: on a cluster, several per
                                       master (docs/deploy.md); the same in every process
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
-``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region is up again
+``EZT_REGION_RECOVER_AFTER_MS``       sustained health needed before a region seen failing is up again
+``EZT_HEALTH_TARGETS``                comma list of URLs every edge probes for region health (regions.yaml
+                                      ``health_targets``, global or per region; default: the other regions' edges' /healthz)
+``EZT_REGION_PROBE_INTERVAL_S``       how often an edge probes its health targets (0.5)
+``EZT_REGION_PROBE_TIMEOUT_S``        a probe without an answer this long has failed (1)
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
 ``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER`` shed a customer's new jobs (429) while it has this many not final (0: off)
 ``EZT_SEND_IDEMPOTENCY_KEY``          ``1``/``0``: send the job's idempotent key as Idempotency-Key (default 1)
@@ -43,6 +47,10 @@ Environment variables (all optional):
 ``EZT_OUTBOUND_ALLOW_LOOPBACK``       ``1``/``0``: send to loopback (default: yes in the local profile only)
 ``EZT_OUTBOUND_ALLOW_CIDRS``          comma list of networks reachable although not public (``10.1.0.0/16``)
 ``EZT_OUTBOUND_ALLOW_HOSTS``          comma list of names exempt from the host-name rules (``billing.corp``, ``*.corp``)
+``EZT_OUTBOUND_ALLOWED_PORTS``        comma list of ports sends may use besides 80 and 443 in the production profile
+                                      (the local profile allows any port)
+``EZT_REDIRECT_SENSITIVE_HEADERS``    comma list of job headers dropped, like ``Authorization``, ``Cookie`` and
+                                      ``Proxy-Authorization``, when a redirect leads to another origin (``X-Api-Key``)
 ``EZT_AUTH_FAIL_LIMIT``               failed authentications per client address per window before 429 (0: off)
 ``EZT_AUTH_FAIL_WINDOW_S``            that window, in seconds
 ``EZT_TRUSTED_PROXIES``               comma list of proxy networks whose ``X-Forwarded-For`` names the client
@@ -67,6 +75,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -91,6 +100,7 @@ class RegionConfig:
     port: int
     latency_mean_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    health_targets: tuple[str, ...] = ()  # URLs this region's edges probe (edge/probes.py); () the global list
 
 
 @dataclass(frozen=True)
@@ -108,13 +118,14 @@ class Settings:
     embedded_redis_port: int = DEFAULT_REDIS_PORT
     max_body_bytes: int = 1024 * 1024
     idempotency_ttl_s: int = 24 * 3600
+    retry_at_horizon_ms: int = 30 * 24 * 3600 * 1000  # a retry_at further ahead is refused (400)
     job_ttl_s: int = 7 * 24 * 3600
     visibility_timeout_ms: int = 30_000
     attempt_timeout_s: float = 30.0
     retry_backoff_base_s: float = 0.5
     send_idempotency_key: bool = True  # send the job's key as Idempotency-Key unless the user set one
     retry_backoff_cap_s: float = 30.0
-    response_body_cap_bytes: int = 1024 * 1024
+    response_body_cap_bytes: int = 256 * 1024  # a longer answer is stored truncated, flagged "truncated"
     executor_concurrency: int = 256
     stop_grace_s: float = 10.0  # edge/worker.py: sends in flight get this long on SIGTERM, then go back to the queue
     read_batch: int = 64
@@ -125,12 +136,22 @@ class Settings:
     outbound_allow_loopback: bool | None = None
     outbound_allow_cidrs: tuple[str, ...] = ()
     outbound_allow_hosts: tuple[str, ...] = ()
+    outbound_allowed_ports: tuple[int, ...] = ()  # production: sends go to 80, 443 and these (local: any port)
+    redirect_sensitive_headers: tuple[str, ...] = ()  # lower case; dropped with the credentials on a cross-origin redirect
     # Failed authentications per client address (edge/auth.py), counted in Redis by every node.
     auth_fail_limit: int = 20
     auth_fail_window_s: int = 60
     trusted_proxies: tuple[str, ...] = ()
     region_silent_after_ms: int = 2500
     region_recover_after_ms: int = 5000
+    # Region health probes (edge/probes.py): URLs every edge GETs through its outbound path;
+    # a region's own list in regions.yaml wins; () means the other regions' live edges' /healthz.
+    health_targets: tuple[str, ...] = ()
+    region_probe_interval_s: float = 0.5
+    region_probe_timeout_s: float = 1.0
+    # TEST-ONLY fault injection, never read from the environment or regions.yaml: the edge
+    # sends through edge/faults.py's FaultyExecutor, whose `broken` switch tests flip.
+    test_outbound_fault: bool = False
     delivery_timeout_s: float = 10.0
     delivery_backoff_base_s: float = 10.0
     delivery_backoff_cap_s: float = 3600.0
@@ -167,6 +188,10 @@ class Settings:
     @property
     def region_ids(self) -> tuple[str, ...]:
         return tuple(r.id for r in self.regions)
+
+    def probe_targets(self, region_id: str) -> tuple[str, ...]:
+        """The health targets configured for a region's edges (its own, else the global ones)."""
+        return self.region_config(region_id).health_targets or self.health_targets
 
     def region_config(self, region_id: str) -> RegionConfig:
         for r in self.regions:
@@ -225,6 +250,7 @@ def _regions_from_yaml(data: Mapping[str, Any], path: Path) -> tuple[RegionConfi
                     port=int(item["port"]),
                     latency_mean_ms=float(latency.get("mean", 0)),
                     latency_jitter_ms=float(latency.get("jitter", 0)),
+                    health_targets=_urls(item.get("health_targets"), f"{path}: regions[{i}].health_targets"),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -235,6 +261,7 @@ def _regions_from_yaml(data: Mapping[str, Any], path: Path) -> tuple[RegionConfi
 _ENV_INT = {
     "EZT_MAX_BODY_BYTES": "max_body_bytes",
     "EZT_IDEMPOTENCY_TTL_S": "idempotency_ttl_s",
+    "EZT_RETRY_AT_HORIZON_MS": "retry_at_horizon_ms",
     "EZT_JOB_TTL_S": "job_ttl_s",
     "EZT_VISIBILITY_TIMEOUT_MS": "visibility_timeout_ms",
     "EZT_RESPONSE_BODY_CAP_BYTES": "response_body_cap_bytes",
@@ -263,6 +290,8 @@ _ENV_FLOAT = {
     "EZT_METRICS_SAMPLE_S": "metrics_sample_s",
     "EZT_STOP_GRACE_S": "stop_grace_s",
     "EZT_REPAIR_AFTER_S": "repair_after_s",
+    "EZT_REGION_PROBE_INTERVAL_S": "region_probe_interval_s",
+    "EZT_REGION_PROBE_TIMEOUT_S": "region_probe_timeout_s",
 }
 
 
@@ -288,6 +317,16 @@ def _list(value: Any, name: str) -> list[str]:
     raise ConfigError(f"{name} must be a list of strings")
 
 
+def _urls(value: Any, name: str) -> tuple[str, ...]:
+    """Health target URLs: absolute http(s) URLs."""
+    out = []
+    for item in _list(value, name):
+        if not item.startswith(("http://", "https://")) or len(item.split("://", 1)[1]) == 0:
+            raise ConfigError(f"{name}: {item!r} is not an http:// or https:// URL")
+        out.append(item)
+    return tuple(out)
+
+
 def _cidrs(value: Any, name: str) -> tuple[str, ...]:
     out = []
     for item in _list(value, name):
@@ -311,12 +350,33 @@ def _hosts(value: Any, name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _ports(value: Any, name: str) -> tuple[int, ...]:
+    out = []
+    for item in _list([str(v) for v in value] if isinstance(value, list) else value, name):
+        if not item.isdigit() or not 0 < int(item) < 65536:
+            raise ConfigError(f"{name}: {item!r} is not a port (1-65535)")
+        out.append(int(item))
+    return tuple(sorted(set(out)))
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header_names(value: Any, name: str) -> tuple[str, ...]:
+    out = []
+    for item in _list(value, name):
+        if not _HEADER_NAME.fullmatch(item):
+            raise ConfigError(f"{name}: {item!r} is not a header name")
+        out.append(item.lower())
+    return tuple(out)
+
+
 def _outbound_and_auth(data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> dict[str, Any]:
     """Outbound allow-lists (regions.yaml ``outbound:``, then env) and failed-auth limits (env)."""
     section = data.get("outbound") or {}
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: 'outbound' must be a mapping")
-    unknown = set(section) - {"allow_loopback", "allow_cidrs", "allow_hosts"}
+    unknown = set(section) - {"allow_loopback", "allow_cidrs", "allow_hosts", "allowed_ports", "redirect_sensitive_headers"}
     if unknown:
         raise ConfigError(f"{path}: unknown outbound settings {sorted(unknown)}")
     values: dict[str, Any] = {}
@@ -325,6 +385,13 @@ def _outbound_and_auth(data: Mapping[str, Any], env: Mapping[str, str], path: Pa
         values["outbound_allow_loopback"] = _flag(loopback, "outbound.allow_loopback")
     values["outbound_allow_cidrs"] = _cidrs(env.get("EZT_OUTBOUND_ALLOW_CIDRS", section.get("allow_cidrs")), "outbound.allow_cidrs")
     values["outbound_allow_hosts"] = _hosts(env.get("EZT_OUTBOUND_ALLOW_HOSTS", section.get("allow_hosts")), "outbound.allow_hosts")
+    values["outbound_allowed_ports"] = _ports(
+        env.get("EZT_OUTBOUND_ALLOWED_PORTS", section.get("allowed_ports")), "EZT_OUTBOUND_ALLOWED_PORTS (outbound.allowed_ports)"
+    )
+    values["redirect_sensitive_headers"] = _header_names(
+        env.get("EZT_REDIRECT_SENSITIVE_HEADERS", section.get("redirect_sensitive_headers")),
+        "EZT_REDIRECT_SENSITIVE_HEADERS (outbound.redirect_sensitive_headers)",
+    )
     values["trusted_proxies"] = _cidrs(env.get("EZT_TRUSTED_PROXIES"), "EZT_TRUSTED_PROXIES")
     for name, attr in (("EZT_AUTH_FAIL_LIMIT", "auth_fail_limit"), ("EZT_AUTH_FAIL_WINDOW_S", "auth_fail_window_s")):
         if name in env:
@@ -395,6 +462,9 @@ def load_settings(
     if "EZT_SIMULATE_LATENCY" in env:
         values["simulate_latency"] = env["EZT_SIMULATE_LATENCY"] not in ("0", "false", "no", "")
     values.update(_outbound_and_auth(data, env, path))
+    values["health_targets"] = _urls(env.get("EZT_HEALTH_TARGETS", data.get("health_targets")), "health_targets")
+    if values.get("region_probe_interval_s", 0.5) <= 0 or values.get("region_probe_timeout_s", 1.0) <= 0:
+        raise ConfigError("EZT_REGION_PROBE_INTERVAL_S and EZT_REGION_PROBE_TIMEOUT_S must be above 0")
 
     region = env.get("EZT_REGION")
     if region is not None and region not in {r.id for r in regions}:

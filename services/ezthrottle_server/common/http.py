@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from redis.exceptions import ResponseError
 
 from .errors import ApiError
 from .metrics import API_REQUESTS
@@ -112,6 +113,17 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
             503,
             {"Retry-After": "1"},
         )
+    except ResponseError as exc:
+        if "OOM command not allowed" not in str(exc):
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            resp = json_response({"error": {"code": "internal_error", "message": "internal error; it has been logged"}}, 500)
+        else:  # Redis at its maxmemory refuses writes: shed, as admission control would
+            log.warning("redis is out of memory on %s %s: %s", request.method, request.path, exc)
+            resp = json_response(
+                {"error": {"code": "unavailable", "message": "the job store is out of memory; nothing was accepted, retry later"}},
+                503,
+                {"Retry-After": "5"},
+            )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         resp = json_response({"error": {"code": "internal_error", "message": "internal error; it has been logged"}}, 500)

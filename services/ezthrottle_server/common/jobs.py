@@ -46,7 +46,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_URL_LENGTH = 8192
 MAX_KEY_LENGTH = 256
 MAX_CHAIN_DEPTH = 16
-MAX_WEBHOOKS = 32
+MAX_WEBHOOKS = 10
+MAX_METADATA_DEPTH = 16  # objects and arrays nested in metadata; deeper is refused (400), never a 500 from the encoder
 MAX_RETRIES_CEILING = 100
 MAX_REROUTES_CEILING = 20
 
@@ -150,6 +151,7 @@ def _check_webhooks(value: Any, field: str, known: Collection[str]) -> list[dict
     if len(value) > MAX_WEBHOOKS:
         raise _bad(field, f"at most {MAX_WEBHOOKS} webhooks per job")
     hooks: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for i, hook in enumerate(value):
         where = f"{field}[{i}]"
         if not isinstance(hook, dict):
@@ -161,6 +163,9 @@ def _check_webhooks(value: Any, field: str, known: Collection[str]) -> list[dict
         if "url" not in hook:
             raise _bad(f"{where}.url", "is required", "missing_field")
         out: dict[str, Any] = {"url": _check_url(hook["url"], f"{where}.url"), "has_quorum_vote": True}
+        if out["url"] in seen:
+            raise _bad(f"{where}.url", "is listed twice; each webhook URL once per job")
+        seen.add(out["url"])
         if "has_quorum_vote" in hook:
             if not isinstance(hook["has_quorum_vote"], bool):
                 raise _bad(f"{where}.has_quorum_vote", "must be true or false")
@@ -193,8 +198,21 @@ def _check_trigger(value: Any, field: str) -> dict[str, Any]:
     raise _bad(f"{field}.type", f"must be one of {', '.join(_TRIGGER_TYPES)}")
 
 
-def validate_job(payload: Any, known_regions: Collection[str], *, _path: str = "", _depth: int = 0) -> dict[str, Any]:
-    """Validate a job payload and return its normalised form, or raise ApiError (400)."""
+def _depth_of(value: Any, limit: int) -> int:
+    """How deep objects and arrays nest in ``value``, counted up to ``limit + 1`` at most."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth_of(v, limit - 1) for v in items), default=0)
+
+
+def validate_job(
+    payload: Any, known_regions: Collection[str], *, latest_retry_at_ms: int | None = None, _path: str = "", _depth: int = 0
+) -> dict[str, Any]:
+    """Validate a job payload and return its normalised form, or raise ApiError (400).
+
+    ``latest_retry_at_ms``: the furthest ``retry_at`` accepted (now plus the
+    operator's horizon); None accepts any."""
     prefix = f"{_path}." if _path else ""
     if _depth > MAX_CHAIN_DEPTH:
         raise _bad(_path, f"workflow chains are limited to {MAX_CHAIN_DEPTH} levels")
@@ -225,6 +243,8 @@ def validate_job(payload: Any, known_regions: Collection[str], *, _path: str = "
     metadata = payload.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad(f"{prefix}metadata", "must be an object")
+    if metadata and _depth_of(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise _bad(f"{prefix}metadata", f"nests objects and arrays more than {MAX_METADATA_DEPTH} levels deep")
     job["metadata"] = metadata or {}
 
     job["webhooks"] = (
@@ -272,6 +292,8 @@ def validate_job(payload: Any, known_regions: Collection[str], *, _path: str = "
     retry_at = payload.get("retry_at")
     if retry_at is not None and (not _is_int(retry_at) or retry_at < 0):
         raise _bad(f"{prefix}retry_at", "must be a timestamp in milliseconds since the epoch")
+    if retry_at is not None and latest_retry_at_ms is not None and retry_at > latest_retry_at_ms:
+        raise _bad(f"{prefix}retry_at", f"is too far ahead: at most {latest_retry_at_ms} (the operator's horizon from now)")
     job["retry_at"] = retry_at
 
     timeout = payload.get("on_failure_timeout_ms")
@@ -281,7 +303,9 @@ def validate_job(payload: Any, known_regions: Collection[str], *, _path: str = "
 
     for child in ("fallback_job", "on_success", "on_failure"):
         if payload.get(child) is not None:
-            job[child] = validate_job(payload[child], known_regions, _path=f"{prefix}{child}", _depth=_depth + 1)
+            job[child] = validate_job(
+                payload[child], known_regions, latest_retry_at_ms=latest_retry_at_ms, _path=f"{prefix}{child}", _depth=_depth + 1
+            )
         else:
             job[child] = None
     if "trigger" in allowed:

@@ -37,6 +37,9 @@ ACCEPT_TO_SEND = Histogram(
 )
 API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route", "status"])
 INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
+ATTEMPT_CRASHES = Counter(
+    "ezt_attempt_crashes_total", "Attempts that raised an unexpected error (a bug); the third of a job fails it with internal_error", ["region"]
+)
 RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from dead consumers", ["region"])
 DELAYED_RELEASED = Counter("ezt_delayed_released_total", "Delayed jobs released into their streams")
 JOBS_REPAIRED = Counter("ezt_jobs_repaired_total", "Jobs found held by nothing (no stream, delayed, queue or lease entry) and queued again")
@@ -174,7 +177,7 @@ def prime(role: str, region: str | None = None) -> None:
     """
     if role == "edge" and region:
         for counter in (JOBS_SUBMITTED, JOBS_DUPLICATE, RECLAIMED, PACING_GRANTS, PACING_PAUSES, PACING_LATE_SENDS,
-                        PACING_LEASES_RECOVERED, RACE_WINS, RACE_LOSSES):
+                        PACING_LEASES_RECOVERED, RACE_WINS, RACE_LOSSES, ATTEMPT_CRASHES):
             counter.labels(region)
         for status, reason in (("success", "ok"), ("failed", "non_retryable_status")):
             JOBS_FINISHED.labels(region, status, reason)

@@ -55,7 +55,7 @@ async def submit_job(request: web.Request) -> web.StreamResponse:
     customer = await ctx.auth.customer(request)
     ctx.admission.check(customer)
     payload = await read_json(request, settings.max_body_bytes)
-    job = validate_job(payload, settings.region_ids)
+    job = validate_job(payload, settings.region_ids, latest_retry_at_ms=_now_ms() + settings.retry_at_horizon_ms)
     _check_outbound(ctx, job)
 
     idem = job["idempotent_key"] or hash_key(customer, job)

@@ -44,8 +44,8 @@ _FIELDS = ("primary_secret", "secondary_secret")
 
 
 def mask(secret: str) -> str:
-    """First 4 and last 3 characters, as the SDK README shows."""
-    return f"{secret[:4]}****{secret[-3:]}"
+    """The SDK README's shape (``your****ars``), but never more than 4 characters: the first and last 2."""
+    return f"{secret[:2]}****{secret[-2:]}"
 
 
 def _check_secret(body: dict[str, Any], name: str, *, required: bool) -> str | None:

@@ -62,6 +62,7 @@ from ..common.metrics import (
     ATTEMPT_LATENCY,
     ATTEMPTS,
     ACCEPT_TO_SEND,
+    ATTEMPT_CRASHES,
     INFLIGHT,
     JOBS_FINISHED,
     PACING_LATE_SENDS,
@@ -86,6 +87,7 @@ log = logging.getLogger(__name__)
 FINAL_STATES = frozenset({"success", "failed"})
 ACCEPTED_HINTS = 4096  # jobs this node's API just accepted, remembered until its reader parks them
 SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
+MAX_CRASHES = 3  # attempts of one job that raise unexpectedly before the job fails with internal_error
 NO_TAKE_S = 0.05  # after take.lua said no for a scope, accepted jobs take the usual way this long
 
 
@@ -505,11 +507,11 @@ class RegionWorker:
         except asyncio.CancelledError:
             requeue = True  # stopping: hand the job to another node now
             raise
-        except Exception:
+        except Exception as exc:
             # Keep the lease without renewing it: the job is retried when it
-            # expires, like a dead node's, rather than spinning on a bug.
-            crashed = True
-            log.exception("attempt crashed", extra={"job_id": job_id, "region": self.region, "domain": scope.domain})
+            # expires, like a dead node's, rather than spinning on a bug; the
+            # MAX_CRASHES-th crash of a job fails it (no job is granted forever).
+            crashed = not await self._count_crash(scope, job_id, exc)
         finally:
             if not crashed:
                 try:
@@ -526,6 +528,32 @@ class RegionWorker:
                     )
             self.scheduler.done(scope, lease)
             INFLIGHT.labels(self.region).dec()
+
+    async def _count_crash(self, scope: Scope, job_id: str, exc: Exception) -> bool:
+        """Count an attempt that raised; True when the job was failed for it (its lease may go back)."""
+        ATTEMPT_CRASHES.labels(self.region).inc()
+        where = {"job_id": job_id, "region": self.region, "domain": scope.domain}
+        job_key = keys.job(job_id)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:  # no stray record for a job that is gone
+                pipe.exists(job_key)
+                pipe.hincrby(job_key, "crashes", 1)
+                exists, crashes = await pipe.execute()
+            if not exists:
+                await self.redis.delete(job_key)
+                return False
+            if crashes < MAX_CRASHES:
+                log.warning("attempt crashed (%d of %d): %r", crashes, MAX_CRASHES, exc, extra=where)
+                return False
+            log.error("attempt crashed %d times; the job fails with internal_error", crashes, exc_info=exc, extra=where)
+            attempt = {"region": self.region, "node": self.consumer, "started_ms": _now_ms(), "status_code": None,
+                       "latency_ms": 0.0, "error": "internal_error: the attempt failed unexpectedly", "decision": FAILED}
+            outcome = Outcome(error_kind="internal", error="internal_error")
+            await self._finish(job_id, job_key, outcome, Decision(FAILED, "internal_error"), attempt, scope.domain)
+            return True
+        except Exception:
+            log.warning("could not count a crashed attempt; its lease will expire", exc_info=True, extra=where)
+            return False
 
     async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
         job_key = keys.job(job_id)

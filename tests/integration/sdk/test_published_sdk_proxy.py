@@ -75,8 +75,8 @@ async def test_webhook_secret_lifecycle_through_the_proxy(published, edge, api_k
     assert created["ok"]["status"] == "ok"
     assert shown["ok"] == {
         "customer_id": "acme",
-        "primary_secret": "prim****789",
-        "secondary_secret": "seco****789",
+        "primary_secret": "pr****89",
+        "secondary_secret": "se****89",
         "has_secondary": True,
     }
     assert deleted["ok"] == {"status": "ok", "message": "Webhook secrets deleted"}
