@@ -69,4 +69,14 @@ class ApiError(EZThrottleServerError):
 
 
 class OutboundBlocked(EZThrottleServerError):
-    """The outbound policy refuses this destination; nothing was sent."""
+    """The outbound policy refuses this destination; nothing was sent.
+
+    ``str()`` is what a customer may read (job attempts, webhook errors): it
+    names the host and the kind of address, never an address a name resolved
+    to. ``detail`` is the operators' version, with the address (logged where
+    the refusal happens); it is ``str()`` when there is nothing more to say.
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message

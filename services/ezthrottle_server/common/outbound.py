@@ -38,6 +38,17 @@ Refused by default:
   through the node's search domains, i.e. to internal hosts) and private-use
   suffixes (``.internal``, ``.local``, ``.home.arpa``, ...).
 
+Ports: the production profile sends to 80 and 443 only, plus the ports
+listed in ``outbound.allowed_ports`` / ``EZT_OUTBOUND_ALLOWED_PORTS``, so a
+job cannot aim at a public host's Redis or Docker port; the local profile
+sends to any port (its targets are loopback servers on random ports).
+
+What a customer reads of a refusal (``str()`` of the exception: a job's
+attempt error, a webhook's last error) names the host and the kind of address
+("host 'api.test' resolves to a private (RFC 1918) address"), never an address
+a name resolved to: that would map the network behind the dam. The address is
+in the exception's ``detail`` and in a WARNING log line, for operators.
+
 Allow-lists (from config, see :meth:`OutboundPolicy.from_settings`):
 
 - ``allow_loopback``: loopback addresses and ``localhost`` names (the local
@@ -54,6 +65,7 @@ Allow-lists (from config, see :meth:`OutboundPolicy.from_settings`):
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from collections.abc import Iterable
@@ -72,10 +84,13 @@ from .metrics import OUTBOUND_REFUSED
 if TYPE_CHECKING:
     from .config import Settings
 
+log = logging.getLogger(__name__)
+
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
+PRODUCTION_PORTS = frozenset({80, 443})  # plus settings.outbound_allowed_ports
 
 # Reasons, as they appear in messages ("address 10.0.0.1 is private").
 LOOPBACK = "loopback"
@@ -150,8 +165,8 @@ _METADATA_NAMES = frozenset(
 # Suffixes that never name a public host (RFC 6761, RFC 6762 appendix G, RFC 8375, ICANN .internal).
 _PRIVATE_SUFFIXES = ("internal", "local", "localdomain", "home.arpa", "lan", "intranet", "corp", "home", "private")
 
-# Refusals by the socket factory during one connect (see PolicyConnector.connect).
-_refusals: ContextVar[list[OutboundBlocked] | None] = ContextVar("ezt_outbound_refusals", default=None)
+# Refusals by the socket factory during one connect (see PolicyConnector.connect): (address, reason).
+_refusals: ContextVar[list[tuple[IPAddress, str]] | None] = ContextVar("ezt_outbound_refusals", default=None)
 
 # Characters of a legacy numeric IPv4 spelling (decimal, octal, hex parts).
 _NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
@@ -232,6 +247,7 @@ class OutboundPolicy:
     allow_loopback: bool = False
     allow_cidrs: tuple[IPNetwork, ...] = field(default=())
     allow_hosts: tuple[str, ...] = field(default=())
+    allowed_ports: frozenset[int] | None = None  # None: any port
     # Hosts already judged allowed (a memo of check_host, a pure function of
     # the policy and the host): every send and submission checks its URL.
     _allowed: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -239,13 +255,18 @@ class OutboundPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_cidrs", _parse_networks(self.allow_cidrs))
         object.__setattr__(self, "allow_hosts", _parse_host_patterns(self.allow_hosts))
+        if self.allowed_ports is not None:
+            object.__setattr__(self, "allowed_ports", frozenset(self.allowed_ports))
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "OutboundPolicy":
+        """The policy of ``settings``; the local profile allows any port, production 80, 443 and the listed ones."""
+        ports = None if settings.profile == "local" else PRODUCTION_PORTS | frozenset(settings.outbound_allowed_ports)
         return cls(
             allow_loopback=settings.allow_loopback_targets,
             allow_cidrs=tuple(settings.outbound_allow_cidrs),
             allow_hosts=tuple(settings.outbound_allow_hosts),
+            allowed_ports=ports,
         )
 
     # -- URLs and host names -------------------------------------------------
@@ -253,8 +274,8 @@ class OutboundPolicy:
     def check_url(self, url: str | URL) -> URL:
         """Return the parsed URL, or raise OutboundBlocked naming the reason.
 
-        Judges what the URL says (scheme, host name, literal address); the
-        addresses a name resolves to are judged at connect time.
+        Judges what the URL says (scheme, host name, literal address, port);
+        the addresses a name resolves to are judged at connect time.
         """
         try:
             return self._check_url(url)
@@ -275,6 +296,9 @@ class OutboundPolicy:
         self.check_host(host)
         if u.raw_host and u.raw_host != host:
             self.check_host(u.raw_host)  # what the connector will actually use
+        if self.allowed_ports is not None and u.port not in self.allowed_ports:
+            allowed = ", ".join(str(p) for p in sorted(self.allowed_ports))
+            raise OutboundBlocked(f"port {u.port} is not allowed (allowed: {allowed})")
         return u
 
     def check_host(self, host: str) -> None:
@@ -333,6 +357,14 @@ class OutboundPolicy:
         An IPv6 address that carries an IPv4 address is judged by the IPv4
         address; the allow-list may name either.
         """
+        refusal = self._refusal(addr)
+        if refusal is None:
+            return None
+        reason, carried = refusal
+        return reason if carried is None else f"{reason} (it carries the IPv4 address {carried})"
+
+    def _refusal(self, addr: IPAddress | str) -> tuple[str, ipaddress.IPv4Address | None] | None:
+        """The reason ``addr`` is refused, and the IPv4 address it carries if that was judged; None if allowed."""
         a = ipaddress.ip_address(addr) if isinstance(addr, str) else addr
         v4: ipaddress.IPv4Address | None = None
         if isinstance(a, ipaddress.IPv6Address):
@@ -342,18 +374,44 @@ class OutboundPolicy:
         candidates = (a, judged)
         if any(c in _METADATA_ADDRESSES for c in candidates):
             exact = any(n.num_addresses == 1 and c in n for c in candidates for n in self.allow_cidrs)
-            return None if exact else METADATA
+            return None if exact else (METADATA, None)
         if any(c in n for c in candidates for n in self.allow_cidrs):
             return None
         reason = _address_reason(judged)
         if reason is None or (reason == LOOPBACK and self.allow_loopback):
             return None
-        return reason if judged is a else f"{reason} (it carries the IPv4 address {judged})"
+        return reason, (None if judged is a else v4)
 
     def check_address(self, addr: IPAddress | str) -> None:
+        """Judge an address the customer wrote (a literal in a URL): the message names it."""
         reason = self.blocked_reason(addr)
         if reason is not None:
             raise OutboundBlocked(f"address {addr} is {reason}")
+
+    def check_resolved(self, host: str, addr: IPAddress | str) -> None:
+        """Judge an address the name ``host`` resolved to.
+
+        The refusal names the host and the kind of address, never the address:
+        that goes to ``detail`` and to the log, for operators only.
+        """
+        refusal = self._refusal(addr)
+        if refusal is None:
+            return
+        reason, carried = refusal
+        detail = f"host {host!r} resolves to {addr}, which is {self.blocked_reason(addr)}"
+        log.warning("outbound refused: %s", detail, extra={"domain": host, "reason": reason})
+        raise OutboundBlocked(f"host {host!r} resolves to {_kind_of_address(reason)}", detail=detail)
+
+
+def _kind_of_address(reason: str) -> str:
+    """``"loopback"`` -> ``"a loopback address"``; a reason that is no adjective -> ``"an address that is ..."``."""
+    if reason == METADATA:
+        return reason
+    if reason == "not a global address":
+        return "an address that is not global"
+    if reason.startswith(("reserved for", "the ", "shared", "unspecified (")):
+        return f"an address that is {reason}"
+    return f"{'an' if reason[0] in 'aeiou' else 'a'} {reason} address"
 
 
 def _address_reason(a: IPAddress) -> str | None:
@@ -389,10 +447,11 @@ class PolicyResolver(AbstractResolver):
             raise
         results = await self.inner.resolve(host, port, family)
         for r in results:
-            reason = self.policy.blocked_reason(ipaddress.ip_address(r["host"]))
-            if reason is not None:
+            try:
+                self.policy.check_resolved(host, ipaddress.ip_address(r["host"]))
+            except OutboundBlocked:
                 OUTBOUND_REFUSED.labels("dns").inc()
-                raise OutboundBlocked(f"host {host!r} resolves to {r['host']}, which is {reason}")
+                raise
         return results
 
     async def close(self) -> None:
@@ -418,31 +477,38 @@ class PolicyConnector(aiohttp.TCPConnector):
 
     def _guarded_socket(self, addr_info: Any) -> socket.socket:
         family, type_, proto, _, sockaddr = addr_info
-        try:
-            self.policy.check_address(ipaddress.ip_address(sockaddr[0]))
-        except OutboundBlocked as exc:
+        addr = ipaddress.ip_address(sockaddr[0])
+        reason = self.policy.blocked_reason(addr)
+        if reason is not None:
             refusals = _refusals.get()
             if refusals is not None:
-                refusals.append(exc)
-            raise
+                refusals.append((addr, reason))
+            raise OutboundBlocked(f"address {addr} is {reason}")
         return socket.socket(family=family, type=type_, proto=proto)
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        refusals: list[OutboundBlocked] = []
+        refusals: list[tuple[IPAddress, str]] = []
         token = _refusals.set(refusals)
         try:
             return await super().connect(req, traces, timeout)
-        except OutboundBlocked:
-            if refusals:  # refused by the socket factory, not by the resolver (counted there)
-                OUTBOUND_REFUSED.labels("connect").inc()
-            raise
         except Exception as exc:
-            if refusals:
-                OUTBOUND_REFUSED.labels("connect").inc()
-                raise refusals[0] from exc
-            raise
+            if not refusals:  # the resolver's refusals are counted (and worded) there
+                raise
+            OUTBOUND_REFUSED.labels("connect").inc()
+            raise self._refused(req.host, refusals[0][0]) from exc
         finally:
             _refusals.reset(token)
+
+    def _refused(self, host: str, addr: IPAddress) -> OutboundBlocked:
+        """The socket factory's refusal, worded for the customer: an address they wrote, or the kind their name resolved to."""
+        written = parse_host_address(host)[0]
+        if written is not None:  # a literal in the URL: the customer knows the address
+            return OutboundBlocked(f"address {written} is {self.policy.blocked_reason(addr)}")
+        try:
+            self.policy.check_resolved(host, addr)
+        except OutboundBlocked as exc:
+            return exc
+        return OutboundBlocked(f"host {host!r} resolves to an address that is not allowed", detail=f"address {addr}")
 
     async def close(self, **kwargs: Any) -> None:
         try:

@@ -4,6 +4,14 @@ A pooled aiohttp session; a total timeout per attempt; redirects followed by
 hand so each hop passes the outbound policy again; response bodies read up to
 a cap and marked ``truncated`` beyond it. The executor never raises for what
 the network does: every attempt ends in an :class:`Outcome`.
+
+Redirects: 303, and 301/302 after a POST, go on as a GET without the body
+(what browsers and curl do); 307/308 keep the method and body. A hop to
+another origin (scheme, host or port differs) goes without the job's
+credentials: ``Authorization``, ``Cookie``, ``Proxy-Authorization`` and the
+headers in ``settings.redirect_sensitive_headers``. Once dropped they stay
+dropped, even if a later hop comes back to the first origin (as curl and
+requests do): a customer's token is for the host they named.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from ..common.outbound import OutboundPolicy, make_connector
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Never sent on to another origin; settings.redirect_sensitive_headers adds to these.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 # Outcome kinds when no HTTP answer arrived.
 TIMEOUT = "timeout"
@@ -60,12 +70,25 @@ def _flatten_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     return out
 
 
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    return url.scheme.lower(), (url.host or "").lower().rstrip("."), url.port
+
+
+def redirect_headers(headers: dict[str, str], current: URL, target: URL, sensitive: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The headers for a redirect from ``current`` to ``target``: all of them on the
+    same origin; without the credentials and ``sensitive`` (lower-case names) on another."""
+    if _origin(current) == _origin(target):
+        return headers
+    return {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS and k.lower() not in sensitive}
+
+
 class Executor:
     def __init__(self, settings: Settings, policy: OutboundPolicy, resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self.policy = policy
         self.resolver = resolver  # under the policy's resolver; None: aiohttp's default (tests answer names with their own)
         self._session: aiohttp.ClientSession | None = None
+        self._sensitive = frozenset(h.lower() for h in settings.redirect_sensitive_headers)
         region = settings.region_config(settings.region) if settings.region else None
         simulate = settings.simulate_latency and settings.profile == "local" and region is not None
         self._latency = (region.latency_mean_ms, region.latency_jitter_ms) if simulate and region else (0.0, 0.0)
@@ -128,9 +151,10 @@ class Executor:
                         location = resp.headers.get("Location")
                         if resp.status in _REDIRECTS and location:
                             try:
-                                target = target.join(URL(location))
+                                target, previous = target.join(URL(location)), target
                             except ValueError as exc:
                                 return Outcome(error_kind=INVALID_REDIRECT, error=f"unusable redirect Location {location!r}: {exc}")
+                            headers = redirect_headers(headers, previous, target, self._sensitive)
                             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                                 method, data = ("GET" if method != "HEAD" else "HEAD"), None
                             continue

@@ -234,12 +234,13 @@ async def resolve_names(delivery_app, table):
 async def test_webhook_names_are_checked_at_connect_time(profile, state, http, edge, start_delivery, api_key, target, receivers):
     """``hook.test`` passes the URL check, then resolves to loopback: a production worker refuses it."""
     r = await receivers()
-    await resolve_names(await start_delivery(profile=profile), {"hook.test": ["127.0.0.1"]})
+    await resolve_names(await start_delivery(profile=profile, outbound_allowed_ports=(r.port,)), {"hook.test": ["127.0.0.1"]})
     job = await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": f"http://hook.test:{r.port}/in"}]})
     view = await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in(state))
     endpoint = view["webhooks"]["endpoints"][0]
     if state == "dead":
-        assert endpoint["dead_reason"] == "outbound_blocked" and "127.0.0.1" in endpoint["last_error"]
+        assert endpoint["dead_reason"] == "outbound_blocked" and "'hook.test' resolves to a loopback address" in endpoint["last_error"]
+        assert "127.0.0.1" not in endpoint["last_error"]  # a customer reads it: no address a name resolved to
         assert endpoint["attempts"] == 1 and r.requests == []
     else:
         [req] = r.requests

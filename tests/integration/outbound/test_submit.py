@@ -92,7 +92,7 @@ async def test_the_local_profile_accepts_loopback_targets(http, start_edge, api_
 
 
 async def test_production_accepts_public_names_and_allow_listed_networks(http, start_edge, api_key, target, redis):
-    edge = await start_edge("iad", profile="production", outbound_allow_cidrs=("127.0.0.1/32",))
+    edge = await start_edge("iad", profile="production", outbound_allow_cidrs=("127.0.0.1/32",), outbound_allowed_ports=(target.port,))
     await use_resolver(edge, {"api.example": ["127.0.0.2"]})  # no DNS; and nothing listens there
     status, body = await post_job(http, edge, api_key, {"url": "https://api.example/v1/charges"})
     assert status == 201, body
