@@ -29,6 +29,7 @@ from ezthrottle_server.common.outbound import OutboundPolicy
 from integration.delivery.helpers import FAST, all_in, wait_webhooks
 from integration.outbound.helpers import post_job, use_resolver
 from support.jobs import auth, submit, wait_final
+from support.redis_server import free_port
 from support.services import REGIONS_FILE, StartApp, app_starter
 from support.targets import Target, serving
 from unit.outbound.netguard import EgressGuard, StaticResolver, guarding_egress
@@ -267,3 +268,50 @@ async def test_a_redirect_to_another_port_is_refused_in_production(http, start_e
     view = await wait_final(http, edge.url, api_key, job["job_id"])
     assert view["error"] == "outbound_blocked" and f"port {other.port}" in view["attempts"][0]["error"], view
     assert other.requests == [] and egress_guard.connects_to_port(other.port) == []
+
+
+# -- 2b. nor do connection errors -----------------------------------------------------
+
+
+async def test_a_failed_connect_to_an_allow_listed_name_names_no_address(http, start_edge, start_delivery, api_key, target):
+    """A name on an allow-listed internal network that does not answer: the customer
+    reads that the connect failed, not the internal address the name resolved to."""
+    from ezthrottle_server.delivery.app import CTX
+
+    closed = free_port()
+    names = {"billing.test": ["127.0.0.3"]}
+    internal = {"outbound_allow_loopback": False, "outbound_allow_cidrs": ("127.0.0.1/32", "127.0.0.3/32")}
+    edge = await start_edge("iad", **internal)
+    await use_resolver(edge, names)
+    worker = await start_delivery(**internal, delivery_window_s=0.3)
+    sender = worker.app[CTX].worker.sender
+    await sender.close()
+    sender.resolver = StaticResolver(names)
+    await sender.start()
+    payload = {
+        "url": f"http://billing.test:{closed}/charge",
+        "retry_policy": {"max_retries": 0, "max_reroutes": 0},
+        "webhooks": [{"url": f"http://billing.test:{closed}/hook"}],
+    }
+    job = await submit(http, edge.url, api_key, payload)
+    view = await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("dead"))
+    [attempt] = view["attempts"]
+    [endpoint] = view["webhooks"]["endpoints"]
+    assert "billing.test" in attempt["error"] and "onnect" in attempt["error"], attempt
+    assert "onnect" in endpoint["last_error"], endpoint
+    assert "127.0.0.3" not in str(view)
+
+
+# -- the settings ---------------------------------------------------------------------
+
+
+async def test_the_settings_come_from_regions_yaml_and_bad_values_name_the_setting(tmp_path):
+    regions = tmp_path / "regions.yaml"
+    base = REGIONS_FILE.read_text().replace("outbound:\n", "outbound:\n  allowed_ports: [8443, 9000]\n  redirect_sensitive_headers: [X-Api-Key]\n", 1)
+    regions.write_text(base)
+    settings = load_settings("coordinator", env={"EZT_PROFILE": "production"}, regions_file=regions)
+    assert settings.outbound_allowed_ports == (8443, 9000) and settings.redirect_sensitive_headers == ("x-api-key",)
+    OutboundPolicy.from_settings(settings).check_url("https://api.example:9000/")
+    for bad in ("70000", "0", "https", "-1"):
+        with pytest.raises(ConfigError, match="EZT_OUTBOUND_ALLOWED_PORTS"):
+            load_settings("coordinator", env={"EZT_OUTBOUND_ALLOWED_PORTS": bad}, regions_file=regions)

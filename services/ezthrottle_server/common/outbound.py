@@ -403,6 +403,17 @@ class OutboundPolicy:
         raise OutboundBlocked(f"host {host!r} resolves to {_kind_of_address(reason)}", detail=detail)
 
 
+# A socket address in an OSError's text: "Connect call failed ('10.1.2.3', 443)" (asyncio), IPv6 with flow and scope.
+_SOCKET_ADDRESS = re.compile(r" ?\('[^']*', \d+(?:, \d+, \d+)?\)")
+
+
+def connect_error_text(exc: BaseException) -> str:
+    """``Type: message`` of a failed send, for customers: without the socket
+    addresses a name resolved to ("Connect call failed ('10.1.2.3', 443)" reads
+    "Connect call failed"). An allow-listed internal host stays unmapped."""
+    return _SOCKET_ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
+
+
 def _kind_of_address(reason: str) -> str:
     """``"loopback"`` -> ``"a loopback address"``; a reason that is no adjective -> ``"an address that is ..."``."""
     if reason == METADATA:

@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractResolver
 
 from ..common.config import Settings
 from ..common.errors import OutboundBlocked
-from ..common.outbound import OutboundPolicy, make_connector
+from ..common.outbound import OutboundPolicy, connect_error_text, make_connector
 
 USER_AGENT = "EZThrottle-Webhooks/1"
 
@@ -80,5 +80,5 @@ class WebhookSender:
         except TimeoutError:
             error = f"no answer within {self.settings.delivery_timeout_s:g}s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = connect_error_text(exc)
         return SendResult(error=error[:300], latency_ms=(time.perf_counter() - started) * 1000)

@@ -29,7 +29,7 @@ from yarl import URL
 
 from ..common.config import Settings
 from ..common.errors import OutboundBlocked
-from ..common.outbound import OutboundPolicy, make_connector
+from ..common.outbound import OutboundPolicy, connect_error_text, make_connector
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -171,7 +171,7 @@ class Executor:
         except TimeoutError:
             return Outcome(error_kind=TIMEOUT, error=f"no answer within {timeout_s:g}s")
         except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(error_kind=CONNECTION, error=f"{type(exc).__name__}: {exc}")
+            return Outcome(error_kind=CONNECTION, error=connect_error_text(exc))
         except LookupError as exc:  # unknown charset in the answer
             return Outcome(error_kind=CONNECTION, error=f"undecodable response: {exc}")
 
