@@ -40,6 +40,9 @@ INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on t
 ATTEMPT_CRASHES = Counter(
     "ezt_attempt_crashes_total", "Attempts that raised an unexpected error (a bug); the third of a job fails it with internal_error", ["region"]
 )
+JOBS_EVACUATED = Counter(
+    "ezt_jobs_evacuated_total", "Jobs moved out of a region judged down, to the region they were queued in", ["from", "to"]
+)
 RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from dead consumers", ["region"])
 DELAYED_RELEASED = Counter("ezt_delayed_released_total", "Delayed jobs released into their streams")
 JOBS_REPAIRED = Counter("ezt_jobs_repaired_total", "Jobs found held by nothing (no stream, delayed, queue or lease entry) and queued again")

@@ -55,6 +55,7 @@ SCRIPT_NAMES = (
     "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
     "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
     "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair", "swap_field", "reserve_quota",
+    "evacuate",
 )
 
 
@@ -336,6 +337,7 @@ class Scripts:
     release_lease: AsyncScript
     spawn_child: AsyncScript
     claim_continuation: AsyncScript
+    evacuate: AsyncScript
     fire_timers: AsyncScript
     delivery_plan: AsyncScript
     delivery_record: AsyncScript

@@ -21,6 +21,7 @@ from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
 from .health import HealthRules, RegionMonitor
 from .lease import Lease
+from .evacuate import Evacuator
 from .repair import Repairer
 from .workflows import WorkflowSpawner
 from .sampler import QueueSampler
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
         ]
         tasks.append(asyncio.create_task(QueueSampler(settings, redis, lease).run(), name="sampler"))
         tasks.append(asyncio.create_task(Repairer(settings, redis, scripts, lease).run(), name="repair"))
+        tasks.append(asyncio.create_task(Evacuator(settings, redis, scripts, lease).run(), name="evacuate"))
         domains = OverridesWatcher(redis, settings.domains_file, is_active=lambda: lease.is_leader)
         tasks.append(asyncio.create_task(domains.run(), name="domains"))
         forget_sighup = _on_sighup(domains.request_reload)

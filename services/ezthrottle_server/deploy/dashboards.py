@@ -178,6 +178,9 @@ REGIONS = Board(
                       [q("max by (instance) (ezt_coordinator_leader)", "{{instance}}")], unit="short", width=12, height=5),
                 Chart("Region state over time", "2 up, 1 degraded, 0 down.", [q("max by (region) (ezt_region_state)", "{{region}}")],
                       width=24, height=6),
+                Chart("Jobs evacuated", "Jobs moved out of a region judged down, by where they went (coordinator/evacuate.py).",
+                      [q(f'sum by (from, to) (rate(ezt_jobs_evacuated_total[{RATE}]))', "{{from}} to {{to}}")], unit="reqps",
+                      width=24, height=6),
             ],
         ),
         (

@@ -278,6 +278,12 @@ def job_view(job_id: str, data: dict[str, str], attempts: list[str], webhooks: d
         "regions_tried": [r for r in data.get("tried", "").split(",") if r],
         "retries": sum(int(v) for k, v in data.items() if k.startswith("retries:")),
         "reroutes": int(data.get("reroutes", 0)),
+        # Moves out of a region judged down (coordinator/evacuate.py), each a reroute with the reason region_down.
+        "evacuations": [
+            {"from": move.partition(">")[0], "to": move.partition(">")[2], "reason": "region_down"}
+            for move in (data.get("evacuated") or "").split(",") if move
+        ],
+        "maybe_sent": data.get("maybe_sent") == "1",
         "region_outcomes": _region_outcomes(data, parsed_attempts),
         "error": data.get("error") or None,
         "result": orjson.loads(data["result"]) if data.get("result") else None,

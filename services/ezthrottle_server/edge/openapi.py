@@ -206,6 +206,12 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
             "regions_tried": {"type": "array", "items": {"type": "string"}},
             "retries": {"type": "integer"},
             "reroutes": {"type": "integer"},
+            "evacuations": {
+                "type": "array",
+                "description": "Moves out of a region judged down, each also counted in reroutes",
+                "items": {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "reason": {"type": "string"}}},
+            },
+            "maybe_sent": {"type": "boolean", "description": "An attempt was cut off by a dead node and may have reached the target"},
             "region_outcomes": {"type": "object"},
             "error": _nullable({"type": "string"}),
             "result": _nullable({"type": "object"}),

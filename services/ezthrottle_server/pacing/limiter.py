@@ -39,7 +39,7 @@ from .scope import SHARED, Scope
 
 log = logging.getLogger(__name__)
 
-SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe")
+SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe", "evict")
 
 # The line of common/scripts/submit.lua that compose_accept replaces.
 ACCEPT_HOOK = "local take_now = function() return '' end -- accept.lua: take the job at once\n"
@@ -504,6 +504,30 @@ class Limiter:
             pipe.zrangebyscore(self.ready_key, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
             due, upcoming = await pipe.execute()
         return [(Scope.from_member(m), s) for m, s in due], (upcoming[0][1] if upcoming else None)
+
+    # -- a region that is down (coordinator/evacuate.py) ----------------------
+
+    async def held_in(self, region: str, *, limit: int) -> list[tuple[Scope, list[str], list[tuple[str, float]]]]:
+        """What ``region``'s queues hold: per scope with work, its waiting job ids and its leases
+        (with their expiry, ms); at most ``limit`` waiting jobs per scope."""
+        scopes = [Scope.from_member(m) for m in await self.redis.zrange(keys.pacing_ready(region), 0, -1)]
+        if not scopes:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                pipe.zrange(keys.pacing_wait(scope.domain, scope.who, region), 0, limit - 1)
+                pipe.zrange(keys.pacing_running(scope.domain, scope.who, region), 0, -1, withscores=True)
+            rows = await pipe.execute()
+        return [(scope, waiting, running) for scope, waiting, running in zip(scopes, rows[0::2], rows[1::2]) if waiting or running]
+
+    async def evict(
+        self, scope: Scope, region: str, waiting: Sequence[str], leases: Sequence[tuple[str, bool]], *, now_ms: float | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Take waiting jobs and leases (``(lease, force)``: force takes it before it expires) out of
+        ``region``'s queue of ``scope``; returns what was still there and is now taken."""
+        args = [*self.policy.args(now_ms), len(waiting), *waiting, len(leases), *(x for lease, force in leases for x in (lease, "1" if force else ""))]
+        taken_waiting, taken_leases = await self._scripts["evict"](keys=self._keys(scope, region), args=args)
+        return list(taken_waiting), list(taken_leases)
 
     # -- operators -------------------------------------------------------------
 
