@@ -54,12 +54,6 @@ Environment variables (all optional):
 ``EZT_AUTH_FAIL_LIMIT``               failed authentications per client address per window before 429 (0: off)
 ``EZT_AUTH_FAIL_WINDOW_S``            that window, in seconds
 ``EZT_TRUSTED_PROXIES``               comma list of proxy networks whose ``X-Forwarded-For`` names the client
-``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
-``EZT_DELIVERY_BACKOFF_BASE_S``       first webhook retry's delay ceiling (doubling, equal jitter)
-``EZT_DELIVERY_BACKOFF_CAP_S``        largest delay between webhook retries
-``EZT_DELIVERY_WINDOW_S``             how long a webhook is retried before it is dead-lettered
-``EZT_DELIVERY_CONCURRENCY``          webhook POSTs in flight per delivery worker
-``EZT_DELIVERY_POLL_S``               how often a delivery worker releases due retries
 ``EZT_DOMAINS_FILE``                  per-domain pacing overrides (default: domains.yaml beside regions.yaml)
 ``EZT_PACING_DEFAULT_RPS``            a domain's requests/s unless config or its headers say otherwise (2)
 ``EZT_PACING_DEFAULT_MAX_CONCURRENT`` a domain's requests in flight per node, likewise (2)
@@ -84,13 +78,14 @@ from typing import Any
 
 import yaml
 
+from .errors import EZThrottleServerError
 from .secretbox import parse_keys
 from .quotas import DEFAULT_TIER, DEFAULT_TIERS, Tier, tiers_from_config
 
 DEFAULT_REDIS_PORT = 6390
 
 
-class ConfigError(ValueError):
+class ConfigError(EZThrottleServerError, ValueError):
     """The configuration is unusable; the message names the setting."""
 
 
@@ -177,12 +172,6 @@ class Settings:
     repair_after_s: float = 60.0  # coordinator/repair.py: how long a job is seen held by nothing before it is queued again
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
-    delivery_timeout_s: float = 10.0
-    delivery_backoff_base_s: float = 10.0
-    delivery_backoff_cap_s: float = 3600.0
-    delivery_window_s: float = 24 * 3600.0
-    delivery_concurrency: int = 64
-    delivery_poll_s: float = 0.1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
