@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from . import keys
+from .errors import EZThrottleServerError
 
 KEY_PREFIX = "ezt_live_"
 _CUSTOMER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class InvalidCustomerId(ValueError):
-    pass
+class InvalidCustomerId(EZThrottleServerError, ValueError):
+    """A customer id that is not 1 to 64 of ``A-Z a-z 0-9 _ . -``."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
 """Errors of the server.
 
-Hierarchy::
+Hierarchy (stdlib mix-ins in brackets)::
 
     EZThrottleServerError
-    ├── ApiError                 an answer to a client: code, HTTP status, message
-    └── OutboundBlocked          a target or webhook the outbound policy refuses
+    ├── ApiError                             an answer to a client: code, HTTP status, message
+    ├── OutboundBlocked                      a target or webhook the outbound policy refuses
+    ├── ConfigError [ValueError]             common/config.py: the configuration is unusable
+    ├── InvalidCustomerId [ValueError]       common/apikeys.py: a customer id that is not allowed
+    ├── SecretBoxError [ValueError]          common/secretbox.py: a sealed secret that cannot be opened here
+    └── PacingError                          pacing/__init__.py: the pacing package's root
+        └── OverridesError [ValueError]      domains.yaml (or a domain on the command line) is unusable
 
 API errors are data: every code has one HTTP status, in ``API_ERRORS``. They
 go out as ``{"error": {"code": ..., "message": ..., "field": ...}}``.

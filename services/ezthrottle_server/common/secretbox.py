@@ -30,12 +30,14 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .errors import EZThrottleServerError
+
 SEALED_PREFIX = "ezt1:"
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
-class SecretBoxError(ValueError):
+class SecretBoxError(EZThrottleServerError, ValueError):
     """A sealed value that cannot be opened here (unknown key, or altered)."""
 
 

@@ -46,8 +46,10 @@ Errors::
      └── OverridesError (ValueError)   domains.yaml is unusable
 """
 
+from ..common.errors import EZThrottleServerError
 
-class PacingError(Exception):
+
+class PacingError(EZThrottleServerError):
     """Root of the pacing package's errors."""
 
 
