@@ -6,7 +6,7 @@ Keys without a tag (API keys, heartbeats, the coordinator lease, pacing's
 ready sets) are each used alone: no script or multi-key command spans two of
 them, and no code uses MULTI/EXEC. ``tests/cluster`` checks it on a real cluster.
 One script is for one Redis only and spans two tags on purpose: ``accept.lua``
-(``pacing.limiter.compose_accept``: a submission that takes its job from the
+(``common/scripts/accept.lua``: a submission that takes its job from the
 domain's limit in the same step); on a cluster it is never used.
 
 Jobs live in *partitions*. A partition is one hash tag, ``{ezt:p<N>}``, and

@@ -1,8 +1,9 @@
-"""Redis connection and the Lua scripts, loaded in one place.
+"""Redis connection, and the common Lua scripts registered on a client.
 
-Scripts are ``.lua`` files beside this module, read with importlib.resources
-and run through redis-py ``Script`` objects: EVALSHA, reloaded on NOSCRIPT
-(also after a failover: a promoted replica may not have them cached).
+Scripts are ``.lua`` files in ``scripts/``, loaded by :mod:`.scripting` (the
+one loader, which the pacing scripts and ``accept.lua`` use too) and run
+through redis-py ``Script`` objects: EVALSHA, reloaded on NOSCRIPT (also
+after a failover: a promoted replica may not have them cached).
 
 One server or a cluster
 -----------------------
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from importlib import resources
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,6 +50,8 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
     TryAgainError,
 )
+
+from . import scripting
 
 SCRIPT_NAMES = (
     "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
@@ -321,10 +323,6 @@ class _AnyNodeSSLConnection(_AnyNode, SSLConnection):
     pass
 
 
-def load_script_source(name: str) -> str:
-    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text()
-
-
 class Scripts:
     """The Lua scripts registered on one client; attribute per script."""
 
@@ -351,4 +349,4 @@ class Scripts:
 
     def __init__(self, client: RedisClient) -> None:
         for name in SCRIPT_NAMES:
-            setattr(self, name, client.register_script(load_script_source(name)))
+            setattr(self, name, scripting.register(client, name))

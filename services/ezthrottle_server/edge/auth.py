@@ -33,7 +33,7 @@ from ..common import apikeys, keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import AUTH_FAILURES, AUTH_RATE_LIMITED
-from ..common.redisconn import load_script_source
+from ..common import scripting
 
 _MAX_CACHED = 10_000
 _MAX_LIMITED = 10_000
@@ -90,7 +90,7 @@ class Authenticator:
         trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.redis = redis
-        self._count_failure_script = redis.register_script(load_script_source("count_failure"))
+        self._count_failure_script = scripting.register(redis, "count_failure")
         self.cache_s = cache_s
         self.fail_limit = fail_limit  # 0: no limit
         self.fail_window_s = fail_window_s

@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,7 +32,7 @@ from redis.asyncio.cluster import RedisCluster
 from ..common import keys
 from ..common.batching import Batcher
 from ..common.config import Settings
-from ..common.redisconn import load_script_source
+from ..common import scripting
 from .hints import TargetHints
 from .scope import SHARED, Scope
 
@@ -41,20 +40,11 @@ log = logging.getLogger(__name__)
 
 SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe", "evict")
 
-# The line of common/scripts/submit.lua that compose_accept replaces.
-ACCEPT_HOOK = "local take_now = function() return '' end -- accept.lua: take the job at once\n"
-
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
 
 def _now_ms() -> float:
     return time.time() * 1000
-
-
-def load_script(name: str) -> str:
-    """A pacing script with the shared prelude in front of it."""
-    folder = resources.files(__package__).joinpath("scripts")
-    return folder.joinpath("_prelude.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -160,50 +150,6 @@ class ScopeView:
         }
 
 
-def compose_accept(submit_source: str) -> str:
-    """accept.lua: ``submit.lua`` that takes the job at once (``take.lua``'s logic) when it creates it.
-
-    For one Redis only: its keys span two hash tags (the job's partition and
-    the domain's), which a Redis Cluster refuses; there the edge runs
-    ``take.lua`` first, then ``submit.lua``. KEYS: ``submit.lua``'s, the
-    region's ready set, then the scope's (``_prelude.lua``). ARGV: the number
-    of ``submit.lua``'s keys and of its arguments, its arguments, then the
-    pacing arguments (``_prelude.lua``'s ARGV[1..9]), the customer, the node's
-    sends in flight for the scope, the lease (ms) and the scope's ready-set
-    member. Each part runs on its own KEYS and ARGV (locals that shadow the
-    globals), so both scripts are used unchanged. With a lease, the scope is
-    indexed in the ready set by its expiry (LT), so should the node die the
-    next grant recovers the job.
-    """
-    if ACCEPT_HOOK not in submit_source:
-        raise RuntimeError("submit.lua lost the line accept.lua replaces")
-    folder = resources.files(__package__).joinpath("scripts")
-    split = (
-        "local ALL_KEYS, ALL_ARGV = KEYS, ARGV\n"
-        "local NK, NA = tonumber(ALL_ARGV[1]), tonumber(ALL_ARGV[2])\n"
-        "local READY = ALL_KEYS[NK + 1]\n"
-        "local KEYS = {unpack(ALL_KEYS, NK + 2)}\n"
-        "local ARGV = {unpack(ALL_ARGV, NA + 3)}\n"
-    )
-    back_to_submit = (
-        "local TAKE_ARGV = ARGV\n"
-        "local KEYS = {unpack(ALL_KEYS, 1, NK)}\n"
-        "local ARGV = {unpack(ALL_ARGV, 3, NA + 2)}\n"
-    )
-    hook = (
-        "local take_now = function()\n"
-        "  local now, lease_ms = now_ms(), tonumber(TAKE_ARGV[12])\n"
-        "  local got = take_job(ARGV[1], TAKE_ARGV[10], tonumber(TAKE_ARGV[11]), lease_ms, now)\n"
-        "  if got[1] == 'ok' then\n"
-        "    redis.call('ZADD', READY, 'LT', now + lease_ms, TAKE_ARGV[13])\n"
-        "  end\n"
-        "  return got[2]\n"
-        "end\n"
-    )
-    prelude = folder.joinpath("_prelude.lua").read_text()
-    return split + prelude + "\n" + back_to_submit + submit_source.replace(ACCEPT_HOOK, hook)
-
-
 def _num(text: str) -> float | int:
     f = float(text)
     return int(f) if f.is_integer() else f
@@ -230,9 +176,9 @@ class Limiter:
         self.policy = policy
         self.region = region
         self.regions = tuple(regions) or ((region,) if region else ())
-        self._scripts = {name: redis.register_script(load_script(name)) for name in SCRIPT_NAMES}
-        # One Redis: submission and take in one script (see compose_accept); None on a cluster.
-        self.accept_script = None if isinstance(redis, RedisCluster) else redis.register_script(compose_accept(load_script_source("submit")))
+        self._scripts = {name: scripting.register(redis, f"pacing/{name}") for name in SCRIPT_NAMES}
+        # One Redis: submission and take in one script (common/scripts/accept.lua); None on a cluster.
+        self.accept_script = None if isinstance(redis, RedisCluster) else scripting.register(redis, "accept")
         # The job path's calls (admit, grant, release, the ready set), one pipeline per loop
         # turn; shared with the caller's own per-job calls when it passes its Batcher.
         self._batch = batch or Batcher(redis)
@@ -384,11 +330,11 @@ class Limiter:
             self._refreshing.pop(domain, None)
 
     def take_keys(self, scope: Scope) -> list[str]:
-        """The keys of accept.lua after ``submit.lua``'s: the ready set, then the scope's (see :func:`compose_accept`)."""
+        """The keys of accept.lua after ``submit.lua``'s: the ready set, then the scope's (see common/scripts/accept.lua)."""
         return [self.ready_key, *self._keys(scope)]
 
     def take_args(self, scope: Scope, customer: str, *, inflight: int, lease_ms: int, now_ms: float | None = None) -> list[Any]:
-        """The arguments of accept.lua after ``submit.lua``'s: see :func:`compose_accept`."""
+        """The arguments of accept.lua after ``submit.lua``'s: see common/scripts/accept.lua."""
         return [*self.policy.args(now_ms), customer, inflight, lease_ms, scope.member]
 
     async def take(

@@ -4,7 +4,8 @@ import pytest
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.jobs import record_fields, validate_job
-from ezthrottle_server.pacing.limiter import ACCEPT_HOOK, Limiter, PacingPolicy, compose_accept
+from ezthrottle_server.common import scripting
+from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
 from ezthrottle_server.pacing.scope import SHARED, Scope
 
 
@@ -59,7 +60,10 @@ async def test_a_duplicate_takes_nothing_and_a_job_that_must_wait_gets_its_strea
     assert [f["job"] for _, f in await redis.xrange(keys.region_stream(0, "iad"))] == [job_id(3)]
 
 
-def test_accept_is_composed_from_submit_lua_or_not_at_all():
-    with pytest.raises(RuntimeError):
-        compose_accept("return {1, ARGV[1]}\n")
-    assert compose_accept("-- x\n" + ACCEPT_HOOK).count("take_job(ARGV[1]") == 1
+def test_accept_is_composed_from_files_submits_body_once_and_the_prelude_once():
+    accept, submit = scripting.source("accept"), scripting.source("submit")
+    body = scripting.source("common/_submit.lua")
+    assert body in accept and body in submit and "--@include" not in accept + submit
+    assert accept.count("take_job(ARGV[1]") == 1 and accept.count("local function now_ms()") == 1
+    with pytest.raises(scripting.ScriptError):
+        scripting.source("pacing/no_such_script")

@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- Park jobs in their scope's queue (one region's) until the limit lets them go.
 -- (KEYS and ARGV[1..9]: see _prelude.lua.)
 -- ARGV[10] n   ARGV[11..] n pairs of job id, customer

@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- Read-only: a scope's effective limits and where each came from.
 -- (KEYS and ARGV[1..9]: see _prelude.lua.)
 -- Returns {rps, rps source, max_concurrent, mc source, burst, ceiling rps,

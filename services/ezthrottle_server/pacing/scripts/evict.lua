@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- Take jobs out of a region that is down (coordinator/evacuate.py): waiting
 -- jobs out of its queue, and leases of its dead nodes out of its running set,
 -- so that they can be queued in another region. Only what is still there is

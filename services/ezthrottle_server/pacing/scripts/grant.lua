@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- Hand a node the jobs it may send now, atomically with the scope's limit.
 -- (KEYS and ARGV[1..9]: see _prelude.lua.)
 -- ARGV[10] the calling node's requests in flight for this scope

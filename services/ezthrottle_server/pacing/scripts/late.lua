@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- A granted send left late (its node was busy): count it from when it left.
 -- (KEYS and ARGV[1..9]: see _prelude.lua; only KEYS[2] is used.)
 -- ARGV[10] how late (ms)

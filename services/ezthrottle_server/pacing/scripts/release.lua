@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- A granted job's attempt is over: drop its lease and learn from the answer.
 -- (KEYS and ARGV[1..9]: see _prelude.lua.)
 -- ARGV[10] the lease (from grant.lua)

@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- A live node keeps the jobs it is sending: push their leases forward.
 -- (KEYS and ARGV[1..9]: see _prelude.lua; only KEYS[5] is used.)
 -- ARGV[10] lease (ms)   ARGV[11..] leases (from grant.lua)

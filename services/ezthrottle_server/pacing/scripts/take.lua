@@ -1,3 +1,4 @@
+--@include pacing/_prelude.lua
 -- Grant a job the calling node is accepting at this moment, without queueing
 -- it, if its scope would grant it at once anyway.
 -- (KEYS and ARGV[1..9]: see _prelude.lua.)

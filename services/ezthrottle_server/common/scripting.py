@@ -1,0 +1,71 @@
+"""Every Lua script of the server, loaded in one place.
+
+Scripts are ``.lua`` files next to the code that calls them:
+``common/scripts/`` (jobs, deliveries, workflows, auth) and
+``pacing/scripts/`` (the per-domain limits). A script is named by its area and
+file, ``"common/submit"`` or ``"pacing/grant"``; common scripts may be named
+bare (``"submit"``).
+
+A script shares code with another through a line of its own::
+
+    --@include pacing/_prelude.lua
+
+which the loader replaces with that file (includes nest; a file is included
+at most once per script). That is how every pacing script gets the shared
+prelude, and how ``accept.lua`` is ``submit.lua``'s body with ``take.lua``'s
+logic in front of it: both are files, composed when they load, never Lua in
+Python strings. :func:`register` gives a redis-py ``Script`` (EVALSHA, loaded
+again on ``NOSCRIPT``).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+    from .redisconn import RedisClient
+
+AREAS = {"common": "ezthrottle_server.common", "pacing": "ezthrottle_server.pacing"}
+_INCLUDE = re.compile(r"^--@include ([a-z]+/[A-Za-z0-9_]+\.lua)[ \t]*$", re.M)
+
+
+class ScriptError(Exception):
+    """A script file is missing, or an include names no file (a bug in the tree, found at load)."""
+
+
+def _read(path: str) -> str:
+    area, _, file = path.partition("/")
+    if area not in AREAS:
+        raise ScriptError(f"{path}: unknown area (known: {', '.join(AREAS)})")
+    try:
+        return resources.files(AREAS[area]).joinpath("scripts", file).read_text()
+    except FileNotFoundError as exc:
+        raise ScriptError(f"{path}: no such script") from exc
+
+
+@cache
+def source(name: str) -> str:
+    """The full source of a script, includes resolved: ``"submit"``, ``"common/submit"``, ``"pacing/grant"``."""
+    path = name if "/" in name else f"common/{name}"
+    seen: set[str] = set()
+
+    def expand(path: str) -> str:
+        seen.add(path)
+
+        def include(match: re.Match[str]) -> str:
+            inner = match.group(1)
+            return "" if inner in seen else expand(inner)
+
+        return _INCLUDE.sub(include, _read(path))
+
+    return expand(path if path.endswith(".lua") else f"{path}.lua")
+
+
+def register(client: RedisClient, name: str) -> AsyncScript:
+    """The script ``name`` on ``client``, ready to call."""
+    return client.register_script(source(name))
