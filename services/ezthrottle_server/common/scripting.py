@@ -25,6 +25,8 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from .errors import EZThrottleServerError
+
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
@@ -34,7 +36,7 @@ AREAS = {"common": "ezthrottle_server.common", "pacing": "ezthrottle_server.paci
 _INCLUDE = re.compile(r"^--@include ([a-z]+/[A-Za-z0-9_]+\.lua)[ \t]*$", re.M)
 
 
-class ScriptError(Exception):
+class ScriptError(EZThrottleServerError):
     """A script file is missing, or an include names no file (a bug in the tree, found at load)."""
 
 
