@@ -54,7 +54,12 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
     if name == "submit":
         best = max(r["rows"], key=lambda x: x["ratio"] or 0)
         return [
-            (f"accepted/s (conc {best['concurrency']})", f"{best['edge_accepted_per_s']:.0f} vs ceiling {best['ceiling_per_s']:.0f}", ">= 0.5 x", None),
+            (
+                f"accepted/s (conc {best['concurrency']})",
+                f"{best['edge_accepted_per_s']:.0f} vs ceiling {best['ceiling_per_s']:.0f}",
+                ">= 0.5 x",
+                None,
+            ),
             ("ratio to ceiling (best level)", f"{best['ratio']}", ">= 0.5", (best["ratio"] or 0) >= 0.5),
             (f"p50 / p99 (conc {best['concurrency']})", f"{best['edge_p50_ms']} / {best['edge_p99_ms']} ms", "", None),
         ]
@@ -81,7 +86,12 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
     if name == "memory":
         default = r.get("redis_defaults", {}).get("bytes_per_job")
         return [
-            ("bytes per queued job (up-local Redis)", f"{r['bytes_per_job']:.0f} ({r['accepted']} jobs)", "<= 1536", r["bytes_per_job"] <= 1536),
+            (
+                "bytes per queued job (up-local Redis)",
+                f"{r['bytes_per_job']:.0f} ({r['accepted']} jobs)",
+                "<= 1536",
+                r["bytes_per_job"] <= 1536,
+            ),
             ("bytes per queued job (Redis defaults)", f"{default:.0f}" if default else "-", "", None),
         ]
     if name == "race":
@@ -89,7 +99,12 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
         return [
             ("iad alone p50 / p99", f"{single['p50']:.0f} / {single['p99']:.0f} ms", "", None),
             ("race p50 / p99", f"{race['p50']:.0f} / {race['p99']:.0f} ms", "", None),
-            ("race p50 - fastest p50", f"{r['race_p50_minus_fastest_p50_ms']:.0f} ms", "<= 10 ms", r["race_p50_minus_fastest_p50_ms"] <= 10),
+            (
+                "race p50 - fastest p50",
+                f"{r['race_p50_minus_fastest_p50_ms']:.0f} ms",
+                "<= 10 ms",
+                r["race_p50_minus_fastest_p50_ms"] <= 10,
+            ),
             ("winners", " ".join(f"{k}:{v}" for k, v in r["winners"].items()), "", None),
         ]
     if name == "pacing":
@@ -98,7 +113,14 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
             x = r.get(f"rate_n{n}")
             if x:
                 ok = x["achieved_over_n"] >= 0.98 and x["provoked_429"] == 0 and x["max_in_any_1s_window"] <= n + 1
-                out.append((f"rate N={n}: achieved/N, 429s, max in 1 s", f"{x['achieved_over_n']}, {x['provoked_429']}, {x['max_in_any_1s_window']}", f">=0.98, 0, <={n + 1}", ok))
+                out.append(
+                    (
+                        f"rate N={n}: achieved/N, 429s, max in 1 s",
+                        f"{x['achieved_over_n']}, {x['provoked_429']}, {x['max_in_any_1s_window']}",
+                        f">=0.98, 0, <={n + 1}",
+                        ok,
+                    )
+                )
         iso = r.get("isolation")
         if iso:
             p99 = iso["with_backlog_ms"]["p99"]
@@ -147,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - started
     print(f"{'=' * 100}\n{len(chosen)} scenarios in {total:.0f} s; details in bench/results/*.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    summary = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": a.quick, "seconds": round(total), "status": status, "table": table}
+    summary = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": a.quick,
+        "seconds": round(total),
+        "status": status,
+        "table": table,
+    }
     (RESULTS / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     failed = [n for n, s in status.items() if s != "ok"]
     if failed:

@@ -44,7 +44,11 @@ async def _call(http: aiohttp.ClientSession, method: str, url: str, body: str, h
         answer = await resp.read()
         status = resp.status
     payload = orjson.dumps(
-        {"tag": tag, "status": "success", "response": {"status_code": status, "headers": {str(k).lower(): v for k, v in resp.headers.items()}, "body": answer.decode()}}
+        {
+            "tag": tag,
+            "status": "success",
+            "response": {"status_code": status, "headers": {str(k).lower(): v for k, v in resp.headers.items()}, "body": answer.decode()},
+        }
     )
     async with http.post(hook, data=payload, headers=JSON) as resp:
         await resp.read()

@@ -37,7 +37,19 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ._cluster import cluster, cpu_snapshot, new_key, redis_pid, sink_get, sink_process, sink_reset, submit, summary_ms, wait_hooks, write_result
+from ._cluster import (
+    cluster,
+    cpu_snapshot,
+    new_key,
+    redis_pid,
+    sink_get,
+    sink_process,
+    sink_reset,
+    submit,
+    summary_ms,
+    wait_hooks,
+    write_result,
+)
 from ._procs import REPO, redis_server
 
 BODY = "x" * 200
@@ -129,7 +141,6 @@ async def _ezthrottle(
     key = await new_key(redis_url)
     connector = aiohttp.TCPConnector(limit=concurrency + 8)
     async with aiohttp.ClientSession(connector=connector) as http:
-
         job_ids: dict[str, str] = {}
 
         async def one(i: int, tag: str) -> None:
@@ -163,7 +174,11 @@ async def stages(redis_url: str, job_ids: dict[str, str], hooks: dict[str, float
             queued.append(int(started) - int(created))
             sending.append(int(finished) - int(started))
             delivering.append(hooks[t] * 1000 - int(finished))
-    return {"created_to_started": summary_ms(queued), "started_to_finished": summary_ms(sending), "finished_to_webhook": summary_ms(delivering)}
+    return {
+        "created_to_started": summary_ms(queued),
+        "started_to_finished": summary_ms(sending),
+        "finished_to_webhook": summary_ms(delivering),
+    }
 
 
 def run_ezthrottle(n: int, concurrency: int, edges: int, timeout_s: float) -> dict[str, Any]:
@@ -228,7 +243,9 @@ async def _saq(redis_url: str, sink: str, n: int, concurrency: int, timeout_s: f
         async with aiohttp.ClientSession() as http:
 
             async def one(_i: int, tag: str) -> None:
-                await queue.enqueue("call", method="POST", url=f"{sink}/t/{tag}", body=BODY, hook=f"{sink}/hook", tag=tag, retries=1, timeout=30)
+                await queue.enqueue(
+                    "call", method="POST", url=f"{sink}/t/{tag}", body=BODY, hook=f"{sink}/hook", tag=tag, retries=1, timeout=30
+                )
 
             await warm_up(http, sink, one, concurrency)
             return await drive(http, sink, one, n, concurrency, "run", timeout_s, pids)
@@ -286,8 +303,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
         r = rows[system]
-        print(f"  {system:<11} {r['jobs_per_s']!s:>8} jobs/s  p50 {r['submit_to_webhook_ms']['p50']:>9} ms  p99 {r['submit_to_webhook_ms']['p99']:>9} ms"
-              f"  ({r['webhooks']}/{r['jobs']} webhooks; {r['setup']})", flush=True)
+        print(
+            f"  {system:<11} {r['jobs_per_s']!s:>8} jobs/s  p50 {r['submit_to_webhook_ms']['p50']:>9} ms  p99 {r['submit_to_webhook_ms']['p99']:>9} ms"
+            f"  ({r['webhooks']}/{r['jobs']} webhooks; {r['setup']})",
+            flush=True,
+        )
     baselines = [rows[s]["jobs_per_s"] or 0 for s in ("saq", "arq") if s in rows]
     ratio = None
     if "ezthrottle" in rows and baselines and max(baselines) > 0:

@@ -39,7 +39,21 @@ WARMUP = 1000
 
 def _post(url: str, key: str, n: int) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--url", url, "--key", key, "--concurrency", "32", "--duration", "600", "--max-requests", str(n)],
+        [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            url,
+            "--key",
+            key,
+            "--concurrency",
+            "32",
+            "--duration",
+            "600",
+            "--max-requests",
+            str(n),
+        ],
         capture_output=True,
         text=True,
         check=True,

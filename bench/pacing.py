@@ -242,7 +242,9 @@ async def rate(n: int, duration_s: float) -> dict[str, Any]:
     }
 
 
-async def _probe_delays(http: aiohttp.ClientSession, edges: dict[str, str], key: str, target: Target, count: int, gap_s: float) -> list[float]:
+async def _probe_delays(
+    http: aiohttp.ClientSession, edges: dict[str, str], key: str, target: Target, count: int, gap_s: float
+) -> list[float]:
     """Submit ``count`` jobs for ``target`` one at a time; each one's submit-to-send delay (ms)."""
     regions = list(edges)
     delays = []

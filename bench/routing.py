@@ -188,9 +188,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = measured["accept_to_send_ms"]
     b = measured["bracket"]
     st = measured["stages"]
-    print(f"  accept -> send     p50 {str(a['p50']):>7} ms  p99 {str(a['p99']):>7} ms  (edge histogram; {a['n']} of {jobs} jobs sent at once)")
+    print(
+        f"  accept -> send     p50 {str(a['p50']):>7} ms  p99 {str(a['p99']):>7} ms  (edge histogram; {a['n']} of {jobs} jobs sent at once)"
+    )
     print(f"  created -> target  p50 {s['p50']:>7} ms  p99 {s['p99']:>7} ms  (created_ms is whole ms: reads up to 1 ms high)")
-    print(f"  201 -> target      p50 {b['response_201_to_target_ms']['p50']:>7} ms  p99 {b['response_201_to_target_ms']['p99']:>7} ms  (lower bound)")
+    print(
+        f"  201 -> target      p50 {b['response_201_to_target_ms']['p50']:>7} ms  p99 {b['response_201_to_target_ms']['p99']:>7} ms  (lower bound)"
+    )
     print(f"  POST -> target     p50 {b['post_to_target_ms']['p50']:>7} ms  p99 {b['post_to_target_ms']['p99']:>7} ms  (upper bound)")
     p = measured["post_to_201_ms"]
     print(f"  POST -> 201        p50 {p['p50']:>7} ms  p99 {p['p99']:>7} ms  (the client's wait)")

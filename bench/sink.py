@@ -52,7 +52,12 @@ class Sink:
         return web.Response(status=204)
 
     async def stats(self, _request: web.Request) -> web.Response:
-        body = {"target": len(self.target), "hooks": len(self.hooks), "target_requests": self.target_requests, "hook_requests": self.hook_requests}
+        body = {
+            "target": len(self.target),
+            "hooks": len(self.hooks),
+            "target_requests": self.target_requests,
+            "hook_requests": self.hook_requests,
+        }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def arrivals(self, _request: web.Request) -> web.Response:

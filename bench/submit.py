@@ -27,7 +27,19 @@ from ._procs import REPO, create_key, edge_env, free_port, redis_server, service
 
 def _load(url: str, key: str, concurrency: int, duration_s: float) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--url", url, "--key", key, "--concurrency", str(concurrency), "--duration", str(duration_s)],
+        [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            url,
+            "--key",
+            key,
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration_s),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -69,14 +81,22 @@ def main() -> None:
             }
         )
     best = max(rows, key=lambda r: r["edge_accepted_per_s"])
-    result = {"scenario": "submit", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": duration, "rows": rows,
-              "best_ratio": best["ratio"], "goal": "edge accepted/s >= 0.5 x ceiling"}
+    result = {
+        "scenario": "submit",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "duration_s": duration,
+        "rows": rows,
+        "best_ratio": best["ratio"],
+        "goal": "edge accepted/s >= 0.5 x ceiling",
+    }
     out = REPO / "bench" / "results" / "submit.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"{'conc':>5} {'edge/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ceiling/s':>10} {'ratio':>6}")
     for r in rows:
-        print(f"{r['concurrency']:>5} {r['edge_accepted_per_s']:>9} {r['edge_p50_ms']:>8} {r['edge_p99_ms']:>8} {r['ceiling_per_s']:>10} {r['ratio']:>6}")
+        print(
+            f"{r['concurrency']:>5} {r['edge_accepted_per_s']:>9} {r['edge_p50_ms']:>8} {r['edge_p99_ms']:>8} {r['ceiling_per_s']:>10} {r['ratio']:>6}"
+        )
     print(f"best ratio {best['ratio']} at concurrency {best['concurrency']} (goal >= 0.5); written to {out.relative_to(REPO)}")
 
 

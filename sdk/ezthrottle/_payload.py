@@ -43,9 +43,7 @@ def check_method(method: object) -> str:
 
 def check_str_mapping(value: object, field: str) -> dict[str, str]:
     """A mapping of strings to strings (headers)."""
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValidationError(f"{field} must map strings to strings")
     return dict(value)
 
@@ -60,9 +58,7 @@ def check_mapping(value: object, field: str) -> dict[str, Any]:
 def check_body(body: object) -> Optional[str]:
     """A request body: a string (serialize JSON yourself) or None."""
     if body is not None and not isinstance(body, str):
-        raise ValidationError(
-            f"body must be a string (use json.dumps for JSON), got {type(body).__name__}"
-        )
+        raise ValidationError(f"body must be a string (use json.dumps for JSON), got {type(body).__name__}")
     return body
 
 
@@ -105,9 +101,7 @@ def check_epoch_ms(value: object, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(f"{field} must be a Unix timestamp in milliseconds, got {value!r}")
     if value < _MIN_EPOCH_MS:
-        raise ValidationError(
-            f"{field}={value} looks like seconds; it must be in milliseconds (seconds * 1000)"
-        )
+        raise ValidationError(f"{field}={value} looks like seconds; it must be in milliseconds (seconds * 1000)")
     return value
 
 
@@ -121,9 +115,7 @@ def check_choice(value: object, field: str, choices: Iterable[str]) -> str:
 
 def check_status_codes(codes: object, field: str) -> list[int]:
     """A list of HTTP status codes."""
-    if not isinstance(codes, (list, tuple)) or not all(
-        isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes
-    ):
+    if not isinstance(codes, (list, tuple)) or not all(isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes):
         raise ValidationError(f"{field} must be a list of HTTP status codes, got {codes!r}")
     return list(codes)
 
@@ -133,9 +125,7 @@ def check_retry_policy(policy: object) -> dict[str, Any]:
     checked = check_mapping(policy, "retry_policy")
     unknown = set(checked) - RETRY_POLICY_KEYS
     if unknown:
-        raise ValidationError(
-            f"retry_policy has unknown keys {sorted(unknown)}; known: {sorted(RETRY_POLICY_KEYS)}"
-        )
+        raise ValidationError(f"retry_policy has unknown keys {sorted(unknown)}; known: {sorted(RETRY_POLICY_KEYS)}")
     for key in ("max_retries", "max_reroutes"):
         value = checked.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -190,9 +180,7 @@ def build_job_payload(
         payload["webhook_quorum"] = webhook_quorum
     voters = sum(1 for hook in payload.get("webhooks", ()) if hook.get("has_quorum_vote", True))
     if webhooks and webhook_quorum > voters:  # as the server checks it
-        raise ValidationError(
-            f"webhook_quorum={webhook_quorum} but only {voters} webhook(s) have a quorum vote"
-        )
+        raise ValidationError(f"webhook_quorum={webhook_quorum} but only {voters} webhook(s) have a quorum vote")
     if regions:
         payload["regions"] = check_regions(regions)
     if check_choice(region_policy, "region_policy", REGION_POLICIES) != "fallback":
@@ -209,9 +197,7 @@ def build_job_payload(
         if job:
             payload[field] = check_mapping(job, field)
     if on_failure_timeout_ms is not None:
-        payload["on_failure_timeout_ms"] = check_positive_int(
-            on_failure_timeout_ms, "on_failure_timeout_ms"
-        )
+        payload["on_failure_timeout_ms"] = check_positive_int(on_failure_timeout_ms, "on_failure_timeout_ms")
     if idempotent_key is not None:
         payload["idempotent_key"] = check_idempotent_key(idempotent_key)
     if retry_at is not None:

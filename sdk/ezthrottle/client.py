@@ -234,9 +234,7 @@ class BaseClient:
             )
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key:
-            raise AuthenticationError(
-                f"no API key: pass EZThrottle(api_key=...) or set ${API_KEY_ENV}"
-            )
+            raise AuthenticationError(f"no API key: pass EZThrottle(api_key=...) or set ${API_KEY_ENV}")
         urls = base_url or legacy_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         for name, value in (("timeout_s", timeout_s), ("probe_timeout_s", probe_timeout_s)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -369,8 +367,7 @@ class BaseClient:
                 data: dict[str, Any] = response.json()
             except ValueError:
                 raise EZThrottleError(
-                    f"{call.method} {call.path}: the server answered HTTP "
-                    f"{response.status_code} with a body that is not JSON",
+                    f"{call.method} {call.path}: the server answered HTTP {response.status_code} with a body that is not JSON",
                     status_code=response.status_code,
                 ) from None
             return data
@@ -659,9 +656,7 @@ class BaseClient:
             DeprecationWarning,
         )
         webhooks = _legacy_webhooks(webhook_url)
-        job = yield from self._submit_job(
-            url, method, headers, body, metadata, webhooks, retry_at=retry_at
-        )
+        job = yield from self._submit_job(url, method, headers, body, metadata, webhooks, retry_at=retry_at)
         return job
 
     def _queue_and_wait(
@@ -684,9 +679,7 @@ class BaseClient:
         result (None for no webhook).
         """
         webhooks = _legacy_webhooks(webhook_url)
-        job = yield from self._submit_job(
-            url, method, headers, body, metadata, webhooks, retry_at=retry_at
-        )
+        job = yield from self._submit_job(url, method, headers, body, metadata, webhooks, retry_at=retry_at)
         return (yield from self._wait(_job_id(job), timeout, poll_interval_s=poll_interval))
 
     def _forward_or_fallback(
@@ -710,9 +703,7 @@ class BaseClient:
         except ConnectionError:
             return (yield _Resolve(fallback()))
 
-    def _create_webhook_secret(
-        self, primary_secret: str, secondary_secret: Optional[str] = None
-    ) -> Flow[dict[str, Any]]:
+    def _create_webhook_secret(self, primary_secret: str, secondary_secret: Optional[str] = None) -> Flow[dict[str, Any]]:
         """Set the secret(s) webhooks are signed with (16+ characters each)."""
         return (yield from self._api(self._create_secret_call(primary_secret, secondary_secret)))
 
@@ -724,9 +715,7 @@ class BaseClient:
         """Remove the secrets: webhooks go out unsigned."""
         return (yield from self._api(self._secret_call("DELETE")))
 
-    def _rotate_webhook_secret(
-        self, new_secret: str, *, current_secret: Optional[str] = None
-    ) -> Flow[dict[str, Any]]:
+    def _rotate_webhook_secret(self, new_secret: str, *, current_secret: Optional[str] = None) -> Flow[dict[str, Any]]:
         """Make ``new_secret`` primary and keep the current one valid as secondary.
 
         The server swaps them in one step (it never reveals the current secret,
@@ -776,9 +765,7 @@ class EZThrottle(BaseClient):
     _http: httpx.Client
 
     def _open_pool(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits()
-        )
+        return httpx.Client(timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits())
 
     def __enter__(self) -> EZThrottle:
         return self
@@ -849,9 +836,7 @@ class AsyncEZThrottle(BaseClient):
     _slots: Optional[asyncio.Semaphore] = None
 
     def _open_pool(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits()
-        )
+        return httpx.AsyncClient(timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits())
 
     async def __aenter__(self) -> AsyncEZThrottle:
         return self
@@ -941,4 +926,3 @@ def _job_id(job: Mapping[str, Any]) -> str:
 
 def _legacy_webhooks(webhook_url: Optional[str]) -> Optional[list[dict[str, Any]]]:
     return [{"url": webhook_url, "has_quorum_vote": True}] if webhook_url else None
-

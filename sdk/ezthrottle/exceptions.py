@@ -189,12 +189,8 @@ def error_from_response(
             now_ms = (time.time() if now_s is None else now_s) * 1000
             retry_at = int(now_ms + retry_after_s * 1000)
         limit_cls = QuotaExceededError if code == "quota_exceeded" else RateLimitError
-        return limit_cls(
-            text, retry_at, code=code, status_code=status_code, retry_after_s=retry_after_s
-        )
-    error_cls = _CLASS_BY_STATUS.get(
-        status_code, ServerError if status_code >= 500 else EZThrottleError
-    )
+        return limit_cls(text, retry_at, code=code, status_code=status_code, retry_after_s=retry_after_s)
+    error_cls = _CLASS_BY_STATUS.get(status_code, ServerError if status_code >= 500 else EZThrottleError)
     return error_cls(text, code=code, status_code=status_code)
 
 

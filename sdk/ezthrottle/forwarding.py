@@ -28,9 +28,7 @@ _CONNECTION_HEADERS = frozenset(
 )  # fmt: skip
 
 
-def auto_forward(
-    client: Any, fallback_on_error: Optional[Sequence[int]] = None
-) -> Callable[[F], F]:
+def auto_forward(client: Any, fallback_on_error: Optional[Sequence[int]] = None) -> Callable[[F], F]:
     """Decorate a function so that the requests it gives up on become jobs.
 
     A ``ForwardToEZThrottle`` raised by the function is submitted through
@@ -46,11 +44,7 @@ def auto_forward(
     Works on sync and async functions; an ``AsyncEZThrottle`` client needs an
     async function.
     """
-    codes = (
-        check_status_codes(list(fallback_on_error), "fallback_on_error")
-        if fallback_on_error
-        else []
-    )
+    codes = check_status_codes(list(fallback_on_error), "fallback_on_error") if fallback_on_error else []
     client_is_async = inspect.iscoroutinefunction(client.submit_job)
 
     def decorator(func: F) -> F:
@@ -70,9 +64,7 @@ def auto_forward(
             return async_wrapper  # type: ignore[return-value]
 
         if client_is_async:
-            raise TypeError(
-                f"@auto_forward with an async client needs an async function, not {func.__name__}"
-            )
+            raise TypeError(f"@auto_forward with an async client needs an async function, not {func.__name__}")
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -138,11 +130,7 @@ def _job_from_request(request: Any) -> Optional[dict[str, Any]]:
             return None  # a binary body cannot travel in a job payload
     if body is not None and not isinstance(body, str):
         return None  # a streamed or file body
-    headers = {
-        str(name): str(value)
-        for name, value in request.headers.items()
-        if str(name).lower() not in _CONNECTION_HEADERS
-    }
+    headers = {str(name): str(value) for name, value in request.headers.items() if str(name).lower() not in _CONNECTION_HEADERS}
     return {
         "url": str(request.url),
         "method": request.method,

@@ -42,8 +42,7 @@ _TRACE_RESPONSE_CHARS = 200
 # Payload fields that ``from_payload`` hands to the setter of the same name,
 # in this order; it skips a null, and an empty value of those in _EMPTY_IS_UNSET.
 _SETTER_FIELDS = (
-    "type headers body metadata webhooks webhook_quorum regions region_policy execution_mode"
-    " retry_policy retry_at idempotent_key"
+    "type headers body metadata webhooks webhook_quorum regions region_policy execution_mode retry_policy retry_at idempotent_key"
 ).split()
 _EMPTY_IS_UNSET = frozenset({"headers", "metadata", "webhooks", "regions", "retry_policy"})
 
@@ -373,8 +372,7 @@ class Step:
             if chain is not None:
                 if "fallback_job" in job:
                     raise ValidationError(
-                        f"fallback {step!r} has fallbacks of its own and is followed by "
-                        "another fallback; a fallback chain is a single line"
+                        f"fallback {step!r} has fallbacks of its own and is followed by another fallback; a fallback chain is a single line"
                     )
                 job["fallback_job"] = chain
             chain = job
@@ -397,9 +395,7 @@ class Step:
             if value is not None and (value or name not in _EMPTY_IS_UNSET):
                 getattr(step, name)(value)
         if data.get("on_failure_timeout_ms") is not None:
-            step._on_failure_timeout_ms = check.check_positive_int(
-                data["on_failure_timeout_ms"], "on_failure_timeout_ms"
-            )
+            step._on_failure_timeout_ms = check.check_positive_int(data["on_failure_timeout_ms"], "on_failure_timeout_ms")
         fallback = data.get("fallback_job")
         while fallback:  # a nested chain: each fallback is tried after the one before
             fallback = check.check_mapping(fallback, "fallback_job")

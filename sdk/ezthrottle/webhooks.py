@@ -99,9 +99,7 @@ def verify_webhook_signature_strict(
     """Like ``verify_webhook_signature`` but raise ``WebhookVerificationError`` on failure."""
     verified, reason = verify_webhook_signature(payload, signature_header, secret, tolerance)
     if not verified:
-        raise WebhookVerificationError(
-            f"Webhook signature verification failed: {reason}", reason=reason
-        )
+        raise WebhookVerificationError(f"Webhook signature verification failed: {reason}", reason=reason)
 
 
 def try_verify_with_secrets(
@@ -116,14 +114,9 @@ def try_verify_with_secrets(
     Returns ``(True, "valid_primary")``, ``(True, "valid_secondary")`` or
     ``(False, "both_secrets_failed (primary: <reason>)")``.
     """
-    verified, reason = verify_webhook_signature(
-        payload, signature_header, primary_secret, tolerance
-    )
+    verified, reason = verify_webhook_signature(payload, signature_header, primary_secret, tolerance)
     if verified:
         return True, "valid_primary"
-    if (
-        secondary_secret
-        and verify_webhook_signature(payload, signature_header, secondary_secret, tolerance)[0]
-    ):
+    if secondary_secret and verify_webhook_signature(payload, signature_header, secondary_secret, tolerance)[0]:
         return True, "valid_secondary"
     return False, f"both_secrets_failed (primary: {reason})"

@@ -143,13 +143,9 @@ class WebhookHandler:
     def verify(self, raw_body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], str]:
         """Check the signature, then parse: ``(payload, "valid_primary" | "valid_secondary")``."""
         signature = _header(headers, SIGNATURE_HEADER)
-        verified, reason = try_verify_with_secrets(
-            raw_body, signature, self._secret, self._secondary_secret, self.tolerance_s
-        )
+        verified, reason = try_verify_with_secrets(raw_body, signature, self._secret, self._secondary_secret, self.tolerance_s)
         if not verified:
-            raise WebhookVerificationError(
-                f"Webhook signature verification failed: {reason}", reason=reason
-            )
+            raise WebhookVerificationError(f"Webhook signature verification failed: {reason}", reason=reason)
         try:
             payload = json.loads(raw_body)
         except ValueError as exc:
@@ -228,9 +224,7 @@ class WebhookHandler:
 
 
 def _failed(pending: _PendingStep, exc: Exception) -> StepRun:
-    log.warning(
-        "FRUGAL step %s (claimed) failed: %s; it will not be run again", pending.step_id, exc
-    )
+    log.warning("FRUGAL step %s (claimed) failed: %s; it will not be run again", pending.step_id, exc)
     return StepRun(pending.step_id, pending.relation, "error", error=f"{type(exc).__name__}: {exc}")
 
 

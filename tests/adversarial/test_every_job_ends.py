@@ -90,7 +90,9 @@ async def test_retry_at_beyond_the_horizon_is_refused(http, start_edge, api_key,
     for far in (2**64 - 1, now_ms + 120_000):
         status, answer = await post_job(http, edge, api_key, {"url": f"{target.url}/echo", "retry_at": far})
         assert status == 400 and answer["error"]["field"] == "retry_at", answer
-    status, answer = await post_job(http, edge, api_key, {"url": f"{target.url}/echo", "on_success": {"url": f"{target.url}/e", "retry_at": 2**53}})
+    status, answer = await post_job(
+        http, edge, api_key, {"url": f"{target.url}/echo", "on_success": {"url": f"{target.url}/e", "retry_at": 2**53}}
+    )
     assert status == 400 and answer["error"]["field"] == "on_success.retry_at", answer
     status, answer = await post_job(http, edge, api_key, {"url": f"{target.url}/echo", "retry_at": now_ms + 30_000})
     assert status == 201 and answer["status"] == "queued"

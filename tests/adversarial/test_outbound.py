@@ -102,7 +102,9 @@ async def test_headers_configured_as_sensitive_are_dropped_too(http, start_edge,
     edge = await start_edge("iad", redirect_sensitive_headers=("x-api-key",))
     headers = {**CREDENTIALS, **CONFIGURED, **PLAIN}
     for url in (f"{target.url}/redirect?to=/echo&code=307", f"{target.url}/redirect?to={other.url}/echo&code=307"):
-        view = await wait_final(http, edge.url, api_key, (await submit(http, edge.url, api_key, {"url": url, "headers": headers}))["job_id"])
+        view = await wait_final(
+            http, edge.url, api_key, (await submit(http, edge.url, api_key, {"url": url, "headers": headers}))["job_id"]
+        )
         assert view["status"] == "success", view
     [same] = target.matching("/echo")
     assert present(same.headers, headers) == list(headers)
@@ -187,7 +189,10 @@ async def test_a_refused_redirect_hop_names_no_address(http, start_edge, api_key
     edge = await start_edge("iad", outbound_allow_loopback=False, outbound_allow_cidrs=("127.0.0.1/32",))
     await use_resolver(edge, NAMES)
     view = await wait_final(
-        http, edge.url, api_key, (await submit(http, edge.url, api_key, {"url": f"{target.url}/redirect?to=http://hop.test:{target.port}/echo"}))["job_id"]
+        http,
+        edge.url,
+        api_key,
+        (await submit(http, edge.url, api_key, {"url": f"{target.url}/redirect?to=http://hop.test:{target.port}/echo"}))["job_id"],
     )
     assert view["error"] == "outbound_blocked", view
     assert "127.0.0.2" not in str(view) and "hop.test" in view["attempts"][0]["error"]
@@ -202,7 +207,9 @@ async def test_a_refused_webhook_names_no_address_in_its_dead_letter(http, edge,
     await sender.close()
     sender.resolver = StaticResolver({"hook.test": ["127.0.0.1"]})
     await sender.start()
-    job = await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": f"http://hook.test:{receiver.port}/in"}]})
+    job = await submit(
+        http, edge.url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": f"http://hook.test:{receiver.port}/in"}]}
+    )
     view = await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("dead"))
     [endpoint] = view["webhooks"]["endpoints"]
     assert endpoint["dead_reason"] == "outbound_blocked" and "loopback" in endpoint["last_error"], endpoint
@@ -236,7 +243,13 @@ async def test_production_sends_to_80_and_443_and_the_listed_ports_only():
     for url in ("http://api.example:6379/", "https://api.example:8080/", "http://api.example:22/"):
         with pytest.raises(OutboundBlocked, match="port"):
             policy.check_url(url)
-    for url in ("http://api.example/", "https://api.example/", "http://api.example:443/", "https://api.example:8443/", "http://api.example:9000/"):
+    for url in (
+        "http://api.example/",
+        "https://api.example/",
+        "http://api.example:443/",
+        "https://api.example:8443/",
+        "http://api.example:9000/",
+    ):
         policy.check_url(url)
     with pytest.raises(OutboundBlocked, match="port 8443"):
         production().check_url("https://api.example:8443/")
@@ -257,9 +270,7 @@ async def test_a_production_edge_refuses_another_port_at_submit(http, start_edge
 
 
 async def test_a_redirect_to_another_port_is_refused_in_production(http, start_edge, api_key, target, other, egress_guard):
-    edge = await start_edge(
-        "iad", profile="production", outbound_allow_cidrs=("127.0.0.1/32",), outbound_allowed_ports=(target.port,)
-    )
+    edge = await start_edge("iad", profile="production", outbound_allow_cidrs=("127.0.0.1/32",), outbound_allowed_ports=(target.port,))
     job = await submit(http, edge.url, api_key, {"url": f"{target.url}/redirect?to={other.url}/echo&code=307"})
     view = await wait_final(http, edge.url, api_key, job["job_id"])
     assert view["error"] == "outbound_blocked" and f"port {other.port}" in view["attempts"][0]["error"], view
@@ -303,7 +314,9 @@ async def test_a_failed_connect_to_an_allow_listed_name_names_no_address(http, s
 
 async def test_the_settings_come_from_regions_yaml_and_bad_values_name_the_setting(tmp_path):
     regions = tmp_path / "regions.yaml"
-    base = REGIONS_FILE.read_text().replace("outbound:\n", "outbound:\n  allowed_ports: [8443, 9000]\n  redirect_sensitive_headers: [X-Api-Key]\n", 1)
+    base = REGIONS_FILE.read_text().replace(
+        "outbound:\n", "outbound:\n  allowed_ports: [8443, 9000]\n  redirect_sensitive_headers: [X-Api-Key]\n", 1
+    )
     regions.write_text(base)
     settings = load_settings("coordinator", env={"EZT_PROFILE": "production"}, regions_file=regions)
     assert settings.outbound_allowed_ports == (8443, 9000) and settings.redirect_sensitive_headers == ("x-api-key",)

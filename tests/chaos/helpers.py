@@ -86,7 +86,9 @@ class Procs:
         self.root = root
         self.started: list[Proc] = []
 
-    def start(self, role: str, name: str, env: dict[str, str], *, port: int | None = None, ready: bool = True, timeout_s: float = 30) -> Proc:
+    def start(
+        self, role: str, name: str, env: dict[str, str], *, port: int | None = None, ready: bool = True, timeout_s: float = 30
+    ) -> Proc:
         port = port or free_port()
         env = {**env, "EZT_PORT": str(port), "EZT_NODE_ID": name}
         log = self.root / f"{name}.log"

@@ -87,10 +87,11 @@ async def test_kill_9_the_leader_the_standby_releases_delayed_jobs_on_time(procs
         released_by = max(due, took_over_ms) if due > killed_ms else due
         worst_ms = max(worst_ms, started - released_by)
         assert started - released_by <= LATE_MS, (
-            f"{job_id} due at +{due - t0} ms started at +{started - t0} ms; "
-            f"killed at +{killed_ms - t0}, took over at +{took_over_ms - t0}"
+            f"{job_id} due at +{due - t0} ms started at +{started - t0} ms; killed at +{killed_ms - t0}, took over at +{took_over_ms - t0}"
         )
     assert in_gap >= 3, "no job fell due while nobody held the lease: the kill came too late to prove anything"
     assert any(due > took_over_ms for _, due in jobs), "no job was due after the takeover"
     assert len(target.matching("/echo")) == JOBS  # each sent once
-    print(f"takeover {took_over_ms - killed_ms} ms after the kill; {in_gap} jobs fell due meanwhile; latest send {worst_ms} ms after its release")
+    print(
+        f"takeover {took_over_ms - killed_ms} ms after the kill; {in_gap} jobs fell due meanwhile; latest send {worst_ms} ms after its release"
+    )

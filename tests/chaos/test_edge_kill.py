@@ -50,7 +50,9 @@ async def test_kill_9_an_edge_during_1000_raced_jobs(tmp_path, target, http):
     state, regions = cluster_files(tmp_path)
     domain = f"127.0.0.1:{target.port}"
     (regions.parent / "domains.yaml").write_text(
-        yaml.safe_dump({"domains": {domain: {"rps": 2000, "max_rps": 2000, "burst": 50, "max_concurrent": 64, "max_concurrent_ceiling": 64}}})
+        yaml.safe_dump(
+            {"domains": {domain: {"rps": 2000, "max_rps": 2000, "burst": 50, "max_concurrent": 64, "max_concurrent_ceiling": 64}}}
+        )
     )
     up = await asyncio.to_thread(cli, state, regions, "up")
     assert up.returncode == 0, up.stderr + up.stdout

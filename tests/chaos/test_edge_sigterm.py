@@ -61,8 +61,14 @@ async def _run(procs, redis, redis_url, http, api_key, short_target, long_target
     )
     a = procs.start("edge", "edge-iad-a", {**env, "EZT_REGION": "iad", "EZT_STOP_GRACE_S": str(GRACE_S)})
     job = {"regions": ["iad"], "region_policy": "strict"}
-    longs = [(await submit(http, a.url, api_key, {**job, "url": f"{long_target.url}/delay/{LONG_MS}", "body": f"l{i}"}))["job_id"] for i in range(LONG_JOBS)]
-    shorts = [(await submit(http, a.url, api_key, {**job, "url": f"{short_target.url}/delay/{SHORT_MS}", "body": f"s{i}"}))["job_id"] for i in range(SHORT_JOBS)]
+    longs = [
+        (await submit(http, a.url, api_key, {**job, "url": f"{long_target.url}/delay/{LONG_MS}", "body": f"l{i}"}))["job_id"]
+        for i in range(LONG_JOBS)
+    ]
+    shorts = [
+        (await submit(http, a.url, api_key, {**job, "url": f"{short_target.url}/delay/{SHORT_MS}", "body": f"s{i}"}))["job_id"]
+        for i in range(SHORT_JOBS)
+    ]
     await long_target.wait_for(LONG_JOBS, timeout_s=10)  # A is sending every long job
 
     b = procs.start("edge", "edge-iad-b", {**env, "EZT_REGION": "iad"})

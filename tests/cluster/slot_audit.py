@@ -169,5 +169,7 @@ def violations(cluster: LocalRedisCluster, calls: list[Call]) -> list[str]:
         declared = set(call.args[3 : 3 + int(call.args[2])])
         undeclared = [k for k in ks if k not in declared]
         if undeclared:
-            problems.append(f"script {call.args[1][:12]} ran {' '.join(lua_args[:2])} on undeclared key(s) {undeclared}; declared {sorted(declared)}")
+            problems.append(
+                f"script {call.args[1][:12]} ran {' '.join(lua_args[:2])} on undeclared key(s) {undeclared}; declared {sorted(declared)}"
+            )
     return problems

@@ -85,7 +85,9 @@ async def test_a_master_crash_loses_no_replicated_job_and_every_client_reconnect
     # After the failover: new work in every partition, and a live stream on the other edge.
     fresh = []
     for p, (k,) in keys_per_partition("acme", 1, "after").items():
-        job = await submit(http, iad.url, api_key, {"url": f"{target.url}/echo?after={p}", "idempotent_key": k, "retry_at": int(time.time() * 1000) + 300})
+        job = await submit(
+            http, iad.url, api_key, {"url": f"{target.url}/echo?after={p}", "idempotent_key": k, "retry_at": int(time.time() * 1000) + 300}
+        )
         fresh.append(job["job_id"])
     got = await asyncio.gather(*(collect_events(http, lax.url, api_key, j) for j in fresh))
     assert all("completed" in [n for n, _ in g] for g in got), got

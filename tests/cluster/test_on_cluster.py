@@ -31,9 +31,7 @@ async def unpaced(redis, target):
 
 
 def masters_of_partitions(redis: RedisCluster) -> dict[int, str]:
-    return {
-        p: redis.nodes_manager.get_node_from_slot(redis.keyslot(keys.partition_tag(p))).name for p in range(PARTITIONS)
-    }
+    return {p: redis.nodes_manager.get_node_from_slot(redis.keyslot(keys.partition_tag(p))).name for p in range(PARTITIONS)}
 
 
 async def test_the_cluster_has_three_masters_and_partitions_on_each(redis):
@@ -130,7 +128,12 @@ async def test_one_domain_limit_holds_across_regions_and_partitions(http, start_
     n = 16
     chosen = [k for ks in keys_per_partition("acme", n // PARTITIONS, "paced").values() for k in ks]
     for i, k in enumerate(chosen):
-        await submit(http, edges[i % 3].url, api_key, {"url": f"{target.url}/echo?i={i}", "idempotent_key": k, "regions": [("iad", "lax", "ord")[i % 3]]})
+        await submit(
+            http,
+            edges[i % 3].url,
+            api_key,
+            {"url": f"{target.url}/echo?i={i}", "idempotent_key": k, "regions": [("iad", "lax", "ord")[i % 3]]},
+        )
     await target.wait_for(n, "/echo", timeout_s=15)
     times = [r.at for r in target.matching("/echo")]
     assert max_in_window(times) <= 10  # one limit for the domain, whichever region and partition
@@ -157,7 +160,7 @@ async def test_jobs_lost_between_two_masters_are_found_on_every_master_and_repai
         payload = {"url": f"{target.url}/echo?p={p}", "idempotent_key": idem_keys[0], "regions": ["lax"], "region_policy": "strict"}
         job_id = (await submit(http, iad.url, api_key, payload))["job_id"]
         stream = keys.region_stream(p, "lax")
-        (entry, _fields), = await redis.xrange(stream, "-", "+")
+        ((entry, _fields),) = await redis.xrange(stream, "-", "+")
         await redis.xdel(stream, entry)
         lost[job_id] = p
     assert set(lost.values()) == set(range(PARTITIONS))

@@ -30,11 +30,23 @@ def slot(key: str) -> int:
 def test_every_key_of_a_partition_is_in_one_slot(partition):
     job_id = keys.make_job_id(1_700_000_000_000, "0123456789abcdef", partition)
     partition_keys = [
-        keys.idempotency(partition, "acme", "d1gest"), keys.job(job_id), keys.attempts(job_id), keys.send_lease(job_id),
-        keys.region_stream(partition, "iad"), keys.delayed(partition), keys.deliveries(partition), keys.job_webhooks(job_id),
-        keys.frugal_claim(job_id, "p:on_success"), keys.delivery_sends(partition, "any"), keys.delivery_scheduled(partition),
-        keys.delivery_dead(partition), keys.delivery_dead(partition, "acme"), keys.usage(partition, "acme", "202501"),
-        keys.queued(partition), keys.workflow_spawn(partition), keys.workflow_timers(partition),
+        keys.idempotency(partition, "acme", "d1gest"),
+        keys.job(job_id),
+        keys.attempts(job_id),
+        keys.send_lease(job_id),
+        keys.region_stream(partition, "iad"),
+        keys.delayed(partition),
+        keys.deliveries(partition),
+        keys.job_webhooks(job_id),
+        keys.frugal_claim(job_id, "p:on_success"),
+        keys.delivery_sends(partition, "any"),
+        keys.delivery_scheduled(partition),
+        keys.delivery_dead(partition),
+        keys.delivery_dead(partition, "acme"),
+        keys.usage(partition, "acme", "202501"),
+        keys.queued(partition),
+        keys.workflow_spawn(partition),
+        keys.workflow_timers(partition),
     ]
     assert {slot(k) for k in partition_keys} == {slot(keys.partition_tag(partition))}
 
@@ -42,8 +54,13 @@ def test_every_key_of_a_partition_is_in_one_slot(partition):
 def test_every_key_of_a_domain_is_in_one_slot():
     d = "api.example:443"
     domain_keys = [
-        keys.pacing_conf(d), keys.pacing_limit(d, "*"), keys.pacing_limit(d, "acme"), keys.pacing_wait(d, "*", "iad"),
-        keys.pacing_wait(d, "acme", "lax"), keys.pacing_fair(d, "*"), keys.pacing_running(d, "*", "ord"),
+        keys.pacing_conf(d),
+        keys.pacing_limit(d, "*"),
+        keys.pacing_limit(d, "acme"),
+        keys.pacing_wait(d, "*", "iad"),
+        keys.pacing_wait(d, "acme", "lax"),
+        keys.pacing_fair(d, "*"),
+        keys.pacing_running(d, "*", "ord"),
     ]
     assert {slot(k) for k in domain_keys} == {slot(keys.domain_tag(d))}
 

@@ -46,8 +46,16 @@ def coordinators(redis_url: str) -> Iterator[list[tuple[subprocess.Popen[bytes],
     procs = []
     for i in (1, 2):
         port = free_port()
-        env = {**os.environ, "REDIS_URL": redis_url, "EZT_REGIONS_FILE": str(REGIONS_FILE), "EZT_NODE_ID": f"coord-{i}", "EZT_PORT": str(port)}
-        proc = subprocess.Popen([sys.executable, "-m", "ezthrottle_server.coordinator"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "EZT_REGIONS_FILE": str(REGIONS_FILE),
+            "EZT_NODE_ID": f"coord-{i}",
+            "EZT_PORT": str(port),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ezthrottle_server.coordinator"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         procs.append((proc, port))
         _wait(lambda p=port: _health(p), 15, f"coordinator {i} to answer")
     try:

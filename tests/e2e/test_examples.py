@@ -165,9 +165,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Itera
     state, regions = cluster_files(root)
     # domains.yaml beside regions.yaml: the target may take far more than 2 requests/s.
     target_domain = servers.target.url.removeprefix("http://")
-    (root / "domains.yaml").write_text(
-        yaml.safe_dump({"domains": {target_domain: {"rps": 100, "burst": 20, "max_concurrent": 32}}})
-    )
+    (root / "domains.yaml").write_text(yaml.safe_dump({"domains": {target_domain: {"rps": 100, "burst": 20, "max_concurrent": 32}}}))
     up = cli(state, regions, "up")
     assert up.returncode == 0, up.stderr + up.stdout
     info = orjson.loads((state / "cluster.json").read_bytes())
@@ -459,6 +457,7 @@ def test_a_frugal_step_runs_once_however_often_its_webhook_is_delivered(
                 answers.append(answer.get_json()["steps"])
             forged = http.post("/webhook", data=hook.body, headers={"X-EZThrottle-Signature": "t=1,v1=00"})
             assert forged.status_code == 401
+
         async def deliver_to_fastapi() -> tuple[Any, Any]:
             transport = httpx.ASGITransport(app=fastapi_app["app"])
             async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:

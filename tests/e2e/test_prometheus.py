@@ -203,7 +203,9 @@ def prometheus(cluster: dict[str, Any], servers: Any, prometheus_api: Prometheus
     accepted.append(submit("ord", {"url": f"{target.url}/echo", "idempotent_key": "race", "regions": regions, "webhooks": [hook]}))
     accepted.append(submit("ord", {"url": f"{target.url}/status/400"}))  # fails: not retryable
     # The only voting webhook answers 410 Gone: a dead letter, and the job's quorum is out of reach.
-    accepted.append(submit("iad", {"url": f"{target.url}/echo", "idempotent_key": "gone", "webhooks": [{"url": f"{target.url}/status/410"}]}))
+    accepted.append(
+        submit("iad", {"url": f"{target.url}/echo", "idempotent_key": "gone", "webhooks": [{"url": f"{target.url}/status/410"}]})
+    )
     # A scheduled job, two minutes out: it sits in the delayed set.
     accepted.append(submit("lax", {"url": f"{target.url}/echo", "idempotent_key": "later", "retry_at": int(time.time() * 1000) + 120_000}))
     # A domain that pauses everything for 30 s: its jobs wait behind the pause.
@@ -310,4 +312,3 @@ def test_sampled_gauges_come_from_the_active_coordinator_only(prometheus: Promet
     assert len(paused) == 1 and paused[0]["metric"]["domain"].startswith("127.0.0.1:")
     sources = {s["metric"]["source"] for s in prometheus.query("ezt_domain_rps_limit")}
     assert sources <= {"default", "config", "header"} and sources
-

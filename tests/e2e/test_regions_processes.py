@@ -45,7 +45,9 @@ async def test_kill_9_the_sending_edge_mid_post_race(cluster, target):
     edges = cluster["regions"]
     async with aiohttp.ClientSession() as http:
         job = await submit(
-            http, edges["iad"], cluster["api_key"],
+            http,
+            edges["iad"],
+            cluster["api_key"],
             {"url": f"{target.url}/delay/1500", "method": "POST", "body": "charge", "regions": ["iad", "lax", "ord"]},
         )
         [first] = await target.wait_for(1, "/delay/1500", timeout_s=10)
@@ -83,7 +85,9 @@ async def test_a_stopped_region_is_down_within_3s_and_routing_follows(cluster, t
         assert took <= 3.5, f"ord marked down after {took:.1f}s"
 
         async with http.post(
-            f"{edges['iad']}/api/v1/jobs", json={"url": f"{target.url}/echo", "regions": ["ord"], "region_policy": "strict"}, headers=auth(cluster["api_key"])
+            f"{edges['iad']}/api/v1/jobs",
+            json={"url": f"{target.url}/echo", "regions": ["ord"], "region_policy": "strict"},
+            headers=auth(cluster["api_key"]),
         ) as resp:
             assert resp.status == 503 and "ord" in (await resp.json())["error"]["message"]
         job = await submit(http, edges["iad"], cluster["api_key"], {"url": f"{target.url}/echo?f=1", "regions": ["ord"]})

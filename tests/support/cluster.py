@@ -31,12 +31,12 @@ def cli(
     Prometheus stays off unless ``env_extra`` turns it on; ``inherit_ezt_env=False``
     passes none of this process's ``EZT_*`` variables.
     """
-    env = {
-        k: v for k, v in os.environ.items() if k != "REDIS_URL" and (inherit_ezt_env or not k.startswith("EZT_"))
-    }
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and (inherit_ezt_env or not k.startswith("EZT_"))}
     env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_SIMULATE_LATENCY="0", EZT_LOCAL_PROMETHEUS="0")
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def cluster_files(root: Path) -> tuple[Path, Path]:

@@ -73,9 +73,6 @@ def published_sdk(script: Path) -> PublishedSDK:
                 except (OSError, subprocess.TimeoutExpired) as exc:
                     offline(f"cannot set up ezthrottle=={PUBLISHED_VERSION} in {venv}: {exc}")
                 if done.returncode != 0:
-                    offline(
-                        f"cannot install ezthrottle=={PUBLISHED_VERSION} into {venv} "
-                        f"(no network?): {done.stderr.strip()[-500:]}"
-                    )
+                    offline(f"cannot install ezthrottle=={PUBLISHED_VERSION} into {venv} (no network?): {done.stderr.strip()[-500:]}")
             ready.write_text(PUBLISHED_VERSION)
     return PublishedSDK(python, script)

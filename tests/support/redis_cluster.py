@@ -165,18 +165,42 @@ def redis_cluster(masters: int = 3, replicas: int = 0, node_timeout_ms: int = 10
             node_dir = Path(data_dir) / str(port)
             node_dir.mkdir()
             argv = [
-                find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(node_timeout_ms),
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                find_redis_server(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(node_dir),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(node_timeout_ms),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
             ]
             cluster.procs[port] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for port in cluster.ports:
             _wait_ping(cluster, port)
         create = subprocess.run(
-            [find_redis_cli(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster.ports),
-             "--cluster-replicas", str(replicas), "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
+            [
+                find_redis_cli(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in cluster.ports),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if create.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{create.stdout}\n{create.stderr}")

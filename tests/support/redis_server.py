@@ -61,14 +61,27 @@ def wait_for_redis(url: str, timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def redis_binary(port: int | None = None, *, appendonly: bool = False, data_dir: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
+def redis_binary(
+    port: int | None = None, *, appendonly: bool = False, data_dir: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
     """Run a redis-server binary; yields (url, process, data dir)."""
     port = port or free_port()
     own_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="ezt-redis-")
     argv = [
-        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", data_dir,
-        "--save", "", "--appendonly", "yes" if appendonly else "no", "--daemonize", "no",
+        find_redis_server(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        data_dir,
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--daemonize",
+        "no",
     ]
     if appendonly:
         argv += ["--appendfsync", "always"]

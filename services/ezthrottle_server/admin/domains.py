@@ -28,9 +28,7 @@ from ..pacing.scope import SHARED, parse_domain
 
 
 def add_parser(sub: Any) -> None:
-    d = sub.add_parser("domains", help="per-domain pacing: limits, their source, overrides").add_subparsers(
-        dest="action", required=True
-    )
+    d = sub.add_parser("domains", help="per-domain pacing: limits, their source, overrides").add_subparsers(dest="action", required=True)
     sh = d.add_parser("show", help="a domain's current limit and where it comes from (default, config or header)")
     sh.add_argument("domain", help="host:port, a bare host (port 443) or a URL")
     sh.add_argument("--customer", help="for a per-customer domain: that customer's limit")

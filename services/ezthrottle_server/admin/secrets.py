@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _how(stored: str) -> str:
-    return f"sealed:{stored[len(SEALED_PREFIX):].partition(':')[0]}" if is_sealed(stored) else "unsealed"
+    return f"sealed:{stored[len(SEALED_PREFIX) :].partition(':')[0]}" if is_sealed(stored) else "unsealed"
 
 
 async def status(r: Any) -> dict[str, int]:
@@ -75,7 +75,9 @@ async def run(args: argparse.Namespace, r: Any, settings: Settings) -> int:
         return 0
     if args.action == "status":
         counts = await status(r)
-        print(orjson.dumps(counts).decode() if args.json else "\n".join(f"{k}: {v}" for k, v in counts.items()) or "no webhook secrets stored")
+        print(
+            orjson.dumps(counts).decode() if args.json else "\n".join(f"{k}: {v}" for k, v in counts.items()) or "no webhook secrets stored"
+        )
         return 0
     box = SecretBox(settings.secrets_keys)
     if not box.enabled:

@@ -132,9 +132,7 @@ def webhooks_view(spec: dict[str, Any], data: dict[str, str]) -> dict[str, Any] 
 # -- dead letters ----------------------------------------------------------------
 
 
-async def list_dead(
-    r: aioredis.Redis, partitions: int, *, customer: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+async def list_dead(r: aioredis.Redis, partitions: int, *, customer: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Dead letters, oldest first: one entry per job with its dead webhooks.
 
     Scoped to ``customer`` when given. Entries whose state has expired are
@@ -180,11 +178,14 @@ async def replay(
     if not data or (customer is not None and data.get("customer") != customer):
         return None
     live = await live_regions(r, regions)
-    routes = [
-        route_for([x for x in data.get(f"{i}:regions", "").split(",") if x], 0, live) for i in range(int(data.get("count") or 0))
-    ]
+    routes = [route_for([x for x in data.get(f"{i}:regions", "").split(",") if x], 0, live) for i in range(int(data.get("count") or 0))]
     replayed = await scripts.delivery_replay(
-        keys=[hooks_key, keys.delivery_scheduled(partition), keys.delivery_dead(partition), keys.delivery_dead(partition, data["customer"])],
+        keys=[
+            hooks_key,
+            keys.delivery_scheduled(partition),
+            keys.delivery_dead(partition),
+            keys.delivery_dead(partition, data["customer"]),
+        ],
         args=[int(time.time() * 1000), ttl_s, job_id, *routes],
     )
     return None if replayed < 0 else int(replayed)

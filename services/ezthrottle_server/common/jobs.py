@@ -53,9 +53,24 @@ MAX_REROUTES_CEILING = 20
 
 _JOB_FIELDS = frozenset(
     {
-        "url", "method", "headers", "body", "metadata", "webhooks", "webhook_quorum",
-        "regions", "region_policy", "execution_mode", "retry_policy", "fallback_job",
-        "on_success", "on_failure", "on_failure_timeout_ms", "idempotent_key", "retry_at", "type",
+        "url",
+        "method",
+        "headers",
+        "body",
+        "metadata",
+        "webhooks",
+        "webhook_quorum",
+        "regions",
+        "region_policy",
+        "execution_mode",
+        "retry_policy",
+        "fallback_job",
+        "on_success",
+        "on_failure",
+        "on_failure_timeout_ms",
+        "idempotent_key",
+        "retry_at",
+        "type",
     }
 )
 _WEBHOOK_FIELDS = frozenset({"url", "regions", "has_quorum_vote"})

@@ -38,7 +38,9 @@ ACCEPT_TO_SEND = Histogram(
 API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route", "status"])
 INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
 ATTEMPT_CRASHES = Counter(
-    "ezt_attempt_crashes_total", "Attempts that raised an unexpected error (a bug); the third of a job fails it with internal_error", ["region"]
+    "ezt_attempt_crashes_total",
+    "Attempts that raised an unexpected error (a bug); the third of a job fails it with internal_error",
+    ["region"],
 )
 JOBS_EVACUATED = Counter(
     "ezt_jobs_evacuated_total", "Jobs moved out of a region judged down, to the region they were queued in", ["from", "to"]
@@ -75,9 +77,7 @@ PACING_PAUSES = Counter("ezt_pacing_pauses_total", "Domains paused by a 429/503 
 PACING_LATE_SENDS = Counter(
     "ezt_pacing_late_sends_total", "Granted sends that left late (busy node); their domain's schedule moved back", ["region"]
 )
-PACING_HEADER_INVALID = Counter(
-    "ezt_pacing_header_invalid_total", "Rate-limit headers from targets ignored as invalid", ["header"]
-)
+PACING_HEADER_INVALID = Counter("ezt_pacing_header_invalid_total", "Rate-limit headers from targets ignored as invalid", ["header"])
 PACING_LEASES_RECOVERED = Counter(
     "ezt_pacing_leases_recovered_total", "Granted jobs queued again because their node's lease expired", ["region"]
 )
@@ -128,11 +128,14 @@ class SampledGauges:
         "ezt_webhook_dead_letter_jobs": ("Jobs with a dead-lettered webhook, kept for replay", ()),
         "ezt_domains_active": ("Target domains with jobs waiting or running", ()),
         "ezt_domain_queue_depth": (
-            "Jobs of a target domain (the busiest N by name, the rest as domain=\"other\") by stage: waiting, running",
+            'Jobs of a target domain (the busiest N by name, the rest as domain="other") by stage: waiting, running',
             ("domain", "stage"),
         ),
         "ezt_domain_oldest_wait_seconds": ("Since submission of the oldest job at the head of the domain's queues", ("domain",)),
-        "ezt_domain_rps_limit": ("The domain's current requests/s limit, by where it comes from: default, config or header", ("domain", "source")),
+        "ezt_domain_rps_limit": (
+            "The domain's current requests/s limit, by where it comes from: default, config or header",
+            ("domain", "source"),
+        ),
         "ezt_domain_max_concurrent": ("The domain's current in-flight limit per node, by source", ("domain", "source")),
         "ezt_domain_paused": ("1 while the domain is paused by a Retry-After", ("domain",)),
         "ezt_domain_pause_remaining_seconds": ("Time left on the domain's Retry-After pause", ("domain",)),
@@ -179,8 +182,18 @@ def prime(role: str, region: str | None = None) -> None:
     should exist before traffic. Label values primed here are closed sets.
     """
     if role == "edge" and region:
-        for counter in (JOBS_SUBMITTED, JOBS_DUPLICATE, RECLAIMED, PACING_GRANTS, PACING_PAUSES, PACING_LATE_SENDS,
-                        PACING_LEASES_RECOVERED, RACE_WINS, RACE_LOSSES, ATTEMPT_CRASHES):
+        for counter in (
+            JOBS_SUBMITTED,
+            JOBS_DUPLICATE,
+            RECLAIMED,
+            PACING_GRANTS,
+            PACING_PAUSES,
+            PACING_LATE_SENDS,
+            PACING_LEASES_RECOVERED,
+            RACE_WINS,
+            RACE_LOSSES,
+            ATTEMPT_CRASHES,
+        ):
             counter.labels(region)
         for status, reason in (("success", "ok"), ("failed", "non_retryable_status")):
             JOBS_FINISHED.labels(region, status, reason)

@@ -336,8 +336,7 @@ class OutboundPolicy:
             raise OutboundBlocked(f"host {host!r} is {METADATA}")
         if "." not in name:
             raise OutboundBlocked(
-                f"host {host!r} is a single-label name, resolved through the node's search domains;"
-                " use a fully qualified name"
+                f"host {host!r} is a single-label name, resolved through the node's search domains; use a fully qualified name"
             )
         for suffix in _PRIVATE_SUFFIXES:
             if name == suffix or name.endswith("." + suffix):

@@ -51,9 +51,15 @@ def create_app(settings: Settings) -> web.Application:
             asyncio.create_task(lease.run(), name="lease"),
             asyncio.create_task(DelayedReleaser(settings, redis, scripts, lease).run(), name="delayed"),
             asyncio.create_task(WorkflowSpawner(settings, redis, scripts, lease).run(), name="workflows"),
-            asyncio.create_task(RegionMonitor(settings, redis, lease, HealthRules(
-                silent_after_ms=settings.region_silent_after_ms, recover_after_ms=settings.region_recover_after_ms
-            )).run(), name="health"),
+            asyncio.create_task(
+                RegionMonitor(
+                    settings,
+                    redis,
+                    lease,
+                    HealthRules(silent_after_ms=settings.region_silent_after_ms, recover_after_ms=settings.region_recover_after_ms),
+                ).run(),
+                name="health",
+            ),
         ]
         tasks.append(asyncio.create_task(QueueSampler(settings, redis, lease).run(), name="sampler"))
         tasks.append(asyncio.create_task(Repairer(settings, redis, scripts, lease).run(), name="repair"))

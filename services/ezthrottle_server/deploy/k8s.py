@@ -280,9 +280,7 @@ _Dumper.add_representer(str, _str_representer)
 
 
 def _dump(docs: Sequence[dict[str, Any]]) -> str:
-    return HEADER + "".join(
-        "---\n" + yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs
-    )
+    return HEADER + "".join("---\n" + yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs)
 
 
 def render(regions_yaml: str, regions_path: Path, opts: RenderOptions = RenderOptions()) -> dict[str, str]:
@@ -293,13 +291,19 @@ def render(regions_yaml: str, regions_path: Path, opts: RenderOptions = RenderOp
 
     files: dict[str, list[dict[str, Any]]] = {
         "base/00-namespace.yaml": [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": opts.namespace, "labels": {"app.kubernetes.io/part-of": "ezthrottle"}}}
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": opts.namespace, "labels": {"app.kubernetes.io/part-of": "ezthrottle"}},
+            }
         ],
         "base/01-regions-configmap.yaml": [
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": _meta("ezthrottle-regions", opts, {"app.kubernetes.io/name": "ezthrottle", "app.kubernetes.io/part-of": "ezthrottle"}),
+                "metadata": _meta(
+                    "ezthrottle-regions", opts, {"app.kubernetes.io/name": "ezthrottle", "app.kubernetes.io/part-of": "ezthrottle"}
+                ),
                 "data": {"regions.yaml": regions_yaml},
             }
         ],

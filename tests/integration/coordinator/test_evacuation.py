@@ -59,7 +59,9 @@ async def test_jobs_waiting_in_a_region_that_loses_its_only_edge_move_to_a_healt
     views = [await wait_final(http, lax.url, api_key, j["job_id"], timeout_s=30) for j in jobs]
     assert [v["status"] for v in views] == ["success"] * JOBS
     moved = [v for v in views if v["evacuations"]]
-    assert moved and all(v["winner_region"] == "lax" and v["evacuations"] == [{"from": "iad", "to": "lax", "reason": "region_down"}] for v in moved)
+    assert moved and all(
+        v["winner_region"] == "lax" and v["evacuations"] == [{"from": "iad", "to": "lax", "reason": "region_down"}] for v in moved
+    )
     assert all(v["reroutes"] == 1 and v["regions_tried"] == ["iad", "lax"] and v["regions"] == ["lax"] for v in moved)
     assert JOBS_EVACUATED.labels("iad", "lax")._value.get() - moved_before == len(moved)
     sent = Counter(r.query["n"] for r in target.matching("/echo"))
@@ -78,7 +80,9 @@ async def test_a_strict_job_waits_its_retry_budget_then_fails_region_unavailable
     lax = await start_edge("lax")
     busy = [await submit(http, iad.url, api_key, {"url": f"{target.url}/echo?busy={i}"}) for i in range(6)]
     strict = await submit(
-        http, iad.url, api_key,
+        http,
+        iad.url,
+        api_key,
         {"url": f"{target.url}/echo?strict=1", "regions": ["iad"], "region_policy": "strict", "retry_policy": {"max_retries": 1}},
     )
     await until_state(http, iad.url, "iad", "up")  # judged once: a region never seen is not "down"

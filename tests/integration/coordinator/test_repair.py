@@ -37,9 +37,7 @@ async def queued_in_lax(http, redis, edge, api_key, target, n=0):
     return job["job_id"], stream, entries[-1][0]
 
 
-async def test_a_job_held_by_nothing_is_queued_again_and_sent_once(
-    http, redis, start_edge, start_coordinator, api_key, target
-):
+async def test_a_job_held_by_nothing_is_queued_again_and_sent_once(http, redis, start_edge, start_coordinator, api_key, target):
     iad = await start_edge("iad")
     job_id, stream, entry = await queued_in_lax(http, redis, iad, api_key, target)
     await redis.xdel(stream, entry)  # admitted and acknowledged; the parking was lost
@@ -117,7 +115,10 @@ async def test_the_admin_cli_shows_what_holds_a_job_and_repairs_what_nothing_hol
     assert view["held_by"] == [] and view["stuck"] is True
 
     dry = admin(redis_url, "repair", "--dry-run", "--wait-s", "0.2")
-    assert dry.returncode == 1 and orjson.loads(dry.stdout) == {"dry_run": True, "jobs": [{"job_id": job_id, "state": "queued", "regions": ["lax"]}]}
+    assert dry.returncode == 1 and orjson.loads(dry.stdout) == {
+        "dry_run": True,
+        "jobs": [{"job_id": job_id, "state": "queued", "regions": ["lax"]}],
+    }
     assert await redis.xlen(stream) == 0 and await redis.hget(keys.job(job_id), "repairs") is None  # a dry run changes nothing
 
     done = admin(redis_url, "repair", "--wait-s", "0.2")
@@ -132,7 +133,10 @@ async def test_the_admin_cli_shows_what_holds_a_job_and_repairs_what_nothing_hol
 async def test_a_fanout_job_is_queued_again_only_in_the_region_that_has_not_reported(http, redis, redis_url, start_edge, api_key, target):
     iad = await start_edge("iad")
     job = await submit(
-        http, iad.url, api_key, {"url": f"{target.url}/echo?fan=1", "regions": ["iad", "lax"], "region_policy": "strict", "execution_mode": "fanout"}
+        http,
+        iad.url,
+        api_key,
+        {"url": f"{target.url}/echo?fan=1", "regions": ["iad", "lax"], "region_policy": "strict", "execution_mode": "fanout"},
     )
     job_id = job["job_id"]
     await target.wait_for(1, "/echo", timeout_s=5)  # iad sent its copy

@@ -13,9 +13,7 @@ from support.jobs import submit, wait_final
 pytestmark = pytest.mark.asyncio
 
 
-async def test_a_standby_releases_delayed_work_while_the_lease_holder_is_silent(
-    http, redis, edge, start_coordinator, api_key, target
-):
+async def test_a_standby_releases_delayed_work_while_the_lease_holder_is_silent(http, redis, edge, start_coordinator, api_key, target):
     await redis.set(keys.coordinator_leader(), "coordinator-frozen", px=30_000)
     await start_coordinator()  # a standby
     due_ms = int(time.time() * 1000) + 600

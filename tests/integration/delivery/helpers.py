@@ -27,6 +27,7 @@ FAST = {
     "visibility_timeout_ms": 2000,
 }
 
+
 def delivery_env(redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of a delivery worker run as its own process, with FAST settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EZT_") or k == "EZT_PARTITIONS"}

@@ -82,7 +82,12 @@ async def test_finished_jobs_read_by_a_worker_that_died_are_delivered(http, edge
     async with asyncio.timeout(10):
         while await queued() < 3:
             await asyncio.sleep(0.02)
-    taken = [e for s in streams for _s, entries in await redis.xreadgroup(keys.delivery_group(), "delivery-ghost", {s: ">"}, count=10) for e in entries]
+    taken = [
+        e
+        for s in streams
+        for _s, entries in await redis.xreadgroup(keys.delivery_group(), "delivery-ghost", {s: ">"}, count=10)
+        for e in entries
+    ]
     assert len(taken) == 3  # and the ghost dies here, holding them
 
     await start_delivery(visibility_timeout_ms=300)

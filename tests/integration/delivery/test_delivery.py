@@ -79,7 +79,11 @@ async def test_receiver_down_then_up_nothing_is_lost(http, edge, start_delivery,
     await start_delivery()
     port = closed_port()
     jobs = [
-        (await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200?n={i}", "webhooks": [{"url": f"http://127.0.0.1:{port}/in"}]}))["job_id"]
+        (
+            await submit(
+                http, edge.url, api_key, {"url": f"{target.url}/status/200?n={i}", "webhooks": [{"url": f"http://127.0.0.1:{port}/in"}]}
+            )
+        )["job_id"]
         for i in range(10)
     ]
     for job_id in jobs:

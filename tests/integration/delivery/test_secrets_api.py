@@ -101,8 +101,12 @@ async def test_rotation_keeps_the_old_primary_as_secondary_in_one_step(http, edg
     assert await redis.hgetall(keys.webhook_secrets("acme")) == {"primary": SECONDARY, "secondary": PRIMARY}
     assert (await call(http, "GET", edge, other_api_key))[0] == 404  # per customer
 
-    for bad, code in (({"new_secret": "short"}, "invalid_field"), ({}, "missing_field"), ({"new_secret": SECONDARY}, "invalid_field"),
-                      ({"new_secret": PRIMARY, "old": 1}, "unknown_field")):
+    for bad, code in (
+        ({"new_secret": "short"}, "invalid_field"),
+        ({}, "missing_field"),
+        ({"new_secret": SECONDARY}, "invalid_field"),
+        ({"new_secret": PRIMARY, "old": 1}, "unknown_field"),
+    ):
         status, _, answer = await rotate(http, edge, api_key, bad)
         assert status == 400 and answer["error"]["code"] == code, (bad, answer)
     assert await redis.hgetall(keys.webhook_secrets("acme")) == {"primary": SECONDARY, "secondary": PRIMARY}  # unchanged

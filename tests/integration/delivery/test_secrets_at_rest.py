@@ -42,7 +42,9 @@ async def submit_with_hook(http, edge, key, target, receiver):
     )
 
 
-async def test_sealed_in_redis_masked_on_read_and_verified_by_the_receiver(http, redis, start_edge, start_delivery, api_key, target, receivers):
+async def test_sealed_in_redis_masked_on_read_and_verified_by_the_receiver(
+    http, redis, start_edge, start_delivery, api_key, target, receivers
+):
     edge = await start_edge("iad", secrets_keys=KEYS)
     await start_delivery(secrets_keys=KEYS)
     receiver = await receivers()
@@ -74,7 +76,9 @@ async def test_sealed_in_redis_masked_on_read_and_verified_by_the_receiver(http,
     assert Webhook(newer).verify(req.body, headers) and Webhook(SECRET).verify(req.body, headers)
 
 
-async def test_a_node_without_the_key_answers_503_and_sends_nothing_unsigned(http, redis, start_edge, start_delivery, api_key, target, receivers):
+async def test_a_node_without_the_key_answers_503_and_sends_nothing_unsigned(
+    http, redis, start_edge, start_delivery, api_key, target, receivers
+):
     sealing = await start_edge("iad", secrets_keys=KEYS)
     await set_secret(http, sealing, api_key, SECRET)
     keyless = await start_edge("lax")  # EZT_SECRETS_KEYS forgotten on this one
@@ -87,7 +91,11 @@ async def test_a_node_without_the_key_answers_503_and_sends_nothing_unsigned(htt
     receiver = await receivers()
     job = await submit_with_hook(http, sealing, api_key, target, receiver)
     view = await wait_webhooks(
-        http, sealing.url, api_key, job["job_id"], lambda hooks: hooks["endpoints"][0]["attempts"] >= 1 and hooks["endpoints"][0]["last_error"] is not None
+        http,
+        sealing.url,
+        api_key,
+        job["job_id"],
+        lambda hooks: hooks["endpoints"][0]["attempts"] >= 1 and hooks["endpoints"][0]["last_error"] is not None,
     )
     [hook] = view["webhooks"]["endpoints"]
     assert "secrets unreadable" in hook["last_error"] and hook["state"] == "retrying"
@@ -101,11 +109,17 @@ def admin(redis_url, *args, keys_spec=None):
     if keys_spec:
         env["EZT_SECRETS_KEYS"] = keys_spec
     return subprocess.run(
-        [sys.executable, "-m", "ezthrottle_server.admin.cli", "--json", "secrets", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "ezthrottle_server.admin.cli", "--json", "secrets", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
-async def test_reseal_seals_secrets_stored_before_and_rotates_keys(http, redis, redis_url, start_edge, start_delivery, api_key, target, receivers):
+async def test_reseal_seals_secrets_stored_before_and_rotates_keys(
+    http, redis, redis_url, start_edge, start_delivery, api_key, target, receivers
+):
     plain_edge = await start_edge("iad")  # before EZT_SECRETS_KEYS was set
     await set_secret(http, plain_edge, api_key, SECRET)
     hash_key, stored = await stored_secret(redis, plain_edge, api_key)

@@ -76,7 +76,13 @@ async def test_rotation_verifies_with_both_secrets(http, edge, delivery, api_key
     after = await deliver_one(http, edge, api_key, target, r, "/after")
 
     def case(req, primary, secondary):
-        return {"fn": "try", "payload": req.body.decode(), "header": req.headers["X-EZThrottle-Signature"], "primary": primary, "secondary": secondary}
+        return {
+            "fn": "try",
+            "payload": req.body.decode(),
+            "header": req.headers["X-EZThrottle-Signature"],
+            "primary": primary,
+            "secondary": secondary,
+        }
 
     assert published.run(
         [

@@ -53,6 +53,7 @@ async def test_oversized_body_is_413_and_nothing_is_written(http, start_edge, ap
     edge = await start_edge("iad", max_body_bytes=1000)
     status, body, _ = await post_job(http, edge, api_key, {"url": "http://127.0.0.1:9/x", "body": "a" * 2000})
     assert status == 413 and body["error"]["code"] == "payload_too_large"
+
     # chunked, without a Content-Length
     async def chunks():
         yield b'{"url": "http://127.0.0.1:9/x", "body": "'

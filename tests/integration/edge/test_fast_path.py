@@ -58,9 +58,7 @@ async def test_an_idle_domains_job_is_sent_at_once_without_a_stream_entry(http, 
             await asyncio.sleep(0.02)
 
 
-async def test_a_taken_job_whose_node_never_sends_it_is_recovered_when_its_lease_expires(
-    http, redis, start_edge, api_key, target
-):
+async def test_a_taken_job_whose_node_never_sends_it_is_recovered_when_its_lease_expires(http, redis, start_edge, api_key, target):
     edge = await start_edge("iad", visibility_timeout_ms=1500)
     await raise_limits(redis, target.url)
     await warm(http, edge, api_key, target)
@@ -107,9 +105,7 @@ async def test_a_duplicate_gives_its_lease_and_token_back(http, redis, edge, api
     assert len([r for r in target.matching("/echo") if r.query.get("n") == "dup"]) == 1
 
 
-async def test_jobs_trickling_in_faster_than_the_rate_go_at_once_or_wait_and_the_limit_holds(
-    http, redis, start_edge, api_key, target
-):
+async def test_jobs_trickling_in_faster_than_the_rate_go_at_once_or_wait_and_the_limit_holds(http, redis, start_edge, api_key, target):
     """Two edges of a region, jobs arriving at 8/s for a domain allowed 4/s: the
     ones that find the domain idle go at once, the others wait their turn, and
     the target never sees more than 4 in a second whoever sent them."""

@@ -62,7 +62,10 @@ def test_the_spec_and_the_routes_agree():
     settings_ = make_settings("edge", "redis://127.0.0.1:1/0", "iad")
     spec = build_spec(settings_)
     routes = app_routes(create_app(settings_))
-    assert spec_operations(spec) == routes, {"not in the spec": routes - spec_operations(spec), "not served": spec_operations(spec) - routes}
+    assert spec_operations(spec) == routes, {
+        "not in the spec": routes - spec_operations(spec),
+        "not served": spec_operations(spec) - routes,
+    }
 
 
 def test_every_error_answer_is_the_envelope_and_every_operation_has_a_success():

@@ -17,6 +17,7 @@ async def unpaced_target(redis, target):
     """Racing is about regions, not pacing: lift the target domain's limit (2 req/s by default)."""
     await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 100, max_concurrent: 20}}\n"))
 
+
 FAST = {"retry_backoff_base_s": 0.01, "retry_backoff_cap_s": 0.05}
 
 
@@ -89,7 +90,12 @@ async def test_the_job_fails_only_when_every_region_is_out(http, start_edge, coo
 async def test_an_unsafe_post_is_never_sent_twice_at_once(http, start_edge, api_key, target):
     edges = await three_regions(start_edge)
     jobs = [
-        await submit(http, edges[0].url, api_key, {"url": f"{target.url}/delay/300", "method": "POST", "body": f"charge-{i}", "regions": ["iad", "lax", "ord"]})
+        await submit(
+            http,
+            edges[0].url,
+            api_key,
+            {"url": f"{target.url}/delay/300", "method": "POST", "body": f"charge-{i}", "regions": ["iad", "lax", "ord"]},
+        )
         for i in range(3)
     ]
     for job in jobs:
@@ -124,7 +130,9 @@ async def test_the_jobs_key_goes_out_as_idempotency_key(http, edge, api_key, tar
 
 async def test_fanout_sends_from_every_region_and_lists_each_outcome(http, start_edge, api_key, target):
     edges = await three_regions(start_edge)
-    job = await submit(http, edges[2].url, api_key, {"url": f"{target.url}/echo", "regions": ["iad", "lax", "ord"], "execution_mode": "fanout"})
+    job = await submit(
+        http, edges[2].url, api_key, {"url": f"{target.url}/echo", "regions": ["iad", "lax", "ord"], "execution_mode": "fanout"}
+    )
     view = await wait_final(http, edges[2].url, api_key, job["job_id"])
     assert view["status"] == "success" and view["execution_mode"] == "fanout"
     assert len(target.matching("/echo")) == 3
@@ -139,7 +147,9 @@ async def test_fanout_fails_unless_every_region_succeeds(http, start_edge, api_k
     iad = await start_edge("iad", attempt_timeout_s=0.1, **FAST)
     lax = await start_edge("lax", attempt_timeout_s=5, **FAST)
     job = await submit(
-        http, iad.url, api_key,
+        http,
+        iad.url,
+        api_key,
         {"url": f"{target.url}/delay/300", "regions": ["iad", "lax"], "execution_mode": "fanout", "retry_policy": {"max_retries": 0}},
     )
     view = await wait_final(http, iad.url, api_key, job["job_id"], timeout_s=10)

@@ -111,7 +111,6 @@ async def world(http, edge, redis, redis_url, api_key, other_api_key, target) ->
         await delivery.stop()
 
 
-
 @pytest.mark.asyncio
 async def test_no_scoped_route_answers_without_a_key(http, edge, world):
     for method, path in sorted(SCOPED):
@@ -195,7 +194,12 @@ async def test_the_proxy_serves_the_caller_only(http, edge, world, api_key, othe
     proxy = f"{edge.url}/api/v1/proxy"
 
     def envelope(method: str, path: str, body: Any = None) -> dict[str, Any]:
-        return {"target_url": f"https://edge.example{path}", "method": method, "headers": {}, "body": orjson.dumps(body).decode() if body else ""}
+        return {
+            "target_url": f"https://edge.example{path}",
+            "method": method,
+            "headers": {},
+            "body": orjson.dumps(body).decode() if body else "",
+        }
 
     status, body = await call(http, "POST", proxy, other_api_key, envelope("GET", f"/api/v1/jobs/{world['job_id']}"))
     assert status == 200 and body["forwarded_response"]["status_code"] == 404

@@ -43,9 +43,7 @@ async def assert_blocked(view, target, egress_guard, detail=""):
     assert detail in (attempt["error"] or ""), attempt
     assert attempt["status_code"] is None
     assert not [r for r in target.requests if r.path == "/echo"]
-    assert egress_guard.connects_to_port(target.port) == [] or all(
-        a[0] == "127.0.0.1" for a in egress_guard.connects_to_port(target.port)
-    )
+    assert egress_guard.connects_to_port(target.port) == [] or all(a[0] == "127.0.0.1" for a in egress_guard.connects_to_port(target.port))
 
 
 @pytest.mark.parametrize(
@@ -58,11 +56,11 @@ async def assert_blocked(view, target, egress_guard, detail=""):
         ("mapped.test", "loopback"),
     ],
 )
-async def test_a_name_resolving_to_a_blocked_address_fails_without_sending(
-    name, detail, http, start_edge, api_key, target, egress_guard
-):
+async def test_a_name_resolving_to_a_blocked_address_fails_without_sending(name, detail, http, start_edge, api_key, target, egress_guard):
     edge = await start_edge("iad", profile="production", outbound_allowed_ports=(target.port,))
-    await start_edge("lax", profile="production", outbound_allowed_ports=(target.port,))  # somewhere to reroute to, if it were a connection error
+    await start_edge(
+        "lax", profile="production", outbound_allowed_ports=(target.port,)
+    )  # somewhere to reroute to, if it were a connection error
     await use_resolver(edge, NAMES)
     view = await run_job(http, edge, api_key, {"url": f"http://{name}:{target.port}/echo", "retry_policy": {"max_reroutes": 2}})
     await assert_blocked(view, target, egress_guard, detail)

@@ -45,9 +45,7 @@ def _edge_process(redis_url: str, port: int, node_id: str, lease_ms: int) -> sub
             "EZT_SIMULATE_LATENCY": "0",
         }
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "ezthrottle_server.edge"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    return subprocess.Popen([sys.executable, "-m", "ezthrottle_server.edge"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 15.0) -> None:
@@ -96,9 +94,7 @@ async def test_a_live_node_keeps_its_leases_however_long_it_sends(http, start_ed
     assert len(target.requests) == 1
 
 
-async def test_retry_at_is_kept_on_time_though_the_scheduling_edge_stopped(
-    http, redis, start_edge, domains_coordinator, api_key, target
-):
+async def test_retry_at_is_kept_on_time_though_the_scheduling_edge_stopped(http, redis, start_edge, domains_coordinator, api_key, target):
     # a fast domain, so that only release timing shows (not the 2/s pace)
     _coordinator, domains_file = domains_coordinator
     domains_file.write_text(f"domains:\n  {domain_of(target.url)}: {{rps: 50}}\n")

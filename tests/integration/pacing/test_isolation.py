@@ -22,9 +22,7 @@ async def _at_least(coro, n: int) -> bool:
     return await coro >= n
 
 
-async def test_a_paused_domain_with_hundreds_waiting_does_not_delay_another(
-    http, start_edge, api_key, target, other_target
-):
+async def test_a_paused_domain_with_hundreds_waiting_does_not_delay_another(http, start_edge, api_key, target, other_target):
     edge = await start_edge("iad")
     # the first answer pauses domain A for a minute; 300 more jobs queue behind it
     url = target.script("closed", (429, {"Retry-After": "60"}))
@@ -41,9 +39,7 @@ async def test_a_paused_domain_with_hundreds_waiting_does_not_delay_another(
     assert len(target.requests) == 1  # and A stayed paused
 
 
-async def test_a_slow_domain_at_its_concurrency_cap_does_not_delay_another(
-    http, redis, start_edge, api_key, target, other_target
-):
+async def test_a_slow_domain_at_its_concurrency_cap_does_not_delay_another(http, redis, start_edge, api_key, target, other_target):
     await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 50}}\n"))
     edge = await start_edge("iad", executor_concurrency=8)
     await submit_many(http, [edge.url], api_key, [{"url": f"{target.url}/delay/2000?n={i}"} for i in range(200)])

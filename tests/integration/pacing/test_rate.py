@@ -66,9 +66,7 @@ async def test_aqueduct_headers_win_and_garbage_is_counted(http, edge, api_key, 
     assert (await limiter(edge).describe(domain_of(target.url))).rps == 7.5  # garbage changed nothing
 
 
-async def test_a_per_customer_domain_gives_each_customer_its_own_limit(
-    http, redis, start_edge, api_key, other_api_key, target
-):
+async def test_a_per_customer_domain_gives_each_customer_its_own_limit(http, redis, start_edge, api_key, other_api_key, target):
     domain = domain_of(target.url)
     await apply_overrides(redis, parse_overrides(f"domains:\n  {domain}: {{per_customer: true}}\n"))
     edge = await start_edge("iad")

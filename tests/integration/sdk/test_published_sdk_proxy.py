@@ -20,6 +20,7 @@ from support.jobs import auth, wait_final
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
+
 async def drive(published: Any, edge: Any, api_key: str, *calls: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the published client's calls in its own process, without blocking the edge's loop."""
     data = {"api_key": api_key, "url": edge.url, "calls": [list(c) for c in calls]}

@@ -75,7 +75,12 @@ async def test_a_warmed_idle_domain_answers_every_proxy_submission_with_the_enve
     statuses = []
     for n in range(3):
         await asyncio.sleep(0.6)  # past the domain's emission interval (2/s): idle again
-        envelope = {"target_url": f"{cluster.url}/api/v1/jobs", "method": "POST", "headers": {}, "body": f'{{"url": "{target.url}/echo?n={n}"}}'}
+        envelope = {
+            "target_url": f"{cluster.url}/api/v1/jobs",
+            "method": "POST",
+            "headers": {},
+            "body": f'{{"url": "{target.url}/echo?n={n}"}}',
+        }
         async with http.post(f"{cluster.url}/api/v1/proxy", json=envelope, headers=auth(api_key)) as resp:
             statuses.append(resp.status)
             body = await resp.json()
@@ -89,7 +94,9 @@ async def test_steps_on_a_warmed_idle_domain_and_a_busy_one(published, cluster, 
     warm = await submit(http, cluster.url, api_key, {"url": f"{target.url}/echo?warm=1"})
     await wait_final(http, cluster.url, api_key, warm["job_id"])
     before = taken_count()
-    idle = [{"step": step(("url", [f"{target.url}/echo?idle={n}"]), ("method", ["POST"]), ("body", ['{"n": 1}']))["$step"]} for n in range(3)]
+    idle = [
+        {"step": step(("url", [f"{target.url}/echo?idle={n}"]), ("method", ["POST"]), ("body", ['{"n": 1}']))["$step"]} for n in range(3)
+    ]
     pause = {"sleep_s": 0.6}  # past the domain's emission interval (2/s): idle again
     results = await execute(published, cluster, api_key, pause, idle[0], pause, idle[1], pause, idle[2])
     assert [r["status"] for r in results[1::2]] == ["queued"] * 3
@@ -118,7 +125,9 @@ async def test_a_race_across_three_regions_says_racing_and_has_one_winner(publis
     assert hook["job_id"] == result["job_id"] and hook["status"] == "success"
 
 
-async def test_a_fallback_chains_webhook_carries_the_steps_id_and_key_and_the_chains_outcome(published, cluster, api_key, target, receiver, http):
+async def test_a_fallback_chains_webhook_carries_the_steps_id_and_key_and_the_chains_outcome(
+    published, cluster, api_key, target, receiver, http
+):
     """Primary 500 -> fallback on [500, 502, 503] that is slow -> fallback on a 500 ms timeout that succeeds."""
     chain = step(
         ("url", [f"{target.url}/status/500"]),
@@ -188,9 +197,15 @@ async def test_on_success_delivers_the_parents_and_the_childs_webhooks(published
 
 
 async def test_hash_and_unique_keys_and_auto_forward(published, cluster, api_key, target, http):
-    hashed = {"step": step(("url", [f"{target.url}/echo?hash=1"]), ("idempotent_strategy", [{"$enum": "IdempotentStrategy.HASH"}]))["$step"]}
-    unique = {"step": step(("url", [f"{target.url}/echo?unique=1"]), ("idempotent_strategy", [{"$enum": "IdempotentStrategy.UNIQUE"}]))["$step"]}
-    forwarded = {"auto_forward": {"url": f"{target.url}/echo?forwarded=1", "method": "POST", "body": '{"amount": 1000}', "idempotent_key": "order-7"}}
+    hashed = {
+        "step": step(("url", [f"{target.url}/echo?hash=1"]), ("idempotent_strategy", [{"$enum": "IdempotentStrategy.HASH"}]))["$step"]
+    }
+    unique = {
+        "step": step(("url", [f"{target.url}/echo?unique=1"]), ("idempotent_strategy", [{"$enum": "IdempotentStrategy.UNIQUE"}]))["$step"]
+    }
+    forwarded = {
+        "auto_forward": {"url": f"{target.url}/echo?forwarded=1", "method": "POST", "body": '{"amount": 1000}', "idempotent_key": "order-7"}
+    }
     h1, h2, u1, u2, f1, f2 = await execute(published, cluster, api_key, hashed, hashed, unique, unique, forwarded, forwarded)
     assert h1["status"] == "queued" and h2 == {"job_id": h1["job_id"], "status": "duplicate", "idempotent_key": h1["idempotent_key"]}
     assert u1["status"] == u2["status"] == "queued" and u1["job_id"] != u2["job_id"] and u1["idempotent_key"] != u2["idempotent_key"]

@@ -106,13 +106,9 @@ async def test_wait_returns_the_final_view_sync_and_async(start_edge, api_key, t
         assert view["job_id"] == job["job_id"]
     with EZThrottle(api_key, base_url=edge.url) as sync_client:
         # the edge serves from this event loop, so the sync client runs in a thread
-        done = await asyncio.to_thread(
-            sync_client.queue_and_wait, f"{target.url}/echo?again", None, "GET", None, None, 20
-        )
+        done = await asyncio.to_thread(sync_client.queue_and_wait, f"{target.url}/echo?again", None, "GET", None, None, 20)
         assert done["status"] == "success"
-        failed_job = await asyncio.to_thread(
-            sync_client.submit_job, f"{target.url}/status/418", retry_policy={"max_retries": 0}
-        )
+        failed_job = await asyncio.to_thread(sync_client.submit_job, f"{target.url}/status/418", retry_policy={"max_retries": 0})
         failed = await asyncio.to_thread(sync_client.wait, failed_job["job_id"], 20)
         assert failed["status"] == "failed"
 

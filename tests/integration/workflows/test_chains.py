@@ -32,7 +32,12 @@ async def child_of(http, edge, key, job_id, relation, timeout_s=10.0):
 
 
 async def test_on_success_starts_a_child_job_of_its_own(http, edge, coordinator, api_key, target):
-    job = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?step=1", "on_success": {"url": f"{target.url}/echo?step=2", "method": "POST", "body": "next"}})
+    job = await submit(
+        http,
+        edge.url,
+        api_key,
+        {"url": f"{target.url}/echo?step=1", "on_success": {"url": f"{target.url}/echo?step=2", "method": "POST", "body": "next"}},
+    )
     parent = await wait_final(http, edge.url, api_key, job["job_id"])
     assert parent["status"] == "success"
     child = await child_of(http, edge, api_key, job["job_id"], "on_success")
@@ -49,7 +54,9 @@ async def test_on_success_starts_a_child_job_of_its_own(http, edge, coordinator,
 
 async def test_a_child_counts_among_its_customers_jobs_not_final_until_it_ends(http, redis, edge, coordinator, api_key, target):
     """The per-customer admission ceiling counts children like submissions, and takes them off when they end."""
-    job = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?step=1", "on_success": {"url": f"{target.url}/delay/1500?step=2"}})
+    job = await submit(
+        http, edge.url, api_key, {"url": f"{target.url}/echo?step=1", "on_success": {"url": f"{target.url}/delay/1500?step=2"}}
+    )
     partition = keys.job_partition(job["job_id"])
     customer = await redis.hget(keys.job(job["job_id"]), "customer")
     async with asyncio.timeout(10):
@@ -99,7 +106,9 @@ async def test_fallbacks_chain_two_deep(http, edge, coordinator, api_key, target
 
 async def test_a_trigger_that_does_not_match_goes_to_on_failure_or_ends(http, edge, coordinator, api_key, target):
     chained = await submit(
-        http, edge.url, api_key,
+        http,
+        edge.url,
+        api_key,
         {
             "url": f"{target.url}/status/404",
             "fallback_job": {"url": f"{target.url}/echo?step=never", "trigger": {"type": "on_error", "codes": [500]}},
@@ -109,8 +118,13 @@ async def test_a_trigger_that_does_not_match_goes_to_on_failure_or_ends(http, ed
     alert = await child_of(http, edge, api_key, chained["job_id"], "on_failure")
     assert alert["status"] == "success"
     ended = await submit(
-        http, edge.url, api_key,
-        {"url": f"{target.url}/status/404?x=2", "fallback_job": {"url": f"{target.url}/echo?step=never2", "trigger": {"type": "on_error", "codes": [500]}}},
+        http,
+        edge.url,
+        api_key,
+        {
+            "url": f"{target.url}/status/404?x=2",
+            "fallback_job": {"url": f"{target.url}/echo?step=never2", "trigger": {"type": "on_error", "codes": [500]}},
+        },
     )
     view = await wait_final(http, edge.url, api_key, ended["job_id"])
     await asyncio.sleep(0.5)  # give the coordinator time to (wrongly) start something
@@ -126,7 +140,9 @@ async def test_frugal_children_travel_to_the_client_in_the_webhook(http, redis_u
     delivery = await RunningApp(delivery_app(settings), settings).start()
     try:
         job = await submit(
-            http, edge.url, api_key,
+            http,
+            edge.url,
+            api_key,
             {
                 "url": f"{target.url}/echo?step=paid",
                 "webhooks": [{"url": f"{receiver.url}/hook"}],
@@ -149,7 +165,9 @@ async def test_frugal_children_travel_to_the_client_in_the_webhook(http, redis_u
 
 async def test_on_failure_timeout_fires_once_and_a_late_success_fires_nothing(http, edge, coordinator, api_key, target):
     job = await submit(
-        http, edge.url, api_key,
+        http,
+        edge.url,
+        api_key,
         {
             "url": f"{target.url}/delay/1200",
             "on_failure_timeout_ms": 300,
@@ -170,8 +188,13 @@ async def test_on_failure_timeout_fires_once_and_a_late_success_fires_nothing(ht
 
 async def test_an_on_timeout_fallback_starts_when_the_job_is_slow(http, edge, coordinator, api_key, target):
     job = await submit(
-        http, edge.url, api_key,
-        {"url": f"{target.url}/delay/1500", "fallback_job": {"url": f"{target.url}/echo?step=fast-path", "trigger": {"type": "on_timeout", "timeout_ms": 300}}},
+        http,
+        edge.url,
+        api_key,
+        {
+            "url": f"{target.url}/delay/1500",
+            "fallback_job": {"url": f"{target.url}/echo?step=fast-path", "trigger": {"type": "on_timeout", "timeout_ms": 300}},
+        },
     )
     backup = await child_of(http, edge, api_key, job["job_id"], "fallback", timeout_s=5)
     assert backup["status"] == "success"
@@ -181,7 +204,9 @@ async def test_an_on_timeout_fallback_starts_when_the_job_is_slow(http, edge, co
 
 async def test_a_fast_job_does_not_fire_its_timers(http, edge, coordinator, api_key, target):
     job = await submit(
-        http, edge.url, api_key,
+        http,
+        edge.url,
+        api_key,
         {
             "url": f"{target.url}/echo?step=quick",
             "on_failure_timeout_ms": 300,

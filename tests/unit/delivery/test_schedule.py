@@ -11,7 +11,9 @@ DEFAULTS = {"base_s": 10.0, "cap_s": 3600.0, "window_s": 24 * 3600.0}
 
 
 def after(status, *, failures=1, since_ms=0, now_ms=0, blocked=False, **settings):
-    return decide(status, blocked=blocked, failures=failures, since_ms=since_ms, now_ms=now_ms, rng=random.Random(1), **{**DEFAULTS, **settings})
+    return decide(
+        status, blocked=blocked, failures=failures, since_ms=since_ms, now_ms=now_ms, rng=random.Random(1), **{**DEFAULTS, **settings}
+    )
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 299])

@@ -141,9 +141,7 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_keeps_what_the_build_copies_and_drops_the_rest(stages: list[list[tuple[str, str]]]) -> None:
-    patterns = [
-        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
-    ]
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
     sources: list[str] = []
     for stage in stages:
         for args in _args(stage, "COPY"):

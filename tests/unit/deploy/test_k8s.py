@@ -162,7 +162,10 @@ def test_plain_scrape_config_keeps_every_service() -> None:
     assert job["metrics_path"] == "/metrics"
     assert job["kubernetes_sd_configs"][0]["role"] == "endpoints"
     keep = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
-    assert keep == {"__meta_kubernetes_service_label_app_kubernetes_io_part_of": "ezthrottle", "__meta_kubernetes_endpoint_port_name": "http"}
+    assert keep == {
+        "__meta_kubernetes_service_label_app_kubernetes_io_part_of": "ezthrottle",
+        "__meta_kubernetes_endpoint_port_name": "http",
+    }
     for svc in by_kind(load_docs(OUT), "Service").values():
         assert svc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "ezthrottle"
 
@@ -201,7 +204,10 @@ def test_selectors_pick_exactly_their_own_pods(docs: list[dict[str, Any]]) -> No
     pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deps.items()}
     for name, dep in deps.items():
         assert selects(dep["spec"]["selector"]["matchLabels"], pods[name])
-    for kind, sel in (("Service", lambda o: o["spec"]["selector"]), ("PodDisruptionBudget", lambda o: o["spec"]["selector"]["matchLabels"])):
+    for kind, sel in (
+        ("Service", lambda o: o["spec"]["selector"]),
+        ("PodDisruptionBudget", lambda o: o["spec"]["selector"]["matchLabels"]),
+    ):
         for name, obj in by_kind(docs, kind).items():
             matched = [n for n, labels in pods.items() if selects(sel(obj), labels)]
             assert matched == [name], (kind, name, matched)

@@ -80,11 +80,24 @@ def test_every_panel_names_only_metrics_the_services_export(committed: dict[str,
             used |= names
     # The list, by metric: each has a panel.
     for wanted in (
-        "ezt_jobs_submitted_total", "ezt_jobs_duplicate_total", "ezt_jobs_finished_total", "ezt_attempts_total",
-        "ezt_attempt_latency_seconds_bucket", "ezt_pacing_wait_seconds_bucket", "ezt_race_wins_total", "ezt_race_losses_total",
-        "ezt_queue_depth", "ezt_queue_oldest_age_seconds", "ezt_delayed_jobs", "ezt_domain_rps_limit",
-        "ezt_domain_queue_depth", "ezt_webhook_deliveries_total", "ezt_webhook_quorum_seconds_bucket",
-        "ezt_webhook_dead_letters_total", "ezt_region_state", "ezt_coordinator_leader",
+        "ezt_jobs_submitted_total",
+        "ezt_jobs_duplicate_total",
+        "ezt_jobs_finished_total",
+        "ezt_attempts_total",
+        "ezt_attempt_latency_seconds_bucket",
+        "ezt_pacing_wait_seconds_bucket",
+        "ezt_race_wins_total",
+        "ezt_race_losses_total",
+        "ezt_queue_depth",
+        "ezt_queue_oldest_age_seconds",
+        "ezt_delayed_jobs",
+        "ezt_domain_rps_limit",
+        "ezt_domain_queue_depth",
+        "ezt_webhook_deliveries_total",
+        "ezt_webhook_quorum_seconds_bucket",
+        "ezt_webhook_dead_letters_total",
+        "ezt_region_state",
+        "ezt_coordinator_leader",
     ):
         assert wanted in used, wanted
 

@@ -52,18 +52,40 @@ async def test_job_lines_carry_job_region_node_domain_and_no_secrets(
     async with http.post(f"{edge.url}/api/v1/webhook-secrets", json={"primary_secret": WEBHOOK_SECRET}, headers=auth(api_key)) as r:
         assert r.status == 200
     jobs = {
-        "ok": await submit(http, edge.url, api_key, {
-            "url": f"{target.url}/echo", "method": "POST", "idempotent_key": "ok",
-            "headers": {"X-Api-Secret": SECRET_HEADER, "Authorization": f"Bearer {SECRET_HEADER}"},
-            "body": f'{{"card": "{SECRET_BODY}"}}',
-            "webhooks": [{"url": f"{receiver.url}/hook"}],
-        }),
-        "failed": await submit(http, edge.url, api_key, {
-            "url": f"{target.url}/status/400", "method": "POST", "idempotent_key": "failed", "body": SECRET_BODY,
-        }),
-        "rerouted": await submit(http, edge.url, api_key, {
-            "url": f"{target.url}/status/502", "idempotent_key": "rerouted", "headers": {"X-Api-Secret": SECRET_HEADER},
-        }),
+        "ok": await submit(
+            http,
+            edge.url,
+            api_key,
+            {
+                "url": f"{target.url}/echo",
+                "method": "POST",
+                "idempotent_key": "ok",
+                "headers": {"X-Api-Secret": SECRET_HEADER, "Authorization": f"Bearer {SECRET_HEADER}"},
+                "body": f'{{"card": "{SECRET_BODY}"}}',
+                "webhooks": [{"url": f"{receiver.url}/hook"}],
+            },
+        ),
+        "failed": await submit(
+            http,
+            edge.url,
+            api_key,
+            {
+                "url": f"{target.url}/status/400",
+                "method": "POST",
+                "idempotent_key": "failed",
+                "body": SECRET_BODY,
+            },
+        ),
+        "rerouted": await submit(
+            http,
+            edge.url,
+            api_key,
+            {
+                "url": f"{target.url}/status/502",
+                "idempotent_key": "rerouted",
+                "headers": {"X-Api-Secret": SECRET_HEADER},
+            },
+        ),
     }
     assert (await wait_final(http, edge.url, api_key, jobs["ok"]["job_id"]))["status"] == "success"
     assert (await wait_final(http, edge.url, api_key, jobs["failed"]["job_id"]))["status"] == "failed"
@@ -110,14 +132,19 @@ async def _settle(stream: io.StringIO, job_id: str, msg: str) -> None:
 
 def test_key_shaped_strings_are_masked_even_when_code_logs_them() -> None:
     formatter = JsonFormatter("edge", "edge-iad-1")
-    leaky = logging.LogRecord("x", logging.WARNING, __file__, 1, "got %s and %s", ("ezt_live_AbCdEf0123456789xyz", "Bearer tok-123456789"), None)
+    leaky = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, "got %s and %s", ("ezt_live_AbCdEf0123456789xyz", "Bearer tok-123456789"), None
+    )
     line = orjson.loads(formatter.format(leaky))
     assert "AbCdEf0123456789xyz" not in line["msg"] and "tok-123456789" not in line["msg"]
     assert line["msg"] == "got ezt_live_[redacted] and Bearer [redacted]"
     plain = logging.LogRecord("x", logging.INFO, __file__, 1, "job accepted", (), None)
     plain.job_id, plain.region, plain.domain = "job_1", "iad", "api.example:443"
     assert {k: v for k, v in orjson.loads(formatter.format(plain)).items() if k in ("job_id", "region", "node", "domain")} == {
-        "job_id": "job_1", "region": "iad", "node": "edge-iad-1", "domain": "api.example:443",
+        "job_id": "job_1",
+        "region": "iad",
+        "node": "edge-iad-1",
+        "domain": "api.example:443",
     }
 
 

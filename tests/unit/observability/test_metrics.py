@@ -51,11 +51,26 @@ def test_names_follow_prometheus_conventions() -> None:
 def test_the_metrics_of_the_issue_exist() -> None:
     names = exported_names()
     for wanted in (
-        "ezt_race_wins_total", "ezt_race_losses_total", "ezt_outbound_refused_total", "ezt_auth_failures_total",
-        "ezt_auth_rate_limited_total", "ezt_webhook_quorum_missed_total", "ezt_queue_depth", "ezt_queue_oldest_age_seconds",
-        "ezt_stream_pending_entries", "ezt_delayed_jobs", "ezt_domain_rps_limit", "ezt_domain_max_concurrent",
-        "ezt_domain_paused", "ezt_domain_queue_depth", "ezt_domain_oldest_wait_seconds", "ezt_webhook_backlog",
-        "ezt_webhook_dead_letter_jobs", "ezt_region_state", "ezt_coordinator_leader", "ezt_webhook_quorum_seconds_bucket",
+        "ezt_race_wins_total",
+        "ezt_race_losses_total",
+        "ezt_outbound_refused_total",
+        "ezt_auth_failures_total",
+        "ezt_auth_rate_limited_total",
+        "ezt_webhook_quorum_missed_total",
+        "ezt_queue_depth",
+        "ezt_queue_oldest_age_seconds",
+        "ezt_stream_pending_entries",
+        "ezt_delayed_jobs",
+        "ezt_domain_rps_limit",
+        "ezt_domain_max_concurrent",
+        "ezt_domain_paused",
+        "ezt_domain_queue_depth",
+        "ezt_domain_oldest_wait_seconds",
+        "ezt_webhook_backlog",
+        "ezt_webhook_dead_letter_jobs",
+        "ezt_region_state",
+        "ezt_coordinator_leader",
+        "ezt_webhook_quorum_seconds_bucket",
     ):
         assert wanted in names, wanted
 
@@ -142,15 +157,28 @@ async def test_a_job_that_can_no_longer_reach_its_quorum_is_counted_once(http, e
     missed, dead = value("ezt_webhook_quorum_missed_total"), value("ezt_webhook_dead_letters_total", reason="gone")
     gone = f"{target.url}/status/410"
     # Quorum 2 of 3 voters: the first 410 leaves it reachable, the second does not, the third changes nothing.
-    lost = await submit(http, edge.url, api_key, {
-        "url": f"{target.url}/echo", "idempotent_key": "lost", "webhook_quorum": 2,
-        "webhooks": [{"url": f"{gone}?a"}, {"url": f"{gone}?b"}, {"url": f"{gone}?c"}],
-    })
+    lost = await submit(
+        http,
+        edge.url,
+        api_key,
+        {
+            "url": f"{target.url}/echo",
+            "idempotent_key": "lost",
+            "webhook_quorum": 2,
+            "webhooks": [{"url": f"{gone}?a"}, {"url": f"{gone}?b"}, {"url": f"{gone}?c"}],
+        },
+    )
     # Quorum 1: one voter delivered, the other 410: no miss.
-    kept = await submit(http, edge.url, api_key, {
-        "url": f"{target.url}/echo", "idempotent_key": "kept",
-        "webhooks": [{"url": f"{receiver.url}/ok"}, {"url": gone}],
-    })
+    kept = await submit(
+        http,
+        edge.url,
+        api_key,
+        {
+            "url": f"{target.url}/echo",
+            "idempotent_key": "kept",
+            "webhooks": [{"url": f"{receiver.url}/ok"}, {"url": gone}],
+        },
+    )
     assert lost["status"] == kept["status"] == "queued"
     await target.wait_for(4, "/status/410", timeout_s=10)
     await receiver.wait_for(1, timeout_s=10)

@@ -68,7 +68,9 @@ def test_compose_config_scrapes_every_compose_service_by_name() -> None:
 
 
 def test_up_local_renders_its_own_config_with_the_rules_by_path(tmp_path: Path) -> None:
-    cluster = LocalCluster(tmp_path, REPO / "regions.yaml", env={"EZT_PROMETHEUS_BIN": "/usr/bin/true", "EZT_LOCAL_PROMETHEUS_PORT": "9999"})
+    cluster = LocalCluster(
+        tmp_path, REPO / "regions.yaml", env={"EZT_PROMETHEUS_BIN": "/usr/bin/true", "EZT_LOCAL_PROMETHEUS_PORT": "9999"}
+    )
     plan = cluster.prometheus_plan(cluster.settings())
     assert plan.proc is not None and plan.proc.ready_url == "http://127.0.0.1:9999/-/ready"
     assert f"--storage.tsdb.path={tmp_path.resolve() / 'prometheus' / 'data'}" in plan.proc.argv

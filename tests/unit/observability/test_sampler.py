@@ -19,6 +19,7 @@ from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
 from ezthrottle_server.pacing.scope import Scope
 from support.services import make_settings
 
+
 def job_id(created_ms: int) -> str:
     return keys.make_job_id(created_ms, secrets.token_hex(8), 0)
 
@@ -83,9 +84,12 @@ async def test_one_pass_reads_queues_delayed_work_webhooks_and_the_busiest_domai
     assert rows(sample, "ezt_domains_active") == {(): 3}
     domains = rows(sample, "ezt_domain_queue_depth")
     assert domains == {
-        ("a.example:443", "waiting"): 3, ("a.example:443", "running"): 0,
-        ("b.example:443", "waiting"): 2, ("b.example:443", "running"): 0,
-        (OTHER, "waiting"): 1, (OTHER, "running"): 0,
+        ("a.example:443", "waiting"): 3,
+        ("a.example:443", "running"): 0,
+        ("b.example:443", "waiting"): 2,
+        ("b.example:443", "running"): 0,
+        (OTHER, "waiting"): 1,
+        (OTHER, "running"): 0,
     }
     waits = rows(sample, "ezt_domain_oldest_wait_seconds")
     assert 0.9 <= waits[("a.example:443",)] < 30  # the head of a's queue (the 30 s one was granted)

@@ -140,7 +140,9 @@ async def test_production_policy_refuses_loopback_before_connecting(url, server:
     assert egress_guard.connects_to_port(server.port) == []
 
 
-@pytest.mark.parametrize("url", ["http://2130706433:{port}/", "http://127.1:{port}/", "http://0177.0.0.1:{port}/", "http://127.0.0.1.:{port}/"])
+@pytest.mark.parametrize(
+    "url", ["http://2130706433:{port}/", "http://127.1:{port}/", "http://0177.0.0.1:{port}/", "http://127.0.0.1.:{port}/"]
+)
 async def test_all_digit_legacy_spellings_never_connect(url, server: Server, egress_guard: EgressGuard):
     # aiohttp itself refuses these before resolving; whoever refuses, nothing connects.
     with pytest.raises((OutboundBlocked, aiohttp.ClientError)):

@@ -234,7 +234,14 @@ def test_special_use_names_are_refused(url, reason):
 
 @pytest.mark.parametrize(
     "url",
-    ["https://api.payments.test/v1/charges", "http://site.example./", "http://SITE.example/", "https://x.test/", "http://cafe.bead/", "http://8.8.8.8/"],
+    [
+        "https://api.payments.test/v1/charges",
+        "http://site.example./",
+        "http://SITE.example/",
+        "https://x.test/",
+        "http://cafe.bead/",
+        "http://8.8.8.8/",
+    ],
 )
 def test_public_names_and_addresses_pass(url):
     assert PRODUCTION.check_url(url) == URL(url)

@@ -355,7 +355,9 @@ async def test_take_leaves_a_job_to_the_queue_when_anything_waits_or_the_scope_m
     both = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
     await other_region.admit(SCOPE, jobs("l", 1), now_ms=T0 + 4_000)
     assert await take(both, "t5", T0 + 4_000) is None  # another region's job waits: it goes first
-    assert await redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1) == ["t4@0"]  # j0000's was released; nothing else was leased
+    assert await redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1) == [
+        "t4@0"
+    ]  # j0000's was released; nothing else was leased
 
 
 async def test_an_expired_lease_is_recovered_before_anything_is_taken(limiter):

@@ -18,8 +18,13 @@ def test_fields_are_checked_and_normalised():
         "api.payments.test:443": {"rps": 25.0, "max_concurrent": 8, "burst": 2, "max_rps": 50.0, "per_customer": False},
         "127.0.0.1:8080": {"per_customer": True},
     }
-    assert o.digest == parse_overrides("domains:\n  127.0.0.1:8080: {per_customer: true}\n  api.payments.test:443: "
-                                       "{burst: 2, max_concurrent: 8, max_rps: 50, per_customer: false, rps: 25}\n").digest
+    assert (
+        o.digest
+        == parse_overrides(
+            "domains:\n  127.0.0.1:8080: {per_customer: true}\n  api.payments.test:443: "
+            "{burst: 2, max_concurrent: 8, max_rps: 50, per_customer: false, rps: 25}\n"
+        ).digest
+    )
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,6 @@ async def test_a_scope_admitted_here_is_asked_without_the_ready_set(redis):
         await asyncio.wait_for(loop, 5.0)
 
 
-
 async def test_admission_takes_what_may_go_now_in_the_same_step(redis):
     limiter = Limiter(redis, PacingPolicy(default_rps=1000.0, max_rps=1000.0, default_max_concurrent=8), "iad")
     granted: list[str] = []
@@ -54,9 +53,7 @@ async def test_concurrent_admissions_keep_the_per_node_cap(redis):
     # The rate allows a burst (5 ms of tolerance at 1,000/s); the per-node cap is 2.
     limiter = Limiter(redis, PacingPolicy(default_rps=1000.0, max_rps=1000.0, default_max_concurrent=2), "iad")
     granted: list[str] = []
-    scheduler = Scheduler(
-        limiter, lambda scope, lease: granted.append(lease), capacity=100, lease_ms=30_000, poll_s=30.0, max_per_grant=4
-    )
+    scheduler = Scheduler(limiter, lambda scope, lease: granted.append(lease), capacity=100, lease_ms=30_000, poll_s=30.0, max_per_grant=4)
     batches = [[(f"{b}{i}", "acme") for i in range(4)] for b in "abc"]
     added = await asyncio.gather(*(scheduler.admit(SCOPE, jobs) for jobs in batches))
     assert added == [4, 4, 4]

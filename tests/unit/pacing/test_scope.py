@@ -26,8 +26,13 @@ def test_same_host_other_port_is_another_domain():
 
 @pytest.mark.parametrize(
     "text, domain",
-    [("api.payments.test:443", "api.payments.test:443"), ("API.payments.test", "api.payments.test:443"),
-     ("127.0.0.1:8080", "127.0.0.1:8080"), ("https://x.example/a", "x.example:443"), ("[::1]:80", "[::1]:80")],
+    [
+        ("api.payments.test:443", "api.payments.test:443"),
+        ("API.payments.test", "api.payments.test:443"),
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("https://x.example/a", "x.example:443"),
+        ("[::1]:80", "[::1]:80"),
+    ],
 )
 def test_parse_domain(text, domain):
     assert parse_domain(text) == domain

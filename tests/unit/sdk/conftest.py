@@ -82,9 +82,7 @@ class ContractServer:
         self._streams: dict[str, collections.deque[list[Any]]] = {}
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -108,9 +106,7 @@ class ContractServer:
             self._script.extend(answers)
 
     @staticmethod
-    def error(
-        status: int, code: str, message: str = "scripted", headers: Optional[dict[str, str]] = None
-    ) -> Scripted:
+    def error(status: int, code: str, message: str = "scripted", headers: Optional[dict[str, str]] = None) -> Scripted:
         """An error answer in the contract's shape."""
         return Scripted(status, {"error": {"code": code, "message": message}}, headers or {})
 
@@ -159,9 +155,7 @@ class ContractServer:
                 return _target_answer(request.path)
             if self._script:
                 return self._script.popleft()
-            customer = CUSTOMERS.get(
-                request.headers.get("authorization", "").removeprefix("Bearer ")
-            )
+            customer = CUSTOMERS.get(request.headers.get("authorization", "").removeprefix("Bearer "))
             if customer is None:
                 return self.error(401, "unauthorized", "missing or unknown API key")
             if len(request.body) > MAX_BODY_BYTES:
@@ -218,11 +212,7 @@ class ContractServer:
         key = (
             payload.get("idempotent_key")
             or "hash_"
-            + hashlib.sha256(
-                json.dumps(
-                    [customer, payload["method"], payload["url"], payload.get("body")]
-                ).encode()
-            ).hexdigest()[:32]
+            + hashlib.sha256(json.dumps([customer, payload["method"], payload["url"], payload.get("body")]).encode()).hexdigest()[:32]
         )
         first = self._job_by_key.get((customer, key))
         if first is not None:
@@ -304,9 +294,7 @@ def _handler_for(server: ContractServer) -> type[BaseHTTPRequestHandler]:
             if answer.chunks is not None:
                 self._stream(answer.chunks)
                 return
-            body = (
-                answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
-            )
+            body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
             self.send_response(answer.status)
             content_type = "text/plain" if isinstance(answer.body, bytes) else "application/json"
             self.send_header("Content-Type", content_type)

@@ -48,25 +48,11 @@ def payloads(scenarios):
 
 
 def verify(cases):
-    return [
-        list(
-            verify_webhook_signature(
-                c["payload"].encode(), c["header"], c["secret"], c["tolerance"]
-            )
-        )
-        for c in cases
-    ]
+    return [list(verify_webhook_signature(c["payload"].encode(), c["header"], c["secret"], c["tolerance"])) for c in cases]
 
 
 def try_secrets(cases):
-    return [
-        list(
-            try_verify_with_secrets(
-                c["payload"].encode(), c["header"], c["primary"], c["secondary"]
-            )
-        )
-        for c in cases
-    ]
+    return [list(try_verify_with_secrets(c["payload"].encode(), c["header"], c["primary"], c["secondary"])) for c in cases]
 
 
 def sign(cases):

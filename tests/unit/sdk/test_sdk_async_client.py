@@ -27,9 +27,7 @@ TARGET = "https://api.example.com/v1/charges"
 def test_same_public_api_as_the_sync_client() -> None:
     def public(cls: type) -> dict[str, list[tuple[str, Any, Any]]]:
         return {
-            name: [
-                (p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()
-            ]
+            name: [(p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()]
             for name, member in vars(cls).items()
             if not name.startswith("_") and callable(member)
         }
@@ -61,9 +59,7 @@ async def test_submit_and_duplicate(async_client: AsyncEZThrottle, api: Any) -> 
 
 @pytest.mark.asyncio
 async def test_concurrent_submissions(async_client: AsyncEZThrottle) -> None:
-    results = await asyncio.gather(
-        *(async_client.submit_job(TARGET, idempotent_key=f"order-{i}") for i in range(10))
-    )
+    results = await asyncio.gather(*(async_client.submit_job(TARGET, idempotent_key=f"order-{i}") for i in range(10)))
     assert len({r["job_id"] for r in results}) == 10
 
 
@@ -111,9 +107,7 @@ async def test_get_job_secrets_and_direct_request(async_client: AsyncEZThrottle,
     assert (await async_client.get_job(job_id))["status"] == "queued"
     await async_client.create_webhook_secret("primary_secret_0123456789")
     assert (await async_client.get_webhook_secret())["has_secondary"] is False
-    await async_client.rotate_webhook_secret(
-        "second_secret_0123456789", current_secret="primary_secret_0123456789"
-    )
+    await async_client.rotate_webhook_secret("second_secret_0123456789", current_secret="primary_secret_0123456789")
     assert (await async_client.get_webhook_secret())["has_secondary"] is True
     await async_client.delete_webhook_secret()
     with pytest.raises(NotFoundError):

@@ -199,9 +199,7 @@ def test_unknown_key_is_an_authentication_error(api: Any) -> None:
         (500, "internal", ServerError),
     ],
 )
-def test_error_statuses_map_to_classes(
-    client: EZThrottle, api: Any, status: int, code: str, cls: type
-) -> None:
+def test_error_statuses_map_to_classes(client: EZThrottle, api: Any, status: int, code: str, cls: type) -> None:
     api.script(api.error(status, code, "from the server"))
     with pytest.raises(cls) as info:
         client.submit_job(TARGET)
@@ -227,9 +225,7 @@ def test_rate_limit_carries_retry_at(client: EZThrottle, api: Any) -> None:
 
 
 def test_quota_exceeded(client: EZThrottle, api: Any) -> None:
-    api.script(
-        api.error(429, "quota_exceeded", "monthly quota used", headers={"Retry-After": "3600"})
-    )
+    api.script(api.error(429, "quota_exceeded", "monthly quota used", headers={"Retry-After": "3600"}))
     with pytest.raises(QuotaExceededError) as info:
         client.submit_job(TARGET)
     assert info.value.retry_after_s == 3600
@@ -269,9 +265,7 @@ def test_read_timeout_is_not_retried(api: Any) -> None:
 def test_forward_or_fallback(closed_port_url: str, client: EZThrottle) -> None:
     with EZThrottle("k", closed_port_url) as down:
         assert down.forward_or_fallback(lambda: "direct", TARGET) == "direct"
-    assert (
-        client.forward_or_fallback(lambda: "direct", TARGET, "POST", body="b")["status"] == "queued"
-    )
+    assert client.forward_or_fallback(lambda: "direct", TARGET, "POST", body="b")["status"] == "queued"
 
 
 # -- jobs, direct calls, legacy ---------------------------------------------------------

@@ -64,9 +64,7 @@ def ours() -> dict[str, Any]:
     return script["signatures"](MODULES)  # type: ignore[no-any-return]
 
 
-def incompatibilities(
-    theirs: Optional[list[dict[str, Any]]], ours: Optional[list[dict[str, Any]]], where: tuple[str, ...]
-) -> list[str]:
+def incompatibilities(theirs: Optional[list[dict[str, Any]]], ours: Optional[list[dict[str, Any]]], where: tuple[str, ...]) -> list[str]:
     """Why a call valid against ``theirs`` could fail against ``ours`` (empty: compatible)."""
     if theirs is None:
         return []  # not introspectable (a builtin): nothing to promise
@@ -85,9 +83,7 @@ def incompatibilities(
                 problems.append(f"{where}: positional #{i} {param['name']!r} is missing")
             continue
         if our_positional[i]["name"] != param["name"]:
-            problems.append(
-                f"{where}: positional #{i} is {our_positional[i]['name']!r}, not {param['name']!r}"
-            )
+            problems.append(f"{where}: positional #{i} is {our_positional[i]['name']!r}, not {param['name']!r}")
     for param in theirs:
         name = param["name"]
         if param["kind"] == "VAR_POSITIONAL":
@@ -109,9 +105,7 @@ def incompatibilities(
             if not mine["has_default"]:
                 problems.append(f"{where}: {name!r} lost its default")
             elif mine["default"] != param["default"] and (*where[1:], name) not in DIFFERENT_DEFAULTS:
-                problems.append(
-                    f"{where}: {name!r} defaults to {mine['default']}, not {param['default']}"
-                )
+                problems.append(f"{where}: {name!r} defaults to {mine['default']}, not {param['default']}")
     their_names = {p["name"] for p in theirs}
     for param in ours:
         if param["name"] not in their_names and param["kind"] in (*positional, "KEYWORD_ONLY"):
@@ -120,9 +114,7 @@ def incompatibilities(
     return problems
 
 
-def test_every_public_name_exists_with_a_compatible_signature(
-    theirs: dict[str, Any], ours: dict[str, Any]
-) -> None:
+def test_every_public_name_exists_with_a_compatible_signature(theirs: dict[str, Any], ours: dict[str, Any]) -> None:
     problems: list[str] = []
     for module, names in theirs.items():
         for name, their in names.items():

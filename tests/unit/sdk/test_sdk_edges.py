@@ -122,9 +122,7 @@ def test_the_nearest_healthy_edge_gets_the_calls(edges: list[Edge]) -> None:
     assert len(fast.jobs) == 1 and slow.jobs == [] and middle.jobs == []
 
 
-def test_env_var_lists_edges_and_a_dead_edge_is_skipped(
-    edges: list[Edge], closed_port_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_var_lists_edges_and_a_dead_edge_is_skipped(edges: list[Edge], closed_port_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     slow = edges[0]
     monkeypatch.setenv("EZTHROTTLE_URL", f"{closed_port_url},{slow.url}")
     with EZThrottle(KEY) as client:
@@ -133,9 +131,7 @@ def test_env_var_lists_edges_and_a_dead_edge_is_skipped(
     assert len(slow.jobs) == 1
 
 
-def test_failover_carries_the_same_payload_to_the_next_edge(
-    edges: list[Edge], closed_port_url: str
-) -> None:
+def test_failover_carries_the_same_payload_to_the_next_edge(edges: list[Edge], closed_port_url: str) -> None:
     fast = edges[1]
     with EZThrottle(KEY, base_url=[closed_port_url, fast.url]) as client:
         client.edges.ranked({closed_port_url: 0.001, fast.url: 0.002})  # the dead one looks best

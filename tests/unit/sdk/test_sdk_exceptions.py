@@ -115,9 +115,7 @@ def test_forward_to_ezthrottle_defaults_match_published() -> None:
     assert forward.regions is None and forward.idempotent_key is None
     assert forward.fallback_on_error == [429, 500, 502, 503, 504]
     assert isinstance(forward, EZThrottleError)
-    positional = ForwardToEZThrottle(
-        "m", "https://a.example.com", "POST", {"A": "1"}, "b", "k", {"m": 1}
-    )
+    positional = ForwardToEZThrottle("m", "https://a.example.com", "POST", {"A": "1"}, "b", "k", {"m": 1})
     assert (positional.url, positional.method, positional.idempotent_key) == (
         "https://a.example.com",
         "POST",

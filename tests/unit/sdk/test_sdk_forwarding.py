@@ -81,14 +81,10 @@ def test_other_outcomes_pass_through(client: EZThrottle, api: Any) -> None:
     assert api.received == []
 
 
-def test_http_errors_listed_in_fallback_on_error_are_forwarded(
-    client: EZThrottle, api: Any
-) -> None:
+def test_http_errors_listed_in_fallback_on_error_are_forwarded(client: EZThrottle, api: Any) -> None:
     @auto_forward(client, fallback_on_error=[429, 500])
     def legacy_call(status: int) -> Any:
-        response = httpx.post(
-            f"{api.url}/target/status/{status}", content="data", headers={"X-K": "v"}
-        )
+        response = httpx.post(f"{api.url}/target/status/{status}", content="data", headers={"X-K": "v"})
         response.raise_for_status()
         return response.text
 
@@ -155,9 +151,7 @@ async def test_sync_function_with_async_client_is_refused(async_client: AsyncEZT
 # -- network errors (issue 6, item 4) -----------------------------------------------------
 
 
-def test_httpx_connection_errors_are_forwarded(
-    client: EZThrottle, api: Any, closed_port_url: str
-) -> None:
+def test_httpx_connection_errors_are_forwarded(client: EZThrottle, api: Any, closed_port_url: str) -> None:
     @auto_forward(client)
     def legacy_call() -> Any:
         return httpx.post(closed_port_url + "/charges", content='{"amount": 1}', headers={"X-K": "v"})
@@ -171,9 +165,7 @@ def test_httpx_connection_errors_are_forwarded(
     assert uuid.UUID(forwarded["idempotent_key"]).version == 4  # a fresh UNIQUE key
 
 
-def test_requests_connection_errors_and_timeouts_are_forwarded(
-    client: EZThrottle, api: Any, closed_port_url: str
-) -> None:
+def test_requests_connection_errors_and_timeouts_are_forwarded(client: EZThrottle, api: Any, closed_port_url: str) -> None:
     requests = pytest.importorskip("requests")
 
     @auto_forward(client, fallback_on_error=[429])
@@ -193,9 +185,7 @@ def test_requests_connection_errors_and_timeouts_are_forwarded(
 
 
 @pytest.mark.asyncio
-async def test_async_httpx_network_errors_are_forwarded(
-    async_client: AsyncEZThrottle, api: Any, closed_port_url: str
-) -> None:
+async def test_async_httpx_network_errors_are_forwarded(async_client: AsyncEZThrottle, api: Any, closed_port_url: str) -> None:
     @auto_forward(async_client)
     async def refused() -> Any:
         async with httpx.AsyncClient() as http:
@@ -213,9 +203,7 @@ async def test_async_httpx_network_errors_are_forwarded(
 
 
 @pytest.mark.asyncio
-async def test_async_function_with_sync_client_forwards_network_errors(
-    client: EZThrottle, api: Any, closed_port_url: str
-) -> None:
+async def test_async_function_with_sync_client_forwards_network_errors(client: EZThrottle, api: Any, closed_port_url: str) -> None:
     @auto_forward(client)
     async def refused() -> Any:
         async with httpx.AsyncClient() as http:

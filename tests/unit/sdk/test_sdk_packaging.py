@@ -40,14 +40,10 @@ NETWORK_HINTS = (
 
 def test_sdk_installs_alone_into_a_fresh_virtualenv(tmp_path: Path) -> None:
     source = tmp_path / "sdk"
-    shutil.copytree(
-        SDK, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__")
-    )
+    shutil.copytree(SDK, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
-    subprocess.run(
-        [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120
-    )
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", str(source)],
         capture_output=True,

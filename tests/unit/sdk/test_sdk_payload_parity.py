@@ -127,9 +127,7 @@ SCENARIOS: dict[str, list[list[Any]]] = {
         c("body", '{"q": 1}'),
         c(
             "fallback",
-            step(
-                c("url", "https://backup-1.example.com"), c("method", "POST"), c("regions", ["lax"])
-            ),
+            step(c("url", "https://backup-1.example.com"), c("method", "POST"), c("regions", ["lax"])),
             trigger_on_error=[429, 500],
         ),
         c(
@@ -327,17 +325,13 @@ def ours() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_payload_matches_published(
-    name: str, published_payloads: dict[str, Any], ours: dict[str, Any]
-) -> None:
+def test_payload_matches_published(name: str, published_payloads: dict[str, Any], ours: dict[str, Any]) -> None:
     payload = ours["build_step"](SCENARIOS[name])._build_job_payload()
     assert _normalize_unique_keys(payload) == _normalize_unique_keys(published_payloads[name])
 
 
 @pytest.mark.parametrize("name", sorted(FRUGAL_SCENARIOS))
-def test_frugal_steps_add_only_their_type(
-    name: str, published_payloads: dict[str, Any], ours: dict[str, Any]
-) -> None:
+def test_frugal_steps_add_only_their_type(name: str, published_payloads: dict[str, Any], ours: dict[str, Any]) -> None:
     calls, expected_paths = FRUGAL_SCENARIOS[name]
     payload = ours["build_step"](calls)._build_job_payload()
     found: set[str] = set()
@@ -351,9 +345,7 @@ def test_payloads_without_frugal_steps_never_carry_a_type(ours: dict[str, Any]) 
         found: set[str] = set()
         _strip_frugal_types(ours["build_step"](calls)._build_job_payload(), found=found)
         assert not found, name
-        assert '"type": "performance"' not in json.dumps(
-            ours["build_step"](calls)._build_job_payload()
-        )
+        assert '"type": "performance"' not in json.dumps(ours["build_step"](calls)._build_job_payload())
 
 
 def test_unique_keys_are_fresh_uuid4s(ours: dict[str, Any]) -> None:

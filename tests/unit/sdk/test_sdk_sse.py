@@ -27,7 +27,7 @@ def test_every_line_ending(newline: str) -> None:
 
 
 def test_chunks_split_anywhere_even_inside_crlf() -> None:
-    text = "event: snapshot\r\ndata: {\"a\": 1}\r\n\r\nevent: completed\r\ndata: 2\r\n\r\n"
+    text = 'event: snapshot\r\ndata: {"a": 1}\r\n\r\nevent: completed\r\ndata: 2\r\n\r\n'
     expected = [ServerSentEvent("snapshot", '{"a": 1}'), ServerSentEvent("completed", "2")]
     for size in range(1, len(text) + 1):
         chunks = [text[i : i + size] for i in range(0, len(text), size)]
@@ -60,9 +60,7 @@ def test_leading_bom_unknown_fields_id_and_retry_rules() -> None:
     parser = SSEParser()
     events = parser.feed("\ufeffdata: a\nfoo: bar\nid: 1\nretry: 1500\n\n")
     assert events == [ServerSentEvent("message", "a", "1", 1500)]
-    assert parser.feed("id: bad\0id\nretry: 2s\ndata: b\n\n") == [
-        ServerSentEvent("message", "b", "1", 1500)
-    ]
+    assert parser.feed("id: bad\0id\nretry: 2s\ndata: b\n\n") == [ServerSentEvent("message", "b", "1", 1500)]
     assert parser.last_event_id == "1" and parser.retry_ms == 1500
     # a BOM only counts at the very start of the stream
     assert parser.feed("\ufeffdata: c\n\n") == []

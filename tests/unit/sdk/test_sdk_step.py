@@ -80,9 +80,7 @@ def test_quorum_needs_enough_voting_webhooks() -> None:
     ]
     with pytest.raises(ValidationError, match="only 1 webhook"):
         Step().url(URL).webhooks(hooks).webhook_quorum(2)._build_job_payload()
-    assert (
-        Step().url(URL).webhooks(hooks).webhook_quorum(1)._build_job_payload()["webhooks"] == hooks
-    )
+    assert Step().url(URL).webhooks(hooks).webhook_quorum(1)._build_job_payload()["webhooks"] == hooks
     only_voters = [{"url": "https://a.example.com", "has_quorum_vote": False}]
     with pytest.raises(ValidationError, match="only 0 webhook"):
         Step().url(URL).webhooks(only_voters)._build_job_payload()
@@ -111,9 +109,7 @@ def test_a_shared_step_is_not_a_cycle() -> None:
     analytics = Step().url("https://analytics.example.com")
     step = Step().url(URL).on_success(analytics).on_failure(analytics)
     payload = step._build_job_payload()
-    assert (
-        payload["on_success"] == payload["on_failure"] == {"url": analytics._url, "method": "GET"}
-    )
+    assert payload["on_success"] == payload["on_failure"] == {"url": analytics._url, "method": "GET"}
 
 
 def test_a_fallback_with_its_own_chain_must_be_last() -> None:
@@ -161,30 +157,18 @@ def test_frugal_success_stays_local(client: EZThrottle, api: Any) -> None:
         "response": "target says 200",
     }
     assert api.api_requests() == []
-    assert step.get_execution_history() == [
-        {"step": "ping", "status": "success", "response": "target says 200"}
-    ]
+    assert step.get_execution_history() == [{"step": "ping", "status": "success", "response": "target says 200"}]
 
 
 def test_frugal_success_runs_the_success_chain(client: EZThrottle, api: Any) -> None:
-    notify = (
-        Step().url("https://notify.example.com").webhooks([{"url": "https://app.example.com/h"}])
-    )
+    notify = Step().url("https://notify.example.com").webhooks([{"url": "https://app.example.com/h"}])
     analytics = Step().url(target(api, 204)).type(StepType.FRUGAL).description("analytics")
     step = Step(client).url(target(api, 200)).type(StepType.FRUGAL).on_success(notify)
     notify.on_success(analytics)
     step.execute()
     [submitted] = api.api_requests()
-    assert (
-        submitted.json == notify._build_job_payload()
-    )  # PERFORMANCE: submitted with its own chain
-    step2 = (
-        Step(client)
-        .url(target(api, 200))
-        .type("frugal")
-        .response_description("ok")
-        .on_success(analytics)
-    )
+    assert submitted.json == notify._build_job_payload()  # PERFORMANCE: submitted with its own chain
+    step2 = Step(client).url(target(api, 200)).type("frugal").response_description("ok").on_success(analytics)
     step2.execute()
     assert [e["step"] for e in step2.get_execution_history()] == [
         f"GET {target(api, 200)}",
@@ -203,9 +187,7 @@ def test_frugal_forwards_on_fallback_codes(client: EZThrottle, api: Any, status:
     assert len(api.target_requests()) == 1
 
 
-def test_frugal_forwards_on_network_errors(
-    client: EZThrottle, api: Any, closed_port_url: str
-) -> None:
+def test_frugal_forwards_on_network_errors(client: EZThrottle, api: Any, closed_port_url: str) -> None:
     step = Step(client).url(closed_port_url + "/down").type(StepType.FRUGAL)
     assert step.execute()["status"] == "queued"
     assert api.api_requests()[0].json["url"] == closed_port_url + "/down"
@@ -213,13 +195,7 @@ def test_frugal_forwards_on_network_errors(
 
 def test_frugal_other_errors_fail_locally_and_run_on_failure(client: EZThrottle, api: Any) -> None:
     alert = Step().url(target(api, 201)).type(StepType.FRUGAL).description("alert")
-    step = (
-        Step(client)
-        .url(target(api, 404))
-        .type(StepType.FRUGAL)
-        .description("fetch")
-        .on_failure(alert)
-    )
+    step = Step(client).url(target(api, 404)).type(StepType.FRUGAL).description("fetch").on_failure(alert)
     result = step.execute()
     assert result == {
         "status": "failed",
@@ -249,12 +225,8 @@ def test_frugal_tries_matching_local_fallbacks_first(client: EZThrottle, api: An
         Step(client)
         .url(target(api, 500))
         .type(StepType.FRUGAL)
-        .fallback(
-            Step().url(target(api, 502)).type(StepType.FRUGAL), trigger_on_error=[503]
-        )  # no match
-        .fallback(
-            Step().url("https://perf.example.com"), trigger_on_error=[500]
-        )  # PERFORMANCE: server only
+        .fallback(Step().url(target(api, 502)).type(StepType.FRUGAL), trigger_on_error=[503])  # no match
+        .fallback(Step().url("https://perf.example.com"), trigger_on_error=[500])  # PERFORMANCE: server only
         .fallback(Step().url(target(api, 200)).type(StepType.FRUGAL), trigger_on_error=[500])
     )
     result = step.execute()
@@ -295,13 +267,7 @@ async def test_frugal_async_twin(async_client: AsyncEZThrottle, api: Any) -> Non
     forwarded = await Step(async_client).url(target(api, 429)).type(StepType.FRUGAL).execute_async()
     assert forwarded["status"] == "queued"
     alert = Step().url(target(api, 201)).type(StepType.FRUGAL)
-    failed = (
-        await Step(async_client)
-        .url(target(api, 400))
-        .type(StepType.FRUGAL)
-        .on_failure(alert)
-        .execute_async()
-    )
+    failed = await Step(async_client).url(target(api, 400)).type(StepType.FRUGAL).on_failure(alert).execute_async()
     assert failed["status"] == "failed"
     assert [r.path for r in api.target_requests()] == [
         "/target/status/200",
@@ -321,9 +287,7 @@ def test_history_names_the_jobs_a_workflow_handed_to_ezthrottle(client: EZThrott
     assert step.execution_trace().splitlines()[-2:] == ["2. [SUBMITTED] notify", "   Job: job_1"]
     down = Step(client).url(target(api, 503)).type(StepType.FRUGAL).idempotent_key("k-down")
     down.execute()
-    assert down.get_execution_history() == [
-        {"step": f"GET {target(api, 503)}", "status": "forwarded", "job_id": "job_2"}
-    ]
+    assert down.get_execution_history() == [{"step": f"GET {target(api, 503)}", "status": "forwarded", "job_id": "job_2"}]
 
 
 def test_a_frugal_step_after_a_job_without_webhooks_is_reported(client: EZThrottle, api: Any) -> None:
@@ -331,12 +295,7 @@ def test_a_frugal_step_after_a_job_without_webhooks_is_reported(client: EZThrott
     analytics = Step().url("https://analytics.example.com").type(StepType.FRUGAL)
     with pytest.warns(UserWarning, match=r"1 FRUGAL step\(s\).*on_success GET https://analytics"):
         Step(client).url("https://pay.example.com").on_success(analytics).execute()
-    hooked = (
-        Step(client)
-        .url("https://pay.example.com/2")
-        .webhooks([{"url": "https://app.example.com/h"}])
-        .on_success(analytics)
-    )
+    hooked = Step(client).url("https://pay.example.com/2").webhooks([{"url": "https://app.example.com/h"}]).on_success(analytics)
     slack = Step().url("https://slack.example.com").type(StepType.FRUGAL)
     forwarded = (
         Step(client)

@@ -85,9 +85,7 @@ def test_a_short_final_event_fetches_the_view_once(client: EZThrottle, api: Any)
     assert len(gets) == 1
 
 
-def test_an_attempt_failure_that_is_retried_does_not_end_the_wait(
-    client: EZThrottle, api: Any
-) -> None:
+def test_an_attempt_failure_that_is_retried_does_not_end_the_wait(client: EZThrottle, api: Any) -> None:
     job_id = submitted(client)
     done = final_view(api, job_id)
     api.stream_events(
@@ -133,9 +131,7 @@ def test_a_silent_stream_times_out(client: EZThrottle, api: Any) -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_without_an_event_stream_it_polls_with_backoff(
-    client: EZThrottle, api: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_without_an_event_stream_it_polls_with_backoff(client: EZThrottle, api: Any, caplog: pytest.LogCaptureFixture) -> None:
     job_id = submitted(client)
     # No stream configured: the route answers 404, as an edge without it does.
     caplog.set_level(logging.DEBUG, logger="ezthrottle")
@@ -173,16 +169,12 @@ def test_queue_and_wait_really_waits(client: EZThrottle, api: Any) -> None:
 async def test_async_wait_follows_the_stream(async_client: AsyncEZThrottle, api: Any) -> None:
     job_id = (await async_client.submit_job(TARGET))["job_id"]
     done = final_view(api, job_id)
-    api.stream_events(
-        job_id, [sse("snapshot", api.job_view(job_id)), KEEP_ALIVE, 0.05, sse("completed", done)]
-    )
+    api.stream_events(job_id, [sse("snapshot", api.job_view(job_id)), KEEP_ALIVE, 0.05, sse("completed", done)])
     assert await async_client.wait(job_id, 10) == done
 
 
 @pytest.mark.asyncio
-async def test_async_wait_polls_without_a_stream_and_times_out(
-    async_client: AsyncEZThrottle, api: Any
-) -> None:
+async def test_async_wait_polls_without_a_stream_and_times_out(async_client: AsyncEZThrottle, api: Any) -> None:
     job_id = (await async_client.submit_job(TARGET))["job_id"]
     with pytest.raises(TimeoutError):
         await async_client.wait(job_id, 0.3, poll_interval_s=0.1)

@@ -94,9 +94,7 @@ def _signed_raw(body: bytes) -> tuple[bytes, dict[str, str]]:
     return body, {"x-ezthrottle-signature": sign_webhook(body, SECRET)}
 
 
-def test_a_frugal_child_runs_once_however_often_the_webhook_comes(
-    client: EZThrottle, api: Any
-) -> None:
+def test_a_frugal_child_runs_once_however_often_the_webhook_comes(client: EZThrottle, api: Any) -> None:
     """The README's example 2: PERFORMANCE payment, then FRUGAL analytics when the webhook arrives."""
     job_id = job(client)
     analytics = Step().url(f"{api.url}/target/status/200?analytics").type(StepType.FRUGAL)
@@ -123,9 +121,7 @@ def test_a_frugal_child_runs_once_however_often_the_webhook_comes(
 
 def test_the_chain_continues_locally_and_on_the_server(client: EZThrottle, api: Any) -> None:
     job_id = job(client)
-    notify = Step().url("https://notify.example.com/send").webhooks(
-        [{"url": "https://app.example.com/hook"}]
-    )
+    notify = Step().url("https://notify.example.com/send").webhooks([{"url": "https://app.example.com/hook"}])
     slack = Step().url(f"{api.url}/target/status/200?slack").type(StepType.FRUGAL)
     analytics = (
         Step()
@@ -134,8 +130,11 @@ def test_the_chain_continues_locally_and_on_the_server(client: EZThrottle, api: 
         .on_success(notify)  # PERFORMANCE: submitted
         .on_failure(slack)
     )
-    fallback = Step().url(f"{api.url}/target/status/400?fallback").type(StepType.FRUGAL).on_failure(
-        Step().url(f"{api.url}/target/status/200?alert").type(StepType.FRUGAL)
+    fallback = (
+        Step()
+        .url(f"{api.url}/target/status/400?fallback")
+        .type(StepType.FRUGAL)
+        .on_failure(Step().url(f"{api.url}/target/status/200?alert").type(StepType.FRUGAL))
     )
     result = WebhookHandler(client, secret=SECRET).handle(*signed(webhook(job_id, "success", [
         {"step_id": f"{job_id}:on_success", "relation": "on_success", "step": normalised(analytics)},
@@ -150,9 +149,7 @@ def test_the_chain_continues_locally_and_on_the_server(client: EZThrottle, api: 
     assert "type" not in submitted[0]
 
 
-def test_a_frugal_step_that_fails_locally_is_forwarded_with_its_type(
-    client: EZThrottle, api: Any
-) -> None:
+def test_a_frugal_step_that_fails_locally_is_forwarded_with_its_type(client: EZThrottle, api: Any) -> None:
     job_id = job(client)
     step = Step().url(f"{api.url}/target/status/503").type(StepType.FRUGAL).idempotent_key("s-1")
     result = WebhookHandler(client, secret=SECRET).handle(*signed(webhook(job_id, "failed", [
@@ -180,9 +177,7 @@ def test_a_failure_after_the_claim_is_reported_not_raised(client: EZThrottle, ap
     assert run.status == "error" and run.error is not None and "outbound_blocked" in run.error
 
 
-def test_sync_and_async_handlers_need_the_matching_client(
-    client: EZThrottle, async_client: AsyncEZThrottle
-) -> None:
+def test_sync_and_async_handlers_need_the_matching_client(client: EZThrottle, async_client: AsyncEZThrottle) -> None:
     with pytest.raises(TypeError, match="handle_async"):
         WebhookHandler(async_client, secret=SECRET).handle(b"{}", {})
     with pytest.raises(ValidationError, match="secret"):

@@ -24,9 +24,7 @@ pytestmark = pytest.mark.timeout(600)  # the cross-checks may install the publis
 
 SECRET = "whsec_primary_0123456789"
 OLD_SECRET = "whsec_secondary_987654321"
-BODY = (
-    b'{"job_id":"job_1","status":"success","response":{"status_code":200,"body":"\\u00e9t\\u00e9"}}'
-)
+BODY = b'{"job_id":"job_1","status":"success","response":{"status_code":200,"body":"\\u00e9t\\u00e9"}}'
 NOW = 1_767_225_600
 
 
@@ -177,14 +175,7 @@ def _same(ours: list[Any], theirs: list[Any]) -> bool:
 def test_published_sdk_verifies_our_signatures_with_the_same_reasons(published: Any) -> None:
     cases = _cases(int(time.time()))
     theirs = published.run({"mode": "verify", "data": cases})
-    ours = [
-        list(
-            verify_webhook_signature(
-                c["payload"].encode(), c["header"], c["secret"], c["tolerance"]
-            )
-        )
-        for c in cases
-    ]
+    ours = [list(verify_webhook_signature(c["payload"].encode(), c["header"], c["secret"], c["tolerance"])) for c in cases]
     assert theirs[0] == [True, "valid"] and theirs[1] == [True, "valid"]
     assert all(_same(o, t) for o, t in zip(ours, theirs)), (ours, theirs)
 
@@ -224,10 +215,7 @@ def test_rotation_agrees_with_published(published: Any) -> None:
         },
     ]
     theirs = published.run({"mode": "try_secrets", "data": cases})
-    ours = [
-        list(try_verify_with_secrets(BODY, c["header"], c["primary"], c["secondary"]))
-        for c in cases
-    ]
+    ours = [list(try_verify_with_secrets(BODY, c["header"], c["primary"], c["secondary"])) for c in cases]
     assert (
         ours
         == theirs
