@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: up-local down-local status logs test test-cluster test-fast bench venv clean
+.PHONY: up-local down-local status logs lint test test-cluster test-fast bench venv clean
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -31,6 +31,12 @@ status: $(STAMP)
 
 logs: $(STAMP)
 	@$(BIN)/python -m ezthrottle_server.local logs -n $${N:-60}
+
+## Lint and types: ruff (rules, then formatting) and mypy --strict on services/ and sdk/ (pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## The whole test suite (real Redis, real processes, loopback only).
 test: $(STAMP)

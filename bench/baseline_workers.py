@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -129,10 +130,8 @@ def main() -> None:
     except ImportError:
         pass
     runner = run_saq if a.system == "saq" else run_arq
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner(a.redis, a.concurrency))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

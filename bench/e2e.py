@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
         r = rows[system]
         print(
-            f"  {system:<11} {r['jobs_per_s']!s:>8} jobs/s  p50 {r['submit_to_webhook_ms']['p50']:>9} ms  p99 {r['submit_to_webhook_ms']['p99']:>9} ms"
+            f"  {system:<11} {r['jobs_per_s']!s:>8} jobs/s"
+            f"  p50 {r['submit_to_webhook_ms']['p50']:>9} ms  p99 {r['submit_to_webhook_ms']['p99']:>9} ms"
             f"  ({r['webhooks']}/{r['jobs']} webhooks; {r['setup']})",
             flush=True,
         )

@@ -18,7 +18,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import orjson
 
@@ -95,7 +94,8 @@ def main() -> None:
     print(f"{'conc':>5} {'edge/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ceiling/s':>10} {'ratio':>6}")
     for r in rows:
         print(
-            f"{r['concurrency']:>5} {r['edge_accepted_per_s']:>9} {r['edge_p50_ms']:>8} {r['edge_p99_ms']:>8} {r['ceiling_per_s']:>10} {r['ratio']:>6}"
+            f"{r['concurrency']:>5} {r['edge_accepted_per_s']:>9} {r['edge_p50_ms']:>8} {r['edge_p99_ms']:>8}"
+            f" {r['ceiling_per_s']:>10} {r['ratio']:>6}"
         )
     print(f"best ratio {best['ratio']} at concurrency {best['concurrency']} (goal >= 0.5); written to {out.relative_to(REPO)}")
 

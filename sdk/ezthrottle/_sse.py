@@ -99,9 +99,8 @@ class SSEParser:
         elif name == "id":
             if "\0" not in value:
                 self._last_id = value
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
-                self._retry_ms = int(value)
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry_ms = int(value)
         return None
 
     def _dispatch(self) -> Optional[ServerSentEvent]:

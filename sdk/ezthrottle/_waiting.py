@@ -61,7 +61,7 @@ class JobWatch:
         if event.event in FINAL_EVENTS:
             if event.event == "failed" and status is not None and status not in FINAL_STATUSES:
                 return None  # one attempt failed and the job goes on (retry, reroute)
-            whole = data is not None and _VIEW_KEYS <= data.keys() and status in FINAL_STATUSES
+            whole = data is not None and data.keys() >= _VIEW_KEYS and status in FINAL_STATUSES
             return Finished(data if whole else None)
         return None
 

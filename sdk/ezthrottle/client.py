@@ -636,9 +636,10 @@ class BaseClient:
             "follow_redirects": True,
         }
         try:
-            return (yield _Send(method.upper(), url, options))
+            response: httpx.Response = yield _Send(method.upper(), url, options)
         except httpx.RequestError as exc:
             raise self._transport_error(exc, url) from exc
+        return response
 
     def _queue_request(
         self,
@@ -701,7 +702,8 @@ class BaseClient:
         try:
             return (yield from self._submit_job(url, method, headers, body, **job))
         except ConnectionError:
-            return (yield _Resolve(fallback()))
+            resolved: T = yield _Resolve(fallback())
+            return resolved
 
     def _create_webhook_secret(self, primary_secret: str, secondary_secret: Optional[str] = None) -> Flow[dict[str, Any]]:
         """Set the secret(s) webhooks are signed with (16+ characters each)."""
@@ -731,10 +733,11 @@ class BaseClient:
 def _blocking(flow: Callable[Concatenate[Any, P], Flow[T]]) -> Callable[Concatenate[Any, P], T]:
     """The sync client's method that runs ``flow`` (a ``BaseClient._<name>``)."""
 
-    def method(self: EZThrottle, *args: Any, **kwargs: Any) -> T:
+    def method(self: EZThrottle, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._run(flow(self, *args, **kwargs))
 
-    return _method_like(method, flow, "EZThrottle")
+    _method_like(method, flow, "EZThrottle")
+    return method
 
 
 def _awaitable(
@@ -742,13 +745,14 @@ def _awaitable(
 ) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
     """The async client's coroutine method that runs ``flow`` (a ``BaseClient._<name>``)."""
 
-    async def method(self: AsyncEZThrottle, *args: Any, **kwargs: Any) -> T:
+    async def method(self: AsyncEZThrottle, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(flow(self, *args, **kwargs))
 
-    return _method_like(method, flow, "AsyncEZThrottle")
+    _method_like(method, flow, "AsyncEZThrottle")
+    return method
 
 
-def _method_like(method: Any, flow: Callable[..., Any], owner: str) -> Any:
+def _method_like(method: Any, flow: Callable[..., Any], owner: str) -> None:
     """Name, document and sign ``method`` as the public method ``flow`` implements."""
     method.__name__ = flow.__name__.lstrip("_")
     method.__qualname__ = f"{owner}.{method.__name__}"
@@ -756,7 +760,6 @@ def _method_like(method: Any, flow: Callable[..., Any], owner: str) -> Any:
     # The flow's parameters, without its return type (the method returns the flow's value).
     signature = inspect.signature(flow)
     method.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)
-    return method
 
 
 class EZThrottle(BaseClient):
@@ -786,7 +789,8 @@ class EZThrottle(BaseClient):
     request = _blocking(BaseClient._request)
     queue_request = _blocking(BaseClient._queue_request)
     queue_and_wait = _blocking(BaseClient._queue_and_wait)
-    forward_or_fallback = _blocking(BaseClient._forward_or_fallback)
+    # mypy reads the flow's `self` as named when **job follows it (python/mypy#19051).
+    forward_or_fallback = _blocking(BaseClient._forward_or_fallback)  # type: ignore[arg-type]
     create_webhook_secret = _blocking(BaseClient._create_webhook_secret)
     get_webhook_secret = _blocking(BaseClient._get_webhook_secret)
     delete_webhook_secret = _blocking(BaseClient._delete_webhook_secret)
@@ -859,7 +863,8 @@ class AsyncEZThrottle(BaseClient):
     request = _awaitable(BaseClient._request)
     queue_request = _awaitable(BaseClient._queue_request)
     queue_and_wait = _awaitable(BaseClient._queue_and_wait)
-    forward_or_fallback = _awaitable(BaseClient._forward_or_fallback)
+    # mypy reads the flow's `self` as named when **job follows it (python/mypy#19051).
+    forward_or_fallback = _awaitable(BaseClient._forward_or_fallback)  # type: ignore[arg-type]
     create_webhook_secret = _awaitable(BaseClient._create_webhook_secret)
     get_webhook_secret = _awaitable(BaseClient._get_webhook_secret)
     delete_webhook_secret = _awaitable(BaseClient._delete_webhook_secret)

@@ -41,9 +41,20 @@ __all__ = ["Step", "StepType", "IdempotentStrategy", "EZThrottleError", "Forward
 _TRACE_RESPONSE_CHARS = 200
 # Payload fields that ``from_payload`` hands to the setter of the same name,
 # in this order; it skips a null, and an empty value of those in _EMPTY_IS_UNSET.
-_SETTER_FIELDS = (
-    "type headers body metadata webhooks webhook_quorum regions region_policy execution_mode retry_policy retry_at idempotent_key"
-).split()
+_SETTER_FIELDS = [
+    "type",
+    "headers",
+    "body",
+    "metadata",
+    "webhooks",
+    "webhook_quorum",
+    "regions",
+    "region_policy",
+    "execution_mode",
+    "retry_policy",
+    "retry_at",
+    "idempotent_key",
+]
 _EMPTY_IS_UNSET = frozenset({"headers", "metadata", "webhooks", "regions", "retry_policy"})
 
 
@@ -96,6 +107,7 @@ class _LocalOutcome:
 
 
 _Flow = _flow.Flow[dict[str, Any]]
+_ChainFlow = _flow.Flow[None]  # (in Step's body, ``_flow`` is its method)
 
 
 class Step:
@@ -389,7 +401,7 @@ class Step:
         such a step gets the defaults.
         """
         data = check.check_mapping(payload, "step payload")
-        step = cls(client).url(data.get("url")).method(data.get("method") or "GET")
+        step = cls(client).url(check.check_url(data.get("url"))).method(data.get("method") or "GET")
         for name in _SETTER_FIELDS:
             value = data.get(name)
             if value is not None and (value or name not in _EMPTY_IS_UNSET):
@@ -494,7 +506,7 @@ class Step:
             "response": outcome.text,
         }
 
-    def _run_chained(self, step: Step) -> _flow.Flow[None]:
+    def _run_chained(self, step: Step) -> _ChainFlow:
         start = len(step._history)
         yield from step._flow()
         self._history.extend(step._history[start:])

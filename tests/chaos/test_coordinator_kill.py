@@ -93,5 +93,6 @@ async def test_kill_9_the_leader_the_standby_releases_delayed_jobs_on_time(procs
     assert any(due > took_over_ms for _, due in jobs), "no job was due after the takeover"
     assert len(target.matching("/echo")) == JOBS  # each sent once
     print(
-        f"takeover {took_over_ms - killed_ms} ms after the kill; {in_gap} jobs fell due meanwhile; latest send {worst_ms} ms after its release"
+        f"takeover {took_over_ms - killed_ms} ms after the kill; {in_gap} jobs fell due meanwhile;"
+        f" latest send {worst_ms} ms after its release"
     )

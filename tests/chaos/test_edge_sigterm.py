@@ -105,7 +105,7 @@ async def _run(procs, redis, redis_url, http, api_key, short_target, long_target
         views[job_id] = await wait_until(final, 20, f"job {job_id} to finish")
     assert all(v["status"] == "success" for v in views.values())
 
-    for job_id, view in views.items():
+    for view in views.values():
         for attempt in view["attempts"]:
             if attempt["node"] == "edge-iad-a":
                 assert attempt["started_ms"] <= termed_ms + 100, f"A started a send {attempt['started_ms'] - termed_ms} ms after SIGTERM"

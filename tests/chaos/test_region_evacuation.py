@@ -113,7 +113,8 @@ async def test_kill_9_the_only_edge_of_a_region_with_1000_jobs_queued(tmp_path, 
         assert len(sends) == 1000 and len(twice) <= in_flight, (len(twice), in_flight)
         assert max(sends.values()) <= 2
         print(
-            f"{open_at_kill} of 1,000 open at the kill, {len(moved)} moved, {len(twice)} sent twice ({in_flight} in flight); all final {took_s:.1f}s after it"
+            f"{open_at_kill} of 1,000 open at the kill, {len(moved)} moved, {len(twice)} sent twice ({in_flight} in flight);"
+            f" all final {took_s:.1f}s after it"
         )
 
     await run_cluster(tmp_path, target, body)

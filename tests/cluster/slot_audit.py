@@ -76,7 +76,7 @@ class SlotAudit:
         self.stopped = False
         self.lua_after_script = True  # Redis < 7 shows a script's calls after its EVALSHA; 7 before
 
-    def start(self) -> "SlotAudit":
+    def start(self) -> SlotAudit:
         masters = self.cluster.master_ports()
         with self.cluster.node(masters[0]) as r:
             self.lua_after_script = int(str(r.info("server")["redis_version"]).split(".")[0]) < 7

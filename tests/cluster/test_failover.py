@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 import pytest_asyncio
+from redis.crc import key_slot
 
 from cluster.helpers import PARTITIONS, collect_events, keys_per_partition
 from ezthrottle_server.common import keys
@@ -23,7 +24,6 @@ from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
 from ezthrottle_server.pacing.scope import domain_of
 from integration.delivery.helpers import all_in, wait_webhooks
-from redis.crc import key_slot
 from support.jobs import submit, wait_final
 from support.redis_cluster import LocalRedisCluster, redis_cluster
 

@@ -72,7 +72,7 @@ class Hit:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "Recorder"
+    server: Recorder
 
     def log_message(self, *args: Any) -> None:
         pass

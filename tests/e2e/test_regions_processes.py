@@ -50,7 +50,7 @@ async def test_kill_9_the_sending_edge_mid_post_race(cluster, target):
             cluster["api_key"],
             {"url": f"{target.url}/delay/1500", "method": "POST", "body": "charge", "regions": ["iad", "lax", "ord"]},
         )
-        [first] = await target.wait_for(1, "/delay/1500", timeout_s=10)
+        [_first] = await target.wait_for(1, "/delay/1500", timeout_s=10)
         with sync_redis.Redis.from_url(cluster["redis_url"], decode_responses=True) as r:
             holder = r.get(keys.send_lease(job["job_id"]))
         assert holder, "one region holds the send lease"

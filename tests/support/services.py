@@ -44,7 +44,7 @@ class RunningApp:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.port}"
 
-    async def start(self) -> "RunningApp":
+    async def start(self) -> RunningApp:
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.settings.port).start()
         return self

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-
 S = TypeVar("S", bound="_Server")
 
 
@@ -55,7 +54,7 @@ class _Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> "_Server":
+    async def start(self) -> _Server:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -58,7 +58,7 @@ class PortReceiver(WebhookReceiver):
         super().__init__(status)
         self.port = port
 
-    async def start(self) -> "PortReceiver":
+    async def start(self) -> PortReceiver:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

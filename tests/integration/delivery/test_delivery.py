@@ -7,9 +7,8 @@ import orjson
 import pytest
 
 from ezthrottle_server.common import keys
-from support.jobs import get_job, submit, wait_final
-
 from integration.delivery.helpers import all_in, by_job, closed_port, states, wait_webhooks
+from support.jobs import get_job, submit, wait_final
 
 pytestmark = pytest.mark.asyncio
 

@@ -41,7 +41,7 @@ def winners(view):
 
 async def test_a_race_has_exactly_one_winner_and_keeps_the_losers_for_the_record(http, start_edge, api_key, target):
     # simulated latency: iad 20 ms, lax 80 ms, ord 50 ms (regions.yaml)
-    iad, lax, ord_ = [await start_edge(r, simulate_latency=True) for r in ("iad", "lax", "ord")]
+    _iad, lax, _ord = [await start_edge(r, simulate_latency=True) for r in ("iad", "lax", "ord")]
     job = await submit(http, lax.url, api_key, {"url": f"{target.url}/echo", "regions": ["iad", "lax", "ord"]})
     view = await wait_final(http, lax.url, api_key, job["job_id"])
     assert view["status"] == "success" and view["execution_mode"] == "race"
@@ -66,7 +66,7 @@ async def test_a_definitive_answer_ends_the_race_at_once(http, start_edge, api_k
 async def test_a_region_that_runs_out_drops_out_and_another_wins(http, start_edge, api_key, target):
     # iad gives up after 100 ms per attempt; lax waits long enough for the slow target
     iad = await start_edge("iad", attempt_timeout_s=0.1, **FAST)
-    lax = await start_edge("lax", attempt_timeout_s=5, **FAST)
+    await start_edge("lax", attempt_timeout_s=5, **FAST)
     job = await submit(
         http, iad.url, api_key, {"url": f"{target.url}/delay/400", "regions": ["iad", "lax"], "retry_policy": {"max_retries": 1}}
     )
@@ -145,7 +145,7 @@ async def test_fanout_sends_from_every_region_and_lists_each_outcome(http, start
 
 async def test_fanout_fails_unless_every_region_succeeds(http, start_edge, api_key, target):
     iad = await start_edge("iad", attempt_timeout_s=0.1, **FAST)
-    lax = await start_edge("lax", attempt_timeout_s=5, **FAST)
+    await start_edge("lax", attempt_timeout_s=5, **FAST)
     job = await submit(
         http,
         iad.url,

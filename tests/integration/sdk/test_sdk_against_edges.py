@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from ezthrottle import AsyncEZThrottle, EZThrottle, IdempotentStrategy, Step
 
+from ezthrottle import AsyncEZThrottle, EZThrottle, IdempotentStrategy, Step
 from ezthrottle_server.common import keys
 from support.redis_server import free_port
 

@@ -11,7 +11,6 @@ import yaml
 
 from ezthrottle_server.deploy import dashboards
 from ezthrottle_server.deploy.dashboards import BOARDS, DASHBOARDS_DIR, DATASOURCE_UID, exprs
-
 from unit.observability.helpers import exported_names, names_in
 
 GRAFANA = DASHBOARDS_DIR.parent

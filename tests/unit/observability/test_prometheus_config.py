@@ -14,7 +14,6 @@ from ezthrottle_server.common.config import load_settings
 from ezthrottle_server.deploy import prometheus
 from ezthrottle_server.deploy.prometheus import ALERTS_FILE, PROMETHEUS_DIR
 from ezthrottle_server.local.cluster import LocalCluster
-
 from unit.observability.helpers import exported_names, names_in
 
 REPO = PROMETHEUS_DIR.parents[1]

@@ -45,7 +45,8 @@ async def test_one_pass_reads_queues_delayed_work_webhooks_and_the_busiest_domai
     await redis.xadd(stream, {"job": job_id(now - 4000)}, id=f"{now - 4000}-0")
     await redis.xreadgroup(keys.edge_group("iad"), "edge-iad-1", {stream: ">"}, count=1)
     # Delayed work: one 2 s overdue, one due in a minute.
-    await redis.zadd(keys.delayed(0), {f"lax|{job_id(now)}": now - 2000, f"lax|{job_id(now)}": now + 60_000})
+    overdue, later = job_id(now), job_id(now)
+    await redis.zadd(keys.delayed(0), {f"lax|{overdue}": now - 2000, f"lax|{later}": now + 60_000})
     # Webhooks: a finished job to plan, two sends queued, a retry waiting, a dead letter.
     await redis.xadd(keys.deliveries(0), {"job": job_id(now)})
     await redis.xadd(keys.delivery_sends(0, "any"), {"job": job_id(now), "hook": "0"})

@@ -46,7 +46,7 @@ class EgressGuard:
         self.refused: list[tuple[str, Any]] = []  # what tried to leave loopback
         self._saved: dict[str, Any] = {}
 
-    def install(self) -> "EgressGuard":
+    def install(self) -> EgressGuard:
         for name in ("sock_connect", "getaddrinfo", "create_connection"):
             self._saved[name] = getattr(self.loop, name)
         self.loop.sock_connect = self._sock_connect  # type: ignore[method-assign]

@@ -54,9 +54,8 @@ async def server() -> AsyncIterator[Server]:
 
 async def fetch(policy: OutboundPolicy, url: str, table: dict | None = None, **kw) -> int:
     connector = make_connector(policy, resolver=StaticResolver(table or {}), **kw)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(url) as resp:
-            return resp.status
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(url) as resp:
+        return resp.status
 
 
 # -- the guard itself ----------------------------------------------------------
@@ -86,14 +85,14 @@ async def test_the_guard_sees_connects_made_through_aiohttp(egress_guard: Egress
 )
 async def test_resolver_refuses_names_that_resolve_to_blocked_addresses(addresses):
     inner = StaticResolver({"rebind.test": addresses})
-    with pytest.raises(OutboundBlocked, match="rebind.test"):
+    with pytest.raises(OutboundBlocked, match=r"rebind.test"):
         await PolicyResolver(PRODUCTION, inner).resolve("rebind.test", 443)
     assert inner.lookups == ["rebind.test"]
 
 
 async def test_one_blocked_answer_among_public_ones_refuses_the_name():
     inner = StaticResolver({"mixed.test": ["93.184.216.34", "10.0.0.7"]})
-    with pytest.raises(OutboundBlocked, match="'mixed.test' resolves to a private") as info:
+    with pytest.raises(OutboundBlocked, match=r"'mixed.test' resolves to a private") as info:
         await PolicyResolver(PRODUCTION, inner).resolve("mixed.test", 443)
     assert "10.0.0.7" not in str(info.value) and "10.0.0.7" in info.value.detail  # the address is for operators only
 
@@ -182,7 +181,7 @@ async def test_dns_rebinding_is_caught_on_every_resolution(server: Server, egres
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(f"http://rebind.test:{server.port}/") as resp:
             assert resp.status == 200
-        with pytest.raises(OutboundBlocked, match="rebind.test") as info:
+        with pytest.raises(OutboundBlocked, match=r"rebind.test") as info:
             await session.get(f"http://rebind.test:{server.port}/")
         assert "127.0.0.2" in info.value.detail
     assert server.hits == 1
@@ -196,7 +195,7 @@ async def test_the_socket_factory_refuses_even_if_resolution_let_an_address_thro
         connector = PolicyConnector(PRODUCTION, resolver=StaticResolver({"x.test": addresses}))
         connector._policy_resolver.policy = LOCAL
         async with aiohttp.ClientSession(connector=connector) as session:
-            with pytest.raises(OutboundBlocked, match="host 'x.test' resolves to a loopback address") as info:
+            with pytest.raises(OutboundBlocked, match=r"host 'x.test' resolves to a loopback address") as info:
                 await session.get("http://x.test:9/")
             assert "127.0.0.1" not in str(info.value) and "127.0.0.1" in info.value.detail
     assert egress_guard.connects == []

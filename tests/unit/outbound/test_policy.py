@@ -139,7 +139,7 @@ def test_legacy_ipv4_spellings_mean_the_address_they_spell(host):
         "http://[::127.0.0.1]/",
         "http://[::1]/",
         "http://①②⑦.0.0.1/",  # yarl folds these digits (NFKC) to 127.0.0.1
-        "http://１２７.0.0.1/",
+        "http://１２７.0.0.1/",  # noqa: RUF001 - fullwidth digits, on purpose
         "http://127。0。0。1/",
         "http://0/",
         "http://0.0.0.0/",

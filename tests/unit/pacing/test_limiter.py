@@ -1,5 +1,7 @@
 """The pacing scripts against a real Redis, on an injected clock (``now_ms``)."""
 
+import itertools
+
 import pytest
 import pytest_asyncio
 
@@ -56,7 +58,7 @@ async def test_default_rate_is_two_per_second_with_no_burst(limiter):
     sent = await run_until(limiter, SCOPE, T0 + 10_000)
     times = [t for t, _ in sent]
     assert 19 <= len(times) <= 21  # 2/s over 10 s, 1% under
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 500  # never faster than 2/s
     assert max_in_window(times) == 2
     assert [j for _, j in sent] == [f"j{i:04d}" for i in range(len(sent))]  # in order
@@ -80,7 +82,7 @@ async def test_burst_lets_that_many_go_back_to_back(redis, limiter):
     assert len(g.job_ids) == 3
     sent = await run_until(limiter, SCOPE, T0 + 2_000, start_ms=g.next_ms)
     assert 19 <= len(g.job_ids) + len(sent) <= 20 + 3
-    gaps = [b - a for (a, _), (b, _) in zip(sent, sent[1:])]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sent)]
     assert min(gaps) >= 100  # after the burst, 10/s
 
 

@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from ezthrottle import AsyncEZThrottle, EZThrottle
 from support.published import PublishedSDK, published_sdk
 from unit.sdk.contract import JOB_FIELDS
@@ -62,7 +63,7 @@ class Scripted:
     delay_s: float = 0.0
     # A streamed answer: bytes are written and flushed, floats are pauses (s);
     # the connection closes after the last item.
-    chunks: Optional[list[Any]] = None
+    chunks: list[Any] | None = None
 
 
 class ContractServer:
@@ -77,7 +78,7 @@ class ContractServer:
         self._script: collections.deque[Scripted] = collections.deque()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._job_by_key: dict[tuple[str, str], str] = {}
-        self._secrets: dict[str, dict[str, Optional[str]]] = {}
+        self._secrets: dict[str, dict[str, str | None]] = {}
         self._claims: set[tuple[str, str]] = set()
         self._streams: dict[str, collections.deque[list[Any]]] = {}
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
@@ -106,7 +107,7 @@ class ContractServer:
             self._script.extend(answers)
 
     @staticmethod
-    def error(status: int, code: str, message: str = "scripted", headers: Optional[dict[str, str]] = None) -> Scripted:
+    def error(status: int, code: str, message: str = "scripted", headers: dict[str, str] | None = None) -> Scripted:
         """An error answer in the contract's shape."""
         return Scripted(status, {"error": {"code": code, "message": message}}, headers or {})
 
@@ -256,7 +257,7 @@ class ContractServer:
         )
 
 
-def _mask(secret: Optional[str]) -> str:
+def _mask(secret: str | None) -> str:
     assert secret is not None
     return f"{secret[:4]}****{secret[-3:]}"
 

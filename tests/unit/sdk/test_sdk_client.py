@@ -7,9 +7,10 @@ import time
 import uuid
 from typing import Any
 
-import ezthrottle
 import httpx
 import pytest
+
+import ezthrottle
 from ezthrottle import (
     AuthenticationError,
     ConnectionError,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -64,7 +64,7 @@ def ours() -> dict[str, Any]:
     return script["signatures"](MODULES)  # type: ignore[no-any-return]
 
 
-def incompatibilities(theirs: Optional[list[dict[str, Any]]], ours: Optional[list[dict[str, Any]]], where: tuple[str, ...]) -> list[str]:
+def incompatibilities(theirs: list[dict[str, Any]] | None, ours: list[dict[str, Any]] | None, where: tuple[str, ...]) -> list[str]:
     """Why a call valid against ``theirs`` could fail against ``ours`` (empty: compatible)."""
     if theirs is None:
         return []  # not introspectable (a builtin): nothing to promise
@@ -108,9 +108,9 @@ def incompatibilities(theirs: Optional[list[dict[str, Any]]], ours: Optional[lis
                 problems.append(f"{where}: {name!r} defaults to {mine['default']}, not {param['default']}")
     their_names = {p["name"] for p in theirs}
     for param in ours:
-        if param["name"] not in their_names and param["kind"] in (*positional, "KEYWORD_ONLY"):
-            if not param["has_default"]:
-                problems.append(f"{where}: our added parameter {param['name']!r} is required")
+        added = param["name"] not in their_names and param["kind"] in (*positional, "KEYWORD_ONLY")
+        if added and not param["has_default"]:
+            problems.append(f"{where}: our added parameter {param['name']!r} is required")
     return problems
 
 
@@ -155,7 +155,7 @@ def test_the_comparison_covers_what_the_issue_names(theirs: dict[str, Any]) -> N
 
 
 def test_the_comparison_catches_incompatible_signatures() -> None:
-    def p(name: str, kind: str = "POSITIONAL_OR_KEYWORD", default: Optional[str] = None) -> dict[str, Any]:
+    def p(name: str, kind: str = "POSITIONAL_OR_KEYWORD", default: str | None = None) -> dict[str, Any]:
         return {"name": name, "kind": kind, "has_default": default is not None, "default": default}
 
     theirs = [p("self"), p("url"), p("timeout", default="300")]

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
 from ezthrottle import AsyncEZThrottle, ConnectionError, EZThrottle, ValidationError
 from ezthrottle._edges import EdgeSet, edges_from_regions, parse_edge_urls
 

@@ -6,8 +6,9 @@ import builtins
 import json
 from email.utils import formatdate
 
-import ezthrottle
 import pytest
+
+import ezthrottle
 from ezthrottle.exceptions import (
     AuthenticationError,
     ConnectionError,

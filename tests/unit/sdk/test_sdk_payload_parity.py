@@ -13,9 +13,10 @@ import json
 import runpy
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
+
 from unit.sdk.contract import FALLBACK_FIELDS, JOB_FIELDS
 
 pytestmark = pytest.mark.timeout(600)  # the first run installs the published SDK
@@ -277,7 +278,7 @@ FRUGAL_SCENARIOS: dict[str, tuple[list[list[Any]], set[str]]] = {
 }
 
 
-def _strip_frugal_types(value: Any, path: str = "", found: Optional[set[str]] = None) -> Any:
+def _strip_frugal_types(value: Any, path: str = "", found: set[str] | None = None) -> Any:
     """The payload without ``"type": "frugal"``; ``found`` collects where it was."""
     if isinstance(value, dict):
         out = {}

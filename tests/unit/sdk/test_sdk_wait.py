@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+
 from ezthrottle import AsyncEZThrottle, EZThrottle, NotFoundError, TimeoutError, ValidationError
 
 pytestmark = pytest.mark.timeout(30)
@@ -159,7 +160,7 @@ def test_queue_and_wait_really_waits(client: EZThrottle, api: Any) -> None:
     api.stream_events(job_id, [KEEP_ALIVE, 0.1, sse("completed", {"job_id": job_id, "status": "success"})])
     view = client.queue_and_wait(TARGET, "https://app.example.com/hook", "POST", body="b", timeout=10)
     assert view["job_id"] == job_id
-    submit = [r for r in api.api_requests() if r.method == "POST"][0].json
+    submit = next(r for r in api.api_requests() if r.method == "POST").json
     assert submit["webhooks"] == [{"url": "https://app.example.com/hook", "has_quorum_vote": True}]
     with pytest.raises(TimeoutError):
         client.queue_and_wait(TARGET + "?2", None, timeout=1, poll_interval=1)

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from ezthrottle import (
     AsyncEZThrottle,
     EZThrottle,
@@ -250,6 +251,7 @@ def test_flask_adapter(client: EZThrottle, api: Any) -> None:
 async def test_fastapi_adapter(client: EZThrottle, async_client: AsyncEZThrottle, api: Any) -> None:
     fastapi = pytest.importorskip("fastapi")
     import httpx
+
     from ezthrottle.adapters.fastapi import fastapi_webhook_route
 
     for handler_client in (client, async_client):  # the sync client runs in the thread pool
@@ -272,6 +274,7 @@ async def test_fastapi_adapter(client: EZThrottle, async_client: AsyncEZThrottle
 async def test_aiohttp_adapter(async_client: AsyncEZThrottle, client: EZThrottle, api: Any) -> None:
     aiohttp = pytest.importorskip("aiohttp")
     from aiohttp import web
+
     from ezthrottle.adapters.aiohttp import aiohttp_webhook_view
 
     results: list[Any] = []

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+
 from ezthrottle import (
     SIGNATURE_HEADER,
     EZThrottleError,
