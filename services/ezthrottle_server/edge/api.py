@@ -8,7 +8,6 @@ never a 500.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -17,18 +16,12 @@ from aiohttp import web
 
 from ..common import keys
 from ..common.deliveries import webhooks_view
-from ..common.config import Settings
 from ..common.errors import ApiError, OutboundBlocked
-from ..common.jobs import MAX_CHAIN_DEPTH, hash_key, key_digest, record_fields, validate_job
-from ..common.workflows import timers_for
+from ..common.jobs import MAX_CHAIN_DEPTH, validate_job
 from ..common.http import json_response, read_json, then
-from ..common.quotas import USAGE_TTL_S, month_of
-from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
-from ..pacing.scope import domain_of
 from .context import CTX, EdgeContext
 from .events import stream_job_events
-from .worker import FirstSend
-from ..common.routing import choose_regions
+from .intake import Duplicate, Refused
 
 log = logging.getLogger(__name__)
 
@@ -50,106 +43,27 @@ def _check_outbound(ctx: EdgeContext, job: dict[str, Any], path: str = "") -> No
 
 
 async def submit_job(request: web.Request) -> web.StreamResponse:
+    """``POST /api/v1/jobs``: validate, then :meth:`Intake.accept <.intake.Intake.accept>` makes it durable."""
     ctx = request.app[CTX]
-    settings = ctx.settings
     customer = await ctx.auth.customer(request)
     ctx.admission.check(customer)
-    payload = await read_json(request, settings.max_body_bytes)
-    job = validate_job(payload, settings.region_ids, latest_retry_at_ms=_now_ms() + settings.retry_at_horizon_ms)
+    payload = await read_json(request, ctx.settings.max_body_bytes)
+    job = validate_job(payload, ctx.settings.region_ids, latest_retry_at_ms=_now_ms() + ctx.settings.retry_at_horizon_ms)
     _check_outbound(ctx, job)
-
-    idem = job["idempotent_key"] or hash_key(customer, job)
-    digest = key_digest(customer, idem)
-    partition = int(digest[:8], 16) % settings.partitions
-    now = _now_ms()
-    job_id = keys.make_job_id(now, secrets.token_hex(8), partition)
-    assert settings.region is not None
-    chosen = choose_regions(job["regions"], job["region_policy"], settings.region, await ctx.regions.states(), settings.region_ids)
-    # Race (default) and fanout queue the job in every chosen region.
-    regions = chosen
-    due = job["retry_at"] or 0
-    fields = record_fields(job, customer=customer, idempotent_key=idem, regions=chosen, now_ms=now)
-    flat = [x for kv in fields.items() for x in kv]
-    timers = [x for due_ms, kind in timers_for(job, now) for x in (due_ms, kind)]
-    month = month_of()
-    quota_left = await ctx.quotas.left_for(customer)
-    queued_left = await ctx.admission.queued_left(customer, partition)
-    held = await ctx.quotas.reserve(customer, month, keys.idempotency(partition, customer, digest))
-    domain = domain_of(job["url"])
-    worker = ctx.worker
-    # A job for this region alone, due now, may go from here at once (the fast
-    # path, see edge/worker.py): taken in its submission on one Redis, or just
-    # before it on a cluster; taken, it gets no stream entry.
-    plan = taken = None
-    if due <= now and regions == [settings.region]:
-        if worker.takes_in_submission:
-            plan = worker.plan_take(customer, domain)
-        else:
-            taken = await worker.take_at_once(job_id, customer, domain)
-    if taken is None and due <= now and settings.region in regions:  # this edge's reader may park it without reading it back
-        worker.accepting(job_id, customer, domain)
-    streams = [] if taken is not None else regions
-    submit_keys = [
-        keys.idempotency(partition, customer, digest),
-        keys.job(job_id),
-        keys.delayed(partition),
-        keys.usage(partition, customer, month),
-        keys.queued(partition),
-        *(keys.region_stream(partition, r) for r in streams),
-        keys.workflow_timers(partition),
-    ]
-    submit_args = [job_id, settings.idempotency_ttl_s, due, now, quota_left, USAGE_TTL_S, customer, queued_left, len(fields), *flat, *streams, *timers]
-    # An error here keeps the request held: the script may have run (a lost
-    # reply), and the cap may err low but never past itself.
-    # Batched: the submissions of one loop turn go to Redis as one pipeline.
+    accepted = await ctx.intake.accept(job, customer)
+    if isinstance(accepted, Refused):
+        raise accepted.error
+    if isinstance(accepted, Duplicate):
+        return json_response({"job_id": accepted.job_id, "status": "duplicate", "idempotent_key": accepted.idempotent_key}, 200)
     try:
-        if plan is not None:
-            assert worker.limiter.accept_script is not None
-            reply = await worker.batch.script(
-                worker.limiter.accept_script,
-                keys=[*submit_keys, *plan.keys],
-                args=[len(submit_keys), len(submit_args), *submit_args, *plan.args],
-            )
-        else:
-            reply = await worker.batch.script(ctx.scripts.submit, keys=submit_keys, args=submit_args)
+        resp = json_response({"job_id": accepted.job_id, "status": accepted.status, "idempotent_key": accepted.idempotent_key}, 201)
     except BaseException:
-        if plan is not None:
-            worker.planned(job_id, plan, None)  # a lease it may have taken expires; the job, if written, is recovered then
-        if taken is not None:
-            worker.send_taken(job_id, taken, None)
+        if accepted.send is not None:  # created: sent whatever becomes of the answer
+            accepted.send()
         raise
-    outcome, existing_id = reply[0], reply[1]
-    if plan is not None:
-        taken = worker.planned(job_id, plan, reply[2] if outcome == 1 else None)
-    if taken is not None and outcome != 1:
-        worker.send_taken(job_id, taken, False)  # nothing created: the lease goes back
-        taken = None
-    try:
-        if outcome != 1:
-            await ctx.quotas.give_back(held)
-        region = settings.region or ""
-        if outcome == 2:
-            raise await ctx.quotas.exceeded(customer)
-        if outcome == 3:
-            raise ctx.admission.queue_full(customer)
-        if outcome == 0:
-            JOBS_DUPLICATE.labels(region).inc()
-            return json_response({"job_id": existing_id, "status": "duplicate", "idempotent_key": idem}, 200)
-        JOBS_SUBMITTED.labels(region).inc()
-        ctx.admission.accepted(customer)
-        log.debug("job accepted", extra={"job_id": job_id, "region": region, "domain": domain, "customer": customer, "taken": taken is not None})
-        status = "racing" if len(regions) > 1 and fields["mode"] == "race" else "queued"
-        resp = json_response({"job_id": job_id, "status": status, "idempotent_key": idem}, 201)
-    except BaseException:
-        if taken is not None:  # created: sent whatever became of the answer
-            worker.send_taken(job_id, taken, True, FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter()))
-        raise
-    if taken is None:
-        return resp
-    # Taken: the send starts once the 201 has been written, by whoever writes
-    # it (common/http.py: the route's middleware, or the proxy's envelope).
-    first = FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter())
-    return then(resp, lambda: worker.send_taken(job_id, taken, True, first))
+    # A taken job is sent once its 201 has been written, by whoever writes it
+    # (common/http.py: the route's middleware, or the proxy's envelope).
+    return resp if accepted.send is None else then(resp, accepted.send)
 
 
 async def get_usage(request: web.Request) -> web.Response:

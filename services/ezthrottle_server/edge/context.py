@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -14,6 +15,7 @@ from .auth import Authenticator
 from .executor import Executor
 from .admission import Admission
 from .events import EventHub
+from .intake import Intake
 from .outcomes import OutcomeWindow
 from .quota import Quotas
 from ..common.routing import RegionStates
@@ -36,6 +38,11 @@ class EdgeContext:
     outcomes: OutcomeWindow = field(default_factory=OutcomeWindow)
     ready: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+
+    @cached_property
+    def intake(self) -> Intake:
+        """Acceptance of validated jobs (edge/intake.py), over this node's worker, quotas and admission."""
+        return Intake(self.settings, self.scripts, self.worker, self.regions, self.quotas, self.admission)
 
 
 CTX = web.AppKey("edge_ctx", EdgeContext)

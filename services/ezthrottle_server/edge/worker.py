@@ -13,41 +13,27 @@ domain never stalls the stream behind it.
 
 **Sending.** The node's :class:`~ezthrottle_server.pacing.scheduler.Scheduler`
 grants it jobs of due scopes, never more than its free send slots
-(``executor_concurrency``). Each granted job runs ``start_attempt.lua`` →
-executor → ``retry.decide`` → ``finish.lua`` (final) or ``requeue.lua``
-(retry through the delayed set or the stream, reroute to another region's
-stream), then ``release.lua`` tells the domain's limit what the answer said
-(rate headers, a ``Retry-After`` pause). A granted job is leased: the node
-renews its leases while it works, so nobody takes a job from a live node
-however long it takes; a dead node's leases expire and the next grant on the
-scope puts its jobs back at the front of the queue. A node that stops
-gracefully puts back at once what it could not finish.
+(``executor_concurrency``), and each granted lease goes to
+:class:`~ezthrottle_server.edge.attempt.Attempts` (start → send → decide →
+finish or requeue → release). A granted job is leased: the node renews its
+leases while it works, so nobody takes a job from a live node however long it
+takes; a dead node's leases expire and the next grant on the scope puts its
+jobs back at the front of the queue. A node that stops gracefully puts back at
+once what it could not finish.
 
-**The fast path.** A job accepted for this region alone, due now, whose
-scope is idle (nothing waits in any region, the rate and the node's cap
-allow a send) is leased by the accepting node as it is written: on one
-Redis in the submission's own script (``accept.lua``, ``submit.lua`` with
-``take.lua``'s logic, :meth:`RegionWorker.plan_take`), on a cluster one round
-trip before it (:meth:`RegionWorker.take_at_once`). Taken, it gets no stream
-entry, and the node sends it as soon as the submission answers
-(:meth:`RegionWorker.send_taken`). That is what the two halves would
-have done, minus three round trips and two hand-overs; the lease holds the
-job exactly as a grant's does (a dead node's lease expires, the scope is
-indexed in the ready set by that expiry, and the next grant recovers the
-job). A duplicate or refused submission takes nothing (on a cluster, gives
-the lease and its emission interval back).
+**Taken jobs.** A job the node's API leased at its acceptance (the fast path,
+``edge/intake.py``) reaches the scheduler through :meth:`RegionWorker.send_taken`
+and is sent at once, with no stream entry and no admission.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -56,78 +42,28 @@ from redis.exceptions import ResponseError
 from ..common import keys
 from ..common.batching import Batcher
 from ..common.config import Settings
-from ..common.metrics import (
-    RACE_LOSSES,
-    RACE_WINS,
-    ATTEMPT_LATENCY,
-    ATTEMPTS,
-    ACCEPT_TO_SEND,
-    ATTEMPT_CRASHES,
-    INFLIGHT,
-    JOBS_FINISHED,
-    PACING_LATE_SENDS,
-    PACING_PAUSES,
-    PACING_WAIT,
-    RECLAIMED,
-    ROUTING_LATENCY,
-)
+from ..common.metrics import INFLIGHT, RECLAIMED
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..common.streams import GroupConsumer
-from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
-from ..pacing.limiter import Limiter, PacingPolicy, job_of
+from ..pacing.limiter import Limiter, PacingPolicy
 from ..pacing.scheduler import Scheduler
 from ..pacing.scope import Scope, domain_of
-from .executor import CONNECTION, TIMEOUT, Executor, Outcome
+from .attempt import Attempts, FirstSend
+from .executor import Executor
 from .outcomes import OutcomeWindow
-from .racing import outcome_kind, reroute_target, send_headers
-from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s
 
 log = logging.getLogger(__name__)
 
 FINAL_STATES = frozenset({"success", "failed"})
 ACCEPTED_HINTS = 4096  # jobs this node's API just accepted, remembered until its reader parks them
-SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
-MAX_CRASHES = 3  # attempts of one job that raise unexpectedly before the job fails with internal_error
-NO_TAKE_S = 0.05  # after take.lua said no for a scope, accepted jobs take the usual way this long
 
 
 @dataclass(frozen=True)
 class Taken:
-    """A lease ``take.lua`` gave a job this node is accepting (see :meth:`RegionWorker.take_at_once`)."""
+    """A lease the fast path holds on a job this node is accepting (``edge/intake.py``)."""
 
     scope: Scope
     lease: str
-
-
-@dataclass(frozen=True)
-class TakePlan:
-    """A send slot held for a job accepted on one Redis, and what accept.lua needs to take it (see plan_take)."""
-
-    scope: Scope
-    keys: list[str]
-    args: list[Any]
-
-
-@dataclass(frozen=True)
-class FirstSend:
-    """What the first attempt of a job this node just accepted needs, known without reading the record."""
-
-    spec: dict[str, Any]
-    idempotent_key: str
-    created_ms: int
-    mode: str
-    tried: str
-    accepted_at: float  # time.perf_counter() when submit.lua answered
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _status_class(outcome: Outcome) -> str:
-    if outcome.status_code is None:
-        return outcome.error_kind or "error"
-    return f"{outcome.status_code // 100}xx"
 
 
 class RegionWorker:
@@ -145,9 +81,6 @@ class RegionWorker:
         self.scripts = scripts
         self.batch = Batcher(redis)  # the per-job scripts of concurrent sends, one pipeline per loop turn
         self.executor = executor
-        self.outcomes = outcomes
-        # Region states for reroutes (set by the app: the coordinator's published view).
-        self.region_states: Callable[[], Awaitable[dict[str, str]]] | None = None
         self.region = settings.region
         self.group = keys.edge_group(self.region)
         self.consumer = settings.node_id
@@ -161,12 +94,11 @@ class RegionWorker:
             lease_ms=settings.visibility_timeout_ms,
         )
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)  # entries held until acknowledged
+        self.attempts = Attempts(settings, redis, scripts, self.batch, executor, self.limiter, group=self.group, consumer=self.consumer)
+        self.attempts.outcomes = outcomes
         self._accepted: dict[str, tuple[str, str]] = {}  # job id -> (customer, domain), see accepting()
-        self._first_sends: dict[str, FirstSend] = {}  # taken jobs between their grant and their attempt
-        self._no_take: dict[Scope, float] = {}  # scope -> monotonic time until which take_at_once skips it
         self._tasks: set[asyncio.Task[None]] = set()
         self._admissions: set[asyncio.Future[None]] = set()  # see _admit_to_the_end
-        self._side: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._pacing: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -210,8 +142,7 @@ class RegionWorker:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._side:
-            await asyncio.wait(self._side, timeout=1.0)
+        await self.attempts.drain(timeout_s=1.0)
         for t in self._pacing:  # leases are kept until the last send is over
             t.cancel()
         await asyncio.gather(*self._pacing, return_exceptions=True)
@@ -219,6 +150,24 @@ class RegionWorker:
     @property
     def inflight(self) -> int:
         return self.scheduler.inflight
+
+    @property
+    def outcomes(self) -> OutcomeWindow | None:
+        """Each send's outcome, for region health (set by the app)."""
+        return self.attempts.outcomes
+
+    @outcomes.setter
+    def outcomes(self, window: OutcomeWindow | None) -> None:
+        self.attempts.outcomes = window
+
+    @property
+    def region_states(self) -> Callable[[], Awaitable[dict[str, str]]] | None:
+        """Region states for reroutes (set by the app: the coordinator's published view)."""
+        return self.attempts.region_states
+
+    @region_states.setter
+    def region_states(self, states: Callable[[], Awaitable[dict[str, str]]] | None) -> None:
+        self.attempts.region_states = states
 
     # -- admission -----------------------------------------------------------
 
@@ -236,91 +185,9 @@ class RegionWorker:
             del self._accepted[next(iter(self._accepted))]
         self._accepted[job_id] = (customer, domain)
 
-    @property
-    def takes_in_submission(self) -> bool:
-        """One Redis: the submission itself takes the job (accept.lua, :meth:`plan_take`);
-        a cluster takes it first (:meth:`take_at_once`)."""
-        return self.limiter.accept_script is not None
-
-    def plan_take(self, customer: str, domain: str) -> TakePlan | None:
-        """On one Redis: hold a send slot for a job about to be accepted, for accept.lua to take it.
-
-        ``submit.lua`` composed with ``take.lua`` (``pacing.limiter.compose_accept``)
-        asks the scope once the job is known to be new and allowed; with a
-        lease it writes no stream entry. One round trip for both, and a
-        duplicate or refused submission takes nothing. None as for
-        :meth:`take_at_once`; every plan ends in :meth:`planned`.
-        """
-        held = self._hold_take_slot(customer, domain)
-        if held is None:
-            return None
-        scope, inflight = held
-        args = self.limiter.take_args(scope, customer, inflight=inflight, lease_ms=self.scheduler.lease_ms)
-        return TakePlan(scope, self.limiter.take_keys(scope), args)
-
-    def planned(self, job_id: str, plan: TakePlan, lease: str | None) -> Taken | None:
-        """accept.lua answered (``lease``: None when it took nothing, or its answer never came)."""
-        if lease:
-            self._accepted.pop(job_id, None)  # no stream entry for the reader to find
-            return Taken(plan.scope, lease)
-        self.scheduler.end_take(plan.scope, None)
-        self._skip_takes(plan.scope)
-        return None
-
-    def _hold_take_slot(self, customer: str, domain: str) -> tuple[Scope, int] | None:
-        """The job's scope and this node's sends in flight for it, with a send slot held; None: no fast path."""
-        scope = self.limiter.cached_scope(domain, customer)
-        if scope is None or self._no_take.get(scope, 0.0) > time.monotonic():
-            return None
-        inflight = self.scheduler.reserve_take(scope)
-        return None if inflight is None else (scope, inflight)
-
-    def _skip_takes(self, scope: Scope) -> None:
-        if len(self._no_take) > 10_000:
-            self._no_take.clear()
-        self._no_take[scope] = time.monotonic() + NO_TAKE_S
-
-    async def take_at_once(self, job_id: str, customer: str, domain: str) -> Taken | None:
-        """Lease a job this node is about to accept, if its scope would grant it at once anyway.
-
-        The fast path from accept to send (``pacing/scripts/take.lua``): the
-        caller then writes the job with ``submit.lua`` *without* a stream
-        entry, and the lease alone holds it, as a granted job is held: should
-        this node die, the lease expires and the next grant on the scope (the
-        ready set is indexed by the lease's expiry in the same round trip)
-        puts the job at the front of its queue. The job goes from its
-        acceptance to its send with no stream read, no admission and no
-        ``start_attempt`` wait (:meth:`send_taken`).
-
-        None (nothing held) when the job should take the usual way: the
-        scope's mode not known here, no free send slot, a grant for the scope
-        in flight, or the scope said no a moment ago (something waits, the
-        rate or the node's cap is reached, a pause). Every Taken ends in
-        :meth:`send_taken`.
-        """
-        held = self._hold_take_slot(customer, domain)
-        if held is None:
-            return None
-        scope, inflight = held
-        lease: str | None = None
-        try:
-            lease_ms = self.scheduler.lease_ms
-            watch = self.limiter.watch_lease(scope, _now_ms() + lease_ms)  # the take joins this pipeline
-            try:
-                lease = await self.limiter.take(scope, job_id, customer, inflight=inflight, lease_ms=lease_ms)
-            except Exception:
-                # A lost reply may have left the lease (always "<job>@0"): give it back, the job takes the usual way.
-                log.warning("take failed; the job takes the usual way", exc_info=True)
-                self._background(self.limiter.release(scope, f"{job_id}@0", refund=True))
-            try:
-                await watch
-            except Exception:  # only the index for a crash; the lease is released as usual
-                log.warning("could not index a taken lease's expiry", exc_info=True)
-        finally:
-            if lease is None:
-                self.scheduler.end_take(scope, None)
-                self._skip_takes(scope)
-        return Taken(scope, lease) if lease is not None else None
+    def forget_accepting(self, job_id: str) -> None:
+        """The job ``accepting`` named gets no stream entry after all (the fast path took it)."""
+        self._accepted.pop(job_id, None)
 
     def send_taken(self, job_id: str, taken: Taken, created: bool | None, first: FirstSend | None = None) -> None:
         """What became of a taken job's submission: ``created`` sends it now (``first`` says how),
@@ -328,12 +195,12 @@ class RegionWorker:
         submission failed, the job may exist) leaves the lease to expire, which recovers the
         job if there is one."""
         if created and first is not None:
-            self._first_sends[job_id] = first
+            self.attempts.first_sends[job_id] = first
             self.scheduler.end_take(taken.scope, taken.lease)  # -> _on_grant: the send starts now
             return
         self.scheduler.end_take(taken.scope, None)
         if created is False:
-            self._background(self.limiter.release(taken.scope, taken.lease, refund=True))
+            self.attempts.background(self.limiter.release(taken.scope, taken.lease, refund=True))
 
     async def _read_loop(self, stream: str) -> None:
         while not self._stopping.is_set():
@@ -498,316 +365,8 @@ class RegionWorker:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_grant(self, scope: Scope, lease: str, granted_at: float) -> None:
-        job_id = job_of(lease)
-        hints: TargetHints | None = None
-        requeue = False
-        crashed = False
         try:
-            hints = await self._attempt(scope, job_id, granted_at)
-        except asyncio.CancelledError:
-            requeue = True  # stopping: hand the job to another node now
-            raise
-        except Exception as exc:
-            # Keep the lease without renewing it: the job is retried when it
-            # expires, like a dead node's, rather than spinning on a bug; the
-            # MAX_CRASHES-th crash of a job fails it (no job is granted forever).
-            crashed = not await self._count_crash(scope, job_id, exc)
+            await self.attempts.run(scope, lease, granted_at)
         finally:
-            if not crashed:
-                try:
-                    # After finish/requeue: a job's next attempt may already be queued.
-                    await asyncio.shield(self.limiter.release(scope, lease, hints, requeue=requeue))
-                except asyncio.CancelledError:
-                    pass
-                except Exception:
-                    log.warning(
-                        "could not release %s; its lease will expire",
-                        job_id,
-                        exc_info=True,
-                        extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
-                    )
             self.scheduler.done(scope, lease)
             INFLIGHT.labels(self.region).dec()
-
-    async def _count_crash(self, scope: Scope, job_id: str, exc: Exception) -> bool:
-        """Count an attempt that raised; True when the job was failed for it (its lease may go back)."""
-        ATTEMPT_CRASHES.labels(self.region).inc()
-        where = {"job_id": job_id, "region": self.region, "domain": scope.domain}
-        job_key = keys.job(job_id)
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:  # no stray record for a job that is gone
-                pipe.exists(job_key)
-                pipe.hincrby(job_key, "crashes", 1)
-                exists, crashes = await pipe.execute()
-            if not exists:
-                await self.redis.delete(job_key)
-                return False
-            if crashes < MAX_CRASHES:
-                log.warning("attempt crashed (%d of %d): %r", crashes, MAX_CRASHES, exc, extra=where)
-                return False
-            log.error("attempt crashed %d times; the job fails with internal_error", crashes, exc_info=exc, extra=where)
-            attempt = {"region": self.region, "node": self.consumer, "started_ms": _now_ms(), "status_code": None,
-                       "latency_ms": 0.0, "error": "internal_error: the attempt failed unexpectedly", "decision": FAILED}
-            outcome = Outcome(error_kind="internal", error="internal_error")
-            await self._finish(job_id, job_key, outcome, Decision(FAILED, "internal_error"), attempt, scope.domain)
-            return True
-        except Exception:
-            log.warning("could not count a crashed attempt; its lease will expire", exc_info=True, extra=where)
-            return False
-
-    async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
-        job_key = keys.job(job_id)
-        channel = keys.job_events(job_id)
-        starting = self.batch.script(self.scripts.start_attempt, keys=[job_key], args=[_now_ms(), self.region, channel])
-        first = self._first_sends.pop(job_id, None)
-        if first is not None:
-            # Taken at its acceptance, on this node, in one region: nothing else
-            # knows the job yet, so the send need not wait for the record to say
-            # it runs (start_attempt.lua never undoes a final state written after it).
-            self._background(starting)
-            return await self._send_and_record(
-                scope, job_id, job_key, first.spec, granted_at, "0", "0", str(first.created_ms),
-                first.mode == "fanout", first.tried, first.idempotent_key, accepted_at=first.accepted_at,
-            )
-        state = await starting
-        if not state or state[0] in FINAL_STATES:
-            return None  # gone, or another region already won: nothing to send
-        _state, spec_json, retries, reroutes, created, mode, tried, unsafe, live, idem = state
-        spec: dict[str, Any] = orjson.loads(spec_json)
-        fanout = mode == "fanout"
-        lease = None
-        if unsafe == "1" and not fanout and int(live or 1) > 1:
-            lease = await self._take_send_lease(job_id)
-            if lease is None:
-                return None  # another region is sending it; deferred until its lease ends
-            if await self.redis.hget(job_key, "state") in FINAL_STATES:
-                await self._drop_send_lease(job_id, lease)
-                return None
-        try:
-            return await self._send_and_record(scope, job_id, job_key, spec, granted_at, retries, reroutes, created, fanout, tried, idem)
-        finally:
-            if lease is not None:
-                await self._drop_send_lease(job_id, lease)
-
-    async def _send_and_record(
-        self,
-        scope: Scope,
-        job_id: str,
-        job_key: str,
-        spec: dict[str, Any],
-        granted_at: float,
-        retries: str | None,
-        reroutes: str | None,
-        created: str | None,
-        fanout: bool,
-        tried: str | None,
-        idem: str | None,
-        *,
-        accepted_at: float | None = None,
-    ) -> TargetHints:
-        if not int(retries or 0) and not int(reroutes or 0) and created and not spec.get("retry_at"):
-            PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - int(created)) / 1000.0))
-        lag_s = time.perf_counter() - granted_at
-        ROUTING_LATENCY.labels(self.region).observe(lag_s)
-        if lag_s * 1000 > self.policy.tolerance_ms:
-            # This node was too busy to send on time: count the send from now,
-            # so the sends granted after it don't reach the target too close.
-            PACING_LATE_SENDS.labels(self.region).inc()
-            self._background(self.limiter.report_late(scope, lag_s * 1000))
-
-        started_ms = _now_ms()
-        headers = send_headers(spec, idem, self.settings.send_idempotency_key)
-        if accepted_at is not None:
-            ACCEPT_TO_SEND.labels(self.region).observe(time.perf_counter() - accepted_at)
-        outcome = await self.executor.send(spec["method"], spec["url"], headers, spec["body"])
-        ATTEMPTS.labels(self.region, _status_class(outcome)).inc()
-        ATTEMPT_LATENCY.labels(self.region).observe(outcome.latency_ms / 1000.0)
-        if self.outcomes is not None:
-            self.outcomes.record(scope.domain, outcome.error_kind in (TIMEOUT, CONNECTION))
-
-        hints = self._hints(outcome)
-        if hints.pause_until_ms is not None:
-            PACING_PAUSES.labels(self.region).inc()
-            log.info(
-                "%s paused for %.1f s (Retry-After on %s)",
-                scope,
-                (hints.pause_until_ms - _now_ms()) / 1000,
-                outcome.status_code,
-                extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
-            )
-
-        policy = spec["retry_policy"]
-        decision = decide(
-            outcome,
-            policy,
-            int(retries or 0),
-            int(reroutes or 0),
-            base_s=self.settings.retry_backoff_base_s,
-            cap_s=self.settings.retry_backoff_cap_s,
-        )
-        next_region = self.region
-        if decision.action == REROUTE:
-            if fanout:
-                # Fanout sends from every region by design: try this one again instead.
-                decision = (
-                    Decision(RETRY, decision.reason, backoff_s(int(retries or 0), self.settings.retry_backoff_base_s, self.settings.retry_backoff_cap_s))
-                    if int(retries or 0) < policy["max_retries"]
-                    else Decision(FAILED, "retries_exhausted")
-                )
-            else:
-                states = await self.region_states() if self.region_states is not None else {}
-                tried_regions = [r for r in (tried or "").split(",") if r]
-                target = reroute_target(spec, self.region, tried_regions, states, self.settings.region_ids)
-                if target is None:
-                    strict = spec.get("region_policy") == "strict"
-                    decision = Decision(FAILED, "region_unavailable" if strict else "reroutes_exhausted")
-                else:
-                    next_region = target
-        attempt = {
-            "region": self.region,
-            "node": self.consumer,
-            "started_ms": started_ms,
-            "status_code": outcome.status_code,
-            "latency_ms": outcome.latency_ms,
-            "error": outcome.error,
-            "decision": decision.action,
-        }
-        if decision.action in (SUCCESS, FAILED):
-            await self._finish(job_id, job_key, outcome, decision, attempt, scope.domain)
-        else:
-            await self._requeue(job_id, job_key, decision, attempt, next_region, scope.domain)
-        return hints
-
-    async def _take_send_lease(self, job_id: str) -> str | None:
-        """Hold the job's send lease, or defer the job until the holder's lease ends."""
-        holder = f"{self.region}:{self.consumer}"
-        lease_ms = int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS
-        if await self.redis.set(keys.send_lease(job_id), holder, nx=True, px=lease_ms):
-            return holder
-        left_ms = await self.redis.pttl(keys.send_lease(job_id))
-        delay_ms = max(int(left_ms), 0) + random.randint(20, 80)
-        await self._requeue(job_id, keys.job(job_id), Decision("defer", "send_lease_held", delay_ms / 1000), None, self.region)
-        return None
-
-    async def _drop_send_lease(self, job_id: str, holder: str) -> None:
-        try:
-            await asyncio.shield(self.scripts.release_lease(keys=[keys.send_lease(job_id)], args=[holder]))
-        except Exception:
-            log.warning("could not release the send lease; it expires on its own", exc_info=True, extra={"job_id": job_id})
-
-    def _background(self, coro: Any) -> None:
-        """A short Redis call that must not hold up the send; kept until done."""
-
-        async def run() -> None:
-            try:
-                await coro
-            except Exception:
-                log.warning("pacing update failed", exc_info=True)
-
-        task = asyncio.create_task(run())
-        self._side.add(task)
-        task.add_done_callback(self._side.discard)
-
-    def _hints(self, outcome: Outcome) -> TargetHints:
-        wait_s = None
-        if outcome.status_code in PAUSING_STATUSES:
-            wait_s = retry_after_s(outcome.headers.get("retry-after"))
-        return read_hints(
-            outcome.status_code,
-            outcome.headers,
-            now_ms=_now_ms(),
-            retry_after_s=wait_s,
-            min_rps=self.policy.min_rps,
-            max_pause_s=self.policy.max_pause_s,
-        )
-
-    async def _finish(
-        self, job_id: str, job_key: str, outcome: Outcome, decision: Decision, attempt: dict[str, Any], domain: str | None = None
-    ) -> None:
-        partition = keys.job_partition(job_id) or 0
-        result = outcome.result() if outcome.status_code is not None else None
-        kind = outcome_kind(decision)
-        decided = await asyncio.shield(
-            self.batch.script(
-                self.scripts.finish,
-                keys=[
-                    job_key,
-                    keys.attempts(job_id),
-                    keys.region_stream(partition, self.region),
-                    keys.deliveries(partition),
-                    keys.workflow_spawn(partition),
-                    keys.queued(partition),
-                ],
-                args=[
-                    self.group,
-                    "",  # the stream entry was acknowledged at admission
-                    kind,
-                    orjson.dumps(result),
-                    self.region,
-                    _now_ms(),
-                    orjson.dumps(attempt),
-                    self.settings.job_ttl_s,
-                    job_id,
-                    decision.reason,
-                    keys.job_events(job_id),
-                ],
-            )
-        )
-        if decided == 1:
-            JOBS_FINISHED.labels(self.region, decision.action, decision.reason or "ok").inc()
-            RACE_WINS.labels(self.region).inc()
-        elif decided == 0:
-            RACE_LOSSES.labels(self.region).inc()
-        what = {1: f"finished {decision.action}", 0: "result lost to another region", 2: f"region out ({decision.reason}); other regions go on"}
-        log.info(
-            "job %s",
-            what.get(decided, "gone"),
-            extra={
-                "job_id": job_id,
-                "region": self.region,
-                "domain": domain,
-                "status_code": outcome.status_code,
-                "reason": decision.reason or None,
-            },
-        )
-
-    async def _requeue(
-        self,
-        job_id: str,
-        job_key: str,
-        decision: Decision,
-        attempt: dict[str, Any] | None,
-        next_region: str,
-        domain: str | None = None,
-    ) -> None:
-        """Queue the next attempt: a retry here, a reroute there, or a deferral (nothing sent)."""
-        partition = keys.job_partition(job_id) or 0
-        kind = {RETRY: "retry", REROUTE: "reroute"}.get(decision.action, "defer")
-        now = _now_ms()
-        due = now + int(decision.delay_s * 1000)
-        if attempt is not None:
-            attempt["next_region"] = next_region
-        await asyncio.shield(
-            self.batch.script(
-                self.scripts.requeue,
-                keys=[
-                    job_key,
-                    keys.attempts(job_id),
-                    keys.region_stream(partition, self.region),
-                    keys.delayed(partition),
-                    keys.region_stream(partition, next_region),
-                ],
-                args=[
-                    self.group, "", orjson.dumps(attempt) if attempt is not None else "", kind, next_region, due, now, job_id,
-                    self.region, keys.job_events(job_id),
-                ],
-            )
-        )
-        log.info(
-            "job %s: %s to %s in %.0f ms",
-            job_id,
-            kind,
-            next_region,
-            decision.delay_s * 1000,
-            extra={"job_id": job_id, "region": self.region, "domain": domain, "reason": decision.reason},
-        )

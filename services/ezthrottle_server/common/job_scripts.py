@@ -1,0 +1,245 @@
+"""Typed calls of the job path's scripts: each names its keys and arguments and answers a dataclass or an enum.
+
+``submit.lua`` / ``accept.lua`` (a submission), ``start_attempt.lua`` (an
+attempt begins), ``finish.lua`` (an outcome for a region) and ``requeue.lua``
+(the next attempt, here, elsewhere or later). The scripts' own comments say
+what they do; this module says how to call them, once. ``run`` is how the
+script goes to Redis: ``scripts.finish`` itself, or a batcher's
+``functools.partial(batch.script, scripts.finish)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import Any
+
+import orjson
+
+from . import keys
+
+ScriptRun = Callable[..., Awaitable[Any]]  # run(keys=[...], args=[...])
+
+
+# -- submit.lua / accept.lua ---------------------------------------------------
+
+
+class Submitted(IntEnum):
+    """What a submission's script did."""
+
+    DUPLICATE = 0  # a job with the same idempotent key exists: nothing written
+    CREATED = 1
+    QUOTA_SPENT = 2  # the customer's monthly quota: nothing written
+    QUEUE_FULL = 3  # the customer's ceiling of jobs not yet final: nothing written
+
+
+@dataclass(frozen=True)
+class SubmitReply:
+    outcome: Submitted
+    job_id: str  # the new job's, or the existing one's for a duplicate
+    lease: str  # accept.lua's lease on the job ('' when it took none)
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> SubmitReply:
+        outcome = Submitted(int(reply[0]))
+        return cls(outcome, str(reply[1] or ""), str(reply[2] or "") if outcome is Submitted.CREATED and len(reply) > 2 else "")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything ``submit.lua`` writes for one new job."""
+
+    job_id: str
+    customer: str
+    digest: str  # of the customer and the idempotent key (common.jobs.key_digest)
+    month: str
+    fields: Mapping[str, Any]  # the record (common.jobs.record_fields)
+    streams: Sequence[str]  # regions whose stream gets an entry (none when the job is taken at once)
+    timers: Sequence[tuple[int, str]]  # (due ms, kind) of its workflow timers
+    due_ms: int  # 0: now
+    now_ms: int
+    idempotency_ttl_s: int
+    usage_ttl_s: int
+    quota_left: int  # in this partition, -1: no cap
+    queued_left: int  # in this partition, -1: no ceiling
+
+    @property
+    def partition(self) -> int:
+        p = keys.job_partition(self.job_id)
+        assert p is not None
+        return p
+
+    def keys(self) -> list[str]:
+        p = self.partition
+        return [
+            keys.idempotency(p, self.customer, self.digest),
+            keys.job(self.job_id),
+            keys.delayed(p),
+            keys.usage(p, self.customer, self.month),
+            keys.queued(p),
+            *(keys.region_stream(p, r) for r in self.streams),
+            keys.workflow_timers(p),
+        ]
+
+    def args(self) -> list[Any]:
+        flat = [x for kv in self.fields.items() for x in kv]
+        timers = [x for due, kind in self.timers for x in (due, kind)]
+        return [
+            self.job_id, self.idempotency_ttl_s, self.due_ms, self.now_ms, self.quota_left, self.usage_ttl_s,
+            self.customer, self.queued_left, len(self.fields), *flat, *self.streams, *timers,
+        ]  # fmt: skip
+
+
+async def submit(run: ScriptRun, submission: Submission) -> SubmitReply:
+    """``submit.lua``: write the job (or find its duplicate)."""
+    return SubmitReply.parse(await run(keys=submission.keys(), args=submission.args()))
+
+
+async def submit_and_take(run: ScriptRun, submission: Submission, take_keys: Sequence[str], take_args: Sequence[Any]) -> SubmitReply:
+    """``accept.lua`` (one Redis only): ``submit.lua`` that also leases the job from its scope when it creates it."""
+    submit_keys, submit_args = submission.keys(), submission.args()
+    reply = await run(keys=[*submit_keys, *take_keys], args=[len(submit_keys), len(submit_args), *submit_args, *take_args])
+    return SubmitReply.parse(reply)
+
+
+# -- start_attempt.lua -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The job as an attempt starts it (``start_attempt.lua``'s answer), parsed once."""
+
+    state: str
+    spec: dict[str, Any]
+    retries: int  # in this region
+    reroutes: int
+    created_ms: int | None
+    mode: str  # race or fanout
+    tried: str  # comma list of the regions tried
+    unsafe: bool  # a POST/PATCH without Idempotency-Key
+    live: int  # regions still trying it
+    idempotent_key: str | None
+
+    FINAL = frozenset({"success", "failed"})
+
+    @property
+    def final(self) -> bool:
+        return self.state in self.FINAL
+
+    @property
+    def fanout(self) -> bool:
+        return self.mode == "fanout"
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any] | None) -> JobState | None:
+        """None when the job is gone."""
+        if not reply:
+            return None
+        state, spec, retries, reroutes, created, mode, tried, unsafe, live, idem = reply
+        return cls(
+            state=state,
+            spec=orjson.loads(spec) if spec else {},
+            retries=int(retries or 0),
+            reroutes=int(reroutes or 0),
+            created_ms=int(created) if created else None,
+            mode=mode or "race",
+            tried=tried or "",
+            unsafe=unsafe == "1",
+            live=int(live or 1),
+            idempotent_key=idem or None,
+        )
+
+
+def start_attempt(run: ScriptRun, job_id: str, region: str, now_ms: int) -> Awaitable[Any]:
+    """``start_attempt.lua``: mark the job running here; its answer parses with :meth:`JobState.parse`.
+
+    Not a coroutine: a taken job's send does not wait for it (edge/attempt.py).
+    """
+    return run(keys=[keys.job(job_id)], args=[now_ms, region, keys.job_events(job_id)])
+
+
+# -- finish.lua ----------------------------------------------------------------------
+
+
+class FinishKind(str, Enum):
+    SUCCESS = "success"  # a definitive answer, the same from any region
+    FAILED = "failed"
+    OUT = "out"  # this region has no tries left: the job fails only when no region is left
+
+
+class Finished(IntEnum):
+    GONE = -1
+    LOST = 0  # already decided by another region: the attempt is kept, marked lost
+    DECIDED = 1
+    REGION_OUT = 2  # the job goes on in other regions
+
+
+@dataclass(frozen=True)
+class RegionResult:
+    """An outcome of the job in one region, as ``finish.lua`` records it."""
+
+    job_id: str
+    region: str
+    kind: FinishKind
+    result: dict[str, Any] | None  # {status_code, headers, body[, truncated]}, or None without an answer
+    attempt: dict[str, Any] | None  # the attempts list's entry, or None
+    reason: str  # the failure reason ('' on success)
+    group: str  # the region's consumer group
+    entry_id: str = ""  # a stream entry it acknowledges
+
+
+async def finish(run: ScriptRun, outcome: RegionResult, *, now_ms: int, ttl_s: int) -> Finished:
+    p = keys.job_partition(outcome.job_id)
+    assert p is not None
+    reply = await run(
+        keys=[
+            keys.job(outcome.job_id), keys.attempts(outcome.job_id), keys.region_stream(p, outcome.region),
+            keys.deliveries(p), keys.workflow_spawn(p), keys.queued(p),
+        ],
+        args=[
+            outcome.group, outcome.entry_id, outcome.kind.value, orjson.dumps(outcome.result), outcome.region, now_ms,
+            orjson.dumps(outcome.attempt) if outcome.attempt is not None else "", ttl_s, outcome.job_id, outcome.reason,
+            keys.job_events(outcome.job_id),
+        ],
+    )  # fmt: skip
+    return Finished(int(reply))
+
+
+# -- requeue.lua -------------------------------------------------------------------
+
+
+class RequeueKind(str, Enum):
+    RETRY = "retry"  # the same region
+    REROUTE = "reroute"  # another region
+    DEFER = "defer"  # nothing was sent (another region holds the send lease)
+
+
+class Requeued(IntEnum):
+    GONE = -1
+    FINAL = 0
+    QUEUED = 1
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    job_id: str
+    region: str  # the region that tried
+    next_region: str
+    kind: RequeueKind
+    due_ms: int
+    attempt: dict[str, Any] | None  # None for a deferral that sent nothing
+    group: str
+
+
+async def requeue(run: ScriptRun, nxt: NextAttempt, *, now_ms: int) -> Requeued:
+    p = keys.job_partition(nxt.job_id)
+    assert p is not None
+    reply = await run(
+        keys=[keys.job(nxt.job_id), keys.attempts(nxt.job_id), keys.region_stream(p, nxt.region), keys.delayed(p), keys.region_stream(p, nxt.next_region)],
+        args=[
+            nxt.group, "", orjson.dumps(nxt.attempt) if nxt.attempt is not None else "", nxt.kind.value, nxt.next_region,
+            nxt.due_ms, now_ms, nxt.job_id, nxt.region, keys.job_events(nxt.job_id),
+        ],
+    )  # fmt: skip
+    return Requeued(int(reply))

@@ -1,0 +1,378 @@
+"""One attempt of a granted job: start → send → decide → finish or requeue, then release its lease.
+
+The region's worker (``edge/worker.py``) hands each lease its scheduler
+grants to :meth:`Attempts.run`:
+
+1. ``start_attempt.lua`` marks the job running here and answers its
+   :class:`~ezthrottle_server.common.job_scripts.JobState` (a job taken at its
+   acceptance skips the wait: :class:`FirstSend` already says all of it);
+2. an unsafe request raced across regions takes its send lease first, or is
+   deferred while another region holds it;
+3. the executor sends it (``edge/executor.py``), ``retry.decide`` reads the
+   answer, and ``racing.reroute_target`` picks a region for a reroute;
+4. ``finish.lua`` records a final outcome (the first one claims the job), or
+   ``requeue.lua`` queues the next attempt (here, elsewhere, or later);
+5. ``release.lua`` gives the lease back with what the answer said about the
+   domain's limits (rate headers, a ``Retry-After`` pause).
+
+An attempt that raises keeps its lease without renewing it, so the job is
+tried again when the lease expires, like a dead node's; the ``MAX_CRASHES``-th
+crash of one job fails it with ``internal_error`` (no job is granted forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..common import job_scripts, keys
+from ..common.batching import Batcher
+from ..common.config import Settings
+from ..common.job_scripts import Finished, FinishKind, JobState, NextAttempt, RegionResult, RequeueKind
+from ..common.metrics import (
+    ACCEPT_TO_SEND,
+    ATTEMPT_CRASHES,
+    ATTEMPT_LATENCY,
+    ATTEMPTS,
+    JOBS_FINISHED,
+    PACING_LATE_SENDS,
+    PACING_PAUSES,
+    PACING_WAIT,
+    RACE_LOSSES,
+    RACE_WINS,
+    ROUTING_LATENCY,
+)
+from ..common.redisconn import Scripts
+from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
+from ..pacing.limiter import Limiter, PacingPolicy, job_of
+from ..pacing.scope import Scope
+from .executor import CONNECTION, TIMEOUT, Executor, Outcome
+from .outcomes import OutcomeWindow
+from .racing import outcome_kind, reroute_target, send_headers
+from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s
+
+log = logging.getLogger(__name__)
+
+MAX_CRASHES = 3  # attempts of one job that raise unexpectedly before the job fails with internal_error
+SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
+_REQUEUE_KINDS = {RETRY: RequeueKind.RETRY, REROUTE: RequeueKind.REROUTE}
+
+
+@dataclass(frozen=True)
+class FirstSend:
+    """What the first attempt of a job this node just accepted needs, known without reading the record."""
+
+    spec: dict[str, Any]
+    idempotent_key: str
+    created_ms: int
+    mode: str
+    tried: str
+    accepted_at: float  # time.perf_counter() when submit.lua answered
+
+    def state(self) -> JobState:
+        return JobState("queued", self.spec, 0, 0, self.created_ms, self.mode, self.tried, False, 1, self.idempotent_key)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _status_class(outcome: Outcome) -> str:
+    if outcome.status_code is None:
+        return outcome.error_kind or "error"
+    return f"{outcome.status_code // 100}xx"
+
+
+class Attempts:
+    """The attempts of one edge node: each granted lease, run to its end."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        batch: Batcher,
+        executor: Executor,
+        limiter: Limiter,
+        *,
+        group: str,
+        consumer: str,
+    ) -> None:
+        assert settings.region is not None
+        self.settings = settings
+        self.redis = redis
+        self.scripts = scripts
+        self.batch = batch
+        self.executor = executor
+        self.limiter = limiter
+        self.policy: PacingPolicy = limiter.policy
+        self.region = settings.region
+        self.group = group
+        self.consumer = consumer
+        self.outcomes: OutcomeWindow | None = None  # each send's outcome, for region health (set by the app)
+        # Region states for reroutes (set by the app: the coordinator's published view).
+        self.region_states: Callable[[], Awaitable[dict[str, str]]] | None = None
+        self.first_sends: dict[str, FirstSend] = {}  # taken jobs between their grant and their attempt
+        self._side: set[asyncio.Task[None]] = set()
+
+    async def run(self, scope: Scope, lease: str, granted_at: float) -> None:
+        """Run the attempt a lease was granted for, and release the lease (unless the attempt crashed)."""
+        job_id = job_of(lease)
+        hints: TargetHints | None = None
+        requeue = False
+        crashed = False
+        try:
+            hints = await self._attempt(scope, job_id, granted_at)
+        except asyncio.CancelledError:
+            requeue = True  # stopping: hand the job to another node now
+            raise
+        except Exception as exc:
+            crashed = not await self._count_crash(scope, job_id, exc)
+        finally:
+            if not crashed:
+                try:
+                    # After finish/requeue: a job's next attempt may already be queued.
+                    await asyncio.shield(self.limiter.release(scope, lease, hints, requeue=requeue))
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    log.warning(
+                        "could not release %s; its lease will expire",
+                        job_id,
+                        exc_info=True,
+                        extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
+                    )
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for the short background calls still running (a stopping node)."""
+        if self._side:
+            await asyncio.wait(self._side, timeout=timeout_s)
+
+    def background(self, coro: Awaitable[Any]) -> None:
+        """A short Redis call that must not hold up the send; kept until done."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.warning("pacing update failed", exc_info=True)
+
+        task = asyncio.create_task(run())
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    # -- one attempt ------------------------------------------------------------
+
+    async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
+        starting = job_scripts.start_attempt(partial(self.batch.script, self.scripts.start_attempt), job_id, self.region, _now_ms())
+        first = self.first_sends.pop(job_id, None)
+        if first is not None:
+            # Taken at its acceptance, on this node, in one region: nothing else
+            # knows the job yet, so the send need not wait for the record to say
+            # it runs (start_attempt.lua never undoes a final state written after it).
+            self.background(starting)
+            return await self._send_and_record(scope, job_id, first.state(), granted_at, accepted_at=first.accepted_at)
+        state = JobState.parse(await starting)
+        if state is None or state.final:
+            return None  # gone, or another region already won: nothing to send
+        lease = None
+        if state.unsafe and not state.fanout and state.live > 1:
+            lease = await self._take_send_lease(job_id)
+            if lease is None:
+                return None  # another region is sending it; deferred until its lease ends
+            if await self.redis.hget(keys.job(job_id), "state") in JobState.FINAL:
+                await self._drop_send_lease(job_id, lease)
+                return None
+        try:
+            return await self._send_and_record(scope, job_id, state, granted_at)
+        finally:
+            if lease is not None:
+                await self._drop_send_lease(job_id, lease)
+
+    async def _send_and_record(
+        self, scope: Scope, job_id: str, job: JobState, granted_at: float, *, accepted_at: float | None = None
+    ) -> TargetHints:
+        spec = job.spec
+        if not job.retries and not job.reroutes and job.created_ms and not spec.get("retry_at"):
+            PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - job.created_ms) / 1000.0))
+        lag_s = time.perf_counter() - granted_at
+        ROUTING_LATENCY.labels(self.region).observe(lag_s)
+        if lag_s * 1000 > self.policy.tolerance_ms:
+            # This node was too busy to send on time: count the send from now,
+            # so the sends granted after it don't reach the target too close.
+            PACING_LATE_SENDS.labels(self.region).inc()
+            self.background(self.limiter.report_late(scope, lag_s * 1000))
+
+        started_ms = _now_ms()
+        headers = send_headers(spec, job.idempotent_key, self.settings.send_idempotency_key)
+        if accepted_at is not None:
+            ACCEPT_TO_SEND.labels(self.region).observe(time.perf_counter() - accepted_at)
+        outcome = await self.executor.send(spec["method"], spec["url"], headers, spec["body"])
+        ATTEMPTS.labels(self.region, _status_class(outcome)).inc()
+        ATTEMPT_LATENCY.labels(self.region).observe(outcome.latency_ms / 1000.0)
+        if self.outcomes is not None:
+            self.outcomes.record(scope.domain, outcome.error_kind in (TIMEOUT, CONNECTION))
+
+        hints = self._hints(outcome)
+        if hints.pause_until_ms is not None:
+            PACING_PAUSES.labels(self.region).inc()
+            log.info(
+                "%s paused for %.1f s (Retry-After on %s)",
+                scope,
+                (hints.pause_until_ms - _now_ms()) / 1000,
+                outcome.status_code,
+                extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
+            )
+
+        decision, next_region = await self._decide(job, outcome)
+        attempt = {
+            "region": self.region,
+            "node": self.consumer,
+            "started_ms": started_ms,
+            "status_code": outcome.status_code,
+            "latency_ms": outcome.latency_ms,
+            "error": outcome.error,
+            "decision": decision.action,
+        }
+        if decision.action in (SUCCESS, FAILED):
+            await self._finish(job_id, outcome, decision, attempt, scope.domain)
+        else:
+            await self._requeue(job_id, decision, attempt, next_region, scope.domain)
+        return hints
+
+    async def _decide(self, job: JobState, outcome: Outcome) -> tuple[Decision, str]:
+        """What follows the answer, and in which region the next attempt goes."""
+        policy = job.spec["retry_policy"]
+        base_s, cap_s = self.settings.retry_backoff_base_s, self.settings.retry_backoff_cap_s
+        decision = decide(outcome, policy, job.retries, job.reroutes, base_s=base_s, cap_s=cap_s)
+        if decision.action != REROUTE:
+            return decision, self.region
+        if job.fanout:
+            # Fanout sends from every region by design: try this one again instead.
+            if job.retries < policy["max_retries"]:
+                return Decision(RETRY, decision.reason, backoff_s(job.retries, base_s, cap_s)), self.region
+            return Decision(FAILED, "retries_exhausted"), self.region
+        states = await self.region_states() if self.region_states is not None else {}
+        tried = [r for r in job.tried.split(",") if r]
+        target = reroute_target(job.spec, self.region, tried, states, self.settings.region_ids)
+        if target is None:
+            strict = job.spec.get("region_policy") == "strict"
+            return Decision(FAILED, "region_unavailable" if strict else "reroutes_exhausted"), self.region
+        return decision, target
+
+    def _hints(self, outcome: Outcome) -> TargetHints:
+        wait_s = None
+        if outcome.status_code in PAUSING_STATUSES:
+            wait_s = retry_after_s(outcome.headers.get("retry-after"))
+        return read_hints(
+            outcome.status_code,
+            outcome.headers,
+            now_ms=_now_ms(),
+            retry_after_s=wait_s,
+            min_rps=self.policy.min_rps,
+            max_pause_s=self.policy.max_pause_s,
+        )
+
+    # -- unsafe requests raced across regions: one sender at a time ---------------
+
+    async def _take_send_lease(self, job_id: str) -> str | None:
+        """Hold the job's send lease, or defer the job until the holder's lease ends."""
+        holder = f"{self.region}:{self.consumer}"
+        lease_ms = int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS
+        if await self.redis.set(keys.send_lease(job_id), holder, nx=True, px=lease_ms):
+            return holder
+        left_ms = await self.redis.pttl(keys.send_lease(job_id))
+        delay_ms = max(int(left_ms), 0) + random.randint(20, 80)
+        await self._requeue(job_id, Decision("defer", "send_lease_held", delay_ms / 1000), None, self.region)
+        return None
+
+    async def _drop_send_lease(self, job_id: str, holder: str) -> None:
+        try:
+            await asyncio.shield(self.scripts.release_lease(keys=[keys.send_lease(job_id)], args=[holder]))
+        except Exception:
+            log.warning("could not release the send lease; it expires on its own", exc_info=True, extra={"job_id": job_id})
+
+    # -- recording what happened -------------------------------------------------
+
+    async def _finish(self, job_id: str, outcome: Outcome, decision: Decision, attempt: dict[str, Any], domain: str | None = None) -> None:
+        result = RegionResult(
+            job_id=job_id,
+            region=self.region,
+            kind=FinishKind(outcome_kind(decision)),
+            result=outcome.result() if outcome.status_code is not None else None,
+            attempt=attempt,
+            reason=decision.reason,
+            group=self.group,  # no entry to acknowledge: it was at admission
+        )
+        run = partial(self.batch.script, self.scripts.finish)
+        decided = await asyncio.shield(job_scripts.finish(run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s))
+        if decided is Finished.DECIDED:
+            JOBS_FINISHED.labels(self.region, decision.action, decision.reason or "ok").inc()
+            RACE_WINS.labels(self.region).inc()
+        elif decided is Finished.LOST:
+            RACE_LOSSES.labels(self.region).inc()
+        what = {
+            Finished.DECIDED: f"finished {decision.action}",
+            Finished.LOST: "result lost to another region",
+            Finished.REGION_OUT: f"region out ({decision.reason}); other regions go on",
+        }
+        log.info(
+            "job %s",
+            what.get(decided, "gone"),
+            extra={
+                "job_id": job_id,
+                "region": self.region,
+                "domain": domain,
+                "status_code": outcome.status_code,
+                "reason": decision.reason or None,
+            },
+        )
+
+    async def _requeue(
+        self, job_id: str, decision: Decision, attempt: dict[str, Any] | None, next_region: str, domain: str | None = None
+    ) -> None:
+        """Queue the next attempt: a retry here, a reroute there, or a deferral (nothing sent)."""
+        kind = _REQUEUE_KINDS.get(decision.action, RequeueKind.DEFER)
+        now = _now_ms()
+        if attempt is not None:
+            attempt["next_region"] = next_region
+        nxt = NextAttempt(job_id, self.region, next_region, kind, now + int(decision.delay_s * 1000), attempt, self.group)
+        await asyncio.shield(job_scripts.requeue(partial(self.batch.script, self.scripts.requeue), nxt, now_ms=now))
+        log.info(
+            "job %s: %s to %s in %.0f ms",
+            job_id,
+            kind.value,
+            next_region,
+            decision.delay_s * 1000,
+            extra={"job_id": job_id, "region": self.region, "domain": domain, "reason": decision.reason},
+        )
+
+    async def _count_crash(self, scope: Scope, job_id: str, exc: Exception) -> bool:
+        """Count an attempt that raised; True when the job was failed for it (its lease may go back)."""
+        ATTEMPT_CRASHES.labels(self.region).inc()
+        where = {"job_id": job_id, "region": self.region, "domain": scope.domain}
+        job_key = keys.job(job_id)
+        try:
+            if not await self.redis.exists(job_key):  # gone: no stray record for it
+                return False
+            crashes = await self.redis.hincrby(job_key, "crashes", 1)
+            if crashes < MAX_CRASHES:
+                log.warning("attempt crashed (%d of %d): %r", crashes, MAX_CRASHES, exc, extra=where)
+                return False
+            log.error("attempt crashed %d times; the job fails with internal_error", crashes, exc_info=exc, extra=where)
+            attempt = {"region": self.region, "node": self.consumer, "started_ms": _now_ms(), "status_code": None,
+                       "latency_ms": 0.0, "error": "internal_error: the attempt failed unexpectedly", "decision": FAILED}
+            outcome = Outcome(error_kind="internal", error="internal_error")
+            await self._finish(job_id, outcome, Decision(FAILED, "internal_error"), attempt, scope.domain)
+            return True
+        except Exception:
+            log.warning("could not count a crashed attempt; its lease will expire", exc_info=True, extra=where)
+            return False
