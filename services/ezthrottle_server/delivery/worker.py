@@ -93,7 +93,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attempts: int) -> bytes:
+def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attempts: int, answered_by: str | None = None) -> bytes:
     """The webhook body: the SDK README's payload, plus region, attempts and error."""
     result = orjson.loads(job["result"]) if job.get("result") else None
     return orjson.dumps(
@@ -106,7 +106,7 @@ def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attemp
             "region": job.get("winner") or None,
             "attempts": attempts,
             "error": job.get("error") or None,
-            **_workflow(job_id, job, spec, result),
+            **_workflow(job_id, job, spec, result, answered_by or job_id),
         }
     )
 
@@ -125,8 +125,9 @@ def _with_outcome(step: dict[str, str], outcome: dict[str, str]) -> dict[str, st
     return {**step, **{k: outcome[k] for k in OUTCOME_FIELDS if k in outcome}}
 
 
-def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
-    """The workflow section: links, and the FRUGAL continuation the client runs (see common/workflows.py)."""
+def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: dict[str, Any] | None, answered_by: str) -> dict[str, Any]:
+    """The workflow section: links, which job of the step's fallback chain answered (``answered_by``: the
+    step itself, or the fallback that ended it), and the FRUGAL continuation the client runs (see common/workflows.py)."""
     if job.get("chain") != "1" and not job.get("parent"):
         return {}
     status_code = (result or {}).get("status_code")
@@ -137,6 +138,7 @@ def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: di
             "job_id": job_id,
             "parent_job_id": job.get("parent") or None,
             "relation": job.get("relation") or None,
+            "answered_by": answered_by,
             "frugal_steps": [step] if step else [],
         }
     }
@@ -388,7 +390,7 @@ class DeliveryWorker:
                     self.settings.job_ttl_s,
                     job["customer"],
                     spec.get("webhook_quorum", 1),
-                    build_payload(job_id, job, spec, attempts),
+                    build_payload(job_id, job, spec, attempts, outcome_id),
                     job.get("finished_ms") or _now_ms(),
                     job["state"],
                     job_id,

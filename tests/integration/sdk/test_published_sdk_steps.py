@@ -148,6 +148,7 @@ async def test_a_fallback_chains_webhook_carries_the_steps_id_and_key_and_the_ch
     assert (await wait_final(http, cluster.url, api_key, slow["job_id"], timeout_s=15))["status"] == "success"
     [last] = slow["children"] or (await get_job(http, cluster.url, api_key, slow["job_id"]))["workflow"]["children"]
     assert (await wait_final(http, cluster.url, api_key, last["job_id"]))["status"] == "success"
+    assert hook["workflow"]["answered_by"] == last["job_id"]  # which job of the chain answered
     primary = await get_job(http, cluster.url, api_key, result["job_id"])
     assert primary["webhooks"]["quorum_met"] is True
     await asyncio.sleep(0.5)  # room for a wrong second delivery to show up
@@ -176,6 +177,7 @@ async def test_a_fallback_whose_trigger_does_not_match_delivers_the_primarys_out
     [result] = await execute(published, cluster, api_key, {"step": chain["$step"]})
     [hook] = await hooks_at(receiver, "/nomatch", 1)
     assert hook["job_id"] == result["job_id"] and hook["status"] == "failed" and hook["response"]["status_code"] == 404
+    assert hook["workflow"]["answered_by"] == result["job_id"]  # the step itself: no fallback ran
     assert not [r for r in target.matching("/echo") if r.query.get("never")]
 
 
