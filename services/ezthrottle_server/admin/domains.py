@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -38,7 +38,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _when(ms: int) -> str:
-    at = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    at = datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return f"{at[:-4]}Z ({(ms - time.time() * 1000) / 1000:.1f} s from now)"
 
 

@@ -32,10 +32,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from . import keys
-from .redisconn import Scripts
+from .redisconn import RedisClient, Scripts
 
 PENDING = "pending"
 RETRYING = "retrying"
@@ -69,7 +67,7 @@ def route_for(regions: Sequence[str], attempt: int, live: Iterable[str]) -> str:
     return candidates[attempt % len(candidates)] if candidates else ANY_ROUTE
 
 
-async def live_regions(r: aioredis.Redis, regions: Sequence[str]) -> set[str]:
+async def live_regions(r: RedisClient, regions: Sequence[str]) -> set[str]:
     """Regions with at least one live delivery worker."""
     if not regions:
         return set()
@@ -132,7 +130,7 @@ def webhooks_view(spec: dict[str, Any], data: dict[str, str]) -> dict[str, Any] 
 # -- dead letters ----------------------------------------------------------------
 
 
-async def list_dead(r: aioredis.Redis, partitions: int, *, customer: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+async def list_dead(r: RedisClient, partitions: int, *, customer: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Dead letters, oldest first: one entry per job with its dead webhooks.
 
     Scoped to ``customer`` when given. Entries whose state has expired are
@@ -144,7 +142,7 @@ async def list_dead(r: aioredis.Redis, partitions: int, *, customer: str | None 
             break
         dead_key = keys.delivery_dead(p, customer)
         for job_id, score in await r.zrange(dead_key, 0, limit - len(out) - 1, withscores=True):
-            data = await r.hgetall(keys.job_webhooks(job_id))
+            data = await r.hgetall(keys.job_webhooks(job_id))  # type: ignore[misc]  # redis-py#2399
             if not data:
                 await r.zrem(dead_key, job_id)
                 continue
@@ -163,7 +161,7 @@ async def list_dead(r: aioredis.Redis, partitions: int, *, customer: str | None 
 
 
 async def replay(
-    r: aioredis.Redis, scripts: Scripts, job_id: str, regions: Sequence[str], ttl_s: int, *, customer: str | None = None
+    r: RedisClient, scripts: Scripts, job_id: str, regions: Sequence[str], ttl_s: int, *, customer: str | None = None
 ) -> int | None:
     """Queue a job's dead webhooks again, each with a fresh retry window.
 
@@ -174,7 +172,7 @@ async def replay(
     if partition is None:
         return None
     hooks_key = keys.job_webhooks(job_id)
-    data = await r.hgetall(hooks_key)
+    data = await r.hgetall(hooks_key)  # type: ignore[misc]  # redis-py#2399
     if not data or (customer is not None and data.get("customer") != customer):
         return None
     live = await live_regions(r, regions)
@@ -192,7 +190,7 @@ async def replay(
 
 
 async def replay_all(
-    r: aioredis.Redis, scripts: Scripts, partitions: int, regions: Sequence[str], ttl_s: int, *, customer: str | None = None
+    r: RedisClient, scripts: Scripts, partitions: int, regions: Sequence[str], ttl_s: int, *, customer: str | None = None
 ) -> tuple[int, int]:
     """Replay every dead letter (of ``customer`` if given): (jobs, webhooks) queued again."""
     jobs = hooks = 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from redis.exceptions import ResponseError
 
 from .errors import ApiError
@@ -70,11 +71,11 @@ def run_after(response: web.StreamResponse) -> None:
     """Run the action attached to a response that will not be written (the handler gave it up)."""
     action = response.pop(AFTER_RESPONSE, None)
     if action is not None:
-        action()  # type: ignore[operator]
+        action()
 
 
 @web.middleware
-async def after_response_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def after_response_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Write a response that has an action attached, then run the action (see the module's docstring)."""
     resp = await handler(request)
     if AFTER_RESPONSE not in resp:
@@ -90,7 +91,7 @@ async def after_response_middleware(request: web.Request, handler: Any) -> web.S
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     try:
         resp = await handler(request)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from yarl import URL
@@ -81,7 +81,7 @@ def _bad(field: str, message: str, code: str = "invalid_field") -> ApiError:
     return ApiError(code, f"{field}: {message}", field=field)
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

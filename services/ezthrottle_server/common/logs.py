@@ -17,6 +17,7 @@ at most.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -88,10 +89,8 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if self._lines:
                 text = "".join(self._lines)
                 self._lines.clear()
-                try:
+                with contextlib.suppress(Exception):  # as StreamHandler: a broken stderr must not take the service down
                     self.stream.write(text)
-                except Exception:
-                    pass  # as StreamHandler: a broken stderr must not take the service down
             if self.stream and hasattr(self.stream, "flush"):
                 self.stream.flush()
         finally:

@@ -115,7 +115,8 @@ class SampledGauges:
             ("region", "stage"),
         ),
         "ezt_queue_oldest_age_seconds": (
-            "Age of the oldest stream entry (stage=stream), or since submission of the oldest job at the head of a pacing queue (stage=waiting)",
+            "Age of the oldest stream entry (stage=stream),"
+            " or since submission of the oldest job at the head of a pacing queue (stage=waiting)",
             ("region", "stage"),
         ),
         "ezt_stream_pending_entries": ("Stream entries read by an edge but not yet acknowledged (XPENDING)", ("region",)),

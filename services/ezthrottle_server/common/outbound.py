@@ -71,7 +71,7 @@ import socket
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -86,8 +86,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 PRODUCTION_PORTS = frozenset({80, 443})  # plus settings.outbound_allowed_ports
@@ -259,12 +259,12 @@ class OutboundPolicy:
             object.__setattr__(self, "allowed_ports", frozenset(self.allowed_ports))
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "OutboundPolicy":
+    def from_settings(cls, settings: Settings) -> OutboundPolicy:
         """The policy of ``settings``; the local profile allows any port, production 80, 443 and the listed ones."""
         ports = None if settings.profile == "local" else PRODUCTION_PORTS | frozenset(settings.outbound_allowed_ports)
         return cls(
             allow_loopback=settings.allow_loopback_targets,
-            allow_cidrs=tuple(settings.outbound_allow_cidrs),
+            allow_cidrs=_parse_networks(settings.outbound_allow_cidrs),
             allow_hosts=tuple(settings.outbound_allow_hosts),
             allowed_ports=ports,
         )
@@ -324,7 +324,7 @@ class OutboundPolicy:
         if not name:
             raise OutboundBlocked("URL has no host")
         last_label = name.rsplit(".", 1)[-1]
-        if last_label.isdigit() or _NUMERIC_HOST.fullmatch(name) and last_label.startswith("0x"):
+        if last_label.isdigit() or (_NUMERIC_HOST.fullmatch(name) and last_label.startswith("0x")):
             raise OutboundBlocked(f"host {host!r} looks like a numeric address but is not one")
         if self._host_allowed(name):
             return
@@ -343,10 +343,7 @@ class OutboundPolicy:
                 raise OutboundBlocked(f"host {host!r} is under the private-use domain .{suffix}")
 
     def _host_allowed(self, name: str) -> bool:
-        for pattern in self.allow_hosts:
-            if name == pattern or (pattern.startswith(".") and name.endswith(pattern)):
-                return True
-        return False
+        return any(name == pattern or (pattern.startswith(".") and name.endswith(pattern)) for pattern in self.allow_hosts)
 
     # -- addresses -----------------------------------------------------------
 
@@ -396,7 +393,7 @@ class OutboundPolicy:
         refusal = self._refusal(addr)
         if refusal is None:
             return
-        reason, carried = refusal
+        reason, _carried = refusal
         detail = f"host {host!r} resolves to {addr}, which is {self.blocked_reason(addr)}"
         log.warning("outbound refused: %s", detail, extra={"domain": host, "reason": reason})
         raise OutboundBlocked(f"host {host!r} resolves to {_kind_of_address(reason)}", detail=detail)

@@ -18,13 +18,13 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from .config import Settings, load_settings
 from .http import json_response
 from .logs import setup_logging
 from .metrics import metrics_handler
+from .redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def main_for(role: str, create_app: Callable[[Settings], web.Application]) -> No
     run(factory, settings.host, settings.port)
 
 
-async def redis_answers(redis: aioredis.Redis, timeout_s: float = 1.0) -> bool:
+async def redis_answers(redis: RedisClient, timeout_s: float = 1.0) -> bool:
     try:
         await asyncio.wait_for(redis.ping(), timeout=timeout_s)
         return True
@@ -91,7 +91,7 @@ Details = Callable[[web.Request], dict[str, Any]]
 
 def add_probes(
     app: web.Application,
-    redis_of: Callable[[web.Request], aioredis.Redis],
+    redis_of: Callable[[web.Request], RedisClient],
     health: Details,
     readiness: Callable[[web.Request], tuple[bool, dict[str, Any]]] = lambda _r: (True, {}),
 ) -> None:

@@ -28,6 +28,7 @@ client in the webhook payload (``frugal_step``) and run there, once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 SUCCESS, FAILED = "success", "failed"
@@ -36,7 +37,7 @@ FAILURE_TIMER, FALLBACK_TIMER = "failure_timeout", "fallback_timeout"
 RELATIONS = (ON_SUCCESS, ON_FAILURE, FALLBACK)
 
 
-def has_chain(spec: dict[str, Any]) -> bool:
+def has_chain(spec: Mapping[str, Any]) -> bool:
     return bool(spec.get("fallback_job") or spec.get("on_success") or spec.get("on_failure"))
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common.config import Settings
 from ..common.http import errors_middleware
 from ..common.metrics import prime
-from ..common.service import add_probes
 from ..common.outbound import OutboundPolicy
-from ..common.redisconn import Scripts, connect
+from ..common.redisconn import RedisClient, Scripts, connect
+from ..common.service import add_probes
 from .sender import WebhookSender
 from .worker import DeliveryWorker
 
@@ -26,7 +25,7 @@ from .worker import DeliveryWorker
 @dataclass
 class DeliveryContext:
     settings: Settings
-    redis: aioredis.Redis
+    redis: RedisClient
     worker: DeliveryWorker
     ready: bool = False
 

@@ -42,7 +42,7 @@ class Decision:
 
 def backoff_s(failures: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
     """The delay after the ``failures``-th failed POST (1-based)."""
-    ceiling = min(cap_s, base_s * 2 ** max(failures - 1, 0))
+    ceiling: float = min(cap_s, base_s * 2 ** max(failures - 1, 0))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 

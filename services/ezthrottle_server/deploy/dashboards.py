@@ -656,7 +656,11 @@ def render(board: Board) -> dict[str, Any]:
     from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
     datasource = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
-    builders = {TIMESERIES: timeseries.Panel, STAT: stat.Panel, TABLE: table.Panel}
+    builders: dict[str, type[timeseries.Panel | stat.Panel | table.Panel]] = {
+        TIMESERIES: timeseries.Panel,
+        STAT: stat.Panel,
+        TABLE: table.Panel,
+    }
     out = (
         dashboard.Dashboard(board.title)
         .uid(board.uid)
@@ -700,10 +704,11 @@ def render(board: Board) -> dict[str, Any]:
             if chart.thresholds:
                 steps = [Threshold(value=v, color=c) for v, c in chart.thresholds]
                 panel = panel.thresholds(dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps))
-            if chart.kind == STAT:
+            if isinstance(panel, stat.Panel):  # chart.kind == STAT
                 panel = panel.graph_mode(BigValueGraphMode.AREA).reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
             out = out.with_panel(panel)
-    return json.loads(json.dumps(out.build(), cls=JSONEncoder))
+    rendered: dict[str, Any] = json.loads(json.dumps(out.build(), cls=JSONEncoder))
+    return rendered
 
 
 def render_text(board: Board) -> str:

@@ -14,7 +14,7 @@ domain's own configured ceiling is known.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..common.metrics import PACING_HEADER_INVALID
@@ -52,7 +52,7 @@ def _max_concurrent(value: str) -> int | None:
     return n if 1 <= n <= _MAX_CONCURRENT_SANE else None
 
 
-def _first_valid(headers: Mapping[str, str], names: tuple[str, ...], parse) -> object | None:  # noqa: ANN001
+def _first_valid(headers: Mapping[str, str], names: tuple[str, ...], parse: Callable[[str], object | None]) -> object | None:
     found = None
     for name in names:
         raw = headers.get(name)

@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import yaml
 
 from ..common import keys
 from ..common.metrics import PACING_CONFIG_LOADS
-from ..common.redisconn import UNAVAILABLE
+from ..common.redisconn import UNAVAILABLE, RedisClient
 from . import OverridesError
 from .limiter import conf_fields
 from .scope import parse_domain
@@ -126,12 +125,12 @@ def load_overrides(path: str | Path) -> Overrides:
     return parse_overrides(text, str(p))
 
 
-async def apply_overrides(redis: aioredis.Redis, overrides: Overrides, *, force: bool = False) -> bool:
+async def apply_overrides(redis: RedisClient, overrides: Overrides, *, force: bool = False) -> bool:
     """Make Redis hold exactly ``overrides``; False if it already did."""
     meta = keys.pacing_config_meta()
-    if not force and await redis.hget(meta, "digest") == overrides.digest:
+    if not force and await redis.hget(meta, "digest") == overrides.digest:  # type: ignore[misc]  # redis-py#2399
         return False
-    before = set(await redis.smembers(keys.pacing_configured()))
+    before = set(await redis.smembers(keys.pacing_configured()))  # type: ignore[misc]  # redis-py#2399
     async with redis.pipeline(transaction=False) as pipe:
         for domain, fields in overrides.domains.items():
             pipe.delete(keys.pacing_conf(domain))
@@ -146,9 +145,9 @@ async def apply_overrides(redis: aioredis.Redis, overrides: Overrides, *, force:
     return True
 
 
-async def configured(redis: aioredis.Redis) -> dict[str, dict[str, str]]:
+async def configured(redis: RedisClient) -> dict[str, dict[str, str]]:
     """Every overridden domain's stored fields."""
-    domains = sorted(await redis.smembers(keys.pacing_configured()))
+    domains = sorted(await redis.smembers(keys.pacing_configured()))  # type: ignore[misc]  # redis-py#2399
     async with redis.pipeline(transaction=False) as pipe:
         for d in domains:
             pipe.hgetall(keys.pacing_conf(d))
@@ -159,7 +158,7 @@ async def configured(redis: aioredis.Redis) -> dict[str, dict[str, str]]:
 class OverridesWatcher:
     """Applies domains.yaml whenever it changes, or when asked (SIGHUP), while ``is_active()``."""
 
-    def __init__(self, redis: aioredis.Redis, path: str | Path, is_active: Any = lambda: True, poll_s: float = 1.0) -> None:
+    def __init__(self, redis: RedisClient, path: str | Path, is_active: Any = lambda: True, poll_s: float = 1.0) -> None:
         self.redis = redis
         self.path = Path(path)
         self.is_active = is_active

@@ -53,7 +53,7 @@ class Scope:
         return f"{self.domain}|{self.who}"
 
     @classmethod
-    def from_member(cls, member: str) -> "Scope":
+    def from_member(cls, member: str) -> Scope:
         domain, _, who = member.rpartition("|")
         return cls(domain, who)
 
