@@ -59,6 +59,7 @@ Environment variables (all optional):
 ``EZT_PACING_DEFAULT_MAX_CONCURRENT`` a domain's requests in flight per node, likewise (2)
 ``EZT_PACING_MAX_RPS``                operator ceiling on any domain's requests/s (100)
 ``EZT_PACING_MAX_CONCURRENT``         operator ceiling on any domain's in flight per node (64)
+``EZT_PACING_WINDOW_MARGIN_MS``       a domain allowed N/s gets at most N sends in any 1 s plus this (20 ms)
 ``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
 ``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
 ``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
@@ -162,6 +163,7 @@ class Settings:
     pacing_min_rps: float = 0.01  # header values below are raised to this
     pacing_rate_margin: float = 0.01  # pace 1% under the limit, so jitter never shows N+1 in a second
     pacing_tolerance_ms: float = 5.0  # GCRA slack for scheduling jitter
+    pacing_window_margin_ms: float = 20.0  # space.lua: N sends per (1 s + this), for jitter between a send and its arrival
     pacing_handoff_grace_ms: float = 50.0  # a token left unclaimed by the region first in fair order goes to any region
     pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
@@ -276,6 +278,7 @@ _ENV_FLOAT = {
     "EZT_DELIVERY_POLL_S": "delivery_poll_s",
     "EZT_PACING_DEFAULT_RPS": "pacing_default_rps",
     "EZT_PACING_MAX_RPS": "pacing_max_rps",
+    "EZT_PACING_WINDOW_MARGIN_MS": "pacing_window_margin_ms",
     "EZT_METRICS_SAMPLE_S": "metrics_sample_s",
     "EZT_STOP_GRACE_S": "stop_grace_s",
     "EZT_REPAIR_AFTER_S": "repair_after_s",

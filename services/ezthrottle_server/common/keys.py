@@ -36,6 +36,7 @@ Layout::
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
     ezt:{ezt:p0}:usage:<customer>:<YYYYMM>  string jobs created this month (quota)
     ezt:{ezt:p0}:queued                     hash   customer -> its jobs not yet final (admission ceiling)
+    ezt:{ezt:p0}:c:<customer>:jobs          zset   the customer's jobs, "<created ms>|<job id>|<domain>" (common/job_index.py; TTL)
     ezt:customer:<id>                       hash   tier
     ezt:apikey:<sha256>                     hash   customer, created_ms, revoked
     ezt:authfail:<client>                   string failed authentications of a client address (TTL = window)
@@ -222,6 +223,11 @@ def pacing_running(domain: str, scope: str, region: str) -> str:
     return f"{PREFIX}:{domain_tag(domain)}:run:{scope}:{region}"
 
 
+def pacing_sent(domain: str, scope: str) -> str:
+    """When the scope's last sends left, every region's (space.lua): no more than the limit in any window."""
+    return f"{PREFIX}:{domain_tag(domain)}:sent:{scope}"
+
+
 def pacing_ready(region: str) -> str:
     return f"{PREFIX}:pacing:ready:{region}"
 
@@ -246,6 +252,11 @@ def quota_reservations(customer: str, month: str) -> str:
 def queued(partition: int) -> str:
     """Per customer, its jobs in this partition that are not final yet (submit.lua adds, finish.lua takes)."""
     return f"{PREFIX}:{partition_tag(partition)}:queued"
+
+
+def job_index(partition: int, customer: str) -> str:
+    """The customer's jobs in this partition, newest last (common/job_index.py): written with each job, read by ``GET /api/v1/jobs``."""
+    return f"{PREFIX}:{partition_tag(partition)}:c:{customer}:jobs"
 
 
 def customer(customer_id: str) -> str:

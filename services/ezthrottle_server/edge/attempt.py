@@ -130,7 +130,7 @@ class Attempts:
         requeue = False
         crashed = False
         try:
-            hints = await self._attempt(scope, job_id, granted_at)
+            hints = await self._attempt(scope, lease, granted_at)
         except asyncio.CancelledError:
             requeue = True  # stopping: hand the job to another node now
             raise
@@ -171,7 +171,8 @@ class Attempts:
 
     # -- one attempt ------------------------------------------------------------
 
-    async def _attempt(self, scope: Scope, job_id: str, granted_at: float) -> TargetHints | None:
+    async def _attempt(self, scope: Scope, lease: str, granted_at: float) -> TargetHints | None:
+        job_id = job_of(lease)
         starting = job_scripts.start_attempt(partial(self.batch.script, self.scripts.start_attempt), job_id, self.region, _now_ms())
         first = self.first_sends.pop(job_id, None)
         if first is not None:
@@ -179,27 +180,28 @@ class Attempts:
             # knows the job yet, so the send need not wait for the record to say
             # it runs (start_attempt.lua never undoes a final state written after it).
             self.background(starting)
-            return await self._send_and_record(scope, job_id, first.state(), granted_at, accepted_at=first.accepted_at)
+            return await self._send_and_record(scope, lease, first.state(), granted_at, accepted_at=first.accepted_at)
         state = JobState.parse(await starting)
         if state is None or state.final:
             return None  # gone, or another region already won: nothing to send
-        lease = None
+        holder = None
         if state.unsafe and not state.fanout and state.live > 1:
-            lease = await self._take_send_lease(job_id)
-            if lease is None:
+            holder = await self._take_send_lease(job_id)
+            if holder is None:
                 return None  # another region is sending it; deferred until its lease ends
             if await self.redis.hget(keys.job(job_id), "state") in JobState.FINAL:
-                await self._drop_send_lease(job_id, lease)
+                await self._drop_send_lease(job_id, holder)
                 return None
         try:
-            return await self._send_and_record(scope, job_id, state, granted_at)
+            return await self._send_and_record(scope, lease, state, granted_at)
         finally:
-            if lease is not None:
-                await self._drop_send_lease(job_id, lease)
+            if holder is not None:
+                await self._drop_send_lease(job_id, holder)
 
     async def _send_and_record(
-        self, scope: Scope, job_id: str, job: JobState, granted_at: float, *, accepted_at: float | None = None
+        self, scope: Scope, lease: str, job: JobState, granted_at: float, *, accepted_at: float | None = None
     ) -> TargetHints:
+        job_id = job_of(lease)
         spec = job.spec
         if not job.retries and not job.reroutes and job.created_ms and not spec.get("retry_at"):
             PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - job.created_ms) / 1000.0))
@@ -215,7 +217,8 @@ class Attempts:
         headers = send_headers(spec, job.idempotent_key, self.settings.send_idempotency_key)
         if accepted_at is not None:
             ACCEPT_TO_SEND.labels(self.region).observe(time.perf_counter() - accepted_at)
-        outcome = await self.executor.send(spec["method"], spec["url"], headers, spec["body"])
+        spaced = partial(self.limiter.until_spaced, scope, lease, max_wait_s=self.settings.attempt_timeout_s)
+        outcome = await self.executor.send(spec["method"], spec["url"], headers, spec["body"], before=spaced)
         ATTEMPTS.labels(self.region, _status_class(outcome)).inc()
         ATTEMPT_LATENCY.labels(self.region).observe(outcome.latency_ms / 1000.0)
         if self.outcomes is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,19 +128,27 @@ class Executor:
         headers: dict[str, str],
         body: str | None,
         timeout_s: float | None = None,
+        *,
+        before: Callable[[], Awaitable[Any]] | None = None,
     ) -> Outcome:
+        """One attempt. ``before`` runs at the moment of sending, just before the request leaves
+        (after the simulated latency of the local profile): the pacer's last word (``space.lua``)."""
         assert self._session is not None, "Executor.start() was not awaited"
         started = time.perf_counter()
-        outcome = await self._send(method, url, headers, body, timeout_s or self.settings.attempt_timeout_s)
+        outcome = await self._send(method, url, headers, body, timeout_s or self.settings.attempt_timeout_s, before)
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return outcome
 
-    async def _send(self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float) -> Outcome:
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float, before: Callable[[], Awaitable[Any]] | None
+    ) -> Outcome:
         assert self._session is not None
         data = body.encode() if body is not None else None
         delay = self.simulated_latency_s()
         if delay:
             await asyncio.sleep(delay)
+        if before is not None:
+            await before()
         target = URL(url)
         try:
             async with asyncio.timeout(timeout_s):

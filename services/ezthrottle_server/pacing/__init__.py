@@ -17,8 +17,23 @@ How a job goes through it::
   of every region: GCRA state in Redis, decided in one Lua script on the
   domain's hash tag, against the Redis server's clock. A per-node cap bounds
   requests in flight per domain. The pace is 1% under the limit and a send
-  that leaves late (busy node) pushes the schedule back, so network and
-  scheduling jitter don't put N+1 requests into one second at the target.
+  that leaves late (busy node) pushes the schedule back.
+- **Spaced at the moment of sending** (``scripts/space.lua``): grants spaced
+  1/N apart in Redis time still arrive closer than that, because what happens
+  between a grant and its request (a busy event loop, a region's longer path,
+  the local profile's simulated latency) differs from send to send; a target
+  that counts a sliding second then sees N+1 (measured before this: 0-8 429s
+  per 120 requests at N = 2 over three edges, 20-25 per 1,150 at N = 20).
+  So the last word is at the send itself: just before the request leaves,
+  the node records it in the scope's log of recent sends, which admits at
+  most N sends in any window of 1 s plus ``EZT_PACING_WINDOW_MARGIN_MS``
+  (20 ms: room for what happens between leaving and arriving), and otherwise
+  says how long to wait. We chose this over a wider rate margin because a
+  margin only shrinks the odds (jitter has no bound), while the log makes N+1
+  in a window impossible at the send, costs one batched round trip, and takes
+  almost nothing from the rate: a strict sliding-window target at N = 2, 20
+  and 100 over three edges answers no 429 and gets 0.97-0.98 N
+  (tests/integration/pacing/test_strict_target.py, ``bench.pacing``).
 - **Targets tune it**: ``X-Aqueduct-Rps``/``X-EZTHROTTLE-RPS`` and
   ``…-Max-Concurrent`` headers set the limit for every node at its next grant;
   ``Retry-After`` on 429/503 pauses the domain everywhere. Values are clamped

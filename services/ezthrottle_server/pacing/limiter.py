@@ -38,7 +38,7 @@ from .scope import SHARED, Scope
 
 log = logging.getLogger(__name__)
 
-SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe", "evict")
+SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe", "evict", "space")
 
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
@@ -58,6 +58,7 @@ class PacingPolicy:
     min_rps: float = 0.01
     rate_margin: float = 0.01
     tolerance_ms: float = 5.0
+    window_margin_ms: float = 20.0
     handoff_grace_ms: float = 50.0
     header_ttl_s: float = 3600.0
     max_pause_s: float = 3600.0
@@ -72,6 +73,7 @@ class PacingPolicy:
             min_rps=s.pacing_min_rps,
             rate_margin=s.pacing_rate_margin,
             tolerance_ms=s.pacing_tolerance_ms,
+            window_margin_ms=s.pacing_window_margin_ms,
             handoff_grace_ms=s.pacing_handoff_grace_ms,
             header_ttl_s=s.pacing_header_ttl_s,
             max_pause_s=s.pacing_max_pause_s,
@@ -385,6 +387,32 @@ class Limiter:
         if waiting:
             # A faster rate or a job put back may make the scope due sooner.
             await self._batch.execute("ZADD", self.ready_key, "LT", int(next_ms), scope.member)
+
+    async def space(self, scope: Scope, lease: str, *, now_ms: float | None = None) -> int:
+        """Record a send that leaves now, or say how long it must wait (ms) first (``space.lua``)."""
+        d, who = scope.domain, scope.who
+        args = [*self.policy.args(now_ms), lease, repr(float(self.policy.window_margin_ms))]
+        return int(await self._batch.script(self._scripts["space"], keys=[keys.pacing_conf(d), keys.pacing_limit(d, who), keys.pacing_sent(d, who)], args=args))
+
+    async def until_spaced(self, scope: Scope, lease: str, *, max_wait_s: float) -> float:
+        """Wait until the send may leave (see ``space.lua``); returns the seconds waited.
+
+        Bounded: after ``max_wait_s`` the send leaves anyway (the grant already
+        paced it; this only absorbs jitter), and a Redis error lets it leave.
+        """
+        waited = 0.0
+        while waited < max_wait_s:
+            try:
+                wait_ms = await self.space(scope, lease)
+            except Exception:
+                log.warning("could not space a send of %s; it leaves now", scope, exc_info=True)
+                return waited
+            if wait_ms <= 0:
+                return waited
+            pause = min(wait_ms / 1000.0, max_wait_s - waited)
+            await asyncio.sleep(pause)
+            waited += pause
+        return waited
 
     async def renew(self, scope: Scope, leases: Sequence[str], lease_ms: int, *, now_ms: float | None = None) -> int:
         if not leases:
