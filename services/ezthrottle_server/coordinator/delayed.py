@@ -20,21 +20,25 @@ from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import DELAYED_RELEASED
 from ..common.redisconn import Scripts
-from .lease import Lease, keep_polling
+from .lease import Leadership
+from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
 
-class DelayedReleaser:
+class DelayedReleaser(CoordinatorLoop):
+    what = "delayed release"
+
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.02, standby_poll_s: float = 0.25
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        lease: Leadership,
+        poll_s: float = 0.02,
+        standby_poll_s: float = 0.25,
     ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.scripts = scripts
-        self.lease = lease
-        self.poll_s = poll_s
-        self.standby_poll_s = standby_poll_s
+        super().__init__(settings, redis, scripts, lease, poll_s=poll_s, standby_poll_s=standby_poll_s)
 
     async def release_due(self) -> int:
         regions = list(self.settings.region_ids)
@@ -49,8 +53,5 @@ class DelayedReleaser:
             DELAYED_RELEASED.inc(moved)
         return moved
 
-    async def run(self) -> None:
-        async def step() -> bool:
-            return await self.release_due() >= 1000  # a backlog: go again at once
-
-        await keep_polling(self.lease, step, what="delayed release", poll_s=self.poll_s, standby_poll_s=self.standby_poll_s)
+    async def poll(self) -> bool:
+        return await self.release_due() >= 1000  # a backlog: go again at once

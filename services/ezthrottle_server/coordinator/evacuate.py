@@ -46,7 +46,8 @@ from ..common.redisconn import Scripts
 from ..common.routing import DOWN, RegionStates
 from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scope import Scope
-from .lease import Leadership, keep_polling
+from .lease import Leadership
+from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,13 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Evacuator:
+class Evacuator(CoordinatorLoop):
+    what = "evacuation"
+
     def __init__(
         self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Leadership, poll_s: float = 0.25, batch: int = 500
     ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.scripts = scripts
-        self.lease = lease
-        self.poll_s = poll_s
+        super().__init__(settings, redis, scripts, lease, poll_s=poll_s)
         self.batch = batch
         self.limiter = Limiter(redis, PacingPolicy.from_settings(settings), None, settings.region_ids)
         self.regions = RegionStates(redis, settings.region_ids)
@@ -87,8 +86,8 @@ class Evacuator:
                 if a != b:
                     JOBS_EVACUATED.labels(a, b)
 
-    async def run(self) -> None:
-        await keep_polling(self.lease, self.step, what="evacuation", poll_s=self.poll_s)
+    async def poll(self) -> bool:
+        return await self.step()
 
     async def step(self) -> bool:
         """One pass over every down region; True when it moved something (more may wait)."""

@@ -44,7 +44,8 @@ from ..common.config import Settings
 from ..common.metrics import JOBS_REPAIRED
 from ..common.redisconn import Scripts
 from ..pacing.scope import SHARED, Scope, domain_of
-from .lease import Leadership, keep_polling
+from .lease import Leadership
+from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ class Candidate:
         return (*(self.fields.get(f) for f in FIELDS if f != "spec"), self.attempts)
 
 
-class Repairer:
+class Repairer(CoordinatorLoop):
+    what = "job repair pass"
+
     def __init__(
         self,
         settings: Settings,
@@ -86,10 +89,8 @@ class Repairer:
         step_pause_s: float = 0.05,
         dry_run: bool = False,
     ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.scripts = scripts
-        self.lease = lease
+        # A pass every quarter of repair_after_s (0.2 s to 30 s); the leader alone repairs.
+        super().__init__(settings, redis, scripts, lease, poll_s=min(max(settings.repair_after_s / 4, 0.2), 30.0))
         self.batch = batch
         self.step_pause_s = step_pause_s
         self.after_ms = int(settings.repair_after_s * 1000)
@@ -97,14 +98,10 @@ class Repairer:
         self.found: list[dict[str, Any]] = []  # what was (or would have been) queued again
         self._suspects: dict[str, Seen] = {}
 
-    async def run(self) -> None:
-        async def step() -> bool:
-            self.found.clear()  # kept for one pass (what an operator's command prints)
-            await self.sweep()
-            return False
-
-        pass_pause_s = min(max(self.settings.repair_after_s / 4, 0.2), 30.0)
-        await keep_polling(self.lease, step, what="job repair pass", poll_s=pass_pause_s)
+    async def poll(self) -> bool:
+        self.found.clear()  # kept for one pass (what an operator's command prints)
+        await self.sweep()
+        return False
 
     async def sweep(self) -> int:
         """One pass over every job record; returns how many jobs were queued again."""

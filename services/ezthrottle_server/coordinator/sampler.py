@@ -27,7 +27,6 @@ creation time), so a retried or scheduled job counts from its submission.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -39,9 +38,11 @@ from redis.exceptions import RedisError
 from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import SAMPLED
+from ..common.redisconn import Scripts
 from ..pacing.limiter import Limiter, PacingPolicy
 from ..pacing.scope import SHARED, Scope
-from .lease import Lease
+from .lease import Leadership
+from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +77,23 @@ class _DomainLoad:
             self.oldest_ms = created_ms
 
 
-class QueueSampler:
+class QueueSampler(CoordinatorLoop):
+    """Every ``interval_s``, the leader publishes a sample; a standby clears its gauges (it exports none)."""
+
+    what = "queue sampling"
+
     def __init__(
         self,
         settings: Settings,
         redis: aioredis.Redis,
-        lease: Lease,
+        lease: Leadership,
         *,
         interval_s: float | None = None,
         top_domains: int = 20,
         max_scopes: int = 500,
     ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.lease = lease
         self.interval_s = interval_s if interval_s is not None else settings.metrics_sample_s
+        super().__init__(settings, redis, Scripts(redis), lease, poll_s=self.interval_s, standby_poll_s=self.interval_s)
         self.top_domains = top_domains
         self.max_scopes = max_scopes
         self.regions: tuple[str, ...] = settings.region_ids
@@ -98,17 +101,19 @@ class QueueSampler:
 
     async def run(self) -> None:
         try:
-            while True:
-                if self.lease.is_leader:
-                    try:
-                        SAMPLED.publish(await self.sample())
-                    except (RedisError, OSError):
-                        log.warning("redis unavailable; queue gauges not sampled", exc_info=True)
-                else:
-                    SAMPLED.clear()
-                await asyncio.sleep(self.interval_s)
+            await super().run()
         finally:
             SAMPLED.clear()
+
+    async def poll(self) -> bool:
+        if self.lease.is_leader:
+            try:
+                SAMPLED.publish(await self.sample())
+            except (RedisError, OSError):
+                log.warning("redis unavailable; queue gauges not sampled", exc_info=True)
+        else:
+            SAMPLED.clear()
+        return False
 
     async def sample(self) -> Sample:
         started = time.perf_counter()

@@ -45,7 +45,8 @@ from ..common.jobs import record_fields
 from ..common.redisconn import Scripts
 from ..common.streams import GroupConsumer
 from ..common.routing import RegionStates, choose_regions
-from .lease import Lease, keep_polling
+from .lease import Leadership
+from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,19 @@ def child_fields(
     )
 
 
-class WorkflowSpawner:
+class WorkflowSpawner(CoordinatorLoop):
+    what = "workflow pass"
+
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Lease, poll_s: float = 0.05, standby_poll_s: float = 0.25
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        lease: Leadership,
+        poll_s: float = 0.05,
+        standby_poll_s: float = 0.25,
     ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.scripts = scripts
-        self.lease = lease
-        self.poll_s = poll_s
-        self.standby_poll_s = standby_poll_s
+        super().__init__(settings, redis, scripts, lease, poll_s=poll_s, standby_poll_s=standby_poll_s)
         self.group = keys.workflow_group()
         self.consumer = settings.node_id
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
@@ -99,11 +103,10 @@ class WorkflowSpawner:
 
     async def run(self) -> None:
         await self.ensure_groups()
+        await super().run()
 
-        async def step() -> bool:
-            return await self.step() > 0
-
-        await keep_polling(self.lease, step, what="workflow pass", poll_s=self.poll_s, standby_poll_s=self.standby_poll_s)
+    async def poll(self) -> bool:
+        return await self.step() > 0
 
     async def step(self) -> int:
         """Fire due timers, then handle workflow entries (new ones and a dead reader's). Returns the work done."""
