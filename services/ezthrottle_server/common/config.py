@@ -161,7 +161,7 @@ class Settings:
     pacing_max_rps: float = 100.0
     pacing_max_concurrent: int = 64
     pacing_min_rps: float = 0.01  # header values below are raised to this
-    pacing_rate_margin: float = 0.01  # pace 1% under the limit, so jitter never shows N+1 in a second
+    pacing_rate_margin: float = 0.01  # grants 1% under the limit; space.lua keeps N+1 out of any second at the send
     pacing_tolerance_ms: float = 5.0  # GCRA slack for scheduling jitter
     pacing_window_margin_ms: float = 20.0  # space.lua: N sends per (1 s + this), for jitter between a send and its arrival
     pacing_handoff_grace_ms: float = 50.0  # a token left unclaimed by the region first in fair order goes to any region

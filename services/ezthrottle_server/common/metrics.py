@@ -134,7 +134,7 @@ class SampledGauges:
         ),
         "ezt_domain_oldest_wait_seconds": ("Since submission of the oldest job at the head of the domain's queues", ("domain",)),
         "ezt_domain_rps_limit": (
-            "The domain's current requests/s limit, by where it comes from: default, config or header",
+            "The domain's current requests/s limit, by where it comes from: default, config, header or learned (from 429s)",
             ("domain", "source"),
         ),
         "ezt_domain_max_concurrent": ("The domain's current in-flight limit per node, by source", ("domain", "source")),

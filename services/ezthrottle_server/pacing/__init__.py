@@ -16,7 +16,7 @@ How a job goes through it::
 - **One limit per domain** (``host:port``, lower-cased), shared by every node
   of every region: GCRA state in Redis, decided in one Lua script on the
   domain's hash tag, against the Redis server's clock. A per-node cap bounds
-  requests in flight per domain. The pace is 1% under the limit and a send
+  requests in flight per domain. Grants come 1% under the limit and a send
   that leaves late (busy node) pushes the schedule back.
 - **Spaced at the moment of sending** (``scripts/space.lua``): grants spaced
   1/N apart in Redis time still arrive closer than that, because what happens
@@ -38,6 +38,12 @@ How a job goes through it::
   ``…-Max-Concurrent`` headers set the limit for every node at its next grant;
   ``Retry-After`` on 429/503 pauses the domain everywhere. Values are clamped
   to the operator's ceiling; garbage is ignored and counted.
+- **Limits learned from 429s** (``scripts/release.lua``, AIMD): a 429 cuts
+  the scope's rate to 0.9 of what was in force (once per second at most),
+  each success raises it by 0.17% until it is back at what config or the
+  target's headers say. A target that enforces less than it advertises, or
+  says nothing, is believed less: the rate's source reads ``learned``
+  (``ezthrottle-admin domains show``, ``ezt_domain_rps_limit{source}``).
 - **Operators override** per domain in ``domains.yaml`` (:mod:`.overrides`),
   applied to Redis by the coordinator when the file changes or on SIGHUP.
 - **No head-of-line blocking**: a waiting job holds no worker slot and no

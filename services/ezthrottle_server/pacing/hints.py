@@ -30,10 +30,11 @@ class TargetHints:
     rps: float | None = None
     max_concurrent: int | None = None
     pause_until_ms: int | None = None
+    answer: str = ""  # "429" (refused: too many), "ok" (2xx) or "": what release.lua learns the rate from
 
     @property
     def empty(self) -> bool:
-        return self.rps is None and self.max_concurrent is None and self.pause_until_ms is None
+        return self.rps is None and self.max_concurrent is None and self.pause_until_ms is None and not self.answer
 
 
 def _rps(value: str) -> float | None:
@@ -87,4 +88,5 @@ def read_hints(
         rps=max(float(rps), min_rps) if rps is not None else None,  # type: ignore[arg-type]
         max_concurrent=mc,  # type: ignore[arg-type]
         pause_until_ms=pause,
+        answer="429" if status == 429 else "ok" if 200 <= status < 300 else "",
     )

@@ -382,6 +382,7 @@ class Limiter:
                 "" if h.pause_until_ms is None else h.pause_until_ms,
                 "1" if requeue else "",
                 "1" if refund else "",
+                h.answer,
             ],
         )
         if waiting:

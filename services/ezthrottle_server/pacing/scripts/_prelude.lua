@@ -62,6 +62,10 @@ local function resolve(conf, lim, now)
   if lim.hdr_mc and now - tonumber(lim.hdr_mc_ms) <= ttl then
     mc, mc_src = tonumber(lim.hdr_mc), 'header'
   end
+  -- learned from 429s (release.lua): below what config or headers claim, it wins
+  if lim.learned_rps and tonumber(lim.learned_rps) < rps then
+    rps, rps_src = tonumber(lim.learned_rps), 'learned'
+  end
   local rps_clamped, mc_clamped = 0, 0
   if rps > ceil_rps then
     rps, rps_clamped = ceil_rps, 1

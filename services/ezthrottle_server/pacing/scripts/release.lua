@@ -10,6 +10,14 @@
 -- ARGV[15] '1' when nothing was sent and nothing will be (take.lua granted a
 --          job whose submission then created nothing): the rate gets its
 --          emission interval back, else ''
+-- ARGV[16] the answer: '429' (the target refused: too many), 'ok' (2xx), or ''
+--
+-- Limits learned from 429s (AIMD): a 429 cuts the scope's rate to LEARN_CUT
+-- of what was in force (at most once per LEARN_GUARD_MS, so the answers of
+-- sends already on their way count once); each success then raises it by
+-- LEARN_STEP until it reaches what config or headers say, and the lesson is
+-- forgotten. A target that advertises more than it enforces, or says nothing,
+-- settles just under what it enforces: about one 429 per 60 requests.
 --
 -- Header limits apply to every node at its next grant. A pause only ever
 -- extends.
@@ -37,6 +45,24 @@ if ARGV[13] ~= '' then
   local pause = tonumber(ARGV[13])
   if pause > (tonumber(redis.call('HGET', KEYS[2], 'pause_until')) or 0) then
     redis.call('HSET', KEYS[2], 'pause_until', ARGV[13])
+  end
+end
+local LEARN_CUT, LEARN_STEP, LEARN_GUARD_MS, LEARN_FLOOR = 0.9, 1.0017, 1000, 0.05
+if ARGV[16] == '429' or (ARGV[16] == 'ok' and redis.call('HEXISTS', KEYS[2], 'learned_rps') == 1) then
+  local conf, lim = hash(KEYS[1]), hash(KEYS[2])
+  if ARGV[16] == '429' then
+    if now - (tonumber(lim.learned_ms) or 0) >= LEARN_GUARD_MS then
+      local cut = math.max(LEARN_FLOOR, resolve(conf, lim, now)[1] * LEARN_CUT)
+      redis.call('HSET', KEYS[2], 'learned_rps', tostring(cut), 'learned_ms', tostring(now))
+    end
+  else
+    local raised = tonumber(lim.learned_rps) * LEARN_STEP
+    lim.learned_rps = nil
+    if raised >= resolve(conf, lim, now)[1] then
+      redis.call('HDEL', KEYS[2], 'learned_rps', 'learned_ms')  -- back to what it says: the lesson is over
+    else
+      redis.call('HSET', KEYS[2], 'learned_rps', tostring(raised))
+    end
   end
 end
 local lim = hash(KEYS[2])
