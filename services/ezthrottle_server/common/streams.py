@@ -14,13 +14,25 @@ rules, kept here once:
   timeout any live consumer of the group claims them (``XAUTOCLAIM``) and
   does the work again. An entry deleted while still pending is acknowledged
   and dropped (on Redis 6.2 too, which hands it over as a nil).
+
+:class:`GroupConsumer` keeps those rules. :class:`StreamWorker` is the
+lifecycle of a long-running reader built on it (read loops that survive
+Redis going away, the keep-and-reclaim loop, work in flight, a graceful
+stop); a service's worker subclasses it and writes only what its entries
+mean.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from typing import Any
+
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+
+from .redisconn import UNAVAILABLE
 
 Entry = tuple[str, dict[str, str]]  # (entry id, fields)
 
@@ -114,3 +126,133 @@ class GroupConsumer:
             pipe.xack(stream, self.group, *entry_ids)
             pipe.xdel(stream, *entry_ids)
             await pipe.execute()
+
+
+class StreamWorker:
+    """The lifecycle every reader of a stream of work shares (edge jobs, webhook deliveries).
+
+    A subclass says which streams it reads (:meth:`group_streams`), what a
+    read turn does (a coroutine given to :meth:`read_forever`), what to do
+    with a dead consumer's entries (:meth:`reclaim_stale`), and writes its
+    own ``start()`` from these parts::
+
+        async def start(self) -> None:
+            await self.ensure_groups()
+            for stream in self.streams:
+                self.add_loop(self.read_forever(partial(self._read_turn, stream), what=stream), name=f"read:{stream}")
+            self.add_loop(self.keep_and_reclaim(), name="reclaim")
+
+    Work an entry starts goes through :meth:`run_in_flight`, so :meth:`stop`
+    can wait for it. Stopping: stop taking work (:meth:`_stop_taking_work`,
+    by default cancel the loops), let work in flight finish for a grace
+    period, cancel what is left, then :meth:`_after_stop`. Safe to call
+    twice. A cancelled entry stays pending and is reclaimed by a live
+    consumer after the visibility timeout.
+    """
+
+    #: The keep-and-reclaim loop runs every third of the visibility timeout, never more often than this.
+    min_keep_interval_s: float = 0.05
+
+    def __init__(self, redis: aioredis.Redis, group: str, consumer: str, visibility_timeout_ms: int) -> None:
+        self.redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.reader = GroupConsumer(redis, group, consumer, visibility_timeout_ms)  # entries held until acknowledged
+        self.log = logging.getLogger(type(self).__module__)  # the service's logger, not this module's
+        self._tasks: set[asyncio.Task[None]] = set()  # work in flight, waited for by stop()
+        self._loops: list[asyncio.Task[None]] = []  # cancelled first by stop()
+        self._stopping = asyncio.Event()
+
+    # -- what a subclass says ------------------------------------------------
+
+    def group_streams(self) -> Iterable[str]:
+        """Every stream whose group this worker needs (created, or recreated after a NOGROUP)."""
+        raise NotImplementedError
+
+    async def reclaim_stale(self) -> None:
+        """Take over entries idle past the visibility timeout (``self.reader.reclaim``) and start their work."""
+        raise NotImplementedError
+
+    async def _stop_taking_work(self) -> None:
+        """First step of :meth:`stop`: no new work after it. By default, cancel the loops."""
+        for t in self._loops:
+            t.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def _after_stop(self) -> None:
+        """Last step of :meth:`stop`, once no work is in flight (e.g. give back a liveness lease)."""
+
+    # -- the parts -------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def ensure_groups(self) -> None:
+        await self.reader.ensure_groups(self.group_streams())
+
+    def add_loop(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """Run one of the worker's loops until :meth:`stop`."""
+        task = asyncio.create_task(coro, name=name)
+        self._loops.append(task)
+        return task
+
+    def run_in_flight(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run one piece of work; :meth:`stop` lets it finish for its grace period."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def read(self, streams: Iterable[str], count: int, block_ms: int = 1000) -> list[tuple[str, list[Entry]]]:
+        """New entries of ``streams`` for this consumer (XREADGROUP ``>``), waiting up to ``block_ms``."""
+        reply = await self.redis.xreadgroup(self.group, self.consumer, {s: ">" for s in streams}, count=count, block=block_ms)
+        return list(reply or ())
+
+    async def read_forever(self, turn: Callable[[], Awaitable[None]], *, what: str) -> None:
+        """Run read turns until :meth:`stop`; ``what`` names the streams in logs.
+
+        A stream deleted under the reader (NOGROUP) gets its group again;
+        another Redis error, or Redis unavailable (also a cluster failing
+        over), pauses reading half a second.
+        """
+        while not self._stopping.is_set():
+            try:
+                await turn()
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # a stream was deleted under us: recreate
+                    await self.ensure_groups()
+                    continue
+                self.log.exception("reading %s failed", what)
+                await asyncio.sleep(0.5)
+            except UNAVAILABLE:
+                self.log.warning("redis unavailable while reading %s; retrying", what, exc_info=True)
+                await asyncio.sleep(0.5)
+
+    async def keep_and_reclaim(self) -> None:
+        """Every third of the visibility timeout: keep what this consumer holds, take over what the dead held."""
+        interval = max(self.reader.keep_interval_s, self.min_keep_interval_s)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.sleep(interval)
+                await self.reader.keep_held()
+                await self.reclaim_stale()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.warning("reclaim pass failed", exc_info=True)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking work, let work in flight finish for ``grace_s``, then cancel it. Safe to call twice."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        await self._stop_taking_work()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._after_stop()

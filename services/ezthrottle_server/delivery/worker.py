@@ -53,11 +53,12 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 from yarl import URL
 
 from ..common import keys
@@ -74,7 +75,7 @@ from ..common.metrics import (
     WEBHOOK_RECLAIMED,
 )
 from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets
-from ..common.streams import GroupConsumer
+from ..common.streams import StreamWorker
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..pacing.scope import domain_of
 from .schedule import decide
@@ -144,18 +145,16 @@ def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: di
     }
 
 
-class DeliveryWorker:
+class DeliveryWorker(StreamWorker):
     def __init__(
         self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, sender: WebhookSender, rng: random.Random | None = None
     ) -> None:
+        super().__init__(redis, keys.delivery_group(), settings.node_id, settings.visibility_timeout_ms)
         self.settings = settings
-        self.redis = redis
         self.scripts = scripts
         self.batch = Batcher(redis)  # the per-entry calls of concurrent deliveries, one pipeline per loop turn
         self.sender = sender
         self.rng = rng or random.Random()
-        self.group = keys.delivery_group()
-        self.consumer = settings.node_id
         self.region = settings.region
         self.log_region = settings.region or ANY_ROUTE  # a worker without a region serves any
         self.routes = (ANY_ROUTE, *settings.region_ids)
@@ -165,44 +164,25 @@ class DeliveryWorker:
         self._inflight = 0
         self._slot_freed = asyncio.Event()
         self.box = SecretBox(settings.secrets_keys)
-        self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loops: list[asyncio.Task[None]] = []
-        self._stopping = asyncio.Event()
 
-    # -- lifecycle ---------------------------------------------------------
+    # -- lifecycle (StreamWorker: stop() stops reading, lets in-flight POSTs finish for a grace, then cancels) --
 
-    async def ensure_groups(self) -> None:
-        await self.reader.ensure_groups(
-            stream for p in range(self.settings.partitions) for stream in (keys.deliveries(p), *(keys.delivery_sends(p, r) for r in self.routes))
-        )
+    def group_streams(self) -> Iterable[str]:
+        for p in range(self.settings.partitions):
+            yield keys.deliveries(p)
+            yield from (keys.delivery_sends(p, r) for r in self.routes)
 
     async def start(self) -> None:
         await self.ensure_groups()
         await self._beat()
         for p in range(self.settings.partitions):
-            self._loops.append(asyncio.create_task(self._read_loop(p), name=f"delivery-read:{p}"))
-        self._loops.append(asyncio.create_task(self._release_loop(), name="delivery-release"))
-        self._loops.append(asyncio.create_task(self._keep_and_reclaim_loop(), name="delivery-reclaim"))
-        self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="delivery-heartbeat"))
+            turn = partial(self._read_turn, p)
+            self.add_loop(self.read_forever(turn, what=f"delivery streams of partition {p}"), name=f"delivery-read:{p}")
+        self.add_loop(self._release_loop(), name="delivery-release")
+        self.add_loop(self.keep_and_reclaim(), name="delivery-reclaim")
+        self.add_loop(self._heartbeat_loop(), name="delivery-heartbeat")
 
-    async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop reading, let in-flight POSTs finish for ``grace_s``, then cancel.
-
-        Safe to call twice. A cancelled entry stays pending and is reclaimed by
-        a live worker after the visibility timeout.
-        """
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        for t in self._loops:
-            t.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        if self._tasks:
-            _done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+    async def _after_stop(self) -> None:
         if self.region:
             try:
                 await self.scripts.release_lease(keys=[keys.delivery_region_alive(self.region)], args=[self.consumer])
@@ -221,7 +201,7 @@ class DeliveryWorker:
         self.live = await live_regions(self.redis, self.settings.region_ids)
 
     async def _heartbeat_loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping:
             await asyncio.sleep(HEARTBEAT_S)
             try:
                 await self._beat()
@@ -243,36 +223,20 @@ class DeliveryWorker:
             await self._slot_freed.wait()
         return self._capacity - self._inflight
 
-    async def _read_loop(self, partition: int) -> None:
-        while not self._stopping.is_set():
-            try:
-                free = await self._wait_for_slot()
-                streams = self.read_streams(partition)
-                count = max(1, min(free // len(streams), self.settings.read_batch))
-                reply = await self.redis.xreadgroup(self.group, self.consumer, {s: ">" for s in streams}, count=count, block=1000)
-                for stream, entries in reply or ():
-                    for entry_id, fields in entries:
-                        self._spawn(stream, entry_id, fields)
-            except asyncio.CancelledError:
-                raise
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # a stream was deleted under us: recreate
-                    await self.ensure_groups()
-                    continue
-                log.exception("reading delivery streams of partition %s failed", partition)
-                await asyncio.sleep(0.5)
-            except UNAVAILABLE:  # also a cluster failing over
-                log.warning("redis unavailable while reading delivery streams; retrying", exc_info=True)
-                await asyncio.sleep(0.5)
+    async def _read_turn(self, partition: int) -> None:
+        free = await self._wait_for_slot()
+        streams = self.read_streams(partition)
+        count = max(1, min(free // len(streams), self.settings.read_batch))
+        for stream, entries in await self.read(streams, count):
+            for entry_id, fields in entries:
+                self._spawn(stream, entry_id, fields)
 
     def _spawn(self, stream: str, entry_id: str, fields: dict[str, str] | None) -> None:
         job_id = (fields or {}).get("job", "")
         self.reader.hold(stream, entry_id, job_id)
         self._inflight += 1
         WEBHOOK_INFLIGHT.inc()
-        task = asyncio.create_task(self._run_entry(stream, entry_id, fields or {}))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.run_in_flight(self._run_entry(stream, entry_id, fields or {}))
 
     async def _run_entry(self, stream: str, entry_id: str, fields: dict[str, str]) -> None:
         job_id = fields.get("job", "")
@@ -305,19 +269,7 @@ class DeliveryWorker:
 
     # -- at least once: keep what we hold, take over what the dead held ----
 
-    async def _keep_and_reclaim_loop(self) -> None:
-        interval = max(self.reader.keep_interval_s, 0.05)
-        while not self._stopping.is_set():
-            try:
-                await asyncio.sleep(interval)
-                await self.reader.keep_held()
-                await self._reclaim()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("delivery reclaim pass failed", exc_info=True)
-
-    async def _reclaim(self) -> None:
+    async def reclaim_stale(self) -> None:
         for p in range(self.settings.partitions):
             for stream in self.read_streams(p):
                 async for entries in self.reader.reclaim(stream, count=lambda: min(self._capacity - self._inflight, 100)):
@@ -339,7 +291,7 @@ class DeliveryWorker:
         return moved
 
     async def _release_loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 if await self.release_due() >= RELEASE_BATCH:
                     continue  # a backlog: go again at once
