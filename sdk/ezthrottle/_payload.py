@@ -161,6 +161,7 @@ def build_job_payload(
     on_failure_timeout_ms: Optional[int] = None,
     idempotent_key: Optional[str] = None,
     retry_at: Optional[int] = None,
+    start_before_ms: Optional[int] = None,
 ) -> dict[str, Any]:
     """Check every field and return the payload for ``POST /api/v1/jobs``.
 
@@ -202,6 +203,10 @@ def build_job_payload(
         payload["idempotent_key"] = check_idempotent_key(idempotent_key)
     if retry_at is not None:
         payload["retry_at"] = check_epoch_ms(retry_at, "retry_at")
+    if start_before_ms is not None:
+        payload["start_before_ms"] = check_epoch_ms(start_before_ms, "start_before_ms")
+        if retry_at is not None and retry_at >= start_before_ms:
+            raise ValidationError(f"start_before_ms={start_before_ms} must be after retry_at={retry_at}: the job could never start")
     try:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:

@@ -3,7 +3,8 @@
 ``client.wait(job_id, timeout_s)`` follows ``GET /api/v1/jobs/{id}/events``
 (``text/event-stream``). Each event is ``event: <type>`` and ``data: <json>``:
 
-- ``snapshot`` comes first, with the job view; a job already final ends the wait;
+- ``snapshot`` comes first, with the job view; a job already final ends the wait
+  (final: ``success``, ``failed``, ``cancelled``, ``expired``);
 - ``completed`` / ``failed`` end it: their data is the job view, or at least
   ``job_id`` and ``status``, in which case the view is fetched once;
 - ``queued``, ``scheduled``, ``dispatching``, ``attempt``, ``won``,
@@ -26,7 +27,7 @@ from typing import Any, Optional
 from ._sse import ServerSentEvent, SSEParser
 from .exceptions import TimeoutError
 
-FINAL_STATUSES = frozenset({"success", "failed"})
+FINAL_STATUSES = frozenset({"success", "failed", "cancelled", "expired"})
 FINAL_EVENTS = frozenset({"completed", "failed"})
 POLL_FIRST_S = 0.05
 RECONNECT_FIRST_S = 0.1

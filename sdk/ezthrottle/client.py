@@ -300,6 +300,24 @@ class BaseClient:
         return _ApiCall("GET", f"{_JOBS}/{quote(job_id, safe='')}", not_found=f"no job {job_id!r}")
 
     @staticmethod
+    def _cancel_call(job_id: str, after_attempt: bool) -> _ApiCall:
+        if not isinstance(job_id, str) or not job_id:
+            raise ValidationError(f"job_id must be a non-empty string, got {job_id!r}")
+        if not isinstance(after_attempt, bool):
+            raise ValidationError(f"after_attempt must be a bool, got {after_attempt!r}")
+        query = "?after_attempt=true" if after_attempt else ""
+        return _ApiCall("DELETE", f"{_JOBS}/{quote(job_id, safe='')}{query}", not_found=f"no job {job_id!r}")
+
+    @staticmethod
+    def _cancel_many_call(job_ids: list[str], after_attempt: bool) -> _ApiCall:
+        ids = list(job_ids) if not isinstance(job_ids, str) else None
+        if not ids or len(ids) > 1000 or not all(isinstance(i, str) and i for i in ids):
+            raise ValidationError(f"job_ids must be a list of 1 to 1000 job ids, got {job_ids!r}")
+        if not isinstance(after_attempt, bool):
+            raise ValidationError(f"after_attempt must be a bool, got {after_attempt!r}")
+        return _ApiCall("POST", f"{_JOBS}/cancel", json={"job_ids": ids, "after_attempt": after_attempt})
+
+    @staticmethod
     def _claim_call(job_id: str, step_id: str) -> _ApiCall:
         for name, value in (("job_id", job_id), ("step_id", step_id)):
             if not isinstance(value, str) or not value:
@@ -476,7 +494,7 @@ class BaseClient:
         *,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> Flow[dict[str, Any]]:
-        """Wait until the job is final (``success`` or ``failed``); return its view.
+        """Wait until the job is final (``success``, ``failed``, ``cancelled`` or ``expired``); return its view.
 
         Follows the job's event stream (``GET /api/v1/jobs/{id}/events``),
         reconnecting (to the next edge if need be) when it breaks. An edge
@@ -618,6 +636,26 @@ class BaseClient:
     def _get_job(self, job_id: str) -> Flow[dict[str, Any]]:
         """A job's state: ``status``, ``attempts``, ``result`` and more."""
         return (yield from self._api(self._get_job_call(job_id)))
+
+    def _cancel_job(self, job_id: str, after_attempt: bool = False) -> Flow[dict[str, Any]]:
+        """Cancel a job that has not ended (``DELETE /api/v1/jobs/{id}``): nothing is sent after this returns.
+
+        Answers ``{"job_id", "status": "cancelled", "children_cancelled",
+        "children_cancel_requested"}``; what is pending below the job in its
+        workflow is cancelled too. With an attempt in flight it raises
+        ``EZThrottleError`` (code ``in_flight``, HTTP 409) unless
+        ``after_attempt=True``: then the status is ``"cancel_requested"`` and
+        the job ends ``cancelled`` when that attempt ends, its result kept (a
+        success it brings stands). A job that has ended raises code
+        ``already_final`` (409); another customer's or an unknown job,
+        ``NotFoundError``. Webhooks get status ``"cancelled"``.
+        """
+        return (yield from self._api(self._cancel_call(job_id, after_attempt)))
+
+    def _cancel_jobs(self, job_ids: list[str], after_attempt: bool = False) -> Flow[dict[str, Any]]:
+        """Cancel up to 1000 jobs (``POST /api/v1/jobs/cancel``): ``{"counts": {outcome: n}, "jobs": {job_id: outcome}}``,
+        outcomes ``cancelled``, ``cancel_requested``, ``in_flight``, ``already_final``, ``not_found``."""
+        return (yield from self._api(self._cancel_many_call(job_ids, after_attempt)))
 
     def _request(
         self,
@@ -784,6 +822,8 @@ class EZThrottle(BaseClient):
 
     submit_job = _blocking(BaseClient._submit_job)
     get_job = _blocking(BaseClient._get_job)
+    cancel_job = _blocking(BaseClient._cancel_job)
+    cancel_jobs = _blocking(BaseClient._cancel_jobs)
     wait = _blocking(BaseClient._wait)
     claim_frugal_step = _blocking(BaseClient._claim_frugal_step)
     request = _blocking(BaseClient._request)
@@ -858,6 +898,8 @@ class AsyncEZThrottle(BaseClient):
 
     submit_job = _awaitable(BaseClient._submit_job)
     get_job = _awaitable(BaseClient._get_job)
+    cancel_job = _awaitable(BaseClient._cancel_job)
+    cancel_jobs = _awaitable(BaseClient._cancel_jobs)
     wait = _awaitable(BaseClient._wait)
     claim_frugal_step = _awaitable(BaseClient._claim_frugal_step)
     request = _awaitable(BaseClient._request)

@@ -139,6 +139,7 @@ class Step:
         self._execution_mode = "race"
         self._retry_policy: Optional[dict[str, Any]] = None
         self._retry_at: Optional[int] = None
+        self._start_before_ms: Optional[int] = None
         self._idempotent_key: Optional[str] = None
         self._idempotent_strategy = IdempotentStrategy.HASH
         self._fallback_on_error = list(DEFAULT_FORWARD_CODES)
@@ -221,6 +222,16 @@ class Step:
     def retry_at(self, timestamp_ms: int) -> Step:
         """Do not run before this Unix time, in milliseconds."""
         self._retry_at = check.check_epoch_ms(timestamp_ms, "retry_at")
+        return self
+
+    def start_before(self, timestamp_ms: int) -> Step:
+        """Start no later than this Unix time, in milliseconds (``start_before_ms``).
+
+        A job not started by then ends with status ``"expired"`` (its webhooks
+        say so) and is never sent late. It must be in the future, after
+        ``retry_at`` if any.
+        """
+        self._start_before_ms = check.check_epoch_ms(timestamp_ms, "start_before_ms")
         return self
 
     def idempotent_key(self, key: str) -> Step:
@@ -367,6 +378,7 @@ class Step:
             on_failure_timeout_ms=self._on_failure_timeout_ms,
             idempotent_key=key,
             retry_at=self._retry_at,
+            start_before_ms=self._start_before_ms,
         )
         if self._step_type is StepType.FRUGAL:
             # Only a FRUGAL step says its type, so payloads without one stay
@@ -406,6 +418,8 @@ class Step:
             value = data.get(name)
             if value is not None and (value or name not in _EMPTY_IS_UNSET):
                 getattr(step, name)(value)
+        if data.get("start_before_ms") is not None:
+            step.start_before(data["start_before_ms"])
         if data.get("on_failure_timeout_ms") is not None:
             step._on_failure_timeout_ms = check.check_positive_int(data["on_failure_timeout_ms"], "on_failure_timeout_ms")
         fallback = data.get("fallback_job")
