@@ -21,7 +21,8 @@ Flow
 ----
 1. ``finish.lua`` (edge) XADDs ``{job}`` to the partition's deliveries stream
    (``{job: step, outcome: fallback}`` when a fallback ended a step: the
-   step's webhooks get the fallback's outcome, see ``coordinator/workflows.py``).
+   step's webhooks get the final state of the fallback that answered for it,
+   ``answered_by``; see ``coordinator/workflows.py``).
 2. A worker reads it (group ``delivery``), builds the payload once, and
    ``delivery_plan.lua`` writes the per-webhook state (see
    ``common/deliveries.py``), XADDs one ``{job, hook, customer}`` entry per webhook to
@@ -116,14 +117,14 @@ async def _none() -> None:
     return None
 
 
-OUTCOME_FIELDS = ("state", "result", "winner", "error", "finished_ms")
+ANSWER_FIELDS = ("state", "result", "winner", "error", "finished_ms")  # what a step's webhooks take from the job that answered
 
 
-def _with_outcome(step: dict[str, str], outcome: dict[str, str]) -> dict[str, str]:
-    """A step's record with the outcome of the fallback that ended it (nothing if either is gone)."""
-    if not step or not outcome:
+def _with_answer(step: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
+    """A step's record with the final state of the fallback that answered for it (nothing if either is gone)."""
+    if not step or not answer:
         return {}
-    return {**step, **{k: outcome[k] for k in OUTCOME_FIELDS if k in outcome}}
+    return {**step, **{k: answer[k] for k in ANSWER_FIELDS if k in answer}}
 
 
 def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: dict[str, Any] | None, answered_by: str) -> dict[str, Any]:
@@ -307,17 +308,17 @@ class DeliveryWorker(StreamWorker):
 
     # -- a finished job enters delivery --------------------------------------
 
-    async def _plan(self, stream: str, entry_id: str, job_id: str, outcome_id: str) -> None:
-        """Plan ``job_id``'s webhooks with the outcome of ``outcome_id``: the job itself, or the
+    async def _plan(self, stream: str, entry_id: str, job_id: str, answered_by: str) -> None:
+        """Plan ``job_id``'s webhooks with the final state of ``answered_by``: the job itself, or the
         fallback that ended its step (the webhooks, quorum, metadata, id and key stay the step's)."""
         partition = keys.job_partition(job_id)
         assert partition is not None
-        step, outcome, attempts = await asyncio.gather(
+        step, answer, attempts = await asyncio.gather(
             self.batch.execute("HGETALL", keys.job(job_id)),
-            self.batch.execute("HGETALL", keys.job(outcome_id)) if outcome_id != job_id else _none(),
-            self.batch.execute("LLEN", keys.attempts(outcome_id)),
+            self.batch.execute("HGETALL", keys.job(answered_by)) if answered_by != job_id else _none(),
+            self.batch.execute("LLEN", keys.attempts(answered_by)),
         )
-        job = step if outcome is None else _with_outcome(step, outcome)
+        job = step if answer is None else _with_answer(step, answer)
         if not job or job.get("state") not in FINAL_JOB_STATES:
             log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id, "region": self.log_region})
             await self._ack(stream, entry_id)
@@ -342,7 +343,7 @@ class DeliveryWorker(StreamWorker):
                     self.settings.job_ttl_s,
                     job["customer"],
                     spec.get("webhook_quorum", 1),
-                    build_payload(job_id, job, spec, attempts, outcome_id),
+                    build_payload(job_id, job, spec, attempts, answered_by),
                     job.get("finished_ms") or _now_ms(),
                     job["state"],
                     job_id,
