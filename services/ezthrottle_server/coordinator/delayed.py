@@ -14,13 +14,8 @@ from __future__ import annotations
 import logging
 import time
 
-import redis.asyncio as aioredis
-
 from ..common import keys
-from ..common.config import Settings
 from ..common.metrics import DELAYED_RELEASED
-from ..common.redisconn import Scripts
-from .lease import Leadership
 from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
@@ -28,17 +23,8 @@ log = logging.getLogger(__name__)
 
 class DelayedReleaser(CoordinatorLoop):
     what = "delayed release"
-
-    def __init__(
-        self,
-        settings: Settings,
-        redis: aioredis.Redis,
-        scripts: Scripts,
-        lease: Leadership,
-        poll_s: float = 0.02,
-        standby_poll_s: float = 0.25,
-    ) -> None:
-        super().__init__(settings, redis, scripts, lease, poll_s=poll_s, standby_poll_s=standby_poll_s)
+    poll_s = 0.02  # jobs start within about this much of their due time
+    standby_poll_s = 0.25  # each entry moves once however many coordinators run the script
 
     async def release_due(self) -> int:
         regions = list(self.settings.region_ids)

@@ -22,9 +22,15 @@ from .lease import Leadership, keep_polling
 
 
 class CoordinatorLoop:
-    """One kind of periodic work of the coordinator; subclasses write :meth:`poll`."""
+    """One kind of periodic work of the coordinator; subclasses write :meth:`poll`.
+
+    A subclass declares its pace (``poll_s``, ``standby_poll_s``) as class
+    attributes; ``poll_s``/``standby_poll_s`` given here override them.
+    """
 
     what: ClassVar[str] = "coordinator pass"  # names the work in logs ("delayed release paused")
+    poll_s: float = 0.25
+    standby_poll_s: float | None = None  # None: the leader alone does the work
 
     def __init__(
         self,
@@ -32,16 +38,17 @@ class CoordinatorLoop:
         redis: aioredis.Redis,
         scripts: Scripts,
         lease: Leadership,
-        *,
-        poll_s: float,
+        poll_s: float | None = None,
         standby_poll_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.scripts = scripts
         self.lease = lease
-        self.poll_s = poll_s
-        self.standby_poll_s = standby_poll_s
+        if poll_s is not None:
+            self.poll_s = poll_s
+        if standby_poll_s is not None:
+            self.standby_poll_s = standby_poll_s
 
     async def poll(self) -> bool:
         """One pass; True when more work waits (the leader goes again at once)."""
