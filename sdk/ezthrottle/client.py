@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import os
 import random
 import time
 import warnings
-from collections.abc import Awaitable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypeVar, Union
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -298,6 +299,54 @@ class BaseClient:
         if not isinstance(job_id, str) or not job_id:
             raise ValidationError(f"job_id must be a non-empty string, got {job_id!r}")
         return _ApiCall("GET", f"{_JOBS}/{quote(job_id, safe='')}", not_found=f"no job {job_id!r}")
+
+    @staticmethod
+    def _list_query(
+        status: Union[str, Iterable[str], None],
+        domain: Optional[str],
+        created_after: Optional[int],
+        created_before: Optional[int],
+        metadata: Optional[Mapping[str, Any]],
+        root_job_id: Optional[str],
+        limit: int,
+    ) -> list[tuple[str, str]]:
+        """``GET /api/v1/jobs``'s query for these filters (checked here; the server checks them too)."""
+        query: list[tuple[str, str]] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            if not statuses or not all(isinstance(s, str) and s for s in statuses):
+                raise ValidationError(f"status must be a status or a list of them, got {status!r}")
+            query.append(("status", ",".join(statuses)))
+        for name, text in (("domain", domain), ("root_job_id", root_job_id)):
+            if text is not None:
+                if not isinstance(text, str) or not text:
+                    raise ValidationError(f"{name} must be a non-empty string, got {text!r}")
+                query.append((name, text))
+        for name, ms in (("created_after", created_after), ("created_before", created_before)):
+            if ms is not None:
+                if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+                    raise ValidationError(f"{name} must be ms since the epoch (an int >= 0), got {ms!r}")
+                query.append((name, str(ms)))
+        for key, value in (metadata or {}).items():
+            if not isinstance(key, str) or not key or isinstance(value, (dict, list)):
+                raise ValidationError(f"metadata filters are {{key: value}} with scalar values, got {key!r}: {value!r}")
+            # strings as they are; other scalars as JSON, as the server compares them (3, true, null)
+            text = value if isinstance(value, str) else json.dumps(value)
+            query.append((f"metadata.{key}", text))
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 200:
+            raise ValidationError(f"limit must be an int from 1 to 200, got {limit!r}")
+        query.append(("limit", str(limit)))
+        return query
+
+    @staticmethod
+    def _domain_call(host: str) -> _ApiCall:
+        if not isinstance(host, str) or not host:
+            raise ValidationError(f"host must be a non-empty string (host or host:port), got {host!r}")
+        return _ApiCall("GET", f"/api/v1/domains/{quote(host, safe=':[]')}")
+
+    @staticmethod
+    def _list_jobs_call(query: list[tuple[str, str]], cursor: Optional[str]) -> _ApiCall:
+        return _ApiCall("GET", f"{_JOBS}?{urlencode(query + ([('cursor', cursor)] if cursor else []))}")
 
     @staticmethod
     def _cancel_call(job_id: str, after_attempt: bool) -> _ApiCall:
@@ -657,6 +706,22 @@ class BaseClient:
         outcomes ``cancelled``, ``cancel_requested``, ``in_flight``, ``already_final``, ``not_found``."""
         return (yield from self._api(self._cancel_many_call(job_ids, after_attempt)))
 
+    def _get_domain(self, host: str) -> Flow[dict[str, Any]]:
+        """A target domain as this customer sees it (``GET /api/v1/domains/{host}``).
+
+        ``host`` or ``host:port`` (a bare host is port 443). Answers the limit
+        its jobs there are paced by and where it comes from (``limit``:
+        ``rps``, ``rps_source``, ``max_concurrent``...), ``paused`` and
+        ``paused_until_ms``, and this customer's jobs there not yet final
+        (``jobs``: ``queued``, ``in_flight``). ``circuit`` (null) and
+        ``flow_control_keys`` (empty) are placeholders for features to come.
+        """
+        return (yield from self._api(self._domain_call(host)))
+
+    def _list_jobs_page(self, query: list[tuple[str, str]], cursor: Optional[str]) -> Flow[dict[str, Any]]:
+        """One page of ``GET /api/v1/jobs``: ``{"jobs": [...], "next_cursor": str | None}``."""
+        return (yield from self._api(self._list_jobs_call(query, cursor)))
+
     def _request(
         self,
         url: str,
@@ -768,6 +833,25 @@ class BaseClient:
         return (yield from self._api(_ApiCall("POST", _SECRETS + "/rotate", json={"new_secret": new_secret})))
 
 
+LIST_JOBS_DOC = """Every job of this API key's customer that matches the filters, newest first.
+
+    A generator (``async for`` on ``AsyncEZThrottle``): it asks for one page of
+    ``limit`` jobs at a time (``GET /api/v1/jobs``) and follows ``next_cursor``
+    until the list ends. Filters combine (all must match):
+
+    - ``status``: ``"failed"`` or a list (``["queued", "running"]``);
+    - ``domain``: ``"api.stripe.com"`` or ``"host:port"`` (a bare host is port 443);
+    - ``created_after`` / ``created_before``: ms since the epoch, exclusive;
+    - ``metadata``: ``{"order_id": "A-1", "attempt": 3}``, each an exact match
+      of a top-level metadata value;
+    - ``root_job_id``: a workflow, its root job and every job below it.
+
+    Each job is a summary (``job_id``, ``status``, ``created_at_ms``, ``url``,
+    ``domain``, ``metadata``, ``workflow``...); ``get_job(job_id)`` has the rest.
+    Bad filters raise ``ValidationError`` before any request.
+    """
+
+
 def _blocking(flow: Callable[Concatenate[Any, P], Flow[T]]) -> Callable[Concatenate[Any, P], T]:
     """The sync client's method that runs ``flow`` (a ``BaseClient._<name>``)."""
 
@@ -824,6 +908,7 @@ class EZThrottle(BaseClient):
     get_job = _blocking(BaseClient._get_job)
     cancel_job = _blocking(BaseClient._cancel_job)
     cancel_jobs = _blocking(BaseClient._cancel_jobs)
+    get_domain = _blocking(BaseClient._get_domain)
     wait = _blocking(BaseClient._wait)
     claim_frugal_step = _blocking(BaseClient._claim_frugal_step)
     request = _blocking(BaseClient._request)
@@ -835,6 +920,32 @@ class EZThrottle(BaseClient):
     get_webhook_secret = _blocking(BaseClient._get_webhook_secret)
     delete_webhook_secret = _blocking(BaseClient._delete_webhook_secret)
     rotate_webhook_secret = _blocking(BaseClient._rotate_webhook_secret)
+
+    def list_jobs(
+        self,
+        *,
+        status: Union[str, Iterable[str], None] = None,
+        domain: Optional[str] = None,
+        created_after: Optional[int] = None,
+        created_before: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        root_job_id: Optional[str] = None,
+        limit: int = 50,
+    ) -> Iterator[dict[str, Any]]:
+        query = self._list_query(status, domain, created_after, created_before, metadata, root_job_id, limit)
+
+        def pages() -> Iterator[dict[str, Any]]:
+            cursor: Optional[str] = None
+            while True:
+                page = self._run(self._list_jobs_page(query, cursor))
+                yield from page.get("jobs") or []
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return
+
+        return pages()
+
+    list_jobs.__doc__ = LIST_JOBS_DOC
 
     # -- I/O -------------------------------------------------------------------------
 
@@ -900,6 +1011,7 @@ class AsyncEZThrottle(BaseClient):
     get_job = _awaitable(BaseClient._get_job)
     cancel_job = _awaitable(BaseClient._cancel_job)
     cancel_jobs = _awaitable(BaseClient._cancel_jobs)
+    get_domain = _awaitable(BaseClient._get_domain)
     wait = _awaitable(BaseClient._wait)
     claim_frugal_step = _awaitable(BaseClient._claim_frugal_step)
     request = _awaitable(BaseClient._request)
@@ -911,6 +1023,33 @@ class AsyncEZThrottle(BaseClient):
     get_webhook_secret = _awaitable(BaseClient._get_webhook_secret)
     delete_webhook_secret = _awaitable(BaseClient._delete_webhook_secret)
     rotate_webhook_secret = _awaitable(BaseClient._rotate_webhook_secret)
+
+    def list_jobs(
+        self,
+        *,
+        status: Union[str, Iterable[str], None] = None,
+        domain: Optional[str] = None,
+        created_after: Optional[int] = None,
+        created_before: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        root_job_id: Optional[str] = None,
+        limit: int = 50,
+    ) -> AsyncIterator[dict[str, Any]]:
+        query = self._list_query(status, domain, created_after, created_before, metadata, root_job_id, limit)
+
+        async def pages() -> AsyncIterator[dict[str, Any]]:
+            cursor: Optional[str] = None
+            while True:
+                page = await self._run(self._list_jobs_page(query, cursor))
+                for job in page.get("jobs") or []:
+                    yield job
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return
+
+        return pages()
+
+    list_jobs.__doc__ = LIST_JOBS_DOC
 
     # -- I/O, never blocking the loop ---------------------------------------------------
 

@@ -392,6 +392,14 @@ def check_asyncio_fault_tolerant_batch(s: Servers) -> None:
     assert len(hits(s, "asyncio_fault_tolerant_batch", "api.example.com/process")) == 3
 
 
+def check_search_jobs(s: Servers) -> None:
+    # each job it listed was sent once, by the cluster; the listing itself sent nothing
+    for i in range(5):
+        assert origins(s, "search_jobs", f"api.example.com/orders/{i}") == ["cluster"]
+    assert origins(s, "search_jobs", "api.example.com/orders/workflow") == ["cluster"]
+    assert origins(s, "search_jobs", "api.example.com/receipts/W-1") == ["cluster"]  # the workflow's second step
+
+
 CHECKS: dict[str, Callable[[Servers], None]] = {
     name.removeprefix("check_"): fn for name, fn in dict(globals()).items() if name.startswith("check_")
 }

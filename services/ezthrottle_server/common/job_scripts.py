@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from . import keys
+from . import job_index, keys
 
 ScriptRun = Callable[..., Awaitable[Any]]  # run(keys=[...], args=[...])
 
@@ -63,6 +63,8 @@ class Submission:
     usage_ttl_s: int
     quota_left: int  # in this partition, -1: no cap
     queued_left: int  # in this partition, -1: no ceiling
+    domain: str  # of its url (host:port), for the customer's job index
+    index_ttl_s: int  # job_index.ttl_s
 
     @property
     def partition(self) -> int:
@@ -78,6 +80,7 @@ class Submission:
             keys.delayed(p),
             keys.usage(p, self.customer, self.month),
             keys.queued(p),
+            keys.job_index(p, self.customer),
             *(keys.region_stream(p, r) for r in self.streams),
             keys.workflow_timers(p),
         ]
@@ -87,7 +90,9 @@ class Submission:
         timers = [x for due, kind in self.timers for x in (due, kind)]
         return [
             self.job_id, self.idempotency_ttl_s, self.due_ms, self.now_ms, self.quota_left, self.usage_ttl_s,
-            self.customer, self.queued_left, len(self.fields), *flat, *self.streams, *timers,
+            self.customer, self.queued_left, len(self.fields),
+            job_index.member(self.now_ms, self.job_id, self.domain), self.index_ttl_s, job_index.too_old(self.now_ms, self.index_ttl_s),
+            *flat, *self.streams, *timers,
         ]  # fmt: skip
 
 

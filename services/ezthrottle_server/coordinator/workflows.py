@@ -38,13 +38,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from ..common import keys, workflows
+from ..common import job_index, keys, workflows
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.jobs import record_fields
 from ..common.redisconn import Scripts
 from ..common.streams import GroupConsumer
 from ..common.routing import RegionStates, choose_regions
+from ..pacing.scope import domain_of
 from .lease import Leadership
 from .loop import CoordinatorLoop
 
@@ -180,6 +181,7 @@ class WorkflowSpawner(CoordinatorLoop):
         fields = child_fields(parent_id, parent, relation, child, regions, now)
         flat = [x for kv in fields.items() for x in kv]
         timers = [x for due, kind in workflows.timers_for(child, now) for x in (due, kind)]
+        index_ttl = job_index.ttl_s(self.settings)
         code, value = await self.scripts.spawn_child(
             keys=[
                 keys.job(parent_id),
@@ -187,9 +189,16 @@ class WorkflowSpawner(CoordinatorLoop):
                 keys.delayed(partition),
                 keys.workflow_timers(partition),
                 keys.queued(partition),
+                keys.job_index(partition, parent["customer"]),
                 *(keys.region_stream(partition, r) for r in regions),
             ],
-            args=[relation, child_id, now, child.get("retry_at") or 0, len(fields), *flat, *regions, *timers],
+            args=[
+                *(relation, child_id, now, child.get("retry_at") or 0, len(fields)),
+                *(job_index.member(now, child_id, domain_of(child["url"])), index_ttl, job_index.too_old(now, index_ttl)),
+                *flat,
+                *regions,
+                *timers,
+            ],
         )
         if code == 0:
             log.info("%s of %s not started: %s came first", relation, parent_id, value, extra={"job_id": parent_id})

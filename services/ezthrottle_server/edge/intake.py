@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from ..common import job_scripts, keys
+from ..common import job_index, job_scripts, keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.job_scripts import Submission, Submitted, SubmitReply
@@ -220,6 +220,7 @@ class Intake:
             job_id=job_id, customer=customer, digest=digest, month=month, fields=fields,
             streams=[] if taken is not None else regions, timers=timers_for(job, now), due_ms=due, now_ms=now,
             idempotency_ttl_s=settings.idempotency_ttl_s, usage_ttl_s=USAGE_TTL_S, quota_left=quota_left, queued_left=queued_left,
+            domain=domain, index_ttl_s=job_index.ttl_s(settings),
         )  # fmt: skip
         # An error here keeps the request held: the script may have run (a lost
         # reply), and the cap may err low but never past itself. Batched: the

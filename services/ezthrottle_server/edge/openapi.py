@@ -37,6 +37,10 @@ from ..common.config import Settings
 from .secrets_api import MAX_SECRET_CHARS, MIN_SECRET_CHARS
 from .deliveries_api import MAX_LIMIT
 from .workflow_api import RELATIONS
+from .search_api import DEFAULT_LIMIT as SEARCH_DEFAULT_LIMIT
+from .search_api import MAX_LIMIT as SEARCH_MAX_LIMIT
+from .search_api import STATUSES as SEARCH_STATUSES
+from ..common.job_index import MAX_MS
 
 PATH = "/openapi.json"
 JOB_ID_PATTERN = r"^job_[0-9]{10,16}_[0-9a-f]{16}p[0-9]{1,4}$"
@@ -448,6 +452,135 @@ def _op(
     return op
 
 
+def _search_ops() -> dict[str, Any]:
+    """``GET /api/v1/jobs`` (list and search) and ``GET /api/v1/domains/{host}`` (edge/search_api.py)."""
+    status_word = "(" + "|".join(SEARCH_STATUSES) + ")"
+    ms = {"type": "integer", "minimum": 0, "maximum": MAX_MS}
+
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    summary = {
+        "type": "object",
+        "required": [
+            "job_id", "status", "created_at_ms", "started_at_ms", "finished_at_ms", "url", "method", "domain", "metadata",
+            "idempotent_key", "regions", "winner_region", "error", "workflow",
+        ],
+        "properties": {
+            "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
+            "status": {"type": "string", "enum": list(SEARCH_STATUSES)},
+            "created_at_ms": {"type": "integer"},
+            "started_at_ms": _nullable({"type": "integer"}),
+            "finished_at_ms": _nullable({"type": "integer"}),
+            "url": {"type": "string"},
+            "method": {"type": "string"},
+            "domain": {"type": "string", "description": "host:port of the url"},
+            "metadata": {"type": "object"},
+            "idempotent_key": _nullable({"type": "string"}),
+            "regions": {"type": "array", "items": {"type": "string"}},
+            "winner_region": _nullable({"type": "string"}),
+            "error": _nullable({"type": "string"}),
+            "workflow": _nullable(
+                {
+                    "type": "object",
+                    "required": ["root_job_id", "parent_job_id", "relation"],
+                    "properties": {
+                        "root_job_id": {"type": "string"},
+                        "parent_job_id": _nullable({"type": "string"}),
+                        "relation": _nullable({"type": "string"}),
+                    },
+                }
+            ),
+        },
+    }  # fmt: skip
+    listing = {
+        "type": "object",
+        "required": ["jobs", "next_cursor"],
+        "additionalProperties": False,
+        "properties": {
+            "jobs": {"type": "array", "maxItems": SEARCH_MAX_LIMIT, "items": summary},
+            "next_cursor": _nullable({"type": "string", "description": "Pass it as `cursor` for the next page; null: nothing left"}),
+        },
+    }
+    list_op = _op(
+        "The key's customer's jobs, newest first, filtered; `metadata.<key>=<value>` filters too (exact match)",
+        {
+            "200": _json(listing, "A page; it may be short, even empty, with a next_cursor (a request reads a bounded number of jobs)"),
+            **_errors(400, *AUTHED),
+        },
+        description="Every filter must match. Another customer's jobs are never listed. "
+        "A bad parameter is a 400 naming it (`error.field`). `metadata.<key>=<value>` matches a top-level metadata value: "
+        "strings as given, numbers, booleans and null as JSON (`metadata.attempt=3`).",
+        parameters=[
+            query("status", {"type": "string", "pattern": f"^{status_word}(,{status_word})*$"}, "One status, or a comma list"),
+            # No maxLength in the document (the server refuses above 512 characters): a fuzzer's
+            # overlong values would outgrow aiohttp's request line (8190 bytes) before reaching the route.
+            query("domain", {"type": "string", "minLength": 1}, "host or host:port of the url (bare host: port 443)"),
+            query("created_after", ms, "ms since the epoch, exclusive"),
+            query("created_before", ms, "ms since the epoch, exclusive"),
+            query("root_job_id", {"type": "string", "pattern": JOB_ID_PATTERN}, "A workflow: its root job and every job below it"),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": SEARCH_MAX_LIMIT, "default": SEARCH_DEFAULT_LIMIT}, "Per page"),
+            query("cursor", {"type": "string", "minLength": 1}, "next_cursor of the previous page, as it came"),
+        ],
+    )
+    source = {
+        "type": "string",
+        "enum": ["default", "config", "header", "learned"],
+        "description": "default (the server's), config (domains.yaml), header (the target's own) or learned (from its 429s)",
+    }
+    domain_view = {
+        "type": "object",
+        "required": ["domain", "limit", "paused", "paused_until_ms", "circuit", "jobs", "flow_control_keys"],
+        "properties": {
+            "domain": {"type": "string", "description": "host:port"},
+            "limit": {
+                "type": "object",
+                "required": ["scope", "rps", "rps_source", "max_concurrent", "max_concurrent_source", "burst"],
+                "properties": {
+                    "scope": {"type": "string", "enum": ["shared", "customer"], "description": "shared, or this customer's own"},
+                    "rps": {"type": "number"},
+                    "rps_source": source,
+                    "max_concurrent": {"type": "integer", "description": "requests in flight per edge node"},
+                    "max_concurrent_source": source,
+                    "burst": {"type": "integer"},
+                },
+            },
+            "paused": {"type": "boolean", "description": "Retry-After from the target (429/503) holds every send"},
+            "paused_until_ms": _nullable({"type": "integer"}),
+            "circuit": {"type": "null", "description": "Reserved for a circuit breaker; always null for now"},
+            "jobs": {
+                "type": "object",
+                "required": ["queued", "in_flight", "complete"],
+                "description": "This customer's jobs to the domain not yet final, counted from its job index",
+                "properties": {
+                    "queued": {"type": "integer", "minimum": 0, "description": "queued or scheduled"},
+                    "in_flight": {"type": "integer", "minimum": 0, "description": "an attempt under way"},
+                    "complete": {"type": "boolean", "description": "false: more jobs than one request reads; the counts are lower bounds"},
+                },
+            },
+            "flow_control_keys": {
+                "type": "array",
+                "maxItems": 0,
+                "items": {"type": "string"},
+                "description": "Reserved for flow control (not built yet); always empty for now",
+            },
+        },
+    }
+    host = {
+        "name": "host",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+        "description": "host or host:port (at most 512 characters)",
+    }
+    domain_op = _op(
+        "A target domain as this customer sees it: its limit and source, pause, and the customer's jobs there not yet final",
+        {"200": _json(domain_view, "The domain"), **_errors(400, 404, *AUTHED)},
+        parameters=[host],
+    )
+    return {"list": list_op, "domain": domain_op}
+
+
 def build_spec(settings: Settings) -> dict[str, Any]:
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
     step_id = {
@@ -566,6 +699,8 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "/metrics": {"get": _op("Prometheus metrics", {"200": _text("text/plain", "Prometheus text format")}, authed=False)},
         PATH: {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")}, authed=False)},
     }
+    search = _search_ops()
+    paths["/api/v1/jobs"]["get"], paths["/api/v1/domains/{host}"] = search["list"], {"get": search["domain"]}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -12,6 +12,7 @@ id that does not exist (404 ``not_found``), never 403.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,6 +49,8 @@ SCOPED = {
     ("GET", "/api/v1/deliveries/dead"),
     ("POST", "/api/v1/deliveries/dead/{job_id}/replay"),
     ("POST", "/api/v1/proxy"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/domains/{host}"),
 }
 
 ACME_SECRET = "acme-primary-secret-0001"
@@ -74,7 +77,7 @@ def test_every_route_is_classified():
 
 
 def fill(path: str, job_id: str) -> str:
-    return path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success")
+    return path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success").replace("{host}", "api.example.com")
 
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any = None) -> tuple[int, Any]:
@@ -215,3 +218,27 @@ async def test_the_proxy_serves_the_caller_only(http, edge, world, api_key, othe
     assert body["forwarded_response"]["status_code"] == 201 and forwarded["job_id"] != world["job_id"]
     status, body = await call(http, "POST", proxy, api_key, envelope("GET", f"/api/v1/jobs/{world['job_id']}"))
     assert body["forwarded_response"]["status_code"] == 200
+
+
+@pytest.mark.asyncio
+async def test_job_lists_and_domain_views_are_per_customer(http, edge, world, api_key, other_api_key):
+    mine = world["job_id"]
+    tomorrow = int(time.time() * 1000) + 86_400_000  # scheduled: never sent while the test runs
+    later = await submit(http, edge.url, api_key, {"url": "https://api.example.com/later", "retry_at": tomorrow, "metadata": {"o": "1"}})
+    theirs = await submit(http, edge.url, other_api_key, {"url": "https://api.example.com/theirs", "retry_at": tomorrow})
+    _, acme = await call(http, "GET", f"{edge.url}/api/v1/jobs", api_key)
+    _, globex = await call(http, "GET", f"{edge.url}/api/v1/jobs", other_api_key)
+    assert [j["job_id"] for j in acme["jobs"]] == [later["job_id"], mine]
+    assert [j["job_id"] for j in globex["jobs"]] == [theirs["job_id"]]
+    # No filter reaches across: a workflow root, a metadata value or a cursor of acme's lists nothing of acme's for globex.
+    for query in (f"root_job_id={mine}", "metadata.o=1", "domain=api.example.com", "status=scheduled"):
+        _, found = await call(http, "GET", f"{edge.url}/api/v1/jobs?{query}", other_api_key)
+        assert mine not in str(found) and later["job_id"] not in str(found), (query, found)
+    _, page = await call(http, "GET", f"{edge.url}/api/v1/jobs?limit=1", api_key)
+    _, after = await call(http, "GET", f"{edge.url}/api/v1/jobs?cursor={page['next_cursor']}", other_api_key)
+    assert after == {"jobs": [], "next_cursor": None}  # a cursor is a position in one's own list, nothing more
+    # A domain shows each customer its own jobs there: acme's scheduled job is acme's alone.
+    _, acme_view = await call(http, "GET", f"{edge.url}/api/v1/domains/api.example.com", api_key)
+    _, globex_view = await call(http, "GET", f"{edge.url}/api/v1/domains/api.example.com:443", other_api_key)
+    assert acme_view["domain"] == globex_view["domain"] == "api.example.com:443"
+    assert (acme_view["jobs"]["queued"], globex_view["jobs"]["queued"]) == (1, 1)

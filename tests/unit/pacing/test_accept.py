@@ -2,7 +2,7 @@
 
 import pytest
 
-from ezthrottle_server.common import keys
+from ezthrottle_server.common import job_index, keys
 from ezthrottle_server.common.jobs import record_fields, validate_job
 from ezthrottle_server.common import scripting
 from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
@@ -21,9 +21,10 @@ async def accept(limiter, job_id: str, idem: str, now: int, *, inflight: int = 0
     flat = [x for kv in fields.items() for x in kv]
     submit_keys = [
         keys.idempotency(0, "acme", idem), keys.job(job_id), keys.delayed(0), keys.usage(0, "acme", "202611"),
-        keys.queued(0), keys.region_stream(0, "iad"), keys.workflow_timers(0),
+        keys.queued(0), keys.job_index(0, "acme"), keys.region_stream(0, "iad"), keys.workflow_timers(0),
     ]
-    submit_args = [job_id, 3600, 0, now, -1, 3600, "acme", -1, len(fields), *flat, "iad"]
+    index = [job_index.member(now, job_id, DOMAIN), 3600, job_index.too_old(now, 3600)]
+    submit_args = [job_id, 3600, 0, now, -1, 3600, "acme", -1, len(fields), *index, *flat, "iad"]
     take_args = limiter.take_args(SCOPE, "acme", inflight=inflight, lease_ms=30_000, now_ms=now)
     return await limiter.accept_script(
         keys=[*submit_keys, *limiter.take_keys(SCOPE)], args=[len(submit_keys), len(submit_args), *submit_args, *take_args]

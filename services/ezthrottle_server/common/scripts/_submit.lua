@@ -29,18 +29,22 @@ if not delayed then
 end
 redis.call('SET', KEYS[1], job_id, 'EX', tonumber(ARGV[2]))
 local n = tonumber(ARGV[9])
-redis.call('HSET', KEYS[2], unpack(ARGV, 10, 9 + 2 * n))
+redis.call('HSET', KEYS[2], unpack(ARGV, 13, 12 + 2 * n))
 redis.call('HSET', KEYS[2], 'counted', 1)  -- finish.lua takes a counted job off KEYS[5]
-local first_region = 10 + 2 * n
-for i = 6, #KEYS - 1 do
+-- the customer's job index (common/job_index.py): this job in; entries too old to be alive out; its TTL renewed
+redis.call('ZADD', KEYS[6], 0, ARGV[10])
+redis.call('ZREMRANGEBYLEX', KEYS[6], '-', ARGV[12])
+redis.call('EXPIRE', KEYS[6], tonumber(ARGV[11]))
+local first_region = 13 + 2 * n
+for i = 7, #KEYS - 1 do
   if delayed then
-    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 6] .. '|' .. job_id)
+    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 7] .. '|' .. job_id)
   elseif lease == '' then
     redis.call('XADD', KEYS[i], '*', 'job', job_id)
   end
 end
 -- after the region ids: (due ms, timer kind) pairs of the job's workflow timers
-for t = first_region + #KEYS - 6, #ARGV, 2 do
+for t = first_region + #KEYS - 7, #ARGV, 2 do
   redis.call('ZADD', KEYS[#KEYS], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. job_id)
 end
 return {1, job_id, lease}

@@ -6,13 +6,16 @@
 -- KEYS[1] idempotency key   KEYS[2] job record (hash)   KEYS[3] delayed set
 -- KEYS[4] usage counter (this partition, this month)
 -- KEYS[5] queued counters (hash: customer -> jobs not final; finish.lua takes one off)
--- KEYS[6..n-1] one job stream per chosen region   KEYS[n] workflow timers (zset)
+-- KEYS[6] the customer's job index in this partition (zset, common/job_index.py)
+-- KEYS[7..n-1] one job stream per chosen region   KEYS[n] workflow timers (zset)
 -- ARGV[1] job id   ARGV[2] idempotency TTL (s)   ARGV[3] due time (ms, 0 = now)
 -- ARGV[4] now (ms) ARGV[5] quota left in this partition (-1 = no cap)
 -- ARGV[6] usage counter TTL (s)   ARGV[7] customer
 -- ARGV[8] queued jobs left in this partition (-1 = no ceiling)
 -- ARGV[9] n = number of field/value pairs
--- ARGV[10 .. 9+2n] record fields and values, then one region id per stream key
+-- ARGV[10] the job's index member   ARGV[11] the index's TTL (s)
+-- ARGV[12] lex bound: index members below it are too old to be alive
+-- ARGV[13 .. 12+2n] record fields and values, then one region id per stream key
 --
 -- Returns {1, job_id, lease} when created, {0, existing_job_id} for a duplicate,
 -- {2, ''} when the quota is spent, {3, ''} when the customer has its ceiling
