@@ -173,3 +173,46 @@ async def test_jobs_lost_between_two_masters_are_found_on_every_master_and_repai
         assert (await wait_final(http, lax.url, api_key, job_id, timeout_s=15))["status"] == "success"
         assert await redis.hget(keys.job(job_id), "repairs") == "1"
     assert len(target.matching("/echo")) == PARTITIONS
+
+
+async def test_jobs_are_listed_and_searched_across_every_partition(http, redis, start_edge, coordinator, api_key, target, unpaced):
+    """GET /api/v1/jobs reads each partition's index on its own slot and merges them (the slot audit
+    checks no command spans two); submit.lua and spawn_child.lua write the index in the job's slot."""
+    edge = await start_edge("iad")
+    ids: dict[str, str] = {}  # job id -> its idempotent key (also its metadata k)
+    for idem_keys in keys_per_partition("acme", 3, "list").values():
+        for k in idem_keys:
+            job = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?{k}", "idempotent_key": k, "metadata": {"k": k}})
+            ids[job["job_id"]] = k
+    root = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?root", "on_success": {"url": f"{target.url}/echo?child"}})
+    for job_id in [*ids, root["job_id"]]:
+        await wait_final(http, edge.url, api_key, job_id, timeout_s=15)
+
+    async def pages(query: str) -> list[dict]:
+        out: list[dict] = []
+        cursor = ""
+        while True:
+            async with http.get(f"{edge.url}/api/v1/jobs?{query}{cursor}", headers={"Authorization": f"Bearer {api_key}"}) as resp:
+                page = await resp.json()
+                assert resp.status == 200, page
+            out.extend(page["jobs"])
+            if page["next_cursor"] is None:
+                return out
+            cursor = f"&cursor={page['next_cursor']}"
+
+    deadline = time.monotonic() + 15
+    while len(family := await pages(f"root_job_id={root['job_id']}")) < 2:
+        assert time.monotonic() < deadline, family
+        await asyncio.sleep(0.05)
+    listed = await pages("limit=2")
+    positions = [(j["created_at_ms"], j["job_id"]) for j in listed]
+    assert positions == sorted(positions, reverse=True)
+    assert set(ids) <= {j["job_id"] for j in listed} and len(listed) == len(ids) + 2
+    assert {keys.job_partition(j) for j in ids} == set(range(PARTITIONS))
+    some = next(iter(ids))
+    assert [j["job_id"] for j in await pages(f"metadata.k={ids[some]}")] == [some]
+    assert [j["job_id"] for j in await pages(f"status=success&created_before={int(time.time() * 1000)}")] == [j["job_id"] for j in listed]
+    assert some in {j["job_id"] for j in await pages(f"domain={domain_of(target.url)}")}
+    async with http.get(f"{edge.url}/api/v1/domains/{domain_of(target.url)}", headers={"Authorization": f"Bearer {api_key}"}) as resp:
+        view = await resp.json()
+    assert resp.status == 200 and view["jobs"] == {"queued": 0, "in_flight": 0, "complete": True}, view
