@@ -139,6 +139,10 @@ class SampledGauges:
         ),
         "ezt_domain_max_concurrent": ("The domain's current in-flight limit per node, by source", ("domain", "source")),
         "ezt_domain_paused": ("1 while the domain is paused by a Retry-After", ("domain",)),
+        "ezt_domain_circuit_state": (
+            "The domain's circuit breaker: 0 closed, 1 half open (a probe may go), 2 open (consecutive infrastructure failures)",
+            ("domain",),
+        ),
         "ezt_domain_pause_remaining_seconds": ("Time left on the domain's Retry-After pause", ("domain",)),
         "ezt_sampler_duration_seconds": ("How long the last Redis sample took", ()),
         "ezt_sampler_last_success_timestamp_seconds": ("When the last Redis sample completed (Unix time)", ()),

@@ -260,6 +260,10 @@ class QueueSampler(CoordinatorLoop):
         paused = view.paused_until_ms > now_ms
         out["ezt_domain_paused"].append(((domain,), 1.0 if paused else 0.0))
         out["ezt_domain_pause_remaining_seconds"].append(((domain,), (view.paused_until_ms - now_ms) / 1000 if paused else 0.0))
+        out["ezt_domain_circuit_state"].append(((domain,), CIRCUIT_STATES.get(view.circuit, 0.0)))
+
+
+CIRCUIT_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 def _age_s(now_ms: int, since_ms: int | float | None) -> float:

@@ -426,6 +426,15 @@ DOMAINS = Board(
                     4,
                 ),
                 Chart(
+                    "Circuit breakers",
+                    "Each busy domain's circuit: 0 closed, 1 half open (a probe may go), 2 open (consecutive connection"
+                    " failures, timeouts, 502/504: its jobs wait instead of spending attempts).",
+                    [q("max by (domain) (ezt_domain_circuit_state)", "{{domain}}")],
+                    unit="short",
+                    width=24,
+                    height=6,
+                ),
+                Chart(
                     "Current limits",
                     "requests/s limit of each busy domain and its source (ezthrottle-admin domains show).",
                     [q("max by (domain, source) (ezt_domain_rps_limit)", "{{domain}} ({{source}})", instant=True)],

@@ -19,6 +19,7 @@ from ..common.deliveries import webhooks_view
 from ..common.errors import ApiError, OutboundBlocked
 from ..common.jobs import MAX_CHAIN_DEPTH, validate_job
 from ..common.http import json_response, read_json, then
+from ..pacing.scope import SHARED, domain_of
 from .context import CTX, EdgeContext
 from .events import stream_job_events
 from .intake import Duplicate, Refused
@@ -86,6 +87,7 @@ async def load_job_view(ctx: EdgeContext, customer: str, job_id: str) -> dict[st
     if not data or data.get("customer") != customer:
         raise not_found
     view = job_view(job_id, data, attempts, hooks)
+    view["waiting_on"] = await _waiting_on(ctx, view) if view["status"] in ("queued", "scheduled") else None
     if data.get("chain") == "1" or data.get("parent"):
         view["workflow"] = {
             "root_job_id": data.get("root") or job_id,
@@ -95,6 +97,17 @@ async def load_job_view(ctx: EdgeContext, customer: str, job_id: str) -> dict[st
             "children": await _children(ctx, data),
         }
     return view
+
+
+async def _waiting_on(ctx: EdgeContext, view: dict[str, Any]) -> str | None:
+    """What holds a job that waits, beyond its turn: its domain's circuit breaker, or a Retry-After pause."""
+    domain = domain_of(view["url"])
+    open_until, pause_until = await ctx.redis.hmget(keys.pacing_limit(domain, SHARED), "cb_open_until", "pause_until")
+    if float(open_until or 0) > 0:
+        return "circuit_open"
+    if float(pause_until or 0) > _now_ms():
+        return "domain_paused"
+    return None
 
 
 async def _children(ctx: EdgeContext, data: dict[str, str], depth: int = 0) -> list[dict[str, Any]]:

@@ -272,6 +272,8 @@ class Attempts:
         return decision, target
 
     def _hints(self, outcome: Outcome) -> TargetHints:
+        if outcome.status_code is None:  # no answer: infrastructure (the circuit breaker counts it), or refused here
+            return TargetHints(answer="infra" if outcome.error_kind in (TIMEOUT, CONNECTION) else "")
         wait_s = None
         if outcome.status_code in PAUSING_STATUSES:
             wait_s = retry_after_s(outcome.headers.get("retry-after"))

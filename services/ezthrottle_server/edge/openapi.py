@@ -216,6 +216,9 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
                 "items": {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "reason": {"type": "string"}}},
             },
             "maybe_sent": {"type": "boolean", "description": "An attempt was cut off by a dead node and may have reached the target"},
+            "waiting_on": _nullable(
+                {"type": "string", "enum": ["circuit_open", "domain_paused"], "description": "What holds a waiting job beyond its turn"}
+            ),
             "region_outcomes": {"type": "object"},
             "error": _nullable({"type": "string"}),
             "result": _nullable({"type": "object"}),

@@ -30,7 +30,9 @@ class TargetHints:
     rps: float | None = None
     max_concurrent: int | None = None
     pause_until_ms: int | None = None
-    answer: str = ""  # "429" (refused: too many), "ok" (2xx) or "": what release.lua learns the rate from
+    # What release.lua learns from: "429" (refused: too many; the rate), "ok" (2xx), "infra" (no answer, or
+    # 502/504: the circuit breaker), "http" (any other answer), "" (nothing was sent).
+    answer: str = ""
 
     @property
     def empty(self) -> bool:
@@ -67,6 +69,17 @@ def _first_valid(headers: Mapping[str, str], names: tuple[str, ...], parse: Call
     return found
 
 
+INFRA_STATUSES = frozenset({502, 504})  # a gateway that could not reach the target: counts as no answer
+
+
+def _answer(status: int) -> str:
+    if status == 429:
+        return "429"
+    if 200 <= status < 300:
+        return "ok"
+    return "infra" if status in INFRA_STATUSES else "http"
+
+
 def read_hints(
     status: int | None,
     headers: Mapping[str, str],
@@ -88,5 +101,5 @@ def read_hints(
         rps=max(float(rps), min_rps) if rps is not None else None,  # type: ignore[arg-type]
         max_concurrent=mc,  # type: ignore[arg-type]
         pause_until_ms=pause,
-        answer="429" if status == 429 else "ok" if 200 <= status < 300 else "",
+        answer=_answer(status),
     )

@@ -131,6 +131,8 @@ class ScopeView:
     max_concurrent_clamped: bool
     waiting: dict[str, int]
     running: dict[str, int]
+    circuit: str = "closed"  # closed, open or half_open (a probe may go or is out)
+    circuit_open_until_ms: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +151,8 @@ class ScopeView:
             "next_grant_ms": self.next_grant_ms,
             "waiting": self.waiting,
             "running": self.running,
+            "circuit": self.circuit,
+            "circuit_open_until_ms": self.circuit_open_until_ms or None,
         }
 
 
@@ -536,6 +540,8 @@ class Limiter:
             max_concurrent_clamped=raw[13] == "1",
             waiting=waiting,
             running=running,
+            circuit=raw[14],
+            circuit_open_until_ms=int(_num(raw[15])),
         )
 
     async def scopes_of(self, domain: str, regions: Sequence[str]) -> list[str]:

@@ -61,8 +61,9 @@ async def test_the_operator_ceiling_still_applies(limiter, redis):
     assert rps == pytest.approx(0.9) and source == "learned"  # cut from the ceiling, never above it
 
 
-def test_answers_are_read_as_refused_ok_or_neither():
+def test_answers_are_read_as_refused_ok_infrastructure_or_other():
     assert read_hints(429, {}, now_ms=0, retry_after_s=None, min_rps=0.01, max_pause_s=60).answer == "429"
     assert read_hints(201, {}, now_ms=0, retry_after_s=None, min_rps=0.01, max_pause_s=60).answer == "ok"
-    assert read_hints(500, {}, now_ms=0, retry_after_s=None, min_rps=0.01, max_pause_s=60).answer == ""
+    assert read_hints(500, {}, now_ms=0, retry_after_s=None, min_rps=0.01, max_pause_s=60).answer == "http"
+    assert read_hints(502, {}, now_ms=0, retry_after_s=None, min_rps=0.01, max_pause_s=60).answer == "infra"  # for the circuit
     assert read_hints(None, {}, now_ms=0, retry_after_s=None, min_rps=0.01, max_pause_s=60).answer == ""

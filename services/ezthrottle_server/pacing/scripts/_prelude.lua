@@ -162,6 +162,26 @@ local function all_queues_empty()
   return redis.call('ZCARD', KEYS[3]) == 0
 end
 
+-- The scope's circuit breaker (release.lua opens, reopens and closes it).
+-- Closed: nil. Open: nothing is granted until cb_open_until; then one grant,
+-- the probe, goes (cb_probe, until its lease would expire), and nothing more
+-- until its answer closes or reopens the circuit. Returns 'open' with when
+-- to look again (ms), 'probe' when one grant may go now, or nil (closed).
+local function circuit(lim, now)
+  local open_until = tonumber(lim.cb_open_until) or 0
+  if open_until == 0 then
+    return nil
+  end
+  if now < open_until then
+    return 'open', math.ceil(open_until)
+  end
+  local probe_until = tonumber(lim.cb_probe_until) or 0
+  if probe_until > now then
+    return 'open', math.ceil(probe_until)
+  end
+  return 'probe', now
+end
+
 -- Hand the calling node the jobs it may send now (grant.lua; admit.lua when
 -- the node asks in the same step): see grant.lua. inflight: the node's
 -- requests in flight for this scope; want: most jobs it wants; lease_ms.
@@ -203,8 +223,15 @@ local function grant_jobs(inflight, want, lease_ms, now)
   if pause > now then
     return {'paused', math.ceil(pause), {}, recovered, waiting}
   end
+  local cb, cb_at = circuit(lim, now)
+  if cb == 'open' then
+    return {'paused', cb_at, {}, recovered, waiting}
+  end
 
   local free = math.min(limits[3] - inflight, want)
+  if cb == 'probe' then
+    free = math.min(free, 1)
+  end
   local t, tat, tau = gcra(lim, limits, now)
   local grace = tonumber(ARGV[9])
   local granted = {}
@@ -240,6 +267,9 @@ local function grant_jobs(inflight, want, lease_ms, now)
     redis.call('ZADD', KEYS[5], lease_until, lease)
     granted[#granted + 1] = lease
     tat = math.max(tat, now) + t
+  end
+  if cb == 'probe' and #granted > 0 then
+    redis.call('HSET', KEYS[2], 'cb_probe', granted[1], 'cb_probe_until', tostring(lease_until))
   end
   if #granted > 0 then
     redis.call('HSET', KEYS[2], 'tat', tostring(tat), 't', tostring(t))
@@ -281,6 +311,9 @@ local function take_job(job, customer, inflight, lease_ms, now)
   local limits = resolve(hash(KEYS[1]), lim, now)
   if (tonumber(lim.pause_until) or 0) > now then
     return {'paused', ''}
+  end
+  if (tonumber(lim.cb_open_until) or 0) > 0 then
+    return {'circuit', ''}
   end
   if inflight >= limits[3] then
     return {'busy', ''}

@@ -10,7 +10,9 @@
 -- ARGV[15] '1' when nothing was sent and nothing will be (take.lua granted a
 --          job whose submission then created nothing): the rate gets its
 --          emission interval back, else ''
--- ARGV[16] the answer: '429' (the target refused: too many), 'ok' (2xx), or ''
+-- ARGV[16] the answer: '429' (the target refused: too many), 'ok' (2xx),
+--          'infra' (no answer: connection refused, a timeout; or 502/504),
+--          'http' (any other answer), or '' (nothing was sent)
 --
 -- Limits learned from 429s (AIMD): a 429 cuts the scope's rate to LEARN_CUT
 -- of what was in force (at most once per LEARN_GUARD_MS, so the answers of
@@ -64,6 +66,22 @@ if ARGV[16] == '429' or (ARGV[16] == 'ok' and redis.call('HEXISTS', KEYS[2], 'le
       redis.call('HSET', KEYS[2], 'learned_rps', tostring(raised))
     end
   end
+end
+-- The circuit breaker: CB_AFTER infrastructure failures in a row open it for
+-- CB_MIN_MS; a probe that fails reopens it for twice as long (up to
+-- CB_MAX_MS); any answer from the target closes it (see circuit() in the prelude).
+local CB_AFTER, CB_MIN_MS, CB_MAX_MS = 5, 1000, 60000
+if ARGV[16] == 'infra' then
+  local cb = redis.call('HMGET', KEYS[2], 'cb_open_until', 'cb_probe', 'cb_backoff')
+  if cb[2] == ARGV[10] then
+    local backoff = math.min(CB_MAX_MS, (tonumber(cb[3]) or CB_MIN_MS) * 2)
+    redis.call('HSET', KEYS[2], 'cb_open_until', tostring(now + backoff), 'cb_backoff', tostring(backoff),
+      'cb_probe', '', 'cb_probe_until', '0')
+  elseif (tonumber(cb[1]) or 0) == 0 and redis.call('HINCRBY', KEYS[2], 'cb_fails', 1) >= CB_AFTER then
+    redis.call('HSET', KEYS[2], 'cb_open_until', tostring(now + CB_MIN_MS), 'cb_backoff', tostring(CB_MIN_MS), 'cb_fails', 0)
+  end
+elseif ARGV[16] ~= '' then
+  redis.call('HDEL', KEYS[2], 'cb_fails', 'cb_open_until', 'cb_backoff', 'cb_probe', 'cb_probe_until')
 end
 local lim = hash(KEYS[2])
 local limits = resolve(hash(KEYS[1]), lim, now)
