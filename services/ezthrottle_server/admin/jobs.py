@@ -8,6 +8,9 @@
         EZT_REPAIR_AFTER_S): jobs not final and held by nothing in both, and
         unchanged, are queued again (what the active coordinator does on its
         own, coordinator/repair.py); --dry-run only lists them
+    ezthrottle-admin jobs reindex
+        add to their customers' job indexes (common/job_index.py) the jobs
+        accepted before the index existed, so GET /api/v1/jobs lists them; once
 
 Exit status: ``show`` 1 for an unknown job; ``repair`` 0 (``--dry-run``: 1
 when it found any, so scripts can alert on it).
@@ -23,10 +26,11 @@ from typing import Any
 
 import orjson
 
-from ..common import keys
+from ..common import job_index, keys
 from ..common.config import Settings
 from ..common.redisconn import Scripts
 from ..coordinator.repair import FIELDS, Candidate, Repairer
+from ..pacing.scope import domain_of
 
 
 class _Acting:
@@ -42,6 +46,7 @@ def add_parser(sub: Any) -> None:
     rp = j.add_parser("repair", help="queue again the jobs that nothing holds (two passes, --wait-s apart)")
     rp.add_argument("--dry-run", action="store_true", help="only list them")
     rp.add_argument("--wait-s", type=float, default=None, help="between the passes (default: EZT_REPAIR_AFTER_S)")
+    j.add_parser("reindex", help="index the jobs accepted before the job index existed (GET /api/v1/jobs lists them)")
 
 
 async def show(r: Any, settings: Settings, job_id: str) -> dict[str, Any] | None:
@@ -73,6 +78,10 @@ async def show(r: Any, settings: Settings, job_id: str) -> dict[str, Any] | None
 
 
 async def run(args: argparse.Namespace, r: Any, settings: Settings) -> int:
+    if args.action == "reindex":
+        added = await job_index.reindex(r, settings, domain_of)
+        print(orjson.dumps({"added": added}).decode() if args.json else f"indexed {added} job(s)")
+        return 0
     if args.action == "show":
         view = await show(r, settings, args.job_id)
         if view is None:

@@ -25,6 +25,9 @@ removes its entry (ZREM, same slot); each write drops the entries older than
 ``retry_at_horizon_ms`` ahead, then ``job_ttl_s`` once final); and the set
 itself expires :func:`ttl_s` after the customer's last job in the partition.
 
+Jobs accepted before the index existed are not in it: :func:`reindex`
+(``ezthrottle-admin jobs reindex``) adds them, once, from their records.
+
 Bounds. A request reads at most :func:`scan_budget` entries (and the records
 of the candidates among them): a selective filter over many jobs answers a
 short or empty page with a cursor to go on from, never a long scan.
@@ -35,7 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -384,3 +387,54 @@ async def count_for_domain(
                         else:
                             out.queued += 1
     return out
+
+
+# -- jobs written before the index ------------------------------------------------------------
+
+
+async def reindex(redis: aioredis.Redis, settings: Settings, domain_of: Callable[[str], str], *, batch: int = 500) -> int:
+    """Index every job record its customer's index lacks (jobs accepted before the index existed).
+
+    ``domain_of``: a url's ``host:port`` (pacing.scope.domain_of; common does not import pacing).
+
+    Idempotent: a member is the same whoever writes it. Reads every record
+    (SCAN, every master of a cluster); one ZADD and EXPIRE per job, each in the
+    job's own slot. Returns how many entries were added.
+    """
+    ttl = ttl_s(settings)
+    added = 0
+    pending: list[str] = []
+    async for key in redis.scan_iter(match=keys.JOB_KEY_PATTERN, count=1000):
+        job_id = key.rpartition(":job:")[2]
+        if keys.job_partition(job_id) is None:  # a job's attempts, webhooks, lease...
+            continue
+        pending.append(job_id)
+        if len(pending) >= batch:
+            added += await _index_records(redis, pending, ttl, domain_of)
+            pending = []
+    if pending:
+        added += await _index_records(redis, pending, ttl, domain_of)
+    return added
+
+
+async def _index_records(redis: aioredis.Redis, job_ids: Sequence[str], ttl: int, domain_of: Callable[[str], str]) -> int:
+    rows = await _records(redis, job_ids)
+    writes: list[tuple[str, str]] = []
+    for job_id, row in zip(job_ids, rows):
+        record = dict(zip(FIELDS, row))
+        partition = keys.job_partition(job_id)
+        if not record["customer"] or not record["created_ms"] or partition is None:
+            continue
+        try:
+            domain = domain_of(orjson.loads(record["spec"])["url"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        writes.append((keys.job_index(partition, record["customer"]), member(int(record["created_ms"]), job_id, domain)))
+    if not writes:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for index, entry in writes:
+            pipe.zadd(index, {entry: 0})
+            pipe.expire(index, ttl)
+        answers = await pipe.execute()
+    return sum(int(n) for n in answers[0::2])

@@ -8,9 +8,12 @@ and check the index's upkeep (expired records, old entries, TTL).
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from ezthrottle import AsyncEZThrottle, EZThrottle
@@ -300,3 +303,30 @@ async def test_the_sdk_shows_a_domain(http, edge, api_key):
     async with AsyncEZThrottle(api_key=api_key, base_url=edge.url) as client:
         view = await client.get_domain("api.example.com")
     assert view["domain"] == "api.example.com:443" and view["jobs"]["queued"] == 1 and view["flow_control_keys"] == []
+
+
+async def test_reindex_adds_the_jobs_the_index_lacks_once(http, start_edge, api_key, other_api_key, redis, redis_url):
+    edge = await start_edge("iad", partitions=4)
+    mine = await submit_many(http, edge, api_key, [{"url": f"https://api.example.com/{i}", "retry_at": tomorrow()} for i in range(12)])
+    theirs = await submit_many(
+        http, edge, other_api_key, [{"url": f"https://api.example.com/{i}", "retry_at": tomorrow()} for i in range(3)]
+    )
+    before, _ = await all_pages(http, edge, api_key)
+    for p in range(4):  # as if they were accepted before the index existed
+        await redis.delete(keys.job_index(p, "acme"), keys.job_index(p, "globex"))
+    assert (await listing(http, edge, api_key))[1] == {"jobs": [], "next_cursor": None}
+    assert await job_index.reindex(redis, edge.settings, domain_of, batch=5) == 15
+    assert await job_index.reindex(redis, edge.settings, domain_of) == 0  # once
+    after, _ = await all_pages(http, edge, api_key)
+    assert after == before and sorted(j["job_id"] for j in after) == sorted(mine)
+    assert sorted(j["job_id"] for j in (await all_pages(http, edge, other_api_key))[0]) == sorted(theirs)
+    index = keys.job_index(keys.job_partition(mine[0]), "acme")
+    assert await redis.ttl(index) > job_index.ttl_s(edge.settings) - 5
+
+    # the operator's command does the same
+    await redis.delete(index)
+    argv = [sys.executable, "-m", "ezthrottle_server.admin", "--redis-url", redis_url, "--json", "jobs", "reindex"]
+    done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout) == {"added": len([m for m in mine if keys.job_partition(m) == keys.job_partition(mine[0])])}
+    assert (await all_pages(http, edge, api_key))[0] == before
