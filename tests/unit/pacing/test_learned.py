@@ -9,7 +9,6 @@ from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
 from ezthrottle_server.pacing.scope import SHARED, Scope
 
-
 T0 = 1_800_000_000_000.0
 DOMAIN = "api.example:443"
 SCOPE = Scope(DOMAIN)
