@@ -3,11 +3,16 @@
     ezthrottle-admin domains show api.stripe.com:443 [--customer acme]
     ezthrottle-admin domains list
     ezthrottle-admin domains reload [--file domains.yaml]
+    ezthrottle-admin domains pause api.stripe.com:443 [--for 600] [--customer acme]
+    ezthrottle-admin domains resume api.stripe.com:443 [--customer acme]
 
 ``show`` prints a domain's current limit and where each part comes from:
 ``default`` (EZT_PACING_DEFAULT_*), ``config`` (domains.yaml) or ``header``
 (the target's own X-EZTHROTTLE-*/X-Aqueduct-* answer), plus any pause and
-the jobs waiting and running per region.
+the jobs waiting and running per region, and the circuit breaker's state.
+``pause`` stops every send to a domain (until resumed, or for ``--for``
+seconds); jobs wait, nothing is lost; ``resume`` ends it (and a target's
+Retry-After pause with it).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ..common.config import load_settings
 from ..pacing import OverridesError
 from ..pacing.limiter import Limiter, PacingPolicy, ScopeView
 from ..pacing.overrides import apply_overrides, configured, load_overrides
-from ..pacing.scope import SHARED, parse_domain
+from ..pacing.scope import SHARED, Scope, parse_domain
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +40,16 @@ def add_parser(sub: Any) -> None:
     d.add_parser("list", help="domains that domains.yaml overrides, as applied in Redis")
     rl = d.add_parser("reload", help="apply domains.yaml now (the coordinator also does on change and on SIGHUP)")
     rl.add_argument("--file", help="default: EZT_DOMAINS_FILE, else domains.yaml beside regions.yaml")
+    pa = d.add_parser("pause", help="stop sending to a domain (its jobs wait) until resumed, or for --for seconds")
+    pa.add_argument("domain", help="host:port, a bare host (port 443) or a URL")
+    pa.add_argument("--for", dest="for_s", type=float, default=None, help="seconds (default: until resumed)")
+    pa.add_argument("--customer", help="for a per-customer domain: that customer's scope only")
+    re_ = d.add_parser("resume", help="end a domain's pause (an operator's or a Retry-After's)")
+    re_.add_argument("domain", help="host:port, a bare host (port 443) or a URL")
+    re_.add_argument("--customer", help="for a per-customer domain: that customer's scope only")
+
+
+UNTIL_RESUMED_S = 365 * 24 * 3600  # an operator's pause with no --for
 
 
 def _when(ms: int) -> str:
@@ -61,6 +76,7 @@ def _text(view: ScopeView, scopes: list[str]) -> str:
         f"burst           {view.burst}",
         f"ceiling         rps {view.ceiling_rps:g}, max_concurrent {view.ceiling_max_concurrent}",
         f"paused          {'until ' + _when(view.paused_until_ms) if view.paused_until_ms else 'no'}",
+        f"circuit         {view.circuit}" + (f" until {_when(view.circuit_open_until_ms)}" if view.circuit == "open" else ""),
         "waiting         " + " ".join(f"{r}={n}" for r, n in view.waiting.items()),
         "running         " + " ".join(f"{r}={n}" for r, n in view.running.items()),
     ]
@@ -90,6 +106,21 @@ async def run(args: argparse.Namespace, r: Any) -> int:
                     print(f"{domain}  " + " ".join(f"{k}={v}" for k, v in sorted(fields.items())))
                 if not rows:
                     print("no domain overrides")
+        elif args.action in ("pause", "resume"):
+            scope = Scope(parse_domain(args.domain), args.customer or SHARED)
+            limiter = Limiter(r, PacingPolicy.from_settings(settings), None, settings.region_ids)
+            if args.action == "pause":
+                if args.for_s is not None and args.for_s <= 0:
+                    print("error: --for must be a positive number of seconds", file=sys.stderr)
+                    return 2
+                until_ms = int(time.time() * 1000 + 1000 * (args.for_s if args.for_s is not None else UNTIL_RESUMED_S))
+                await limiter.pause(scope, until_ms)
+                out = {"domain": scope.domain, "scope": scope.who, "paused_until_ms": until_ms}
+            else:
+                await limiter.resume(scope)
+                out = {"domain": scope.domain, "scope": scope.who, "paused_until_ms": None}
+            said = f"paused until {_when(until_ms)}" if args.action == "pause" else "resumed"
+            print(orjson.dumps(out).decode() if args.json else f"{scope}: {said}")
         elif args.action == "reload":
             overrides = load_overrides(args.file or settings.domains_file)
             await apply_overrides(r, overrides, force=True)

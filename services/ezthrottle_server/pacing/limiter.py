@@ -419,6 +419,21 @@ class Limiter:
             waited += pause
         return waited
 
+    async def pause(self, scope: Scope, until_ms: int) -> None:
+        """An operator's pause: nothing is granted before ``until_ms`` (a pause only ever extends)."""
+        limit = keys.pacing_limit(scope.domain, scope.who)
+        current = float(await self.redis.hget(limit, "pause_until") or 0)
+        if until_ms > current:
+            await self.redis.hset(limit, "pause_until", str(until_ms))
+
+    async def resume(self, scope: Scope) -> None:
+        """An operator's resume: the pause (and a Retry-After's) ends now, and every region looks at the scope at once."""
+        await self.redis.hdel(keys.pacing_limit(scope.domain, scope.who), "pause_until")
+        now = int(_now_ms())
+        for region in self.regions:
+            if await self.redis.zcard(keys.pacing_wait(scope.domain, scope.who, region)):
+                await self.redis.zadd(keys.pacing_ready(region), {scope.member: now}, lt=True)
+
     async def renew(self, scope: Scope, leases: Sequence[str], lease_ms: int, *, now_ms: float | None = None) -> int:
         if not leases:
             return 0

@@ -86,3 +86,23 @@ async def test_domains_show_prints_the_limit_and_its_source(http, redis, redis_u
 
     bad = await admin(redis_url, "domains", "show", "not a domain")
     assert bad.returncode == 2 and "not a domain" in bad.stderr
+
+
+async def test_an_operator_pauses_a_domain_and_resumes_it(http, redis, redis_url, start_edge, api_key, target):
+    domain = domain_of(target.url)
+    edge = await start_edge("iad")
+    paused = await admin(redis_url, "--json", "domains", "pause", target.url)
+    assert paused.returncode == 0, paused.stderr
+    assert orjson.loads(paused.stdout)["domain"] == domain
+    jobs = await submit_many(http, [edge.url], api_key, [{"url": f"{target.url}/echo?paused={i}"} for i in range(3)])
+    await asyncio.sleep(1.0)
+    assert not target.matching("/echo")  # every job waits; nothing is lost
+    assert "paused          until" in (await admin(redis_url, "domains", "show", domain)).stdout
+
+    resumed = await admin(redis_url, "domains", "resume", domain)
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stderr
+    for job in jobs:
+        assert (await wait_final(http, edge.url, api_key, job, timeout_s=10))["status"] == "success"
+    assert len(target.matching("/echo")) == 3
+    bad = await admin(redis_url, "domains", "pause", domain, "--for", "-1")
+    assert bad.returncode == 2 and "--for" in bad.stderr

@@ -102,4 +102,3 @@ async def test_without_spacing_the_same_run_provokes_429s(http, redis, start_edg
         assert target.refused > 0
     finally:
         await target.stop()
-
