@@ -28,6 +28,18 @@ from .errors import ApiError
 DOWN = "down"
 
 
+def region_usable(region: str, here: str, states: Mapping[str, str]) -> bool:
+    """May a job received in ``here`` run in ``region``? (An edge's own region also
+    decides its ``/readyz``, and `make up-local` waits for every region.)"""
+    # While a coordinator judges regions, one that no node ever reported
+    # from has nobody to run the job; without one, only "down" is known.
+    if region == here:
+        return states.get(region) != DOWN
+    if any(s in ("up", "degraded", DOWN) for s in states.values()):
+        return states.get(region) in ("up", "degraded")
+    return states.get(region) != DOWN
+
+
 def choose_regions(
     requested: Sequence[str] | None,
     policy: str,
@@ -36,14 +48,9 @@ def choose_regions(
     preference: Sequence[str],
 ) -> list[str]:
     wanted = list(requested or [here])
-    judged = any(s in ("up", "degraded", DOWN) for s in states.values())
 
     def usable(region: str) -> bool:
-        # While a coordinator judges regions, one that no node ever reported
-        # from has nobody to run the job; without one, only "down" is known.
-        if region == here:
-            return states.get(region) != DOWN
-        return states.get(region) in ("up", "degraded") if judged else states.get(region) != DOWN
+        return region_usable(region, here, states)
 
     chosen = [r for r in wanted if usable(r)]
     if policy == "strict":

@@ -30,12 +30,15 @@ from .executor import Executor
 from .admission import Admission
 from .events import EventHub
 from .quota import Quotas
-from ..common.routing import RegionStates
+from ..common.routing import RegionStates, region_usable
+from .faults import FaultyExecutor
+from .probes import Prober
 from .worker import RegionWorker
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 1.0
+REGION_WATCH_S = 0.25
 
 
 async def _beat_once(ctx: EdgeContext) -> None:
@@ -47,19 +50,47 @@ async def _beat_once(ctx: EdgeContext) -> None:
         "ts_ms": int(time.time() * 1000),
         "inflight": ctx.worker.inflight,
         "outcomes": ctx.outcomes.snapshot(),
+        "probes": ctx.prober.snapshot() if ctx.prober is not None else {},
     }
     await ctx.redis.hset(keys.heartbeats(), ctx.settings.node_id, orjson.dumps(beat))
 
 
 async def _heartbeat(ctx: EdgeContext) -> None:
+    changed = ctx.prober.changed if ctx.prober is not None else asyncio.Event()
     while True:
-        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+        try:  # once a second, and at once when a probe result changes
+            await asyncio.wait_for(changed.wait(), HEARTBEAT_INTERVAL_S)
+        except TimeoutError:
+            pass
+        changed.clear()
         try:
             await _beat_once(ctx)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.warning("heartbeat failed", exc_info=True)
+
+
+async def _check_region(ctx: EdgeContext) -> None:
+    """Is this node's region usable in the view submissions are routed by? (``/readyz``)"""
+    here = ctx.settings.region
+    assert here is not None
+    ctx.region_usable = region_usable(here, here, await ctx.regions.states())
+
+
+async def _watch_region(ctx: EdgeContext) -> None:
+    while True:
+        await asyncio.sleep(REGION_WATCH_S)
+        try:
+            await _check_region(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.debug("could not read region states", exc_info=True)
+
+
+async def _peer_edges(ctx: EdgeContext) -> dict[str, list[str]]:
+    return {rid: list(view.get("edges") or []) for rid, view in (await ctx.regions.views()).items()}
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -71,7 +102,8 @@ def create_app(settings: Settings) -> web.Application:
         redis = connect(settings.redis_url, max_connections=max(64, settings.partitions * 2 + 16))
         scripts = Scripts(redis)
         policy = OutboundPolicy.from_settings(settings)
-        executor = Executor(settings, policy)
+        # test_outbound_fault: a switch only tests set (edge/faults.py)
+        executor = (FaultyExecutor if settings.test_outbound_fault else Executor)(settings, policy)
         await executor.start()
         worker = RegionWorker(settings, redis, scripts, executor)
         ctx = EdgeContext(
@@ -91,19 +123,23 @@ def create_app(settings: Settings) -> web.Application:
         ctx.events.start()
         worker.outcomes = ctx.outcomes  # the worker records each send's outcome for region health
         worker.region_states = ctx.regions.states  # reroutes go to healthy regions
+        ctx.prober = Prober(settings, executor, lambda: _peer_edges(ctx))
         await worker.start()
         await _beat_once(ctx)
         beat = asyncio.create_task(_heartbeat(ctx))
+        probes = asyncio.create_task(ctx.prober.run())
         await ctx.admission.refresh()
         admission = asyncio.create_task(ctx.admission.run())
+        await _check_region(ctx)
+        watch = asyncio.create_task(_watch_region(ctx))
         ctx.ready = True
         try:
             yield
         finally:
             ctx.ready = False
-            beat.cancel()
-            admission.cancel()
-            await asyncio.gather(beat, admission, return_exceptions=True)
+            for task in (beat, probes, admission, watch):
+                task.cancel()
+            await asyncio.gather(beat, probes, admission, watch, return_exceptions=True)
             try:  # leave at once, rather than after the silence timeout
                 await redis.hdel(keys.heartbeats(), settings.node_id)
             except Exception:
@@ -124,7 +160,11 @@ def create_app(settings: Settings) -> web.Application:
         app,
         lambda r: r.app[CTX].redis,
         health=lambda r: {"node": r.app[CTX].settings.node_id, "admission": r.app[CTX].admission.state()},
-        readiness=lambda r: (r.app[CTX].ready, {"region": r.app[CTX].settings.region, "admission": r.app[CTX].admission.state()}),
+        # ready once started and while its own region is usable in the published view
+        readiness=lambda r: (
+            r.app[CTX].ready and r.app[CTX].region_usable,
+            {"region": r.app[CTX].settings.region, "region_usable": r.app[CTX].region_usable, "admission": r.app[CTX].admission.state()},
+        ),
     )
     app.router.add_routes([openapi_route(settings)])
     return app

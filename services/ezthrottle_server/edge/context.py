@@ -17,6 +17,7 @@ from .admission import Admission
 from .events import EventHub
 from .intake import Intake
 from .outcomes import OutcomeWindow
+from .probes import Prober
 from .quota import Quotas
 from ..common.routing import RegionStates
 from .worker import RegionWorker
@@ -37,6 +38,8 @@ class EdgeContext:
     events: EventHub
     outcomes: OutcomeWindow = field(default_factory=OutcomeWindow)
     ready: bool = False
+    prober: Prober | None = None  # health probes of this node's outbound path, for the heartbeat
+    region_usable: bool = False  # this node's region is usable in the published view (edge/app.py)
     extra: dict[str, object] = field(default_factory=dict)
 
     @cached_property

@@ -1,15 +1,19 @@
-"""A node's recent outbound outcomes, for the heartbeat and region health.
+"""A node's recent outbound outcomes per target domain, for the heartbeat.
 
-Infrastructure failures are connection errors and timeouts: what says more
-about the region's network than about one target. The window is bounded in
-time and size.
+Infrastructure failures are connection errors and timeouts. The window is
+bounded in time and size. These are customers' targets: the coordinator only
+compares them across regions (the same domain failing from here while it
+answers from another region), never judges a region by them alone
+(coordinator/health.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any
+
+MAX_DOMAINS = 50  # per heartbeat: the most attempted ones
 
 
 class OutcomeWindow:
@@ -24,9 +28,16 @@ class OutcomeWindow:
         cutoff = time.monotonic() - self.window_s
         while self._entries and self._entries[0][0] < cutoff:
             self._entries.popleft()
-        failed = [d for _, d, f in self._entries if f]
+        attempts: Counter[str] = Counter()
+        failures: Counter[str] = Counter()
+        for _, domain, failed in self._entries:
+            attempts[domain] += 1
+            if failed:
+                failures[domain] += 1
         return {
             "attempts": len(self._entries),
-            "infra_failures": len(failed),
-            "infra_failure_domains": sorted(set(failed))[:50],
+            "infra_failures": sum(failures.values()),
+            "infra_failure_domains": sorted(failures)[:MAX_DOMAINS],
+            # domain -> [attempts, infra failures], compared across regions by the coordinator
+            "domains": {d: [n, failures[d]] for d, n in attempts.most_common(MAX_DOMAINS)},
         }

