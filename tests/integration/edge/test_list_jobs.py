@@ -330,3 +330,16 @@ async def test_reindex_adds_the_jobs_the_index_lacks_once(http, start_edge, api_
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout) == {"added": len([m for m in mine if keys.job_partition(m) == keys.job_partition(mine[0])])}
     assert (await all_pages(http, edge, api_key))[0] == before
+
+
+async def test_a_domain_kept_per_customer_shows_each_customer_its_own_limit(http, edge, api_key, other_api_key, redis):
+    await apply_overrides(redis, parse_overrides("domains:\n  per.example.com:443: {per_customer: true, rps: 3}\n"))
+    # globex's scope of the domain learned a limit from the target's headers; acme's did not
+    await redis.hset(keys.pacing_limit("per.example.com:443", "globex"), mapping={"hdr_rps": 9, "hdr_rps_ms": int(time.time() * 1000)})
+    views = {}
+    for key in (api_key, other_api_key):
+        async with http.get(f"{edge.url}/api/v1/domains/per.example.com", headers=auth(key)) as resp:
+            views[key] = (await resp.json())["limit"]
+    assert views[api_key]["scope"] == views[other_api_key]["scope"] == "customer"
+    assert (views[api_key]["rps"], views[api_key]["rps_source"]) == (3.0, "config")
+    assert (views[other_api_key]["rps"], views[other_api_key]["rps_source"]) == (9.0, "header")
