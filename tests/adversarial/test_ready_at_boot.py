@@ -29,8 +29,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 async def left_by_a_previous_run(redis: aioredis.Redis) -> None:
     """What `make down-local` leaves in Redis: each region published down, its edges gone."""
     now_ms = int(time.time() * 1000)
-    stopped = {"state": "down", "reason": "no live node (every node stopped)", "since_ms": now_ms - 60_000, "nodes": [], "edges": [], "seen": True}
-    await redis.hset(keys.region_states(), mapping={rid: orjson.dumps({**stopped, "updated_ms": now_ms - 1000}) for rid in ("iad", "lax", "ord")})
+    stopped = {
+        "state": "down",
+        "reason": "no live node (every node stopped)",
+        "since_ms": now_ms - 60_000,
+        "nodes": [],
+        "edges": [],
+        "seen": True,
+    }
+    await redis.hset(
+        keys.region_states(), mapping={rid: orjson.dumps({**stopped, "updated_ms": now_ms - 1000}) for rid in ("iad", "lax", "ord")}
+    )
 
 
 async def submit_forty(http: aiohttp.ClientSession, info: dict[str, Any], url: str) -> list[tuple[str, int, dict[str, Any]]]:

@@ -98,7 +98,11 @@ class RegionStates:
         for rid in self.region_ids:
             v = self._cached.get(rid)
             if v is None:
-                out[rid] = {"state": "unknown", "reason": "no health published yet (is a coordinator running?)", "edges": self._live_edges(rid, now_ms)}
+                out[rid] = {
+                    "state": "unknown",
+                    "reason": "no health published yet (is a coordinator running?)",
+                    "edges": self._live_edges(rid, now_ms),
+                }
             elif now_ms - int(v.get("updated_ms", 0)) > self.stale_after_ms:
                 reason = f"health is stale (last {v['state']}: {v['reason']}); no active coordinator"
                 out[rid] = {**v, "state": "unknown", "reason": reason, "edges": self._live_edges(rid, now_ms)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -122,27 +123,53 @@ class LocalCluster:
                 Proc(
                     "redis",
                     [
-                        find_redis_server(), "--port", str(s.embedded_redis_port), "--bind", "127.0.0.1",
-                        "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-                        "--save", "", "--daemonize", "no", "--protected-mode", "yes", *REDIS_MEMORY_ARGS,
+                        find_redis_server(),
+                        "--port",
+                        str(s.embedded_redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--dir",
+                        str(data_dir),
+                        "--appendonly",
+                        "yes",
+                        "--appendfsync",
+                        "everysec",
+                        "--save",
+                        "",
+                        "--daemonize",
+                        "no",
+                        "--protected-mode",
+                        "yes",
+                        *REDIS_MEMORY_ARGS,
                     ],
                     {},
                     None,
                 )
             )
         procs.append(
-            Proc("coordinator", [py, "-m", "ezthrottle_server.coordinator"],
-                 {**base, "EZT_NODE_ID": "coordinator-1"}, f"http://127.0.0.1:{s.coordinator_port}/readyz")
+            Proc(
+                "coordinator",
+                [py, "-m", "ezthrottle_server.coordinator"],
+                {**base, "EZT_NODE_ID": "coordinator-1"},
+                f"http://127.0.0.1:{s.coordinator_port}/readyz",
+            )
         )
         procs.append(
-            Proc("delivery", [py, "-m", "ezthrottle_server.delivery"],
-                 {**base, "EZT_NODE_ID": "delivery-1"}, f"http://127.0.0.1:{s.delivery_port}/readyz")
+            Proc(
+                "delivery",
+                [py, "-m", "ezthrottle_server.delivery"],
+                {**base, "EZT_NODE_ID": "delivery-1"},
+                f"http://127.0.0.1:{s.delivery_port}/readyz",
+            )
         )
         for r in s.regions:
             procs.append(
-                Proc(f"edge-{r.id}", [py, "-m", "ezthrottle_server.edge"],
-                     {**base, "EZT_REGION": r.id, "EZT_NODE_ID": f"edge-{r.id}-1", "EZT_PORT": str(r.port)},
-                     f"http://127.0.0.1:{r.port}/readyz")
+                Proc(
+                    f"edge-{r.id}",
+                    [py, "-m", "ezthrottle_server.edge"],
+                    {**base, "EZT_REGION": r.id, "EZT_NODE_ID": f"edge-{r.id}-1", "EZT_PORT": str(r.port)},
+                    f"http://127.0.0.1:{r.port}/readyz",
+                )
             )
         return procs
 
@@ -158,8 +185,11 @@ class LocalCluster:
         folder = self.state_dir / PROMETHEUS
         rules = [str(prometheus_config.ALERTS_FILE)] if prometheus_config.ALERTS_FILE.exists() else []
         argv = [
-            binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d",
+            binary,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=2d",
         ]
         config = prometheus_config.render(prometheus_config.scrape_config(s, interval_s=interval_s, rule_files=rules))
         return PrometheusPlan(Proc(PROMETHEUS, argv, {}, f"http://127.0.0.1:{port}/-/ready"), config, "")
@@ -239,8 +269,10 @@ class LocalCluster:
         if already and previous is None:
             self.down()  # processes without a record of the cluster: start clean
             already = {}
-        redis_url = str(previous["redis_url"]) if previous and already else (
-            self.env.get("REDIS_URL") or f"redis://127.0.0.1:{s.embedded_redis_port}/0"
+        redis_url = (
+            str(previous["redis_url"])
+            if previous and already
+            else (self.env.get("REDIS_URL") or f"redis://127.0.0.1:{s.embedded_redis_port}/0")
         )
         procs = [p for p in self.plan(s, redis_url) if p.name not in already]
         if not procs and previous is not None and (PROMETHEUS in already or self.prometheus_plan(s).proc is None):
@@ -347,10 +379,8 @@ def _alive_and_ours(pid: int) -> bool:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(pids: list[int], timeout_s: float) -> None:
@@ -382,7 +412,11 @@ def _region_wait(port: int, region_ids: Sequence[str]) -> str:
         return f"{base}/readyz answers {exc.code}"
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         return f"{base}: {exc}"
-    pending = [f"{rid} {views[rid]['state']} ({views[rid]['reason']})" for rid in region_ids if views.get(rid, {}).get("state") not in ("up", "degraded")]
+    pending = [
+        f"{rid} {views[rid]['state']} ({views[rid]['reason']})"
+        for rid in region_ids
+        if views.get(rid, {}).get("state") not in ("up", "degraded")
+    ]
     return f"edge {base} sees " + ", ".join(pending) if pending else ""
 
 

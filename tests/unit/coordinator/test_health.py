@@ -95,7 +95,12 @@ def test_an_operators_target_only_this_region_probes_counts_on_its_own():
 
 
 def test_blocked_and_stale_probes_count_for_nothing():
-    iad = [beat("i", probes={"https://a.example/": {**failing(), "blocked": True}, "https://b.example/": {**failing(), "checked_ms": NOW - 9000}})]
+    iad = [
+        beat(
+            "i",
+            probes={"https://a.example/": {**failing(), "blocked": True}, "https://b.example/": {**failing(), "checked_ms": NOW - 9000}},
+        )
+    ]
     assert assess(iad, NOW, RULES).state == UP
 
 
