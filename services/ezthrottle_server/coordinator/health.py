@@ -200,12 +200,7 @@ def assess(
     others_alive = {rid: _alive(b, now_ms, rules) for rid, b in others.items()}
     mine = _targets(alive, now_ms, rules)
     elsewhere = {rid: _targets(a, now_ms, rules) for rid, a in others_alive.items()}
-    peer_beats = {
-        f"{b['url'].rstrip('/')}/healthz": int(b.get("ts_ms", 0))
-        for a in others_alive.values()
-        for b in a
-        if b.get("url")
-    }
+    peer_beats = {f"{b['url'].rstrip('/')}/healthz": int(b.get("ts_ms", 0)) for a in others_alive.values() for b in a if b.get("url")}
     counted, judged = _probe_verdict(mine, elsewhere, peer_beats)
     if counted and len(counted) * 2 > judged:
         url, t = counted[0]
@@ -220,17 +215,21 @@ def assess(
         return Observation(DEGRADED, f"{len(counted)} of {judged} health targets unreachable from here ({url}: {t.error})", names, True)
     partial = [url for url, t in mine.items() if t.failing_nodes and t.reaching_nodes]
     if partial:
-        return Observation(DEGRADED, f"some nodes cannot reach health targets other nodes reach ({', '.join(sorted(partial)[:3])})", names, True)
+        return Observation(
+            DEGRADED, f"some nodes cannot reach health targets other nodes reach ({', '.join(sorted(partial)[:3])})", names, True
+        )
 
     domains = _domains(alive)
     reached = {d for a in others_alive.values() for d, (n, f) in _domains(a).items() if n and (n - f) * 2 > n}
     diverging = sorted(
-        d for d, (n, f) in domains.items()
-        if n >= rules.infra_min_attempts and f >= rules.infra_down_ratio * n and d in reached
+        d for d, (n, f) in domains.items() if n >= rules.infra_min_attempts and f >= rules.infra_down_ratio * n and d in reached
     )
     if len(diverging) >= rules.infra_min_domains:
         return Observation(
-            DEGRADED, f"{len(diverging)} domains fail to connect from here while other regions reach them ({', '.join(diverging[:3])})", names, True
+            DEGRADED,
+            f"{len(diverging)} domains fail to connect from here while other regions reach them ({', '.join(diverging[:3])})",
+            names,
+            True,
         )
     return Observation(UP, f"{len(alive)} node(s) healthy", names)
 
@@ -274,7 +273,9 @@ def step(
 
 
 class RegionMonitor:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, lease: Lease, rules: HealthRules | None = None, interval_s: float = 0.25) -> None:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, lease: Lease, rules: HealthRules | None = None, interval_s: float = 0.25
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.lease = lease
@@ -289,8 +290,13 @@ class RegionMonitor:
             if rid in published:
                 v = orjson.loads(published[rid])
                 self.regions[rid] = RegionHealth(
-                    v["state"], v["reason"], int(v["since_ms"]), None, v.get("nodes", []),
-                    seen=v.get("seen", True), failing=v.get("seen_failing", False),
+                    v["state"],
+                    v["reason"],
+                    int(v["since_ms"]),
+                    None,
+                    v.get("nodes", []),
+                    seen=v.get("seen", True),
+                    failing=v.get("seen_failing", False),
                 )
             else:
                 self.regions[rid] = RegionHealth(state=UNKNOWN, reason="no node has ever reported", since_ms=0, seen=False)
