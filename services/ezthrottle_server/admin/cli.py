@@ -7,7 +7,7 @@
     ezthrottle-admin deliveries replay <job id> | --all [--customer acme]
     ezthrottle-admin domains show <host:port> [--customer acme]   (also: list, reload)
     ezthrottle-admin secrets new-key | status | reseal
-    ezthrottle-admin jobs show <job id> | repair [--dry-run] [--wait-s S]
+    ezthrottle-admin jobs show <job id> | repair [--dry-run] [--wait-s S] | cancel <job id> [--after-attempt]
 
 Redis comes from ``REDIS_URL`` (or ``--redis-url``), else regions.yaml's
 embedded Redis port.

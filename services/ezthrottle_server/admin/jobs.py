@@ -11,9 +11,15 @@
     ezthrottle-admin jobs reindex
         add to their customers' job indexes (common/job_index.py) the jobs
         accepted before the index existed, so GET /api/v1/jobs lists them; once
+    ezthrottle-admin jobs cancel <job id> [--after-attempt]
+        cancel a job that has not ended, whoever's it is, and what is pending
+        below it in its workflow (as ``DELETE /api/v1/jobs/{id}``,
+        common/cancels.py): nothing is sent after it answers
 
 Exit status: ``show`` 1 for an unknown job; ``repair`` 0 (``--dry-run``: 1
-when it found any, so scripts can alert on it).
+when it found any, so scripts can alert on it); ``cancel`` 0 when cancelled
+(or requested: ``--after-attempt`` with an attempt in flight), 1 for an
+unknown job, 2 when it has ended or an attempt is in flight.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import orjson
 
 from ..common import job_index, keys
+from ..common.cancels import CancelOutcome, end_job
 from ..common.config import Settings
 from ..common.redisconn import Scripts
 from ..coordinator.repair import FIELDS, Candidate, Repairer
@@ -47,6 +54,25 @@ def add_parser(sub: Any) -> None:
     rp.add_argument("--dry-run", action="store_true", help="only list them")
     rp.add_argument("--wait-s", type=float, default=None, help="between the passes (default: EZT_REPAIR_AFTER_S)")
     j.add_parser("reindex", help="index the jobs accepted before the job index existed (GET /api/v1/jobs lists them)")
+    cancel = j.add_parser("cancel", help="cancel a job that has not ended (and what is pending below it)")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--after-attempt", action="store_true", help="an attempt in flight: cancel once it ends")
+
+
+async def cancel_job(r: Any, settings: Settings, job_id: str, *, after_attempt: bool = False) -> dict[str, Any]:
+    """Cancel a job as its customer would (``DELETE /api/v1/jobs/{id}``), whoever the customer is."""
+    customer = await r.hget(keys.job(job_id), "customer") if keys.job_partition(job_id) is not None else None
+    if customer is None:
+        return {"job_id": job_id, "status": CancelOutcome.NOT_FOUND.value}
+    now = int(time.time() * 1000)
+    reply = await end_job(r, Scripts(r), settings, job_id, customer=customer, now_ms=now, after_attempt=after_attempt)
+    return {
+        "job_id": job_id,
+        "customer": customer,
+        "status": reply.outcome.value,
+        "children_cancelled": reply.children_cancelled,
+        "children_cancel_requested": reply.children_requested,
+    }
 
 
 async def show(r: Any, settings: Settings, job_id: str) -> dict[str, Any] | None:
@@ -63,7 +89,7 @@ async def show(r: Any, settings: Settings, job_id: str) -> dict[str, Any] | None
     c = Candidate(job_id, keys.job_partition(job_id) or 0, fields, regions, int(attempts))
     repairer = Repairer(settings, r, Scripts(r), _Acting(), dry_run=True)
     held_by = await repairer.holders(c, int(time.time() * 1000), {}, fix_ready=False)
-    final = fields["state"] in ("success", "failed")
+    final = fields["state"] in ("success", "failed", "cancelled", "expired")
     return {
         "job_id": job_id,
         "state": fields["state"],
@@ -78,6 +104,14 @@ async def show(r: Any, settings: Settings, job_id: str) -> dict[str, Any] | None
 
 
 async def run(args: argparse.Namespace, r: Any, settings: Settings) -> int:
+    if args.action == "cancel":
+        answer = await cancel_job(r, settings, args.job_id, after_attempt=args.after_attempt)
+        if args.json:
+            print(orjson.dumps(answer).decode())
+        else:
+            print(" ".join(f"{k}={v}" for k, v in answer.items()))
+        done = (CancelOutcome.CANCELLED.value, CancelOutcome.CANCEL_REQUESTED.value)
+        return 0 if answer["status"] in done else 1 if answer["status"] == CancelOutcome.NOT_FOUND.value else 2
     if args.action == "reindex":
         added = await job_index.reindex(r, settings, domain_of)
         print(orjson.dumps({"added": added}).decode() if args.json else f"indexed {added} job(s)")

@@ -31,6 +31,8 @@ API_ERRORS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
+    "in_flight": 409,  # DELETE /api/v1/jobs/{id}: an attempt is under way (?after_attempt=true waits for it)
+    "already_final": 409,  # DELETE /api/v1/jobs/{id}: the job has ended
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "outbound_blocked": 422,

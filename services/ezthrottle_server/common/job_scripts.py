@@ -126,7 +126,8 @@ class JobState:
     live: int  # regions still trying it
     idempotent_key: str | None
 
-    FINAL = frozenset({"success", "failed"})
+    FINAL = frozenset({"success", "failed", "cancelled", "expired"})
+    ENDED_UNSENT = frozenset({"cancelled", "expired"})  # start_attempt.lua may end a job so: nothing was sent
 
     @property
     def final(self) -> bool:
@@ -156,12 +157,19 @@ class JobState:
         )
 
 
-def start_attempt(run: ScriptRun, job_id: str, region: str, now_ms: int) -> Awaitable[Any]:
+def start_attempt(run: ScriptRun, job_id: str, region: str, now_ms: int, ttl_s: int) -> Awaitable[Any]:
     """``start_attempt.lua``: mark the job running here; its answer parses with :meth:`JobState.parse`.
 
+    A job whose cancel was requested, or not started by its ``start_before_ms``,
+    ends there instead (``cancelled`` / ``expired``: a final state answered).
     Not a coroutine: a taken job's send does not wait for it (edge/attempt.py).
     """
-    return run(keys=[keys.job(job_id)], args=[now_ms, region, keys.job_events(job_id)])
+    p = keys.job_partition(job_id)
+    assert p is not None
+    return run(
+        keys=[keys.job(job_id), keys.attempts(job_id), keys.queued(p), keys.deliveries(p), keys.workflow_spawn(p)],
+        args=[now_ms, region, keys.job_events(job_id), ttl_s, job_id],
+    )
 
 
 # -- finish.lua ----------------------------------------------------------------------
@@ -235,16 +243,22 @@ class NextAttempt:
     due_ms: int
     attempt: dict[str, Any] | None  # None for a deferral that sent nothing
     group: str
+    result: dict[str, Any] | None = None  # the attempt's answer: kept if the job's cancel was requested meanwhile
 
 
-async def requeue(run: ScriptRun, nxt: NextAttempt, *, now_ms: int) -> Requeued:
+async def requeue(run: ScriptRun, nxt: NextAttempt, *, now_ms: int, ttl_s: int) -> Requeued:
+    """``requeue.lua``: queue the next attempt (or end the job cancelled, its cancel requested during this one)."""
     p = keys.job_partition(nxt.job_id)
     assert p is not None
     reply = await run(
-        keys=[keys.job(nxt.job_id), keys.attempts(nxt.job_id), keys.region_stream(p, nxt.region), keys.delayed(p), keys.region_stream(p, nxt.next_region)],
+        keys=[
+            keys.job(nxt.job_id), keys.attempts(nxt.job_id), keys.region_stream(p, nxt.region), keys.delayed(p),
+            keys.region_stream(p, nxt.next_region), keys.queued(p), keys.deliveries(p), keys.workflow_spawn(p),
+        ],
         args=[
             nxt.group, "", orjson.dumps(nxt.attempt) if nxt.attempt is not None else "", nxt.kind.value, nxt.next_region,
             nxt.due_ms, now_ms, nxt.job_id, nxt.region, keys.job_events(nxt.job_id),
+            orjson.dumps(nxt.result) if nxt.result is not None else "", ttl_s,
         ],
     )  # fmt: skip
     return Requeued(int(reply))

@@ -4,7 +4,8 @@ The payload is the published SDK's (see the SDK README): ``url``, ``method``,
 ``headers``, ``body``, ``metadata``, ``webhooks``, ``webhook_quorum``,
 ``regions``, ``region_policy``, ``execution_mode``, ``retry_policy``,
 ``fallback_job`` (with ``trigger``), ``on_success``, ``on_failure``,
-``on_failure_timeout_ms``, ``idempotent_key``, ``retry_at``; plus ``type``
+``on_failure_timeout_ms``, ``idempotent_key``, ``retry_at``, and ``start_before_ms``
+(the second round: not started by then, the job ends ``expired``); plus ``type``
 (``performance``/``frugal``) on chained steps. Anything else is rejected
 with a 400 that names the field, never ignored.
 
@@ -70,6 +71,7 @@ _JOB_FIELDS = frozenset(
         "on_failure_timeout_ms",
         "idempotent_key",
         "retry_at",
+        "start_before_ms",
         "type",
     }
 )
@@ -222,12 +224,19 @@ def _depth_of(value: Any, limit: int) -> int:
 
 
 def validate_job(
-    payload: Any, known_regions: Collection[str], *, latest_retry_at_ms: int | None = None, _path: str = "", _depth: int = 0
+    payload: Any,
+    known_regions: Collection[str],
+    *,
+    latest_retry_at_ms: int | None = None,
+    now_ms: int | None = None,
+    _path: str = "",
+    _depth: int = 0,
 ) -> dict[str, Any]:
     """Validate a job payload and return its normalised form, or raise ApiError (400).
 
-    ``latest_retry_at_ms``: the furthest ``retry_at`` accepted (now plus the
-    operator's horizon); None accepts any."""
+    ``latest_retry_at_ms``: the furthest ``retry_at`` (and ``start_before_ms``)
+    accepted (now plus the operator's horizon); None accepts any. ``now_ms``:
+    a ``start_before_ms`` not after it is refused; None skips that check."""
     prefix = f"{_path}." if _path else ""
     if _depth > MAX_CHAIN_DEPTH:
         raise _bad(_path, f"workflow chains are limited to {MAX_CHAIN_DEPTH} levels")
@@ -311,6 +320,19 @@ def validate_job(
         raise _bad(f"{prefix}retry_at", f"is too far ahead: at most {latest_retry_at_ms} (the operator's horizon from now)")
     job["retry_at"] = retry_at
 
+    # start_before_ms: the job ends 'expired' if no attempt has started by then (never sent late).
+    deadline = payload.get("start_before_ms")
+    if deadline is not None:
+        if not _is_int(deadline) or deadline < 0:
+            raise _bad(f"{prefix}start_before_ms", "must be a timestamp in milliseconds since the epoch")
+        if now_ms is not None and deadline <= now_ms:
+            raise _bad(f"{prefix}start_before_ms", f"is in the past (now is {now_ms})")
+        if latest_retry_at_ms is not None and deadline > latest_retry_at_ms:
+            raise _bad(f"{prefix}start_before_ms", f"is too far ahead: at most {latest_retry_at_ms} (the operator's horizon from now)")
+        if retry_at is not None and retry_at >= deadline:
+            raise _bad(f"{prefix}start_before_ms", "must be after retry_at (the job could never start)")
+    job["start_before_ms"] = deadline
+
     timeout = payload.get("on_failure_timeout_ms")
     if timeout is not None and (not _is_int(timeout) or timeout <= 0):
         raise _bad(f"{prefix}on_failure_timeout_ms", "must be a positive integer (milliseconds)")
@@ -319,7 +341,12 @@ def validate_job(
     for child in ("fallback_job", "on_success", "on_failure"):
         if payload.get(child) is not None:
             job[child] = validate_job(
-                payload[child], known_regions, latest_retry_at_ms=latest_retry_at_ms, _path=f"{prefix}{child}", _depth=_depth + 1
+                payload[child],
+                known_regions,
+                latest_retry_at_ms=latest_retry_at_ms,
+                now_ms=now_ms,
+                _path=f"{prefix}{child}",
+                _depth=_depth + 1,
             )
         else:
             job[child] = None
@@ -381,5 +408,6 @@ def record_fields(
         # A failure may be followed by a fallback the server runs: the webhooks wait for it (finish.lua).
         "fallback": 1 if job.get("fallback_job") and not is_frugal(job["fallback_job"]) else 0,
         "reroutes": 0,
+        **({"start_before_ms": job["start_before_ms"]} if job.get("start_before_ms") else {}),
         **links,
     }

@@ -57,7 +57,7 @@ SCRIPT_NAMES = (
     "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
     "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
     "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair", "swap_field", "reserve_quota",
-    "evacuate",
+    "evacuate", "cancel",
 )
 
 
@@ -346,6 +346,7 @@ class Scripts:
     repair: AsyncScript
     swap_field: AsyncScript
     reserve_quota: AsyncScript
+    cancel: AsyncScript
 
     def __init__(self, client: RedisClient) -> None:
         for name in SCRIPT_NAMES:

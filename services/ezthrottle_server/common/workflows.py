@@ -22,7 +22,10 @@ Two timers may fire a continuation early (the coordinator's timers):
 - a fallback whose trigger is ``{"type": "on_timeout", "timeout_ms": N}``:
   if the job is not final N ms after it was created, the fallback starts.
 Whichever continuation is claimed first (atomically, on the parent) is the
-only one. FRUGAL steps are never executed by the server: they travel to the
+only one. A cancelled job claims ``cancelled``: nothing follows it. A job's
+``start_before_ms`` waits as a third timer (``deadline``), which ends the job
+``expired`` if no attempt has started by then; an expired job's chain goes on
+as a failure's. FRUGAL steps are never executed by the server: they travel to the
 client in the webhook payload (``frugal_step``) and run there, once.
 """
 
@@ -31,9 +34,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-SUCCESS, FAILED = "success", "failed"
+SUCCESS, FAILED, CANCELLED, EXPIRED = "success", "failed", "cancelled", "expired"
+FINAL_STATES = frozenset({SUCCESS, FAILED, CANCELLED, EXPIRED})
 ON_SUCCESS, ON_FAILURE, FALLBACK = "on_success", "on_failure", "fallback"
 FAILURE_TIMER, FALLBACK_TIMER = "failure_timeout", "fallback_timeout"
+DEADLINE_TIMER = "deadline"  # start_before_ms: the job ends expired if not started by then (cancel.lua)
 RELATIONS = (ON_SUCCESS, ON_FAILURE, FALLBACK)
 
 
@@ -61,7 +66,11 @@ def _trigger_matches(trigger: dict[str, Any], status_code: int | None, reason: s
 
 
 def next_step(spec: dict[str, Any], state: str, status_code: int | None, reason: str | None) -> tuple[str, dict[str, Any]] | None:
-    """The continuation after a final outcome: (relation, child spec), or None."""
+    """The continuation after a final outcome: (relation, child spec), or None.
+
+    A cancelled job's chain stops there; an expired one goes on as a failure."""
+    if state == CANCELLED:
+        return None
     if state == SUCCESS:
         return (ON_SUCCESS, spec[ON_SUCCESS]) if spec.get(ON_SUCCESS) else None
     fallback = spec.get("fallback_job")
@@ -89,6 +98,8 @@ def timers_for(spec: dict[str, Any], created_ms: int) -> list[tuple[int, str]]:
     trigger = (fallback or {}).get("trigger") or {}
     if trigger.get("type") == "on_timeout":
         out.append((created_ms + int(trigger["timeout_ms"]), FALLBACK_TIMER))
+    if spec.get("start_before_ms"):
+        out.append((int(spec["start_before_ms"]), DEADLINE_TIMER))
     return out
 
 

@@ -51,7 +51,7 @@ from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({"success", "failed"})
+FINAL = frozenset({"success", "failed", "cancelled", "expired"})
 MOVE, OUT, STAY, CLEAR = "move", "out", "stay", "clear"
 
 

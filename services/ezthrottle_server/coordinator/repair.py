@@ -49,7 +49,7 @@ from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({"success", "failed"})
+FINAL = frozenset({"success", "failed", "cancelled", "expired"})
 FIELDS = ("state", "created_ms", "customer", "spec", "regions", "mode", "reroutes", "tried", "live", "fanout_reported", "repairs")
 STREAM_SCAN_LIMIT = 10_000  # a stream longer than this is not read: its jobs count as held
 

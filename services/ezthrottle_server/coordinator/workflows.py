@@ -3,7 +3,9 @@
 ``finish.lua`` adds ``{job, event: final}`` to the partition's workflow
 stream when a job with a chain reaches its final outcome, atomically with the
 outcome. Workflow timers (``on_failure_timeout_ms``, fallbacks triggered
-``on_timeout``) wait in the partition's timer set and are moved to the same
+``on_timeout``, and a job's ``start_before_ms``: the ``deadline`` timer, which
+expires a job not started by then through ``cancel.lua``) wait in the
+partition's timer set and are moved to the same
 stream when due. Every coordinator reads the stream through the consumer
 group ``workflow`` (the active one every ``poll_s``, a standby every
 ``standby_poll_s``, so a dead leader holds nothing up), decides the
@@ -39,6 +41,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from ..common import job_index, keys, workflows
+from ..common.cancels import end_job
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.jobs import record_fields
@@ -51,7 +54,7 @@ from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({"success", "failed"})
+FINAL = workflows.FINAL_STATES
 
 
 def step_of(job_id: str, job: dict[str, str]) -> str | None:
@@ -130,9 +133,15 @@ class WorkflowSpawner(CoordinatorLoop):
         if keys.job_partition(job_id) is None:
             log.error("malformed workflow entry for %r; dropped", job_id)
             return
+        if event == workflows.DEADLINE_TIMER:  # start_before_ms: not started by now, the job ends expired
+            now = int(time.time() * 1000)
+            await end_job(self.redis, self.scripts, self.settings, job_id, customer="", now_ms=now, expire=True)
+            return
         parent = await self.redis.hgetall(keys.job(job_id))
         if not parent:
             return  # expired: nothing to continue
+        if parent.get("state") == workflows.CANCELLED:
+            return  # a cancelled job's chain stops (cancel.lua claimed its continuation too)
         spec = orjson.loads(parent["spec"])
         state = parent.get("state", "")
         if event == "final":
@@ -153,7 +162,7 @@ class WorkflowSpawner(CoordinatorLoop):
                 await self.scripts.claim_continuation(keys=[keys.job(job_id)], args=[relation])
             else:
                 await self.spawn(partition, job_id, parent, relation, child)
-        if event == "final" and state == "failed" and parent.get("fallback") == "1":
+        if event == "final" and state in (workflows.FAILED, workflows.EXPIRED) and parent.get("fallback") == "1":
             await self._deliver_unless_a_fallback_follows(partition, job_id, parent)
 
     async def _deliver_unless_a_fallback_follows(self, partition: int, job_id: str, job: dict[str, str]) -> None:

@@ -88,7 +88,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 HEARTBEAT_TTL_MS = 3000
 RELEASE_BATCH = 500
-FINAL_JOB_STATES = ("success", "failed")
+FINAL_JOB_STATES = ("success", "failed", "cancelled", "expired")
 
 
 def _now_ms() -> int:

@@ -49,7 +49,8 @@ async def submit_job(request: web.Request) -> web.StreamResponse:
     customer = await ctx.auth.customer(request)
     ctx.admission.check(customer)
     payload = await read_json(request, ctx.settings.max_body_bytes)
-    job = validate_job(payload, ctx.settings.region_ids, latest_retry_at_ms=_now_ms() + ctx.settings.retry_at_horizon_ms)
+    now = _now_ms()
+    job = validate_job(payload, ctx.settings.region_ids, latest_retry_at_ms=now + ctx.settings.retry_at_horizon_ms, now_ms=now)
     _check_outbound(ctx, job)
     accepted = await ctx.intake.accept(job, customer)
     if isinstance(accepted, Refused):
@@ -201,6 +202,8 @@ def job_view(job_id: str, data: dict[str, str], attempts: list[str], webhooks: d
         "created_at_ms": _int_or_none(data.get("created_ms")),
         "started_at_ms": _int_or_none(data.get("started_ms")),
         "finished_at_ms": _int_or_none(data.get("finished_ms")),
+        "start_before_ms": _int_or_none(data.get("start_before_ms")),
+        "cancel_requested": data.get("cancel_requested") == "1",
         "execution_mode": data.get("mode", spec.get("execution_mode", "race")),
         "regions_tried": [r for r in data.get("tried", "").split(",") if r],
         "retries": sum(int(v) for k, v in data.items() if k.startswith("retries:")),

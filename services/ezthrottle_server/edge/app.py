@@ -22,6 +22,7 @@ from .deliveries_api import ROUTES as DELIVERIES_ROUTES
 from .secrets_api import ROUTES as SECRETS_ROUTES
 from .proxy_api import ROUTES as PROXY_ROUTES
 from .workflow_api import ROUTES as WORKFLOW_ROUTES
+from .cancel_api import ROUTES as CANCEL_ROUTES
 from .search_api import ROUTES as SEARCH_ROUTES
 from .openapi import route as openapi_route
 from .auth import Authenticator
@@ -155,6 +156,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(DELIVERIES_ROUTES)
     app.router.add_routes(PROXY_ROUTES)
     app.router.add_routes(WORKFLOW_ROUTES)
+    app.router.add_routes(CANCEL_ROUTES)
     app.router.add_routes(SEARCH_ROUTES)
     add_probes(
         app,

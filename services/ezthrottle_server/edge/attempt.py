@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 MAX_CRASHES = 3  # attempts of one job that raise unexpectedly before the job fails with internal_error
 SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
 _REQUEUE_KINDS = {RETRY: RequeueKind.RETRY, REROUTE: RequeueKind.REROUTE}
+UNSENT = TargetHints()  # the job ended cancelled or expired as it started: never sent, the rate gets its interval back
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class Attempts:
             if not crashed:
                 try:
                     # After finish/requeue: a job's next attempt may already be queued.
-                    await asyncio.shield(self.limiter.release(scope, lease, hints, requeue=requeue))
+                    await asyncio.shield(self.limiter.release(scope, lease, hints, requeue=requeue, refund=hints is UNSENT))
                 except asyncio.CancelledError:
                     pass
                 except Exception:
@@ -173,8 +174,12 @@ class Attempts:
 
     async def _attempt(self, scope: Scope, lease: str, granted_at: float) -> TargetHints | None:
         job_id = job_of(lease)
-        starting = job_scripts.start_attempt(partial(self.batch.script, self.scripts.start_attempt), job_id, self.region, _now_ms())
+        now = _now_ms()
+        run = partial(self.batch.script, self.scripts.start_attempt)
+        starting = job_scripts.start_attempt(run, job_id, self.region, now, self.settings.job_ttl_s)
         first = self.first_sends.pop(job_id, None)
+        if first is not None and now >= (first.spec.get("start_before_ms") or now + 1):
+            first = None  # its deadline passed since its acceptance: start_attempt.lua expires it, nothing is sent
         if first is not None:
             # Taken at its acceptance, on this node, in one region: nothing else
             # knows the job yet, so the send need not wait for the record to say
@@ -182,6 +187,8 @@ class Attempts:
             self.background(starting)
             return await self._send_and_record(scope, lease, first.state(), granted_at, accepted_at=first.accepted_at)
         state = JobState.parse(await starting)
+        if state is not None and state.state in JobState.ENDED_UNSENT:
+            return UNSENT  # cancelled or expired (now or before): nothing is sent
         if state is None or state.final:
             return None  # gone, or another region already won: nothing to send
         holder = None
@@ -248,7 +255,7 @@ class Attempts:
         if decision.action in (SUCCESS, FAILED):
             await self._finish(job_id, outcome, decision, attempt, scope.domain)
         else:
-            await self._requeue(job_id, decision, attempt, next_region, scope.domain)
+            await self._requeue(job_id, decision, attempt, next_region, scope.domain, outcome)
         return hints
 
     async def _decide(self, job: JobState, outcome: Outcome) -> tuple[Decision, str]:
@@ -342,15 +349,23 @@ class Attempts:
         )
 
     async def _requeue(
-        self, job_id: str, decision: Decision, attempt: dict[str, Any] | None, next_region: str, domain: str | None = None
+        self,
+        job_id: str,
+        decision: Decision,
+        attempt: dict[str, Any] | None,
+        next_region: str,
+        domain: str | None = None,
+        outcome: Outcome | None = None,
     ) -> None:
         """Queue the next attempt: a retry here, a reroute there, or a deferral (nothing sent)."""
         kind = _REQUEUE_KINDS.get(decision.action, RequeueKind.DEFER)
         now = _now_ms()
         if attempt is not None:
             attempt["next_region"] = next_region
-        nxt = NextAttempt(job_id, self.region, next_region, kind, now + int(decision.delay_s * 1000), attempt, self.group)
-        await asyncio.shield(job_scripts.requeue(partial(self.batch.script, self.scripts.requeue), nxt, now_ms=now))
+        result = outcome.result() if outcome is not None and outcome.status_code is not None else None
+        nxt = NextAttempt(job_id, self.region, next_region, kind, now + int(decision.delay_s * 1000), attempt, self.group, result)
+        run = partial(self.batch.script, self.scripts.requeue)
+        await asyncio.shield(job_scripts.requeue(run, nxt, now_ms=now, ttl_s=self.settings.job_ttl_s))
         log.info(
             "job %s: %s to %s in %.0f ms",
             job_id,

@@ -38,7 +38,7 @@ from ..common.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({"success", "failed"})
+FINAL = frozenset({"success", "failed", "cancelled", "expired"})
 QUEUE_LIMIT = 1000
 
 

@@ -214,6 +214,8 @@ class Intake:
                 plan = self.fast.plan(customer, domain)
             else:
                 taken = await self.fast.take(job_id, customer, domain)
+        if taken is not None:
+            fields[f"sending:{self.region}"] = now  # its send is under way from its acceptance (cancel.lua's in_flight)
         if taken is None and due <= now and self.region in regions:  # this edge's reader may park it without reading it back
             self.worker.accepting(job_id, customer, domain)
         submission = Submission(

@@ -44,14 +44,14 @@ from ..common.job_index import MAX_MS
 
 PATH = "/openapi.json"
 JOB_ID_PATTERN = r"^job_[0-9]{10,16}_[0-9a-f]{16}p[0-9]{1,4}$"
-JOB_STATES = ("queued", "scheduled", "running", "success", "failed")
+JOB_STATES = ("queued", "scheduled", "running", "success", "failed", "cancelled", "expired")
 
 _ERROR_TEXT = {
     400: "Bad input; `error.field` names the field when there is one",
     401: "Missing, malformed, unknown or revoked API key",
     404: "Not found, or not this API key's customer's (never 403)",
     405: "The proxy target does not take this method",
-    409: "Conflict: already claimed, or changed meanwhile",
+    409: "Conflict: already claimed, or changed meanwhile; a cancel: `in_flight` (an attempt under way) or `already_final`",
     413: "The body is larger than the limit",
     415: "The body is not JSON",
     422: "The target or a webhook is an address the outbound policy refuses",
@@ -142,6 +142,14 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
             "on_failure_timeout_ms": _nullable({"type": "integer", "minimum": 1}),
             "idempotent_key": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}),
             "retry_at": _nullable({"type": "integer", "minimum": 0, "description": "ms since the epoch"}),
+            "start_before_ms": _nullable(
+                {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "ms since the epoch, in the future (at most the retry_at horizon ahead, after retry_at): "
+                    "a job not started by then ends `expired` and is never sent",
+                }
+            ),
             "type": {"type": "string", "enum": list(STEP_TYPES)},
         },
     }
@@ -206,6 +214,8 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
             "created_at_ms": _nullable({"type": "integer"}),
             "started_at_ms": _nullable({"type": "integer"}),
             "finished_at_ms": _nullable({"type": "integer"}),
+            "start_before_ms": _nullable({"type": "integer"}),
+            "cancel_requested": {"type": "boolean", "description": "Cancelled once its attempt in flight ends (?after_attempt=true)"},
             "execution_mode": {"type": "string", "enum": list(EXECUTION_MODES)},
             "regions_tried": {"type": "array", "items": {"type": "string"}},
             "retries": {"type": "integer"},
@@ -248,7 +258,42 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
             "idempotent_key": {"type": "string"},
         },
     }
-    return {"Job": step, "FallbackJob": fallback, "JobView": view, "JobResult": result, "JobAccepted": accepted, "WebhookState": hook_view}
+    cancelled = {
+        "type": "object",
+        "required": ["job_id", "status", "children_cancelled", "children_cancel_requested"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["cancelled", "cancel_requested", "already_final"],
+                "description": "already_final: the job had ended, and what was pending below it in its workflow is cancelled",
+            },
+            "children_cancelled": {"type": "integer", "minimum": 0},
+            "children_cancel_requested": {"type": "integer", "minimum": 0},
+        },
+    }
+    outcomes = ["cancelled", "cancel_requested", "in_flight", "already_final", "not_found"]
+    bulk = {
+        "type": "object",
+        "required": ["job_ids"],
+        "additionalProperties": False,
+        "properties": {
+            "job_ids": {"type": "array", "maxItems": 1000, "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+            "after_attempt": {"type": "boolean"},
+        },
+    }
+    bulk_answer = {
+        "type": "object",
+        "required": ["counts", "jobs"],
+        "properties": {
+            "counts": {"type": "object", "properties": {o: {"type": "integer", "minimum": 0} for o in outcomes}},
+            "jobs": {"type": "object", "additionalProperties": {"type": "string", "enum": outcomes}},
+        },
+    }
+    return {
+        "Job": step, "FallbackJob": fallback, "JobView": view, "JobResult": result, "JobAccepted": accepted, "WebhookState": hook_view,
+        "JobCancelled": cancelled, "BulkCancel": bulk, "BulkCancelled": bulk_answer,
+    }  # fmt: skip
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
@@ -607,7 +652,32 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/v1/jobs/{job_id}": {
-            "get": _op("A job: state, attempts, result, webhooks", {"200": _json(_ref("JobView"), "The job"), **_errors(404, *AUTHED)}, parameters=[job_id])
+            "get": _op("A job: state, attempts, result, webhooks", {"200": _json(_ref("JobView"), "The job"), **_errors(404, *AUTHED)}, parameters=[job_id]),
+            "delete": _op(
+                "Cancel a job that has not ended (and what is pending below it in its workflow): nothing is sent after the answer",
+                {
+                    "200": _json(_ref("JobCancelled"), "Cancelled"),
+                    "202": _json(_ref("JobCancelled"), "An attempt is in flight: cancelled when it ends (after_attempt=true)"),
+                    **_errors(400, 404, 409, *AUTHED),
+                },
+                parameters=[
+                    job_id,
+                    {
+                        "name": "after_attempt",
+                        "in": "query",
+                        "required": False,
+                        "description": "With an attempt in flight: cancel once it ends (its result kept), not 409 in_flight",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    },
+                ],
+            ),
+        },
+        "/api/v1/jobs/cancel": {
+            "post": _op(
+                "Cancel many jobs by id (at most 1000): a count per outcome, and each job's",
+                {"200": _json(_ref("BulkCancelled"), "Each job's outcome"), **_errors(400, 413, 415, *AUTHED)},
+                body="BulkCancel",
+            )
         },
         "/api/v1/jobs/{job_id}/events": {
             "get": _op(

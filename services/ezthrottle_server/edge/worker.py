@@ -54,7 +54,7 @@ from .outcomes import OutcomeWindow
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = frozenset({"success", "failed"})
+FINAL_STATES = frozenset({"success", "failed", "cancelled", "expired"})  # skipped at admission: nothing more to send
 ACCEPTED_HINTS = 4096  # jobs this node's API just accepted, remembered until its reader parks them
 
 

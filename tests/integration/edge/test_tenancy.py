@@ -49,6 +49,8 @@ SCOPED = {
     ("GET", "/api/v1/deliveries/dead"),
     ("POST", "/api/v1/deliveries/dead/{job_id}/replay"),
     ("POST", "/api/v1/proxy"),
+    ("DELETE", "/api/v1/jobs/{job_id}"),
+    ("POST", "/api/v1/jobs/cancel"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/domains/{host}"),
 }
@@ -125,7 +127,7 @@ async def test_no_scoped_route_answers_without_a_key(http, edge, world):
 async def test_another_customers_job_id_is_404_on_every_route_that_takes_one(http, edge, world, api_key, other_api_key):
     mine = world["job_id"]
     with_ids = sorted((m, p) for m, p in SCOPED if "{job_id}" in p)
-    assert len(with_ids) == 4
+    assert len(with_ids) == 5
     for method, path in with_ids:
         status, theirs = await call(http, method, edge.url + fill(path, mine), other_api_key)
         unknown_status, unknown = await call(http, method, edge.url + fill(path, UNKNOWN_JOB), other_api_key)
@@ -242,3 +244,17 @@ async def test_job_lists_and_domain_views_are_per_customer(http, edge, world, ap
     _, globex_view = await call(http, "GET", f"{edge.url}/api/v1/domains/api.example.com:443", other_api_key)
     assert acme_view["domain"] == globex_view["domain"] == "api.example.com:443"
     assert (acme_view["jobs"]["queued"], globex_view["jobs"]["queued"]) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_cancels_reach_only_the_callers_jobs(http, edge, world, api_key, other_api_key):
+    tomorrow = int(time.time() * 1000) + 86_400_000  # scheduled: never sent while the test runs
+    waiting = await submit(http, edge.url, api_key, {"url": "https://api.example.com/wait", "retry_at": tomorrow})
+    status, body = await call(http, "DELETE", f"{edge.url}/api/v1/jobs/{waiting['job_id']}", other_api_key)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    both = {"job_ids": [waiting["job_id"], world["job_id"]]}
+    status, body = await call(http, "POST", f"{edge.url}/api/v1/jobs/cancel", other_api_key, both)
+    assert status == 200 and body["counts"]["not_found"] == 2 and body["counts"]["cancelled"] == 0, body
+    assert (await get_job(http, edge.url, api_key, waiting["job_id"]))["status"] == "scheduled"
+    status, body = await call(http, "DELETE", f"{edge.url}/api/v1/jobs/{waiting['job_id']}", api_key)
+    assert status == 200 and body["status"] == "cancelled"

@@ -31,6 +31,9 @@ redis.call('SET', KEYS[1], job_id, 'EX', tonumber(ARGV[2]))
 local n = tonumber(ARGV[9])
 redis.call('HSET', KEYS[2], unpack(ARGV, 13, 12 + 2 * n))
 redis.call('HSET', KEYS[2], 'counted', 1)  -- finish.lua takes a counted job off KEYS[5]
+if lease ~= '' then  -- taken: its send is under way from now (cancel.lua's in_flight)
+  redis.call('HSET', KEYS[2], 'sending:' .. redis.call('HGET', KEYS[2], 'regions'), ARGV[4])
+end
 -- the customer's job index (common/job_index.py): this job in; entries too old to be alive out; its TTL renewed
 redis.call('ZADD', KEYS[6], 0, ARGV[10])
 redis.call('ZREMRANGEBYLEX', KEYS[6], '-', ARGV[12])

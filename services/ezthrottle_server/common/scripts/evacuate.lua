@@ -29,7 +29,7 @@ local function publish(event)
 end
 
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'success' or state == 'failed' then
+if not state or state == 'success' or state == 'failed' or state == 'cancelled' or state == 'expired' then
   ack()
   return 0
 end

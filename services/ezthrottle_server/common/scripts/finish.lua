@@ -13,6 +13,7 @@
 -- ARGV[4] result (JSON)   ARGV[5] region   ARGV[6] now (ms)
 -- ARGV[7] attempt (JSON, '' if none)   ARGV[8] TTL of a finished job (s)
 -- ARGV[9] job id   ARGV[10] failure reason   ARGV[11] the job's event channel
+-- (a job may also end cancelled here: a cancel requested during the attempt, cancel.lua)
 --
 -- Returns 1 if this call decided the job, 0 if it was already decided (the
 -- attempt is kept, marked lost), 2 if the job goes on in other regions,
@@ -32,6 +33,9 @@ local function publish(event)
 end
 
 local function finalize(state, result, reason)
+  if state == 'cancelled' then
+    redis.call('HSETNX', KEYS[1], 'cont', 'cancelled')  -- a cancelled job's chain stops
+  end
   redis.call('HSET', KEYS[1], 'state', state, 'result', result, 'winner', ARGV[5],
     'finished_ms', ARGV[6], 'error', reason)
   local counted = redis.call('HMGET', KEYS[1], 'counted', 'customer')
@@ -47,7 +51,7 @@ local function finalize(state, result, reason)
   -- to delivery); a job a fallback took over from (a timer) delivers nothing;
   -- a fallback delivers its step's webhooks ('step') with its own outcome.
   local f = redis.call('HMGET', KEYS[1], 'has_webhooks', 'fallback', 'step', 'cont')
-  if (state == 'success' or f[2] ~= '1') and f[4] ~= 'fallback' then
+  if (state == 'success' or state == 'cancelled' or f[2] ~= '1') and f[4] ~= 'fallback' then
     if f[1] == '1' then
       redis.call('XADD', KEYS[4], '*', 'job', ARGV[9])
     end
@@ -55,7 +59,7 @@ local function finalize(state, result, reason)
       redis.call('XADD', KEYS[4], '*', 'job', f[3], 'outcome', ARGV[9])
     end
   end
-  if redis.call('HGET', KEYS[1], 'chain') == '1' then
+  if redis.call('HGET', KEYS[1], 'chain') == '1' and state ~= 'cancelled' then
     redis.call('XADD', KEYS[5], '*', 'job', ARGV[9], 'event', 'final')
   end
   publish({type = 'won', region = ARGV[5]})
@@ -72,7 +76,8 @@ if not state then
   return -1
 end
 
-if state == 'success' or state == 'failed' then
+redis.call('HDEL', KEYS[1], 'sending:' .. ARGV[5])  -- this region's attempt is over (start_attempt.lua)
+if state == 'success' or state == 'failed' or state == 'cancelled' or state == 'expired' then
   if ARGV[7] ~= '' then
     local attempt = cjson.decode(ARGV[7])
     attempt.lost = true
@@ -90,6 +95,15 @@ if ARGV[7] ~= '' then
 end
 
 local kind = ARGV[3]
+-- A cancel requested during this attempt (DELETE ?after_attempt=true): the
+-- job ends cancelled with this attempt's result, unless the attempt
+-- succeeded and so decided the job (that success happened; it stands).
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1'
+  and not (kind == 'success' and redis.call('HGET', KEYS[1], 'mode') ~= 'fanout') then
+  finalize('cancelled', ARGV[4], 'cancelled')
+  ack()
+  return 1
+end
 if redis.call('HGET', KEYS[1], 'mode') == 'fanout' then
   local outcome = 'failed'
   if kind == 'success' then outcome = 'success' end

@@ -11,7 +11,7 @@
 -- Returns 1 when queued again, 0 when the job moved, finished or was
 -- repaired (by another pass) meanwhile.
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'success' or state == 'failed' or state ~= ARGV[4] then
+if not state or state == 'success' or state == 'failed' or state == 'cancelled' or state == 'expired' or state ~= ARGV[4] then
   return 0
 end
 if (redis.call('HGET', KEYS[1], 'repairs') or '0') ~= ARGV[6] then

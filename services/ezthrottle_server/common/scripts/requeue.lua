@@ -10,12 +10,19 @@
 -- ARGV[4] kind: 'retry' (same region) | 'reroute' (another region) | 'defer'
 -- ARGV[5] next region   ARGV[6] due (ms)   ARGV[7] now (ms)   ARGV[8] job id
 -- ARGV[9] this region   ARGV[10] the job's event channel
+-- KEYS[6] queued counters   KEYS[7] delivery stream   KEYS[8] workflow stream
+-- ARGV[11] the attempt's result (JSON, '' if none)   ARGV[12] TTL of a final job (s)
+-- (a job whose cancel was requested during this attempt ends 'cancelled'
+-- here, that attempt's result kept, instead of being queued again)
 --
--- Returns 1 when queued again, 0 if the job was already final, -1 if gone.
+-- Returns 1 when queued again, 0 if the job was already final (or is
+-- cancelled now), -1 if gone.
+--@include common/_end_job.lua
 local result = -1
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
-  if state == 'success' or state == 'failed' then
+  redis.call('HDEL', KEYS[1], 'sending:' .. ARGV[9])
+  if is_final(state) then
     if ARGV[3] ~= '' then
       local attempt = cjson.decode(ARGV[3])
       attempt.lost = true
@@ -31,6 +38,14 @@ if state then
       attempt.ts_ms = now
       redis.call('PUBLISH', ARGV[10], cjson.encode(attempt))
     end
+  end
+  if result == -1 and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+    end_job({job = KEYS[1], attempts = KEYS[2], queued = KEYS[6], deliveries = KEYS[7], workflow = KEYS[8]},
+      {id = ARGV[8], state = 'cancelled', reason = 'cancelled', now = tonumber(ARGV[7]), ttl = ARGV[12], channel = ARGV[10],
+       result = ARGV[11] ~= '' and ARGV[11] or nil})
+    result = 0
+  elseif result == -1 then
+    local now = tonumber(ARGV[7])
     if ARGV[4] == 'retry' then
       redis.call('HINCRBY', KEYS[1], 'retries:' .. ARGV[9], 1)
     elseif ARGV[4] == 'reroute' then
