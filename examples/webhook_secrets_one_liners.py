@@ -28,12 +28,12 @@ python_c("import os; from ezthrottle import EZThrottle; EZThrottle(api_key=os.ge
 
 # Get secrets (view masked)
 shown = python_c("import os; from ezthrottle import EZThrottle; import json; print(json.dumps(EZThrottle(api_key=os.getenv('EZTHROTTLE_API_KEY')).get_webhook_secret(), indent=2))")
-assert json.loads(shown)["primary_secret"] == "your****ars"
+assert json.loads(shown)["primary_secret"] == "yo****rs"
 
 # Rotate secret
 python_c("import os; from ezthrottle import EZThrottle; EZThrottle(api_key=os.getenv('EZTHROTTLE_API_KEY')).rotate_webhook_secret('new_secret_min_16_chars')")
 shown = python_c("import os; from ezthrottle import EZThrottle; import json; print(json.dumps(EZThrottle(api_key=os.getenv('EZTHROTTLE_API_KEY')).get_webhook_secret()))")
-assert json.loads(shown)["primary_secret"] == "new_****ars"
+assert json.loads(shown)["primary_secret"] == "ne****rs"
 
 # Delete secrets
 deleted = python_c("import os; from ezthrottle import EZThrottle; print(EZThrottle(api_key=os.getenv('EZTHROTTLE_API_KEY')).delete_webhook_secret())")
