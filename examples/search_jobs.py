@@ -68,6 +68,6 @@ assert a3["job_id"] == orders[3] and a3["metadata"]["order_id"] == "A-3"
 assert sorted(j["job_id"] for j in odd) == sorted([orders[1], orders[3]]), odd
 assert {j["job_id"] for j in batch} <= {j["job_id"] for j in recent}
 assert len(steps) == 2 and steps[-1]["job_id"] == workflow and steps[0]["workflow"]["relation"] == "on_success", steps
-assert domain["jobs"] == {"queued": 0, "in_flight": 0, "complete": True} and domain["circuit"] is None
+assert domain["jobs"] == {"queued": 0, "in_flight": 0, "complete": True} and domain["circuit"]["state"] == "closed"
 assert domain["flow_control_keys"] == []
 print("listed, searched and paged")

@@ -713,8 +713,9 @@ class BaseClient:
         its jobs there are paced by and where it comes from (``limit``:
         ``rps``, ``rps_source``, ``max_concurrent``...), ``paused`` and
         ``paused_until_ms``, and this customer's jobs there not yet final
-        (``jobs``: ``queued``, ``in_flight``). ``circuit`` (null) and
-        ``flow_control_keys`` (empty) are placeholders for features to come.
+        (``jobs``: ``queued``, ``in_flight``), its circuit breaker
+        (``circuit``: ``state``, ``open_until_ms``); ``flow_control_keys``
+        (empty) is a placeholder for a feature to come.
         """
         return (yield from self._api(self._domain_call(host)))
 

@@ -595,7 +595,15 @@ def _search_ops() -> dict[str, Any]:
             },
             "paused": {"type": "boolean", "description": "Retry-After from the target (429/503) holds every send"},
             "paused_until_ms": _nullable({"type": "integer"}),
-            "circuit": {"type": "null", "description": "Reserved for a circuit breaker; always null for now"},
+            "circuit": {
+                "type": "object",
+                "required": ["state", "open_until_ms"],
+                "description": "The domain's circuit breaker: open after repeated infrastructure failures",
+                "properties": {
+                    "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
+                    "open_until_ms": _nullable({"type": "integer"}),
+                },
+            },
             "jobs": {
                 "type": "object",
                 "required": ["queued", "in_flight", "complete"],

@@ -14,9 +14,10 @@
 - ``GET /api/v1/domains/{host}`` (``host`` or ``host:port``; a bare host is
   port 443) -> the limit this customer's jobs to the domain are paced by, and
   where it comes from, whether it is paused, and the customer's jobs there not
-  yet final (counted from its job index). ``circuit`` is null (no circuit
-  breaker yet) and ``flow_control_keys`` is empty (flow control is not built
-  yet): both are placeholders that keep the shape stable.
+  yet final (counted from its job index), and its circuit breaker's state
+  (pacing: open after repeated infrastructure failures, nothing is sent until a
+  probe succeeds). ``flow_control_keys`` is empty: flow control is not built
+  yet; the field keeps the shape stable.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ async def get_domain(request: web.Request) -> web.Response:
             },
             "paused": view.paused_until_ms > 0,
             "paused_until_ms": view.paused_until_ms or None,
-            "circuit": None,
+            "circuit": {"state": view.circuit, "open_until_ms": view.circuit_open_until_ms or None},
             "jobs": {"queued": counts.queued, "in_flight": counts.in_flight, "complete": counts.complete},
             "flow_control_keys": [],
         }

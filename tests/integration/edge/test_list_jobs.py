@@ -259,7 +259,8 @@ async def test_a_domain_shows_its_limit_pause_and_this_customers_jobs_there(http
         "burst": 1,
     }
     assert dom["jobs"] == {"queued": 8, "in_flight": 0, "complete": True}
-    assert (dom["paused"], dom["paused_until_ms"], dom["circuit"], dom["flow_control_keys"]) == (False, None, None, [])
+    assert (dom["paused"], dom["paused_until_ms"], dom["flow_control_keys"]) == (False, None, [])
+    assert dom["circuit"] == {"state": "closed", "open_until_ms": None}
     assert (await view("API.example.com:443"))[1]["jobs"]["queued"] == 8
     assert (await view("api.example.com", other_api_key))[1]["jobs"]["queued"] == 2
     assert (await view("nobody.example.com:8443"))[1]["jobs"] == {"queued": 0, "in_flight": 0, "complete": True}
