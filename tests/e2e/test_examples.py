@@ -392,6 +392,15 @@ def check_asyncio_fault_tolerant_batch(s: Servers) -> None:
     assert len(hits(s, "asyncio_fault_tolerant_batch", "api.example.com/process")) == 3
 
 
+def check_cancel_job(s: Servers) -> None:
+    # the cancelled report and the expired flash sale never reached the target; the job in time did
+    assert hits(s, "cancel_job", "api.example.com/reports") == []
+    assert hits(s, "cancel_job", "api.example.com/flash-sale") == []
+    assert origins(s, "cancel_job", "api.example.com/in-time") == ["cluster"]
+    [hook] = webhooks(s, "cancel_job", "app.com/webhook")
+    assert orjson.loads(hook.body)["status"] == "cancelled"
+
+
 def check_search_jobs(s: Servers) -> None:
     # each job it listed was sent once, by the cluster; the listing itself sent nothing
     for i in range(5):

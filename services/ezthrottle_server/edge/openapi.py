@@ -275,10 +275,21 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
     outcomes = ["cancelled", "cancel_requested", "in_flight", "already_final", "not_found"]
     bulk = {
         "type": "object",
-        "required": ["job_ids"],
+        "description": "job_ids, or filter (GET /api/v1/jobs's filters; jobs not yet final unless status says otherwise)",
         "additionalProperties": False,
         "properties": {
             "job_ids": {"type": "array", "maxItems": 1000, "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+            "filter": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "description": "a status, or a comma list"},
+                    "domain": {"type": "string"},
+                    "created_after": {"type": "integer", "minimum": 0},
+                    "created_before": {"type": "integer", "minimum": 0},
+                    "root_job_id": {"type": "string"},
+                },
+                "patternProperties": {"^metadata\\..+$": {"type": ["string", "number", "boolean", "null"]}},
+            },
             "after_attempt": {"type": "boolean"},
         },
     }
@@ -288,6 +299,7 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
         "properties": {
             "counts": {"type": "object", "properties": {o: {"type": "integer", "minimum": 0} for o in outcomes}},
             "jobs": {"type": "object", "additionalProperties": {"type": "string", "enum": outcomes}},
+            "more": {"type": "boolean", "description": "a filter matched more than 1000 jobs: call again"},
         },
     }
     return {
@@ -682,7 +694,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         },
         "/api/v1/jobs/cancel": {
             "post": _op(
-                "Cancel many jobs by id (at most 1000): a count per outcome, and each job's",
+                "Cancel many jobs, by id or by filter (at most 1000): a count per outcome, and each job's",
                 {"200": _json(_ref("BulkCancelled"), "Each job's outcome"), **_errors(400, 413, 415, *AUTHED)},
                 body="BulkCancel",
             )

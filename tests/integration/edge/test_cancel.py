@@ -351,3 +351,43 @@ async def test_the_admin_cli_cancels_any_customers_job(http, edge, redis_url, ap
     assert again.returncode == 2 and "status=already_final" in again.stdout
     unknown = await admin("jobs", "cancel", "job_1700000000000_0123456789abcdefp0")
     assert unknown.returncode == 1
+
+
+async def test_bulk_cancel_by_the_job_lists_filters(http, edge, api_key, other_api_key, target):
+    later = now_ms() + 60_000
+    batch = [
+        (await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?b1={i}", "retry_at": later, "metadata": {"batch": "b1"}}))[
+            "job_id"
+        ]
+        for i in range(3)
+    ]
+    other = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?b2", "retry_at": later, "metadata": {"batch": "b2"}})
+    done = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?b1=done", "metadata": {"batch": "b1"}})
+    await wait_final(http, edge.url, api_key, done["job_id"])
+    theirs = await submit(
+        http, edge.url, other_api_key, {"url": f"{target.url}/echo?b1=theirs", "retry_at": later, "metadata": {"batch": "b1"}}
+    )
+
+    status, body = await bulk(http, edge, api_key, {"filter": {"metadata.batch": "b1"}})
+    assert status == 200, body
+    assert body["counts"]["cancelled"] == 3 and sum(body["counts"].values()) == 3, body  # the final one is not matched
+    assert set(body["jobs"]) == set(batch) and body["more"] is False
+    for job_id in batch:
+        assert (await get_job(http, edge.url, api_key, job_id))["status"] == "cancelled"
+    assert (await get_job(http, edge.url, api_key, other["job_id"]))["status"] == "scheduled"
+    assert (await get_job(http, edge.url, other_api_key, theirs["job_id"]))["status"] == "scheduled"  # globex's
+
+    # status, domain: as GET /api/v1/jobs reads them; the final job is matched when asked for, and already final
+    status, body = await bulk(http, edge, api_key, {"filter": {"status": ["success", "scheduled"], "metadata.batch": "b1"}})
+    assert status == 200 and body["jobs"] == {done["job_id"]: "already_final"}, body
+
+    for bad, field in (
+        ({"filter": {"status": "nope"}}, "filter.status"),
+        ({"filter": {"colour": "red"}}, "filter.colour"),
+        ({"filter": {"limit": 3}}, "filter.limit"),
+        ({"filter": "status=queued"}, "filter"),
+        ({"filter": {}, "job_ids": []}, "filter"),
+    ):
+        status, body = await bulk(http, edge, api_key, bad)
+        assert status == 400 and body["error"]["field"] == field, (bad, body)
+    assert [r.query for r in target.matching("/echo")] == [{"b1": "done"}]  # only the job that ran before
