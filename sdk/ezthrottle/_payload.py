@@ -143,6 +143,27 @@ def check_idempotent_key(key: object) -> str:
     return key
 
 
+def check_flow_control(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"key", "rate"?, "parallelism"?}``: jobs of yours with the same key share that limit, on top of the domain's."""
+    if not isinstance(value, Mapping) or set(value) - {"key", "rate", "parallelism"}:
+        raise ValidationError(f"flow_control must be a mapping of key, rate and parallelism, got {value!r}")
+    key, rate, parallelism = value.get("key"), value.get("rate"), value.get("parallelism")
+    if not isinstance(key, str) or not key or len(key) > 128:
+        raise ValidationError(f"flow_control key must be a non-empty string of at most 128 characters, got {key!r}")
+    if rate is None and parallelism is None:
+        raise ValidationError("flow_control needs a rate (requests/s) and/or a parallelism (sends at once)")
+    out: dict[str, Any] = {"key": key}
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise ValidationError(f"flow_control rate must be a number of requests per second above 0, got {rate!r}")
+        out["rate"] = rate
+    if parallelism is not None:
+        if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
+            raise ValidationError(f"flow_control parallelism must be an integer of at least 1, got {parallelism!r}")
+        out["parallelism"] = parallelism
+    return out
+
+
 def build_job_payload(
     url: str,
     method: str = "GET",
@@ -162,6 +183,7 @@ def build_job_payload(
     idempotent_key: Optional[str] = None,
     retry_at: Optional[int] = None,
     start_before_ms: Optional[int] = None,
+    flow_control: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """Check every field and return the payload for ``POST /api/v1/jobs``.
 
@@ -207,6 +229,8 @@ def build_job_payload(
         payload["start_before_ms"] = check_epoch_ms(start_before_ms, "start_before_ms")
         if retry_at is not None and retry_at >= start_before_ms:
             raise ValidationError(f"start_before_ms={start_before_ms} must be after retry_at={retry_at}: the job could never start")
+    if flow_control is not None:
+        payload["flow_control"] = check_flow_control(flow_control)
     try:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:

@@ -345,6 +345,13 @@ class BaseClient:
         return _ApiCall("GET", f"/api/v1/domains/{quote(host, safe=':[]')}")
 
     @staticmethod
+    def _flow_call(key: str, action: str = "") -> _ApiCall:
+        if not isinstance(key, str) or not key:
+            raise ValidationError(f"key must be a non-empty string, got {key!r}")
+        path = f"/api/v1/flow-control/{quote(key, safe='')}" + (f"/{action}" if action else "")
+        return _ApiCall("POST" if action else "GET", path, not_found=f"no flow-control key {key!r} for this API key")
+
+    @staticmethod
     def _list_jobs_call(query: list[tuple[str, str]], cursor: Optional[str]) -> _ApiCall:
         return _ApiCall("GET", f"{_JOBS}?{urlencode(query + ([('cursor', cursor)] if cursor else []))}")
 
@@ -719,6 +726,19 @@ class BaseClient:
         """
         return (yield from self._api(self._domain_call(host)))
 
+    def _get_flow_control(self, key: str) -> Flow[dict[str, Any]]:
+        """One of this customer's flow-control keys (``GET /api/v1/flow-control/{key}``): ``rate``,
+        ``parallelism``, ``in_flight``, ``paused``, ``paused_until_ms``; ``NotFoundError`` for a key never used."""
+        return (yield from self._api(self._flow_call(key)))
+
+    def _pause_flow_control(self, key: str) -> Flow[dict[str, Any]]:
+        """Hold back every job of the key until :meth:`resume_flow_control` (they wait; nothing is lost)."""
+        return (yield from self._api(self._flow_call(key, "pause")))
+
+    def _resume_flow_control(self, key: str) -> Flow[dict[str, Any]]:
+        """End the key's pause (yours, or a target's Retry-After); its jobs go again at its pace."""
+        return (yield from self._api(self._flow_call(key, "resume")))
+
     def _list_jobs_page(self, query: list[tuple[str, str]], cursor: Optional[str]) -> Flow[dict[str, Any]]:
         """One page of ``GET /api/v1/jobs``: ``{"jobs": [...], "next_cursor": str | None}``."""
         return (yield from self._api(self._list_jobs_call(query, cursor)))
@@ -910,6 +930,9 @@ class EZThrottle(BaseClient):
     cancel_job = _blocking(BaseClient._cancel_job)
     cancel_jobs = _blocking(BaseClient._cancel_jobs)
     get_domain = _blocking(BaseClient._get_domain)
+    get_flow_control = _blocking(BaseClient._get_flow_control)
+    pause_flow_control = _blocking(BaseClient._pause_flow_control)
+    resume_flow_control = _blocking(BaseClient._resume_flow_control)
     wait = _blocking(BaseClient._wait)
     claim_frugal_step = _blocking(BaseClient._claim_frugal_step)
     request = _blocking(BaseClient._request)
@@ -1013,6 +1036,9 @@ class AsyncEZThrottle(BaseClient):
     cancel_job = _awaitable(BaseClient._cancel_job)
     cancel_jobs = _awaitable(BaseClient._cancel_jobs)
     get_domain = _awaitable(BaseClient._get_domain)
+    get_flow_control = _awaitable(BaseClient._get_flow_control)
+    pause_flow_control = _awaitable(BaseClient._pause_flow_control)
+    resume_flow_control = _awaitable(BaseClient._resume_flow_control)
     wait = _awaitable(BaseClient._wait)
     claim_frugal_step = _awaitable(BaseClient._claim_frugal_step)
     request = _awaitable(BaseClient._request)

@@ -140,6 +140,7 @@ class Step:
         self._retry_policy: Optional[dict[str, Any]] = None
         self._retry_at: Optional[int] = None
         self._start_before_ms: Optional[int] = None
+        self._flow_control: Optional[dict[str, Any]] = None
         self._idempotent_key: Optional[str] = None
         self._idempotent_strategy = IdempotentStrategy.HASH
         self._fallback_on_error = list(DEFAULT_FORWARD_CODES)
@@ -232,6 +233,18 @@ class Step:
         ``retry_at`` if any.
         """
         self._start_before_ms = check.check_epoch_ms(timestamp_ms, "start_before_ms")
+        return self
+
+    def flow_control(self, key: str, rate: Optional[float] = None, parallelism: Optional[int] = None) -> Step:
+        """Share a limit with every job of yours that names the same ``key`` (in every region), on top of the
+        target domain's: at most ``rate`` requests/s and ``parallelism`` sends at once. A 429 with Retry-After
+        on such a job pauses the key, not the domain. ``client.pause_flow_control(key)`` holds them all back."""
+        spec: dict[str, Any] = {"key": key}
+        if rate is not None:
+            spec["rate"] = rate
+        if parallelism is not None:
+            spec["parallelism"] = parallelism
+        self._flow_control = check.check_flow_control(spec)
         return self
 
     def idempotent_key(self, key: str) -> Step:
@@ -379,6 +392,7 @@ class Step:
             idempotent_key=key,
             retry_at=self._retry_at,
             start_before_ms=self._start_before_ms,
+            flow_control=self._flow_control,
         )
         if self._step_type is StepType.FRUGAL:
             # Only a FRUGAL step says its type, so payloads without one stay
@@ -420,6 +434,8 @@ class Step:
                 getattr(step, name)(value)
         if data.get("start_before_ms") is not None:
             step.start_before(data["start_before_ms"])
+        if data.get("flow_control"):
+            step.flow_control(**data["flow_control"])
         if data.get("on_failure_timeout_ms") is not None:
             step._on_failure_timeout_ms = check.check_positive_int(data["on_failure_timeout_ms"], "on_failure_timeout_ms")
         fallback = data.get("fallback_job")

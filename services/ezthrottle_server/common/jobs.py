@@ -71,6 +71,7 @@ _JOB_FIELDS = frozenset(
         "on_failure_timeout_ms",
         "idempotent_key",
         "retry_at",
+        "flow_control",
         "start_before_ms",
         "type",
     }
@@ -193,6 +194,37 @@ def _check_webhooks(value: Any, field: str, known: Collection[str]) -> list[dict
     return hooks
 
 
+MAX_FLOW_KEY_LENGTH = 128
+MAX_FLOW_RATE = 10_000.0
+MAX_FLOW_PARALLELISM = 10_000
+
+
+def _check_flow_control(value: Any, field: str) -> dict[str, Any]:
+    """``{"key", "rate"?, "parallelism"?}``: a customer's own limit on top of the domain's (pacing/flow.py)."""
+    if not isinstance(value, dict):
+        raise _bad(field, "must be an object with a 'key' and a 'rate' and/or a 'parallelism'")
+    unknown = sorted(set(value) - {"key", "rate", "parallelism"})
+    if unknown:
+        raise _bad(f"{field}.{unknown[0]}", "unknown field; allowed: key, parallelism, rate", "unknown_field")
+    key = value.get("key")
+    if not isinstance(key, str) or not key or len(key) > MAX_FLOW_KEY_LENGTH or _CONTROL.search(key):
+        raise _bad(f"{field}.key", f"must be a non-empty string of at most {MAX_FLOW_KEY_LENGTH} characters, no control characters")
+    out: dict[str, Any] = {"key": key}
+    rate = value.get("rate")
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_FLOW_RATE or rate != rate:
+            raise _bad(f"{field}.rate", f"must be a number of requests per second above 0, at most {MAX_FLOW_RATE:g}")
+        out["rate"] = float(rate)
+    parallelism = value.get("parallelism")
+    if parallelism is not None:
+        if not _is_int(parallelism) or not 1 <= parallelism <= MAX_FLOW_PARALLELISM:
+            raise _bad(f"{field}.parallelism", f"must be an integer from 1 to {MAX_FLOW_PARALLELISM}")
+        out["parallelism"] = parallelism
+    if rate is None and parallelism is None:
+        raise _bad(field, "needs a 'rate' and/or a 'parallelism'")
+    return out
+
+
 def _check_trigger(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _bad(field, "must be an object with a 'type'")
@@ -304,6 +336,7 @@ def validate_job(
     if step_type not in STEP_TYPES:
         raise _bad(f"{prefix}type", f"must be one of {', '.join(STEP_TYPES)}")
     job["type"] = step_type
+    job["flow_control"] = _check_flow_control(payload["flow_control"], f"{prefix}flow_control") if payload.get("flow_control") is not None else None
 
     key = payload.get("idempotent_key")
     if key is not None:

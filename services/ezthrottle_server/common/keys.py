@@ -58,12 +58,16 @@ every customer) or a customer id (domains configured per customer)::
     ezt:{ezt:d:<dom>}:fair:<scope>          hash   customer -> last tag given; "~v" virtual time (all regions)
     ezt:{ezt:d:<dom>}:run:<scope>:<region>  zset   granted job ids by lease expiry (ms)
     ezt:pacing:ready:<region>               zset   "<dom>|<scope>" by when it may grant next (ms)
+    ezt:{ezt:f:<hash>}:flow                 hash   a customer's flow-control key: tat, t, pause_until, key, customer, rate, parallelism
+    ezt:{ezt:f:<hash>}:flow:run             zset   its sends in flight, by lease expiry (ms)
+    ezt:{ezt:f:<hash>}:flow:deferred        zset   "<region>|<job id>" of the jobs it held back, by due time (ms)
     ezt:pacing:configured                   set    domains that domains.yaml overrides
     ezt:pacing:config                       hash   digest, path, loaded_ms of the applied domains.yaml
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 PREFIX = "ezt"
@@ -226,6 +230,26 @@ def pacing_running(domain: str, scope: str, region: str) -> str:
 def pacing_sent(domain: str, scope: str) -> str:
     """When the scope's last sends left, every region's (space.lua): no more than the limit in any window."""
     return f"{PREFIX}:{domain_tag(domain)}:sent:{scope}"
+
+
+def flow_tag(customer: str, key: str) -> str:
+    """A flow-control key's hash tag: one slot per (customer, key); the key is hashed (any string is allowed)."""
+    return "{ezt:f:" + hashlib.sha256(f"{customer}\0{key}".encode()).hexdigest()[:32] + "}"
+
+
+def flow(customer: str, key: str) -> str:
+    """A customer's flow-control key: its rate (GCRA), pause, last rate and parallelism asked for (pacing/flow.py)."""
+    return f"{PREFIX}:{flow_tag(customer, key)}:flow"
+
+
+def flow_running(customer: str, key: str) -> str:
+    """The sends of a flow-control key in flight, by when their lease expires (ms): its parallelism."""
+    return f"{PREFIX}:{flow_tag(customer, key)}:flow:run"
+
+
+def flow_deferred(customer: str, key: str) -> str:
+    """Jobs a flow-control key held back, as their delayed-set members ("<region>|<job id>") by due time: a resume brings them forward."""
+    return f"{PREFIX}:{flow_tag(customer, key)}:flow:deferred"
 
 
 def pacing_ready(region: str) -> str:

@@ -24,6 +24,7 @@ from .proxy_api import ROUTES as PROXY_ROUTES
 from .workflow_api import ROUTES as WORKFLOW_ROUTES
 from .cancel_api import ROUTES as CANCEL_ROUTES
 from .search_api import ROUTES as SEARCH_ROUTES
+from .flow_api import ROUTES as FLOW_ROUTES
 from .openapi import route as openapi_route
 from .auth import Authenticator
 from .context import CTX, EdgeContext
@@ -158,6 +159,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(WORKFLOW_ROUTES)
     app.router.add_routes(CANCEL_ROUTES)
     app.router.add_routes(SEARCH_ROUTES)
+    app.router.add_routes(FLOW_ROUTES)
     add_probes(
         app,
         lambda r: r.app[CTX].redis,

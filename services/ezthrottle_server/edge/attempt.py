@@ -23,6 +23,7 @@ crash of one job fails it with ``internal_error`` (no job is granted forever).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -51,6 +52,7 @@ from ..common.metrics import (
     ROUTING_LATENCY,
 )
 from ..common.redisconn import Scripts
+from ..pacing.flow import FlowControl, FlowSpec
 from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
 from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scope import Scope
@@ -65,6 +67,7 @@ MAX_CRASHES = 3  # attempts of one job that raise unexpectedly before the job fa
 SEND_LEASE_MARGIN_MS = 5000  # a send lease outlives the attempt timeout by this much
 _REQUEUE_KINDS = {RETRY: RequeueKind.RETRY, REROUTE: RequeueKind.REROUTE}
 UNSENT = TargetHints()  # the job ended cancelled or expired as it started: never sent, the rate gets its interval back
+HELD_BY_KEY = TargetHints()  # its flow-control key held it back: deferred, never sent, the rate gets its interval back
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class Attempts:
         # Region states for reroutes (set by the app: the coordinator's published view).
         self.region_states: Callable[[], Awaitable[dict[str, str]]] | None = None
         self.first_sends: dict[str, FirstSend] = {}  # taken jobs between their grant and their attempt
+        self.flow = FlowControl(redis)
+        self._flow_held: dict[str, tuple[str, str]] = {}  # lease -> (customer, key) holding a place in a flow-control key
         self._side: set[asyncio.Task[None]] = set()
 
     async def run(self, scope: Scope, lease: str, granted_at: float) -> None:
@@ -141,7 +146,8 @@ class Attempts:
             if not crashed:
                 try:
                     # After finish/requeue: a job's next attempt may already be queued.
-                    await asyncio.shield(self.limiter.release(scope, lease, hints, requeue=requeue, refund=hints is UNSENT))
+                    unsent = hints is UNSENT or hints is HELD_BY_KEY
+                    await asyncio.shield(self.limiter.release(scope, lease, hints, requeue=requeue, refund=unsent))
                 except asyncio.CancelledError:
                     pass
                 except Exception:
@@ -151,6 +157,12 @@ class Attempts:
                         exc_info=True,
                         extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
                     )
+            held = self._flow_held.pop(lease, None)
+            if held is not None:  # the key's place goes back whatever became of the attempt
+                try:
+                    await asyncio.shield(self.flow.release(*held, lease))
+                except Exception:
+                    log.warning("could not release a flow-control place; it expires with its lease", exc_info=True)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for the short background calls still running (a stopping node)."""
@@ -191,6 +203,8 @@ class Attempts:
             return UNSENT  # cancelled or expired (now or before): nothing is sent
         if state is None or state.final:
             return None  # gone, or another region already won: nothing to send
+        if not await self._flow_allows(lease, state):
+            return HELD_BY_KEY
         holder = None
         if state.unsafe and not state.fanout and state.live > 1:
             holder = await self._take_send_lease(job_id)
@@ -204,6 +218,22 @@ class Attempts:
         finally:
             if holder is not None:
                 await self._drop_send_lease(job_id, holder)
+
+    async def _flow_allows(self, lease: str, state: JobState) -> bool:
+        """A job with a flow-control key needs the key's leave too (pacing/flow.py); held back, it is deferred."""
+        flow = FlowSpec.of(state.spec)
+        if flow is None:
+            return True
+        job_id = job_of(lease)
+        customer = await self.redis.hget(keys.job(job_id), "customer") or ""
+        wait_ms = await self.flow.acquire(customer, flow, lease, lease_ms=int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS)
+        if not wait_ms:
+            self._flow_held[lease] = (customer, flow.key)
+            return True
+        delay_s = (wait_ms + random.randint(5, 25)) / 1000
+        await self._requeue(job_id, Decision("defer", "flow_control", delay_s), None, self.region)
+        await self.flow.deferred(customer, flow.key, f"{self.region}|{job_id}", _now_ms() + int(delay_s * 1000))
+        return False
 
     async def _send_and_record(
         self, scope: Scope, lease: str, job: JobState, granted_at: float, *, accepted_at: float | None = None
@@ -232,6 +262,11 @@ class Attempts:
             self.outcomes.record(scope.domain, outcome.error_kind in (TIMEOUT, CONNECTION))
 
         hints = self._hints(outcome)
+        held = self._flow_held.get(lease)
+        if hints.pause_until_ms is not None and held is not None and await self._pauses_the_key(scope):
+            # a Retry-After on a job with a flow-control key pauses the key, not the domain
+            await self.flow.pause(*held, hints.pause_until_ms)
+            hints = dataclasses.replace(hints, pause_until_ms=None)
         if hints.pause_until_ms is not None:
             PACING_PAUSES.labels(self.region).inc()
             log.info(
@@ -277,6 +312,10 @@ class Attempts:
             strict = job.spec.get("region_policy") == "strict"
             return Decision(FAILED, "region_unavailable" if strict else "reroutes_exhausted"), self.region
         return decision, target
+
+    async def _pauses_the_key(self, scope: Scope) -> bool:
+        """Unless domains.yaml says ``pause: domain``, a Retry-After pauses a job's flow-control key."""
+        return await self.redis.hget(keys.pacing_conf(scope.domain), "pause") != "domain"
 
     def _hints(self, outcome: Outcome) -> TargetHints:
         if outcome.status_code is None:  # no answer: infrastructure (the circuit breaker counts it), or refused here

@@ -15,6 +15,7 @@ from .auth import Authenticator
 from .executor import Executor
 from .admission import Admission
 from .events import EventHub
+from ..pacing.flow import FlowControl
 from .intake import Intake
 from .outcomes import OutcomeWindow
 from .probes import Prober
@@ -41,6 +42,11 @@ class EdgeContext:
     prober: Prober | None = None  # health probes of this node's outbound path, for the heartbeat
     region_usable: bool = False  # this node's region is usable in the published view (edge/app.py)
     extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def flow(self) -> FlowControl:
+        """Customers' flow-control keys (pacing/flow.py), as this node's attempts use them."""
+        return self.worker.attempts.flow
 
     @cached_property
     def intake(self) -> Intake:

@@ -209,7 +209,7 @@ class Intake:
         domain = domain_of(job["url"])
         plan: TakePlan | None = None
         taken: Taken | None = None
-        if due <= now and regions == [self.region]:
+        if due <= now and regions == [self.region] and not job.get("flow_control"):  # a key's leave is asked at the send
             if self.fast.in_submission:
                 plan = self.fast.plan(customer, domain)
             else:

@@ -151,6 +151,19 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
                 }
             ),
             "type": {"type": "string", "enum": list(STEP_TYPES)},
+            "flow_control": _nullable(
+                {
+                    "type": "object",
+                    "required": ["key"],
+                    "additionalProperties": False,
+                    "description": "A limit shared by this customer's jobs with the same key, in every region, on top of the domain's",
+                    "properties": {
+                        "key": {"type": "string", "minLength": 1, "maxLength": 128},
+                        "rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000, "description": "requests/s"},
+                        "parallelism": {"type": "integer", "minimum": 1, "maximum": 10000, "description": "sends at once"},
+                    },
+                }
+            ),
         },
     }
     trigger = {
@@ -361,6 +374,18 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             **masked,
             "required": ["status", "message", *masked["required"]],
             "properties": {**masked["properties"], "status": {"const": "ok"}, "message": {"type": "string"}},
+        },
+        "FlowControlKey": {
+            "type": "object",
+            "required": ["key", "rate", "parallelism", "in_flight", "paused", "paused_until_ms"],
+            "properties": {
+                "key": {"type": "string"},
+                "rate": _nullable({"type": "number"}),
+                "parallelism": _nullable({"type": "integer"}),
+                "in_flight": {"type": "integer", "minimum": 0},
+                "paused": {"type": "boolean"},
+                "paused_until_ms": _nullable({"type": "integer"}),
+            },
         },
         "Usage": {
             "type": "object",
@@ -650,6 +675,12 @@ def _search_ops() -> dict[str, Any]:
 
 
 def build_spec(settings: Settings) -> dict[str, Any]:
+    flow_key = {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^\\x00-\\x1f\\x7f]+$"},
+    }
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
     step_id = {
         "name": "step_id",
@@ -721,6 +752,27 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     **_errors(400, 404, 409, *AUTHED),
                 },
                 parameters=[job_id, step_id],
+            )
+        },
+        "/api/v1/flow-control/{key}": {
+            "get": _op(
+                "One of your flow-control keys: rate, parallelism, sends in flight, pause",
+                {"200": _json(_ref("FlowControlKey"), "The key"), **_errors(400, 404, *AUTHED)},
+                parameters=[flow_key],
+            )
+        },
+        "/api/v1/flow-control/{key}/pause": {
+            "post": _op(
+                "Hold back every job of the key (until resumed, or for for_s seconds); they wait, nothing is lost",
+                {"200": _json(_ref("FlowControlKey"), "Paused"), **_errors(400, 404, 413, 415, *AUTHED)},
+                parameters=[flow_key],
+            )
+        },
+        "/api/v1/flow-control/{key}/resume": {
+            "post": _op(
+                "End the key's pause (yours, or a target's Retry-After)",
+                {"200": _json(_ref("FlowControlKey"), "Resumed"), **_errors(400, 404, *AUTHED)},
+                parameters=[flow_key],
             )
         },
         "/api/v1/usage": {"get": _op("This month's usage, tier, cap and overage", {"200": _json(_ref("Usage"), "Usage"), **_errors(*AUTHED)})},

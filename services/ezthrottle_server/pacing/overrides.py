@@ -11,6 +11,8 @@ The file (``EZT_DOMAINS_FILE``, default ``domains.yaml`` beside regions.yaml)::
         max_concurrent_ceiling: 16
         per_customer: false      # true: one limit per customer, each following
                                  # its own responses' headers
+        pause: key               # a 429's Retry-After on a job with a flow-control
+                                 # key pauses that key (default); "domain": the domain
 
 Every field is optional. The coordinator that holds the lease applies the
 file when it changes (checked every second) and at once on SIGHUP;
@@ -46,7 +48,8 @@ log = logging.getLogger(__name__)
 _FLOATS = ("rps", "max_rps")
 _INTS = ("max_concurrent", "burst", "max_concurrent_ceiling")
 _BOOLS = ("per_customer",)
-FIELDS = _FLOATS + _INTS + _BOOLS
+_CHOICES = {"pause": ("key", "domain")}
+FIELDS = _FLOATS + _INTS + _BOOLS + tuple(_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ def _check_domain(name: str, raw: Any) -> dict[str, Any]:
         elif k in _INTS:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise OverridesError(f"{where}: must be an integer of at least 1")
+            out[k] = v
+        elif k in _CHOICES:
+            if v not in _CHOICES[k]:
+                raise OverridesError(f"{where}: must be one of {', '.join(_CHOICES[k])}")
             out[k] = v
         else:
             if not isinstance(v, bool):

@@ -391,3 +391,49 @@ async def test_bulk_cancel_by_the_job_lists_filters(http, edge, api_key, other_a
         status, body = await bulk(http, edge, api_key, bad)
         assert status == 400 and body["error"]["field"] == field, (bad, body)
     assert [r.query for r in target.matching("/echo")] == [{"b1": "done"}]  # only the job that ran before
+
+
+class HoldThenAnswer(_Server):
+    """``/hold`` answers 200 and ``/slow`` 503, each once its event is set: attempts stay in flight till then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold, self.slow = asyncio.Event(), asyncio.Event()
+        self.app.router.add_get("/hold", self._hold)
+        self.app.router.add_get("/slow", self._slow)
+
+    async def _hold(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        await self.hold.wait()
+        return web.Response(text="ok")
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        await self.slow.wait()
+        return web.Response(status=503, text="busy")
+
+
+async def test_a_cancel_requested_while_one_region_sends_stops_the_raced_copy_in_another(http, start_edge, redis, api_key):
+    iad, lax = await start_edge("iad"), await start_edge("lax")
+    async with serving(HoldThenAnswer()) as server:
+        # lax's two send slots for the domain are held; the raced job goes out from iad and waits in lax's queue
+        held = [(await submit(http, lax.url, api_key, {"url": f"{server.url}/hold?i={i}", "regions": ["lax"]}))["job_id"] for i in range(2)]
+        await server.wait_for(2, path="/hold")
+        job = await submit(
+            http, iad.url, api_key, {"url": f"{server.url}/slow", "regions": ["iad", "lax"], "retry_policy": {"max_retries": 3}}
+        )
+        await server.wait_for(1, path="/slow")
+        status, body = await cancel(http, iad, api_key, job["job_id"], "?after_attempt=true")
+        assert status == 202 and body["status"] == "cancel_requested", body
+
+        server.hold.set()  # lax grants its copy now: it must not be sent while iad's attempt runs
+        for job_id in held:
+            await wait_final(http, lax.url, api_key, job_id, timeout_s=10)
+        await poll_view(lambda: pacing_held(redis), lambda n: n <= 1, lambda n: f"{n} still held by pacing", 10, 0.05)  # iad's send only
+        assert len(server.matching("/slow")) == 1
+        assert (await get_job(http, iad.url, api_key, job["job_id"]))["status"] not in FINAL
+
+        server.slow.set()
+        view = await wait_final(http, iad.url, api_key, job["job_id"], timeout_s=10, states=FINAL)
+        assert view["status"] == "cancelled" and view["result"]["status_code"] == 503
+        assert len(server.matching("/slow")) == 1

@@ -53,6 +53,9 @@ SCOPED = {
     ("POST", "/api/v1/jobs/cancel"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/domains/{host}"),
+    ("GET", "/api/v1/flow-control/{key}"),
+    ("POST", "/api/v1/flow-control/{key}/pause"),
+    ("POST", "/api/v1/flow-control/{key}/resume"),
 }
 
 ACME_SECRET = "acme-primary-secret-0001"
@@ -79,7 +82,8 @@ def test_every_route_is_classified():
 
 
 def fill(path: str, job_id: str) -> str:
-    return path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success").replace("{host}", "api.example.com")
+    filled = path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success").replace("{host}", "api.example.com")
+    return filled.replace("{key}", "acct-1")
 
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any = None) -> tuple[int, Any]:
@@ -258,3 +262,18 @@ async def test_cancels_reach_only_the_callers_jobs(http, edge, world, api_key, o
     assert (await get_job(http, edge.url, api_key, waiting["job_id"]))["status"] == "scheduled"
     status, body = await call(http, "DELETE", f"{edge.url}/api/v1/jobs/{waiting['job_id']}", api_key)
     assert status == 200 and body["status"] == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_flow_control_keys_are_per_customer(http, edge, world, api_key, other_api_key):
+    payload = {**world["payload"], "idempotent_key": "flow-1", "flow_control": {"key": "acct-1", "rate": 5}}
+    status, job = await call(http, "POST", f"{edge.url}/api/v1/jobs", api_key, payload)
+    assert status == 201, job
+    async with asyncio.timeout(10):
+        while (await call(http, "GET", f"{edge.url}/api/v1/flow-control/acct-1", api_key))[0] != 200:
+            await asyncio.sleep(0.05)  # the key exists once a job of it is sent
+    for method, path in sorted((m, p) for m, p in SCOPED if "{key}" in p):
+        status, theirs = await call(http, method, edge.url + fill(path, ""), other_api_key)
+        assert status == 404 and theirs["error"]["code"] == "not_found", (method, path, status, theirs)
+    status, mine = await call(http, "GET", f"{edge.url}/api/v1/flow-control/acct-1", api_key)
+    assert status == 200 and mine["key"] == "acct-1" and mine["paused"] is False  # globex's tries changed nothing
