@@ -12,6 +12,7 @@ id that does not exist (404 ``not_found``), never 403.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
