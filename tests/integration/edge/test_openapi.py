@@ -43,7 +43,7 @@ from unit.outbound.netguard import EgressGuard
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance, response_headers_conformance]
 MIN_REQUESTS = 1000
-FUZZ_BUDGET_S = 90.0
+FUZZ_BUDGET_S = 300.0  # a runaway guard (the run takes 60-90 s alone on 2 cores), not a performance goal
 # Examples per operation and generation mode; submitting jobs gets the most.
 EXAMPLES = {("POST", "/api/v1/jobs"): 260, ("POST", "/api/v1/proxy"): 80, ("POST", "/api/v1/webhook-secrets"): 50}
 DEFAULT_EXAMPLES = 36
