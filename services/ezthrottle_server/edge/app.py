@@ -24,6 +24,7 @@ from .proxy_api import ROUTES as PROXY_ROUTES
 from .workflow_api import ROUTES as WORKFLOW_ROUTES
 from .cancel_api import ROUTES as CANCEL_ROUTES
 from .search_api import ROUTES as SEARCH_ROUTES
+from .console import add_console
 from .flow_api import ROUTES as FLOW_ROUTES
 from .openapi import route as openapi_route
 from .auth import Authenticator
@@ -171,4 +172,5 @@ def create_app(settings: Settings) -> web.Application:
         ),
     )
     app.router.add_routes([openapi_route(settings)])
+    add_console(app)  # GET /console (edge/console/)
     return app

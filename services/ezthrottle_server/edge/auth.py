@@ -21,6 +21,7 @@ usually holds a whole /64.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import math
 import time
@@ -134,6 +135,35 @@ class Authenticator:
             self._cache.clear()
         self._cache[token] = (record.customer, now + self.cache_s)
         return record.customer
+
+    async def customer_of_key(self, request: web.Request, api_key: str) -> str:
+        """The customer of a key given outside the ``Authorization`` header (the console's sign-in and
+        cookie), counted against the same failed-login limit; 401 or 429 as :meth:`customer`."""
+        now = time.monotonic()
+        hit = self._cache.get(api_key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        client = client_address(request, self.trusted_proxies)
+        await self._refuse_if_limited(client, now)
+        record = await apikeys.lookup(self.redis, api_key) if api_key else None
+        if record is None:
+            self._cache.pop(api_key, None)
+            await self._count_failure(client)
+            raise ApiError("unauthorized", "invalid or revoked API key")
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[api_key] = (record.customer, now + self.cache_s)
+        return record.customer
+
+    async def check_secret(self, request: web.Request, given: str, expected: str) -> bool:
+        """Is ``given`` the (non-empty) ``expected`` secret? Compared in constant time; a wrong one counts
+        against the failed-login limit, and an address over it gets 429 before any comparison."""
+        client = client_address(request, self.trusted_proxies)
+        await self._refuse_if_limited(client, time.monotonic())
+        if expected and hmac.compare_digest(given.encode(), expected.encode()):
+            return True
+        await self._count_failure(client)
+        return False
 
     async def _refuse_if_limited(self, client: str, now: float) -> None:
         if self.fail_limit <= 0:

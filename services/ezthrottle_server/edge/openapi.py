@@ -41,6 +41,7 @@ from .search_api import DEFAULT_LIMIT as SEARCH_DEFAULT_LIMIT
 from .search_api import MAX_LIMIT as SEARCH_MAX_LIMIT
 from .search_api import STATUSES as SEARCH_STATUSES
 from ..common.job_index import MAX_MS
+from .console.openapi import console_paths
 
 PATH = "/openapi.json"
 JOB_ID_PATTERN = r"^job_[0-9]{10,16}_[0-9a-f]{16}p[0-9]{1,4}$"
@@ -846,6 +847,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     }
     search = _search_ops()
     paths["/api/v1/jobs"]["get"], paths["/api/v1/domains/{host}"] = search["list"], {"get": search["domain"]}
+    paths.update(console_paths())  # GET /console and its forms (edge/console/openapi.py)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -483,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  edge {rid:<5} {url}")
             print(f"  coordinator {info['coordinator']}\n  delivery    {info['delivery']}\n  redis       {info['redis_url']}")
             print(f"  api key     {info['api_key']}")
+            print(f"  console     {next(iter(regions.values()))}/console  (sign in with the api key; every edge serves it)")
             if info.get("prometheus"):
                 print(f"  prometheus  {info['prometheus']}  (alerts: {info['prometheus']}/alerts)")
             else:

@@ -13,6 +13,7 @@ id that does not exist (404 ``not_found``), never 403.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -59,6 +60,33 @@ SCOPED = {
     ("POST", "/api/v1/flow-control/{key}/resume"),
 }
 
+# The console (edge/console/): signed in by a cookie, not the Authorization header. Open to anyone:
+CONSOLE_OPEN = {
+    ("GET", "/console"),
+    ("GET", "/console/signin"),
+    ("POST", "/console/signin"),
+    ("GET", "/console/static"),
+}
+# ... and the viewer's own data only, or the operator's (test_console_routes_are_per_customer):
+CONSOLE_SCOPED = {
+    ("POST", "/console/signout"),
+    ("GET", "/console/jobs"),
+    ("GET", "/console/jobs/statuses"),
+    ("GET", "/console/jobs/{job_id}"),
+    ("GET", "/console/jobs/{job_id}/events"),
+    ("POST", "/console/jobs/{job_id}/cancel"),
+    ("GET", "/console/domains"),
+    ("GET", "/console/dead"),
+    ("POST", "/console/dead/replay"),
+    ("POST", "/console/dead/{job_id}/replay"),
+    ("GET", "/console/usage"),
+    ("GET", "/console/secrets"),
+    ("POST", "/console/secrets/rotate"),
+    ("GET", "/console/regions"),  # the operator's
+    ("GET", "/console/customers"),  # the operator's
+}
+CONSOLE = CONSOLE_OPEN | CONSOLE_SCOPED
+
 ACME_SECRET = "acme-primary-secret-0001"
 GLOBEX_SECRET = "globex-primary-secret-01"
 UNKNOWN_JOB = "job_1700000000000_0123456789abcdefp0"
@@ -76,9 +104,9 @@ def edge_routes() -> set[tuple[str, str]]:
 def test_every_route_is_classified():
     routes = edge_routes()
     assert not SCOPED & NOT_SCOPED
-    unlisted = routes - SCOPED - NOT_SCOPED
+    unlisted = routes - SCOPED - NOT_SCOPED - CONSOLE
     assert not unlisted, f"new routes: add them to SCOPED (with a cross-tenant check) or NOT_SCOPED: {sorted(unlisted)}"
-    gone = (SCOPED | NOT_SCOPED) - routes
+    gone = (SCOPED | NOT_SCOPED | CONSOLE) - routes
     assert not gone, f"routes listed here that the edge no longer serves: {sorted(gone)}"
 
 
@@ -278,3 +306,53 @@ async def test_flow_control_keys_are_per_customer(http, edge, world, api_key, ot
         assert status == 404 and theirs["error"]["code"] == "not_found", (method, path, status, theirs)
     status, mine = await call(http, "GET", f"{edge.url}/api/v1/flow-control/acct-1", api_key)
     assert status == 200 and mine["key"] == "acct-1" and mine["paused"] is False  # globex's tries changed nothing
+
+
+async def _console_sign_in(base: str, key: str) -> tuple[aiohttp.ClientSession, str]:
+    """A console session (cookies kept for 127.0.0.1, as a browser does) and its CSRF token."""
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with session.get(f"{base}/console/signin") as resp:
+        token = re.search(r'name="csrf" value="([^"]+)"', await resp.text()).group(1)
+    async with session.post(f"{base}/console/signin", data={"secret": key, "csrf": token}) as resp:
+        assert resp.status == 200 and resp.url.path == "/console/jobs"
+        return session, re.search(r'name="csrf" value="([^"]+)"', await resp.text()).group(1)
+
+
+@pytest.mark.asyncio
+async def test_console_routes_are_per_customer(http, edge, world, api_key, other_api_key):
+    mine = world["job_id"]
+    async with aiohttp.ClientSession() as anonymous:  # signed out: sent to the sign-in page, or 401
+        for method, path in sorted(CONSOLE_SCOPED):
+            async with anonymous.request(method, edge.url + fill(path, mine), allow_redirects=False) as resp:
+                assert resp.status in (303, 401, 403), (method, path, resp.status)
+                assert resp.status != 303 or resp.headers["Location"] == "/console/signin"
+    globex, csrf = await _console_sign_in(edge.url, other_api_key)
+    async with globex:
+        with_ids = sorted((m, p) for m, p in CONSOLE_SCOPED if "{job_id}" in p)
+        assert len(with_ids) == 4
+        for method, path in with_ids:
+            data = {"csrf": csrf} if method == "POST" else None
+            async with globex.request(method, edge.url + fill(path, mine), data=data, allow_redirects=False) as resp:
+                theirs = (resp.status, await resp.text())
+            async with globex.request(method, edge.url + fill(path, UNKNOWN_JOB), data=data, allow_redirects=False) as resp:
+                unknown = (resp.status, await resp.text())
+            assert theirs[0] == 404 and theirs[0] == unknown[0], (method, path, theirs, unknown)
+            assert theirs[1].replace(mine, "<id>") == unknown[1].replace(UNKNOWN_JOB, "<id>")  # exactly as unknown
+        for method, path in sorted(CONSOLE_SCOPED - set(with_ids)):
+            data = {"csrf": csrf, "q": "", "new_secret": GLOBEX_SECRET} if method == "POST" and "signout" not in path else None
+            async with globex.request(method, edge.url + fill(path, mine), data=data) as resp:
+                body = await resp.text()
+            assert mine not in body and ACME_SECRET[:2] + "****" not in body, (method, path)
+            if path in ("/console/regions", "/console/customers"):
+                assert resp.status == 404, path  # the operator's pages
+        async with globex.get(f"{edge.url}/console/jobs/statuses?ids={mine}") as resp:
+            assert await resp.json() == {}
+    # acme's dead letter was not replayed by globex's "replay all": acme still sees it, and replays it itself
+    acme, acme_csrf = await _console_sign_in(edge.url, api_key)
+    async with acme:
+        async with acme.get(f"{edge.url}/console/dead") as resp:
+            assert mine in await resp.text()
+        async with acme.post(f"{edge.url}/console/dead/{mine}/replay", data={"csrf": acme_csrf}) as resp:
+            assert resp.status == 200 and "Replayed 1 webhook(s)" in await resp.text()
+        async with acme.get(f"{edge.url}/console/jobs/{mine}") as resp:
+            assert resp.status == 200 and mine in await resp.text()

@@ -1,0 +1,116 @@
+// EZThrottle console: live job statuses (the list) and a job's events (its page), nothing else.
+// An external file: the Content-Security-Policy allows no inline script.
+"use strict";
+
+var FINAL = ["success", "failed", "cancelled", "expired"];
+
+function setStatus(el, status) {
+  if (!el || !status || el.textContent === status) { return; }
+  el.textContent = status;
+  el.className = el.className.replace(/\bstatus-\S+/g, "") + " status-" + status;
+}
+
+// The job list: ask for the statuses of the jobs not final yet, every 1.5 s, while any is left.
+function watchList() {
+  var timer = null;
+  function pending() {
+    return Array.prototype.filter.call(document.querySelectorAll("tr[data-job-id]"), function (row) {
+      return row.getAttribute("data-final") !== "true";
+    });
+  }
+  function poll() {
+    var rows = pending();
+    if (!rows.length) { return; }
+    var ids = rows.map(function (r) { return r.getAttribute("data-job-id"); });
+    fetch("/console/jobs/statuses?ids=" + encodeURIComponent(ids.join(",")), {credentials: "same-origin"})
+      .then(function (resp) { return resp.ok ? resp.json() : {}; })
+      .then(function (statuses) {
+        rows.forEach(function (row) {
+          var status = statuses[row.getAttribute("data-job-id")];
+          if (!status) { return; }
+          setStatus(row.querySelector("[data-role=status]"), status);
+          if (FINAL.indexOf(status) >= 0) { row.setAttribute("data-final", "true"); }
+        });
+      })
+      .catch(function () {})
+      .then(function () { timer = setTimeout(poll, 1500); });
+  }
+  timer = setTimeout(poll, 1000);
+  window.addEventListener("pagehide", function () { clearTimeout(timer); });
+}
+
+// A job's page: its events over server-sent events; the details are fetched again as they change.
+function watchJob(detail) {
+  var log = document.getElementById("job-events");
+  var source = new EventSource(detail.getAttribute("data-events"));
+  var refreshing = null;
+  var first = true;
+
+  function note(kind, data) {
+    if (first) { log.textContent = ""; first = false; }
+    var item = document.createElement("li");
+    var when = new Date(data && data.ts_ms ? data.ts_ms : Date.now()).toISOString().substring(11, 23);
+    var parts = [when, kind];
+    if (data) {
+      if (data.region) { parts.push(data.region); }
+      if (data.status_code) { parts.push("HTTP " + data.status_code); }
+      if (data.decision) { parts.push(data.decision); }
+      if (data.error) { parts.push(data.error); }
+      if (data.status && kind !== "attempt") { parts.push(data.status); }
+    }
+    item.textContent = parts.join(" · ");
+    log.appendChild(item);
+  }
+
+  function refresh() {
+    // the server renders the page again (its details, attempts, webhooks); swap the details in
+    clearTimeout(refreshing);
+    refreshing = setTimeout(function () {
+      fetch(window.location.pathname, {credentials: "same-origin"})
+        .then(function (resp) { return resp.ok ? resp.text() : null; })
+        .then(function (html) {
+          if (!html) { return; }
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("job-detail");
+          var current = document.getElementById("job-detail");
+          if (fresh && current) { current.replaceWith(fresh); }
+        })
+        .catch(function () {});
+    }, 150);
+  }
+
+  function onEvent(kind) {
+    return function (msg) {
+      var data = null;
+      try { data = JSON.parse(msg.data); } catch (e) { data = null; }
+      if (kind !== "snapshot") { note(kind, data); }
+      if (data && data.status) {
+        setStatus(document.getElementById("job-status"), data.status);
+        if (FINAL.indexOf(data.status) >= 0) {
+          var cancel = document.getElementById("cancel-form");
+          if (cancel) { cancel.hidden = true; }
+        }
+      }
+      if (kind !== "snapshot") { refresh(); }
+    };
+  }
+
+  ["snapshot", "dispatching", "attempt", "scheduled", "queued", "region_out", "won", "completed", "failed",
+   "cancelled", "expired", "delivered", "webhook_dead", "quorum_met"].forEach(function (kind) {
+    source.addEventListener(kind, onEvent(kind));
+  });
+  source.onerror = function () {
+    // the stream ends once the job is settled; do not reconnect to a job that has ended
+    var status = document.getElementById("job-status");
+    if (status && FINAL.indexOf(status.textContent) >= 0) { source.close(); }
+  };
+  window.addEventListener("pagehide", function () { source.close(); });
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  var page = document.body.getAttribute("data-page");
+  if (page === "jobs") { watchList(); }
+  if (page === "job") {
+    var detail = document.getElementById("job-detail");
+    if (detail) { watchJob(detail); }
+  }
+});
