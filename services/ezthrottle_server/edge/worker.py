@@ -29,6 +29,7 @@ and is sent at once, with no stream entry and no admission.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import logging
 import time
 from collections import defaultdict
@@ -43,8 +44,8 @@ from ..common import keys
 from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.metrics import INFLIGHT, RECLAIMED
-from ..common.redisconn import UNAVAILABLE, Scripts
-from ..common.streams import GroupConsumer
+from ..common.redisconn import Scripts
+from ..common.streams import StreamWorker
 from ..pacing.limiter import Limiter, PacingPolicy
 from ..pacing.scheduler import Scheduler
 from ..pacing.scope import Scope, domain_of
@@ -66,7 +67,9 @@ class Taken:
     lease: str
 
 
-class RegionWorker:
+class RegionWorker(StreamWorker):
+    min_keep_interval_s = 0.1
+
     def __init__(
         self,
         settings: Settings,
@@ -76,14 +79,12 @@ class RegionWorker:
         outcomes: OutcomeWindow | None = None,
     ) -> None:
         assert settings.region is not None
+        super().__init__(redis, keys.edge_group(settings.region), settings.node_id, settings.visibility_timeout_ms)
         self.settings = settings
-        self.redis = redis
         self.scripts = scripts
         self.batch = Batcher(redis)  # the per-job scripts of concurrent sends, one pipeline per loop turn
         self.executor = executor
         self.region = settings.region
-        self.group = keys.edge_group(self.region)
-        self.consumer = settings.node_id
         self.streams = [keys.region_stream(p, self.region) for p in range(settings.partitions)]
         self.policy = PacingPolicy.from_settings(settings)
         self.limiter = Limiter(redis, self.policy, self.region, settings.region_ids, batch=self.batch)
@@ -93,55 +94,36 @@ class RegionWorker:
             capacity=settings.executor_concurrency,
             lease_ms=settings.visibility_timeout_ms,
         )
-        self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)  # entries held until acknowledged
         self.attempts = Attempts(settings, redis, scripts, self.batch, executor, self.limiter, group=self.group, consumer=self.consumer)
         self.attempts.outcomes = outcomes
         self._accepted: dict[str, tuple[str, str]] = {}  # job id -> (customer, domain), see accepting()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._admissions: set[asyncio.Future[None]] = set()  # see _admit_to_the_end
-        self._loops: list[asyncio.Task[None]] = []
         self._pacing: list[asyncio.Task[None]] = []
-        self._stopping = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def ensure_groups(self) -> None:
-        await self.reader.ensure_groups(self.streams)
+    def group_streams(self) -> list[str]:
+        return self.streams
 
     async def start(self) -> None:
         await self.ensure_groups()
         for stream in self.streams:
-            self._loops.append(asyncio.create_task(self._read_loop(stream), name=f"read:{stream}"))
-        self._loops.append(asyncio.create_task(self._keep_and_reclaim_loop(), name="reclaim"))
+            self.add_loop(self.read_forever(partial(self._read_turn, stream), what=stream), name=f"read:{stream}")
+        self.add_loop(self.keep_and_reclaim(), name="reclaim")
         self._pacing.append(asyncio.create_task(self.scheduler.run(), name="pacing"))
         self._pacing.append(asyncio.create_task(self.scheduler.keep_leases(), name="leases"))
 
-    async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop taking work, let sends in flight finish for ``grace_s``, then cancel them.
-
-        Safe to call twice. A cancelled send's job goes back to the front of
-        its queue for another node. Entries this node read but had not
-        admitted (a reader cancelled halfway, or a reply still on its way)
-        are admitted before it leaves, so they need not wait out the
-        visibility timeout for another node to reclaim them.
-        """
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
+    async def _stop_taking_work(self) -> None:
+        """Entries this node read but had not admitted are admitted before it leaves."""
         self.scheduler.stop()
-        for t in self._loops:
-            t.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await super()._stop_taking_work()  # the read and reclaim loops
         if self._admissions:  # admissions run to their end: a grant they made goes to a send
             await asyncio.gather(*self._admissions, return_exceptions=True)
         await self._admit_own_pending()
         if self._pacing:  # the scheduler's loop ends at its next wake-up
             await asyncio.gather(self._pacing[0], return_exceptions=True)
-        if self._tasks:
-            _done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _after_stop(self) -> None:
         await self.attempts.drain(timeout_s=1.0)
         for t in self._pacing:  # leases are kept until the last send is over
             t.cancel()
@@ -202,25 +184,9 @@ class RegionWorker:
         if created is False:
             self.attempts.background(self.limiter.release(taken.scope, taken.lease, refund=True))
 
-    async def _read_loop(self, stream: str) -> None:
-        while not self._stopping.is_set():
-            try:
-                reply = await self.redis.xreadgroup(
-                    self.group, self.consumer, {stream: ">"}, count=self.settings.read_batch, block=1000
-                )
-                for _stream, entries in reply or ():
-                    await self._admit_to_the_end(stream, entries)
-            except asyncio.CancelledError:
-                raise
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # the stream was deleted under us: recreate
-                    await self.ensure_groups()
-                    continue
-                log.exception("reading %s failed", stream)
-                await asyncio.sleep(0.5)
-            except UNAVAILABLE:  # also a cluster failing over
-                log.warning("redis unavailable while reading %s; retrying", stream, exc_info=True)
-                await asyncio.sleep(0.5)
+    async def _read_turn(self, stream: str) -> None:
+        for _stream, entries in await self.read([stream], self.settings.read_batch):
+            await self._admit_to_the_end(stream, entries)
 
     async def _admit(self, stream: str, entries: list[tuple[str, dict[str, str]]], *, reclaimed: bool = False) -> None:
         """Park each entry's job in its scope's queue, then acknowledge the entries.
@@ -322,19 +288,7 @@ class RegionWorker:
             except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError, ResponseError):
                 log.warning("could not admit what %s still held; it is reclaimed after the visibility timeout", stream, exc_info=True)
 
-    async def _keep_and_reclaim_loop(self) -> None:
-        interval = max(self.reader.keep_interval_s, 0.1)
-        while not self._stopping.is_set():
-            try:
-                await asyncio.sleep(interval)
-                await self.reader.keep_held()
-                await self._reclaim()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("reclaim pass failed", exc_info=True)
-
-    async def _reclaim(self) -> None:
+    async def reclaim_stale(self) -> None:
         """Admit entries idle past the visibility timeout (their node died before acknowledging)."""
         for stream in self.streams:
             async for entries in self.reader.reclaim(stream):
@@ -360,9 +314,7 @@ class RegionWorker:
 
     def _on_grant(self, scope: Scope, lease: str) -> None:
         INFLIGHT.labels(self.region).inc()
-        task = asyncio.create_task(self._run_grant(scope, lease, time.perf_counter()))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.run_in_flight(self._run_grant(scope, lease, time.perf_counter()))
 
     async def _run_grant(self, scope: Scope, lease: str, granted_at: float) -> None:
         try:
