@@ -103,8 +103,9 @@ async def test_one_customer_flooding_dead_domains_cannot_take_a_region_down(
     assert (await region_views(http, iad))["iad"]["state"] == "up"
 
 
+@pytest.mark.parametrize("fault", ["broken", "hang"])  # connections refused; packets dropped (each probe times out)
 async def test_a_region_whose_outbound_path_breaks_is_down_within_3s_and_comes_back_after_sustained_health(
-    http, redis, start_edge, health_coordinator, api_key, target
+    http, redis, start_edge, health_coordinator, api_key, target, fault
 ):
     await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 100, max_concurrent: 20}}\n"))
     iad = await start_edge("iad", **FAST)
@@ -118,7 +119,7 @@ async def test_a_region_whose_outbound_path_breaks_is_down_within_3s_and_comes_b
 
     executor = lax.app[CTX].executor
     broken_at = time.monotonic()
-    executor.broken = True  # lax's probes and sends fail from now on; its heartbeats go on
+    setattr(executor, fault, True)  # lax's probes and sends fail from now on; its heartbeats go on
     down = await wait_state(http, iad, "lax", "down", timeout_s=3.0)
     took = time.monotonic() - broken_at
     assert took <= 3.0 and "health targets unreachable" in down["reason"], (took, down)
@@ -137,7 +138,7 @@ async def test_a_region_whose_outbound_path_breaks_is_down_within_3s_and_comes_b
     view = await wait_final(http, lax.url, api_key, job["job_id"], timeout_s=10)
     assert view["status"] == "success" and view["winner_region"] != "lax"
 
-    executor.broken = False
+    setattr(executor, fault, False)
     healed_at = time.monotonic()
     await asyncio.sleep(0.6)
     assert (await region_views(http, iad))["lax"]["state"] == "down"  # one good beat is not enough

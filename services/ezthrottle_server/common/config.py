@@ -33,7 +33,7 @@ Environment variables (all optional):
 ``EZT_HEALTH_TARGETS``                comma list of URLs every edge probes for region health (regions.yaml
                                       ``health_targets``, global or per region; default: the other regions' edges' /healthz)
 ``EZT_REGION_PROBE_INTERVAL_S``       how often an edge probes its health targets (0.5)
-``EZT_REGION_PROBE_TIMEOUT_S``        a probe without an answer this long has failed (1)
+``EZT_REGION_PROBE_TIMEOUT_S``        a probe without an answer this long has failed (0.75)
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
 ``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER`` shed a customer's new jobs (429) while it has this many not final (0: off)
 ``EZT_SEND_IDEMPOTENCY_KEY``          ``1``/``0``: send the job's idempotent key as Idempotency-Key (default 1)
@@ -63,7 +63,6 @@ Environment variables (all optional):
 ``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
 ``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
 ``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
-``EZT_OPERATOR_TOKEN``                signs an operator into ``/console`` (every customer, regions, domains); unset: no operator sign-in
 ====================================  =========================================
 """
 
@@ -145,7 +144,7 @@ class Settings:
     # a region's own list in regions.yaml wins; () means the other regions' live edges' /healthz.
     health_targets: tuple[str, ...] = ()
     region_probe_interval_s: float = 0.5
-    region_probe_timeout_s: float = 1.0
+    region_probe_timeout_s: float = 0.75
     # TEST-ONLY fault injection, never read from the environment or regions.yaml: the edge
     # sends through edge/faults.py's FaultyExecutor, whose `broken` switch tests flip.
     test_outbound_fault: bool = False
@@ -173,7 +172,6 @@ class Settings:
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed
     repair_after_s: float = 60.0  # coordinator/repair.py: how long a job is seen held by nothing before it is queued again
-    operator_token: str = field(default="", repr=False)  # EZT_OPERATOR_TOKEN: the console's operator sign-in; never printed
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -433,8 +431,6 @@ def load_settings(
             values["secrets_keys"] = parse_keys(env["EZT_SECRETS_KEYS"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    if env.get("EZT_OPERATOR_TOKEN", "").strip():
-        values["operator_token"] = env["EZT_OPERATOR_TOKEN"].strip()
     if "EZT_PROFILE" in env:
         values["profile"] = env["EZT_PROFILE"]
     if "EZT_HOST" in env:
@@ -459,7 +455,7 @@ def load_settings(
         values["simulate_latency"] = env["EZT_SIMULATE_LATENCY"] not in ("0", "false", "no", "")
     values.update(_outbound_and_auth(data, env, path))
     values["health_targets"] = _urls(env.get("EZT_HEALTH_TARGETS", data.get("health_targets")), "health_targets")
-    if values.get("region_probe_interval_s", 0.5) <= 0 or values.get("region_probe_timeout_s", 1.0) <= 0:
+    if values.get("region_probe_interval_s", 0.5) <= 0 or values.get("region_probe_timeout_s", 0.75) <= 0:
         raise ConfigError("EZT_REGION_PROBE_INTERVAL_S and EZT_REGION_PROBE_TIMEOUT_S must be above 0")
 
     region = env.get("EZT_REGION")

@@ -5,18 +5,27 @@ is set, a field that nothing reads from the environment or regions.yaml:
 only tests construct settings with it (``start_edge("lax",
 test_outbound_fault=True)``). While ``broken`` is set, every send from that
 edge, customers' jobs and health probes alike, fails the way a cut network
-fails: a connection error, nothing sent.
+fails: a connection error, nothing sent. While ``hang`` is set, every send
+waits out its timeout and fails with no answer, as behind a firewall that
+drops packets.
 """
 
 from __future__ import annotations
 
-from .executor import CONNECTION, Executor, Outcome
+import asyncio
+
+from .executor import CONNECTION, TIMEOUT, Executor, Outcome
 
 
 class FaultyExecutor(Executor):
     broken: bool = False
+    hang: bool = False
 
     async def send(self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float | None = None) -> Outcome:
+        if self.hang:
+            wait_s = timeout_s or self.settings.attempt_timeout_s
+            await asyncio.sleep(wait_s)
+            return Outcome(error_kind=TIMEOUT, error=f"no answer within {wait_s:g}s (injected fault: packets dropped)")
         if self.broken:
             return Outcome(error_kind=CONNECTION, error="ClientConnectorError: injected fault: this node's outbound path is broken")
         return await super().send(method, url, headers, body, timeout_s)

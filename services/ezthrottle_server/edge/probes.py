@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..common.config import Settings
-from .executor import BLOCKED, CONNECTION, TIMEOUT, Executor
+from .executor import BLOCKED, CONNECTION, TIMEOUT, Executor, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,21 @@ class Prober:
         return {url: st.view() for url, st in self._states.items() if st.ok is not None}
 
     async def probe(self, url: str) -> None:
-        outcome = await self.executor.send("GET", url, {"User-Agent": "ezthrottle-health-probe"}, None, timeout_s=self.timeout_s)
-        st = self._states.get(url)
-        if st is None:  # no longer a target
-            return
+        """Probe ``url``; a first failure is checked again at once (a timeout) or soon
+        (``interval_s / 2``), not at the next tick, so two in a row come within about
+        two timeouts of the path breaking."""
+        while True:
+            outcome = await self.executor.send("GET", url, {"User-Agent": "ezthrottle-health-probe"}, None, timeout_s=self.timeout_s)
+            st = self._states.get(url)
+            if st is None:  # no longer a target
+                return
+            self._record(url, st, outcome)
+            if st.ok or st.blocked or st.failures != 1:
+                return
+            if outcome.error_kind != TIMEOUT:
+                await asyncio.sleep(self.interval_s / 2)
+
+    def _record(self, url: str, st: ProbeState, outcome: Outcome) -> None:
         now_ms = int(time.time() * 1000)
         was = st.ok
         st.checked_ms = now_ms

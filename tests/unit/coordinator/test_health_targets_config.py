@@ -27,7 +27,7 @@ def settings(tmp_path: Path, top: str = "", iad: str = "", env: dict[str, str] |
 def test_no_targets_by_default_means_the_other_regions_edges(tmp_path):
     s = settings(tmp_path)
     assert s.probe_targets("iad") == () and s.probe_targets("lax") == ()
-    assert (s.region_probe_interval_s, s.region_probe_timeout_s) == (0.5, 1.0)
+    assert (s.region_probe_interval_s, s.region_probe_timeout_s) == (0.5, 0.75)
     assert s.test_outbound_fault is False
 
 
