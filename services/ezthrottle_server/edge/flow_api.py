@@ -40,23 +40,27 @@ async def _state(request: web.Request, customer: str, key: str) -> dict[str, Any
     return state
 
 
-async def get_flow(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    customer = await ctx.auth.customer(request)
+async def _own_key(request: web.Request) -> tuple[str, str]:
+    """(customer, key) of a key this customer has used; 404 otherwise."""
+    customer = await request.app[CTX].auth.customer(request)
     key = _key(request)
+    await _state(request, customer, key)
+    return customer, key
+
+
+async def get_flow(request: web.Request) -> web.Response:
+    customer, key = await _own_key(request)
     return json_response(await _state(request, customer, key))
 
 
 async def pause_flow(request: web.Request) -> web.Response:
+    customer, key = await _own_key(request)
     ctx = request.app[CTX]
-    customer = await ctx.auth.customer(request)
-    key = _key(request)
-    await _state(request, customer, key)
     for_s: Any = MAX_PAUSE_S
     if request.can_read_body:
         body = await read_json(request, ctx.settings.max_body_bytes)
         if not isinstance(body, dict) or set(body) - {"for_s"}:
-            raise ApiError("invalid_request", "the body is optional: {\"for_s\": seconds}")
+            raise ApiError("invalid_request", 'the body is optional: {"for_s": seconds}')
         for_s = body.get("for_s", MAX_PAUSE_S)
         if isinstance(for_s, bool) or not isinstance(for_s, int | float) or not 0 < for_s <= MAX_PAUSE_S:
             raise ApiError("invalid_field", f"for_s: must be a number of seconds above 0, at most {MAX_PAUSE_S}", field="for_s")
@@ -65,11 +69,8 @@ async def pause_flow(request: web.Request) -> web.Response:
 
 
 async def resume_flow(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    customer = await ctx.auth.customer(request)
-    key = _key(request)
-    await _state(request, customer, key)
-    await ctx.flow.resume(customer, key)
+    customer, key = await _own_key(request)
+    await request.app[CTX].flow.resume(customer, key)
     return json_response(await _state(request, customer, key))
 
 
