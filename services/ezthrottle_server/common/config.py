@@ -63,6 +63,7 @@ Environment variables (all optional):
 ``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
 ``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
 ``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
+``EZT_OPERATOR_TOKEN``                signs an operator into ``/console`` (every customer, regions, domains); unset: no operator sign-in
 ====================================  =========================================
 """
 
@@ -172,6 +173,7 @@ class Settings:
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed
     repair_after_s: float = 60.0  # coordinator/repair.py: how long a job is seen held by nothing before it is queued again
+    operator_token: str = field(default="", repr=False)  # EZT_OPERATOR_TOKEN: the console's operator sign-in; never printed
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -431,6 +433,8 @@ def load_settings(
             values["secrets_keys"] = parse_keys(env["EZT_SECRETS_KEYS"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if env.get("EZT_OPERATOR_TOKEN", "").strip():
+        values["operator_token"] = env["EZT_OPERATOR_TOKEN"].strip()
     if "EZT_PROFILE" in env:
         values["profile"] = env["EZT_PROFILE"]
     if "EZT_HOST" in env:
