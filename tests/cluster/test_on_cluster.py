@@ -216,3 +216,51 @@ async def test_jobs_are_listed_and_searched_across_every_partition(http, redis, 
     async with http.get(f"{edge.url}/api/v1/domains/{domain_of(target.url)}", headers={"Authorization": f"Bearer {api_key}"}) as resp:
         view = await resp.json()
     assert resp.status == 200 and view["jobs"] == {"queued": 0, "in_flight": 0, "complete": True}, view
+
+
+async def test_jobs_are_cancelled_and_expire_in_every_partition(http, redis, start_edge, coordinator, api_key, target, unpaced):
+    """cancel.lua (a tree of jobs, their delayed entries and timers), start_attempt.lua's and the deadline
+    timer's expiry each stay in the job's slot (the slot audit checks it), in every partition."""
+    edge = await start_edge("iad")
+    auth = {"Authorization": f"Bearer {api_key}"}
+    later = int(time.time() * 1000) + 60_000
+    waiting, expiring = [], []
+    for one, two, three in keys_per_partition("acme", 3, "cancel").values():
+        for k in (one, two):
+            job = await submit(
+                http, edge.url, api_key, {"url": f"{target.url}/echo?{k}", "idempotent_key": k, "retry_at": later, "metadata": {"w": "1"}}
+            )
+            waiting.append(job["job_id"])
+        due = int(time.time() * 1000) + 300
+        job = await submit(
+            http,
+            edge.url,
+            api_key,
+            {"url": f"{target.url}/echo?{three}", "idempotent_key": three, "retry_at": due, "start_before_ms": due + 1},
+        )
+        expiring.append(job["job_id"])
+    async with http.delete(f"{edge.url}/api/v1/jobs/{waiting[0]}", headers=auth) as resp:
+        assert resp.status == 200 and (await resp.json())["status"] == "cancelled"
+    async with http.post(f"{edge.url}/api/v1/jobs/cancel", json={"job_ids": waiting[1::2]}, headers=auth) as resp:
+        assert (await resp.json())["counts"]["cancelled"] == PARTITIONS
+    async with http.post(f"{edge.url}/api/v1/jobs/cancel", json={"filter": {"metadata.w": "1"}}, headers=auth) as resp:
+        body = await resp.json()
+        assert set(body["jobs"]) == set(waiting[2::2]), body  # the rest of the waiting ones
+    root = await submit(
+        http, edge.url, api_key, {"url": f"{target.url}/status/400", "on_failure": {"url": f"{target.url}/echo?child", "retry_at": later}}
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        async with http.get(f"{edge.url}/api/v1/jobs/{root['job_id']}", headers=auth) as resp:
+            if (await resp.json()).get("workflow", {}).get("children"):
+                break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    async with http.delete(f"{edge.url}/api/v1/jobs/{root['job_id']}", headers=auth) as resp:
+        assert (await resp.json())["children_cancelled"] == 1
+    for job_id in waiting:
+        assert (await wait_final(http, edge.url, api_key, job_id, timeout_s=5))["status"] == "cancelled"
+    for job_id in expiring:
+        assert (await wait_final(http, edge.url, api_key, job_id, timeout_s=15))["status"] == "expired"
+    assert {keys.job_partition(j) for j in waiting} == set(range(PARTITIONS))
+    assert target.matching("/echo") == []

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-FINAL = frozenset({"success", "failed"})
+FINAL = frozenset({"success", "failed", "cancelled", "expired"})
 
 
 def auth(key: str) -> dict[str, str]:
