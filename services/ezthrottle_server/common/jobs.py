@@ -336,7 +336,8 @@ def validate_job(
     if step_type not in STEP_TYPES:
         raise _bad(f"{prefix}type", f"must be one of {', '.join(STEP_TYPES)}")
     job["type"] = step_type
-    job["flow_control"] = _check_flow_control(payload["flow_control"], f"{prefix}flow_control") if payload.get("flow_control") is not None else None
+    flow = payload.get("flow_control")
+    job["flow_control"] = _check_flow_control(flow, f"{prefix}flow_control") if flow is not None else None
 
     key = payload.get("idempotent_key")
     if key is not None:

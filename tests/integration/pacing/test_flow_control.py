@@ -34,7 +34,11 @@ async def test_jobs_with_a_key_share_its_rate_and_parallelism_across_regions_and
 ):
     edges = [await start_edge("iad"), await start_edge("lax")]
     keyed = [
-        {"url": f"{target.url}/echo?keyed={i}", "regions": ["iad", "lax"][i % 2 : i % 2 + 1], "flow_control": {"key": "acct-1", "rate": 2, "parallelism": 1}}
+        {
+            "url": f"{target.url}/echo?keyed={i}",
+            "regions": ["iad", "lax"][i % 2 : i % 2 + 1],
+            "flow_control": {"key": "acct-1", "rate": 2, "parallelism": 1},
+        }
         for i in range(8)
     ]
     free = [{"url": f"{target.url}/echo?free={i}"} for i in range(20)]
@@ -120,6 +124,8 @@ async def test_bad_flow_control_is_refused_at_the_door(http, edge, api_key, targ
         ({"key": "a\nb", "rate": 1}, "flow_control.key"),
         ({"key": "k", "rate": 1, "burst": 2}, "flow_control.burst"),
     ]:
-        async with http.post(f"{edge.url}/api/v1/jobs", json={"url": f"{target.url}/echo", "flow_control": flow}, headers=auth(api_key)) as resp:
+        async with http.post(
+            f"{edge.url}/api/v1/jobs", json={"url": f"{target.url}/echo", "flow_control": flow}, headers=auth(api_key)
+        ) as resp:
             body = await resp.json()
             assert resp.status == 400 and body["error"]["field"] == field, (flow, body)
