@@ -1,6 +1,6 @@
 """A loopback target and webhook receiver in one process, for end-to-end benchmarks.
 
-    EZT_PORT=9000 python -m bench.sink
+    EZT_PORT=9000 python -m bench.sink      (EZT_EXTRA_PORTS=9001,9002: more ports, each a target domain)
 
 - ``* /t/<tag>``: the target. Answers 200 with a small JSON body and records
   when the request arrived (``time.time()``, seconds).
@@ -16,6 +16,7 @@ readings, and every system under test talks to the same one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -87,7 +88,19 @@ def main() -> None:
     app.router.add_get("/arrivals", sink.arrivals)
     app.router.add_post("/reset", sink.reset)
     app.router.add_get("/readyz", ready)
-    web.run_app(app, host="127.0.0.1", port=int(os.environ["EZT_PORT"]), access_log=None, print=None, backlog=1024)
+    extra = [int(p) for p in os.environ.get("EZT_EXTRA_PORTS", "").split(",") if p]  # more target domains, one process
+    if not extra:
+        web.run_app(app, host="127.0.0.1", port=int(os.environ["EZT_PORT"]), access_log=None, print=None, backlog=1024)
+        return
+
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        for port in [int(os.environ["EZT_PORT"]), *extra]:
+            await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
 
 
 if __name__ == "__main__":
