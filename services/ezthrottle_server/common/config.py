@@ -168,7 +168,7 @@ class Settings:
     pacing_handoff_grace_ms: float = 50.0  # a token left unclaimed by the region first in fair order goes to any region
     pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
-    admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, if it has one
+    admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, else 80% of its machine's memory
     admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed

@@ -6,8 +6,15 @@ work in reverse order of start.
 
 Every service answers the same three operator routes (:func:`add_probes`):
 ``/healthz`` (the process answers; never touches Redis, so a Redis outage
-restarts nothing), ``/readyz`` (Redis answers a PING within a second, and the
-service says it is ready) and ``/metrics``.
+restarts nothing), ``/readyz`` (Redis answers a PING within a second, never
+evicts keys, and the service says it is ready) and ``/metrics``.
+
+Redis must run with ``maxmemory-policy noeviction``: any other policy lets it
+drop idempotency keys (duplicate sends), send leases (a POST sent twice),
+FRUGAL claims and quota counters under memory pressure. :class:`EvictionCheck`
+reads the policy (every master of a cluster) at most every few seconds, and
+``/readyz`` fails while one of them would evict, with an ERROR log line that
+says why.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +32,7 @@ from .config import Settings, load_settings
 from .http import json_response
 from .logs import setup_logging
 from .metrics import metrics_handler
-from .redisconn import RedisClient
+from .redisconn import RedisClient, info_per_master
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,49 @@ async def redis_answers(redis: RedisClient, timeout_s: float = 1.0) -> bool:
         return False
 
 
+SAFE_EVICTION_POLICY = "noeviction"
+
+
+class EvictionCheck:
+    """Whether Redis (every master of a cluster) may evict keys, read at most every ``check_every_s``.
+
+    The policy comes from ``INFO memory`` (``maxmemory_policy``): the same value
+    as ``CONFIG GET maxmemory-policy``, and answered by managed Redis services
+    that rename or refuse ``CONFIG``. When Redis cannot be asked, the last
+    answer stands (``/readyz`` reports Redis being out of reach on its own).
+    """
+
+    def __init__(self, check_every_s: float = 5.0) -> None:
+        self.check_every_s = check_every_s
+        self.problem: str | None = None  # why Redis is unsafe, None while it is not
+        self._checked_at: float | None = None
+
+    async def __call__(self, redis: RedisClient) -> str | None:
+        now = time.monotonic()
+        if self._checked_at is not None and now - self._checked_at < self.check_every_s:
+            return self.problem
+        self._checked_at = now
+        try:
+            infos = await asyncio.wait_for(info_per_master(redis, "memory"), timeout=1.0)
+        except Exception:
+            return self.problem
+        policies = sorted({str(info.get("maxmemory_policy", SAFE_EVICTION_POLICY)) for info in infos} - {SAFE_EVICTION_POLICY})
+        problem = None
+        if policies:
+            problem = (
+                f"Redis maxmemory-policy is {', '.join(policies)}, not {SAFE_EVICTION_POLICY}: under memory pressure Redis "
+                "would evict idempotency keys, send leases and quota counters. "
+                f"Set maxmemory-policy {SAFE_EVICTION_POLICY} (on every master)"
+            )
+        if problem != self.problem:
+            if problem:
+                log.error("not ready: %s", problem)
+            else:
+                log.info("Redis maxmemory-policy is %s again: ready as far as Redis goes", SAFE_EVICTION_POLICY)
+        self.problem = problem
+        return problem
+
+
 Details = Callable[[web.Request], dict[str, Any]]
 
 
@@ -96,15 +147,21 @@ def add_probes(
     readiness: Callable[[web.Request], tuple[bool, dict[str, Any]]] = lambda _r: (True, {}),
 ) -> None:
     """``/healthz``, ``/readyz`` and ``/metrics``; ``health`` and ``readiness`` add the service's own fields."""
+    eviction = EvictionCheck()
 
     async def healthz(request: web.Request) -> web.Response:
         return json_response({"status": "ok", **health(request)})
 
     async def readyz(request: web.Request) -> web.Response:
-        redis_ok = await redis_answers(redis_of(request))
+        redis = redis_of(request)
+        redis_ok = await redis_answers(redis)
+        evicting = await eviction(redis) if redis_ok else eviction.problem
         own, details = readiness(request)
-        ready = own and redis_ok
-        return json_response({"status": "ready" if ready else "not_ready", "redis": redis_ok, **details}, 200 if ready else 503)
+        ready = own and redis_ok and evicting is None
+        body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, **details}
+        if evicting is not None:
+            body["redis_problem"] = evicting
+        return json_response(body, 200 if ready else 503)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

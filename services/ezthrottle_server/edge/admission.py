@@ -6,9 +6,12 @@ get 429 ``overloaded`` with a ``Retry-After`` that doubles on each
 consecutive rejection of the same customer (1 s, 2 s, 4 s … capped), and
 starts over once one of its submissions is accepted. Two ceilings:
 
-- **Redis memory**: ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` if set (0 = off),
-  else 90% of Redis's own ``maxmemory`` when it has one; on a cluster, per
-  master, and the fullest master decides. Memory is read once
+- **Redis memory**: ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` if set (above 0),
+  else 90% of Redis's own ``maxmemory`` when it has one, else 80% of the
+  memory of the machine Redis runs on (``total_system_memory``, or this
+  machine's when Redis does not say): a Redis without ``maxmemory`` grows
+  until the machine runs out. On a cluster, per master, and the fullest
+  master decides. Memory is read once
   a second by a background task, never on the request path. ``/readyz`` and
   ``/healthz`` report this state, so a load balancer can steer traffic away.
 - **Jobs queued per customer**: ``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER``
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -38,6 +42,24 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_BASE_S = 1
 RETRY_AFTER_CAP_S = 60
 MAXMEMORY_SHARE = 0.9
+MACHINE_MEMORY_SHARE = 0.8  # of the machine's RAM, when Redis has no maxmemory
+
+
+def machine_memory_bytes() -> int:
+    """This machine's physical memory (0 when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not a POSIX system
+        return 0
+
+
+def memory_ceiling(info: dict[str, Any]) -> int:
+    """The memory use above which a master sheds new work, from its ``INFO memory`` (0: none)."""
+    maxmemory = int(info.get("maxmemory", 0))
+    if maxmemory:
+        return int(maxmemory * MAXMEMORY_SHARE)
+    machine = int(info.get("total_system_memory", 0)) or machine_memory_bytes()
+    return int(machine * MACHINE_MEMORY_SHARE)
 
 
 class Admission:
@@ -53,11 +75,7 @@ class Admission:
         fullest: tuple[float, int, int] | None = None  # (share of its ceiling, used, ceiling) of the fullest master
         for info in await info_per_master(self.redis, "memory"):
             used = int(info.get("used_memory", 0))
-            if self.settings.admission_max_redis_memory_bytes:
-                limit = self.settings.admission_max_redis_memory_bytes
-            else:
-                maxmemory = int(info.get("maxmemory", 0))
-                limit = int(maxmemory * MAXMEMORY_SHARE) if maxmemory else 0
+            limit = self.settings.admission_max_redis_memory_bytes or memory_ceiling(info)
             node = (used / limit if limit else 0.0, used, limit)
             if fullest is None or node > fullest:
                 fullest = node
@@ -92,7 +110,7 @@ class Admission:
         self._streaks[customer] = streak + 1
         if len(self._streaks) > 100_000:
             self._streaks.clear()
-        retry_after = min(RETRY_AFTER_CAP_S, RETRY_AFTER_BASE_S * 2**min(streak, 16))
+        retry_after = min(RETRY_AFTER_CAP_S, RETRY_AFTER_BASE_S * 2 ** min(streak, 16))
         ADMISSION_REJECTED.labels(reason).inc()
         return ApiError(
             "overloaded",

@@ -1,0 +1,103 @@
+"""Issue 14, shared Redis: what keeps one Redis safe for every customer.
+
+- A ``maxmemory-policy`` other than ``noeviction`` makes ``/readyz`` fail on
+  every service (edge, coordinator, delivery), with an ERROR log line that
+  says why: Redis would evict idempotency keys, leases and quota counters.
+- Admission works without ``maxmemory``: the edge sheds new work above 80%
+  of the memory of the machine Redis runs on (before, no ceiling at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
+
+from ezthrottle_server.common.config import Settings
+from ezthrottle_server.common.redisconn import info_per_master
+from ezthrottle_server.edge.context import CTX
+from integration.delivery.helpers import FAST
+from support.services import RunningApp, StartApp, app_starter
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def start_delivery(redis: Any, redis_url: str) -> AsyncIterator[StartApp]:
+    from ezthrottle_server.delivery.app import create_app
+
+    def create(settings: Settings) -> web.Application:
+        return create_app(settings, stop_grace_s=1.0)
+
+    async with app_starter("delivery", redis_url, create, **FAST) as start:
+        yield start
+
+
+async def set_policy(redis: Any, policy: str) -> None:
+    """``CONFIG SET maxmemory-policy`` on the server, or on every master of a cluster."""
+    if isinstance(redis, RedisCluster):
+        await redis.config_set("maxmemory-policy", policy, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await redis.config_set("maxmemory-policy", policy)
+
+
+@pytest_asyncio.fixture
+async def evicting_redis(redis: Any) -> AsyncIterator[Any]:
+    """The session's Redis with ``allkeys-lru``, put back to ``noeviction`` after the test."""
+    await set_policy(redis, "allkeys-lru")
+    try:
+        yield redis
+    finally:
+        await set_policy(redis, "noeviction")
+
+
+async def readyz(http: aiohttp.ClientSession, app: RunningApp) -> tuple[int, dict[str, Any]]:
+    async with http.get(f"{app.url}/readyz") as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_redis_that_may_evict_makes_every_service_not_ready_and_says_why(
+    http, evicting_redis, start_edge, coordinator, start_delivery, caplog
+):
+    caplog.set_level(logging.INFO)
+    services = {"edge": await start_edge("iad"), "coordinator": coordinator, "delivery": await start_delivery()}
+    for name, app in services.items():
+        status, body = await readyz(http, app)
+        assert status == 503 and body["status"] == "not_ready", (name, body)
+        assert body["redis"] is True and "allkeys-lru" in body["redis_problem"] and "noeviction" in body["redis_problem"], (name, body)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("maxmemory-policy is allkeys-lru" in m and "noeviction" in m for m in errors), errors
+
+    await set_policy(evicting_redis, "noeviction")  # fixed: ready again at the next check, a few seconds on
+    deadline = time.monotonic() + 20
+    for name, app in services.items():
+        while (answer := await readyz(http, app))[0] != 200:
+            assert time.monotonic() < deadline, (name, answer)
+            await asyncio.sleep(0.2)
+        assert "redis_problem" not in answer[1]
+
+
+async def test_without_maxmemory_new_work_is_shed_above_most_of_the_machines_memory(http, redis, edge):
+    infos = await info_per_master(redis, "memory")
+    assert {int(info["maxmemory"]) for info in infos} == {0}  # the test Redis, like make up-local's and many external ones
+    expected = int(int(infos[0]["total_system_memory"]) * 0.8)
+    deadline = time.monotonic() + 5  # the edge reads Redis's memory once a second
+    while True:
+        async with http.get(f"{edge.url}/healthz") as resp:
+            state = (await resp.json())["admission"]
+        if state["redis_used_memory_bytes"] is not None:
+            break
+        assert time.monotonic() < deadline, state
+        await asyncio.sleep(0.1)
+    assert state["accepting"] is True and state["redis_memory_limit_bytes"] == expected, state
+    admission = edge.app[CTX].admission
+    admission.used_bytes = expected  # what the background read would see once Redis gets there
+    assert not admission.accepting
