@@ -56,9 +56,9 @@ from ..pacing.flow import FlowControl, FlowSpec
 from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
 from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scope import Scope
-from .executor import CONNECTION, TIMEOUT, Executor, Outcome
+from .executor import CONNECTION, TIMEOUT, Executor, AttemptResult
 from .outcomes import OutcomeWindow
-from .racing import outcome_kind, reroute_target, send_headers
+from .racing import finish_kind, reroute_target, send_headers
 from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _status_class(outcome: Outcome) -> str:
+def _status_class(outcome: AttemptResult) -> str:
     if outcome.status_code is None:
         return outcome.error_kind or "error"
     return f"{outcome.status_code // 100}xx"
@@ -293,7 +293,7 @@ class Attempts:
             await self._requeue(job_id, decision, attempt, next_region, scope.domain, outcome)
         return hints
 
-    async def _decide(self, job: JobState, outcome: Outcome) -> tuple[Decision, str]:
+    async def _decide(self, job: JobState, outcome: AttemptResult) -> tuple[Decision, str]:
         """What follows the answer, and in which region the next attempt goes."""
         policy = job.spec["retry_policy"]
         base_s, cap_s = self.settings.retry_backoff_base_s, self.settings.retry_backoff_cap_s
@@ -317,7 +317,7 @@ class Attempts:
         """Unless domains.yaml says ``pause: domain``, a Retry-After pauses a job's flow-control key."""
         return await self.redis.hget(keys.pacing_conf(scope.domain), "pause") != "domain"
 
-    def _hints(self, outcome: Outcome) -> TargetHints:
+    def _hints(self, outcome: AttemptResult) -> TargetHints:
         if outcome.status_code is None:  # no answer: infrastructure (the circuit breaker counts it), or refused here
             return TargetHints(answer="infra" if outcome.error_kind in (TIMEOUT, CONNECTION) else "")
         wait_s = None
@@ -353,11 +353,11 @@ class Attempts:
 
     # -- recording what happened -------------------------------------------------
 
-    async def _finish(self, job_id: str, outcome: Outcome, decision: Decision, attempt: dict[str, Any], domain: str | None = None) -> None:
+    async def _finish(self, job_id: str, outcome: AttemptResult, decision: Decision, attempt: dict[str, Any], domain: str | None = None) -> None:
         result = RegionResult(
             job_id=job_id,
             region=self.region,
-            kind=FinishKind(outcome_kind(decision)),
+            kind=FinishKind(finish_kind(decision)),
             result=outcome.result() if outcome.status_code is not None else None,
             attempt=attempt,
             reason=decision.reason,
@@ -394,7 +394,7 @@ class Attempts:
         attempt: dict[str, Any] | None,
         next_region: str,
         domain: str | None = None,
-        outcome: Outcome | None = None,
+        outcome: AttemptResult | None = None,
     ) -> None:
         """Queue the next attempt: a retry here, a reroute there, or a deferral (nothing sent)."""
         kind = _REQUEUE_KINDS.get(decision.action, RequeueKind.DEFER)
@@ -429,7 +429,7 @@ class Attempts:
             log.error("attempt crashed %d times; the job fails with internal_error", crashes, exc_info=exc, extra=where)
             attempt = {"region": self.region, "node": self.consumer, "started_ms": _now_ms(), "status_code": None,
                        "latency_ms": 0.0, "error": "internal_error: the attempt failed unexpectedly", "decision": FAILED}
-            outcome = Outcome(error_kind="internal", error="internal_error")
+            outcome = AttemptResult(error_kind="internal", error="internal_error")
             await self._finish(job_id, outcome, Decision(FAILED, "internal_error"), attempt, scope.domain)
             return True
         except Exception:

@@ -3,7 +3,7 @@
 A pooled aiohttp session; a total timeout per attempt; redirects followed by
 hand so each hop passes the outbound policy again; response bodies read up to
 a cap and marked ``truncated`` beyond it. The executor never raises for what
-the network does: every attempt ends in an :class:`Outcome`.
+the network does: every attempt ends in an :class:`AttemptResult`.
 
 Redirects: 303, and 301/302 after a POST, go on as a GET without the body
 (what browsers and curl do); 307/308 keep the method and body. A hop to
@@ -37,7 +37,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Never sent on to another origin; settings.redirect_sensitive_headers adds to these.
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
-# Outcome kinds when no HTTP answer arrived.
+# AttemptResult kinds when no HTTP answer arrived.
 TIMEOUT = "timeout"
 CONNECTION = "connection"
 BLOCKED = "outbound_blocked"
@@ -46,7 +46,7 @@ INVALID_REDIRECT = "invalid_redirect"
 
 
 @dataclass
-class Outcome:
+class AttemptResult:
     status_code: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
@@ -130,7 +130,7 @@ class Executor:
         timeout_s: float | None = None,
         *,
         before: Callable[[], Awaitable[Any]] | None = None,
-    ) -> Outcome:
+    ) -> AttemptResult:
         """One attempt. ``before`` runs at the moment of sending, just before the request leaves
         (after the simulated latency of the local profile): the pacer's last word (``space.lua``)."""
         assert self._session is not None, "Executor.start() was not awaited"
@@ -141,7 +141,7 @@ class Executor:
 
     async def _send(
         self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float, before: Callable[[], Awaitable[Any]] | None
-    ) -> Outcome:
+    ) -> AttemptResult:
         assert self._session is not None
         data = body.encode() if body is not None else None
         delay = self.simulated_latency_s()
@@ -162,27 +162,27 @@ class Executor:
                             try:
                                 target, previous = target.join(URL(location)), target
                             except ValueError as exc:
-                                return Outcome(error_kind=INVALID_REDIRECT, error=f"unusable redirect Location {location!r}: {exc}")
+                                return AttemptResult(error_kind=INVALID_REDIRECT, error=f"unusable redirect Location {location!r}: {exc}")
                             headers = redirect_headers(headers, previous, target, self._sensitive)
                             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                                 method, data = ("GET" if method != "HEAD" else "HEAD"), None
                             continue
                         raw, truncated = await self._read_capped(resp)
-                        return Outcome(
+                        return AttemptResult(
                             status_code=resp.status,
                             headers=_flatten_headers(resp.headers),
                             body=raw.decode(resp.charset or "utf-8", errors="replace"),
                             truncated=truncated,
                         )
-                return Outcome(error_kind=REDIRECTS, error=f"more than {MAX_REDIRECTS} redirects")
+                return AttemptResult(error_kind=REDIRECTS, error=f"more than {MAX_REDIRECTS} redirects")
         except OutboundBlocked as exc:
-            return Outcome(error_kind=BLOCKED, error=str(exc))
+            return AttemptResult(error_kind=BLOCKED, error=str(exc))
         except TimeoutError:
-            return Outcome(error_kind=TIMEOUT, error=f"no answer within {timeout_s:g}s")
+            return AttemptResult(error_kind=TIMEOUT, error=f"no answer within {timeout_s:g}s")
         except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(error_kind=CONNECTION, error=connect_error_text(exc))
+            return AttemptResult(error_kind=CONNECTION, error=connect_error_text(exc))
         except LookupError as exc:  # unknown charset in the answer
-            return Outcome(error_kind=CONNECTION, error=f"undecodable response: {exc}")
+            return AttemptResult(error_kind=CONNECTION, error=f"undecodable response: {exc}")
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         cap = self.settings.response_body_cap_bytes

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 
-from .executor import CONNECTION, TIMEOUT, Executor, Outcome
+from .executor import CONNECTION, TIMEOUT, Executor, AttemptResult
 
 
 class FaultyExecutor(Executor):
     broken: bool = False
     hang: bool = False
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float | None = None) -> Outcome:
+    async def send(self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float | None = None) -> AttemptResult:
         if self.hang:
             wait_s = timeout_s or self.settings.attempt_timeout_s
             await asyncio.sleep(wait_s)
-            return Outcome(error_kind=TIMEOUT, error=f"no answer within {wait_s:g}s (injected fault: packets dropped)")
+            return AttemptResult(error_kind=TIMEOUT, error=f"no answer within {wait_s:g}s (injected fault: packets dropped)")
         if self.broken:
-            return Outcome(error_kind=CONNECTION, error="ClientConnectorError: injected fault: this node's outbound path is broken")
+            return AttemptResult(error_kind=CONNECTION, error="ClientConnectorError: injected fault: this node's outbound path is broken")
         return await super().send(method, url, headers, body, timeout_s)

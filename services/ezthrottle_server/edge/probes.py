@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..common.config import Settings
-from .executor import BLOCKED, CONNECTION, TIMEOUT, Executor, Outcome
+from .executor import BLOCKED, CONNECTION, TIMEOUT, Executor, AttemptResult
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Prober:
             if outcome.error_kind != TIMEOUT:
                 await asyncio.sleep(self.interval_s / 2)
 
-    def _record(self, url: str, st: ProbeState, outcome: Outcome) -> None:
+    def _record(self, url: str, st: ProbeState, outcome: AttemptResult) -> None:
         now_ms = int(time.time() * 1000)
         was = st.ok
         st.checked_ms = now_ms

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .executor import BLOCKED, CONNECTION, REDIRECTS, TIMEOUT, Outcome
+from .executor import BLOCKED, CONNECTION, REDIRECTS, TIMEOUT, AttemptResult
 
 SUCCESS, FAILED, RETRY, REROUTE = "success", "failed", "retry", "reroute"
 
@@ -59,7 +59,7 @@ def backoff_s(retries_done: int, base_s: float, cap_s: float) -> float:
 
 
 def decide(
-    outcome: Outcome,
+    outcome: AttemptResult,
     policy: dict[str, Any],
     retries_done: int,
     reroutes_done: int,
