@@ -72,9 +72,9 @@ class FlowControl:
     async def pause(self, customer: str, key: str, until_ms: int) -> None:
         """Pause the key until ``until_ms`` (a pause only ever extends)."""
         flow = keys.flow(customer, key)
-        current = float(await self.redis.hget(flow, "pause_until") or 0)
+        current = float(await self.redis.hget(flow, "pause_until") or 0)  # type: ignore[misc]  # redis-py#2399
         if until_ms > current:
-            await self.redis.hset(flow, mapping={"pause_until": str(until_ms), "key": key, "customer": customer})
+            await self.redis.hset(flow, mapping={"pause_until": str(until_ms), "key": key, "customer": customer})  # type: ignore[misc]  # redis-py#2399
             await self.redis.expire(flow, KEY_TTL_S)
 
     async def deferred(self, customer: str, key: str, member: str, due_ms: int) -> None:
@@ -88,7 +88,7 @@ class FlowControl:
 
     async def resume(self, customer: str, key: str) -> int:
         """End the key's pause; the jobs it held back are due at once. Returns how many were brought forward."""
-        await self.redis.hdel(keys.flow(customer, key), "pause_until")
+        await self.redis.hdel(keys.flow(customer, key), "pause_until")  # type: ignore[misc]  # redis-py#2399
         now_ms = int(time.time() * 1000)
         members = await self.redis.zrangebyscore(keys.flow_deferred(customer, key), now_ms, "+inf")
         moved = 0
