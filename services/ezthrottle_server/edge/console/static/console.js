@@ -106,9 +106,26 @@ function watchJob(detail) {
   window.addEventListener("pagehide", function () { source.close(); });
 }
 
+// The operator's regions page: the table again every 2 s (region states change without anyone here).
+function watchRegions() {
+  var timer = setInterval(function () {
+    fetch(window.location.pathname, {credentials: "same-origin"})
+      .then(function (resp) { return resp.ok ? resp.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("regions");
+        var current = document.getElementById("regions");
+        if (fresh && current) { current.replaceWith(fresh); }
+      })
+      .catch(function () {});
+  }, 2000);
+  window.addEventListener("pagehide", function () { clearInterval(timer); });
+}
+
 document.addEventListener("DOMContentLoaded", function () {
   var page = document.body.getAttribute("data-page");
   if (page === "jobs") { watchList(); }
+  if (page === "regions") { watchRegions(); }
   if (page === "job") {
     var detail = document.getElementById("job-detail");
     if (detail) { watchJob(detail); }
