@@ -56,7 +56,7 @@ from ..pacing.flow import FlowControl, FlowSpec
 from ..pacing.hints import PAUSING_STATUSES, TargetHints, read_hints
 from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scope import Scope
-from .executor import CONNECTION, TIMEOUT, Executor, AttemptResult
+from .executor import CONNECTION, TIMEOUT, AttemptResult, Executor
 from .outcomes import OutcomeWindow
 from .racing import finish_kind, reroute_target, send_headers
 from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s

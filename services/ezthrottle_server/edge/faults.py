@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .executor import CONNECTION, TIMEOUT, Executor, AttemptResult
+from .executor import CONNECTION, TIMEOUT, AttemptResult, Executor
 
 
 class FaultyExecutor(Executor):

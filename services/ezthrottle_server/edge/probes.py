@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..common.config import Settings
-from .executor import BLOCKED, CONNECTION, TIMEOUT, Executor, AttemptResult
+from .executor import BLOCKED, CONNECTION, TIMEOUT, AttemptResult, Executor
 
 log = logging.getLogger(__name__)
 
