@@ -5,6 +5,7 @@ The browser tests (tests/e2e/test_console.py) drive the same pages in Chromium.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -178,3 +179,17 @@ async def test_the_operator_sees_every_customer_and_the_regions(console_edge, co
         assert (await page(op, f"{base}/console/jobs/{theirs}"))[0] == 200
         _, html = await page(op, f"{base}/console/domains")
         assert target.url.removeprefix("http://") in html and "closed" in html  # its limit, source and circuit
+
+
+async def test_a_revoked_key_signs_its_holder_out(console_edge, redis, api_key, acme):
+    from ezthrottle_server.common import apikeys
+
+    assert (await page(acme, f"{console_edge.url}/console/jobs"))[0] == 200
+    assert await apikeys.revoke(redis, api_key)
+    deadline = time.monotonic() + 10  # the node's key cache (api_key_cache_s) forgets it
+    while (await page(acme, f"{console_edge.url}/console/jobs"))[0] == 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    async with acme.get(f"{console_edge.url}/console/jobs", allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/console/signin"
+    assert not any(c.key == "ezt_console" for c in acme.cookie_jar)  # dropped on the first refusal

@@ -63,7 +63,10 @@ def render(request: web.Request, template: str, who: Viewer | None, status: int 
 async def signed_in(request: web.Request) -> Viewer:
     who = await session.viewer(request)
     if who is None:
-        raise web.HTTPSeeOther(f"{session.PATH}/signin")
+        to_sign_in = web.HTTPSeeOther(f"{session.PATH}/signin")
+        if session.COOKIE in request.cookies:  # it no longer signs anyone in (a revoked key): drop it
+            session.sign_out(request, to_sign_in)
+        raise to_sign_in
     return who
 
 
@@ -81,9 +84,7 @@ def _ctx(request: web.Request) -> EdgeContext:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    who = await session.viewer(request)
-    if who is None:
-        raise web.HTTPSeeOther(f"{session.PATH}/signin")
+    who = await signed_in(request)
     raise web.HTTPSeeOther(f"{session.PATH}/regions" if who.operator else f"{session.PATH}/jobs")
 
 
