@@ -5,6 +5,9 @@
   says why: Redis would evict idempotency keys, leases and quota counters.
 - Admission works without ``maxmemory``: the edge sheds new work above 80%
   of the memory of the machine Redis runs on (before, no ceiling at all).
+- The production profile ships a ceiling on the jobs one customer may have
+  not yet final (the local profile leaves it off): a tenant cannot fill
+  Redis with queued work.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
+from yarl import URL
 
-from ezthrottle_server.common.config import Settings
+from ezthrottle_server.common import keys
+from ezthrottle_server.common.config import Settings, load_settings
 from ezthrottle_server.common.redisconn import info_per_master
 from ezthrottle_server.edge.context import CTX
 from integration.delivery.helpers import FAST
-from support.services import RunningApp, StartApp, app_starter
+from support.jobs import auth
+from support.services import REGIONS_FILE, RunningApp, StartApp, app_starter
 
 pytestmark = pytest.mark.asyncio
 
@@ -101,3 +107,32 @@ async def test_without_maxmemory_new_work_is_shed_above_most_of_the_machines_mem
     admission = edge.app[CTX].admission
     admission.used_bytes = expected  # what the background read would see once Redis gets there
     assert not admission.accepting
+
+
+def profile_settings(profile: str, redis_url: str, **env: str) -> Settings:
+    base = {"REDIS_URL": redis_url, "EZT_REGIONS_FILE": str(REGIONS_FILE), "EZT_REGION": "iad", "EZT_PROFILE": profile}
+    base["EZT_SECRETS_KEYS"] = "k1:" + "A" * 43 + "="  # what production needs to start (secrets sealed at rest)
+    return load_settings("edge", env={**base, **env})
+
+
+async def test_the_production_profile_ships_a_ceiling_on_each_customers_queued_jobs(
+    http, redis, redis_url, start_edge, api_key, other_api_key, target
+):
+    assert profile_settings("local", redis_url).admission_max_queued_per_customer == 0
+    assert profile_settings("production", redis_url, EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER="0").admission_max_queued_per_customer == 0
+    ceiling = profile_settings("production", redis_url).admission_max_queued_per_customer
+    assert 0 < ceiling <= 1_000_000
+
+    edge = await start_edge(
+        "iad",
+        profile="production",
+        outbound_allow_loopback=True,
+        outbound_allowed_ports=(URL(target.url).port,),
+        admission_max_queued_per_customer=ceiling,
+    )
+    for p in range(edge.settings.partitions):  # acme already has the ceiling's worth of jobs not final
+        await redis.hset(keys.queued(p), "acme", ceiling)
+    async with http.post(f"{edge.url}/api/v1/jobs", json={"url": f"{target.url}/echo"}, headers=auth(api_key)) as resp:
+        assert resp.status == 429 and (await resp.json())["error"]["code"] == "overloaded" and resp.headers["Retry-After"]
+    async with http.post(f"{edge.url}/api/v1/jobs", json={"url": f"{target.url}/echo"}, headers=auth(other_api_key)) as resp:
+        assert resp.status == 201, await resp.json()  # another customer is not affected

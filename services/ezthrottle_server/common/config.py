@@ -35,7 +35,8 @@ Environment variables (all optional):
 ``EZT_REGION_PROBE_INTERVAL_S``       how often an edge probes its health targets (0.5)
 ``EZT_REGION_PROBE_TIMEOUT_S``        a probe without an answer this long has failed (0.75)
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
-``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER`` shed a customer's new jobs (429) while it has this many not final (0: off)
+``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER`` shed a customer's new jobs (429) while it has this many not final (0: off;
+                                      unset: 100,000 in the production profile, off in the local one)
 ``EZT_SEND_IDEMPOTENCY_KEY``          ``1``/``0``: send the job's idempotent key as Idempotency-Key (default 1)
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
 ``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
@@ -85,6 +86,7 @@ from .secretbox import parse_keys
 from .quotas import DEFAULT_TIER, DEFAULT_TIERS, Tier, tiers_from_config
 
 DEFAULT_REDIS_PORT = 6390
+PRODUCTION_MAX_QUEUED_PER_CUSTOMER = 100_000  # the production profile's ceiling unless EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER says
 
 
 class ConfigError(EZThrottleServerError, ValueError):
@@ -169,7 +171,7 @@ class Settings:
     pacing_header_ttl_s: float = 3600.0  # a header-set limit lapses this long after it was last seen
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, else 80% of its machine's memory
-    admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final
+    admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final (production: 100,000 unless set)
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed
     repair_after_s: float = 60.0  # coordinator/repair.py: how long a job is seen held by nothing before it is queued again
@@ -485,6 +487,8 @@ def load_settings(
         raise ConfigError("EZT_PACING_DEFAULT_MAX_CONCURRENT and EZT_PACING_MAX_CONCURRENT must be at least 1")
     if values["profile"] not in ("local", "production"):
         raise ConfigError(f"profile must be 'local' or 'production', got {values['profile']!r}")
+    if values["profile"] == "production":
+        values.setdefault("admission_max_queued_per_customer", PRODUCTION_MAX_QUEUED_PER_CUSTOMER)
     if values.get("partitions", 1) < 1:
         raise ConfigError("EZT_PARTITIONS must be at least 1")
     if values.get("admission_max_queued_per_customer", 0) < 0:
