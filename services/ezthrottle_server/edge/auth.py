@@ -7,11 +7,15 @@ Failed authentications (a malformed ``Authorization`` header, or a key that
 is unknown or revoked) are counted per client address in Redis
 (``keys.auth_failures``), in fixed windows of ``auth_fail_window_s``, so every
 node sees the same count. Once an address has ``auth_fail_limit`` failures in
-the window, its requests are answered 429 ``rate_limited`` with
-``Retry-After`` (the rest of the window) and the key they present is not
-looked up at all, so the answer says nothing about it. Other addresses are
-not affected, and a success does not reset the count (one valid key must not
-buy unlimited guesses). A missing header is not a failed authentication.
+the window, its failures are answered 429 ``rate_limited`` with
+``Retry-After`` (the rest of the window) instead of 401, and no longer
+counted. The limiter counts failures only and throttles only them: a request
+with a valid key is never refused by it, whatever its address (behind a proxy
+that is not in ``trusted_proxies``, every client shares the proxy's address,
+and a stranger's bad guesses must not lock customers out). A success does not
+reset the count (one valid key must not buy unlimited guesses). Guessing a key
+stays hopeless: keys are random, far beyond what any rate of guesses can find.
+A missing header is not a failed authentication.
 
 The client address is the TCP peer, unless the peer is one of
 ``trusted_proxies``: then it is the right-most ``X-Forwarded-For`` entry that
@@ -30,11 +34,10 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from ..common import apikeys, keys
+from ..common import apikeys, keys, scripting
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import AUTH_FAILURES, AUTH_RATE_LIMITED
-from ..common import scripting
 
 _MAX_CACHED = 10_000
 _MAX_LIMITED = 10_000
@@ -100,7 +103,7 @@ class Authenticator:
         self._limited_until: dict[str, float] = {}  # client -> monotonic end of its 429s (saves Redis)
 
     @classmethod
-    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> "Authenticator":
+    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> Authenticator:
         return cls(
             redis,
             settings.api_key_cache_s,
@@ -121,20 +124,10 @@ class Authenticator:
             hit = self._cache.get(token)
             if hit is not None and hit[1] > now:
                 return hit[0]  # verified moments ago on this node
-        client = client_address(request, self.trusted_proxies)
-        await self._refuse_if_limited(client, now)
         if not well_formed:
-            await self._count_failure(client)
+            await self._failed(request, now)
             raise ApiError("unauthorized", "Authorization header must be 'Bearer <api key>'")
-        record = await apikeys.lookup(self.redis, token)
-        if record is None:
-            self._cache.pop(token, None)
-            await self._count_failure(client)
-            raise ApiError("unauthorized", "invalid or revoked API key")
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        self._cache[token] = (record.customer, now + self.cache_s)
-        return record.customer
+        return await self._verify(request, token, now)
 
     async def customer_of_key(self, request: web.Request, api_key: str) -> str:
         """The customer of a key given outside the ``Authorization`` header (the console's sign-in and
@@ -143,27 +136,33 @@ class Authenticator:
         hit = self._cache.get(api_key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        client = client_address(request, self.trusted_proxies)
-        await self._refuse_if_limited(client, now)
-        record = await apikeys.lookup(self.redis, api_key) if api_key else None
-        if record is None:
-            self._cache.pop(api_key, None)
-            await self._count_failure(client)
-            raise ApiError("unauthorized", "invalid or revoked API key")
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        self._cache[api_key] = (record.customer, now + self.cache_s)
-        return record.customer
+        return await self._verify(request, api_key, now)
 
     async def check_secret(self, request: web.Request, given: str, expected: str) -> bool:
         """Is ``given`` the (non-empty) ``expected`` secret? Compared in constant time; a wrong one counts
-        against the failed-login limit, and an address over it gets 429 before any comparison."""
-        client = client_address(request, self.trusted_proxies)
-        await self._refuse_if_limited(client, time.monotonic())
+        against the failed-login limit (429 instead of ``False`` from an address over it)."""
         if expected and hmac.compare_digest(given.encode(), expected.encode()):
             return True
-        await self._count_failure(client)
+        await self._failed(request, time.monotonic())
         return False
+
+    async def _verify(self, request: web.Request, token: str, now: float) -> str:
+        """The customer of ``token``, looked up whatever the address's failures; a failure is counted (401 or 429)."""
+        record = await apikeys.lookup(self.redis, token) if token else None
+        if record is None:
+            self._cache.pop(token, None)
+            await self._failed(request, now)
+            raise ApiError("unauthorized", "invalid or revoked API key")
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[token] = (record.customer, now + self.cache_s)
+        return record.customer
+
+    async def _failed(self, request: web.Request, now: float) -> None:
+        """A failed authentication from the request's address: 429 once it is over the limit, else counted."""
+        client = client_address(request, self.trusted_proxies)
+        await self._refuse_if_limited(client, now)
+        await self._count_failure(client)
 
     async def _refuse_if_limited(self, client: str, now: float) -> None:
         if self.fail_limit <= 0:
