@@ -7,6 +7,8 @@ cluster launcher, and to the health checks the brief asks for.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from yarl import URL
 
 from ezthrottle_server.common.config import Settings, load_settings
 from ezthrottle_server.deploy import k8s
@@ -203,3 +206,18 @@ def test_local_override_changes_only_the_profile(services: dict[str, dict[str, A
     assert set(override) == set(ours(services))
     for name, svc in override.items():
         assert svc == {"environment": {"EZT_PROFILE": "local"}}, name
+
+
+def with_defaults(value: str) -> str:
+    """A compose value with each ``${VAR:-default}`` replaced by its default (the variable unset)."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_proxies_are_trusted_and_edges_advertise_a_url_clients_can_use(services: dict[str, dict[str, Any]], settings: Settings) -> None:
+    for name, svc in ours(services).items():  # behind a proxy, X-Forwarded-For names the client
+        proxies = with_defaults(svc["environment"]["EZT_TRUSTED_PROXIES"])
+        assert proxies and all(ipaddress.ip_network(n) for n in proxies.split(",")), name
+    for r in settings.regions:  # never http://0.0.0.0:<port> (EZT_HOST), which no client can reach
+        url = URL(with_defaults(services[f"edge-{r.id}"]["environment"]["EZT_PUBLIC_URL"]))
+        assert url.scheme == "http" and url.port == r.port and url.host not in ("0.0.0.0", "::"), url
+        assert "EZT_PUBLIC_HOST" in services[f"edge-{r.id}"]["environment"]["EZT_PUBLIC_URL"]  # one setting for the host's name

@@ -8,6 +8,7 @@ checked by hand below.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -265,3 +266,26 @@ def test_everything_in_one_namespace_and_no_secret_rendered(docs: list[dict[str,
     (name,) = ns
     assert all(d["metadata"].get("namespace") == name for d in docs if d["kind"] != "Namespace")
     assert sorted(p.name for p in (OUT / "base").iterdir())[0] == "00-namespace.yaml", "kubectl apply -f must create the namespace first"
+
+
+def test_proxies_are_trusted_and_edges_advertise_their_public_url(docs: list[dict[str, Any]], settings: Settings) -> None:
+    deps = by_kind(docs, "Deployment")
+    for name, dep in deps.items():
+        proxies = env_of(container(dep))["EZT_TRUSTED_PROXIES"]["value"]  # the ingress controller's networks
+        assert [str(ipaddress.ip_network(n)) for n in proxies.split(",")] == k8s.DEFAULT_TRUSTED_PROXIES.split(","), name
+    for r in settings.regions:  # never http://0.0.0.0:<port> (EZT_HOST), which no client can reach
+        env = env_of(container(deps[f"edge-{r.id}"]))
+        assert env["EZT_PUBLIC_URL"]["value"] == f"http://edge-{r.id}.{k8s.DEFAULT_NAMESPACE}.svc:{r.port}"
+    assert "EZT_PUBLIC_URL" not in env_of(container(deps["coordinator"]))
+
+
+def test_trusted_proxies_and_public_urls_are_options(tmp_path: Path) -> None:
+    opts = k8s.RenderOptions(namespace="dam", trusted_proxies="10.42.0.0/16", public_url="https://{region}.dam.example.com")
+    docs = [d for text in k8s.render_file(REGIONS, opts).values() for d in yaml.safe_load_all(text) if d and "kind" in d]
+    env = env_of(container(by_kind(docs, "Deployment")["edge-iad"]))
+    assert env["EZT_PUBLIC_URL"]["value"] == "https://iad.dam.example.com"
+    assert env["EZT_TRUSTED_PROXIES"]["value"] == "10.42.0.0/16"
+    out = tmp_path / "k8s"
+    argv = ["--regions", str(REGIONS), "--out", str(out), "--public-url", "https://{region}.x.example", "--trusted-proxies", "10.1.0.0/16"]
+    assert k8s.main(argv) == 0
+    assert "https://lax.x.example" in (out / "base" / "edge-lax.yaml").read_text()
