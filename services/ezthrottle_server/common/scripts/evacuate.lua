@@ -14,7 +14,8 @@
 -- ARGV[7] the job's event channel   ARGV[8] '1': an attempt may have reached the target
 --         (its lease expired with its node)
 --
--- Returns 1 moved, 2 dropped (another region carries it), 0 final or gone.
+-- Returns 1 moved, 2 dropped (another region carries it), 0 final, gone, or
+-- already gone from this region (a second holder of it there).
 local function ack()
   if ARGV[2] ~= '' then
     redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
@@ -33,10 +34,19 @@ if not state or state == 'success' or state == 'failed' or state == 'cancelled' 
   ack()
   return 0
 end
+local down, target = ARGV[3], ARGV[4]
+-- A job can be held twice in the down region for a moment (parked in its
+-- pacing queue, its stream entry not yet acknowledged when the edge died):
+-- once it has left the region, any other holder there is stale.
+local left = redis.call('HGET', KEYS[1], 'left') or ''
+if string.find(',' .. left .. ',', ',' .. down .. ',', 1, true) then
+  ack()
+  return 0
+end
+redis.call('HSET', KEYS[1], 'left', left == '' and down or (left .. ',' .. down))
 if ARGV[8] == '1' then
   redis.call('HSET', KEYS[1], 'maybe_sent', 1)
 end
-local down, target = ARGV[3], ARGV[4]
 if redis.call('HGET', KEYS[1], 'mode') == 'race' and tonumber(redis.call('HGET', KEYS[1], 'live') or '1') > 1 then
   redis.call('HINCRBY', KEYS[1], 'live', -1)
   publish({type = 'region_out', region = down, error = 'region_down'})
