@@ -40,9 +40,7 @@ async def test_behind_an_untrusted_proxy_a_strangers_bad_keys_lock_no_customer_o
     assert await submit(http, edge, BAD, f"{target.url}/echo") == (429, "rate_limited")
 
 
-async def test_with_trusted_proxies_only_the_failing_address_is_throttled_and_only_its_failures(
-    http, redis, start_edge, api_key, target
-):
+async def test_with_trusted_proxies_only_the_failing_address_is_throttled_and_only_its_failures(http, redis, start_edge, api_key, target):
     edge = await start_edge("iad", auth_fail_limit=LIMIT, auth_fail_window_s=60, trusted_proxies=("127.0.0.1/32",))
     attacker, customer = "203.0.113.7", "198.51.100.20"
     for _ in range(LIMIT + 3):
