@@ -60,7 +60,7 @@ async def reseal(r: Any, scripts: Scripts, box: SecretBox) -> dict[str, int]:
                 continue
             context = webhook_secret_context(customer, field)
             try:
-                sealed = box.seal(box.open(stored, context), context)
+                sealed = box.seal(box.open(stored, context, allow_unsealed=True), context)
             except SecretBoxError:
                 out["unreadable"] += 1
                 continue

@@ -63,6 +63,7 @@ Environment variables (all optional):
 ``EZT_PACING_WINDOW_MARGIN_MS``       a domain allowed N/s gets at most N sends in any 1 s plus this (20 ms)
 ``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
 ``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
+``EZT_INSECURE_PLAINTEXT_SECRETS``    ``1``: let a production-profile service start without EZT_SECRETS_KEYS (secrets stored in clear)
 ``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
 ``EZT_OPERATOR_TOKEN``                signs an operator into ``/console`` (every customer, regions, domains); unset: no operator sign-in
 ====================================  =========================================
@@ -174,6 +175,7 @@ class Settings:
     admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final (production: 100,000 unless set)
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed
+    insecure_plaintext_secrets: bool = False  # production starts without secrets_keys only with this (common/service.py)
     repair_after_s: float = 60.0  # coordinator/repair.py: how long a job is seen held by nothing before it is queued again
     operator_token: str = field(default="", repr=False)  # EZT_OPERATOR_TOKEN: the console's operator sign-in; never printed
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
@@ -435,6 +437,8 @@ def load_settings(
             values["secrets_keys"] = parse_keys(env["EZT_SECRETS_KEYS"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if env.get("EZT_INSECURE_PLAINTEXT_SECRETS", "").strip():
+        values["insecure_plaintext_secrets"] = _flag(env["EZT_INSECURE_PLAINTEXT_SECRETS"], "EZT_INSECURE_PLAINTEXT_SECRETS")
     if env.get("EZT_OPERATOR_TOKEN", "").strip():
         values["operator_token"] = env["EZT_OPERATOR_TOKEN"].strip()
     if "EZT_PROFILE" in env:

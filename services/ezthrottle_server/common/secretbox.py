@@ -15,8 +15,12 @@ bound to where it is kept (the customer and the field, as associated data),
 so a sealed value copied to another customer does not open.
 
 Without keys, secrets are stored as given (the behaviour before this
-module), and a value stored that way still opens after keys are set: reseal
-seals it.
+module; the production profile starts without keys only when
+``EZT_INSECURE_PLAINTEXT_SECRETS=1`` says so). Once keys are set, a value
+stored unsealed is refused when read, as one sealed with a key not listed is
+(``SecretBoxError``, counted in ``ezt_secrets_refused_total``): otherwise
+whoever can write to Redis could plant a secret of their choosing, a
+downgrade. ``ezthrottle-admin secrets reseal`` seals such values.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import EZThrottleServerError
+from .metrics import SECRETS_REFUSED
 
 SEALED_PREFIX = "ezt1:"
 NONCE_BYTES = 12
@@ -91,19 +96,28 @@ class SecretBox:
         sealed = self._keys[self.current].encrypt(nonce, plaintext.encode(), context.encode())
         return f"{SEALED_PREFIX}{self.current}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
-    def open(self, stored: str, context: str) -> str:
-        """The secret behind a stored value; a value stored unsealed is returned as it is."""
+    def open(self, stored: str, context: str, *, allow_unsealed: bool = False) -> str:
+        """The secret behind a stored value.
+
+        A value stored unsealed is returned as it is while no key is set; with
+        keys it is refused, unless ``allow_unsealed`` (``secrets reseal``, sealing it).
+        """
         if not is_sealed(stored):
-            return stored
+            if self.current is None or allow_unsealed:
+                return stored
+            SECRETS_REFUSED.labels("unsealed").inc()
+            raise SecretBoxError("stored unsealed while EZT_SECRETS_KEYS is set: refused; `ezthrottle-admin secrets reseal` seals it")
         kid, _, payload = stored[len(SEALED_PREFIX) :].partition(":")
         aead = self._keys.get(kid)
         if aead is None:
             have = ", ".join(self._keys) or "none"
+            SECRETS_REFUSED.labels("unknown_key").inc()
             raise SecretBoxError(f"sealed with key {kid!r}, which EZT_SECRETS_KEYS here does not have (it has: {have})")
         try:
             raw = base64.urlsafe_b64decode(payload)
             return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode()).decode()
         except (binascii.Error, ValueError, InvalidTag):
+            SECRETS_REFUSED.labels("altered").inc()
             raise SecretBoxError(f"sealed value under key {kid!r} does not open here (altered, or moved from another place)") from None
 
     def needs_reseal(self, stored: str) -> bool:

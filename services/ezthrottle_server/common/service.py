@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import Settings, load_settings
+from .config import ConfigError, Settings, load_settings
 from .http import json_response
 from .logs import setup_logging
 from .metrics import metrics_handler
@@ -75,10 +75,28 @@ def run(app_factory: Callable[[], Awaitable[web.Application]], host: str, port: 
     asyncio.run(main())
 
 
+def check_secrets_at_rest(settings: Settings) -> None:
+    """The production profile seals webhook secrets at rest: without ``EZT_SECRETS_KEYS`` a
+    service refuses to start, unless ``EZT_INSECURE_PLAINTEXT_SECRETS=1`` opts out (logged loudly)."""
+    if settings.profile != "production" or settings.secrets_keys:
+        return
+    if not settings.insecure_plaintext_secrets:
+        raise ConfigError(
+            "the production profile needs EZT_SECRETS_KEYS, which seals webhook secrets at rest "
+            "(`ezthrottle-admin secrets new-key`, then EZT_SECRETS_KEYS=k1:<key>; docs/deploy.md#secrets-at-rest). "
+            "To store them in clear anyway, set EZT_INSECURE_PLAINTEXT_SECRETS=1"
+        )
+    log.warning("EZT_INSECURE_PLAINTEXT_SECRETS=1: webhook secrets are stored in clear in Redis, its files and backups")
+
+
 def main_for(role: str, create_app: Callable[[Settings], web.Application]) -> None:
     """A service's entry point: settings from the environment, JSON logs, serve until SIGTERM."""
-    settings = load_settings(role)
-    setup_logging(role, settings.node_id)
+    try:
+        settings = load_settings(role)
+        setup_logging(role, settings.node_id)
+        check_secrets_at_rest(settings)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
     async def factory() -> web.Application:
         return create_app(settings)

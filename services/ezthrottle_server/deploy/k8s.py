@@ -15,7 +15,8 @@ file-name order, namespace first)::
     monitoring/prometheus-scrape.yml  the same targets as a plain Prometheus scrape config
 
 ``REDIS_URL`` comes from the Secret ``ezthrottle-redis`` (key ``url``), and
-``EZT_SECRETS_KEYS`` (webhook secrets sealed at rest; optional) from the
+``EZT_SECRETS_KEYS`` (webhook secrets sealed at rest; required: the
+production profile does not start without it) from the
 Secret ``ezthrottle-secrets-keys`` (key ``keys``); neither is rendered: they
 hold credentials. ``EZT_TRUSTED_PROXIES`` (``--trusted-proxies``: the
 ingress controller's networks, by default the private ranges) and each edge's
@@ -43,7 +44,7 @@ VERSION = "0.1.0"
 DEFAULT_IMAGE = f"ezthrottle/ezthrottle-server:{VERSION}"
 DEFAULT_NAMESPACE = "ezthrottle"
 REDIS_SECRET = "ezthrottle-redis"
-SEALING_SECRET = "ezthrottle-secrets-keys"  # EZT_SECRETS_KEYS: seals webhook secrets at rest (optional)
+SEALING_SECRET = "ezthrottle-secrets-keys"  # EZT_SECRETS_KEYS: seals webhook secrets at rest (required)
 REDIS_SECRET_KEY = "url"
 REGIONS_MOUNT_DIR = "/etc/ezthrottle"
 REGIONS_FILE = f"{REGIONS_MOUNT_DIR}/regions.yaml"
@@ -105,7 +106,7 @@ def _env(port: int, region: str | None, opts: RenderOptions) -> list[dict[str, A
         {"name": "EZT_TRUSTED_PROXIES", "value": opts.trusted_proxies},
         {"name": "EZT_NODE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": REDIS_SECRET_KEY}}},
-        {"name": "EZT_SECRETS_KEYS", "valueFrom": {"secretKeyRef": {"name": SEALING_SECRET, "key": "keys", "optional": True}}},
+        {"name": "EZT_SECRETS_KEYS", "valueFrom": {"secretKeyRef": {"name": SEALING_SECRET, "key": "keys"}}},
     ]
     if region is not None:
         env.insert(0, {"name": "EZT_REGION", "value": region})

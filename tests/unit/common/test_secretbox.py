@@ -61,7 +61,9 @@ def test_without_keys_secrets_are_kept_as_given_and_a_sealed_one_says_which_key_
     plain = SecretBox(())
     assert not plain.enabled and plain.seal(SECRET, "c") == SECRET and plain.open(SECRET, "c") == SECRET
     assert not plain.needs_reseal(SECRET)
-    assert box(f"k1:{K1}").open(SECRET, "c") == SECRET  # stored before keys were set: still readable
+    with pytest.raises(SecretBoxError, match="stored unsealed while EZT_SECRETS_KEYS is set"):
+        box(f"k1:{K1}").open(SECRET, "c")  # stored before keys were set (or planted): refused, a downgrade
+    assert box(f"k1:{K1}").open(SECRET, "c", allow_unsealed=True) == SECRET  # what `secrets reseal` reads
     assert box(f"k1:{K1}").needs_reseal(SECRET)
     with pytest.raises(SecretBoxError, match="it has: none"):
         plain.open(box(f"k1:{K1}").seal(SECRET, "c"), "c")

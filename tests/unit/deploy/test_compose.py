@@ -221,3 +221,10 @@ def test_proxies_are_trusted_and_edges_advertise_a_url_clients_can_use(services:
         url = URL(with_defaults(services[f"edge-{r.id}"]["environment"]["EZT_PUBLIC_URL"]))
         assert url.scheme == "http" and url.port == r.port and url.host not in ("0.0.0.0", "::"), url
         assert "EZT_PUBLIC_HOST" in services[f"edge-{r.id}"]["environment"]["EZT_PUBLIC_URL"]  # one setting for the host's name
+
+
+def test_services_start_in_the_production_profile_with_keys_or_the_loud_opt_out(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in ours(services).items():  # without either, a production service refuses to start
+        env = svc["environment"]
+        assert with_defaults(env["EZT_SECRETS_KEYS"]) or with_defaults(env["EZT_INSECURE_PLAINTEXT_SECRETS"]) == "1", name
+        assert "${EZT_SECRETS_KEYS" in env["EZT_SECRETS_KEYS"], name  # the operator's keys win when given

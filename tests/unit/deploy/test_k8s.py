@@ -289,3 +289,10 @@ def test_trusted_proxies_and_public_urls_are_options(tmp_path: Path) -> None:
     argv = ["--regions", str(REGIONS), "--out", str(out), "--public-url", "https://{region}.x.example", "--trusted-proxies", "10.1.0.0/16"]
     assert k8s.main(argv) == 0
     assert "https://lax.x.example" in (out / "base" / "edge-lax.yaml").read_text()
+
+
+def test_every_pod_needs_the_sealing_keys(docs: list[dict[str, Any]]) -> None:
+    for name, dep in by_kind(docs, "Deployment").items():  # production does not start without them
+        env = env_of(container(dep))
+        assert env["EZT_SECRETS_KEYS"]["valueFrom"] == {"secretKeyRef": {"name": k8s.SEALING_SECRET, "key": "keys"}}, name
+        assert "EZT_INSECURE_PLAINTEXT_SECRETS" not in env, name
