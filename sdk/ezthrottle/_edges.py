@@ -6,7 +6,11 @@ No I/O here: the clients probe (``GET /healthz``, timed) and discover
 - The URLs come from ``base_url`` (a string, a comma-separated string or a
   list), else ``$EZTHROTTLE_URL`` (comma-separated), else the default.
 - With ``discover_edges=True`` the edges that ``/api/v1/regions`` lists for
-  regions that are not down join them.
+  regions that are not down join them, except those an answer should not be
+  able to send the client (and its Bearer key) to: an edge whose scheme
+  differs from the base URL's (no https to http downgrade), and an
+  unspecified (``0.0.0.0``, ``::``) or loopback host unless the base itself
+  is loopback.
 - With more than one edge, each is probed: healthy edges first, fastest
   first; unreachable ones last, in the order given. Probes are repeated every
   ``REFRESH_S`` seconds.
@@ -17,10 +21,12 @@ No I/O here: the clients probe (``GET /healthz``, timed) and discover
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, Union
+from urllib.parse import urlsplit
 
 from ._payload import check_url
 from .exceptions import ValidationError
@@ -75,6 +81,33 @@ def edges_from_regions(data: Any) -> list[str]:
     return urls
 
 
+def _local_host(host: str) -> bool:
+    """Loopback (``127.0.0.0/8``, ``::1``, ``localhost``) or unspecified (``0.0.0.0``, ``::``)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback or addr.is_unspecified
+
+
+def discovered_edge_allowed(url: str, base: str) -> bool:
+    """May a discovered ``url`` join a client whose base URL is ``base``? Same scheme, and a
+    loopback or unspecified host only for a loopback base."""
+    try:
+        found, given = urlsplit(url), urlsplit(base)
+        found_host, given_host = found.hostname or "", given.hostname or ""
+    except ValueError:
+        return False
+    if found.scheme.lower() != given.scheme.lower() or not found_host:
+        return False
+    return not _local_host(found_host) or _local_host(given_host)
+
+
 class EdgeSet:
     """The edges in the order to try them. Thread-safe; cheap to read."""
 
@@ -108,10 +141,10 @@ class EdgeSet:
             return self._probed_at is None or now - self._probed_at >= REFRESH_S
 
     def add(self, urls: Iterable[str]) -> None:
-        """Edges found by discovery; they are ranked at the next probe."""
+        """Edges found by discovery (those :func:`discovered_edge_allowed` by a base URL); ranked at the next probe."""
         with self._lock:
             for url in urls:
-                if url not in self._order:
+                if url not in self._order and any(discovered_edge_allowed(url, seed) for seed in self._seeds):
                     self._order.append(url)
             self.discover_pending = False
             self._probed_at = None

@@ -177,3 +177,39 @@ async def test_async_client_probes_once_for_concurrent_calls(edges: list[Edge]) 
         assert {r["status"] for r in results} == {"queued"}
     assert len(fast.jobs) == 20
     assert fast.paths.count("/healthz") == 1 and slow.paths.count("/healthz") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "base", "allowed"),
+    [
+        ("https://lax.dam.example.com", "https://iad.dam.example.com", True),
+        ("http://lax.dam.example.com", "https://iad.dam.example.com", False),  # no downgrade to plain http
+        ("https://lax.dam.example.com", "http://iad.dam.example.com", False),  # nor a change of scheme the other way
+        ("https://0.0.0.0:8702", "https://iad.dam.example.com", False),  # an edge without EZT_PUBLIC_URL
+        ("https://[::]:8702", "https://iad.dam.example.com", False),
+        ("https://127.0.0.1:8702", "https://iad.dam.example.com", False),  # the client's own machine
+        ("https://[::1]:8702", "https://iad.dam.example.com", False),
+        ("https://[::ffff:127.0.0.1]:8702", "https://iad.dam.example.com", False),
+        ("https://localhost:8702", "https://iad.dam.example.com", False),
+        ("https://LOCALHOST.:8702", "https://iad.dam.example.com", False),
+        ("https://127.0.0.1:8702", "https://127.0.0.1:8701", True),  # a loopback base: make up-local
+        ("http://0.0.0.0:8702", "http://localhost:8701", True),
+        ("http://10.1.2.3:8702", "http://10.1.2.4:8701", True),
+    ],
+)
+def test_discovery_keeps_only_edges_reachable_like_the_base(url: str, base: str, allowed: bool) -> None:
+    edges = EdgeSet([base], discover=True)
+    edges.add([url])
+    assert (url in edges.order) is allowed and not edges.discover_pending
+
+
+def test_discovery_ignores_a_downgraded_edge_a_real_edge_advertises(edges: list[Edge]) -> None:
+    slow, fast, middle = edges
+    port = fast.url.rsplit(":", 1)[1]
+    slow.regions = {
+        "regions": [{"id": "iad", "state": "up", "edges": [fast.url.replace("http://", "https://"), middle.url]}],
+        "this_region": "iad",
+    }
+    with EZThrottle(KEY, base_url=slow.url, discover_edges=True) as client:
+        client.submit_job(TARGET)
+        assert f"https://127.0.0.1:{port}" not in client.edges.order and middle.url in client.edges.order
