@@ -25,6 +25,8 @@ import pytest
 
 from ezthrottle_server.common import apikeys
 from ezthrottle_server.common.redisconn import connect
+from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
+from ezthrottle_server.pacing.scope import domain_of
 from support.cluster import local_cluster, pids
 from support.published import offline
 from support.redis_server import free_port
@@ -38,11 +40,15 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 OPERATOR_TOKEN = "console-e2e-operator-token-0001"
 WAIT_MS = 15_000  # every wait is bounded
+SLOW_S = 3.0
+STUCK_S = 300.0
 WIDTHS = (1280, 390)
 SHOTS = os.environ.get("EZT_CONSOLE_SCREENSHOTS")
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
 except ImportError:  # pragma: no cover
     sync_playwright = None
 
@@ -70,6 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Itera
     with local_cluster(tmp_path_factory.mktemp("console"), env) as info:
         with ThreadPoolExecutor(1) as pool:  # Playwright's sync API keeps an event loop running in this thread
             info["globex_key"] = pool.submit(asyncio.run, _new_key(info["redis_url"], "globex")).result(timeout=30)
+            pool.submit(asyncio.run, _slow_domains(info["redis_url"], _slow(info), _stuck(info))).result(timeout=30)
         from ezthrottle import EZThrottle
 
         with (
@@ -78,6 +85,40 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Itera
         ):
             info["clients"] = {"acme": acme, "globex": globex}
             yield info
+
+
+def _slow(cluster: dict[str, Any]) -> str:
+    """A target whose domain sends one job every SLOW_S: jobs behind one just sent wait, queued (which
+    of the jobs waiting goes next is not their order of arrival)."""
+    return f"{_edge(cluster, 'ord')}/healthz"
+
+
+def _stuck(cluster: dict[str, Any]) -> str:
+    """A target whose domain sends one job every STUCK_S: the second job waits, queued, all test long."""
+    return f"{cluster['coordinator']}/healthz"
+
+
+async def _slow_domains(redis_url: str, slow: str, stuck: str) -> None:
+    r = connect(redis_url)
+    try:
+        domains = {domain_of(slow): 1 / SLOW_S, domain_of(stuck): 1 / STUCK_S}
+        yaml = "domains:\n" + "".join(f"  {d}: {{rps: {rps}, max_concurrent: 1}}\n" for d, rps in domains.items())
+        await apply_overrides(r, parse_overrides(yaml))
+    finally:
+        await r.aclose()
+
+
+def _queued_one(client: Any, job_ids: list[str]) -> str:
+    """Once one of the jobs has been sent, one that has not: the domain holds it a full interval now."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        statuses = {j: client.get_job(j)["status"] for j in job_ids}
+        waiting = [j for j, status in statuses.items() if status == "queued"]
+        if len(waiting) < len(job_ids):
+            assert waiting, statuses
+            return waiting[0]
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.05)
 
 
 async def _new_key(redis_url: str, customer: str) -> str:
@@ -156,16 +197,19 @@ def test_a_customer_signs_in_and_watches_jobs_live(browser: Browser, cluster: di
     base = _edge(cluster)
     client = cluster["clients"]["acme"]
     healthz = f"{_edge(cluster, 'lax')}/healthz"
-    done = _submit(client, healthz, headers={"Authorization": "Bearer sk-target-secret", "X-Request-Id": "r-1"}, metadata={"order": "A-1"})
-    later = _submit(client, healthz, retry_at=int(time.time() * 1000) + 4000)  # waits ~4 s, then succeeds
     page = _page(browser)
     _sign_in(page, base, cluster["api_key"])
-    # the list: both jobs, and the waiting one turns success there without a reload
+    done = _submit(client, healthz, headers={"Authorization": "Bearer sk-target-secret", "X-Request-Id": "r-1"}, metadata={"order": "A-1"})
+    slow = [_submit(client, _slow(cluster)) for _ in range(3)]  # one at a time: two wait, queued
+    # the list: the jobs, and those waiting turn success there without a reload
+    page.goto(f"{base}/console/jobs")
     expect(page.get_by_role("link", name=done)).to_be_visible()
-    row = page.locator(f'tr[data-job-id="{later}"] [data-role=status]')
-    expect(row).not_to_have_text("success")
     page.evaluate("window.__not_reloaded = true")
-    expect(row).to_have_text("success")
+    rows = {j: page.locator(f'tr[data-job-id="{j}"] [data-role=status]') for j in slow}
+    queued = [j for j, row in rows.items() if row.inner_text() == "queued"]
+    assert queued, {j: row.inner_text() for j, row in rows.items()}
+    for job_id in queued:
+        expect(rows[job_id]).to_have_text("success")
     assert page.evaluate("window.__not_reloaded") is True
     _check_layout(page, "jobs")
     # a job's page: its attempt, masked headers; then another, watched from waiting to success over SSE
@@ -175,10 +219,10 @@ def test_a_customer_signs_in_and_watches_jobs_live(browser: Browser, cluster: di
     expect(page.locator("section", has_text="Request").locator("table.headers")).to_contain_text("X-Request-Id")
     assert "sk-target-secret" not in page.content()
     _check_layout(page, "job")
-    watched = _submit(client, healthz, retry_at=int(time.time() * 1000) + 3000)
-    _open_job(page, base, watched)
+    watched = _queued_one(client, [_submit(client, _slow(cluster)) for _ in range(2)])
+    page.goto(f"{base}/console/jobs/{watched}")
     status = page.locator("#job-status")
-    expect(status).not_to_have_text("success")
+    expect(status).to_have_text("queued")
     page.evaluate("window.__not_reloaded = true")
     expect(status).to_have_text("success")
     expect(page.locator("#job-events")).to_contain_text("completed")
@@ -190,12 +234,13 @@ def test_a_customer_cancels_a_queued_job_and_replays_a_dead_letter(browser: Brow
     base = _edge(cluster)
     client = cluster["clients"]["acme"]
     healthz = f"{_edge(cluster, 'lax')}/healthz"
-    waiting = _submit(client, healthz, retry_at=int(time.time() * 1000) + 3_600_000)
-    dead_hook = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: dead-lettered after the 1 s window
-    dead = _submit(client, healthz, webhooks=[{"url": dead_hook}])
     page = _page(browser)
     _sign_in(page, base, cluster["api_key"])
-    _open_job(page, base, waiting)
+    dead_hook = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: dead-lettered after the 1 s window
+    dead = _submit(client, healthz, webhooks=[{"url": dead_hook}])
+    waiting = _queued_one(client, [_submit(client, _stuck(cluster)) for _ in range(2)])  # queued for minutes
+    page.goto(f"{base}/console/jobs/{waiting}")
+    expect(page.locator("#job-status")).to_have_text("queued")
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator(".notice")).to_have_text("Cancelled.")
     expect(page.locator("#job-status")).to_have_text("cancelled")
@@ -223,8 +268,8 @@ def test_a_customer_cancels_a_queued_job_and_replays_a_dead_letter(browser: Brow
 
 def test_a_second_customer_sees_none_of_the_first_ones_jobs(browser: Browser, cluster: dict[str, Any]) -> None:
     base = _edge(cluster, "lax")  # any edge serves the console
-    acme_job = _submit(cluster["clients"]["acme"], f"{_edge(cluster, 'ord')}/healthz")
-    globex_job = _submit(cluster["clients"]["globex"], f"{_edge(cluster, 'ord')}/healthz")
+    acme_job = _submit(cluster["clients"]["acme"], f"{_edge(cluster, 'lax')}/healthz")
+    globex_job = _submit(cluster["clients"]["globex"], f"{_edge(cluster, 'lax')}/healthz")
     page = _page(browser)
     _sign_in(page, base, cluster["globex_key"])
     expect(page.get_by_role("link", name=globex_job)).to_be_visible()
