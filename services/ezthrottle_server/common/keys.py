@@ -63,6 +63,15 @@ every customer) or a customer id (domains configured per customer)::
     ezt:{ezt:f:<hash>}:flow:deferred        zset   "<region>|<job id>" of the jobs it held back, by due time (ms)
     ezt:pacing:configured                   set    domains that domains.yaml overrides
     ezt:pacing:config                       hash   digest, path, loaded_ms of the applied domains.yaml
+
+Schedules (``common/schedules.py``) share one hash tag, ``{ezt:sched}``, so a
+schedule, the due set and a customer's set are changed together by one
+script; a fired job is then submitted in its own partition, apart::
+
+    ezt:{ezt:sched}:s:<schedule id>         hash   the schedule (spec, next_ms, paused, firing, last_*)
+    ezt:{ezt:sched}:due                     zset   schedule ids by next fire time (ms); paused ones are out
+    ezt:{ezt:sched}:c:<customer>            set    the customer's schedule ids
+    ezt:{ezt:sched}:firing                  zset   schedule ids whose claimed tick is being submitted, by claim time (ms)
 """
 
 from __future__ import annotations
@@ -308,3 +317,21 @@ def workflow_timers(partition: int) -> str:
 
 def workflow_group() -> str:
     return "workflow"
+
+SCHEDULE_TAG = f"{{{PREFIX}:sched}}"
+
+
+def schedule(schedule_id: str) -> str:
+    return f"{PREFIX}:{SCHEDULE_TAG}:s:{schedule_id}"
+
+
+def schedules_due() -> str:
+    return f"{PREFIX}:{SCHEDULE_TAG}:due"
+
+
+def customer_schedules(customer: str) -> str:
+    return f"{PREFIX}:{SCHEDULE_TAG}:c:{customer}"
+
+
+def schedules_firing() -> str:
+    return f"{PREFIX}:{SCHEDULE_TAG}:firing"

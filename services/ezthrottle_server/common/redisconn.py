@@ -58,6 +58,7 @@ SCRIPT_NAMES = (
     "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
     "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair", "swap_field", "reserve_quota",
     "evacuate", "cancel",
+    "schedule_write", "schedule_delete", "schedule_claim", "schedule_fired",
 )
 
 
@@ -347,6 +348,10 @@ class Scripts:
     swap_field: AsyncScript
     reserve_quota: AsyncScript
     cancel: AsyncScript
+    schedule_write: AsyncScript
+    schedule_delete: AsyncScript
+    schedule_claim: AsyncScript
+    schedule_fired: AsyncScript
 
     def __init__(self, client: RedisClient) -> None:
         for name in SCRIPT_NAMES:

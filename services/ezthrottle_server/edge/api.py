@@ -204,6 +204,7 @@ def job_view(job_id: str, data: dict[str, str], attempts: list[str], webhooks: d
         "finished_at_ms": _int_or_none(data.get("finished_ms")),
         "start_before_ms": _int_or_none(data.get("start_before_ms")),
         "cancel_requested": data.get("cancel_requested") == "1",
+        "schedule_id": data.get("schedule") or None,  # the schedule that fired it (common/schedules.py)
         "execution_mode": data.get("mode", spec.get("execution_mode", "race")),
         "regions_tried": [r for r in data.get("tried", "").split(",") if r],
         "retries": sum(int(v) for k, v in data.items() if k.startswith("retries:")),

@@ -26,6 +26,7 @@ from .cancel_api import ROUTES as CANCEL_ROUTES
 from .search_api import ROUTES as SEARCH_ROUTES
 from .console import add_console
 from .flow_api import ROUTES as FLOW_ROUTES
+from .schedules_api import ROUTES as SCHEDULES_ROUTES
 from .openapi import route as openapi_route
 from .auth import Authenticator
 from .context import CTX, EdgeContext
@@ -161,6 +162,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(CANCEL_ROUTES)
     app.router.add_routes(SEARCH_ROUTES)
     app.router.add_routes(FLOW_ROUTES)
+    app.router.add_routes(SCHEDULES_ROUTES)
     add_probes(
         app,
         lambda r: r.app[CTX].redis,

@@ -34,6 +34,7 @@ from ..common.jobs import (
     STEP_TYPES,
 )
 from ..common.config import Settings
+from ..common.schedules import MAX_EVERY_S, OVERLAPS, SCHEDULE_ID_PATTERN
 from .secrets_api import MAX_SECRET_CHARS, MIN_SECRET_CHARS
 from .deliveries_api import MAX_LIMIT
 from .workflow_api import RELATIONS
@@ -230,6 +231,7 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
             "finished_at_ms": _nullable({"type": "integer"}),
             "start_before_ms": _nullable({"type": "integer"}),
             "cancel_requested": {"type": "boolean", "description": "Cancelled once its attempt in flight ends (?after_attempt=true)"},
+            "schedule_id": _nullable({"type": "string", "description": "The schedule that fired it (/api/v1/schedules)"}),
             "execution_mode": {"type": "string", "enum": list(EXECUTION_MODES)},
             "regions_tried": {"type": "array", "items": {"type": "string"}},
             "retries": {"type": "integer"},
@@ -675,6 +677,79 @@ def _search_ops() -> dict[str, Any]:
     return {"list": list_op, "domain": domain_op}
 
 
+def _schedule_paths() -> dict[str, Any]:
+    """``/api/v1/schedules`` (edge/schedules_api.py, common/schedules.py)."""
+    timing = {
+        "cron": {"type": "string", "description": "5 fields (or @hourly...), read in timezone", "example": "*/5 * * * *"},
+        "every_s": {"type": "integer", "minimum": 1, "maximum": MAX_EVERY_S},
+        "timezone": {"type": "string", "maxLength": 64, "description": "IANA name, default UTC", "example": "UTC"},
+        "overlap": {"type": "string", "enum": list(OVERLAPS), "description": "skip (default): no tick while the last fired job is not final"},
+    }
+    create = {"type": "object", "required": ["job"], "additionalProperties": False, "properties": {**timing, "job": _ref("Job")}}
+    patch = {"type": "object", "additionalProperties": False, "properties": {**timing, "job": _ref("Job"), "paused": {"type": "boolean"}}}
+    ms = _nullable({"type": "integer"})
+    schedule = {
+        "type": "object",
+        "required": ["schedule_id", "cron", "every_s", "timezone", "overlap", "paused", "next_fire_at_ms", "job", "last_job_id", "last_error"],
+        "properties": {
+            "schedule_id": {"type": "string", "pattern": SCHEDULE_ID_PATTERN},
+            "cron": _nullable({"type": "string"}),
+            "every_s": _nullable({"type": "integer"}),
+            "timezone": {"type": "string"},
+            "overlap": {"type": "string", "enum": list(OVERLAPS)},
+            "paused": {"type": "boolean"},
+            "next_fire_at_ms": ms,
+            "job": {"type": "object"},
+            "created_at_ms": ms,
+            "updated_at_ms": ms,
+            "last_fired_at_ms": ms,
+            "last_job_id": _nullable({"type": "string"}),
+            "last_error": _nullable({"type": "string", "description": "why the last tick created no job (quota_exceeded: ...)"}),
+            "last_skipped_at_ms": ms,
+            "fired_count": {"type": "integer", "minimum": 0},
+            "skipped_count": {"type": "integer", "minimum": 0},
+        },
+    }
+    schedule_id = {"name": "schedule_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+    return {
+        "/api/v1/schedules": {
+            "post": _op(
+                "Create a schedule: the job fired on a cron expression or every every_s seconds, each tick once",
+                {"201": _json(schedule, "Created"), **_errors(400, 413, 415, 422, *AUTHED)},
+                **body(create),
+            ),
+            "get": _op(
+                "Your schedules",
+                {"200": _json({"type": "object", "required": ["schedules"], "properties": {"schedules": {"type": "array", "items": schedule}}}, "Schedules"), **_errors(*AUTHED)},
+            ),
+        },
+        "/api/v1/schedules/{schedule_id}": {
+            "get": _op("One of your schedules", {"200": _json(schedule, "The schedule"), **_errors(404, *AUTHED)}, parameters=[schedule_id]),
+            "patch": _op(
+                "Pause, resume or change a schedule (a new timing or a resume counts the next tick from now)",
+                {"200": _json(schedule, "Changed"), **_errors(400, 404, 413, 415, 422, *AUTHED)},
+                parameters=[schedule_id],
+                **body(patch),
+            ),
+            "delete": _op(
+                "Delete a schedule (jobs it fired are not touched)",
+                {
+                    "200": _json(
+                        {"type": "object", "required": ["schedule_id", "deleted"], "properties": {"schedule_id": {"type": "string"}, "deleted": {"const": True}}},
+                        "Deleted",
+                    ),
+                    **_errors(404, *AUTHED),
+                },
+                parameters=[schedule_id],
+            ),
+        },
+    }
+
+
 def build_spec(settings: Settings) -> dict[str, Any]:
     flow_key = {
         "name": "key",
@@ -847,6 +922,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     }
     search = _search_ops()
     paths["/api/v1/jobs"]["get"], paths["/api/v1/domains/{host}"] = search["list"], {"get": search["domain"]}
+    paths.update(_schedule_paths())
     paths.update(console_paths())  # GET /console and its forms (edge/console/openapi.py)
     return {
         "openapi": "3.1.0",

@@ -58,6 +58,11 @@ SCOPED = {
     ("GET", "/api/v1/flow-control/{key}"),
     ("POST", "/api/v1/flow-control/{key}/pause"),
     ("POST", "/api/v1/flow-control/{key}/resume"),
+    ("POST", "/api/v1/schedules"),
+    ("GET", "/api/v1/schedules"),
+    ("GET", "/api/v1/schedules/{schedule_id}"),
+    ("PATCH", "/api/v1/schedules/{schedule_id}"),
+    ("DELETE", "/api/v1/schedules/{schedule_id}"),
 }
 
 # The console (edge/console/): signed in by a cookie, not the Authorization header. Open to anyone:
@@ -112,7 +117,10 @@ def test_every_route_is_classified():
 
 def fill(path: str, job_id: str) -> str:
     filled = path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success").replace("{host}", "api.example.com")
-    return filled.replace("{key}", "acct-1")
+    return filled.replace("{key}", "acct-1").replace("{schedule_id}", UNKNOWN_SCHEDULE)
+
+
+UNKNOWN_SCHEDULE = "sch_" + "0" * 24
 
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any = None) -> tuple[int, Any]:
@@ -356,3 +364,18 @@ async def test_console_routes_are_per_customer(http, edge, world, api_key, other
             assert resp.status == 200 and "Replayed 1 webhook(s)" in await resp.text()
         async with acme.get(f"{edge.url}/console/jobs/{mine}") as resp:
             assert resp.status == 200 and mine in await resp.text()
+
+@pytest.mark.asyncio
+async def test_schedules_are_per_customer(http, edge, world, api_key, other_api_key):
+    body = {"every_s": 3600, "job": world["payload"] | {"idempotent_key": None}}
+    status, mine = await call(http, "POST", f"{edge.url}/api/v1/schedules", api_key, body)
+    assert status == 201, mine
+    sid = mine["schedule_id"]
+    for method, path in sorted((m, p) for m, p in SCOPED if "{schedule_id}" in p):
+        url = edge.url + path.replace("{schedule_id}", sid)
+        status, theirs = await call(http, method, url, other_api_key, {"paused": True} if method == "PATCH" else None)
+        assert status == 404 and theirs["error"]["code"] == "not_found", (method, path, status, theirs)
+    status, listed = await call(http, "GET", f"{edge.url}/api/v1/schedules", other_api_key)
+    assert status == 200 and listed == {"schedules": []}
+    status, still = await call(http, "GET", f"{edge.url}/api/v1/schedules/{sid}", api_key)
+    assert status == 200 and still["paused"] is False  # globex's tries changed nothing

@@ -1,0 +1,135 @@
+"""Fires schedules (common/schedules.py): each tick once, as an ordinary job.
+
+The leader alone polls the due set. Each tick is then claimed before it fires
+(``schedule_claim.lua``): the claim moves ``next_ms`` from the tick it read to
+the first tick after now, so a second coordinator, a failover mid-pass or a
+repeat finds it moved and fires nothing, and ticks missed while no
+coordinator ran fire once, not once each. The claimed tick is marked
+``firing`` until ``schedule_fired.lua`` records what it became; a coordinator
+that dies in between leaves it marked, and the next leader submits it again
+after ``STALE_FIRING_MS``: the job's idempotent key, ``sched:<id>:<tick ms>``,
+makes that repeat the same job, never a second one.
+
+A tick becomes a job through ``common/acceptance.py`` (``submit.lua``, the
+submission's path: quota, admission ceiling, idempotency), linked to its
+schedule (record field ``schedule``). A tick over the customer's quota (or
+its ceiling of jobs not yet final) creates nothing and is recorded as
+``last_error``. ``overlap: skip``: a tick is skipped while the job the last
+tick fired is not final.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from ..common import acceptance, keys, schedules
+from ..common.errors import ApiError
+from ..common.job_scripts import JobState, Submitted
+from ..common.routing import RegionStates, choose_regions
+from ..pacing.scope import domain_of
+from .loop import CoordinatorLoop
+
+log = logging.getLogger(__name__)
+
+BATCH = 100  # due schedules read per pass (more: the next pass at once)
+STALE_FIRING_MS = 5_000  # a claimed tick not recorded this long after its claim: its coordinator died; submit it again
+
+
+def tick_key(schedule_id: str, tick_ms: int) -> str:
+    """The idempotent key of a tick's job: one job per tick, however often it is submitted."""
+    return f"sched:{schedule_id}:{tick_ms}"
+
+
+class ScheduleFirer(CoordinatorLoop):
+    what = "schedules"
+    poll_s = 0.1  # a tick fires within about this much of its time
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.regions = RegionStates(self.redis, self.settings.region_ids)
+
+    async def poll(self) -> bool:
+        now = int(time.time() * 1000)
+        for schedule_id in await self.redis.zrangebyscore(keys.schedules_firing(), "-inf", now - STALE_FIRING_MS, start=0, num=BATCH):
+            await self._resubmit(schedule_id)
+        due = await self.redis.zrangebyscore(keys.schedules_due(), "-inf", now, start=0, num=BATCH)
+        for schedule_id in due:
+            try:
+                await self._tick(schedule_id, now)
+            except (ValueError, KeyError):  # a schedule written by hand, or by a version that is gone: never fire it
+                log.warning("schedule %s is unreadable; paused", schedule_id, exc_info=True)
+                await self.redis.zrem(keys.schedules_due(), schedule_id)
+        return len(due) >= BATCH
+
+    async def _tick(self, schedule_id: str, now: int) -> None:
+        data: dict[str, str] = await self.redis.hgetall(keys.schedule(schedule_id))
+        if not data:
+            await self.redis.zrem(keys.schedules_due(), schedule_id)  # deleted: schedule_delete.lua took it out already
+            return
+        if data.get("firing") or data.get("paused") == "1":
+            return  # the claimed tick is recorded first (or resubmitted once stale); a paused one waits for its resume
+        tick = int(data["next_ms"])
+        if tick > now:
+            return
+        decision = "fire"
+        if data.get("overlap", "skip") == "skip" and data.get("last_job_id") and not await self._final(data["last_job_id"]):
+            decision = "skip"
+        claimed = await self.scripts.schedule_claim(
+            keys=[keys.schedule(schedule_id), keys.schedules_due(), keys.schedules_firing()],
+            args=[schedule_id, data["next_ms"], schedules.next_fire_ms(data, now), now, decision],
+        )
+        if not claimed:
+            return  # another claim had it, or it changed meanwhile
+        if decision == "skip":
+            log.info("schedule tick skipped: the last job is not final", extra={"schedule_id": schedule_id, "job_id": data["last_job_id"]})
+            return
+        await self._fire(schedule_id, data, tick)
+
+    async def _final(self, job_id: str) -> bool:
+        if keys.job_partition(job_id) is None:
+            return True
+        state = await self.redis.hget(keys.job(job_id), "state")
+        return state is None or state in JobState.FINAL  # a job expired away is over too
+
+    async def _resubmit(self, schedule_id: str) -> None:
+        data: dict[str, str] = await self.redis.hgetall(keys.schedule(schedule_id))
+        if not data.get("firing"):
+            await self.redis.zrem(keys.schedules_firing(), schedule_id)
+            return
+        log.warning("schedule tick claimed but not recorded; submitting it again", extra={"schedule_id": schedule_id})
+        await self._fire(schedule_id, data, int(data["firing"]))
+
+    async def _fire(self, schedule_id: str, data: dict[str, str], tick: int) -> None:
+        """Submit the tick's job and record the outcome on the schedule."""
+        job = orjson.loads(data["job"])
+        job["idempotent_key"] = tick_key(schedule_id, tick)
+        customer = data["customer"]
+        here = data.get("region") or self.settings.region_ids[0]
+        fields: dict[str, Any] = {"last_fired_ms": tick}
+        created = 0
+        try:
+            regions = choose_regions(
+                job.get("regions"), job.get("region_policy", "fallback"), here, await self.regions.states(), self.settings.region_ids
+            )
+            reply = await acceptance.accept_job(
+                self.redis, self.scripts, self.settings, job, customer, regions, domain_of(job["url"]), links={"schedule": schedule_id}
+            )
+        except ApiError as exc:  # no region to run it in
+            fields["last_error"] = f"{exc.code}: {exc.message}"
+        else:
+            if reply.outcome in (Submitted.CREATED, Submitted.DUPLICATE):
+                created = 1  # a duplicate: an earlier submission of this tick made it (its record was lost with its coordinator)
+                fields.update(last_job_id=reply.job_id, last_error="")
+            elif reply.outcome is Submitted.QUOTA_SPENT:
+                fields["last_error"] = "quota_exceeded: the customer's monthly cap is reached; the tick was skipped"
+            else:
+                fields["last_error"] = "overloaded: the customer has its ceiling of jobs not yet final; the tick was skipped"
+        await self.scripts.schedule_fired(
+            keys=[keys.schedule(schedule_id), keys.schedules_firing()],
+            args=[schedule_id, tick, created, *(x for kv in fields.items() for x in kv)],
+        )
+        log.debug("schedule fired", extra={"schedule_id": schedule_id, "job_id": fields.get("last_job_id"), "tick_ms": tick})
