@@ -201,7 +201,9 @@ class Repairer(CoordinatorLoop):
         found += [f"delayed:{r}" for r, score in zip(regions, delayed) if score is not None]
         lease_prefix = f"{c.job_id}@"
         for (scope, r), waiting, running in zip(scopes, pacing[0::2], pacing[1::2]):
-            here = ([f"queue:{r}"] if waiting is not None else []) + ([f"lease:{r}"] if any(x.startswith(lease_prefix) for x in running) else [])
+            here = ([f"queue:{r}"] if waiting is not None else []) + (
+                [f"lease:{r}"] if any(x.startswith(lease_prefix) for x in running) else []
+            )
             if here and fix_ready:
                 # Held in a queue that someone must serve: make sure its scope
                 # is in the region's ready set (NX: never postponed).

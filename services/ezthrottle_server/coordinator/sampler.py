@@ -268,4 +268,3 @@ CIRCUIT_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 def _age_s(now_ms: int, since_ms: int | float | None) -> float:
     return max(0.0, (now_ms - since_ms) / 1000) if since_ms is not None else 0.0
-

@@ -406,7 +406,16 @@ class DeliveryWorker(StreamWorker):
             stored = self._read_secrets(customer_hint)
             stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
         customer, payload, url, state, attempts, since_ms, regions, window_base = await self.batch.execute(
-            "HMGET", hooks_key, "customer", "payload", p + "url", p + "state", p + "attempts", p + "since_ms", p + "regions", p + "window_base"
+            "HMGET",
+            hooks_key,
+            "customer",
+            "payload",
+            p + "url",
+            p + "state",
+            p + "attempts",
+            p + "since_ms",
+            p + "regions",
+            p + "window_base",
         )
         if customer is None or state is None or url is None or payload is None:
             log.warning("delivery state is gone; dropping send", extra={"job_id": job_id, "region": self.log_region})

@@ -226,7 +226,9 @@ class Attempts:
             return True
         job_id = job_of(lease)
         customer = await self.redis.hget(keys.job(job_id), "customer") or ""
-        wait_ms = await self.flow.acquire(customer, flow, lease, lease_ms=int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS)
+        wait_ms = await self.flow.acquire(
+            customer, flow, lease, lease_ms=int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS
+        )
         if not wait_ms:
             self._flow_held[lease] = (customer, flow.key)
             return True
@@ -353,7 +355,9 @@ class Attempts:
 
     # -- recording what happened -------------------------------------------------
 
-    async def _finish(self, job_id: str, outcome: AttemptResult, decision: Decision, attempt: dict[str, Any], domain: str | None = None) -> None:
+    async def _finish(
+        self, job_id: str, outcome: AttemptResult, decision: Decision, attempt: dict[str, Any], domain: str | None = None
+    ) -> None:
         result = RegionResult(
             job_id=job_id,
             region=self.region,
@@ -427,8 +431,15 @@ class Attempts:
                 log.warning("attempt crashed (%d of %d): %r", crashes, MAX_CRASHES, exc, extra=where)
                 return False
             log.error("attempt crashed %d times; the job fails with internal_error", crashes, exc_info=exc, extra=where)
-            attempt = {"region": self.region, "node": self.consumer, "started_ms": _now_ms(), "status_code": None,
-                       "latency_ms": 0.0, "error": "internal_error: the attempt failed unexpectedly", "decision": FAILED}
+            attempt = {
+                "region": self.region,
+                "node": self.consumer,
+                "started_ms": _now_ms(),
+                "status_code": None,
+                "latency_ms": 0.0,
+                "error": "internal_error: the attempt failed unexpectedly",
+                "decision": FAILED,
+            }
             outcome = AttemptResult(error_kind="internal", error="internal_error")
             await self._finish(job_id, outcome, Decision(FAILED, "internal_error"), attempt, scope.domain)
             return True

@@ -38,9 +38,7 @@ async def replay_dead(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
     job_id = request.match_info["job_id"]
-    replayed = await deliveries.replay(
-        ctx.redis, ctx.scripts, job_id, ctx.settings.region_ids, ctx.settings.job_ttl_s, customer=customer
-    )
+    replayed = await deliveries.replay(ctx.redis, ctx.scripts, job_id, ctx.settings.region_ids, ctx.settings.job_ttl_s, customer=customer)
     if replayed is None:
         raise ApiError("not_found", f"no webhook deliveries for job {job_id!r} for this API key")
     WEBHOOK_REPLAYED.inc(replayed)

@@ -140,7 +140,13 @@ class Executor:
         return outcome
 
     async def _send(
-        self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float, before: Callable[[], Awaitable[Any]] | None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: str | None,
+        timeout_s: float,
+        before: Callable[[], Awaitable[Any]] | None,
     ) -> AttemptResult:
         assert self._session is not None
         data = body.encode() if body is not None else None
@@ -154,9 +160,7 @@ class Executor:
             async with asyncio.timeout(timeout_s):
                 for _hop in range(MAX_REDIRECTS + 1):
                     self.policy.check_url(target)
-                    async with self._session.request(
-                        method, target, headers=headers, data=data, allow_redirects=False
-                    ) as resp:
+                    async with self._session.request(method, target, headers=headers, data=data, allow_redirects=False) as resp:
                         location = resp.headers.get("Location")
                         if resp.status in _REDIRECTS and location:
                             try:

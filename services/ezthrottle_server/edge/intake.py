@@ -253,7 +253,10 @@ class Intake:
         try:
             JOBS_SUBMITTED.labels(self.region).inc()
             self.admission.accepted(customer)
-            log.debug("job accepted", extra={"job_id": job_id, "region": self.region, "domain": domain, "customer": customer, "taken": taken is not None})
+            log.debug(
+                "job accepted",
+                extra={"job_id": job_id, "region": self.region, "domain": domain, "customer": customer, "taken": taken is not None},
+            )
             status = "racing" if len(regions) > 1 and fields["mode"] == "race" else "queued"
         except BaseException:
             if taken is not None:  # created: sent whatever becomes of the answer

@@ -32,6 +32,7 @@ SUCCESS_KIND, FAILED_KIND, OUT_KIND = "success", "failed", "out"
 # Failures every region would see alike: no point trying elsewhere.
 DEFINITIVE_REASONS = frozenset({"non_retryable_status", "outbound_blocked", "invalid_redirect", "too_many_redirects"})
 
+
 def finish_kind(decision: Decision) -> str:
     if decision.action == "success":
         return SUCCESS_KIND

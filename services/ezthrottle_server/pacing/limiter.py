@@ -397,7 +397,11 @@ class Limiter:
         """Record a send that leaves now, or say how long it must wait (ms) first (``space.lua``)."""
         d, who = scope.domain, scope.who
         args = [*self.policy.args(now_ms), lease, repr(float(self.policy.window_margin_ms))]
-        return int(await self._batch.script(self._scripts["space"], keys=[keys.pacing_conf(d), keys.pacing_limit(d, who), keys.pacing_sent(d, who)], args=args))
+        return int(
+            await self._batch.script(
+                self._scripts["space"], keys=[keys.pacing_conf(d), keys.pacing_limit(d, who), keys.pacing_sent(d, who)], args=args
+            )
+        )
 
     async def until_spaced(self, scope: Scope, lease: str, *, max_wait_s: float) -> float:
         """Wait until the send may leave (see ``space.lua``); returns the seconds waited.
@@ -519,7 +523,13 @@ class Limiter:
     ) -> tuple[list[str], list[str]]:
         """Take waiting jobs and leases (``(lease, force)``: force takes it before it expires) out of
         ``region``'s queue of ``scope``; returns what was still there and is now taken."""
-        args = [*self.policy.args(now_ms), len(waiting), *waiting, len(leases), *(x for lease, force in leases for x in (lease, "1" if force else ""))]
+        args = [
+            *self.policy.args(now_ms),
+            len(waiting),
+            *waiting,
+            len(leases),
+            *(x for lease, force in leases for x in (lease, "1" if force else "")),
+        ]
         taken_waiting, taken_leases = await self._scripts["evict"](keys=self._keys(scope, region), args=args)
         return list(taken_waiting), list(taken_leases)
 

@@ -20,8 +20,14 @@ async def accept(limiter, job_id: str, idem: str, now: int, *, inflight: int = 0
     fields = record_fields(job, customer="acme", idempotent_key=idem, regions=["iad"], now_ms=now)
     flat = [x for kv in fields.items() for x in kv]
     submit_keys = [
-        keys.idempotency(0, "acme", idem), keys.job(job_id), keys.delayed(0), keys.usage(0, "acme", "202611"),
-        keys.queued(0), keys.job_index(0, "acme"), keys.region_stream(0, "iad"), keys.workflow_timers(0),
+        keys.idempotency(0, "acme", idem),
+        keys.job(job_id),
+        keys.delayed(0),
+        keys.usage(0, "acme", "202611"),
+        keys.queued(0),
+        keys.job_index(0, "acme"),
+        keys.region_stream(0, "iad"),
+        keys.workflow_timers(0),
     ]
     index = [job_index.member(now, job_id, DOMAIN), 3600, job_index.too_old(now, 3600)]
     submit_args = [job_id, 3600, 0, now, -1, 3600, "acme", -1, len(fields), *index, *flat, "iad"]
