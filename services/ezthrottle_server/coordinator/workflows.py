@@ -45,6 +45,7 @@ from ..common.cancels import end_job
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.jobs import record_fields
+from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.redisconn import Scripts
 from ..common.streams import GroupConsumer
 from ..common.routing import RegionStates, choose_regions
@@ -191,6 +192,7 @@ class WorkflowSpawner(CoordinatorLoop):
         flat = [x for kv in fields.items() for x in kv]
         timers = [x for due, kind in workflows.timers_for(child, now) for x in (due, kind)]
         index_ttl = job_index.ttl_s(self.settings)
+        month = month_of()
         code, value = await self.scripts.spawn_child(
             keys=[
                 keys.job(parent_id),
@@ -199,11 +201,13 @@ class WorkflowSpawner(CoordinatorLoop):
                 keys.workflow_timers(partition),
                 keys.queued(partition),
                 keys.job_index(partition, parent["customer"]),
+                keys.usage(partition, parent["customer"], month),
                 *(keys.region_stream(partition, r) for r in regions),
             ],
             args=[
                 *(relation, child_id, now, child.get("retry_at") or 0, len(fields)),
                 *(job_index.member(now, child_id, domain_of(child["url"])), index_ttl, job_index.too_old(now, index_ttl)),
+                USAGE_TTL_S,
                 *flat,
                 *regions,
                 *timers,
@@ -212,5 +216,7 @@ class WorkflowSpawner(CoordinatorLoop):
         if code == 0:
             log.info("%s of %s not started: %s came first", relation, parent_id, value, extra={"job_id": parent_id})
             return None
+        if code == 1 and self.settings.partitions > 1:  # the cap's hold (edge/quota.py), as a submission takes one
+            await self.scripts.reserve_quota(keys=[keys.quota_reservations(parent["customer"], month)], args=[2**62, USAGE_TTL_S, 1])
         log.info("%s of %s is job %s", relation, parent_id, value, extra={"job_id": parent_id})
         return str(value)
