@@ -79,6 +79,7 @@ DEFAULT_PROBE_TIMEOUT_S = 2.0
 DEFAULT_WAIT_TIMEOUT_S = 300.0
 DEFAULT_POLL_INTERVAL_S = 2.0
 _JOBS = "/api/v1/jobs"
+_SCHEDULES = "/api/v1/schedules"
 _SECRETS = "/api/v1/webhook-secrets"
 _SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 # Connection failures: the request cannot have been processed, or is safe
@@ -350,6 +351,41 @@ class BaseClient:
             raise ValidationError(f"key must be a non-empty string, got {key!r}")
         path = f"/api/v1/flow-control/{quote(key, safe='')}" + (f"/{action}" if action else "")
         return _ApiCall("POST" if action else "GET", path, not_found=f"no flow-control key {key!r} for this API key")
+
+    @staticmethod
+    def _schedule_call(method: str, schedule_id: Optional[str] = None, body: Optional[dict[str, Any]] = None) -> _ApiCall:
+        if schedule_id is None:
+            return _ApiCall(method, _SCHEDULES, json=body)
+        if not isinstance(schedule_id, str) or not schedule_id:
+            raise ValidationError(f"schedule_id must be a non-empty string, got {schedule_id!r}")
+        path = f"{_SCHEDULES}/{quote(schedule_id, safe='')}"
+        return _ApiCall(method, path, json=body, not_found=f"no schedule {schedule_id!r} for this API key")
+
+    @staticmethod
+    def _schedule_body(
+        job: Any = None,
+        cron: Optional[str] = None,
+        every_s: Optional[int] = None,
+        timezone: Optional[str] = None,
+        overlap: Optional[str] = None,
+        paused: Optional[bool] = None,
+    ) -> dict[str, Any]:
+        """A schedule's fields as the API takes them; ``job`` a payload (dict) or a ``Step``. The server checks the rest."""
+        if cron is not None and every_s is not None:
+            raise ValidationError("give cron or every_s, not both")
+        if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, int) or every_s < 1):
+            raise ValidationError(f"every_s must be an int >= 1, got {every_s!r}")
+        if overlap is not None and overlap not in ("skip", "allow"):
+            raise ValidationError(f"overlap must be 'skip' or 'allow', got {overlap!r}")
+        body: dict[str, Any] = {}
+        if job is not None:
+            payload = dict(job._build_job_payload()) if hasattr(job, "_build_job_payload") else dict(job)
+            payload.pop("idempotent_key", None)  # each tick gets its own (sched:<id>:<tick ms>)
+            body["job"] = payload
+        for name, value in (("cron", cron), ("every_s", every_s), ("timezone", timezone), ("overlap", overlap), ("paused", paused)):
+            if value is not None:
+                body[name] = value
+        return body
 
     @staticmethod
     def _list_jobs_call(query: list[tuple[str, str]], cursor: Optional[str]) -> _ApiCall:
@@ -739,6 +775,60 @@ class BaseClient:
         """End the key's pause (yours, or a target's Retry-After); its jobs go again at its pace."""
         return (yield from self._api(self._flow_call(key, "resume")))
 
+    def _create_schedule(
+        self,
+        job: Any,
+        *,
+        cron: Optional[str] = None,
+        every_s: Optional[int] = None,
+        timezone: str = "UTC",
+        overlap: str = "skip",
+    ) -> Flow[dict[str, Any]]:
+        """Fire ``job`` (a payload or a ``Step``) on a cron expression (in ``timezone``) or every ``every_s``
+        seconds (``POST /api/v1/schedules``). Each tick is one ordinary job, once, with the idempotent key
+        ``sched:<schedule_id>:<tick ms>``; ``overlap="skip"`` skips a tick while the last fired job is not final.
+        Answers the schedule: ``schedule_id``, ``next_fire_at_ms``, ``paused``, ``last_job_id``, ``last_error``..."""
+        if cron is None and every_s is None:
+            raise ValidationError("a schedule needs cron or every_s")
+        body = self._schedule_body(job, cron, every_s, timezone, overlap)
+        return (yield from self._api(self._schedule_call("POST", body=body)))
+
+    def _list_schedules(self) -> Flow[list[dict[str, Any]]]:
+        """This customer's schedules, oldest first."""
+        answer = yield from self._api(self._schedule_call("GET"))
+        return list(answer["schedules"])
+
+    def _get_schedule(self, schedule_id: str) -> Flow[dict[str, Any]]:
+        """One schedule; ``NotFoundError`` for an unknown one (or another customer's)."""
+        return (yield from self._api(self._schedule_call("GET", schedule_id)))
+
+    def _update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        job: Any = None,
+        cron: Optional[str] = None,
+        every_s: Optional[int] = None,
+        timezone: Optional[str] = None,
+        overlap: Optional[str] = None,
+        paused: Optional[bool] = None,
+    ) -> Flow[dict[str, Any]]:
+        """Change a schedule (``PATCH``): what is given changes; a new timing or a resume counts the next tick from now."""
+        body = self._schedule_body(job, cron, every_s, timezone, overlap, paused)
+        return (yield from self._api(self._schedule_call("PATCH", schedule_id, body)))
+
+    def _pause_schedule(self, schedule_id: str) -> Flow[dict[str, Any]]:
+        """No tick fires until :meth:`resume_schedule`."""
+        return (yield from self._api(self._schedule_call("PATCH", schedule_id, {"paused": True})))
+
+    def _resume_schedule(self, schedule_id: str) -> Flow[dict[str, Any]]:
+        """Fire again from the next tick after now (the ticks missed while paused do not fire)."""
+        return (yield from self._api(self._schedule_call("PATCH", schedule_id, {"paused": False})))
+
+    def _delete_schedule(self, schedule_id: str) -> Flow[dict[str, Any]]:
+        """Delete a schedule (the jobs it fired stay): ``{"schedule_id", "deleted": True}``."""
+        return (yield from self._api(self._schedule_call("DELETE", schedule_id)))
+
     def _list_jobs_page(self, query: list[tuple[str, str]], cursor: Optional[str]) -> Flow[dict[str, Any]]:
         """One page of ``GET /api/v1/jobs``: ``{"jobs": [...], "next_cursor": str | None}``."""
         return (yield from self._api(self._list_jobs_call(query, cursor)))
@@ -933,6 +1023,13 @@ class EZThrottle(BaseClient):
     get_flow_control = _blocking(BaseClient._get_flow_control)
     pause_flow_control = _blocking(BaseClient._pause_flow_control)
     resume_flow_control = _blocking(BaseClient._resume_flow_control)
+    create_schedule = _blocking(BaseClient._create_schedule)
+    list_schedules = _blocking(BaseClient._list_schedules)
+    get_schedule = _blocking(BaseClient._get_schedule)
+    update_schedule = _blocking(BaseClient._update_schedule)
+    pause_schedule = _blocking(BaseClient._pause_schedule)
+    resume_schedule = _blocking(BaseClient._resume_schedule)
+    delete_schedule = _blocking(BaseClient._delete_schedule)
     wait = _blocking(BaseClient._wait)
     claim_frugal_step = _blocking(BaseClient._claim_frugal_step)
     request = _blocking(BaseClient._request)
@@ -1039,6 +1136,13 @@ class AsyncEZThrottle(BaseClient):
     get_flow_control = _awaitable(BaseClient._get_flow_control)
     pause_flow_control = _awaitable(BaseClient._pause_flow_control)
     resume_flow_control = _awaitable(BaseClient._resume_flow_control)
+    create_schedule = _awaitable(BaseClient._create_schedule)
+    list_schedules = _awaitable(BaseClient._list_schedules)
+    get_schedule = _awaitable(BaseClient._get_schedule)
+    update_schedule = _awaitable(BaseClient._update_schedule)
+    pause_schedule = _awaitable(BaseClient._pause_schedule)
+    resume_schedule = _awaitable(BaseClient._resume_schedule)
+    delete_schedule = _awaitable(BaseClient._delete_schedule)
     wait = _awaitable(BaseClient._wait)
     claim_frugal_step = _awaitable(BaseClient._claim_frugal_step)
     request = _awaitable(BaseClient._request)

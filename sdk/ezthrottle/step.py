@@ -472,6 +472,34 @@ class Step:
         client = self._client_for(client, want_async=True)
         return await _flow.run_async(self._flow(), lambda effect: effect.call(client))
 
+    def schedule(
+        self,
+        cron: Optional[str] = None,
+        every_s: Optional[int] = None,
+        timezone: str = "UTC",
+        overlap: str = "skip",
+        client: Any = None,
+    ) -> dict[str, Any]:
+        """Create a schedule that fires this step (``client.create_schedule``) instead of submitting it once.
+
+        Each tick is one job built from this step (its chain included), once per tick;
+        its idempotent key is the tick's (``sched:<schedule_id>:<tick ms>``), not the step's.
+        """
+        client = self._client_for(client, want_async=False)
+        return dict(client.create_schedule(self, cron=cron, every_s=every_s, timezone=timezone, overlap=overlap))
+
+    async def schedule_async(
+        self,
+        cron: Optional[str] = None,
+        every_s: Optional[int] = None,
+        timezone: str = "UTC",
+        overlap: str = "skip",
+        client: Any = None,
+    ) -> dict[str, Any]:
+        """Async twin of ``schedule()``, for ``AsyncEZThrottle``."""
+        client = self._client_for(client, want_async=True)
+        return dict(await client.create_schedule(self, cron=cron, every_s=every_s, timezone=timezone, overlap=overlap))
+
     def _client_for(self, client: Any, *, want_async: bool) -> Any:
         client = self.client if client is None else client
         if client is None:

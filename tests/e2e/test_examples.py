@@ -409,6 +409,15 @@ def check_search_jobs(s: Servers) -> None:
     assert origins(s, "search_jobs", "api.example.com/receipts/W-1") == ["cluster"]  # the workflow's second step
 
 
+def check_schedule_job(s: Servers) -> None:
+    # each tick was one job, sent once by the cluster; the paused-then-deleted nightly report never ran
+    beats = hits(s, "schedule_job", "api.example.com/heartbeat")
+    assert len(beats) >= 2 and {h.origin for h in beats} == {"cluster"}
+    keys = [h.headers.get("idempotency-key") for h in beats]
+    assert len(set(keys)) == len(keys) and all(k and k.startswith("sched:") for k in keys), keys
+    assert hits(s, "schedule_job", "api.example.com/reports/nightly") == []
+
+
 CHECKS: dict[str, Callable[[Servers], None]] = {
     name.removeprefix("check_"): fn for name, fn in dict(globals()).items() if name.startswith("check_")
 }

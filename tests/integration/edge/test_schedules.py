@@ -200,3 +200,24 @@ async def test_a_tick_over_the_quota_is_skipped_and_recorded(http, start_edge, s
     assert len(await fired_jobs(redis, sid)) == 1
     status, usage = await call(http, "GET", f"{edge.url}/api/v1/usage", api_key)
     assert status == 200 and usage["count"] == 1
+
+
+async def test_the_sdk_schedules_a_step(edge, coordinator, api_key, target):
+    from ezthrottle import AsyncEZThrottle, NotFoundError, Step
+
+    async with AsyncEZThrottle(api_key=api_key, base_url=edge.url) as client:
+        created = await Step(client).url(f"{target.url}/echo").metadata({"via": "sdk"}).schedule_async(every_s=1, overlap="allow")
+        sid = created["schedule_id"]
+        assert created["every_s"] == 1 and created["job"]["metadata"] == {"via": "sdk"}
+        assert [s["schedule_id"] for s in await client.list_schedules()] == [sid]
+        deadline = time.monotonic() + 15
+        while not (view := await client.get_schedule(sid))["last_job_id"]:
+            assert time.monotonic() < deadline, view
+            await asyncio.sleep(0.05)
+        assert (await client.get_job(view["last_job_id"]))["schedule_id"] == sid
+        assert (await client.pause_schedule(sid))["paused"] is True
+        changed = await client.update_schedule(sid, cron="0 6 * * *", timezone="Europe/Paris", paused=False)
+        assert changed["cron"] == "0 6 * * *" and changed["every_s"] is None and changed["paused"] is False
+        assert (await client.delete_schedule(sid))["deleted"] is True
+        with pytest.raises(NotFoundError):
+            await client.get_schedule(sid)
