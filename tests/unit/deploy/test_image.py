@@ -19,8 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from ezthrottle_server.deploy import healthcheck
+from ezthrottle_server.deploy import lock as lock_module
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKER = REPO / "infra" / "docker"
@@ -273,3 +277,43 @@ def test_healthcheck_fails_on_a_closed_port(service: _Server) -> None:
 
 def test_healthcheck_fails_without_a_port() -> None:
     assert healthcheck.main([], env=_env(None)) == 1
+
+
+# -- dependencies ------------------------------------------------------------
+
+
+def _runtime_requirements() -> list[Requirement]:
+    import tomllib
+
+    return [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+
+
+def _lock() -> dict[str, str]:
+    lines = (DOCKER / "requirements.lock").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_floors_are_past_the_known_cves() -> None:
+    floors = {"aiohttp": "3.12", "orjson": "3.9.15", "cryptography": "42.0.4"}
+    checked = set()
+    for req in _runtime_requirements():
+        if req.name in floors:
+            lowest = min((Version(s.version) for s in req.specifier if s.operator == ">="), default=None)
+            assert lowest is not None and lowest >= Version(floors[req.name]), req
+            checked.add(req.name)
+    assert checked == set(floors)
+
+
+def test_the_image_installs_from_a_lock_that_pins_every_runtime_dependency(stages: list[list[tuple[str, str]]]) -> None:
+    build = stages[0]
+    assert any("requirements.lock" in a for a in _args(build, "COPY"))
+    assert any("pip install" in a and "--constraint requirements.lock" in a for a in _args(build, "RUN"))
+    lock = _lock()
+    for req in _runtime_requirements():
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{req.name} is not pinned in infra/docker/requirements.lock"
+        assert req.specifier.contains(lock[name], prereleases=True), f"the lock's {req.name}=={lock[name]} does not satisfy {req}"
+    assert lock_module.render().startswith(lock_module.HEADER)
