@@ -44,6 +44,8 @@ Environment variables (all optional):
 ``EZT_DELIVERY_BACKOFF_CAP_S``        largest delay between webhook retries
 ``EZT_DELIVERY_WINDOW_S``             how long a webhook is retried before it is dead-lettered
 ``EZT_DELIVERY_CONCURRENCY``          webhook POSTs in flight per delivery worker
+``EZT_DELIVERY_HOST_RPS``             webhook POSTs per second to one destination host, all customers and workers (50; 0: off)
+``EZT_DELIVERY_HOST_BURST``           webhook POSTs one host may get at once before that rate applies (50)
 ``EZT_DELIVERY_POLL_S``               how often a delivery worker releases due retries
 ``EZT_OUTBOUND_ALLOW_LOOPBACK``       ``1``/``0``: send to loopback (default: yes in the local profile only)
 ``EZT_OUTBOUND_ALLOW_CIDRS``          comma list of networks reachable although not public (``10.1.0.0/16``)
@@ -157,6 +159,8 @@ class Settings:
     delivery_backoff_cap_s: float = 3600.0
     delivery_window_s: float = 24 * 3600.0
     delivery_concurrency: int = 64
+    delivery_host_rps: float = 50.0  # webhook POSTs a second to one host (delivery/worker.py, webhook_pace.lua); 0: off
+    delivery_host_burst: int = 50
     delivery_poll_s: float = 0.1
     # Pacing (pacing/): cluster-wide defaults and ceilings; every node must agree.
     domains_file: str = "domains.yaml"
@@ -265,6 +269,7 @@ _ENV_INT = {
     "EZT_EXECUTOR_CONCURRENCY": "executor_concurrency",
     "EZT_PARTITIONS": "partitions",
     "EZT_DELIVERY_CONCURRENCY": "delivery_concurrency",
+    "EZT_DELIVERY_HOST_BURST": "delivery_host_burst",
     "EZT_PORT": "port",
     "EZT_PACING_DEFAULT_MAX_CONCURRENT": "pacing_default_max_concurrent",
     "EZT_PACING_MAX_CONCURRENT": "pacing_max_concurrent",
@@ -282,6 +287,7 @@ _ENV_FLOAT = {
     "EZT_DELIVERY_BACKOFF_CAP_S": "delivery_backoff_cap_s",
     "EZT_DELIVERY_WINDOW_S": "delivery_window_s",
     "EZT_DELIVERY_POLL_S": "delivery_poll_s",
+    "EZT_DELIVERY_HOST_RPS": "delivery_host_rps",
     "EZT_PACING_DEFAULT_RPS": "pacing_default_rps",
     "EZT_PACING_MAX_RPS": "pacing_max_rps",
     "EZT_PACING_WINDOW_MARGIN_MS": "pacing_window_margin_ms",

@@ -34,6 +34,7 @@ Layout::
     ezt:{ezt:p0}:deliveries:scheduled       zset   "<route>|<job_id>|<hook>" scored by due time (ms)
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
+    ezt:whpace:<host:port>                  string webhook POSTs' pace to one host: GCRA arrival time, ms (webhook_pace.lua; TTL)
     ezt:{ezt:p0}:usage:<customer>:<YYYYMM>  string jobs created this month (quota)
     ezt:{ezt:p0}:queued                     hash   customer -> its jobs not yet final (admission ceiling)
     ezt:{ezt:p0}:c:<customer>:jobs          zset   the customer's jobs, "<created ms>|<job id>|<domain>" (common/job_index.py; TTL)
@@ -153,6 +154,11 @@ def delivery_sends(partition: int, route: str) -> str:
 
 def delivery_scheduled(partition: int) -> str:
     return f"{PREFIX}:{partition_tag(partition)}:deliveries:scheduled"
+
+
+def webhook_pace(host: str) -> str:
+    """The pace of webhook POSTs to one destination (``host:port``, pacing/scope.py); used alone."""
+    return f"{PREFIX}:whpace:{host}"
 
 
 def delivery_dead(partition: int, customer: str | None = None) -> str:

@@ -95,6 +95,10 @@ OUTBOUND_REFUSED = Counter(
 )
 AUTH_FAILURES = Counter("ezt_auth_failures_total", "Failed authentications (malformed header, unknown or revoked key)")
 AUTH_RATE_LIMITED = Counter("ezt_auth_rate_limited_total", "Requests answered 429 for too many failed authentications from their address")
+WEBHOOK_PACED = Counter(
+    "ezt_webhook_paced_total",
+    "Webhook sends held back for later by their destination host's pace (EZT_DELIVERY_HOST_RPS), no attempt spent",
+)
 SECRETS_REFUSED = Counter(
     "ezt_secrets_refused_total",
     "Stored webhook secrets refused when read: unsealed while EZT_SECRETS_KEYS is set, sealed with a key not listed, or altered",

@@ -62,7 +62,7 @@ import orjson
 import redis.asyncio as aioredis
 from yarl import URL
 
-from ..common import keys
+from ..common import keys, scripting
 from ..common.workflows import frugal_step
 from ..common.batching import Batcher
 from ..common.config import Settings
@@ -71,6 +71,7 @@ from ..common.metrics import (
     WEBHOOK_DEAD_LETTERS,
     WEBHOOK_DELIVERIES,
     WEBHOOK_INFLIGHT,
+    WEBHOOK_PACED,
     WEBHOOK_QUORUM_LATENCY,
     WEBHOOK_QUORUM_MISSED,
     WEBHOOK_RECLAIMED,
@@ -165,6 +166,8 @@ class DeliveryWorker(StreamWorker):
         self._inflight = 0
         self._slot_freed = asyncio.Event()
         self.box = SecretBox(settings.secrets_keys)
+        self._pace = scripting.register(redis, "webhook_pace")
+        self._defer = scripting.register(redis, "delivery_defer")
 
     # -- lifecycle (StreamWorker: stop() stops reading, lets in-flight POSTs finish for a grace, then cancels) --
 
@@ -380,6 +383,26 @@ class DeliveryWorker(StreamWorker):
 
     # -- one POST ------------------------------------------------------------
 
+    async def _held_back_by_host_pace(
+        self, stream: str, entry_id: str, partition: int, job_id: str, hook: int, url: str, regions: str | None, attempts: str | None
+    ) -> bool:
+        """Over its host's pace (``delivery_host_rps``, all customers and workers): put the send back
+        for when the host has room, no attempt spent, and say so."""
+        rps = self.settings.delivery_host_rps
+        if rps <= 0:
+            return False
+        now = _now_ms()
+        pace = [now, 1000.0 / rps, max(1, self.settings.delivery_host_burst)]
+        wait_ms = int(await self._pace(keys=[keys.webhook_pace(domain_of(url))], args=pace))
+        if wait_ms <= 0:
+            return False
+        due = now + wait_ms + int(self.rng.uniform(0, wait_ms))  # spread: the sends held back do not all come back at once
+        route = route_for([r for r in (regions or "").split(",") if r], int(attempts or 0) + 1, self.live)
+        await self._defer(keys=[stream, keys.delivery_scheduled(partition)], args=[self.group, entry_id, due, f"{route}|{job_id}|{hook}"])
+        WEBHOOK_PACED.inc()
+        log.debug("webhook %s held back %d ms by its host's pace", hook, due - now, extra={"job_id": job_id, "region": self.log_region})
+        return True
+
     def _read_secrets(self, customer: str) -> asyncio.Future[Any]:
         """The customer's stored (primary, secondary), as read, batched."""
         return self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
@@ -423,6 +446,8 @@ class DeliveryWorker(StreamWorker):
             return
         if state in (DELIVERED, DEAD):  # a duplicate entry: the webhook is settled
             await self._ack(stream, entry_id)
+            return
+        if await self._held_back_by_host_pace(stream, entry_id, partition, job_id, hook, url, regions, attempts):
             return
 
         body = payload.encode()

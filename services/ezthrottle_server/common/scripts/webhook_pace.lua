@@ -1,0 +1,13 @@
+-- Pace webhook POSTs per destination host (GCRA), as targets are paced per domain:
+-- one customer's many webhooks to one host cannot flood it.
+-- KEYS[1] the host's theoretical arrival time (ms; keys.webhook_pace)
+-- ARGV[1] now (ms)   ARGV[2] interval between sends (ms, 1000 / rate)   ARGV[3] burst (sends at once)
+-- Returns 0 when a POST may go now (counted), else how many ms until one may (nothing counted).
+local now, interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local early = tat + interval - now - interval * burst
+if early > 0 then
+  return math.ceil(early)
+end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
+return 0

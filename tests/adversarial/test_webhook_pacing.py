@@ -1,0 +1,72 @@
+"""Issue 14, webhook amplification: webhooks are paced per destination host, as targets are.
+
+One customer's jobs can list many webhooks to one host (10 a job, as many jobs
+as it likes), each retried for a day. Before, every one was POSTed as soon as
+a worker took it: a burst at the host of everything at once. Now every
+delivery worker shares one pace per host (``delivery_host_rps`` after a burst
+of ``delivery_host_burst``, a GCRA in Redis): a send over it is put back for
+when the host has room, without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from ezthrottle_server.common.config import Settings
+from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
+from ezthrottle_server.pacing.scope import domain_of
+from integration.delivery.helpers import FAST, all_in, wait_webhooks
+from support.jobs import submit
+from support.services import StartApp, app_starter
+
+pytestmark = pytest.mark.asyncio
+
+RPS, BURST = 10.0, 3
+JOBS, HOOKS = 4, 5  # 20 webhooks to one host
+
+
+@pytest_asyncio.fixture
+async def start_delivery(redis: Any, redis_url: str) -> AsyncIterator[StartApp]:
+    from ezthrottle_server.delivery.app import create_app
+
+    def create(settings: Settings) -> web.Application:
+        return create_app(settings, stop_grace_s=1.0)
+
+    async with app_starter("delivery", redis_url, create, **FAST) as start:
+        yield start
+
+
+async def test_one_customers_many_webhooks_reach_a_host_at_its_pace_and_all_arrive(
+    http, redis, edge, start_delivery, api_key, target, receiver
+):
+    # the jobs themselves all end at once: their webhooks are due together
+    await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 100, max_concurrent: 20}}\n"))
+    for _ in range(2):  # the pace is shared by every worker
+        await start_delivery(delivery_host_rps=RPS, delivery_host_burst=BURST)
+    jobs = await asyncio.gather(
+        *(
+            submit(
+                http,
+                edge.url,
+                api_key,
+                {"url": f"{target.url}/echo?n={j}", "webhooks": [{"url": f"{receiver.url}/hook/{h}"} for h in range(HOOKS)]},
+            )
+            for j in range(JOBS)
+        )
+    )
+    views = await asyncio.gather(
+        *(wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("delivered"), timeout_s=30) for job in jobs)
+    )
+    assert len(receiver.requests) == JOBS * HOOKS  # everything arrives
+    assert {e["attempts"] for view in views for e in view["webhooks"]["endpoints"]} == {1}  # held back is not an attempt
+
+    arrivals = sorted(r.at for r in receiver.requests)
+    window_s, slack_s = 0.5, 0.2  # slack: a send delayed on its way can arrive close to the next one
+    busiest = max(sum(1 for t in arrivals if start <= t < start + window_s) for start in arrivals)
+    assert busiest <= BURST + RPS * (window_s + slack_s) + 1, (busiest, [round(t - arrivals[0], 3) for t in arrivals])
