@@ -311,4 +311,4 @@ def test_sampled_gauges_come_from_the_active_coordinator_only(prometheus: Promet
     paused = prometheus.query("ezt_domain_paused == 1")
     assert len(paused) == 1 and paused[0]["metric"]["domain"].startswith("127.0.0.1:")
     sources = {s["metric"]["source"] for s in prometheus.query("ezt_domain_rps_limit")}
-    assert sources <= {"default", "config", "header"} and sources
+    assert sources <= {"default", "config", "header", "learned"} and sources

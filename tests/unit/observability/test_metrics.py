@@ -19,7 +19,7 @@ from unit.observability.helpers import exported_names
 
 # Label names a metric may carry. Each has a closed or operator-sized set of
 # values; "domain" only on the sampled gauges, which keep the busiest N.
-BOUNDED_LABELS = {"region", "status", "reason", "status_class", "route", "outcome", "header", "result", "stage", "source", "domain"}
+BOUNDED_LABELS = {"region", "status", "reason", "status_class", "route", "outcome", "header", "result", "stage", "source", "domain", "from", "to"}
 
 
 def value(name: str, **labels: str) -> float:
