@@ -16,7 +16,8 @@ delivery and kept as long as the job (``job_ttl_s``)::
     <i>:state        pending | retrying | delivered | dead
     <i>:attempts     POSTs made so far
     <i>:window_base  attempts made before the current window (set by a replay)
-    <i>:since_ms     start of the current retry window (a replay restarts it)
+    <i>:since_ms     start of the current retry window (a replay restarts it, unless it replayed it within that window)
+    <i>:replayed_ms  the replay that opened the current window (delivery_replay.lua)
     <i>:next_ms      when the next POST is due (pending, retrying)
     <i>:last_status  <i>:last_error  <i>:last_ms      the last POST
     <i>:delivered_ms <i>:sent_by (node) <i>:sent_region
@@ -46,6 +47,8 @@ ANY_ROUTE = "any"
 WINDOW_EXHAUSTED = "window_exhausted"
 GONE = "gone"
 BLOCKED = "outbound_blocked"
+
+DEFAULT_WINDOW_S = 24 * 3600.0  # Settings.delivery_window_s's default
 
 
 def _int(v: str | None) -> int | None:
@@ -161,9 +164,19 @@ async def list_dead(r: RedisClient, partitions: int, *, customer: str | None = N
 
 
 async def replay(
-    r: RedisClient, scripts: Scripts, job_id: str, regions: Sequence[str], ttl_s: int, *, customer: str | None = None
+    r: RedisClient,
+    scripts: Scripts,
+    job_id: str,
+    regions: Sequence[str],
+    ttl_s: int,
+    *,
+    customer: str | None = None,
+    window_s: float = DEFAULT_WINDOW_S,
 ) -> int | None:
-    """Queue a job's dead webhooks again, each with a fresh retry window.
+    """Queue a job's dead webhooks again, each with a fresh retry window (``window_s``).
+
+    A webhook a replay already gave a window that is still open goes on in
+    that one: replaying again does not restart it.
 
     Returns how many were queued (0 if none was dead), or None when the job
     has no delivery state, or belongs to another customer than ``customer``.
@@ -184,7 +197,7 @@ async def replay(
             keys.delivery_dead(partition),
             keys.delivery_dead(partition, data["customer"]),
         ],
-        args=[int(time.time() * 1000), ttl_s, job_id, *routes],
+        args=[int(time.time() * 1000), ttl_s, job_id, int(window_s * 1000), *routes],
     )
     return None if replayed < 0 else int(replayed)
 

@@ -341,7 +341,21 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "required": ["accepting", "reason"],
         "properties": {"accepting": {"type": "boolean"}, "reason": _nullable({"type": "string"})},
     }
+    dead_replay = {
+        "type": "object",
+        "required": ["replay_id", "state", "matched", "jobs_done", "webhooks_replayed", "created_at_ms", "finished_at_ms"],
+        "properties": {
+            "replay_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["running", "done"]},
+            "matched": {"type": "integer", "minimum": 0},
+            "jobs_done": {"type": "integer", "minimum": 0},
+            "webhooks_replayed": {"type": "integer", "minimum": 0},
+            "created_at_ms": {"type": "integer"},
+            "finished_at_ms": _nullable({"type": "integer"}),
+        },
+    }
     return {
+        "DeadReplay": dead_replay,
         "Error": {
             "type": "object",
             "required": ["error"],
@@ -882,6 +896,39 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "Dead-lettered webhooks, oldest first",
                 {"200": _json(_ref("DeadLetters"), "Dead letters"), **_errors(400, *AUTHED)},
                 parameters=[{"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}}],
+            )
+        },
+        "/api/v1/deliveries/dead/replay": {
+            "post": _op(
+                "Replay the dead letters a filter matches (job_ids, dead_after/dead_before ms, exclusive); more than 100: in the background",
+                {
+                    "200": _json(_ref("DeadReplay"), "Done: every match replayed"),
+                    "202": _json(_ref("DeadReplay"), "Running in the background: read its progress"),
+                    **_errors(400, 413, 415, *AUTHED),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "job_ids": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+                                    "dead_after": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
+                                    "dead_before": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
+                                },
+                            }
+                        }
+                    },
+                },
+            )
+        },
+        "/api/v1/deliveries/dead/replay/{replay_id}": {
+            "get": _op(
+                "A bulk replay's progress",
+                {"200": _json(_ref("DeadReplay"), "The replay"), **_errors(404, *AUTHED)},
+                parameters=[{"name": "replay_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
             )
         },
         "/api/v1/deliveries/dead/{job_id}/replay": {

@@ -365,6 +365,7 @@ async def test_console_routes_are_per_customer(http, edge, world, api_key, other
         async with acme.get(f"{edge.url}/console/jobs/{mine}") as resp:
             assert resp.status == 200 and mine in await resp.text()
 
+
 @pytest.mark.asyncio
 async def test_schedules_are_per_customer(http, edge, world, api_key, other_api_key):
     body = {"every_s": 3600, "job": world["payload"] | {"idempotent_key": None}}
