@@ -35,6 +35,7 @@ Layout::
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
     ezt:whpace:<host:port>                  string webhook POSTs' pace to one host: GCRA arrival time, ms (webhook_pace.lua; TTL)
+    ezt:dead-replay:<replay id>             hash   a bulk replay of dead letters: customer, state, progress (common/bulk_replay.py; TTL)
     ezt:{ezt:p0}:usage:<customer>:<YYYYMM>  string jobs created this month (quota)
     ezt:{ezt:p0}:queued                     hash   customer -> its jobs not yet final (admission ceiling)
     ezt:{ezt:p0}:c:<customer>:jobs          zset   the customer's jobs, "<created ms>|<job id>|<domain>" (common/job_index.py; TTL)
@@ -324,6 +325,7 @@ def workflow_timers(partition: int) -> str:
 def workflow_group() -> str:
     return "workflow"
 
+
 SCHEDULE_TAG = f"{{{PREFIX}:sched}}"
 
 
@@ -341,3 +343,8 @@ def customer_schedules(customer: str) -> str:
 
 def schedules_firing() -> str:
     return f"{PREFIX}:{SCHEDULE_TAG}:firing"
+
+
+def dead_replay(replay_id: str) -> str:
+    """A bulk replay of dead letters and its progress (common/bulk_replay.py); used alone."""
+    return f"{PREFIX}:dead-replay:{replay_id}"
