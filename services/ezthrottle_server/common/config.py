@@ -66,6 +66,7 @@ Environment variables (all optional):
 ``EZT_METRICS_SAMPLE_S``              how often the active coordinator samples queue and domain gauges (5)
 ``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
 ``EZT_INSECURE_PLAINTEXT_SECRETS``    ``1``: let a production-profile service start without EZT_SECRETS_KEYS (secrets stored in clear)
+``EZT_SCHEDULES_MAX_PER_CUSTOMER``    the most schedules a customer may have (100; POST /api/v1/schedules answers 400 above)
 ``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
 ``EZT_OPERATOR_TOKEN``                signs an operator into ``/console`` (every customer, regions, domains); unset: no operator sign-in
 ====================================  =========================================
@@ -177,6 +178,7 @@ class Settings:
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, else 80% of its machine's memory
     admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final (production: 100,000 unless set)
+    schedules_max_per_customer: int = 100  # POST /api/v1/schedules refuses more (400)
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed
     insecure_plaintext_secrets: bool = False  # production starts without secrets_keys only with this (common/service.py)
@@ -276,6 +278,7 @@ _ENV_INT = {
     "EZT_REGION_SILENT_AFTER_MS": "region_silent_after_ms",
     "EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES": "admission_max_redis_memory_bytes",
     "EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER": "admission_max_queued_per_customer",
+    "EZT_SCHEDULES_MAX_PER_CUSTOMER": "schedules_max_per_customer",
     "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
 }
 _ENV_FLOAT = {
@@ -503,6 +506,8 @@ def load_settings(
         raise ConfigError("EZT_PARTITIONS must be at least 1")
     if values.get("admission_max_queued_per_customer", 0) < 0:
         raise ConfigError("EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER must be at least 0 (0: no ceiling)")
+    if values.get("schedules_max_per_customer", 100) < 0:
+        raise ConfigError("EZT_SCHEDULES_MAX_PER_CUSTOMER must be at least 0")
 
     default_node = f"{role}-{region + '-' if region else ''}{socket.gethostname()}-{os.getpid()}"
     values["node_id"] = env.get("EZT_NODE_ID") or default_node
