@@ -50,6 +50,8 @@ SCOPED = {
     ("POST", "/api/v1/webhook-secrets/rotate"),
     ("GET", "/api/v1/deliveries/dead"),
     ("POST", "/api/v1/deliveries/dead/{job_id}/replay"),
+    ("POST", "/api/v1/deliveries/dead/replay"),
+    ("GET", "/api/v1/deliveries/dead/replay/{replay_id}"),
     ("POST", "/api/v1/proxy"),
     ("DELETE", "/api/v1/jobs/{job_id}"),
     ("POST", "/api/v1/jobs/cancel"),
@@ -117,7 +119,7 @@ def test_every_route_is_classified():
 
 def fill(path: str, job_id: str) -> str:
     filled = path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success").replace("{host}", "api.example.com")
-    return filled.replace("{key}", "acct-1").replace("{schedule_id}", UNKNOWN_SCHEDULE)
+    return filled.replace("{key}", "acct-1").replace("{schedule_id}", UNKNOWN_SCHEDULE).replace("{replay_id}", "rpl_" + "0" * 24)
 
 
 UNKNOWN_SCHEDULE = "sch_" + "0" * 24
@@ -233,6 +235,14 @@ async def test_dead_letters_are_per_customer(http, edge, world, api_key, other_a
     _, globex = await call(http, "GET", f"{edge.url}/api/v1/deliveries/dead", other_api_key)
     assert [e["job_id"] for e in acme["dead"]] == [world["job_id"]]
     assert globex == {"dead": [], "count": 0}
+    # globex's bulk replays match none of acme's, by id or by time; its run is not acme's to read, nor acme's globex's
+    for body in ({"job_ids": [world["job_id"]]}, {}, {"dead_after": 0}):
+        status, run = await call(http, "POST", f"{edge.url}/api/v1/deliveries/dead/replay", other_api_key, body)
+        assert status == 200 and (run["matched"], run["state"]) == (0, "done"), (body, run)
+    status, theirs = await call(http, "GET", f"{edge.url}/api/v1/deliveries/dead/replay/{run['replay_id']}", api_key)
+    assert status == 404 and theirs["error"]["code"] == "not_found"
+    _, still = await call(http, "GET", f"{edge.url}/api/v1/deliveries/dead", api_key)
+    assert [e["job_id"] for e in still["dead"]] == [world["job_id"]]
 
 
 @pytest.mark.asyncio
