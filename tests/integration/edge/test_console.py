@@ -159,6 +159,10 @@ async def test_a_customer_sees_only_its_own_jobs(console_edge, acme, globex, htt
             assert resp.status == 404, path
     async with globex.get(f"{base}/console/jobs/statuses?ids={mine},{theirs}") as resp:
         assert await resp.json() == {theirs: "scheduled"}
+    async with globex.get(f"{base}/console/jobs/live?ids={mine},{theirs}") as resp:  # the live list: its own only
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+        assert first == b'event: status\ndata: {"job_id":"' + theirs.encode() + b'","status":"scheduled"}\n\n'
     for path in ("/console/regions", "/console/customers"):  # the operator's pages
         assert (await page(globex, base + path))[0] == 404
     _, domains = await page(globex, f"{base}/console/domains")
@@ -195,3 +199,19 @@ async def test_a_revoked_key_signs_its_holder_out(console_edge, redis, api_key, 
     async with acme.get(f"{console_edge.url}/console/jobs", allow_redirects=False) as resp:
         assert resp.status == 303 and resp.headers["Location"] == "/console/signin"
     assert not any(c.key == "ezt_console" for c in acme.cookie_jar)  # dropped on the first refusal
+
+
+async def test_the_live_list_sends_each_change_then_ends(console_edge, acme, http, api_key, target):
+    base = console_edge.url
+    tomorrow = int(time.time() * 1000) + 86_400_000
+    waiting = (await submit(http, base, api_key, {"url": f"{target.url}/a", "retry_at": tomorrow}))["job_id"]
+    async with acme.get(f"{base}/console/jobs/live?ids={waiting}") as resp:
+        events = [await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)]
+        async with http.delete(f"{base}/api/v1/jobs/{waiting}", headers={"Authorization": f"Bearer {api_key}"}) as cancel:
+            assert cancel.status == 200
+        while not events[-1].startswith(b"event: end"):
+            events.append(await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 10))
+    assert [e.split(b"\n")[1] for e in events[:-1]] == [
+        b'data: {"job_id":"' + waiting.encode() + b'","status":"scheduled"}',
+        b'data: {"job_id":"' + waiting.encode() + b'","status":"cancelled"}',
+    ]

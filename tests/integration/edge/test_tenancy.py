@@ -79,6 +79,7 @@ CONSOLE_SCOPED = {
     ("POST", "/console/signout"),
     ("GET", "/console/jobs"),
     ("GET", "/console/jobs/statuses"),
+    ("GET", "/console/jobs/live"),
     ("GET", "/console/jobs/{job_id}"),
     ("GET", "/console/jobs/{job_id}/events"),
     ("POST", "/console/jobs/{job_id}/cancel"),

@@ -33,6 +33,7 @@ ROUTES = [
     web.post("/console/signout", pages.sign_out, name="console_signout"),
     web.get("/console/jobs", pages.jobs, name="console_jobs"),
     web.get("/console/jobs/statuses", pages.statuses, name="console_statuses"),
+    web.get("/console/jobs/live", pages.live_statuses, name="console_live"),
     web.get("/console/jobs/{job_id}", pages.job, name="console_job"),
     web.get("/console/jobs/{job_id}/events", pages.job_events, name="console_job_events"),
     web.post("/console/jobs/{job_id}/cancel", pages.cancel, name="console_cancel"),

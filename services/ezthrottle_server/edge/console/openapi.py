@@ -121,6 +121,20 @@ def console_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/console/jobs/live": {
+            "get": {
+                "summary": "The viewer's jobs among `ids` that are not final, watched: `status` {job_id, status} events, then `end`",
+                "security": [],
+                "parameters": [_query("ids", "comma list of job ids (the first 25 count)")],
+                "responses": {
+                    "200": {
+                        "description": "Server-sent events, each one a JSON object",
+                        "content": {"text/event-stream": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(401, 429, 503),
+                },
+            }
+        },
         "/console/jobs/{job_id}": {
             "get": _page("A job: attempts per region, workflow, webhooks, request and response", params=[JOB_ID], errors=(404, 429, 503))
         },
@@ -130,7 +144,10 @@ def console_paths() -> dict[str, Any]:
                 "security": [],
                 "parameters": [JOB_ID],
                 "responses": {
-                    "200": {"description": "Server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "200": {
+                        "description": "Server-sent events, each one a JSON object",
+                        "content": {"text/event-stream": {"schema": {"type": "object"}}},
+                    },
                     **_errors(401, 404, 429, 503),
                 },
             }

@@ -9,6 +9,8 @@ adds its own).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -194,6 +196,70 @@ async def statuses(request: web.Request) -> web.Response:
             if owner is not None and (who.operator or owner == who.customer):
                 out[job_id] = state
     return web.json_response(out, dumps=lambda o: orjson.dumps(o).decode())
+
+
+LIVE_MAX_S = 600.0  # a list's stream ends after this; the browser opens another
+LIVE_RECHECK_S = 5.0  # and reads its jobs' states this often besides (a keep-alive too)
+
+
+async def _owned_states(ctx: EdgeContext, who: Viewer, ids: list[str]) -> dict[str, str]:
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id), ["customer", "state"])
+        rows = await pipe.execute()
+    return {j: state for j, (owner, state) in zip(ids, rows) if owner is not None and (who.operator or owner == who.customer)}
+
+
+async def live_statuses(request: web.Request) -> web.StreamResponse:
+    """The job list's live statuses as server-sent events: ``status`` {job_id, status} whenever one of
+    the given jobs (the viewer's, not final) changes, from the jobs' event channels (edge/events.py);
+    ``end`` once none is left to watch."""
+    who = await session.viewer(request)
+    if who is None:
+        raise ApiError("unauthorized", "sign in to the console first")
+    ctx = _ctx(request)
+    ids = [i for i in dict.fromkeys(request.query.get("ids", "").split(",")) if keys.job_partition(i) is not None][:PAGE_SIZE]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def send(event: str, data: object) -> None:
+        await resp.write(b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+
+    async with contextlib.AsyncExitStack() as stack:
+        pending = [j for j, state in (await _owned_states(ctx, who, ids)).items() if state not in FINAL]
+        merged: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def pump(job_id: str, queue: asyncio.Queue[bytes | str | None]) -> None:
+            while await queue.get() is not None:
+                merged.put_nowait(job_id)
+            merged.put_nowait(None)  # the hub closed: end this stream
+
+        pumps = []
+        for job_id in pending:
+            queue = await stack.enter_async_context(ctx.events.watch(keys.job_events(job_id)))
+            pumps.append(asyncio.create_task(pump(job_id, queue)))
+        stack.callback(lambda: [t.cancel() for t in pumps])
+        await resp.prepare(request)
+        shown = await _owned_states(ctx, who, pending)  # after subscribing: nothing after this is missed
+        for job_id, state in shown.items():
+            await send("status", {"job_id": job_id, "status": state})
+        deadline = time.monotonic() + LIVE_MAX_S
+        while (unsettled := any(state not in FINAL for state in shown.values())) and time.monotonic() < deadline:
+            try:
+                changed = await asyncio.wait_for(merged.get(), LIVE_RECHECK_S)
+            except TimeoutError:
+                changed = ""  # look at every job again
+                await resp.write(b": keep-alive\n\n")
+            if changed is None:  # the event hub closed (the edge stops): the browser reconnects elsewhere
+                break
+            watch = [changed] if changed else [j for j, state in shown.items() if state not in FINAL]
+            for job_id, state in (await _owned_states(ctx, who, watch)).items():
+                if shown.get(job_id) != state:
+                    shown[job_id] = state
+                    await send("status", {"job_id": job_id, "status": state})
+        if not unsettled:
+            await send("end", {})  # nothing left to watch; otherwise the browser opens another stream
+    await resp.write_eof()
+    return resp
 
 
 async def _owner(ctx: EdgeContext, who: Viewer, job_id: str) -> str:

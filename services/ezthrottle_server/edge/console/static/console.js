@@ -10,33 +10,42 @@ function setStatus(el, status) {
   el.className = el.className.replace(/\bstatus-\S+/g, "") + " status-" + status;
 }
 
-// The job list: ask for the statuses of the jobs not final yet, every 1.5 s, while any is left.
+// The job list: its jobs not final yet, watched over server-sent events (/console/jobs/live); should
+// the stream fail, their statuses are asked for every 1.5 s instead.
 function watchList() {
-  var timer = null;
   function pending() {
     return Array.prototype.filter.call(document.querySelectorAll("tr[data-job-id]"), function (row) {
       return row.getAttribute("data-final") !== "true";
     });
   }
+  function show(jobId, status) {
+    var row = document.querySelector('tr[data-job-id="' + jobId + '"]');
+    if (!row || !status) { return; }
+    setStatus(row.querySelector("[data-role=status]"), status);
+    if (FINAL.indexOf(status) >= 0) { row.setAttribute("data-final", "true"); }
+  }
+  var timer = null;
   function poll() {
     var rows = pending();
     if (!rows.length) { return; }
     var ids = rows.map(function (r) { return r.getAttribute("data-job-id"); });
     fetch("/console/jobs/statuses?ids=" + encodeURIComponent(ids.join(",")), {credentials: "same-origin"})
       .then(function (resp) { return resp.ok ? resp.json() : {}; })
-      .then(function (statuses) {
-        rows.forEach(function (row) {
-          var status = statuses[row.getAttribute("data-job-id")];
-          if (!status) { return; }
-          setStatus(row.querySelector("[data-role=status]"), status);
-          if (FINAL.indexOf(status) >= 0) { row.setAttribute("data-final", "true"); }
-        });
-      })
+      .then(function (statuses) { Object.keys(statuses).forEach(function (id) { show(id, statuses[id]); }); })
       .catch(function () {})
       .then(function () { timer = setTimeout(poll, 1500); });
   }
-  timer = setTimeout(poll, 1000);
-  window.addEventListener("pagehide", function () { clearTimeout(timer); });
+  var ids = pending().map(function (r) { return r.getAttribute("data-job-id"); });
+  if (!ids.length) { return; }
+  var source = new EventSource("/console/jobs/live?ids=" + encodeURIComponent(ids.join(",")));
+  source.addEventListener("status", function (msg) {
+    try { var data = JSON.parse(msg.data); show(data.job_id, data.status); } catch (e) { /* ignore */ }
+  });
+  source.addEventListener("end", function () { source.close(); });
+  source.onerror = function () {
+    if (source.readyState === EventSource.CLOSED) { poll(); }  // refused: ask instead
+  };
+  window.addEventListener("pagehide", function () { source.close(); clearTimeout(timer); });
 }
 
 // A job's page: its events over server-sent events; the details are fetched again as they change.
