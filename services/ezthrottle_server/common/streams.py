@@ -27,12 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .redisconn import UNAVAILABLE
+
+if TYPE_CHECKING:
+    from redis.typing import StreamIdT
 
 Entry = tuple[str, dict[str, str]]  # (entry id, fields)
 
@@ -68,7 +71,7 @@ class GroupConsumer:
 
     async def keep_held(self) -> None:
         """Reset the idle time of every entry held, so no other consumer reclaims it."""
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[StreamIdT]] = {}
         for stream, entry_id in list(self.held):
             by_stream.setdefault(stream, []).append(entry_id)
         for stream, ids in by_stream.items():

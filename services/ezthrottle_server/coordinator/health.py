@@ -285,7 +285,7 @@ class RegionMonitor:
 
     async def _load_published(self) -> None:
         """A new leader continues from the published states (keeps hysteresis across failover)."""
-        published = await self.redis.hgetall(keys.region_states())
+        published = await self.redis.hgetall(keys.region_states())  # type: ignore[misc]  # redis-py#2399
         for rid in self.settings.region_ids:
             if rid in published:
                 v = orjson.loads(published[rid])
@@ -303,7 +303,7 @@ class RegionMonitor:
 
     async def evaluate(self) -> dict[str, RegionHealth]:
         now_ms = int(time.time() * 1000)
-        raw = await self.redis.hgetall(keys.heartbeats())
+        raw = await self.redis.hgetall(keys.heartbeats())  # type: ignore[misc]  # redis-py#2399
         by_region: dict[str, list[dict[str, Any]]] = {rid: [] for rid in self.settings.region_ids}
         stale: list[str] = []
         for node, blob in raw.items():
@@ -313,7 +313,7 @@ class RegionMonitor:
             elif beat.get("region") in by_region:
                 by_region[beat["region"]].append(beat)
         if stale:
-            await self.redis.hdel(keys.heartbeats(), *stale)
+            await self.redis.hdel(keys.heartbeats(), *stale)  # type: ignore[misc]  # redis-py#2399
         published: dict[str, bytes] = {}
         for rid, beats in by_region.items():
             others = {other: b for other, b in by_region.items() if other != rid}
@@ -326,7 +326,7 @@ class RegionMonitor:
             if health.state != UNKNOWN:
                 REGION_STATE.labels(rid).set(_STATE_VALUE[health.state])
             published[rid] = orjson.dumps(health.view(now_ms))
-        await self.redis.hset(keys.region_states(), mapping=published)
+        await self.redis.hset(keys.region_states(), mapping=published)  # type: ignore[misc]  # redis-py#2399
         return self.regions
 
     async def run(self) -> None:

@@ -32,7 +32,7 @@ class Lease:
 
     async def tick(self) -> bool:
         try:
-            held = await self.scripts.renew_lease(keys=[keys.coordinator_leader()], args=[self.holder, self.ttl_ms]) == 1
+            held: bool = await self.scripts.renew_lease(keys=[keys.coordinator_leader()], args=[self.holder, self.ttl_ms]) == 1
         except UNAVAILABLE:  # also a cluster failing over
             held = False  # cannot prove we hold it: act as a standby
         if held != self.is_leader:

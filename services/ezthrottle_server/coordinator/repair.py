@@ -130,7 +130,7 @@ class Repairer(CoordinatorLoop):
         # Most records are final: read two short fields of each, the rest only of the others.
         async with self.redis.pipeline(transaction=False) as pipe:
             for j in job_ids:
-                pipe.hmget(keys.job(j), "state", "created_ms")
+                pipe.hmget(keys.job(j), "state", "created_ms")  # type: ignore[arg-type]  # redis-py#2399
             rows = await pipe.execute()
         open_ids = [
             j
@@ -141,7 +141,7 @@ class Repairer(CoordinatorLoop):
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for j in open_ids:
-                pipe.hmget(keys.job(j), *FIELDS)
+                pipe.hmget(keys.job(j), *FIELDS)  # type: ignore[arg-type]  # redis-py#2399
                 pipe.llen(keys.attempts(j))
             replies = await pipe.execute()
         candidates: list[Candidate] = []
@@ -248,7 +248,7 @@ class Repairer(CoordinatorLoop):
                 reported = await pipe.execute()
             left = [r for r, done in zip(c.regions, reported) if not done]
             return left or c.regions[:1]
-        attempts = [orjson.loads(a) for a in await self.redis.lrange(keys.attempts(c.job_id), 0, -1)]
+        attempts = [orjson.loads(a) for a in await self.redis.lrange(keys.attempts(c.job_id), 0, -1)]  # type: ignore[misc]  # redis-py#2399
         if attempts:
             last = attempts[-1]
             if last.get("decision") in ("retry", "reroute") and last.get("next_region") in self.settings.region_ids:

@@ -243,7 +243,7 @@ class QueueSampler(CoordinatorLoop):
         if rest:
             out["ezt_domain_queue_depth"].append(((OTHER, "waiting"), sum(domains[d].waiting for d in rest)))
             out["ezt_domain_queue_depth"].append(((OTHER, "running"), sum(domains[d].running for d in rest)))
-            oldest = [domains[d].oldest_ms for d in rest if domains[d].oldest_ms is not None]
+            oldest = [ms for d in rest if (ms := domains[d].oldest_ms) is not None]
             out["ezt_domain_oldest_wait_seconds"].append(((OTHER,), _age_s(now_ms, min(oldest) if oldest else None)))
         for d in top:
             await self._limit(out, d, now_ms)

@@ -66,7 +66,7 @@ class ScheduleFirer(CoordinatorLoop):
         return len(due) >= BATCH
 
     async def _tick(self, schedule_id: str, now: int) -> None:
-        data: dict[str, str] = await self.redis.hgetall(keys.schedule(schedule_id))
+        data: dict[str, str] = await self.redis.hgetall(keys.schedule(schedule_id))  # type: ignore[misc]  # redis-py#2399
         if not data:
             await self.redis.zrem(keys.schedules_due(), schedule_id)  # deleted: schedule_delete.lua took it out already
             return
@@ -92,11 +92,11 @@ class ScheduleFirer(CoordinatorLoop):
     async def _final(self, job_id: str) -> bool:
         if keys.job_partition(job_id) is None:
             return True
-        state = await self.redis.hget(keys.job(job_id), "state")
+        state = await self.redis.hget(keys.job(job_id), "state")  # type: ignore[misc]  # redis-py#2399
         return state is None or state in JobState.FINAL  # a job expired away is over too
 
     async def _resubmit(self, schedule_id: str) -> None:
-        data: dict[str, str] = await self.redis.hgetall(keys.schedule(schedule_id))
+        data: dict[str, str] = await self.redis.hgetall(keys.schedule(schedule_id))  # type: ignore[misc]  # redis-py#2399
         if not data.get("firing"):
             await self.redis.zrem(keys.schedules_firing(), schedule_id)
             return

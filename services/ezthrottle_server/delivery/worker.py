@@ -51,6 +51,7 @@ never taken over while its worker lives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -63,7 +64,6 @@ import redis.asyncio as aioredis
 from yarl import URL
 
 from ..common import keys, scripting
-from ..common.workflows import frugal_step
 from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, DEAD, DELIVERED, live_regions, route_for
@@ -76,9 +76,10 @@ from ..common.metrics import (
     WEBHOOK_QUORUM_MISSED,
     WEBHOOK_RECLAIMED,
 )
+from ..common.redisconn import UNAVAILABLE, Scripts
 from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets
 from ..common.streams import StreamWorker
-from ..common.redisconn import UNAVAILABLE, Scripts
+from ..common.workflows import frugal_step
 from ..pacing.scope import domain_of
 from .schedule import decide
 from .sender import SendResult, WebhookSender
@@ -188,10 +189,8 @@ class DeliveryWorker(StreamWorker):
 
     async def _after_stop(self) -> None:
         if self.region:
-            try:
+            with contextlib.suppress(*UNAVAILABLE):  # it expires on its own
                 await self.scripts.release_lease(keys=[keys.delivery_region_alive(self.region)], args=[self.consumer])
-            except UNAVAILABLE:
-                pass  # it expires on its own
 
     @property
     def inflight(self) -> int:
@@ -370,7 +369,7 @@ class DeliveryWorker(StreamWorker):
         (``quorum_missed_ms``), so each job that misses its quorum is counted
         once, however many of its webhooks die at the same moment.
         """
-        state = await self.redis.hgetall(hooks_key)  # one read: votes and states agree with each other
+        state = await self.redis.hgetall(hooks_key)  # type: ignore[misc]  # one read: votes and states agree with each other
         if state.get("quorum_met_ms") or "count" not in state:
             return False
         n = int(state["count"])
@@ -379,7 +378,7 @@ class DeliveryWorker(StreamWorker):
         open_votes = sum(1 for i in range(n) if state.get(f"{i}:vote") == "1" and state.get(f"{i}:state") not in (DELIVERED, DEAD))
         if int(state.get("votes") or 0) + open_votes >= int(state.get("quorum") or 1):
             return False
-        return bool(await self.redis.hsetnx(hooks_key, "quorum_missed_ms", _now_ms()))
+        return bool(await self.redis.hsetnx(hooks_key, "quorum_missed_ms", _now_ms()))  # type: ignore[arg-type, misc]  # redis-py#2399
 
     # -- one POST ------------------------------------------------------------
 

@@ -210,7 +210,7 @@ class Attempts:
             holder = await self._take_send_lease(job_id)
             if holder is None:
                 return None  # another region is sending it; deferred until its lease ends
-            if await self.redis.hget(keys.job(job_id), "state") in JobState.FINAL:
+            if await self.redis.hget(keys.job(job_id), "state") in JobState.FINAL:  # type: ignore[misc]  # redis-py#2399
                 await self._drop_send_lease(job_id, holder)
                 return None
         try:
@@ -225,7 +225,7 @@ class Attempts:
         if flow is None:
             return True
         job_id = job_of(lease)
-        customer = await self.redis.hget(keys.job(job_id), "customer") or ""
+        customer = await self.redis.hget(keys.job(job_id), "customer") or ""  # type: ignore[misc]  # redis-py#2399
         wait_ms = await self.flow.acquire(
             customer, flow, lease, lease_ms=int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS
         )
@@ -317,7 +317,8 @@ class Attempts:
 
     async def _pauses_the_key(self, scope: Scope) -> bool:
         """Unless domains.yaml says ``pause: domain``, a Retry-After pauses a job's flow-control key."""
-        return await self.redis.hget(keys.pacing_conf(scope.domain), "pause") != "domain"
+        pause: str | None = await self.redis.hget(keys.pacing_conf(scope.domain), "pause")  # type: ignore[misc]  # redis-py#2399
+        return pause != "domain"
 
     def _hints(self, outcome: AttemptResult) -> TargetHints:
         if outcome.status_code is None:  # no answer: infrastructure (the circuit breaker counts it), or refused here
@@ -426,7 +427,7 @@ class Attempts:
         try:
             if not await self.redis.exists(job_key):  # gone: no stray record for it
                 return False
-            crashes = await self.redis.hincrby(job_key, "crashes", 1)
+            crashes = await self.redis.hincrby(job_key, "crashes", 1)  # type: ignore[misc]  # redis-py#2399
             if crashes < MAX_CRASHES:
                 log.warning("attempt crashed (%d of %d): %r", crashes, MAX_CRASHES, exc, extra=where)
                 return False

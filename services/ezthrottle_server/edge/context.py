@@ -11,16 +11,16 @@ from aiohttp import web
 from ..common.config import Settings
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts
-from .auth import Authenticator
-from .executor import Executor
-from .admission import Admission
-from .events import EventHub
+from ..common.routing import RegionStates
 from ..pacing.flow import FlowControl
+from .admission import Admission
+from .auth import Authenticator
+from .events import EventHub
+from .executor import Executor
 from .intake import Intake
 from .outcomes import OutcomeWindow
 from .probes import Prober
 from .quota import Quotas
-from ..common.routing import RegionStates
 from .worker import RegionWorker
 
 

@@ -66,7 +66,7 @@ class EventHub:
         for queues in self._watchers.values():
             for q in queues:
                 q.put_nowait(None)
-        await self.pubsub.aclose()
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
         await self.client.aclose()
 
     async def _pump(self) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 from ..common import job_index, job_scripts, keys
 from ..common.config import Settings
 from ..common.errors import ApiError
-from ..common.job_scripts import Submission, Submitted, SubmitReply
+from ..common.job_scripts import Submission, SubmitReply, Submitted
 from ..common.jobs import hash_key, key_digest, record_fields
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from ..common.quotas import USAGE_TTL_S, month_of

@@ -43,7 +43,7 @@ class Quotas:
         hit = self._tiers.get(customer)
         if hit and hit[1] > now:
             return hit[0]
-        name = await self.redis.hget(keys.customer(customer), "tier") or self.settings.default_tier
+        name = await self.redis.hget(keys.customer(customer), "tier") or self.settings.default_tier  # type: ignore[misc]  # redis-py#2399
         tier = self.settings.tiers.get(name) or self.settings.tiers[self.settings.default_tier]
         if len(self._tiers) > 10_000:
             self._tiers.clear()

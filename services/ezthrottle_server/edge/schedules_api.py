@@ -42,7 +42,7 @@ def _flat(fields: dict[str, Any]) -> list[Any]:
 async def _load(ctx: EdgeContext, customer: str, schedule_id: str) -> dict[str, str]:
     if not schedules.is_schedule_id(schedule_id):
         raise _not_found(schedule_id)
-    data: dict[str, str] = await ctx.redis.hgetall(keys.schedule(schedule_id))
+    data: dict[str, str] = await ctx.redis.hgetall(keys.schedule(schedule_id))  # type: ignore[misc]  # redis-py#2399
     if not data or data.get("customer") != customer:
         raise _not_found(schedule_id)
     return data
@@ -76,13 +76,13 @@ async def create_schedule(request: web.Request) -> web.Response:
     )
     if written == -1:
         raise ApiError("invalid_request", f"this API key's customer has {most} schedules, the most allowed: delete one first")
-    return json_response(schedules.view(schedule_id, await ctx.redis.hgetall(keys.schedule(schedule_id))), 201)
+    return json_response(schedules.view(schedule_id, await ctx.redis.hgetall(keys.schedule(schedule_id))), 201)  # type: ignore[misc]  # redis-py#2399
 
 
 async def list_schedules(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
-    ids = sorted(await ctx.redis.smembers(keys.customer_schedules(customer)))
+    ids = sorted(await ctx.redis.smembers(keys.customer_schedules(customer)))  # type: ignore[misc]  # redis-py#2399
     rows: list[dict[str, str]] = []
     if ids:
         async with ctx.redis.pipeline(transaction=False) as pipe:
@@ -138,7 +138,7 @@ async def update_schedule(request: web.Request) -> web.Response:
     )
     if not written:
         raise _not_found(schedule_id)
-    return json_response(schedules.view(schedule_id, await ctx.redis.hgetall(keys.schedule(schedule_id))))
+    return json_response(schedules.view(schedule_id, await ctx.redis.hgetall(keys.schedule(schedule_id))))  # type: ignore[misc]  # redis-py#2399
 
 
 async def delete_schedule(request: web.Request) -> web.Response:

@@ -29,12 +29,12 @@ and is sent at once, with no stream entry and no admission.
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import orjson
 import redis.asyncio as aioredis
@@ -207,7 +207,7 @@ class RegionWorker(StreamWorker):
             unknown = [j for j in valid if j not in hinted]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for j in unknown:
-                    pipe.hmget(keys.job(j), "customer", "spec", "state")
+                    pipe.hmget(keys.job(j), "customer", "spec", "state")  # type: ignore[arg-type]  # redis-py#2399
                 rows = dict(zip(unknown, await pipe.execute())) if unknown else {}
             parked: list[tuple[str, str, str]] = []  # job id, domain, customer
             for job_id in valid:

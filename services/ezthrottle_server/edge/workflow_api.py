@@ -53,7 +53,7 @@ async def claim_frugal_step(request: web.Request) -> web.Response:
             f"step_id: must be '{job_id}:<relation>' with relation one of {', '.join(RELATIONS)}, got {step_id!r}",
             field="step_id",
         )
-    if await ctx.redis.hget(keys.job(job_id), "customer") != customer:
+    if await ctx.redis.hget(keys.job(job_id), "customer") != customer:  # type: ignore[misc]  # redis-py#2399
         raise not_found
     claim = orjson.dumps({"claimed_ms": int(time.time() * 1000)})
     won = await ctx.redis.set(keys.frugal_claim(job_id, step_id), claim, nx=True, ex=ctx.settings.job_ttl_s)

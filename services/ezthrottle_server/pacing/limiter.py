@@ -29,10 +29,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from ..common import keys
+from ..common import keys, scripting
 from ..common.batching import Batcher
 from ..common.config import Settings
-from ..common import scripting
 from .hints import TargetHints
 from .scope import SHARED, Scope
 
@@ -64,7 +63,7 @@ class PacingPolicy:
     max_pause_s: float = 3600.0
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "PacingPolicy":
+    def from_settings(cls, s: Settings) -> PacingPolicy:
         return cls(
             default_rps=s.pacing_default_rps,
             default_max_concurrent=s.pacing_default_max_concurrent,
@@ -426,13 +425,13 @@ class Limiter:
     async def pause(self, scope: Scope, until_ms: int) -> None:
         """An operator's pause: nothing is granted before ``until_ms`` (a pause only ever extends)."""
         limit = keys.pacing_limit(scope.domain, scope.who)
-        current = float(await self.redis.hget(limit, "pause_until") or 0)
+        current = float(await self.redis.hget(limit, "pause_until") or 0)  # type: ignore[misc]  # redis-py#2399
         if until_ms > current:
-            await self.redis.hset(limit, "pause_until", str(until_ms))
+            await self.redis.hset(limit, "pause_until", str(until_ms))  # type: ignore[misc]  # redis-py#2399
 
     async def resume(self, scope: Scope) -> None:
         """An operator's resume: the pause (and a Retry-After's) ends now, and every region looks at the scope at once."""
-        await self.redis.hdel(keys.pacing_limit(scope.domain, scope.who), "pause_until")
+        await self.redis.hdel(keys.pacing_limit(scope.domain, scope.who), "pause_until")  # type: ignore[misc]  # redis-py#2399
         now = int(_now_ms())
         for region in self.regions:
             if await self.redis.zcard(keys.pacing_wait(scope.domain, scope.who, region)):

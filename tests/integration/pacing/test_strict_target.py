@@ -41,7 +41,7 @@ class StrictTarget:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> "StrictTarget":
+    async def start(self) -> StrictTarget:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

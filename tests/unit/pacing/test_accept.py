@@ -2,12 +2,10 @@
 
 import pytest
 
-from ezthrottle_server.common import job_index, keys
+from ezthrottle_server.common import job_index, keys, scripting
 from ezthrottle_server.common.jobs import record_fields, validate_job
-from ezthrottle_server.common import scripting
 from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
 from ezthrottle_server.pacing.scope import SHARED, Scope
-
 
 DOMAIN = "api.example:443"
 SCOPE = Scope(DOMAIN)
