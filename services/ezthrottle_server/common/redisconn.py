@@ -54,11 +54,31 @@ from redis.exceptions import (
 from . import scripting
 
 SCRIPT_NAMES = (
-    "submit", "start_attempt", "finish", "requeue", "release_delayed", "renew_lease", "release_lease",
-    "delivery_plan", "delivery_record", "delivery_release", "delivery_replay",
-    "spawn_child", "claim_continuation", "fire_timers", "count_failure", "replace_hash", "repair", "swap_field", "reserve_quota",
-    "evacuate", "cancel",
-    "schedule_write", "schedule_delete", "schedule_claim", "schedule_fired",
+    "submit",
+    "start_attempt",
+    "finish",
+    "requeue",
+    "release_delayed",
+    "renew_lease",
+    "release_lease",
+    "delivery_plan",
+    "delivery_record",
+    "delivery_release",
+    "delivery_replay",
+    "spawn_child",
+    "claim_continuation",
+    "fire_timers",
+    "count_failure",
+    "replace_hash",
+    "repair",
+    "swap_field",
+    "reserve_quota",
+    "evacuate",
+    "cancel",
+    "schedule_write",
+    "schedule_delete",
+    "schedule_claim",
+    "schedule_fired",
 )
 
 
@@ -186,9 +206,7 @@ def connect_pubsub(url: str) -> aioredis.Redis:
     published while it reconnects are missed, as with one server.
     """
     if not is_cluster_url(url):
-        return aioredis.Redis.from_url(
-            url, decode_responses=True, max_connections=8, health_check_interval=30, socket_keepalive=True
-        )
+        return aioredis.Redis.from_url(url, decode_responses=True, max_connections=8, health_check_interval=30, socket_keepalive=True)
     kwargs: dict[str, Any] = parse_url(_node_url(url))
     if kwargs.pop("db", 0):
         raise ValueError(f"a cluster URL cannot name a database: {url}")

@@ -183,7 +183,9 @@ class WorkflowSpawner(CoordinatorLoop):
         now = int(time.time() * 1000)
         here = parent.get("winner") or (parent.get("regions") or self.settings.region_ids[0]).split(",")[0]
         try:
-            regions = choose_regions(child.get("regions"), child.get("region_policy", "fallback"), here, await self.regions.states(), self.settings.region_ids)
+            regions = choose_regions(
+                child.get("regions"), child.get("region_policy", "fallback"), here, await self.regions.states(), self.settings.region_ids
+            )
         except ApiError as exc:
             log.warning("no region for %s of %s: %s; using %s", relation, parent_id, exc.message, here, extra={"job_id": parent_id})
             regions = [here]

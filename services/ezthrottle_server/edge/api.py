@@ -26,6 +26,7 @@ from .intake import Duplicate, Refused
 
 log = logging.getLogger(__name__)
 
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -212,7 +213,8 @@ def job_view(job_id: str, data: dict[str, str], attempts: list[str], webhooks: d
         # Moves out of a region judged down (coordinator/evacuate.py), each a reroute with the reason region_down.
         "evacuations": [
             {"from": move.partition(">")[0], "to": move.partition(">")[2], "reason": "region_down"}
-            for move in (data.get("evacuated") or "").split(",") if move
+            for move in (data.get("evacuated") or "").split(",")
+            if move
         ],
         "maybe_sent": data.get("maybe_sent") == "1",
         "region_outcomes": _region_outcomes(data, parsed_attempts),

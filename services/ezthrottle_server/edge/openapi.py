@@ -208,14 +208,36 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
     result = {
         "type": "object",
         "required": ["status_code", "headers", "body"],
-        "properties": {"status_code": {"type": "integer"}, "headers": {"type": "object"}, "body": {"type": "string"}, "truncated": {"type": "boolean"}},
+        "properties": {
+            "status_code": {"type": "integer"},
+            "headers": {"type": "object"},
+            "body": {"type": "string"},
+            "truncated": {"type": "boolean"},
+        },
     }
     view = {
         "type": "object",
         "required": [
-            "job_id", "status", "idempotent_key", "url", "method", "metadata", "regions", "winner_region",
-            "created_at_ms", "started_at_ms", "finished_at_ms", "execution_mode", "regions_tried", "retries",
-            "reroutes", "region_outcomes", "error", "result", "attempts", "webhooks",
+            "job_id",
+            "status",
+            "idempotent_key",
+            "url",
+            "method",
+            "metadata",
+            "regions",
+            "winner_region",
+            "created_at_ms",
+            "started_at_ms",
+            "finished_at_ms",
+            "execution_mode",
+            "regions_tried",
+            "retries",
+            "reroutes",
+            "region_outcomes",
+            "error",
+            "result",
+            "attempts",
+            "webhooks",
         ],
         "properties": {
             "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
@@ -239,7 +261,10 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
             "evacuations": {
                 "type": "array",
                 "description": "Moves out of a region judged down, each also counted in reroutes",
-                "items": {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "reason": {"type": "string"}}},
+                "items": {
+                    "type": "object",
+                    "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "reason": {"type": "string"}},
+                },
             },
             "maybe_sent": {"type": "boolean", "description": "An attempt was cut off by a dead node and may have reached the target"},
             "waiting_on": _nullable(
@@ -511,7 +536,7 @@ def _text(ctype: str, description: str) -> dict[str, Any]:
 
 
 JOB_EXAMPLES = {
-    "simple": {"value": {"url": "https://api.example.com/v1/charges", "method": "POST", "body": "{\"amount\": 1000}"}},
+    "simple": {"value": {"url": "https://api.example.com/v1/charges", "method": "POST", "body": '{"amount": 1000}'}},
     "raced_with_webhooks": {
         "value": {
             "url": "https://api.example.com/v1/notify",
@@ -697,14 +722,29 @@ def _schedule_paths() -> dict[str, Any]:
         "cron": {"type": "string", "description": "5 fields (or @hourly...), read in timezone", "example": "*/5 * * * *"},
         "every_s": {"type": "integer", "minimum": 1, "maximum": MAX_EVERY_S},
         "timezone": {"type": "string", "maxLength": 64, "description": "IANA name, default UTC", "example": "UTC"},
-        "overlap": {"type": "string", "enum": list(OVERLAPS), "description": "skip (default): no tick while the last fired job is not final"},
+        "overlap": {
+            "type": "string",
+            "enum": list(OVERLAPS),
+            "description": "skip (default): no tick while the last fired job is not final",
+        },
     }
     create = {"type": "object", "required": ["job"], "additionalProperties": False, "properties": {**timing, "job": _ref("Job")}}
     patch = {"type": "object", "additionalProperties": False, "properties": {**timing, "job": _ref("Job"), "paused": {"type": "boolean"}}}
     ms = _nullable({"type": "integer"})
     schedule = {
         "type": "object",
-        "required": ["schedule_id", "cron", "every_s", "timezone", "overlap", "paused", "next_fire_at_ms", "job", "last_job_id", "last_error"],
+        "required": [
+            "schedule_id",
+            "cron",
+            "every_s",
+            "timezone",
+            "overlap",
+            "paused",
+            "next_fire_at_ms",
+            "job",
+            "last_job_id",
+            "last_error",
+        ],
         "properties": {
             "schedule_id": {"type": "string", "pattern": SCHEDULE_ID_PATTERN},
             "cron": _nullable({"type": "string"}),
@@ -738,11 +778,19 @@ def _schedule_paths() -> dict[str, Any]:
             ),
             "get": _op(
                 "Your schedules",
-                {"200": _json({"type": "object", "required": ["schedules"], "properties": {"schedules": {"type": "array", "items": schedule}}}, "Schedules"), **_errors(*AUTHED)},
+                {
+                    "200": _json(
+                        {"type": "object", "required": ["schedules"], "properties": {"schedules": {"type": "array", "items": schedule}}},
+                        "Schedules",
+                    ),
+                    **_errors(*AUTHED),
+                },
             ),
         },
         "/api/v1/schedules/{schedule_id}": {
-            "get": _op("One of your schedules", {"200": _json(schedule, "The schedule"), **_errors(404, *AUTHED)}, parameters=[schedule_id]),
+            "get": _op(
+                "One of your schedules", {"200": _json(schedule, "The schedule"), **_errors(404, *AUTHED)}, parameters=[schedule_id]
+            ),
             "patch": _op(
                 "Pause, resume or change a schedule (a new timing or a resume counts the next tick from now)",
                 {"200": _json(schedule, "Changed"), **_errors(400, 404, 413, 415, 422, *AUTHED)},
@@ -753,7 +801,11 @@ def _schedule_paths() -> dict[str, Any]:
                 "Delete a schedule (jobs it fired are not touched)",
                 {
                     "200": _json(
-                        {"type": "object", "required": ["schedule_id", "deleted"], "properties": {"schedule_id": {"type": "string"}, "deleted": {"const": True}}},
+                        {
+                            "type": "object",
+                            "required": ["schedule_id", "deleted"],
+                            "properties": {"schedule_id": {"type": "string"}, "deleted": {"const": True}},
+                        },
                         "Deleted",
                     ),
                     **_errors(404, *AUTHED),
@@ -793,7 +845,11 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             )
         },
         "/api/v1/jobs/{job_id}": {
-            "get": _op("A job: state, attempts, result, webhooks", {"200": _json(_ref("JobView"), "The job"), **_errors(404, *AUTHED)}, parameters=[job_id]),
+            "get": _op(
+                "A job: state, attempts, result, webhooks",
+                {"200": _json(_ref("JobView"), "The job"), **_errors(404, *AUTHED)},
+                parameters=[job_id],
+            ),
             "delete": _op(
                 "Cancel a job that has not ended (and what is pending below it in its workflow): nothing is sent after the answer",
                 {
@@ -823,7 +879,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "/api/v1/jobs/{job_id}/events": {
             "get": _op(
                 "The job's live events (server-sent events), starting with a snapshot",
-                {"200": _text("text/event-stream", "An event stream; ends when the job is final and its webhooks settled"), **_errors(404, *AUTHED)},
+                {
+                    "200": _text("text/event-stream", "An event stream; ends when the job is final and its webhooks settled"),
+                    **_errors(404, *AUTHED),
+                },
                 parameters=[job_id],
             )
         },
@@ -865,7 +924,9 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 parameters=[flow_key],
             )
         },
-        "/api/v1/usage": {"get": _op("This month's usage, tier, cap and overage", {"200": _json(_ref("Usage"), "Usage"), **_errors(*AUTHED)})},
+        "/api/v1/usage": {
+            "get": _op("This month's usage, tier, cap and overage", {"200": _json(_ref("Usage"), "Usage"), **_errors(*AUTHED)})
+        },
         "/api/v1/webhook-secrets": {
             "post": _op(
                 "Set the webhook signing secrets (a POST without a secondary removes it)",
@@ -877,7 +938,11 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "Delete the webhook secrets",
                 {
                     "200": _json(
-                        {"type": "object", "required": ["status", "message"], "properties": {"status": {"const": "ok"}, "message": {"type": "string"}}},
+                        {
+                            "type": "object",
+                            "required": ["status", "message"],
+                            "properties": {"status": {"const": "ok"}, "message": {"type": "string"}},
+                        },
                         "Deleted (also when none was set)",
                     ),
                     **_errors(*AUTHED),
@@ -895,7 +960,14 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             "get": _op(
                 "Dead-lettered webhooks, oldest first",
                 {"200": _json(_ref("DeadLetters"), "Dead letters"), **_errors(400, *AUTHED)},
-                parameters=[{"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}}],
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+                    }
+                ],
             )
         },
         "/api/v1/deliveries/dead/replay": {
@@ -914,7 +986,12 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                                 "type": "object",
                                 "additionalProperties": False,
                                 "properties": {
-                                    "job_ids": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+                                    "job_ids": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": 1000,
+                                        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                                    },
                                     "dead_after": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
                                     "dead_before": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
                                 },
@@ -951,7 +1028,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "/api/v1/proxy": {
             "post": _op(
                 "The published SDK's proxy envelope, dispatched to the routes above",
-                {"200": _json(_ref("ProxyAnswer"), "The target route's answer, whatever its status"), **_errors(400, 404, 405, 413, 415, *AUTHED)},
+                {
+                    "200": _json(_ref("ProxyAnswer"), "The target route's answer, whatever its status"),
+                    **_errors(400, 404, 405, 413, 415, *AUTHED),
+                },
                 body="ProxyEnvelope",
             )
         },
@@ -976,7 +1056,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "info": {
             "title": "EZThrottle edge API",
             "version": "1",
-            "description": "Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}` with the status of their code. "
+            "description": 'Errors are `{"error": {"code", "message", "field"?}}` with the status of their code. '
             f"Request bodies are limited to {settings.max_body_bytes} bytes (413 above).",
         },
         "servers": [{"url": settings.advertised_url}],
@@ -997,4 +1077,3 @@ def route(settings: Settings) -> web.RouteDef:
         return web.Response(body=body, content_type="application/json")
 
     return web.get(PATH, openapi)
-
