@@ -67,7 +67,8 @@ Environment variables (all optional):
 ``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
 ``EZT_INSECURE_PLAINTEXT_SECRETS``    ``1``: let a production-profile service start without EZT_SECRETS_KEYS (secrets stored in clear)
 ``EZT_SCHEDULES_MAX_PER_CUSTOMER``    the most schedules a customer may have (100; POST /api/v1/schedules answers 400 above)
-``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued again (60)
+``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued
+                                      again (60)
 ``EZT_OPERATOR_TOKEN``                signs an operator into ``/console`` (every customer, regions, domains); unset: no operator sign-in
 ====================================  =========================================
 """
@@ -86,8 +87,8 @@ from typing import Any
 import yaml
 
 from .errors import EZThrottleServerError
-from .secretbox import parse_keys
 from .quotas import DEFAULT_TIER, DEFAULT_TIERS, Tier, tiers_from_config
+from .secretbox import parse_keys
 
 DEFAULT_REDIS_PORT = 6390
 PRODUCTION_MAX_QUEUED_PER_CUSTOMER = 100_000  # the production profile's ceiling unless EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER says
@@ -214,7 +215,7 @@ class Settings:
     def advertised_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 
-    def with_overrides(self, **changes: Any) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
 

@@ -30,7 +30,6 @@ out of reach for now": wait and try again.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -43,12 +42,16 @@ from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterError,
-    ConnectionError as RedisConnectionError,
     RedisClusterException,
     ResponseError,
     SlotNotCoveredError,
-    TimeoutError as RedisTimeoutError,
     TryAgainError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
 )
 
 from . import scripting
@@ -134,7 +137,7 @@ POOL_WAIT_S = 10  # longest wait for a free pooled connection before ConnectionE
 try:  # hiredis packs commands in C; redis-py only uses it to parse replies
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - hiredis is optional
-    _hiredis_pack = None
+    _hiredis_pack = None  # type: ignore[assignment]  # then no connection packs with it (connect())
 
 
 class _HiredisPackedConnection(Connection):
@@ -152,7 +155,7 @@ class _HiredisPackedConnection(Connection):
         if (isinstance(head, str) and " " in head) or (isinstance(head, bytes) and b" " in head):
             args = (*head.split(), *args[1:])
         try:
-            return [_hiredis_pack(args)]  # type: ignore[misc]
+            return [_hiredis_pack(args)]
         except TypeError:
             return super().pack_command(*args)
 
@@ -206,8 +209,11 @@ def connect_pubsub(url: str) -> aioredis.Redis:
     published while it reconnects are missed, as with one server.
     """
     if not is_cluster_url(url):
-        return aioredis.Redis.from_url(url, decode_responses=True, max_connections=8, health_check_interval=30, socket_keepalive=True)
-    kwargs: dict[str, Any] = parse_url(_node_url(url))
+        client: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, max_connections=8, health_check_interval=30, socket_keepalive=True
+        )
+        return client
+    kwargs: dict[str, Any] = dict(parse_url(_node_url(url)))
     if kwargs.pop("db", 0):
         raise ValueError(f"a cluster URL cannot name a database: {url}")
     tls = kwargs.pop("connection_class", Connection) is SSLConnection
@@ -247,7 +253,7 @@ class _Cluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self._seeds = [(n.host, n.port) for n in self.nodes_manager.startup_nodes.values()]
 
-    async def initialize(self) -> "_Cluster":
+    async def initialize(self) -> _Cluster:
         if self._initialize:
             startup = self.nodes_manager.startup_nodes
             for host, port in self._seeds:
@@ -311,7 +317,7 @@ class _AnyNode:
         self._nodes = nodes
         kwargs.setdefault("host", nodes.seed[0])
         kwargs.setdefault("port", nodes.seed[1])
-        super().__init__(**kwargs)  # type: ignore[call-arg]
+        super().__init__(**kwargs)
 
     async def _connect(self) -> None:
         last: BaseException | None = None
@@ -320,7 +326,7 @@ class _AnyNode:
             try:
                 await super()._connect()  # type: ignore[misc]
                 return
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 last = exc
         assert last is not None
         raise last

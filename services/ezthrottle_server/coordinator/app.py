@@ -13,19 +13,19 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common.config import Settings
-from ..common.metrics import prime
-from ..common.service import add_probes
-from ..common.redisconn import Scripts, connect
 from ..common.http import errors_middleware
+from ..common.metrics import prime
+from ..common.redisconn import Scripts, connect
+from ..common.service import add_probes
 from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
+from .evacuate import Evacuator
 from .health import HealthRules, RegionMonitor
 from .lease import Lease
-from .evacuate import Evacuator
 from .repair import Repairer
+from .sampler import QueueSampler
 from .schedules import ScheduleFirer
 from .workflows import WorkflowSpawner
-from .sampler import QueueSampler
 
 
 @dataclass

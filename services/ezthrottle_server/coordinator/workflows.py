@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -47,11 +47,14 @@ from ..common.errors import ApiError
 from ..common.jobs import record_fields
 from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.redisconn import Scripts
-from ..common.streams import GroupConsumer
 from ..common.routing import RegionStates, choose_regions
+from ..common.streams import GroupConsumer
 from ..pacing.scope import domain_of
 from .lease import Leadership
 from .loop import CoordinatorLoop
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ class WorkflowSpawner(CoordinatorLoop):
             now = int(time.time() * 1000)
             await end_job(self.redis, self.scripts, self.settings, job_id, customer="", now_ms=now, expire=True)
             return
-        parent = await self.redis.hgetall(keys.job(job_id))
+        parent = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py#2399
         if not parent:
             return  # expired: nothing to continue
         if parent.get("state") == workflows.CANCELLED:
@@ -172,10 +175,10 @@ class WorkflowSpawner(CoordinatorLoop):
         step = step_of(job_id, job)
         if step is None:
             return
-        cont = await self.redis.hget(keys.job(job_id), "cont")
+        cont = await self.redis.hget(keys.job(job_id), "cont")  # type: ignore[misc]  # redis-py#2399
         if cont == workflows.FALLBACK:  # a fallback (started now, or by a timer) carries the step on
             return
-        fields = {"job": step} if step == job_id else {"job": step, "outcome": job_id}
+        fields: dict[FieldT, EncodableT] = {"job": step} if step == job_id else {"job": step, "outcome": job_id}
         await self.redis.xadd(keys.deliveries(partition), fields)  # planned once per step (delivery_plan.lua)
         log.debug("no fallback followed; the step's webhooks get its outcome", extra={"job_id": job_id})
 

@@ -17,8 +17,8 @@ from aiohttp import web
 from ..common import keys
 from ..common.deliveries import webhooks_view
 from ..common.errors import ApiError, OutboundBlocked
-from ..common.jobs import MAX_CHAIN_DEPTH, validate_job
 from ..common.http import json_response, read_json, then
+from ..common.jobs import MAX_CHAIN_DEPTH, validate_job
 from ..pacing.scope import SHARED, domain_of
 from .context import CTX, EdgeContext
 from .events import stream_job_events
@@ -104,7 +104,7 @@ async def load_job_view(ctx: EdgeContext, customer: str, job_id: str) -> dict[st
 async def _waiting_on(ctx: EdgeContext, view: dict[str, Any]) -> str | None:
     """What holds a job that waits, beyond its turn: its domain's circuit breaker, or a Retry-After pause."""
     domain = domain_of(view["url"])
-    open_until, pause_until = await ctx.redis.hmget(keys.pacing_limit(domain, SHARED), "cb_open_until", "pause_until")
+    open_until, pause_until = await ctx.redis.hmget(keys.pacing_limit(domain, SHARED), "cb_open_until", "pause_until")  # type: ignore[arg-type, misc]  # redis-py#2399
     if float(open_until or 0) > 0:
         return "circuit_open"
     if float(pause_until or 0) > _now_ms():

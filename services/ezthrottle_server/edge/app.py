@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,32 +13,32 @@ from aiohttp import web
 
 from ..common import keys
 from ..common.config import Settings
+from ..common.http import after_response_middleware, errors_middleware
 from ..common.metrics import prime
-from ..common.service import add_probes
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect, connect_pubsub
-from ..common.http import after_response_middleware, errors_middleware
-from .api import ROUTES
-from .deliveries_api import ROUTES as DELIVERIES_ROUTES
-from .secrets_api import ROUTES as SECRETS_ROUTES
-from .proxy_api import ROUTES as PROXY_ROUTES
-from .workflow_api import ROUTES as WORKFLOW_ROUTES
-from .cancel_api import ROUTES as CANCEL_ROUTES
-from .search_api import ROUTES as SEARCH_ROUTES
-from .console import add_console
-from .flow_api import ROUTES as FLOW_ROUTES
-from .schedules_api import ROUTES as SCHEDULES_ROUTES
-from .openapi import route as openapi_route
-from .auth import Authenticator
-from .context import CTX, EdgeContext
-from .executor import Executor
-from .admission import Admission
-from .events import EventHub
-from .quota import Quotas
 from ..common.routing import RegionStates, region_usable
+from ..common.service import add_probes
+from .admission import Admission
+from .api import ROUTES
+from .auth import Authenticator
+from .cancel_api import ROUTES as CANCEL_ROUTES
+from .console import add_console
+from .context import CTX, EdgeContext
+from .deliveries_api import ROUTES as DELIVERIES_ROUTES
+from .events import EventHub
+from .executor import Executor
 from .faults import FaultyExecutor
+from .flow_api import ROUTES as FLOW_ROUTES
+from .openapi import route as openapi_route
 from .probes import Prober
+from .proxy_api import ROUTES as PROXY_ROUTES
+from .quota import Quotas
+from .schedules_api import ROUTES as SCHEDULES_ROUTES
+from .search_api import ROUTES as SEARCH_ROUTES
+from .secrets_api import ROUTES as SECRETS_ROUTES
 from .worker import RegionWorker
+from .workflow_api import ROUTES as WORKFLOW_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,8 @@ async def _beat_once(ctx: EdgeContext) -> None:
 async def _heartbeat(ctx: EdgeContext) -> None:
     changed = ctx.prober.changed if ctx.prober is not None else asyncio.Event()
     while True:
-        try:  # once a second, and at once when a probe result changes
+        with contextlib.suppress(TimeoutError):  # once a second, and at once when a probe result changes
             await asyncio.wait_for(changed.wait(), HEARTBEAT_INTERVAL_S)
-        except TimeoutError:
-            pass
         changed.clear()
         try:
             await _beat_once(ctx)

@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..common.config import Settings
 from ..common.errors import API_ERRORS
+from ..common.job_index import MAX_MS
 from ..common.jobs import (
     EXECUTION_MODES,
     MAX_KEY_LENGTH,
@@ -33,16 +35,14 @@ from ..common.jobs import (
     REGION_POLICIES,
     STEP_TYPES,
 )
-from ..common.config import Settings
 from ..common.schedules import MAX_EVERY_S, OVERLAPS, SCHEDULE_ID_PATTERN
-from .secrets_api import MAX_SECRET_CHARS, MIN_SECRET_CHARS
+from .console.openapi import console_paths
 from .deliveries_api import MAX_LIMIT
-from .workflow_api import RELATIONS
 from .search_api import DEFAULT_LIMIT as SEARCH_DEFAULT_LIMIT
 from .search_api import MAX_LIMIT as SEARCH_MAX_LIMIT
 from .search_api import STATUSES as SEARCH_STATUSES
-from ..common.job_index import MAX_MS
-from .console.openapi import console_paths
+from .secrets_api import MAX_SECRET_CHARS, MIN_SECRET_CHARS
+from .workflow_api import RELATIONS
 
 PATH = "/openapi.json"
 JOB_ID_PATTERN = r"^job_[0-9]{10,16}_[0-9a-f]{16}p[0-9]{1,4}$"
@@ -351,7 +351,7 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
 
 def _schemas(settings: Settings) -> dict[str, Any]:
     secret = {"type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_CHARS, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
-    masked = {
+    masked: dict[str, Any] = {
         "type": "object",
         "required": ["customer_id", "primary_secret", "secondary_secret", "has_secondary"],
         "properties": {
@@ -972,7 +972,8 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         },
         "/api/v1/deliveries/dead/replay": {
             "post": _op(
-                "Replay the dead letters a filter matches (job_ids, dead_after/dead_before ms, exclusive); more than 100: in the background",
+                "Replay the dead letters a filter matches (job_ids, dead_after/dead_before ms, exclusive);"
+                " more than 100: in the background",
                 {
                     "200": _json(_ref("DeadReplay"), "Done: every match replayed"),
                     "202": _json(_ref("DeadReplay"), "Running in the background: read its progress"),
