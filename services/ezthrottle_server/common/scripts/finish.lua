@@ -107,8 +107,17 @@ end
 if redis.call('HGET', KEYS[1], 'mode') == 'fanout' then
   local outcome = 'failed'
   if kind == 'success' then outcome = 'success' end
-  redis.call('HSET', KEYS[1], 'fanout:' .. ARGV[5],
-    cjson.encode({status = outcome, result = cjson.decode(ARGV[4]), error = ARGV[10]}))
+  -- A response body is stored once per job, not once per region: the first
+  -- success's (else the first answer's) is kept aside for the final result.
+  local answer = cjson.decode(ARGV[4])
+  if type(answer) == 'table' and answer.body ~= nil then
+    local kept = redis.call('HGET', KEYS[1], 'fanout_body_ok')
+    if not kept or (kept == '0' and outcome == 'success') then
+      redis.call('HSET', KEYS[1], 'fanout_body', answer.body, 'fanout_body_ok', outcome == 'success' and '1' or '0')
+    end
+    answer.body = nil
+  end
+  redis.call('HSET', KEYS[1], 'fanout:' .. ARGV[5], cjson.encode({status = outcome, result = answer, error = ARGV[10]}))
   local reported = redis.call('HINCRBY', KEYS[1], 'fanout_reported', 1)
   if reported < tonumber(redis.call('HGET', KEYS[1], 'nregions') or '1') then
     ack()
@@ -133,8 +142,9 @@ if redis.call('HGET', KEYS[1], 'mode') == 'fanout' then
   if lead and type(lead.result) == 'table' then
     result.status_code = lead.result.status_code
     result.headers = lead.result.headers
-    result.body = lead.result.body
+    result.body = redis.call('HGET', KEYS[1], 'fanout_body') or ''
   end
+  redis.call('HDEL', KEYS[1], 'fanout_body', 'fanout_body_ok')
   if reason == '' then
     finalize('success', cjson.encode(result), '')
   else
