@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ezthrottle_server.common import apikeys
@@ -256,9 +257,15 @@ def test_a_customer_cancels_a_queued_job_and_replays_a_dead_letter(browser: Brow
     _check_layout(page, "dead")
     page.get_by_role("button", name=f"Replay {dead}").click()
     expect(page.locator(".notice")).to_have_text(f"Replayed 1 webhook(s) of {dead}.")
-    for name in ("domains", "usage", "secrets"):
+    nightly = {"cron": "0 3 * * *", "timezone": "Europe/Paris", "job": {"url": f"{healthz}?nightly=1"}}
+    made = httpx.post(f"{base}/api/v1/schedules", json=nightly, headers={"Authorization": f"Bearer {cluster['api_key']}"}, timeout=10)
+    assert made.status_code == 201, made.text
+    for name in ("domains", "usage", "schedules", "secrets"):
         page.goto(f"{base}/console/{name}")
         _check_layout(page, name)
+    page.goto(f"{base}/console/schedules")
+    expect(page.locator(f'tr[data-schedule-id="{made.json()["schedule_id"]}"]')).to_contain_text("Europe/Paris")
+    page.goto(f"{base}/console/secrets")
     expect(page.locator("meter")).to_have_count(0)  # on secrets now; usage had its bar:
     page.goto(f"{base}/console/usage")
     expect(page.locator("meter")).to_have_count(1)

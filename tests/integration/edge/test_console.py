@@ -215,3 +215,14 @@ async def test_the_live_list_sends_each_change_then_ends(console_edge, acme, htt
         b'data: {"job_id":"' + waiting.encode() + b'","status":"scheduled"}',
         b'data: {"job_id":"' + waiting.encode() + b'","status":"cancelled"}',
     ]
+
+
+async def test_schedules_are_listed_for_their_customer_only(console_edge, acme, globex, http, api_key):
+    body = {"every_s": 3600, "job": {"url": "https://api.example.com/nightly"}}
+    async with http.post(f"{console_edge.url}/api/v1/schedules", json=body, headers={"Authorization": f"Bearer {api_key}"}) as resp:
+        assert resp.status == 201, await resp.text()
+        schedule_id = (await resp.json())["schedule_id"]
+    status, html = await page(acme, f"{console_edge.url}/console/schedules")
+    assert status == 200 and schedule_id in html and "every 3600 s" in html and "api.example.com/nightly" in html
+    status, html = await page(globex, f"{console_edge.url}/console/schedules")
+    assert status == 200 and schedule_id not in html and "No schedules." in html

@@ -87,6 +87,7 @@ CONSOLE_SCOPED = {
     ("GET", "/console/dead"),
     ("POST", "/console/dead/replay"),
     ("POST", "/console/dead/{job_id}/replay"),
+    ("GET", "/console/schedules"),
     ("GET", "/console/usage"),
     ("GET", "/console/secrets"),
     ("POST", "/console/secrets/rotate"),

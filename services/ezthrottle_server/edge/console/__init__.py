@@ -41,6 +41,7 @@ ROUTES = [
     web.get("/console/dead", pages.dead, name="console_dead"),
     web.post("/console/dead/replay", pages.replay_matching, name="console_replay_matching"),
     web.post("/console/dead/{job_id}/replay", pages.replay_one, name="console_replay"),
+    web.get("/console/schedules", pages.schedules_page, name="console_schedules"),
     web.get("/console/usage", pages.usage, name="console_usage"),
     web.get("/console/secrets", pages.secrets_page, name="console_secrets"),
     web.post("/console/secrets/rotate", pages.rotate_secret, name="console_rotate"),

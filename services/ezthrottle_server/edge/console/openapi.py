@@ -165,6 +165,7 @@ def console_paths() -> dict[str, Any]:
             "post": _form("Replay every dead letter the filter matches", {"q": {"type": "string"}, "customer": {"type": "string"}})
         },
         "/console/dead/{job_id}/replay": {"post": _form("Replay one job's dead webhooks", {}, params=[JOB_ID], errors=(404,))},
+        "/console/schedules": {"get": _page("A customer's schedules", params=[_query("customer", "operator's pick")])},
         "/console/usage": {"get": _page("This month's usage against the tier")},
         "/console/secrets": {"get": _page("The webhook secrets, masked (a customer's page)", errors=(404, 429, 503))},
         "/console/secrets/rotate": {"post": _form("Rotate the webhook secret", {"new_secret": {"type": "string"}}, errors=(404,))},

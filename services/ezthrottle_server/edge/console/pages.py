@@ -21,6 +21,7 @@ from multidict import MultiDict
 
 from ...common import deliveries, job_index, keys
 from ...common.errors import ApiError
+from ...common.schedules import view as schedule_view
 from ...common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets, seal_webhook_secrets
 from ...pacing.scope import SHARED, domain_of
 from ..api import load_job_view
@@ -455,6 +456,30 @@ async def replay_matching(request: web.Request) -> web.StreamResponse:
             jobs_n, hooks_n = jobs_n + 1, hooks_n + n
     query = {"message": f"Replayed {hooks_n} webhook(s) of {jobs_n} job(s)."}
     raise web.HTTPSeeOther(request.app.router["console_dead"].url_for().with_query(query))
+
+
+# -- schedules ------------------------------------------------------------------------
+
+
+async def schedules_page(request: web.Request) -> web.StreamResponse:
+    """The customer's schedules (``/api/v1/schedules``), oldest first; the operator picks a customer."""
+    who = await signed_in(request)
+    ctx = _ctx(request)
+    customers: list[str] = []
+    customer = who.customer
+    if who.operator:
+        customers = await customers_of(ctx)
+        customer = request.query.get("customer") or (customers[0] if customers else None)
+    views: list[dict[str, Any]] = []
+    if customer is not None:
+        ids = sorted(await ctx.redis.smembers(keys.customer_schedules(customer)))  # type: ignore[misc]  # redis-py#2399
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            for schedule_id in ids:
+                pipe.hgetall(keys.schedule(schedule_id))
+            rows = await pipe.execute()
+        views = [schedule_view(sid, row) for sid, row in zip(ids, rows) if row and row.get("customer") == customer]
+        views.sort(key=lambda v: (v["created_at_ms"] or 0, v["schedule_id"]))
+    return render(request, "schedules.html", who, schedules=views, customers=customers, customer=customer)
 
 
 # -- usage and webhook secrets -----------------------------------------------------------
