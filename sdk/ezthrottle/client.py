@@ -757,8 +757,8 @@ class BaseClient:
         ``rps``, ``rps_source``, ``max_concurrent``...), ``paused`` and
         ``paused_until_ms``, and this customer's jobs there not yet final
         (``jobs``: ``queued``, ``in_flight``), its circuit breaker
-        (``circuit``: ``state``, ``open_until_ms``); ``flow_control_keys``
-        (empty) is a placeholder for a feature to come.
+        (``circuit``: ``state``, ``open_until_ms``), and ``flow_control_keys``:
+        the state of each of your flow-control keys whose jobs went there.
         """
         return (yield from self._api(self._domain_call(host)))
 

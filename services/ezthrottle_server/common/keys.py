@@ -62,6 +62,7 @@ every customer) or a customer id (domains configured per customer)::
     ezt:pacing:ready:<region>               zset   "<dom>|<scope>" by when it may grant next (ms)
     ezt:{ezt:f:<hash>}:flow                 hash   a customer's flow-control key: tat, t, pause_until, key, customer, rate, parallelism
     ezt:{ezt:f:<hash>}:flow:run             zset   its sends in flight, by lease expiry (ms)
+    ezt:fkeys:<hash of customer, domain>    set    the flow-control keys a customer's jobs used at a domain (TTL)
     ezt:{ezt:f:<hash>}:flow:deferred        zset   "<region>|<job id>" of the jobs it held back, by due time (ms)
     ezt:pacing:configured                   set    domains that domains.yaml overrides
     ezt:pacing:config                       hash   digest, path, loaded_ms of the applied domains.yaml
@@ -261,6 +262,11 @@ def flow(customer: str, key: str) -> str:
 def flow_running(customer: str, key: str) -> str:
     """The sends of a flow-control key in flight, by when their lease expires (ms): its parallelism."""
     return f"{PREFIX}:{flow_tag(customer, key)}:flow:run"
+
+
+def flow_keys_of(customer: str, domain: str) -> str:
+    """The flow-control keys a customer's jobs used at a domain (for ``GET /api/v1/domains/{host}``); used alone."""
+    return f"{PREFIX}:fkeys:" + hashlib.sha256(f"{customer}\0{domain}".encode()).hexdigest()[:32]
 
 
 def flow_deferred(customer: str, key: str) -> str:

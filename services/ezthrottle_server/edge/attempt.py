@@ -203,7 +203,7 @@ class Attempts:
             return UNSENT  # cancelled or expired (now or before): nothing is sent
         if state is None or state.final:
             return None  # gone, or another region already won: nothing to send
-        if not await self._flow_allows(lease, state):
+        if not await self._flow_allows(scope, lease, state):
             return HELD_BY_KEY
         holder = None
         if state.unsafe and not state.fanout and state.live > 1:
@@ -219,7 +219,7 @@ class Attempts:
             if holder is not None:
                 await self._drop_send_lease(job_id, holder)
 
-    async def _flow_allows(self, lease: str, state: JobState) -> bool:
+    async def _flow_allows(self, scope: Scope, lease: str, state: JobState) -> bool:
         """A job with a flow-control key needs the key's leave too (pacing/flow.py); held back, it is deferred."""
         flow = FlowSpec.of(state.spec)
         if flow is None:
@@ -229,6 +229,7 @@ class Attempts:
         wait_ms = await self.flow.acquire(
             customer, flow, lease, lease_ms=int(self.settings.attempt_timeout_s * 1000) + SEND_LEASE_MARGIN_MS
         )
+        self.background(self.flow.note_domain(customer, flow.key, scope.domain))
         if not wait_ms:
             self._flow_held[lease] = (customer, flow.key)
             return True

@@ -695,9 +695,8 @@ def _search_ops() -> dict[str, Any]:
             },
             "flow_control_keys": {
                 "type": "array",
-                "maxItems": 0,
-                "items": {"type": "string"},
-                "description": "Reserved for flow control (not built yet); always empty for now",
+                "items": _ref("FlowControlKey"),
+                "description": "Your flow-control keys whose jobs went to this domain, and their state",
             },
         },
     }

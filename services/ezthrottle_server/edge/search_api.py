@@ -16,8 +16,8 @@
   where it comes from, whether it is paused, and the customer's jobs there not
   yet final (counted from its job index), and its circuit breaker's state
   (pacing: open after repeated infrastructure failures, nothing is sent until a
-  probe succeeds). ``flow_control_keys`` is empty: flow control is not built
-  yet; the field keeps the shape stable.
+  probe succeeds), and the states of the customer's flow-control keys its jobs
+  used there (pacing/flow.py).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ async def get_domain(request: web.Request) -> web.Response:
             "paused_until_ms": view.paused_until_ms or None,
             "circuit": {"state": view.circuit, "open_until_ms": view.circuit_open_until_ms or None},
             "jobs": {"queued": counts.queued, "in_flight": counts.in_flight, "complete": counts.complete},
-            "flow_control_keys": [],
+            "flow_control_keys": await ctx.flow.keys_at(customer, domain),
         }
     )
 

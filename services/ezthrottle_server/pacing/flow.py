@@ -100,6 +100,20 @@ class FlowControl:
         await self.redis.delete(keys.flow_deferred(customer, key))
         return moved
 
+    async def note_domain(self, customer: str, key: str, domain: str) -> None:
+        """Remember that the key's jobs go to ``domain`` (the domain view lists the customer's keys there)."""
+        used = keys.flow_keys_of(customer, domain)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(used, key)
+            pipe.expire(used, KEY_TTL_S)
+            await pipe.execute()
+
+    async def keys_at(self, customer: str, domain: str) -> list[dict[str, Any]]:
+        """The states of the customer's keys used at ``domain`` (forgotten keys left out), by key."""
+        names = sorted(await self.redis.smembers(keys.flow_keys_of(customer, domain)))
+        states = [await self.state(customer, name) for name in names[:100]]
+        return [s for s in states if s is not None]
+
     async def state(self, customer: str, key: str) -> dict[str, Any] | None:
         """The key as its customer sees it; None when it was never used (or forgotten)."""
         now_ms = time.time() * 1000

@@ -54,6 +54,9 @@ async def test_jobs_with_a_key_share_its_rate_and_parallelism_across_regions_and
     async with http.get(f"{edges[0].url}/api/v1/flow-control/acct-1", headers=auth(api_key)) as resp:
         state = await resp.json()
     assert resp.status == 200 and state["rate"] == 2.0 and state["parallelism"] == 1 and state["in_flight"] == 0
+    async with http.get(f"{edges[0].url}/api/v1/domains/{domain_of(target.url)}", headers=auth(api_key)) as resp:
+        domain_view = await resp.json()
+    assert [k["key"] for k in domain_view["flow_control_keys"]] == ["acct-1"]  # the domain view lists the key's state
 
 
 async def test_keys_are_per_customer(http, redis, start_edge, coordinator, api_key, other_api_key, target, fast_domain):
