@@ -110,7 +110,7 @@ class FlowControl:
 
     async def keys_at(self, customer: str, domain: str) -> list[dict[str, Any]]:
         """The states of the customer's keys used at ``domain`` (forgotten keys left out), by key."""
-        names = sorted(await self.redis.smembers(keys.flow_keys_of(customer, domain)))
+        names = sorted(await self.redis.smembers(keys.flow_keys_of(customer, domain)))  # type: ignore[misc]  # redis-py#2399
         states = [await self.state(customer, name) for name in names[:100]]
         return [s for s in states if s is not None]
 
