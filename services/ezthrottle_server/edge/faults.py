@@ -13,6 +13,8 @@ drops packets.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .executor import CONNECTION, TIMEOUT, AttemptResult, Executor
 
@@ -21,11 +23,20 @@ class FaultyExecutor(Executor):
     broken: bool = False
     hang: bool = False
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: str | None, timeout_s: float | None = None) -> AttemptResult:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: str | None,
+        timeout_s: float | None = None,
+        *,
+        before: Callable[[], Awaitable[Any]] | None = None,
+    ) -> AttemptResult:
         if self.hang:
             wait_s = timeout_s or self.settings.attempt_timeout_s
             await asyncio.sleep(wait_s)
             return AttemptResult(error_kind=TIMEOUT, error=f"no answer within {wait_s:g}s (injected fault: packets dropped)")
         if self.broken:
             return AttemptResult(error_kind=CONNECTION, error="ClientConnectorError: injected fault: this node's outbound path is broken")
-        return await super().send(method, url, headers, body, timeout_s)
+        return await super().send(method, url, headers, body, timeout_s, before=before)
