@@ -14,9 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Any
 
 from . import job_index, job_scripts, keys
 from .config import Settings
@@ -26,14 +24,17 @@ from .quotas import USAGE_TTL_S, Tier, month_of
 from .redisconn import Scripts
 from .workflows import timers_for
 
+if TYPE_CHECKING:
+    from .redisconn import RedisClient
 
-async def tier_of(redis: aioredis.Redis, settings: Settings, customer: str) -> Tier:
+
+async def tier_of(redis: RedisClient, settings: Settings, customer: str) -> Tier:
     """The customer's tier (``keys.customer``'s ``tier``, else the default)."""
     name: str = await redis.hget(keys.customer(customer), "tier") or settings.default_tier  # type: ignore[misc]
     return settings.tiers.get(name) or settings.tiers[settings.default_tier]
 
 
-async def queued_left(redis: aioredis.Redis, settings: Settings, customer: str, partition: int) -> int:
+async def queued_left(redis: RedisClient, settings: Settings, customer: str, partition: int) -> int:
     """How many more jobs ``customer`` may have not yet final in ``partition`` (-1: no ceiling); as edge/admission.py."""
     ceiling = settings.admission_max_queued_per_customer
     if not ceiling:
@@ -49,7 +50,7 @@ async def queued_left(redis: aioredis.Redis, settings: Settings, customer: str, 
 
 
 async def accept_job(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     scripts: Scripts,
     settings: Settings,
     job: Mapping[str, Any],

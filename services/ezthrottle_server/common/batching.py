@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+if TYPE_CHECKING:
+    from .redisconn import RedisClient
 
 _Call = tuple[tuple[Any, ...], AsyncScript | None, asyncio.Future[Any]]
 
 
 class Batcher:
-    def __init__(self, redis: aioredis.Redis, *, max_batch: int = 256) -> None:
+    def __init__(self, redis: RedisClient, *, max_batch: int = 256) -> None:
         self.redis = redis
         self.max_batch = max_batch
         self._pending: list[_Call] = []

@@ -26,13 +26,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from . import keys
 from .config import Settings
 from .jobs import MAX_CHAIN_DEPTH
 from .redisconn import Scripts
+
+if TYPE_CHECKING:
+    from .redisconn import RedisClient
 
 SEND_BOUND_MARGIN_MS = 5000  # an attempt started longer ago than the attempt timeout plus this is a dead node's
 MAX_TREE = 64  # jobs of one workflow tree read for one cancel (a chain is at most MAX_CHAIN_DEPTH deep)
@@ -56,7 +58,7 @@ class CancelReply:
     children_requested: int = 0  # jobs below it with an attempt in flight: cancelled when it ends
 
 
-async def _tree(redis: aioredis.Redis, job_id: str, partition: int) -> list[str]:
+async def _tree(redis: RedisClient, job_id: str, partition: int) -> list[str]:
     """The job and every job below it in its workflow (``child:<relation>`` links, all in its partition), the job first."""
     ids, frontier = [job_id], [job_id]
     for _depth in range(MAX_CHAIN_DEPTH + 2):
@@ -72,7 +74,7 @@ async def _tree(redis: aioredis.Redis, job_id: str, partition: int) -> list[str]
 
 
 async def end_job(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     scripts: Scripts,
     settings: Settings,
     job_id: str,

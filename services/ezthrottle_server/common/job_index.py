@@ -40,13 +40,15 @@ import binascii
 import re
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from . import keys
 from .config import Settings
+
+if TYPE_CHECKING:
+    from .redisconn import RedisClient
 
 MS_DIGITS = 13  # ms since the epoch, zero-padded: lexicographic order is numeric order (until the year 2286)
 MAX_MS = 10**MS_DIGITS - 1
@@ -114,7 +116,7 @@ def scan_budget(limit: int) -> int:
 
 
 async def newest_first(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     customer: str,
     partitions: Sequence[int],
     *,
@@ -204,7 +206,7 @@ class Page:
 
 
 async def list_jobs(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     partitions: int,
     customer: str,
     flt: JobFilter,
@@ -280,14 +282,14 @@ async def list_jobs(
     return Page(jobs, encode_cursor(position))
 
 
-async def _records(redis: aioredis.Redis, job_ids: Sequence[str]) -> list[list[Any]]:
+async def _records(redis: RedisClient, job_ids: Sequence[str]) -> list[list[Any]]:
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.hmget(keys.job(job_id), list(FIELDS))
         return list(await pipe.execute())
 
 
-async def _drop(redis: aioredis.Redis, customer: str, stale: Sequence[Entry]) -> None:
+async def _drop(redis: RedisClient, customer: str, stale: Sequence[Entry]) -> None:
     if not stale:
         return
     by_key: dict[str, list[str]] = {}
@@ -343,7 +345,7 @@ class DomainCounts:
 
 
 async def count_for_domain(
-    redis: aioredis.Redis, partitions: int, customer: str, domain: str, *, budget: int = 5000, batch: int = 500
+    redis: RedisClient, partitions: int, customer: str, domain: str, *, budget: int = 5000, batch: int = 500
 ) -> DomainCounts:
     """The customer's jobs not yet final for ``domain``, from its index.
 
@@ -392,7 +394,7 @@ async def count_for_domain(
 # -- jobs written before the index ------------------------------------------------------------
 
 
-async def reindex(redis: aioredis.Redis, settings: Settings, domain_of: Callable[[str], str], *, batch: int = 500) -> int:
+async def reindex(redis: RedisClient, settings: Settings, domain_of: Callable[[str], str], *, batch: int = 500) -> int:
     """Index every job record its customer's index lacks (jobs accepted before the index existed).
 
     ``domain_of``: a url's ``host:port`` (pacing.scope.domain_of; common does not import pacing).
@@ -417,7 +419,7 @@ async def reindex(redis: aioredis.Redis, settings: Settings, domain_of: Callable
     return added
 
 
-async def _index_records(redis: aioredis.Redis, job_ids: Sequence[str], ttl: int, domain_of: Callable[[str], str]) -> int:
+async def _index_records(redis: RedisClient, job_ids: Sequence[str], ttl: int, domain_of: Callable[[str], str]) -> int:
     rows = await _records(redis, job_ids)
     writes: list[tuple[str, str]] = []
     for job_id, row in zip(job_ids, rows):

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from . import keys
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .redisconn import RedisClient
 
 DOWN = "down"
 
@@ -73,7 +75,7 @@ def choose_regions(
 class RegionStates:
     """The coordinator's published region states, cached briefly per node."""
 
-    def __init__(self, redis: aioredis.Redis, region_ids: Sequence[str], cache_s: float = 0.25, stale_after_ms: int = 5000) -> None:
+    def __init__(self, redis: RedisClient, region_ids: Sequence[str], cache_s: float = 0.25, stale_after_ms: int = 5000) -> None:
         self.redis = redis
         self.region_ids = list(region_ids)
         self.cache_s = cache_s

@@ -29,7 +29,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .redisconn import UNAVAILABLE
@@ -37,13 +36,15 @@ from .redisconn import UNAVAILABLE
 if TYPE_CHECKING:
     from redis.typing import StreamIdT
 
+    from .redisconn import RedisClient
+
 Entry = tuple[str, dict[str, str]]  # (entry id, fields)
 
 
 class GroupConsumer:
     """One consumer of one group, over any number of streams."""
 
-    def __init__(self, redis: aioredis.Redis, group: str, consumer: str, visibility_timeout_ms: int) -> None:
+    def __init__(self, redis: RedisClient, group: str, consumer: str, visibility_timeout_ms: int) -> None:
         self.redis = redis
         self.group = group
         self.consumer = consumer
@@ -156,7 +157,7 @@ class StreamWorker:
     #: The keep-and-reclaim loop runs every third of the visibility timeout, never more often than this.
     min_keep_interval_s: float = 0.05
 
-    def __init__(self, redis: aioredis.Redis, group: str, consumer: str, visibility_timeout_ms: int) -> None:
+    def __init__(self, redis: RedisClient, group: str, consumer: str, visibility_timeout_ms: int) -> None:
         self.redis = redis
         self.group = group
         self.consumer = consumer

@@ -45,16 +45,18 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-import redis.asyncio as aioredis
 
 from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import REGION_STATE
 from ..common.redisconn import UNAVAILABLE
 from .lease import Lease
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +276,7 @@ def step(
 
 class RegionMonitor:
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, lease: Lease, rules: HealthRules | None = None, interval_s: float = 0.25
+        self, settings: Settings, redis: RedisClient, lease: Lease, rules: HealthRules | None = None, interval_s: float = 0.25
     ) -> None:
         self.settings = settings
         self.redis = redis

@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Protocol
 
 from ..common import keys
 from ..common.metrics import COORDINATOR_LEADER
 from ..common.redisconn import UNAVAILABLE, Scripts
 
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
+
 log = logging.getLogger(__name__)
 
 
 class Lease:
-    def __init__(self, redis: aioredis.Redis, scripts: Scripts, holder: str, ttl_ms: int = 3000) -> None:
+    def __init__(self, redis: RedisClient, scripts: Scripts, holder: str, ttl_ms: int = 3000) -> None:
         self.redis = redis
         self.scripts = scripts
         self.holder = holder

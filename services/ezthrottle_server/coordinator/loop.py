@@ -12,13 +12,14 @@ unavailable, or a bug in one pass, pauses the loop; it never ends it.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, ClassVar
 
 from ..common.config import Settings
 from ..common.redisconn import Scripts
 from .lease import Leadership, keep_polling
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 
 class CoordinatorLoop:
@@ -35,7 +36,7 @@ class CoordinatorLoop:
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         scripts: Scripts,
         lease: Leadership,
         poll_s: float | None = None,

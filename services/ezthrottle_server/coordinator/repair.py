@@ -34,10 +34,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from ..common import keys
 from ..common.config import Settings
@@ -46,6 +45,9 @@ from ..common.redisconn import Scripts
 from ..pacing.scope import SHARED, Scope, domain_of
 from .lease import Leadership
 from .loop import CoordinatorLoop
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Repairer(CoordinatorLoop):
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         scripts: Scripts,
         lease: Leadership,
         *,

@@ -31,8 +31,8 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..common import keys
@@ -43,6 +43,9 @@ from ..pacing.limiter import Limiter, PacingPolicy
 from ..pacing.scope import SHARED, Scope
 from .lease import Leadership
 from .loop import CoordinatorLoop
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class QueueSampler(CoordinatorLoop):
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         lease: Leadership,
         *,
         interval_s: float | None = None,

@@ -38,7 +38,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from ..common import job_index, keys, workflows
 from ..common.cancels import end_job
@@ -55,6 +54,8 @@ from .loop import CoordinatorLoop
 
 if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT
+
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class WorkflowSpawner(CoordinatorLoop):
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         scripts: Scripts,
         lease: Leadership,
         poll_s: float = 0.05,

@@ -57,10 +57,9 @@ import random
 import time
 from collections.abc import Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 from yarl import URL
 
 from ..common import keys, scripting
@@ -84,6 +83,9 @@ from ..pacing.scope import domain_of
 from .schedule import decide
 from .sender import SendResult, WebhookSender
 from .signing import WebhookSecrets, message_id, signed_headers
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: di
 
 class DeliveryWorker(StreamWorker):
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, sender: WebhookSender, rng: random.Random | None = None
+        self, settings: Settings, redis: RedisClient, scripts: Scripts, sender: WebhookSender, rng: random.Random | None = None
     ) -> None:
         super().__init__(redis, keys.delivery_group(), settings.node_id, settings.visibility_timeout_ms)
         self.settings = settings

@@ -27,15 +27,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Any
 
 from ..common import keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import ADMISSION_REJECTED
 from ..common.redisconn import info_per_master
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def memory_ceiling(info: dict[str, Any]) -> int:
 
 
 class Admission:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, refresh_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient, refresh_s: float = 1.0) -> None:
         self.settings = settings
         self.redis = redis
         self.refresh_s = refresh_s

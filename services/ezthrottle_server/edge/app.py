@@ -57,7 +57,7 @@ async def _beat_once(ctx: EdgeContext) -> None:
         "outcomes": ctx.outcomes.snapshot(),
         "probes": ctx.prober.snapshot() if ctx.prober is not None else {},
     }
-    await ctx.redis.hset(keys.heartbeats(), ctx.settings.node_id, orjson.dumps(beat))
+    await ctx.redis.hset(keys.heartbeats(), ctx.settings.node_id, orjson.dumps(beat))  # type: ignore[arg-type, misc]  # redis-py#2399
 
 
 async def _heartbeat(ctx: EdgeContext) -> None:
@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> web.Application:
                 task.cancel()
             await asyncio.gather(beat, probes, admission, watch, return_exceptions=True)
             try:  # leave at once, rather than after the silence timeout
-                await redis.hdel(keys.heartbeats(), settings.node_id)
+                await redis.hdel(keys.heartbeats(), settings.node_id)  # type: ignore[misc]  # redis-py#2399
             except Exception:
                 log.warning("could not remove heartbeat", exc_info=True)
             await worker.stop(grace_s=settings.stop_grace_s)

@@ -30,9 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Any
 
 from ..common import job_scripts, keys
 from ..common.batching import Batcher
@@ -60,6 +58,9 @@ from .executor import CONNECTION, TIMEOUT, AttemptResult, Executor
 from .outcomes import OutcomeWindow
 from .racing import finish_kind, reroute_target, send_headers
 from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Attempts:
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         scripts: Scripts,
         batch: Batcher,
         executor: Executor,

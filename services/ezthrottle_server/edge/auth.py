@@ -30,14 +30,17 @@ import ipaddress
 import math
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common import apikeys, keys, scripting
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import AUTH_FAILURES, AUTH_RATE_LIMITED
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 _MAX_CACHED = 10_000
 _MAX_LIMITED = 10_000
@@ -86,7 +89,7 @@ def client_address(request: web.Request, trusted_proxies: Iterable[_Network] = (
 class Authenticator:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         cache_s: float,
         *,
         fail_limit: int = 20,
@@ -103,7 +106,7 @@ class Authenticator:
         self._limited_until: dict[str, float] = {}  # client -> monotonic end of its 429s (saves Redis)
 
     @classmethod
-    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> Authenticator:
+    def from_settings(cls, redis: RedisClient, settings: Settings) -> Authenticator:
         return cls(
             redis,
             settings.api_key_cache_s,

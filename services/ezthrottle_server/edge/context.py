@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common.config import Settings
@@ -23,11 +23,14 @@ from .probes import Prober
 from .quota import Quotas
 from .worker import RegionWorker
 
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
+
 
 @dataclass
 class EdgeContext:
     settings: Settings
-    redis: aioredis.Redis
+    redis: RedisClient
     scripts: Scripts
     auth: Authenticator
     outbound: OutboundPolicy

@@ -20,8 +20,7 @@ still counts the jobs created (the partitions' counters).
 from __future__ import annotations
 
 import time
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from ..common import keys
 from ..common.config import Settings
@@ -29,9 +28,12 @@ from ..common.errors import ApiError
 from ..common.quotas import USAGE_TTL_S, Tier, month_of, seconds_until_next_month, usage_view
 from ..common.redisconn import Scripts
 
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
+
 
 class Quotas:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, cache_s: float = 2.0) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient, scripts: Scripts, cache_s: float = 2.0) -> None:
         self.settings = settings
         self.redis = redis
         self.scripts = scripts

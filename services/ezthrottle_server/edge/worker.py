@@ -35,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import orjson
 import redis.asyncio as aioredis
@@ -52,6 +53,9 @@ from ..pacing.scope import Scope, domain_of
 from .attempt import Attempts, FirstSend
 from .executor import Executor
 from .outcomes import OutcomeWindow
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ class RegionWorker(StreamWorker):
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         scripts: Scripts,
         executor: Executor,
         outcomes: OutcomeWindow | None = None,

@@ -24,9 +24,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from ..common import keys, scripting
@@ -34,6 +33,9 @@ from ..common.batching import Batcher
 from ..common.config import Settings
 from .hints import TargetHints
 from .scope import SHARED, Scope
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,7 @@ class Limiter:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         policy: PacingPolicy,
         region: str | None,
         regions: Sequence[str] = (),
