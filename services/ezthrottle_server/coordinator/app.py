@@ -9,13 +9,12 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from ..common.config import Settings
 from ..common.http import errors_middleware
 from ..common.metrics import prime
-from ..common.redisconn import Scripts, connect
+from ..common.redisconn import RedisClient, Scripts, connect
 from ..common.service import add_probes
 from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
@@ -31,7 +30,7 @@ from .workflows import WorkflowSpawner
 @dataclass
 class CoordinatorContext:
     settings: Settings
-    redis: aioredis.Redis
+    redis: RedisClient
     lease: Lease
 
 
@@ -96,4 +95,8 @@ def _on_sighup(callback: Callable[[], None]) -> Callable[[], None]:
         loop.add_signal_handler(signal.SIGHUP, callback)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # no signals here (Windows, a thread)
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def forget() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return forget

@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
-from ..common import keys
+from ..common import job_scripts, keys
 from ..common.config import Settings
+from ..common.job_scripts import FinishKind, RegionResult
 from ..common.metrics import JOBS_EVACUATED
-from ..common.redisconn import Scripts
+from ..common.redisconn import RedisClient, Scripts
 from ..common.routing import DOWN, RegionStates
 from ..pacing.limiter import Limiter, PacingPolicy, job_of
 from ..pacing.scope import Scope
@@ -75,7 +75,7 @@ class Evacuator(CoordinatorLoop):
     what = "evacuation"
 
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, scripts: Scripts, lease: Leadership, poll_s: float = 0.25, batch: int = 500
+        self, settings: Settings, redis: RedisClient, scripts: Scripts, lease: Leadership, poll_s: float = 0.25, batch: int = 500
     ) -> None:
         super().__init__(settings, redis, scripts, lease, poll_s=poll_s)
         self.batch = batch
@@ -107,7 +107,8 @@ class Evacuator(CoordinatorLoop):
     async def _live_nodes(self, now_ms: int) -> dict[str, int]:
         """Edges per region with a fresh heartbeat."""
         live: dict[str, int] = {}
-        for blob in (await self.redis.hgetall(keys.heartbeats())).values():
+        beats: dict[str, str] = await self.redis.hgetall(keys.heartbeats())  # type: ignore[misc]  # redis-py#2399
+        for blob in beats.values():
             beat = orjson.loads(blob)
             if now_ms - int(beat.get("ts_ms", 0)) <= self.settings.region_silent_after_ms and beat.get("region"):
                 live[beat["region"]] = live.get(beat["region"], 0) + 1
@@ -139,7 +140,9 @@ class Evacuator(CoordinatorLoop):
                     JOBS_EVACUATED.labels(region, target).inc()
             done += 1
         if done:
-            log.warning("region %s is down: %d job(s) left it for %s", region, done, ", ".join(targets) or "nowhere", extra={"region": region})
+            log.warning(
+                "region %s is down: %d job(s) left it for %s", region, done, ", ".join(targets) or "nowhere", extra={"region": region}
+            )
         return done
 
     async def _held(self, region: str, nodes_gone: bool) -> list[Held]:
@@ -163,7 +166,7 @@ class Evacuator(CoordinatorLoop):
         fields = ("state", "mode", "live", "unsafe", "spec", "tried")
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(keys.job(job_id), *fields)
+                pipe.hmget(keys.job(job_id), list(fields))
             rows = await pipe.execute()
         return [dict(zip(fields, row)) for row in rows]
 
@@ -205,7 +208,14 @@ class Evacuator(CoordinatorLoop):
             await self.scripts.evacuate(
                 keys=[keys.job(h.job_id), keys.region_stream(h.partition, region), keys.region_stream(h.partition, target)],
                 args=[
-                    keys.edge_group(region), h.entry_id, region, target, _now_ms(), h.job_id, keys.job_events(h.job_id), "1" if maybe_sent else "",
+                    keys.edge_group(region),
+                    h.entry_id,
+                    region,
+                    target,
+                    _now_ms(),
+                    h.job_id,
+                    keys.job_events(h.job_id),
+                    "1" if maybe_sent else "",
                 ],
             )
         )
@@ -213,15 +223,15 @@ class Evacuator(CoordinatorLoop):
     async def _drop_out(self, h: Held, region: str, reason: str) -> None:
         """The region's copy drops out (finish.lua 'out'): the job fails if no other region carries it."""
         now = _now_ms()
-        attempt = {"region": region, "node": self.settings.node_id, "started_ms": now, "status_code": None,
-                   "latency_ms": 0.0, "error": reason, "decision": "failed", "evacuation": True}
-        await self.scripts.finish(
-            keys=[
-                keys.job(h.job_id), keys.attempts(h.job_id), keys.region_stream(h.partition, region),
-                keys.deliveries(h.partition), keys.workflow_spawn(h.partition), keys.queued(h.partition),
-            ],
-            args=[
-                keys.edge_group(region), h.entry_id, "out", "null", region, now, orjson.dumps(attempt),
-                self.settings.job_ttl_s, h.job_id, reason, keys.job_events(h.job_id),
-            ],
-        )
+        attempt = {
+            "region": region,
+            "node": self.settings.node_id,
+            "started_ms": now,
+            "status_code": None,
+            "latency_ms": 0.0,
+            "error": reason,
+            "decision": "failed",
+            "evacuation": True,
+        }
+        out = RegionResult(h.job_id, region, FinishKind.OUT, None, attempt, reason, keys.edge_group(region), h.entry_id)
+        await job_scripts.finish(self.scripts.finish, out, now_ms=now, ttl_s=self.settings.job_ttl_s)
