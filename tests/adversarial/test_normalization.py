@@ -1,6 +1,6 @@
 """Issue 14, normalization: one name, one pacing limit.
 
-``api.stripe.com.`` (fully qualified, a trailing dot) got its own limit and
+``api.payments.example.`` (fully qualified, a trailing dot) got its own limit and
 skipped ``domains.yaml``. The pacing scope now ignores a trailing dot and
 case, and treats a default port as the port left out, so every spelling of a
 domain shares the operator's limit.
@@ -18,15 +18,25 @@ from support.jobs import auth
 
 pytestmark = pytest.mark.asyncio
 
-SPELLINGS = ["api.stripe.com", "api.stripe.com.", "API.Stripe.com:443", "https://api.stripe.com", "https://API.STRIPE.COM.:443/v1/x"]
+SPELLINGS = [
+    "api.payments.example",
+    "api.payments.example.",
+    "API.Payments.example:443",
+    "https://api.payments.example",
+    "https://API.PAYMENTS.EXAMPLE.:443/v1/x",
+]
 
 
 async def test_every_spelling_of_a_domain_is_one_scope_with_the_operators_limit(http, redis, edge, api_key):
-    assert {parse_domain(s) for s in SPELLINGS} == {"api.stripe.com:443"}
-    assert domain_of("https://api.stripe.com./v1/charges") == domain_of("https://API.Stripe.com:443/v1/charges") == "api.stripe.com:443"
-    await apply_overrides(redis, parse_overrides("domains:\n  api.stripe.com: {rps: 7, max_concurrent: 3}\n"))
+    assert {parse_domain(s) for s in SPELLINGS} == {"api.payments.example:443"}
+    fully_qualified, shouted = (
+        domain_of("https://api.payments.example./v1/charges"),
+        domain_of("https://API.Payments.example:443/v1/charges"),
+    )
+    assert fully_qualified == shouted == "api.payments.example:443"
+    await apply_overrides(redis, parse_overrides("domains:\n  api.payments.example: {rps: 7, max_concurrent: 3}\n"))
     for spelling in SPELLINGS:
         async with http.get(f"{edge.url}/api/v1/domains/{quote(spelling, safe='')}", headers=auth(api_key)) as resp:
             body = await resp.json()
-        assert resp.status == 200 and body["domain"] == "api.stripe.com:443", (spelling, body)
+        assert resp.status == 200 and body["domain"] == "api.payments.example:443", (spelling, body)
         assert body["limit"]["rps"] == 7 and body["limit"]["max_concurrent"] == 3, (spelling, body)
