@@ -219,14 +219,14 @@ async def wait_for(predicate, timeout_s: float, interval_s: float = 0.05) -> Non
 # -- scenarios -------------------------------------------------------------------------
 
 
-async def rate(n: int, duration_s: float) -> dict[str, Any]:
-    target = await Target(limit_n=n).start()
+async def _run_against(target: Target, tag: str, jobs: int, duration_s: float) -> float:
+    """Spread ``jobs`` for ``target`` over a fresh cluster's three edges; wait ``duration_s`` from the first
+    arrival; returns that arrival's time (the target is stopped afterwards)."""
     try:
-        with cluster(f"rate{n}", simulate_latency=True) as (redis_url, edges):
+        with cluster(tag, simulate_latency=True) as (redis_url, edges):
             key = await create_key(redis_url)
-            jobs = int(n * duration_s * 1.1) + 3 * n + 10  # a backlog the whole time
             async with aiohttp.ClientSession() as http:
-                await submit_all(http, edges, key, [f"{target.url}/r?j={i}" for i in range(jobs)])
+                await submit_all(http, edges, key, [f"{target.url}/{tag}?j={i}" for i in range(jobs)])
 
             async def first() -> bool:
                 return bool(target.arrivals)
@@ -236,6 +236,13 @@ async def rate(n: int, duration_s: float) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, start + duration_s - time.monotonic()) + 0.2)
     finally:
         await target.stop()
+    return start
+
+
+async def rate(n: int, duration_s: float) -> dict[str, Any]:
+    target = await Target(limit_n=n).start()
+    jobs = int(n * duration_s * 1.1) + 3 * n + 10  # a backlog the whole time
+    start = await _run_against(target, f"rate{n}", jobs, duration_s)
     window = [(t, s) for t, s, _ in target.arrivals if start <= t < start + duration_s]
     accepted = sum(1 for _, s in window if s == 200)
     rejected = sum(1 for _, s in window if s == 429)
@@ -256,21 +263,8 @@ async def rate(n: int, duration_s: float) -> dict[str, Any]:
 async def learned(enforced: int, advertised: int, duration_s: float, settle_s: float = 20.0) -> dict[str, Any]:
     """A target that enforces ``enforced``/s (sliding window) while advertising ``advertised``/s."""
     target = await Target(limit_n=enforced, advertise_n=advertised).start()
-    try:
-        with cluster(f"learned{enforced}", simulate_latency=True) as (redis_url, edges):
-            key = await create_key(redis_url)
-            jobs = int(enforced * duration_s * 1.5) + 20
-            async with aiohttp.ClientSession() as http:
-                await submit_all(http, edges, key, [f"{target.url}/l?j={i}" for i in range(jobs)])
-
-            async def first() -> bool:
-                return bool(target.arrivals)
-
-            await wait_for(first, 30)
-            start = target.arrivals[0][0]
-            await asyncio.sleep(max(0.0, start + duration_s - time.monotonic()) + 0.2)
-    finally:
-        await target.stop()
+    jobs = int(enforced * duration_s * 1.5) + 20
+    start = await _run_against(target, f"learned{enforced}", jobs, duration_s)
     late = [(t, s) for t, s, _ in target.arrivals if start + settle_s <= t < start + duration_s]
     early = [(t, s) for t, s, _ in target.arrivals if t < start + settle_s]
     accepted = sum(1 for _, s in late if s == 200)
