@@ -20,17 +20,17 @@ venv: $(STAMP)
 
 ## Start three regions, coordinator, delivery and Redis on this machine.
 up-local: $(STAMP)
-	@$(BIN)/python -m ezthrottle_server.local up
+	@$(BIN)/python -m ezthrottle_server.devcluster up
 
 ## Stop exactly the processes `make up-local` started.
 down-local:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m ezthrottle_server.local down; else echo "nothing to stop"; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m ezthrottle_server.devcluster down; else echo "nothing to stop"; fi
 
 status: $(STAMP)
-	@$(BIN)/python -m ezthrottle_server.local status
+	@$(BIN)/python -m ezthrottle_server.devcluster status
 
 logs: $(STAMP)
-	@$(BIN)/python -m ezthrottle_server.local logs -n $${N:-60}
+	@$(BIN)/python -m ezthrottle_server.devcluster logs -n $${N:-60}
 
 ## Lint and types: ruff (rules, then formatting) and mypy --strict on services/ and sdk/ (pyproject.toml).
 lint: $(STAMP)

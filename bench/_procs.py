@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from ezthrottle_server.local.cluster import find_redis_server
+from ezthrottle_server.devcluster.cluster import find_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 

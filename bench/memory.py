@@ -126,7 +126,7 @@ def _measure(n: int, redis_args: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from ezthrottle_server.local.cluster import REDIS_MEMORY_ARGS
+    from ezthrottle_server.devcluster.cluster import REDIS_MEMORY_ARGS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="10,000 jobs")

@@ -2,7 +2,7 @@
 all 1,000 reach a final state, none is lost, each has exactly one winner.
 
 The cluster is the real one, started the way ``make up-local`` starts it
-(``python -m ezthrottle_server.local up``) in a temp state dir on free ports.
+(``python -m ezthrottle_server.devcluster up``) in a temp state dir on free ports.
 The target's domain gets a high limit through ``domains.yaml`` beside
 regions.yaml (the coordinator applies it), so the run takes seconds, not
 the 2 requests/s a domain gets by default.

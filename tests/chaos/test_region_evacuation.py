@@ -1,6 +1,6 @@
 """A region that loses its only edge hands its jobs to the healthy regions, with no restart.
 
-The real cluster (``python -m ezthrottle_server.local up``, as ``make up-local``)
+The real cluster (``python -m ezthrottle_server.devcluster up``, as ``make up-local``)
 on free ports. Jobs are submitted to ``iad``'s edge only (they run in ``iad``,
 the receiving edge's region), then that edge dies and is never restarted:
 

@@ -1,7 +1,7 @@
 """Every dashboard panel and alert rule, run by a real Prometheus scraping a real cluster.
 
 The cluster starts the way `make up-local` starts it (``python -m
-ezthrottle_server.local up``), which also starts the ``prometheus`` binary
+ezthrottle_server.devcluster up``), which also starts the ``prometheus`` binary
 (Debian's package) with the scrape config it renders and the alert rules of
 ``infra/prometheus/alerts.yml``, here at a 1 s interval on a free port with
 its TSDB in the test's state directory. Traffic: jobs to a loopback target
@@ -32,8 +32,8 @@ import orjson
 import pytest
 import yaml
 
-from ezthrottle_server.deploy.dashboards import BOARDS, DASHBOARDS_DIR, RATE, exprs
-from ezthrottle_server.deploy.prometheus import ALERTS_FILE
+from ezthrottle_server.infra.dashboards import BOARDS, DASHBOARDS_DIR, RATE, exprs
+from ezthrottle_server.infra.prometheus import ALERTS_FILE
 from support.cluster import local_cluster
 from support.redis_server import free_port
 from support.targets import Target, WebhookReceiver

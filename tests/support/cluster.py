@@ -1,4 +1,4 @@
-"""The real local cluster for e2e tests: `python -m ezthrottle_server.local up`
+"""The real local cluster for e2e tests: `python -m ezthrottle_server.devcluster up`
 (what `make up-local` runs) on free ports, in a temporary state directory."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def cli(
     timeout: float = 90,
     inherit_ezt_env: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m ezthrottle_server.local <args>`` on the cluster of ``state`` and ``regions``.
+    """``python -m ezthrottle_server.devcluster <args>`` on the cluster of ``state`` and ``regions``.
 
     Prometheus stays off unless ``env_extra`` turns it on; ``inherit_ezt_env=False``
     passes none of this process's ``EZT_*`` variables.
@@ -35,7 +35,7 @@ def cli(
     env.update(EZT_LOCAL_DIR=str(state), EZT_REGIONS_FILE=str(regions), EZT_SIMULATE_LATENCY="0", EZT_LOCAL_PROMETHEUS="0")
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "ezthrottle_server.local", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "ezthrottle_server.devcluster", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from ezthrottle_server.local.cluster import find_redis_server
+from ezthrottle_server.devcluster.cluster import find_redis_server
 
 BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import redis
 
-from ezthrottle_server.local.cluster import find_redis_server
+from ezthrottle_server.devcluster.cluster import find_redis_server
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""infra/grafana: the committed dashboards are what deploy/dashboards.py renders, and they hold together."""
+"""infra/grafana: the committed dashboards are what infra/dashboards.py renders, and they hold together."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ezthrottle_server.deploy import dashboards
-from ezthrottle_server.deploy.dashboards import BOARDS, DASHBOARDS_DIR, DATASOURCE_UID, exprs
+from ezthrottle_server.infra import dashboards
+from ezthrottle_server.infra.dashboards import BOARDS, DASHBOARDS_DIR, DATASOURCE_UID, exprs
 from unit.observability.helpers import exported_names, names_in
 
 GRAFANA = DASHBOARDS_DIR.parent
@@ -28,7 +28,7 @@ def test_committed_dashboards_are_up_to_date(tmp_path: Path) -> None:
     for board in BOARDS:
         fresh = (tmp_path / board.file).read_text()
         assert (DASHBOARDS_DIR / board.file).read_text() == fresh, (
-            f"{board.file} is out of date: run `python -m ezthrottle_server.deploy.dashboards`"
+            f"{board.file} is out of date: run `python -m ezthrottle_server.infra.dashboards`"
         )
     assert dashboards.main(["--check"]) == 0
     assert sorted(p.name for p in DASHBOARDS_DIR.glob("*.json")) == sorted(b.file for b in BOARDS), "a stray dashboard file"

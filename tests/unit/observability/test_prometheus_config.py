@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from ezthrottle_server.common.config import load_settings
-from ezthrottle_server.deploy import prometheus
-from ezthrottle_server.deploy.prometheus import ALERTS_FILE, PROMETHEUS_DIR
-from ezthrottle_server.local.cluster import LocalCluster
+from ezthrottle_server.devcluster.cluster import LocalCluster
+from ezthrottle_server.infra import prometheus
+from ezthrottle_server.infra.prometheus import ALERTS_FILE, PROMETHEUS_DIR
 from unit.observability.helpers import exported_names, names_in
 
 REPO = PROMETHEUS_DIR.parents[1]
@@ -39,7 +39,7 @@ def _targets(config: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def test_committed_scrape_configs_are_up_to_date() -> None:
-    assert prometheus.main(["--check"]) == 0, "run `python -m ezthrottle_server.deploy.prometheus`"
+    assert prometheus.main(["--check"]) == 0, "run `python -m ezthrottle_server.infra.prometheus`"
 
 
 def test_local_config_scrapes_the_ports_of_regions_yaml() -> None:

@@ -19,8 +19,8 @@ import yaml
 from yarl import URL
 
 from ezthrottle_server.common.config import Settings, load_settings
-from ezthrottle_server.deploy import k8s
-from ezthrottle_server.local.cluster import LocalCluster
+from ezthrottle_server.devcluster.cluster import LocalCluster
+from ezthrottle_server.infra import k8s
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKER = REPO / "infra" / "docker"
@@ -150,7 +150,7 @@ def test_healthchecks_everywhere_and_depends_on_waits_for_health(services: dict[
         hc = svc.get("healthcheck")
         assert hc and not hc.get("disable") and hc["test"][0] in ("CMD", "CMD-SHELL"), name
         if name in ours(services):
-            assert hc["test"] == ["CMD", "python", "-m", "ezthrottle_server.deploy.healthcheck"], name
+            assert hc["test"] == ["CMD", "python", "-m", "ezthrottle_server.infra.healthcheck"], name
     for name, svc in services.items():
         deps = svc.get("depends_on", {})
         if name not in ("redis",):
@@ -178,7 +178,7 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any], se
 
 
 def test_redis_keeps_job_records_compact_as_make_up_local_does(services: dict[str, dict[str, Any]], settings: Settings) -> None:
-    from ezthrottle_server.local.cluster import REDIS_MEMORY_ARGS
+    from ezthrottle_server.devcluster.cluster import REDIS_MEMORY_ARGS
 
     cmd = services["redis"]["command"]
     flags = dict(zip(cmd[1::2], cmd[2::2], strict=False))

@@ -1,7 +1,7 @@
 """Grafana dashboards as code: ``infra/grafana/dashboards/*.json``.
 
-    python -m ezthrottle_server.deploy.dashboards            # write them
-    python -m ezthrottle_server.deploy.dashboards --check    # exit 1 if a file is out of date
+    python -m ezthrottle_server.infra.dashboards            # write them
+    python -m ezthrottle_server.infra.dashboards --check    # exit 1 if a file is out of date
 
 Four dashboards, each a :class:`Board` of rows of :class:`Chart` s whose
 queries are plain PromQL over the metrics of ``common/metrics.py``:
@@ -735,7 +735,7 @@ def exprs(dashboard_json: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ezthrottle_server.deploy.dashboards", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ezthrottle_server.infra.dashboards", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DASHBOARDS_DIR)
     p.add_argument("--check", action="store_true", help="exit 1 if a committed dashboard differs from what this renders")
     args = p.parse_args(argv)
@@ -751,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.write_text(text)
             print(f"wrote {path}")
     if stale:
-        print("out of date (run python -m ezthrottle_server.deploy.dashboards): " + ", ".join(stale), file=sys.stderr)
+        print("out of date (run python -m ezthrottle_server.infra.dashboards): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 

