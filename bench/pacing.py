@@ -307,7 +307,8 @@ async def isolation(backlog: int, probes: int) -> dict[str, Any]:
         with cluster("isolation") as (redis_url, edges):
             from ezthrottle_server.common import keys
             from ezthrottle_server.common.redisconn import connect
-            from ezthrottle_server.pacing.scope import SHARED, domain_of
+            from ezthrottle_server.common.urls import domain_of
+            from ezthrottle_server.pacing.scope import SHARED
 
             key = await create_key(redis_url)
             async with aiohttp.ClientSession() as http:

@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 import pytest
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of, parse_domain
+from ezthrottle_server.pacing.scope import parse_domain
 from support.jobs import auth
 
 pytestmark = pytest.mark.asyncio

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ezthrottle_server.common import keys
-from ezthrottle_server.pacing.scope import domain_of
+from ezthrottle_server.common.urls import domain_of
 from support.cluster import local_cluster
 from support.jobs import auth, wait_final
 

@@ -14,8 +14,8 @@ import time
 import pytest
 import pytest_asyncio
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from support.jobs import submit, wait_final
 from support.redis_server import free_port
 

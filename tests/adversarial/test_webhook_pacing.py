@@ -19,8 +19,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from ezthrottle_server.common.config import Settings
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from integration.delivery.helpers import FAST, all_in, wait_webhooks
 from support.jobs import submit
 from support.services import StartApp, app_starter

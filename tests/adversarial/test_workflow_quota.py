@@ -15,8 +15,8 @@ import asyncio
 import pytest
 
 from ezthrottle_server.common.quotas import Tier
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from support.jobs import auth, get_job, submit, wait_final
 
 pytestmark = pytest.mark.asyncio

@@ -20,9 +20,9 @@ from redis.crc import key_slot
 
 from cluster.helpers import PARTITIONS, collect_events, keys_per_partition
 from ezthrottle_server.common import keys
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from integration.delivery.helpers import all_in, wait_webhooks
 from support.jobs import submit, wait_final
 from support.redis_cluster import LocalRedisCluster, redis_cluster

@@ -13,10 +13,10 @@ from redis.asyncio.cluster import RedisCluster
 
 from cluster.helpers import PARTITIONS, collect_events, keys_per_partition
 from ezthrottle_server.common import keys
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.coordinator.sampler import QueueSampler
 from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from integration.delivery.helpers import all_in, wait_webhooks
 from integration.pacing.pacing_helpers import max_in_window
 from support.jobs import submit, wait_final

@@ -26,8 +26,8 @@ import pytest
 
 from ezthrottle_server.common import apikeys
 from ezthrottle_server.common.redisconn import connect
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from support.cluster import local_cluster, pids
 from support.published import offline
 from support.redis_server import free_port

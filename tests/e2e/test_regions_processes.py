@@ -14,8 +14,8 @@ import pytest
 import redis as sync_redis
 
 from ezthrottle_server.common import keys
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from support.cluster import local_cluster, pids
 from support.jobs import auth, submit, wait_final
 

@@ -37,7 +37,6 @@ from ..common.cancels import CancelOutcome, end_job
 from ..common.config import Settings
 from ..common.redisconn import Scripts
 from ..coordinator.repair import FIELDS, Candidate, Repairer
-from ..pacing.scope import domain_of
 
 
 class _Acting:
@@ -113,7 +112,7 @@ async def run(args: argparse.Namespace, r: Any, settings: Settings) -> int:
         done = (CancelOutcome.CANCELLED.value, CancelOutcome.CANCEL_REQUESTED.value)
         return 0 if answer["status"] in done else 1 if answer["status"] == CancelOutcome.NOT_FOUND.value else 2
     if args.action == "reindex":
-        added = await job_index.reindex(r, settings, domain_of)
+        added = await job_index.reindex(r, settings)
         print(orjson.dumps({"added": added}).decode() if args.json else f"indexed {added} job(s)")
         return 0
     if args.action == "show":

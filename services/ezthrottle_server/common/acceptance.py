@@ -64,9 +64,8 @@ async def accept_job(
     """Write a validated job through ``submit.lua``: created, a duplicate of its idempotent key, or refused.
 
     ``regions`` are already chosen (``common/routing.py``); ``domain`` is the
-    url's ``host:port`` (``pacing.scope.domain_of``, for the job index; common
-    does not import pacing); ``links`` are
-    extra record fields (``schedule``). The quota is checked and counted as
+    url's ``host:port`` (``common.urls.domain_of``, for the job index);
+    ``links`` are extra record fields (``schedule``). The quota is checked and counted as
     for a submission: in the script on one partition, held first in the
     customer's own counter with several (``edge/quota.py`` says why).
     """

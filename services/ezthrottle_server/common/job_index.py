@@ -38,7 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ import orjson
 
 from . import keys
 from .config import Settings
+from .urls import domain_of
 
 if TYPE_CHECKING:
     from .redisconn import RedisClient
@@ -394,10 +395,8 @@ async def count_for_domain(
 # -- jobs written before the index ------------------------------------------------------------
 
 
-async def reindex(redis: RedisClient, settings: Settings, domain_of: Callable[[str], str], *, batch: int = 500) -> int:
+async def reindex(redis: RedisClient, settings: Settings, *, batch: int = 500) -> int:
     """Index every job record its customer's index lacks (jobs accepted before the index existed).
-
-    ``domain_of``: a url's ``host:port`` (pacing.scope.domain_of; common does not import pacing).
 
     Idempotent: a member is the same whoever writes it. Reads every record
     (SCAN, every master of a cluster); one ZADD and EXPIRE per job, each in the
@@ -412,14 +411,14 @@ async def reindex(redis: RedisClient, settings: Settings, domain_of: Callable[[s
             continue
         pending.append(job_id)
         if len(pending) >= batch:
-            added += await _index_records(redis, pending, ttl, domain_of)
+            added += await _index_records(redis, pending, ttl)
             pending = []
     if pending:
-        added += await _index_records(redis, pending, ttl, domain_of)
+        added += await _index_records(redis, pending, ttl)
     return added
 
 
-async def _index_records(redis: RedisClient, job_ids: Sequence[str], ttl: int, domain_of: Callable[[str], str]) -> int:
+async def _index_records(redis: RedisClient, job_ids: Sequence[str], ttl: int) -> int:
     rows = await _records(redis, job_ids)
     writes: list[tuple[str, str]] = []
     for job_id, row in zip(job_ids, rows):

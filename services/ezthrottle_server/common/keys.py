@@ -159,7 +159,7 @@ def delivery_scheduled(partition: int) -> str:
 
 
 def webhook_pace(host: str) -> str:
-    """The pace of webhook POSTs to one destination (``host:port``, pacing/scope.py); used alone."""
+    """The pace of webhook POSTs to one destination (``host:port``, common/urls.py domain_of); used alone."""
     return f"{PREFIX}:whpace:{host}"
 
 

@@ -42,7 +42,8 @@ from ..common import keys
 from ..common.config import Settings
 from ..common.metrics import JOBS_REPAIRED
 from ..common.redisconn import Scripts
-from ..pacing.scope import SHARED, Scope, domain_of
+from ..common.urls import domain_of
+from ..pacing.scope import SHARED, Scope
 from .lease import Leadership
 from .loop import CoordinatorLoop
 

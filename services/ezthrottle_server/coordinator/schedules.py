@@ -30,7 +30,7 @@ from ..common import acceptance, keys, schedules
 from ..common.errors import ApiError
 from ..common.job_scripts import JobState, Submitted
 from ..common.routing import RegionStates, choose_regions
-from ..pacing.scope import domain_of
+from ..common.urls import domain_of
 from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.redisconn import Scripts
 from ..common.routing import RegionStates, choose_regions
 from ..common.streams import GroupConsumer
-from ..pacing.scope import domain_of
+from ..common.urls import domain_of
 from .lease import Leadership
 from .loop import CoordinatorLoop
 

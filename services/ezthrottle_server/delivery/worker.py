@@ -78,8 +78,8 @@ from ..common.metrics import (
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets
 from ..common.streams import StreamWorker
+from ..common.urls import domain_of
 from ..common.workflows import frugal_step
-from ..pacing.scope import domain_of
 from .schedule import decide
 from .sender import SendResult, WebhookSender
 from .signing import WebhookSecrets, message_id, signed_headers

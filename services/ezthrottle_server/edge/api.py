@@ -19,7 +19,8 @@ from ..common.deliveries import webhooks_view
 from ..common.errors import ApiError, OutboundBlocked
 from ..common.http import json_response, read_json, then
 from ..common.jobs import MAX_CHAIN_DEPTH, validate_job
-from ..pacing.scope import SHARED, domain_of
+from ..common.urls import domain_of
+from ..pacing.scope import SHARED
 from .context import CTX, EdgeContext
 from .events import stream_job_events
 from .intake import Duplicate, Refused

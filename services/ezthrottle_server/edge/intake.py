@@ -38,8 +38,9 @@ from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
 from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.redisconn import Scripts
 from ..common.routing import RegionStates, choose_regions
+from ..common.urls import domain_of
 from ..common.workflows import timers_for
-from ..pacing.scope import Scope, domain_of
+from ..pacing.scope import Scope
 from .admission import Admission
 from .attempt import FirstSend
 from .quota import Quotas

@@ -47,9 +47,10 @@ from ..common.config import Settings
 from ..common.metrics import INFLIGHT, RECLAIMED
 from ..common.redisconn import Scripts
 from ..common.streams import StreamWorker
+from ..common.urls import domain_of
 from ..pacing.limiter import Limiter, PacingPolicy
 from ..pacing.scheduler import Scheduler
-from ..pacing.scope import Scope, domain_of
+from ..pacing.scope import Scope
 from .attempt import Attempts, FirstSend
 from .executor import Executor
 from .outcomes import OutcomeWindow

@@ -16,8 +16,9 @@ import pytest_asyncio
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.metrics import JOBS_EVACUATED
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import SHARED, domain_of
+from ezthrottle_server.pacing.scope import SHARED
 from support.jobs import get_job, submit, wait_final
 
 pytestmark = pytest.mark.asyncio

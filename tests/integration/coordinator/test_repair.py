@@ -15,9 +15,10 @@ import pytest
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.redisconn import Scripts
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.coordinator.repair import Repairer
 from ezthrottle_server.pacing.limiter import Limiter, PacingPolicy
-from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of
+from ezthrottle_server.pacing.scope import SHARED, Scope
 from support.jobs import submit, wait_final
 from support.services import REGIONS_FILE, make_settings
 

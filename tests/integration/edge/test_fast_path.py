@@ -12,9 +12,10 @@ import pytest
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.metrics import ACCEPT_TO_SEND
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of
+from ezthrottle_server.pacing.scope import SHARED, Scope
 from support.jobs import submit, wait_final
 
 pytestmark = pytest.mark.asyncio

@@ -18,8 +18,9 @@ import pytest
 
 from ezthrottle import AsyncEZThrottle, EZThrottle
 from ezthrottle_server.common import job_index, keys
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import SHARED, domain_of
+from ezthrottle_server.pacing.scope import SHARED
 from support.jobs import auth, submit, wait_final
 
 pytestmark = pytest.mark.asyncio
@@ -316,8 +317,8 @@ async def test_reindex_adds_the_jobs_the_index_lacks_once(http, start_edge, api_
     for p in range(4):  # as if they were accepted before the index existed
         await redis.delete(keys.job_index(p, "acme"), keys.job_index(p, "globex"))
     assert (await listing(http, edge, api_key))[1] == {"jobs": [], "next_cursor": None}
-    assert await job_index.reindex(redis, edge.settings, domain_of, batch=5) == 15
-    assert await job_index.reindex(redis, edge.settings, domain_of) == 0  # once
+    assert await job_index.reindex(redis, edge.settings, batch=5) == 15
+    assert await job_index.reindex(redis, edge.settings) == 0  # once
     after, _ = await all_pages(http, edge, api_key)
     assert after == before and sorted(j["job_id"] for j in after) == sorted(mine)
     assert sorted(j["job_id"] for j in (await all_pages(http, edge, other_api_key))[0]) == sorted(theirs)

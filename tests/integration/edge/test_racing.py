@@ -5,8 +5,8 @@ import asyncio
 import pytest
 import pytest_asyncio
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from support.jobs import submit, wait_final
 
 pytestmark = pytest.mark.asyncio

@@ -9,8 +9,8 @@ import time
 import aiohttp
 import pytest
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.edge.context import CTX
-from ezthrottle_server.pacing.scope import domain_of
 from integration.pacing.pacing_helpers import overrides_applied, submit_many, wait_until, wall_ms
 from support.jobs import wait_final
 from support.redis_server import free_port

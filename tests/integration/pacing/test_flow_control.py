@@ -12,8 +12,8 @@ import asyncio
 import pytest
 import pytest_asyncio
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from integration.pacing.pacing_helpers import max_in_window, submit_many
 from support.jobs import auth, submit, wait_final
 

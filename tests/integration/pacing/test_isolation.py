@@ -4,9 +4,9 @@ import time
 
 import pytest
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from integration.pacing.pacing_helpers import submit_many, wait_until
 from support.jobs import wait_final
 

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ezthrottle_server.common import keys
-from ezthrottle_server.pacing.scope import domain_of
+from ezthrottle_server.common.urls import domain_of
 from integration.pacing.pacing_helpers import overrides_applied, submit_many
 from support.jobs import wait_final
 from support.services import REPO

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from integration.pacing.pacing_helpers import submit_many
 from support.jobs import wait_final
 

@@ -6,9 +6,9 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from integration.pacing.pacing_helpers import max_in_window, submit_many
 from support.jobs import wait_final
 

@@ -6,8 +6,8 @@ import pytest
 import pytest_asyncio
 
 from ezthrottle_server.common import keys
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
-from ezthrottle_server.pacing.scope import domain_of
 from support.jobs import get_job, submit, wait_final
 from support.services import RunningApp, make_settings
 

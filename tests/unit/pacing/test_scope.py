@@ -2,8 +2,9 @@
 
 import pytest
 
+from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing import OverridesError
-from ezthrottle_server.pacing.scope import SHARED, Scope, domain_of, parse_domain
+from ezthrottle_server.pacing.scope import SHARED, Scope, parse_domain
 
 
 @pytest.mark.parametrize(

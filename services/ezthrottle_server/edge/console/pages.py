@@ -23,7 +23,8 @@ from ...common import deliveries, job_index, keys
 from ...common.errors import ApiError
 from ...common.schedules import view as schedule_view
 from ...common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets, seal_webhook_secrets
-from ...pacing.scope import SHARED, domain_of
+from ...common.urls import domain_of
+from ...pacing.scope import SHARED
 from ..api import load_job_view
 from ..context import CTX, EdgeContext
 from ..events import FINAL, stream_job_events
