@@ -35,14 +35,9 @@ import orjson
 from ..common import job_index, keys
 from ..common.cancels import CancelOutcome, end_job
 from ..common.config import Settings
+from ..common.holders import FIELDS, FINAL, Candidate, holders
 from ..common.redisconn import Scripts
-from ..coordinator.repair import FIELDS, Candidate, Repairer
-
-
-class _Acting:
-    """An operator's command acts whatever the coordinators' lease says."""
-
-    is_leader = True
+from ..common.repair import RepairPass
 
 
 def add_parser(sub: Any) -> None:
@@ -86,9 +81,8 @@ async def show(r: Any, settings: Settings, job_id: str) -> dict[str, Any] | None
         return None
     regions = [x for x in (fields["regions"] or "").split(",") if x]
     c = Candidate(job_id, keys.job_partition(job_id) or 0, fields, regions, int(attempts))
-    repairer = Repairer(settings, r, Scripts(r), _Acting(), dry_run=True)
-    held_by = await repairer.holders(c, int(time.time() * 1000), {}, fix_ready=False)
-    final = fields["state"] in ("success", "failed", "cancelled", "expired")
+    held_by = await holders(r, settings.region_ids, c, int(time.time() * 1000), {}, fix_ready=False)
+    final = fields["state"] in FINAL
     return {
         "job_id": job_id,
         "state": fields["state"],
@@ -127,7 +121,8 @@ async def run(args: argparse.Namespace, r: Any, settings: Settings) -> int:
                 print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
         return 0
     wait_s = settings.repair_after_s if args.wait_s is None else args.wait_s
-    repairer = Repairer(settings.with_overrides(repair_after_s=wait_s), r, Scripts(r), _Acting(), step_pause_s=0, dry_run=args.dry_run)
+    # An operator's command acts whatever the coordinators' lease says.
+    repairer = RepairPass(settings.with_overrides(repair_after_s=wait_s), r, Scripts(r), step_pause_s=0, dry_run=args.dry_run)
     await repairer.sweep()  # first sight: suspects only
     await asyncio.sleep(wait_s)
     await repairer.sweep()

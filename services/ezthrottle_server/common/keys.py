@@ -278,6 +278,14 @@ def pacing_ready(region: str) -> str:
     return f"{PREFIX}:pacing:ready:{region}"
 
 
+SHARED_SCOPE = "*"  # the scope of a domain whose customers share one limit (pacing/scope.py SHARED)
+
+
+def pacing_ready_member(domain: str, scope: str) -> str:
+    """How a scope appears in a region's ready set (``pacing_ready``): ``<dom>|<scope>``."""
+    return f"{domain}|{scope}"
+
+
 def pacing_configured() -> str:
     return f"{PREFIX}:pacing:configured"
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..common import keys
 from ..common.urls import domain_of
 from . import OverridesError
 
-SHARED = "*"  # the scope of a domain whose customers share one limit
+SHARED = keys.SHARED_SCOPE  # the scope of a domain whose customers share one limit
 
 
 def parse_domain(text: str) -> str:
@@ -31,7 +32,7 @@ class Scope:
     @property
     def member(self) -> str:
         """How the scope appears in a region's ready set."""
-        return f"{self.domain}|{self.who}"
+        return keys.pacing_ready_member(self.domain, self.who)
 
     @classmethod
     def from_member(cls, member: str) -> Scope:
