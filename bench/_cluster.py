@@ -102,11 +102,19 @@ def cluster(
     simulate_latency: bool = False,
     sink: str | None = None,
     extra_env: dict[str, str] | None = None,
+    redis: tuple[str, dict[str, int]] | None = None,
 ) -> Iterator[Cluster]:
-    """Redis, coordinator, delivery and one edge per region, with the sink's domain raised."""
+    """Redis, coordinator, delivery and one edge per region, with the sink's domain raised.
+
+    ``redis``: a Redis (or Redis Cluster) already running, as (URL, {name: pid}),
+    instead of a throwaway server of our own.
+    """
     with contextlib.ExitStack() as stack:
-        redis_url = stack.enter_context(redis_server())
-        pids = {"redis": redis_pid(redis_url)}
+        if redis is None:
+            redis_url = stack.enter_context(redis_server())
+            pids = {"redis": redis_pid(redis_url)}
+        else:
+            redis_url, pids = redis[0], dict(redis[1])
         sink_url = sink or stack.enter_context(sink_process(tag, pids))
         host_port = sink_url.split("://", 1)[1]
         domains = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ezt-bench-"))) / "domains.yaml"
@@ -116,6 +124,11 @@ def cluster(
             "EZT_REGIONS_FILE": str(REPO / "regions.yaml"),
             "EZT_DOMAINS_FILE": str(domains),
             "EZT_SIMULATE_LATENCY": "1" if simulate_latency else "0",
+            # Every webhook goes to the sink's one host: raise its webhook pace (50/s by default, all
+            # customers together) as an operator whose receivers take that much would, or every
+            # throughput number would be that pace.
+            "EZT_DELIVERY_HOST_RPS": "100000",
+            "EZT_DELIVERY_HOST_BURST": "1000",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

@@ -4,6 +4,8 @@
 
 - ``* /t/<tag>``: the target. Answers 200 with a small JSON body and records
   when the request arrived (``time.time()``, seconds).
+- ``* /f/<tag>``: a target that answers 503 to a tag's first request and 200
+  after (a job that takes two attempts: ``bench.capacity``'s cost per attempt).
 - ``POST /hook``: the webhook receiver. Reads the job's tag from the body
   (EZThrottle's payload: ``metadata.tag``; the baselines send ``{"tag"}``)
   and records when it arrived.
@@ -32,6 +34,7 @@ class Sink:
 
     def clear(self) -> None:
         self.target: dict[str, float] = {}
+        self.failed: set[str] = set()
         self.hooks: dict[str, float] = {}
         self.target_requests = 0
         self.hook_requests = 0
@@ -42,6 +45,15 @@ class Sink:
         self.target.setdefault(request.match_info["tag"], now)
         await request.read()
         return web.Response(body=ANSWER, content_type="application/json")
+
+    async def fail_once(self, request: web.Request) -> web.Response:
+        tag = request.match_info["tag"]
+        await request.read()
+        if tag not in self.failed:
+            self.failed.add(tag)
+            self.target_requests += 1
+            return web.Response(status=503, body=b'{"error":"try again"}', content_type="application/json")
+        return await self.target_hit(request)
 
     async def hook(self, request: web.Request) -> web.Response:
         now = time.time()
@@ -83,6 +95,7 @@ def main() -> None:
     sink = Sink()
     app = web.Application()
     app.router.add_route("*", "/t/{tag}", sink.target_hit)
+    app.router.add_route("*", "/f/{tag}", sink.fail_once)
     app.router.add_post("/hook", sink.hook)
     app.router.add_get("/stats", sink.stats)
     app.router.add_get("/arrivals", sink.arrivals)
