@@ -46,6 +46,9 @@ Environment variables (all optional):
 ``EZT_DELIVERY_CONCURRENCY``          webhook POSTs in flight per delivery worker
 ``EZT_DELIVERY_HOST_RPS``             webhook POSTs per second to one destination host, all customers and workers (50; 0: off)
 ``EZT_DELIVERY_HOST_BURST``           webhook POSTs one host may get at once before that rate applies (50)
+``EZT_EDGE_DELIVERS_WEBHOOKS``        ``1`` (default): the edge that finished a job sends the first attempt of its webhooks; ``0``: the
+                                      delivery service sends every attempt
+``EZT_EDGE_WEBHOOK_GRACE_S``          how long a finished job's webhooks wait for their edge before the delivery service takes them (5)
 ``EZT_DELIVERY_POLL_S``               how often a delivery worker releases due retries
 ``EZT_OUTBOUND_ALLOW_LOOPBACK``       ``1``/``0``: send to loopback (default: yes in the local profile only)
 ``EZT_OUTBOUND_ALLOW_CIDRS``          comma list of networks reachable although not public (``10.1.0.0/16``)
@@ -156,6 +159,7 @@ class Settings:
     # TEST-ONLY fault injection, never read from the environment or regions.yaml: the edge
     # sends through edge/faults.py's FaultyExecutor, whose `broken` switch tests flip.
     test_outbound_fault: bool = False
+    test_hold_edge_webhooks: bool = False  # tests only (edge/webhooks.py): the edge finishes jobs and never takes their webhooks
     delivery_timeout_s: float = 10.0
     delivery_backoff_base_s: float = 10.0
     delivery_backoff_cap_s: float = 3600.0
@@ -164,6 +168,8 @@ class Settings:
     delivery_host_rps: float = 50.0  # webhook POSTs a second to one host (delivery/worker.py, webhook_pace.lua); 0: off
     delivery_host_burst: int = 50
     delivery_poll_s: float = 0.1
+    edge_delivers_webhooks: bool = True  # edge/webhooks.py: the finishing edge sends each webhook's first attempt
+    edge_webhook_grace_s: float = 5.0  # a hand-off (finish.lua) the edge has not taken by then goes to the delivery service
     # Pacing (pacing/): cluster-wide defaults and ceilings; every node must agree.
     domains_file: str = "domains.yaml"
     pacing_default_rps: float = 2.0
@@ -292,6 +298,7 @@ _ENV_FLOAT = {
     "EZT_DELIVERY_WINDOW_S": "delivery_window_s",
     "EZT_DELIVERY_POLL_S": "delivery_poll_s",
     "EZT_DELIVERY_HOST_RPS": "delivery_host_rps",
+    "EZT_EDGE_WEBHOOK_GRACE_S": "edge_webhook_grace_s",
     "EZT_PACING_DEFAULT_RPS": "pacing_default_rps",
     "EZT_PACING_MAX_RPS": "pacing_max_rps",
     "EZT_PACING_WINDOW_MARGIN_MS": "pacing_window_margin_ms",
@@ -473,6 +480,8 @@ def load_settings(
         values["send_idempotency_key"] = env["EZT_SEND_IDEMPOTENCY_KEY"] not in ("0", "false", "no", "")
     if "EZT_SIMULATE_LATENCY" in env:
         values["simulate_latency"] = env["EZT_SIMULATE_LATENCY"] not in ("0", "false", "no", "")
+    if "EZT_EDGE_DELIVERS_WEBHOOKS" in env:
+        values["edge_delivers_webhooks"] = env["EZT_EDGE_DELIVERS_WEBHOOKS"] not in ("0", "false", "no", "")
     values.update(_outbound_and_auth(data, env, path))
     values["health_targets"] = _urls(env.get("EZT_HEALTH_TARGETS", data.get("health_targets")), "health_targets")
     if values.get("region_probe_interval_s", 0.5) <= 0 or values.get("region_probe_timeout_s", 0.75) <= 0:

@@ -32,6 +32,7 @@ Layout::
     ezt:{ezt:p0}:job:<job_id>:frugal:<step> string claim of a FRUGAL step by an SDK webhook handler (TTL = job TTL)
     ezt:{ezt:p0}:deliveries:send:<route>    stream one entry per webhook send; route = a region or "any"
     ezt:{ezt:p0}:deliveries:scheduled       zset   "<route>|<job_id>|<hook>" scored by due time (ms)
+    ezt:{ezt:p0}:deliveries:handoff         zset   finished jobs' webhooks handed to the finishing edge, "<job>[|<answer>]" by when delivery takes over (ms)
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
     ezt:whpace:<host:port>                  string webhook POSTs' pace to one host: GCRA arrival time, ms (webhook_pace.lua; TTL)
@@ -156,6 +157,11 @@ def delivery_sends(partition: int, route: str) -> str:
 
 def delivery_scheduled(partition: int) -> str:
     return f"{PREFIX}:{partition_tag(partition)}:deliveries:scheduled"
+
+
+def delivery_handoff(partition: int) -> str:
+    """Webhooks of finished jobs handed to the edge that finished them (finish.lua); delivery sweeps the late ones."""
+    return f"{PREFIX}:{partition_tag(partition)}:deliveries:handoff"
 
 
 def webhook_pace(host: str) -> str:

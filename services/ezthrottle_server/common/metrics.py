@@ -65,6 +65,14 @@ WEBHOOK_DEAD_LETTERS = Counter("ezt_webhook_dead_letters_total", "Webhooks dead-
 WEBHOOK_REPLAYED = Counter("ezt_webhook_replayed_total", "Dead-lettered webhooks queued again by a replay")
 WEBHOOK_INFLIGHT = Gauge("ezt_webhook_inflight", "Webhook stream entries this delivery worker is working on")
 WEBHOOK_RECLAIMED = Counter("ezt_webhook_reclaimed_total", "Delivery stream entries reclaimed from dead workers")
+WEBHOOK_POSTS = Counter(
+    "ezt_webhook_posts_total",
+    "Webhook POSTs made, by who sent them: edge (the edge that finished the job, first attempts) or delivery (the delivery service)",
+    ["by"],
+)
+WEBHOOK_HANDOFFS_SWEPT = Counter(
+    "ezt_webhook_handoffs_swept_total", "Finished jobs' webhooks the delivery service took over from an edge that did not send them in time"
+)
 
 PACING_GRANTS = Counter("ezt_pacing_grants_total", "Jobs the pacer let go to their target domain", ["region"])
 PACING_WAIT = Histogram(
@@ -228,6 +236,8 @@ def prime(role: str, region: str | None = None) -> None:
             WEBHOOK_DELIVERIES.labels(outcome)
         for reason in ("gone", "window_exhausted", "outbound_blocked"):
             WEBHOOK_DEAD_LETTERS.labels(reason)
+    if role in ("edge", "delivery"):
+        WEBHOOK_POSTS.labels(role)
     if role == "coordinator":  # not ezt_region_state: 0 would say "down" before the first look
         PACING_CONFIG_LOADS.labels("error")
 

@@ -54,35 +54,22 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from yarl import URL
 
 from ..common import keys, scripting
 from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, DEAD, DELIVERED, live_regions, route_for
-from ..common.metrics import (
-    WEBHOOK_DEAD_LETTERS,
-    WEBHOOK_DELIVERIES,
-    WEBHOOK_INFLIGHT,
-    WEBHOOK_PACED,
-    WEBHOOK_QUORUM_LATENCY,
-    WEBHOOK_QUORUM_MISSED,
-    WEBHOOK_RECLAIMED,
-)
+from ..common.metrics import WEBHOOK_HANDOFFS_SWEPT, WEBHOOK_INFLIGHT, WEBHOOK_RECLAIMED
 from ..common.redisconn import UNAVAILABLE, Scripts
-from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets
 from ..common.streams import StreamWorker
 from ..common.urls import domain_of
-from ..common.workflows import frugal_step
-from .schedule import decide
-from .sender import SendResult, WebhookSender
-from .signing import WebhookSecrets, message_id, signed_headers
+from ..common.webhook_sender import WebhookSender
+from ..common.webhooks import FINAL_JOB_STATES, HookState, SendEntry, WebhookPoster, build_payload, now_ms, read_final_job
 
 if TYPE_CHECKING:
     from ..common.redisconn import RedisClient
@@ -92,62 +79,12 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 HEARTBEAT_TTL_MS = 3000
 RELEASE_BATCH = 500
-FINAL_JOB_STATES = ("success", "failed", "cancelled", "expired")
+HANDOFF_SWEEP_BATCH = 100
+__all__ = ["DeliveryWorker", "build_payload"]
 
 
 def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attempts: int, answered_by: str | None = None) -> bytes:
-    """The webhook body: the SDK README's payload, plus region, attempts and error."""
-    result = orjson.loads(job["result"]) if job.get("result") else None
-    return orjson.dumps(
-        {
-            "job_id": job_id,
-            "idempotent_key": job.get("idempotent_key"),
-            "status": job["state"],
-            "response": result or {"status_code": None, "headers": {}, "body": ""},
-            "metadata": spec.get("metadata") or {},
-            "region": job.get("winner") or None,
-            "attempts": attempts,
-            "error": job.get("error") or None,
-            **_workflow(job_id, job, spec, result, answered_by or job_id),
-        }
-    )
-
-
-async def _none() -> None:
-    return None
-
-
-ANSWER_FIELDS = ("state", "result", "winner", "error", "finished_ms")  # what a step's webhooks take from the job that answered
-
-
-def _with_answer(step: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
-    """A step's record with the final state of the fallback that answered for it (nothing if either is gone)."""
-    if not step or not answer:
-        return {}
-    return {**step, **{k: answer[k] for k in ANSWER_FIELDS if k in answer}}
-
-
-def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: dict[str, Any] | None, answered_by: str) -> dict[str, Any]:
-    """The workflow section: links, which job of the step's fallback chain answered (``answered_by``: the
-    step itself, or the fallback that ended it), and the FRUGAL continuation the client runs (see common/workflows.py)."""
-    if job.get("chain") != "1" and not job.get("parent"):
-        return {}
-    status_code = (result or {}).get("status_code")
-    step = frugal_step(job_id, spec, job["state"], status_code, job.get("error") or None)
-    return {
-        "workflow": {
-            "root_job_id": job.get("root") or job_id,
-            "job_id": job_id,
-            "parent_job_id": job.get("parent") or None,
-            "relation": job.get("relation") or None,
-            "answered_by": answered_by,
-            "frugal_steps": [step] if step else [],
-        }
-    }
+    return now_ms()
 
 
 class DeliveryWorker(StreamWorker):
@@ -165,12 +102,12 @@ class DeliveryWorker(StreamWorker):
         self.routes = (ANY_ROUTE, *settings.region_ids)
         self.live: set[str] = set()  # regions with a live delivery worker
         self._capacity = max(settings.delivery_concurrency, 1)
-        self._posts = asyncio.Semaphore(self._capacity)
         self._inflight = 0
         self._slot_freed = asyncio.Event()
-        self.box = SecretBox(settings.secrets_keys)
-        self._pace = scripting.register(redis, "webhook_pace")
-        self._defer = scripting.register(redis, "delivery_defer")
+        self.poster = WebhookPoster(
+            settings, redis, scripts, self.batch, sender, node=self.consumer, log_region=self.log_region, by="delivery", rng=self.rng
+        )
+        self._sweep = scripting.register(redis, "delivery_sweep")
 
     # -- lifecycle (StreamWorker: stop() stops reading, lets in-flight POSTs finish for a grace, then cancels) --
 
@@ -298,6 +235,7 @@ class DeliveryWorker(StreamWorker):
     async def _release_loop(self) -> None:
         while not self.stopping:
             try:
+                await self.sweep_handoffs()
                 if await self.release_due() >= RELEASE_BATCH:
                     continue  # a backlog: go again at once
             except asyncio.CancelledError:
@@ -310,6 +248,36 @@ class DeliveryWorker(StreamWorker):
                 await asyncio.sleep(0.5)
             await asyncio.sleep(self.settings.delivery_poll_s)
 
+    # -- hand-offs an edge did not deliver (finish.lua, edge/webhooks.py) -------
+
+    async def sweep_handoffs(self) -> int:
+        """Take over the hand-offs whose time has passed: their edge died, or could not take them."""
+        now = _now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.settings.partitions):
+                pipe.zrangebyscore(keys.delivery_handoff(p), "-inf", now, start=0, num=HANDOFF_SWEEP_BATCH)
+            due: list[list[str]] = await pipe.execute()
+        taken = 0
+        for p, members in enumerate(due):
+            for member in members:
+                job_id = member.partition("|")[0]
+                if keys.job_partition(job_id) != p:
+                    log.error("malformed hand-off %r; dropping", member)
+                    await self.redis.zrem(keys.delivery_handoff(p), member)
+                    continue
+                swept = await self._sweep(
+                    keys=[
+                        keys.delivery_handoff(p), keys.job_webhooks(job_id), keys.deliveries(p),
+                        *(keys.delivery_sends(p, r) for r in self.routes),
+                    ],
+                    args=[member, now, *self.routes],
+                )  # fmt: skip
+                if swept:
+                    taken += 1
+                    WEBHOOK_HANDOFFS_SWEPT.inc()
+                    log.info("took over webhooks an edge did not send in time", extra={"job_id": job_id, "region": self.log_region})
+        return taken
+
     # -- a finished job enters delivery --------------------------------------
 
     async def _plan(self, stream: str, entry_id: str, job_id: str, answered_by: str) -> None:
@@ -317,12 +285,7 @@ class DeliveryWorker(StreamWorker):
         fallback that ended its step (the webhooks, quorum, metadata, id and key stay the step's)."""
         partition = keys.job_partition(job_id)
         assert partition is not None
-        step, answer, attempts = await asyncio.gather(
-            self.batch.execute("HGETALL", keys.job(job_id)),
-            self.batch.execute("HGETALL", keys.job(answered_by)) if answered_by != job_id else _none(),
-            self.batch.execute("LLEN", keys.attempts(answered_by)),
-        )
-        job = step if answer is None else _with_answer(step, answer)
+        job, attempts = await read_final_job(self.batch, job_id, answered_by)
         if not job or job.get("state") not in FINAL_JOB_STATES:
             log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id, "region": self.log_region})
             await self._ack(stream, entry_id)
@@ -364,70 +327,16 @@ class DeliveryWorker(StreamWorker):
                 extra={"job_id": job_id, "region": self.log_region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
             )
 
-    async def _quorum_lost_by(self, hooks_key: str, hook: int) -> bool:
-        """Did dead-lettering voting webhook ``hook`` leave the job's quorum out of reach?
-
-        The first dead letter to find it out of reach marks the job
-        (``quorum_missed_ms``), so each job that misses its quorum is counted
-        once, however many of its webhooks die at the same moment.
-        """
-        state = await self.redis.hgetall(hooks_key)  # type: ignore[misc]  # one read: votes and states agree with each other
-        if state.get("quorum_met_ms") or "count" not in state:
-            return False
-        n = int(state["count"])
-        if state.get(f"{hook}:vote") != "1":
-            return False  # a webhook without a vote changes nothing
-        open_votes = sum(1 for i in range(n) if state.get(f"{i}:vote") == "1" and state.get(f"{i}:state") not in (DELIVERED, DEAD))
-        if int(state.get("votes") or 0) + open_votes >= int(state.get("quorum") or 1):
-            return False
-        return bool(await self.redis.hsetnx(hooks_key, "quorum_missed_ms", _now_ms()))  # type: ignore[arg-type, misc]  # redis-py#2399
-
     # -- one POST ------------------------------------------------------------
 
-    async def _held_back_by_host_pace(
-        self, stream: str, entry_id: str, partition: int, job_id: str, hook: int, url: str, regions: str | None, attempts: str | None
-    ) -> bool:
-        """Over its host's pace (``delivery_host_rps``, all customers and workers): put the send back
-        for when the host has room, no attempt spent, and say so."""
-        rps = self.settings.delivery_host_rps
-        if rps <= 0:
-            return False
-        now = _now_ms()
-        pace = [now, 1000.0 / rps, max(1, self.settings.delivery_host_burst)]
-        wait_ms = int(await self._pace(keys=[keys.webhook_pace(domain_of(url))], args=pace))
-        if wait_ms <= 0:
-            return False
-        due = now + wait_ms + int(self.rng.uniform(0, wait_ms))  # spread: the sends held back do not all come back at once
-        route = route_for([r for r in (regions or "").split(",") if r], int(attempts or 0) + 1, self.live)
-        await self._defer(keys=[stream, keys.delivery_scheduled(partition)], args=[self.group, entry_id, due, f"{route}|{job_id}|{hook}"])
-        WEBHOOK_PACED.inc()
-        log.debug("webhook %s held back %d ms by its host's pace", hook, due - now, extra={"job_id": job_id, "region": self.log_region})
-        return True
-
-    def _read_secrets(self, customer: str) -> asyncio.Future[Any]:
-        """The customer's stored (primary, secondary), as read, batched."""
-        return self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
-
-    async def _secrets(self, customer: str, stored: asyncio.Future[Any] | None = None) -> WebhookSecrets | None:
-        """The customer's signing secrets (None: it has none, webhooks go unsigned).
-
-        ``stored``: their read, already under way. Raises SecretBoxError when
-        they are sealed with a key this worker lacks.
-        """
-        primary, secondary = await (stored if stored is not None else self._read_secrets(customer))
-        opened = open_webhook_secrets(self.box, customer, primary, secondary or None)
-        return WebhookSecrets(*opened) if opened else None
-
     async def _send(self, stream: str, entry_id: str, job_id: str, hook: int, customer_hint: str | None = None) -> None:
-        partition = keys.job_partition(job_id)
-        assert partition is not None
         hooks_key = keys.job_webhooks(job_id)
         p = f"{hook}:"
         # An entry from delivery_plan.lua names the customer: its secrets are read
         # in the same round trip as the webhook's state (a retry's entry does not).
         stored: asyncio.Future[Any] | None = None
         if customer_hint:
-            stored = self._read_secrets(customer_hint)
+            stored = self.poster.read_secrets(customer_hint)
             stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
         customer, payload, url, state, attempts, since_ms, regions, window_base = await self.batch.execute(
             "HMGET",
@@ -448,85 +357,15 @@ class DeliveryWorker(StreamWorker):
         if state in (DELIVERED, DEAD):  # a duplicate entry: the webhook is settled
             await self._ack(stream, entry_id)
             return
-        if await self._held_back_by_host_pace(stream, entry_id, partition, job_id, hook, url, regions, attempts):
-            return
-
-        body = payload.encode()
-        attempt = int(attempts or 0) + 1
-        try:
-            secrets = await self._secrets(customer, stored if customer == customer_hint else None)
-        except SecretBoxError as exc:
-            # Never unsigned when the customer has secrets: this attempt fails,
-            # and is retried on the usual schedule (an operator fixes the keys).
-            log.error("webhook not sent: its secrets are unreadable here: %s", exc, extra={"job_id": job_id, "customer": customer})
-            result = SendResult(error=f"webhook secrets unreadable on this worker: {exc}")
-        else:
-            headers = signed_headers(body, message_id(job_id, hook), int(time.time()), secrets)
-            headers["X-EZThrottle-Attempt"] = str(attempt)
-            async with self._posts:
-                result = await self.sender.post(url, body, headers)
-
-        now = _now_ms()
-        decision = decide(
-            result.status_code,
-            blocked=result.blocked,
-            failures=attempt - int(window_base or 0),
-            since_ms=int(since_ms or now),
-            now_ms=now,
-            base_s=self.settings.delivery_backoff_base_s,
-            cap_s=self.settings.delivery_backoff_cap_s,
-            window_s=self.settings.delivery_window_s,
-            rng=self.rng,
+        h = HookState(
+            job_id=job_id,
+            hook=hook,
+            customer=customer,
+            payload=payload,
+            url=url,
+            attempts=int(attempts or 0),
+            since_ms=int(since_ms) if since_ms else None,
+            regions=regions or "",
+            window_base=int(window_base or 0),
         )
-        due = now + int(decision.delay_s * 1000)
-        route = route_for([r for r in (regions or "").split(",") if r], attempt, self.live)
-        applied, quorum_now, finished_ms = await asyncio.shield(
-            self.batch.script(
-                self.scripts.delivery_record,
-                keys=[
-                    hooks_key,
-                    stream,
-                    keys.delivery_scheduled(partition),
-                    keys.delivery_dead(partition),
-                    keys.delivery_dead(partition, customer),
-                ],
-                args=[
-                    self.group,
-                    entry_id,
-                    hook,
-                    decision.action,
-                    now,
-                    "" if result.status_code is None else result.status_code,
-                    result.error or "",
-                    due,
-                    f"{route}|{job_id}|{hook}",
-                    decision.reason,
-                    self.consumer,
-                    self.region or "",
-                    job_id,
-                    keys.job_events(job_id),
-                ],
-            )
-        )
-        WEBHOOK_DELIVERIES.labels(decision.action).inc()
-        if applied == 1 and decision.action == DEAD:
-            WEBHOOK_DEAD_LETTERS.labels(decision.reason).inc()
-            if await self._quorum_lost_by(hooks_key, hook):
-                WEBHOOK_QUORUM_MISSED.inc()
-        if quorum_now == 1 and finished_ms:
-            WEBHOOK_QUORUM_LATENCY.observe(max(now - int(finished_ms), 0) / 1000.0)
-        log.info(
-            "webhook %s: %s%s",
-            hook,
-            decision.action,
-            f" ({decision.reason})" if decision.reason else (f" in {decision.delay_s:.2f}s" if decision.delay_s else ""),
-            extra={
-                "job_id": job_id,
-                "region": self.log_region,
-                "domain": domain_of(url),  # where this POST went
-                "webhook": URL(url).host,
-                "status_code": result.status_code,
-                "reason": result.error,
-                "attempt": attempt,
-            },
-        )
+        await self.poster.post(h, SendEntry(stream, entry_id, self.group), self.live, stored if customer == customer_hint else None)

@@ -1,9 +1,16 @@
 -- Put a webhook send back for later without an attempt (its host's pace, webhook_pace.lua):
 -- scheduled as a retry is, its send entry acknowledged. The webhook's state, attempts
--- and delivery window are untouched.
--- KEYS[1] send stream   KEYS[2] scheduled zset
--- ARGV[1] consumer group   ARGV[2] entry id   ARGV[3] due (ms)   ARGV[4] scheduled member
+-- and delivery window are untouched. An edge's first attempt held back (no send entry)
+-- leaves the webhook to the delivery service: it is no longer the edge's ('<i>:edge').
+-- KEYS[1] send stream   KEYS[2] scheduled zset   KEYS[3] webhooks hash (the edge's only)
+-- ARGV[1] consumer group   ARGV[2] entry id ('' if none)   ARGV[3] due (ms)   ARGV[4] scheduled member
+-- ARGV[5] webhook index (the edge's only)
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+if ARGV[2] ~= '' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
+if KEYS[3] then
+  redis.call('HDEL', KEYS[3], ARGV[5] .. ':edge')
+end
 return 1

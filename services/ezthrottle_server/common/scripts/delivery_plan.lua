@@ -11,6 +11,7 @@
 -- ARGV[12+4n ..] the route name of each send stream KEYS[3..], in order
 --
 -- Returns 1 when planned now, 0 when it was planned before.
+--@include common/_webhook_plan.lua
 local planned = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local n = tonumber(ARGV[11])
@@ -18,17 +19,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   for i = 3, #KEYS do
     streams[ARGV[4 * n + 9 + i]] = KEYS[i]
   end
-  redis.call('HSET', KEYS[1], 'customer', ARGV[5], 'quorum', ARGV[6], 'votes', 0, 'payload', ARGV[7],
-    'job_finished_ms', ARGV[8], 'job_status', ARGV[9], 'planned_ms', ARGV[3], 'count', n)
-  for h = 0, n - 1 do
+  write_plan(KEYS[1], {now = ARGV[3], ttl = ARGV[4], customer = ARGV[5], quorum = ARGV[6], payload = ARGV[7],
+    finished_ms = ARGV[8], status = ARGV[9]}, n, function(h)
     local a = 12 + 4 * h
-    local p = h .. ':'
-    redis.call('HSET', KEYS[1], p .. 'url', ARGV[a], p .. 'vote', ARGV[a + 1], p .. 'regions', ARGV[a + 2],
-      p .. 'state', 'pending', p .. 'attempts', 0, p .. 'since_ms', ARGV[3], p .. 'next_ms', ARGV[3])
+    return ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  end)
+  for h = 0, n - 1 do
     -- the customer too: the sender reads its secrets with the webhook's state, in one round trip
-    redis.call('XADD', streams[ARGV[a + 3]], '*', 'job', ARGV[10], 'hook', h, 'customer', ARGV[5])
+    redis.call('XADD', streams[ARGV[12 + 4 * h + 3]], '*', 'job', ARGV[10], 'hook', h, 'customer', ARGV[5])
   end
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
   planned = 1
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])

@@ -10,7 +10,7 @@
 --
 -- KEYS[1] webhooks hash   KEYS[2] send stream   KEYS[3] scheduled zset
 -- KEYS[4] dead letters    KEYS[5] the customer's dead letters
--- ARGV[1] consumer group  ARGV[2] entry id  ARGV[3] webhook index
+-- ARGV[1] consumer group  ARGV[2] entry id ('' if none)  ARGV[3] webhook index
 -- ARGV[4] outcome (delivered | retry | dead)  ARGV[5] now (ms)
 -- ARGV[6] status code ('' if none)  ARGV[7] error ('' if none)
 -- ARGV[8] next due (ms)  ARGV[9] scheduled member  ARGV[10] dead reason
@@ -70,6 +70,8 @@ if state then
     applied = 1
   end
 end
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
+if ARGV[2] ~= '' then  -- '': the edge's first attempt, from no send entry
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+end
 return {applied, quorum_now, finished}

@@ -7,18 +7,47 @@
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] region stream
 -- KEYS[4] delivery stream ({job} or {job: step, outcome: job})   KEYS[5] workflow stream (its chain continues from there)
 -- KEYS[6] queued counters (hash: customer -> jobs not final; submit.lua adds)
+-- KEYS[7] webhook hand-offs (zset, with ARGV[12]: member "<job>" or "<step>|<job>", scored when the
+--         delivery service may take it; the finishing edge claims it first: delivery_claim.lua)
 -- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)
 -- ARGV[3] kind: 'success' | 'failed' (a definitive answer, the same from any
 --         region) | 'out' (this region has no tries left)
 -- ARGV[4] result (JSON)   ARGV[5] region   ARGV[6] now (ms)
 -- ARGV[7] attempt (JSON, '' if none)   ARGV[8] TTL of a finished job (s)
 -- ARGV[9] job id   ARGV[10] failure reason   ARGV[11] the job's event channel
+-- ARGV[12] hand-off grace (ms; optional): > 0, the job's webhooks are handed to this edge
+--          (KEYS[7]) rather than to the delivery stream (KEYS[4])
 -- (a job may also end cancelled here: a cancel requested during the attempt, cancel.lua)
 --
 -- Returns 1 if this call decided the job, 0 if it was already decided (the
 -- attempt is kept, marked lost), 2 if the job goes on in other regions,
--- -1 if the job is gone.
+-- -1 if the job is gone. With hand-offs made: {1, member, ...}.
 local now = tonumber(ARGV[6])
+local grace = tonumber(ARGV[12] or '0') or 0
+local handoffs = {}
+
+-- The job's webhooks (or its step's) enter delivery: through the finishing
+-- edge (a hand-off the delivery service sweeps after the grace if the edge
+-- did not take it), or straight to the delivery stream.
+local function to_delivery(job, answer)
+  if grace > 0 then
+    local member = job
+    if answer then member = job .. '|' .. answer end
+    redis.call('ZADD', KEYS[7], now + grace, member)
+    handoffs[#handoffs + 1] = member
+  elseif answer then
+    redis.call('XADD', KEYS[4], '*', 'job', job, 'outcome', answer)
+  else
+    redis.call('XADD', KEYS[4], '*', 'job', job)
+  end
+end
+
+local function decided()
+  if #handoffs > 0 then
+    return {1, unpack(handoffs)}
+  end
+  return 1
+end
 
 local function ack()
   if ARGV[2] ~= '' then
@@ -53,10 +82,10 @@ local function finalize(state, result, reason)
   local f = redis.call('HMGET', KEYS[1], 'has_webhooks', 'fallback', 'step', 'cont')
   if (state == 'success' or state == 'cancelled' or f[2] ~= '1') and f[4] ~= 'fallback' then
     if f[1] == '1' then
-      redis.call('XADD', KEYS[4], '*', 'job', ARGV[9])
+      to_delivery(ARGV[9])
     end
     if f[3] then
-      redis.call('XADD', KEYS[4], '*', 'job', f[3], 'outcome', ARGV[9])
+      to_delivery(f[3], ARGV[9])
     end
   end
   if redis.call('HGET', KEYS[1], 'chain') == '1' and state ~= 'cancelled' then
@@ -102,7 +131,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1'
   and not (kind == 'success' and redis.call('HGET', KEYS[1], 'mode') ~= 'fanout') then
   finalize('cancelled', ARGV[4], 'cancelled')
   ack()
-  return 1
+  return decided()
 end
 if redis.call('HGET', KEYS[1], 'mode') == 'fanout' then
   local outcome = 'failed'
@@ -151,13 +180,13 @@ if redis.call('HGET', KEYS[1], 'mode') == 'fanout' then
     finalize('failed', cjson.encode(result), reason)
   end
   ack()
-  return 1
+  return decided()
 end
 
 if kind == 'success' or kind == 'failed' then
   finalize(kind, ARGV[4], ARGV[10])
   ack()
-  return 1
+  return decided()
 end
 
 -- kind == 'out': this region is done; the job fails only with no region left.
@@ -169,4 +198,4 @@ if live > 0 then
 end
 finalize('failed', ARGV[4], ARGV[10])
 ack()
-return 1
+return decided()

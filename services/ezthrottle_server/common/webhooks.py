@@ -1,0 +1,341 @@
+"""A finished job's webhooks: their payload, and one signed POST of one of them, recorded.
+
+One implementation for both senders: the edge that finished the job sends
+each webhook's first attempt (``edge/webhooks.py``), the delivery service the
+rest, and the first attempts an edge left behind (``delivery/worker.py``).
+Both build the same payload (:func:`build_payload`) and go through
+:class:`WebhookPoster`: the destination host's pace (``webhook_pace.lua``),
+the customer's secrets (sealed at rest: ``common/secretbox.py``), the
+signature headers (``common/webhook_signing.py``), the POST under the
+outbound policy with no redirects and a timeout (``common/webhook_sender.py``),
+the decision (``common/webhook_schedule.py``) and ``delivery_record.lua``,
+which counts the quorum, schedules a retry for the delivery service, or
+dead-letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from yarl import URL
+
+from . import keys, scripting
+from .batching import Batcher
+from .config import Settings
+from .deliveries import DEAD, DELIVERED, route_for
+from .metrics import (
+    WEBHOOK_DEAD_LETTERS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_PACED,
+    WEBHOOK_POSTS,
+    WEBHOOK_QUORUM_LATENCY,
+    WEBHOOK_QUORUM_MISSED,
+)
+from .redisconn import Scripts
+from .secretbox import SecretBox, SecretBoxError, open_webhook_secrets
+from .urls import domain_of
+from .webhook_schedule import decide
+from .webhook_sender import SendResult, WebhookSender
+from .webhook_signing import WebhookSecrets, message_id, signed_headers
+from .workflows import frugal_step
+
+if TYPE_CHECKING:
+    from .redisconn import RedisClient
+
+log = logging.getLogger(__name__)
+
+FINAL_JOB_STATES = ("success", "failed", "cancelled", "expired")
+ANSWER_FIELDS = ("state", "result", "winner", "error", "finished_ms")  # what a step's webhooks take from the job that answered
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- the payload ----------------------------------------------------------------------
+
+
+def build_payload(job_id: str, job: dict[str, str], spec: dict[str, Any], attempts: int, answered_by: str | None = None) -> bytes:
+    """The webhook body: the SDK README's payload, plus region, attempts and error."""
+    result = orjson.loads(job["result"]) if job.get("result") else None
+    return orjson.dumps(
+        {
+            "job_id": job_id,
+            "idempotent_key": job.get("idempotent_key"),
+            "status": job["state"],
+            "response": result or {"status_code": None, "headers": {}, "body": ""},
+            "metadata": spec.get("metadata") or {},
+            "region": job.get("winner") or None,
+            "attempts": attempts,
+            "error": job.get("error") or None,
+            **_workflow(job_id, job, spec, result, answered_by or job_id),
+        }
+    )
+
+
+def with_answer(step: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
+    """A step's record with the final state of the fallback that answered for it (nothing if either is gone)."""
+    if not step or not answer:
+        return {}
+    return {**step, **{k: answer[k] for k in ANSWER_FIELDS if k in answer}}
+
+
+def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: dict[str, Any] | None, answered_by: str) -> dict[str, Any]:
+    """The workflow section: links, which job of the step's fallback chain answered (``answered_by``: the
+    step itself, or the fallback that ended it), and the FRUGAL continuation the client runs (see common/workflows.py)."""
+    if job.get("chain") != "1" and not job.get("parent"):
+        return {}
+    status_code = (result or {}).get("status_code")
+    step = frugal_step(job_id, spec, job["state"], status_code, job.get("error") or None)
+    return {
+        "workflow": {
+            "root_job_id": job.get("root") or job_id,
+            "job_id": job_id,
+            "parent_job_id": job.get("parent") or None,
+            "relation": job.get("relation") or None,
+            "answered_by": answered_by,
+            "frugal_steps": [step] if step else [],
+        }
+    }
+
+
+async def _none() -> None:
+    return None
+
+
+async def read_final_job(batch: Batcher, job_id: str, answered_by: str) -> tuple[dict[str, str], int]:
+    """``job_id``'s record with the final state of ``answered_by`` (itself, or the fallback that ended its step),
+    and the number of attempts of ``answered_by``: what :func:`build_payload` takes. ``{}`` if either is gone."""
+    step, answer, attempts = await asyncio.gather(
+        batch.execute("HGETALL", keys.job(job_id)),
+        batch.execute("HGETALL", keys.job(answered_by)) if answered_by != job_id else _none(),
+        batch.execute("LLEN", keys.attempts(answered_by)),
+    )
+    return (step if answer is None else with_answer(step, answer)), int(attempts or 0)
+
+
+def handoff_parts(member: str) -> tuple[str, str]:
+    """A hand-off member of finish.lua, ``"<job>"`` or ``"<step>|<job that answered>"``: (webhooks' job, answered by)."""
+    job_id, _, answered_by = member.partition("|")
+    return job_id, answered_by or job_id
+
+
+# -- one POST ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookState:
+    """One webhook as its hash holds it (``common/deliveries.py``), what a POST of it needs."""
+
+    job_id: str
+    hook: int
+    customer: str
+    payload: str
+    url: str
+    attempts: int  # POSTs made before this one
+    since_ms: int | None
+    regions: str  # comma list
+    window_base: int
+
+
+@dataclass(frozen=True)
+class SendEntry:
+    """Where a POST came from: a send stream's entry (acknowledged with the record), or none (``entry_id=""``:
+    the edge's first attempt; ``edge=True`` then, so a send held back is no longer the edge's)."""
+
+    stream: str
+    entry_id: str
+    group: str
+    edge: bool = False
+
+
+class WebhookPoster:
+    """Signed webhook POSTs of one process, at most ``delivery_concurrency`` at once, each recorded."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: RedisClient,
+        scripts: Scripts,
+        batch: Batcher,
+        sender: WebhookSender,
+        *,
+        node: str,
+        log_region: str,
+        by: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.scripts = scripts
+        self.batch = batch
+        self.sender = sender
+        self.node = node
+        self.region = settings.region
+        self.log_region = log_region
+        self.rng = rng or random.Random()
+        self.box = SecretBox(settings.secrets_keys)
+        self._posts = asyncio.Semaphore(max(settings.delivery_concurrency, 1))
+        self._pace = scripting.register(redis, "webhook_pace")
+        self._defer = scripting.register(redis, "delivery_defer")
+        self._posted = WEBHOOK_POSTS.labels(by)
+
+    # -- secrets ---------------------------------------------------------------
+
+    def read_secrets(self, customer: str) -> asyncio.Future[Any]:
+        """The customer's stored (primary, secondary), as read, batched."""
+        return self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
+
+    async def secrets(self, customer: str, stored: asyncio.Future[Any] | None = None) -> WebhookSecrets | None:
+        """The customer's signing secrets (None: it has none, webhooks go unsigned).
+
+        ``stored``: their read, already under way. Raises SecretBoxError when
+        they are sealed with a key this process lacks.
+        """
+        primary, secondary = await (stored if stored is not None else self.read_secrets(customer))
+        opened = open_webhook_secrets(self.box, customer, primary, secondary or None)
+        return WebhookSecrets(*opened) if opened else None
+
+    # -- pace ------------------------------------------------------------------
+
+    async def _held_back_by_host_pace(self, h: HookState, src: SendEntry, live: set[str]) -> bool:
+        """Over its host's pace (``delivery_host_rps``, all customers and senders): put the send back
+        for when the host has room, no attempt spent, and say so."""
+        rps = self.settings.delivery_host_rps
+        if rps <= 0:
+            return False
+        now = now_ms()
+        pace = [now, 1000.0 / rps, max(1, self.settings.delivery_host_burst)]
+        wait_ms = int(await self._pace(keys=[keys.webhook_pace(domain_of(h.url))], args=pace))
+        if wait_ms <= 0:
+            return False
+        partition = keys.job_partition(h.job_id)
+        assert partition is not None
+        due = now + wait_ms + int(self.rng.uniform(0, wait_ms))  # spread: the sends held back do not all come back at once
+        route = route_for([r for r in h.regions.split(",") if r], h.attempts + 1, live)
+        member = f"{route}|{h.job_id}|{h.hook}"
+        if src.edge:  # the delivery service sends it when due; no longer the edge's
+            hooks_key = keys.job_webhooks(h.job_id)
+            await self._defer(keys=[src.stream, keys.delivery_scheduled(partition), hooks_key], args=[src.group, "", due, member, h.hook])
+        else:
+            await self._defer(keys=[src.stream, keys.delivery_scheduled(partition)], args=[src.group, src.entry_id, due, member])
+        WEBHOOK_PACED.inc()
+        log.debug("webhook %s held back %d ms by its host's pace", h.hook, due - now, extra={"job_id": h.job_id, "region": self.log_region})
+        return True
+
+    # -- the POST and its record -------------------------------------------------
+
+    async def post(self, h: HookState, src: SendEntry, live: set[str], stored: asyncio.Future[Any] | None = None) -> None:
+        """POST webhook ``h`` once (or put it back, over its host's pace) and record the outcome.
+
+        ``stored``: the read of ``h.customer``'s secrets, already under way.
+        """
+        if await self._held_back_by_host_pace(h, src, live):
+            return
+        partition = keys.job_partition(h.job_id)
+        assert partition is not None
+        body = h.payload.encode()
+        attempt = h.attempts + 1
+        try:
+            secrets = await self.secrets(h.customer, stored)
+        except SecretBoxError as exc:
+            # Never unsigned when the customer has secrets: this attempt fails,
+            # and is retried on the usual schedule (an operator fixes the keys).
+            log.error("webhook not sent: its secrets are unreadable here: %s", exc, extra={"job_id": h.job_id, "customer": h.customer})
+            result = SendResult(error=f"webhook secrets unreadable on this worker: {exc}")
+        else:
+            headers = signed_headers(body, message_id(h.job_id, h.hook), int(time.time()), secrets)
+            headers["X-EZThrottle-Attempt"] = str(attempt)
+            async with self._posts:
+                result = await self.sender.post(h.url, body, headers)
+            self._posted.inc()
+
+        now = now_ms()
+        decision = decide(
+            result.status_code,
+            blocked=result.blocked,
+            failures=attempt - h.window_base,
+            since_ms=h.since_ms or now,
+            now_ms=now,
+            base_s=self.settings.delivery_backoff_base_s,
+            cap_s=self.settings.delivery_backoff_cap_s,
+            window_s=self.settings.delivery_window_s,
+            rng=self.rng,
+        )
+        due = now + int(decision.delay_s * 1000)
+        route = route_for([r for r in h.regions.split(",") if r], attempt, live)
+        hooks_key = keys.job_webhooks(h.job_id)
+        applied, quorum_now, finished_ms = await asyncio.shield(
+            self.batch.script(
+                self.scripts.delivery_record,
+                keys=[
+                    hooks_key,
+                    src.stream,
+                    keys.delivery_scheduled(partition),
+                    keys.delivery_dead(partition),
+                    keys.delivery_dead(partition, h.customer),
+                ],
+                args=[
+                    src.group,
+                    src.entry_id,
+                    h.hook,
+                    decision.action,
+                    now,
+                    "" if result.status_code is None else result.status_code,
+                    result.error or "",
+                    due,
+                    f"{route}|{h.job_id}|{h.hook}",
+                    decision.reason,
+                    self.node,
+                    self.region or "",
+                    h.job_id,
+                    keys.job_events(h.job_id),
+                ],
+            )
+        )
+        WEBHOOK_DELIVERIES.labels(decision.action).inc()
+        if applied == 1 and decision.action == DEAD:
+            WEBHOOK_DEAD_LETTERS.labels(decision.reason).inc()
+            if await self._quorum_lost_by(hooks_key, h.hook):
+                WEBHOOK_QUORUM_MISSED.inc()
+        if quorum_now == 1 and finished_ms:
+            WEBHOOK_QUORUM_LATENCY.observe(max(now - int(finished_ms), 0) / 1000.0)
+        log.info(
+            "webhook %s: %s%s",
+            h.hook,
+            decision.action,
+            f" ({decision.reason})" if decision.reason else (f" in {decision.delay_s:.2f}s" if decision.delay_s else ""),
+            extra={
+                "job_id": h.job_id,
+                "region": self.log_region,
+                "domain": domain_of(h.url),  # where this POST went
+                "webhook": URL(h.url).host,
+                "status_code": result.status_code,
+                "reason": result.error,
+                "attempt": attempt,
+            },
+        )
+
+    async def _quorum_lost_by(self, hooks_key: str, hook: int) -> bool:
+        """Did dead-lettering voting webhook ``hook`` leave the job's quorum out of reach?
+
+        The first dead letter to find it out of reach marks the job
+        (``quorum_missed_ms``), so each job that misses its quorum is counted
+        once, however many of its webhooks die at the same moment.
+        """
+        state = await self.redis.hgetall(hooks_key)  # type: ignore[misc]  # one read: votes and states agree with each other
+        if state.get("quorum_met_ms") or "count" not in state:
+            return False
+        n = int(state["count"])
+        if state.get(f"{hook}:vote") != "1":
+            return False  # a webhook without a vote changes nothing
+        open_votes = sum(1 for i in range(n) if state.get(f"{i}:vote") == "1" and state.get(f"{i}:state") not in (DELIVERED, DEAD))
+        if int(state.get("votes") or 0) + open_votes >= int(state.get("quorum") or 1):
+            return False
+        return bool(await self.redis.hsetnx(hooks_key, "quorum_missed_ms", now_ms()))  # type: ignore[arg-type, misc]  # redis-py#2399
