@@ -1,38 +1,41 @@
-"""Replaying many dead letters at once: which ones (a filter), and a run whose progress can be read.
+"""Replaying many dead letters at once: which ones (a filter), as a bulk action (``common/bulk.py``).
 
 A filter is ``job_ids`` (at most :data:`MAX_JOB_IDS`) and/or a range of the
 time the job's webhooks died, ``dead_after`` / ``dead_before`` (ms, both
-exclusive, as ``GET /api/v1/jobs``'s ``created_after`` / ``created_before``).
-What matches is read from the customer's dead letters (``keys.delivery_dead``,
-each partition), so only the customer's own jobs are ever replayed.
+exclusive, as ``GET /api/v1/jobs``'s ``created_after`` / ``created_before``),
+and only letters dead before the action was created: a webhook replayed that
+dies again is not replayed twice by one action. What matches is read from the
+customer's dead letters (``keys.delivery_dead``, each partition), so only the
+customer's own jobs are ever replayed; the call counts them exactly
+(``ZCOUNT``, or one ``ZSCORE`` per id).
 
-A run is one hash, ``keys.dead_replay(id)`` (TTL :data:`RUN_TTL_S`):
-``customer``, ``state`` (running | done), ``matched``, ``jobs_done``,
-``webhooks_replayed``, ``created_ms``, ``updated_ms``, ``finished_ms``. Each job
-is replayed by ``deliveries.replay`` (``delivery_replay.lua``), which keeps a
-webhook replayed less than a window ago in that window. A job replayed leaves
-the dead letters, so a run cut off (its edge stopped) is finished by posting
-the same filter again.
+Each job is replayed by ``deliveries.replay`` (``delivery_replay.lua``), which
+keeps a webhook replayed less than a window ago in that window. A job
+replayed leaves the dead letters, so a step always takes the oldest still
+dead (by ids: the next ids from the cursor), and a runner taking over from
+one that died goes on where it stopped. Counters: ``jobs_done``,
+``webhooks_replayed``.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import deliveries, keys
+from .bulk import Action, StepResult, counters, progress
+from .config import Settings
 from .errors import ApiError
 from .job_index import MAX_MS
-from .redisconn import RedisClient, Scripts
+from .metrics import WEBHOOK_REPLAYED
+from .redisconn import Scripts
+
+if TYPE_CHECKING:
+    from .redisconn import RedisClient
 
 MAX_JOB_IDS = 1000
-MAX_MATCHED = 100_000  # jobs one run replays at most (post again for the rest)
-RUN_TTL_S = 7 * 24 * 3600
 FIELDS = frozenset({"job_ids", "dead_after", "dead_before"})
-_RUN_ID = "rpl_"
 
 
 @dataclass(frozen=True)
@@ -69,74 +72,92 @@ def parse_filter(body: Any) -> ReplayFilter:
     return ReplayFilter(tuple(dict.fromkeys(ids)) if ids is not None else None, _ms(body, "dead_after"), _ms(body, "dead_before"))
 
 
-async def matching(r: RedisClient, partitions: int, customer: str, flt: ReplayFilter) -> list[str]:
-    """The customer's dead-lettered jobs the filter admits, oldest death first (at most :data:`MAX_MATCHED`)."""
-    found: list[tuple[float, str]] = []
-    if flt.job_ids is not None:
-        for job_id in flt.job_ids:
+KIND = "replay"
+ID_PREFIX = "rpl_"
+PAGE = 100  # jobs one step replays
+COUNTERS = ("jobs_done", "webhooks_replayed")
+_SCAN = "scan"  # the cursor of a range: the oldest dead letters still there, each time
+
+
+def params(flt: ReplayFilter, created_ms: int) -> dict[str, Any]:
+    """An action's params: the filter, and only letters dead before the action."""
+    before = created_ms if flt.dead_before is None else min(flt.dead_before, created_ms)
+    return {"job_ids": list(flt.job_ids) if flt.job_ids is not None else None, "dead_after": flt.dead_after, "dead_before": before}
+
+
+def _filter(p: dict[str, Any]) -> ReplayFilter:
+    return ReplayFilter(tuple(p["job_ids"]) if p["job_ids"] is not None else None, p["dead_after"], p["dead_before"])
+
+
+def _bounds(flt: ReplayFilter) -> tuple[str, str]:
+    low = "-inf" if flt.dead_after is None else f"({flt.dead_after}"
+    high = "+inf" if flt.dead_before is None else f"({flt.dead_before}"
+    return low, high
+
+
+async def _dead_among(r: RedisClient, partitions: int, customer: str, flt: ReplayFilter, job_ids: Sequence[str]) -> list[str]:
+    """Those of ``job_ids`` that are the customer's dead letters the filter admits, in order."""
+    async with r.pipeline(transaction=False) as pipe:
+        checked = []
+        for job_id in job_ids:
             p = keys.job_partition(job_id)
-            score = None if p is None or p >= partitions else await r.zscore(keys.delivery_dead(p, customer), job_id)
-            if score is not None and flt.admits(score):
-                found.append((score, job_id))
+            if p is not None and p < partitions:
+                pipe.zscore(keys.delivery_dead(p, customer), job_id)
+                checked.append(job_id)
+        scores = await pipe.execute()
+    return [job_id for job_id, score in zip(checked, scores) if score is not None and flt.admits(score)]
+
+
+async def count(r: RedisClient, partitions: int, customer: str, p: dict[str, Any]) -> int:
+    """How many of the customer's dead letters the action's filter matches now (exact)."""
+    flt = _filter(p)
+    if flt.job_ids is not None:
+        return len(await _dead_among(r, partitions, customer, flt, flt.job_ids))
+    low, high = _bounds(flt)
+    async with r.pipeline(transaction=False) as pipe:
+        for partition in range(partitions):
+            pipe.zcount(keys.delivery_dead(partition, customer), low, high)
+        return sum(int(n) for n in await pipe.execute())
+
+
+async def _oldest(r: RedisClient, partitions: int, customer: str, flt: ReplayFilter, n: int) -> list[str]:
+    low, high = _bounds(flt)
+    async with r.pipeline(transaction=False) as pipe:
+        for partition in range(partitions):
+            pipe.zrangebyscore(keys.delivery_dead(partition, customer), low, high, start=0, num=n, withscores=True)
+        rows = await pipe.execute()
+    found = sorted((score, job_id) for per in rows for job_id, score in per)
+    return [job_id for _score, job_id in found[:n]]
+
+
+async def step(r: RedisClient, scripts: Scripts, settings: Settings, action: Action) -> StepResult:
+    """Replay the next page of dead letters the action's filter matches."""
+    flt = _filter(action.params)
+    customer = action.customer
+    if flt.job_ids is not None:
+        at = int(action.cursor or 0)
+        batch = flt.job_ids[at : at + PAGE]
+        todo = await _dead_among(r, settings.partitions, customer, flt, batch)
+        nxt: str | None = str(at + len(batch)) if at + len(batch) < len(flt.job_ids) else None
     else:
-        low = "-inf" if flt.dead_after is None else f"({flt.dead_after}"
-        high = "+inf" if flt.dead_before is None else f"({flt.dead_before}"
-        for p in range(partitions):
-            rows = await r.zrangebyscore(keys.delivery_dead(p, customer), low, high, start=0, num=MAX_MATCHED, withscores=True)
-            found.extend((score, job_id) for job_id, score in rows)
-    found.sort()
-    return [job_id for _score, job_id in found[:MAX_MATCHED]]
+        todo = await _oldest(r, settings.partitions, customer, flt, PAGE)
+        nxt = _SCAN if todo else None
+    jobs = hooks = 0
+    for job_id in todo:
+        n = await deliveries.replay(
+            r, scripts, job_id, settings.region_ids, settings.job_ttl_s, customer=customer, window_s=settings.delivery_window_s
+        )
+        if n is None:  # its delivery state expired: the stale letter goes, as deliveries.replay_all does
+            partition = keys.job_partition(job_id) or 0
+            await r.zrem(keys.delivery_dead(partition, customer), job_id)
+            await r.zrem(keys.delivery_dead(partition), job_id)
+        jobs += 1
+        hooks += n or 0
+    WEBHOOK_REPLAYED.inc(hooks)
+    return StepResult({"jobs_done": jobs, "webhooks_replayed": hooks}, jobs, nxt)
 
 
-async def start(r: RedisClient, customer: str, matched: int) -> str:
-    """A new run's record; its id."""
-    run_id = _RUN_ID + secrets.token_hex(12)
-    now = int(time.time() * 1000)
-    key = keys.dead_replay(run_id)
-    fields = {"customer": customer, "state": "running", "matched": matched, "jobs_done": 0, "webhooks_replayed": 0}
-    await r.hset(key, mapping={**fields, "created_ms": now, "updated_ms": now})  # type: ignore[misc]  # redis-py#2399
-    await r.expire(key, RUN_TTL_S)
-    return run_id
-
-
-async def run(
-    r: RedisClient,
-    scripts: Scripts,
-    run_id: str,
-    job_ids: Sequence[str],
-    regions: Sequence[str],
-    ttl_s: int,
-    window_s: float,
-    customer: str,
-) -> int:
-    """Replay each job's dead webhooks, counting progress on the run; the webhooks replayed."""
-    key = keys.dead_replay(run_id)
-    total = 0
-    for job_id in job_ids:
-        n = await deliveries.replay(r, scripts, job_id, regions, ttl_s, customer=customer, window_s=window_s) or 0
-        total += n
-        await r.hincrby(key, "jobs_done", 1)  # type: ignore[misc]  # redis-py#2399
-        if n:
-            await r.hincrby(key, "webhooks_replayed", n)  # type: ignore[misc]
-    now = int(time.time() * 1000)
-    await r.hset(key, mapping={"state": "done", "updated_ms": now, "finished_ms": now})  # type: ignore[misc]
-    return total
-
-
-async def view(r: RedisClient, run_id: str, customer: str) -> dict[str, Any] | None:
-    """A run as the API shows it; None for an unknown run or another customer's."""
-    if not run_id.startswith(_RUN_ID) or len(run_id) > 64:
-        return None
-    data: dict[str, str] = await r.hgetall(keys.dead_replay(run_id))  # type: ignore[misc]  # redis-py#2399
-    if not data or data.get("customer") != customer:
-        return None
-    finished = data.get("finished_ms")
-    return {
-        "replay_id": run_id,
-        "state": data.get("state", "running"),
-        "matched": int(data.get("matched") or 0),
-        "jobs_done": int(data.get("jobs_done") or 0),
-        "webhooks_replayed": int(data.get("webhooks_replayed") or 0),
-        "created_at_ms": int(data.get("created_ms") or 0),
-        "finished_at_ms": int(finished) if finished else None,
-    }
+def view(action_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """A replay as the API shows it."""
+    counts = counters(record)
+    return {"replay_id": action_id, "action_id": action_id, **progress(record), **{name: counts.get(name, 0) for name in COUNTERS}}

@@ -70,6 +70,10 @@ Environment variables (all optional):
 ``EZT_SECRETS_KEYS``                  keys sealing webhook secrets at rest: ``id:base64(32 bytes)[,older…]`` (common/secretbox.py)
 ``EZT_INSECURE_PLAINTEXT_SECRETS``    ``1``: let a production-profile service start without EZT_SECRETS_KEYS (secrets stored in clear)
 ``EZT_SCHEDULES_MAX_PER_CUSTOMER``    the most schedules a customer may have (100; POST /api/v1/schedules answers 400 above)
+``EZT_BULK_MAX_RUNNING_PER_CUSTOMER`` bulk actions (cancel by filter, dead-letter replay) one customer may have running at once (4;
+                                      429 ``too_many_bulk_actions`` above)
+``EZT_BULK_LEASE_S``                  a bulk action's runner renews its lease this often at most; one silent this long is taken over
+                                      by another edge (10)
 ``EZT_REPAIR_AFTER_S``                a job held by nothing (no stream entry, delayed entry, pacing queue or lease) this long is queued
                                       again (60)
 ``EZT_OPERATOR_TOKEN``                signs an operator into ``/console`` (every customer, regions, domains); unset: no operator sign-in
@@ -186,6 +190,8 @@ class Settings:
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, else 80% of its machine's memory
     admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final (production: 100,000 unless set)
     schedules_max_per_customer: int = 100  # POST /api/v1/schedules refuses more (400)
+    bulk_max_running_per_customer: int = 4  # common/bulk.py: a customer's bulk actions running at once (429 above)
+    bulk_lease_s: float = 10.0  # common/bulk.py: a runner silent this long loses its action to another edge
     metrics_sample_s: float = 5.0  # coordinator/sampler.py: queue, delayed, webhook and domain gauges
     secrets_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # never printed
     insecure_plaintext_secrets: bool = False  # production starts without secrets_keys only with this (common/service.py)
@@ -286,9 +292,11 @@ _ENV_INT = {
     "EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES": "admission_max_redis_memory_bytes",
     "EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER": "admission_max_queued_per_customer",
     "EZT_SCHEDULES_MAX_PER_CUSTOMER": "schedules_max_per_customer",
+    "EZT_BULK_MAX_RUNNING_PER_CUSTOMER": "bulk_max_running_per_customer",
     "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
 }
 _ENV_FLOAT = {
+    "EZT_BULK_LEASE_S": "bulk_lease_s",
     "EZT_ATTEMPT_TIMEOUT_S": "attempt_timeout_s",
     "EZT_RETRY_BACKOFF_BASE_S": "retry_backoff_base_s",
     "EZT_RETRY_BACKOFF_CAP_S": "retry_backoff_cap_s",
@@ -518,6 +526,8 @@ def load_settings(
         raise ConfigError("EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER must be at least 0 (0: no ceiling)")
     if values.get("schedules_max_per_customer", 100) < 0:
         raise ConfigError("EZT_SCHEDULES_MAX_PER_CUSTOMER must be at least 0")
+    if values.get("bulk_max_running_per_customer", 4) < 1 or values.get("bulk_lease_s", 10.0) <= 0:
+        raise ConfigError("EZT_BULK_MAX_RUNNING_PER_CUSTOMER must be at least 1 and EZT_BULK_LEASE_S above 0")
 
     default_node = f"{role}-{region + '-' if region else ''}{socket.gethostname()}-{os.getpid()}"
     values["node_id"] = env.get("EZT_NODE_ID") or default_node

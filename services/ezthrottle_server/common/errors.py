@@ -39,6 +39,7 @@ API_ERRORS: dict[str, int] = {
     "rate_limited": 429,
     "quota_exceeded": 429,
     "overloaded": 429,
+    "too_many_bulk_actions": 429,  # common/bulk.py: the customer has EZT_BULK_MAX_RUNNING_PER_CUSTOMER running
     "internal_error": 500,
     "region_unavailable": 503,
     "unavailable": 503,

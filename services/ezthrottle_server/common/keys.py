@@ -36,7 +36,10 @@ Layout::
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
     ezt:whpace:<host:port>                  string webhook POSTs' pace to one host: GCRA arrival time, ms (webhook_pace.lua; TTL)
-    ezt:dead-replay:<replay id>             hash   a bulk replay of dead letters: customer, state, progress (common/bulk_replay.py; TTL)
+    ezt:bulk:<customer>:<action id>         hash   a bulk action (cancel, replay): params, state, progress (common/bulk.py; TTL)
+    ezt:bulk:<customer>:<action id>:lease   string the runner holding it (renew_lease.lua; PX)
+    ezt:bulk:<customer>:running             zset   the customer's bulk actions running, by creation (ms): the cap (TTL)
+    ezt:bulk:orphans                        zset   "<customer>|<action id>" of running actions by their lease's expiry (ms): taken over
     ezt:{ezt:p0}:usage:<customer>:<YYYYMM>  string jobs created this month (quota)
     ezt:{ezt:p0}:queued                     hash   customer -> its jobs not yet final (admission ceiling)
     ezt:{ezt:p0}:c:<customer>:jobs          zset   the customer's jobs, "<created ms>|<job id>|<domain>" (common/job_index.py; TTL)
@@ -365,6 +368,21 @@ def schedules_firing() -> str:
     return f"{PREFIX}:{SCHEDULE_TAG}:firing"
 
 
-def dead_replay(replay_id: str) -> str:
-    """A bulk replay of dead letters and its progress (common/bulk_replay.py); used alone."""
-    return f"{PREFIX}:dead-replay:{replay_id}"
+def bulk_action(customer: str, action_id: str) -> str:
+    """A customer's bulk action and its progress (common/bulk.py); used alone."""
+    return f"{PREFIX}:bulk:{customer}:{action_id}"
+
+
+def bulk_lease(customer: str, action_id: str) -> str:
+    """Who runs a bulk action now (common/bulk.py); used alone."""
+    return f"{PREFIX}:bulk:{customer}:{action_id}:lease"
+
+
+def bulk_running(customer: str) -> str:
+    """A customer's bulk actions not yet ended (common/bulk.py: the cap); used alone."""
+    return f"{PREFIX}:bulk:{customer}:running"
+
+
+def bulk_orphans() -> str:
+    """Running bulk actions by their lease's expiry: an edge takes over those past it (common/bulk.py); used alone."""
+    return f"{PREFIX}:bulk:orphans"

@@ -115,6 +115,27 @@ SECRETS_REFUSED = Counter(
 WEBHOOK_QUORUM_MISSED = Counter(
     "ezt_webhook_quorum_missed_total", "Jobs whose webhook quorum became unreachable (too many voting webhooks dead-lettered)"
 )
+JOBS_CANCELLED = Counter(
+    "ezt_jobs_cancelled_total",
+    "Jobs cancelled: at once one by one (via=single: DELETE /api/v1/jobs/{id}, the console, the admin CLI) or many (via=bulk:"
+    " by ids or a filter); via=after_attempt: requested with an attempt in flight, cancelled when it ends",
+    ["via"],
+)
+JOBS_EXPIRED = Counter(
+    "ezt_jobs_expired_total", "Jobs ended expired: not started before their deadline (reason=start_before_passed)", ["reason"]
+)
+SCHEDULE_TICKS = Counter(
+    "ezt_schedule_ticks_total",
+    "Schedule ticks by outcome: fired (a job submitted), skipped (overlap=skip, the last fired job not yet final),"
+    " missed_collapsed (ticks missed while no coordinator fired them, folded into one fire)",
+    ["outcome"],
+)
+BULK_ACTIONS = Counter(
+    "ezt_bulk_actions_total",
+    "Bulk actions (kind: cancel, replay) by outcome: started, done, failed, resumed (taken over from a silent runner),"
+    " refused (the customer's cap of running actions)",
+    ["kind", "outcome"],
+)
 
 
 class SampledGauges:
@@ -238,8 +259,17 @@ def prime(role: str, region: str | None = None) -> None:
             WEBHOOK_DEAD_LETTERS.labels(reason)
     if role in ("edge", "delivery"):
         WEBHOOK_POSTS.labels(role)
+    if role == "edge":
+        for via in ("single", "bulk", "after_attempt"):
+            JOBS_CANCELLED.labels(via)
+        for kind in ("cancel", "replay"):
+            for outcome in ("started", "done", "failed", "resumed", "refused"):
+                BULK_ACTIONS.labels(kind, outcome)
     if role == "coordinator":  # not ezt_region_state: 0 would say "down" before the first look
         PACING_CONFIG_LOADS.labels("error")
+        JOBS_EXPIRED.labels("start_before_passed")
+        for outcome in ("fired", "skipped", "missed_collapsed"):
+            SCHEDULE_TICKS.labels(outcome)
 
 
 async def metrics_handler(_request: web.Request) -> web.Response:

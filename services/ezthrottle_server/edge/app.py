@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from ..common import keys
+from ..common.bulk import BulkRunner
 from ..common.config import Settings
 from ..common.http import after_response_middleware, errors_middleware
 from ..common.metrics import prime
@@ -23,6 +24,7 @@ from .admission import Admission
 from .api import ROUTES
 from .auth import Authenticator
 from .cancel_api import ROUTES as CANCEL_ROUTES
+from .cancel_api import RUNNER as BULK_RUNNER
 from .console import add_console
 from .context import CTX, EdgeContext
 from .deliveries_api import ROUTES as DELIVERIES_ROUTES
@@ -135,14 +137,17 @@ def create_app(settings: Settings) -> web.Application:
         admission = asyncio.create_task(ctx.admission.run())
         await _check_region(ctx)
         watch = asyncio.create_task(_watch_region(ctx))
+        bulk = ctx.extra[BULK_RUNNER] = BulkRunner(redis, scripts, settings, settings.node_id)  # cancel_api.runner
+        sweep = asyncio.create_task(bulk.sweep_forever())  # bulk actions whose edge stopped go on here
         ctx.ready = True
         try:
             yield
         finally:
             ctx.ready = False
-            for task in (beat, probes, admission, watch):
+            for task in (beat, probes, admission, watch, sweep):
                 task.cancel()
-            await asyncio.gather(beat, probes, admission, watch, return_exceptions=True)
+            await asyncio.gather(beat, probes, admission, watch, sweep, return_exceptions=True)
+            await bulk.stop()  # each action lets its lease go: another edge goes on with it
             try:  # leave at once, rather than after the silence timeout
                 await redis.hdel(keys.heartbeats(), settings.node_id)  # type: ignore[misc]  # redis-py#2399
             except Exception:

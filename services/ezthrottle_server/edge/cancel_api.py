@@ -11,13 +11,21 @@ job cancels what is pending below it (its children and their timers; a
 continuation not started yet never starts).
 
 Bulk: ``POST /api/v1/jobs/cancel`` with ``{"job_ids": [...], "after_attempt":
-false}`` (at most :data:`MAX_BULK` ids), or with ``{"filter": {...}}``: the
-filters of ``GET /api/v1/jobs`` (``edge/search_api.py``, the same parsing and
-the same listing: ``status``, ``domain``, ``created_after``,
-``created_before``, ``metadata.<key>``, ``root_job_id``), the jobs not yet
-final unless ``status`` says otherwise, at most :data:`MAX_BULK` per call
-(``"more": true`` when others matched: call again). It answers a count per
-outcome and each job's outcome.
+false}`` (at most :data:`MAX_BULK` ids) answers a count per outcome and each
+job's outcome. With ``{"filter": {...}}`` (the filters of ``GET
+/api/v1/jobs``, ``edge/search_api.py``: ``status``, ``domain``,
+``created_after``, ``created_before``, ``metadata.<key>``, ``root_job_id``;
+the jobs not yet final unless ``status`` says otherwise, created before the
+call) it is a bulk action (``common/bulk.py``, ``common/bulk_cancel.py``):
+at most :data:`INLINE_MAX` matches are cancelled in the call (200, ``state:
+done``, each job's outcome too); more answer 202 at once with the action's
+id, ``matched`` (exact when ``matched_exact``: counted up to
+:data:`COUNT_MAX` jobs; more, and it is the count so far, a lower bound), and
+run in the background. ``GET /api/v1/jobs/cancel/{action_id}`` reads its
+progress from any edge: ``matched``, ``cancelled``, ``cancel_requested``,
+``in_flight``, ``skipped_final``, ``not_found``, ``state`` (running | done |
+failed) and its times. An action whose edge stopped is taken over by another
+edge (or by the next read of its progress) and goes on from where it was.
 """
 
 from __future__ import annotations
@@ -29,17 +37,29 @@ import orjson
 from aiohttp import web
 from multidict import MultiDict
 
-from ..common import job_index
+from ..common import bulk, bulk_cancel
+from ..common.bulk import BulkRunner
 from ..common.cancels import CancelOutcome, CancelReply, end_job
 from ..common.errors import ApiError
 from ..common.http import json_response, read_json
+from ..common.job_index import JobFilter
+from ..common.metrics import JOBS_CANCELLED
 from .context import CTX, EdgeContext
 from .search_api import MAX_LIMIT, parse_query
 
 MAX_BULK = 1000
 BULK_OUTCOMES = ("cancelled", "cancel_requested", "in_flight", "already_final", "not_found")
-NOT_FINAL = ("queued", "scheduled", "running")  # what a filter matches unless its status says otherwise
-MAX_PAGES = 50  # listing pages read for one filtered cancel (each reads a bounded number of jobs)
+INLINE_MAX = 100  # a filter matching more runs in the background (202)
+COUNT_MAX = 5000  # jobs a filtered cancel counts before it answers; more: matched is a lower bound
+RUNNER = "bulk_runner"  # ctx.extra's key for this edge's BulkRunner (edge/app.py)
+
+
+def runner(ctx: EdgeContext) -> BulkRunner:
+    """This edge's runner of bulk actions (started with the app)."""
+    found = ctx.extra.get(RUNNER)
+    if not isinstance(found, BulkRunner):
+        found = ctx.extra[RUNNER] = BulkRunner(ctx.redis, ctx.scripts, ctx.settings, ctx.settings.node_id)
+    return found
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -49,10 +69,15 @@ def _flag(request: web.Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
-async def _cancel(ctx: EdgeContext, customer: str, job_id: str, after_attempt: bool) -> CancelReply:
-    return await end_job(
+async def _cancel(ctx: EdgeContext, customer: str, job_id: str, after_attempt: bool, via: str = "single") -> CancelReply:
+    reply = await end_job(
         ctx.redis, ctx.scripts, ctx.settings, job_id, customer=customer, now_ms=int(time.time() * 1000), after_attempt=after_attempt
     )
+    if reply.outcome is CancelOutcome.CANCELLED:
+        JOBS_CANCELLED.labels(via).inc()
+    elif reply.outcome is CancelOutcome.CANCEL_REQUESTED:
+        JOBS_CANCELLED.labels("after_attempt").inc()
+    return reply
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -94,12 +119,11 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     if not isinstance(after_attempt, bool):
         raise ApiError("invalid_field", "after_attempt: must be true or false", field="after_attempt")
     ids = payload.get("job_ids")
-    more = False
     if "filter" in payload:
         if ids is not None:
             raise ApiError("invalid_request", "give job_ids or filter, not both", field="filter")
-        ids, more = await _matching(ctx, customer, payload["filter"])
-    elif ids is None:
+        return await _cancel_matching(ctx, customer, _filter(payload["filter"]), after_attempt)
+    if ids is None:
         raise ApiError("missing_field", "job_ids: required (a list of job ids), or filter", field="job_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) and 0 < len(i) <= 200 for i in ids):
         raise ApiError("invalid_field", "job_ids: must be a list of job ids", field="job_ids")
@@ -108,14 +132,14 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     counts = dict.fromkeys(BULK_OUTCOMES, 0)
     jobs: dict[str, str] = {}
     for job_id in dict.fromkeys(ids):  # each id once, in order
-        outcome = (await _cancel(ctx, customer, job_id, after_attempt)).outcome.value
+        outcome = (await _cancel(ctx, customer, job_id, after_attempt, via="bulk")).outcome.value
         counts[outcome] = counts.get(outcome, 0) + 1
         jobs[job_id] = outcome
-    return json_response({"counts": counts, "jobs": jobs, "more": more})
+    return json_response({"counts": counts, "jobs": jobs, "more": False})
 
 
-async def _matching(ctx: EdgeContext, customer: str, raw: Any) -> tuple[list[str], bool]:
-    """The ids of the customer's jobs a ``GET /api/v1/jobs`` filter matches (at most MAX_BULK), and whether more did."""
+def _filter(raw: Any) -> JobFilter:
+    """A ``GET /api/v1/jobs`` filter given as a JSON object; 400 naming ``filter.<name>``."""
     if not isinstance(raw, dict):
         raise ApiError("invalid_field", "filter: must be an object of GET /api/v1/jobs filters", field="filter")
     query: MultiDict[str] = MultiDict()
@@ -131,22 +155,59 @@ async def _matching(ctx: EdgeContext, customer: str, raw: Any) -> tuple[list[str
         flt, _limit, _cursor = parse_query(query)
     except ApiError as exc:
         raise ApiError(exc.code, f"filter.{exc.message}", field=f"filter.{exc.field}" if exc.field else "filter") from exc
-    if not flt.statuses:
-        flt.statuses = frozenset(NOT_FINAL)
-    ids: list[str] = []
-    cursor: str | None = None
-    for _ in range(MAX_PAGES):
-        page = await job_index.list_jobs(ctx.redis, ctx.settings.partitions, customer, flt, limit=MAX_LIMIT, cursor=cursor)
-        ids += [job["job_id"] for job in page.jobs]
-        if len(ids) > MAX_BULK:
-            return ids[:MAX_BULK], True
+    return flt
+
+
+async def _count(ctx: EdgeContext, customer: str, flt: JobFilter) -> tuple[int, bool]:
+    """How many jobs the filter matches (at most about COUNT_MAX), and whether that is all of them."""
+    found, cursor = 0, ""
+    limit = INLINE_MAX + 1  # the first page tells a small set from a large one
+    while found <= COUNT_MAX:
+        page = await bulk_cancel.page(ctx.redis, ctx.settings, customer, flt, cursor, limit)
+        found += len(page.jobs)
         if page.next_cursor is None:
-            return ids, False
-        cursor = job_index.decode_cursor(page.next_cursor)
-    return ids, True
+            return found, True
+        cursor = bulk_cancel.decode(page.next_cursor)
+        limit = MAX_LIMIT
+    return found, False
+
+
+async def _cancel_matching(ctx: EdgeContext, customer: str, flt: JobFilter, after_attempt: bool) -> web.Response:
+    created = bulk.now_ms()
+    params = bulk_cancel.params(flt, after_attempt, created)
+    matched, exact = await _count(ctx, customer, bulk_cancel.job_filter(params))
+    action = await bulk.create(
+        ctx.redis, ctx.settings, customer, bulk_cancel.KIND, bulk_cancel.ID_PREFIX, params,
+        matched=matched, matched_exact=exact, created_ms=created,
+    )  # fmt: skip
+    if exact and matched <= INLINE_MAX:
+        outcomes = await runner(ctx).run(action)
+        body = await _view(ctx, customer, action.action_id)
+        counts = dict.fromkeys(BULK_OUTCOMES, 0)
+        for outcome in outcomes.values():
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return json_response({**body, "counts": counts, "jobs": outcomes, "more": False}, 200)
+    runner(ctx).start(action)
+    return json_response(await _view(ctx, customer, action.action_id), 202)
+
+
+async def _view(ctx: EdgeContext, customer: str, action_id: str) -> dict[str, Any]:
+    record = await bulk.read(ctx.redis, customer, action_id) if bulk.valid_id(action_id, bulk_cancel.ID_PREFIX) else None
+    if record is None or record.get("kind") != bulk_cancel.KIND:
+        raise ApiError("not_found", f"no bulk cancel {action_id!r} for this API key")
+    if record.get("state") == "running":
+        await runner(ctx).resume(customer, action_id, record)  # its runner went silent: go on with it here
+    return bulk_cancel.view(action_id, record)
+
+
+async def cancel_progress(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await ctx.auth.customer(request)
+    return json_response(await _view(ctx, customer, request.match_info["action_id"]))
 
 
 ROUTES = [
     web.delete("/api/v1/jobs/{job_id}", cancel_job),
     web.post("/api/v1/jobs/cancel", cancel_jobs),
+    web.get("/api/v1/jobs/cancel/{action_id}", cancel_progress),
 ]

@@ -8,11 +8,14 @@
   fresh retry window. 404 for a job of another customer or without
   delivery state; ``replayed`` is 0 when none of its webhooks is dead.
 - ``POST /api/v1/deliveries/dead/replay`` with a filter (``job_ids``,
-  ``dead_after``, ``dead_before``; common/bulk_replay.py) -> the run:
-  ``{"replay_id", "state", "matched", "jobs_done", "webhooks_replayed", ...}``,
-  200 and done when at most :data:`INLINE_MAX` jobs match, else 202 and
-  running in the background; ``GET /api/v1/deliveries/dead/replay/{replay_id}``
-  reads its progress.
+  ``dead_after``, ``dead_before``; common/bulk_replay.py) -> a bulk action
+  (common/bulk.py): ``{"replay_id", "state", "matched", "jobs_done",
+  "webhooks_replayed", ...}``, 200 and done when at most :data:`INLINE_MAX`
+  jobs match, else 202 and running in the background (on this edge; another
+  takes it over if this one stops); ``GET
+  /api/v1/deliveries/dead/replay/{replay_id}`` reads its progress from any
+  edge. 429 ``too_many_bulk_actions`` when the customer has its cap of bulk
+  actions running.
 
 A webhook replayed again within the window a replay gave it goes on in that
 window; it does not get a new one (``delivery_replay.lua``).
@@ -20,18 +23,17 @@ window; it does not get a new one (``delivery_replay.lua``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
 
-from ..common import bulk_replay, deliveries
+from ..common import bulk, bulk_replay, deliveries
 from ..common.errors import ApiError
 from ..common.http import json_response, read_json
 from ..common.metrics import WEBHOOK_REPLAYED
-from .context import CTX
+from .cancel_api import runner
+from .context import CTX, EdgeContext
 
 log = logging.getLogger(__name__)
 
@@ -74,39 +76,33 @@ async def replay_many(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
     flt = bulk_replay.parse_filter(await read_json(request, ctx.settings.max_body_bytes))
-    job_ids = await bulk_replay.matching(ctx.redis, ctx.settings.partitions, customer, flt)
-    run_id = await bulk_replay.start(ctx.redis, customer, len(job_ids))
-    replay = bulk_replay.run(
-        ctx.redis, ctx.scripts, run_id, job_ids, ctx.settings.region_ids, ctx.settings.job_ttl_s, ctx.settings.delivery_window_s, customer
-    )
-    if len(job_ids) <= INLINE_MAX:
-        WEBHOOK_REPLAYED.inc(await replay)
-        status = 200
-    else:
-        runs: set[asyncio.Task[None]] = ctx.extra.setdefault("dead_replays", set())  # type: ignore[assignment]
-        task = asyncio.create_task(_in_background(replay, run_id), name=f"dead-replay-{run_id}")
-        runs.add(task)
-        task.add_done_callback(runs.discard)
-        status = 202
-    view = await bulk_replay.view(ctx.redis, run_id, customer)
-    return json_response(view, status)
+    created = bulk.now_ms()
+    params = bulk_replay.params(flt, created)
+    matched = await bulk_replay.count(ctx.redis, ctx.settings.partitions, customer, params)
+    action = await bulk.create(
+        ctx.redis, ctx.settings, customer, bulk_replay.KIND, bulk_replay.ID_PREFIX, params,
+        matched=matched, matched_exact=True, created_ms=created,
+    )  # fmt: skip
+    if matched <= INLINE_MAX:
+        await runner(ctx).run(action)
+        return json_response(await _view(ctx, customer, action.action_id), 200)
+    runner(ctx).start(action)
+    return json_response(await _view(ctx, customer, action.action_id), 202)
 
 
-async def _in_background(replay: Coroutine[Any, Any, int], run_id: str) -> None:
-    try:
-        WEBHOOK_REPLAYED.inc(await replay)
-    except Exception:  # the run stays "running"; posting the same filter again replays what is still dead
-        log.warning("bulk replay %s stopped", run_id, exc_info=True)
+async def _view(ctx: EdgeContext, customer: str, action_id: str) -> dict[str, Any]:
+    record = await bulk.read(ctx.redis, customer, action_id) if bulk.valid_id(action_id, bulk_replay.ID_PREFIX) else None
+    if record is None or record.get("kind") != bulk_replay.KIND:
+        raise ApiError("not_found", f"no dead-letter replay {action_id!r} for this API key")
+    if record.get("state") == "running":
+        await runner(ctx).resume(customer, action_id, record)  # its runner went silent: go on with it here
+    return bulk_replay.view(action_id, record)
 
 
 async def replay_progress(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
-    run_id = request.match_info["replay_id"]
-    view = await bulk_replay.view(ctx.redis, run_id, customer)
-    if view is None:
-        raise ApiError("not_found", f"no dead-letter replay {run_id!r} for this API key")
-    return json_response(view)
+    return json_response(await _view(ctx, customer, request.match_info["replay_id"]))
 
 
 ROUTES = [

@@ -57,7 +57,8 @@ _ERROR_TEXT = {
     413: "The body is larger than the limit",
     415: "The body is not JSON",
     422: "The target or a webhook is an address the outbound policy refuses",
-    429: "Rate limited (failed authentications), over the monthly quota, or shed by admission control; see Retry-After",
+    429: "Rate limited (failed authentications), over the monthly quota, shed by admission control, or too many bulk actions"
+    " running (too_many_bulk_actions); see Retry-After",
     503: "The job store (Redis) is unreachable; nothing was accepted",
 }
 
@@ -336,16 +337,41 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
     }
     bulk_answer = {
         "type": "object",
+        "description": "Each job's outcome: by job_ids, or a filter's action done in the call (then with the action's fields too)",
         "required": ["counts", "jobs"],
         "properties": {
             "counts": {"type": "object", "properties": {o: {"type": "integer", "minimum": 0} for o in outcomes}},
             "jobs": {"type": "object", "additionalProperties": {"type": "string", "enum": outcomes}},
-            "more": {"type": "boolean", "description": "a filter matched more than 1000 jobs: call again"},
+            "more": {"type": "boolean", "description": "always false (a large filter runs in the background)"},
         },
     }
+    count = {"type": "integer", "minimum": 0}
+    bulk_action = {
+        "type": "object",
+        "description": "A bulk cancel by filter (common/bulk.py): its progress, readable from any edge",
+        "required": [
+            "action_id", "state", "matched", "matched_exact", "cancelled", "cancel_requested", "in_flight", "skipped_final",
+            "not_found", "created_at_ms", "updated_at_ms", "finished_at_ms", "error",
+        ],
+        "properties": {
+            "action_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["running", "done", "failed"]},
+            "matched": {**count, "description": "jobs matched: exact when matched_exact, else the count so far (a lower bound)"},
+            "matched_exact": {"type": "boolean"},
+            "cancelled": count,
+            "cancel_requested": {**count, "description": "after_attempt: cancelled once the attempt in flight ends"},
+            "in_flight": {**count, "description": "an attempt under way: not cancelled (after_attempt=false)"},
+            "skipped_final": {**count, "description": "already final"},
+            "not_found": count,
+            "created_at_ms": {"type": "integer"},
+            "updated_at_ms": {"type": "integer"},
+            "finished_at_ms": _nullable({"type": "integer"}),
+            "error": _nullable({"type": "string"}),
+        },
+    }  # fmt: skip
     return {
         "Job": step, "FallbackJob": fallback, "JobView": view, "JobResult": result, "JobAccepted": accepted, "WebhookState": hook_view,
-        "JobCancelled": cancelled, "BulkCancel": bulk, "BulkCancelled": bulk_answer,
+        "JobCancelled": cancelled, "BulkCancel": bulk, "BulkCancelled": bulk_answer, "BulkCancelAction": bulk_action,
     }  # fmt: skip
 
 
@@ -371,7 +397,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "required": ["replay_id", "state", "matched", "jobs_done", "webhooks_replayed", "created_at_ms", "finished_at_ms"],
         "properties": {
             "replay_id": {"type": "string"},
-            "state": {"type": "string", "enum": ["running", "done"]},
+            "action_id": {"type": "string", "description": "the same as replay_id: a bulk action (common/bulk.py)"},
+            "state": {"type": "string", "enum": ["running", "done", "failed"]},
+            "matched_exact": {"type": "boolean"},
+            "updated_at_ms": {"type": "integer"},
+            "error": _nullable({"type": "string"}),
             "matched": {"type": "integer", "minimum": 0},
             "jobs_done": {"type": "integer", "minimum": 0},
             "webhooks_replayed": {"type": "integer", "minimum": 0},
@@ -870,9 +900,20 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         },
         "/api/v1/jobs/cancel": {
             "post": _op(
-                "Cancel many jobs, by id or by filter (at most 1000): a count per outcome, and each job's",
-                {"200": _json(_ref("BulkCancelled"), "Each job's outcome"), **_errors(400, 413, 415, *AUTHED)},
+                "Cancel many jobs, by id (at most 1000) or by filter (a bulk action: more than 100 matches run in the background)",
+                {
+                    "200": _json(_ref("BulkCancelled"), "Each job's outcome"),
+                    "202": _json(_ref("BulkCancelAction"), "A filter's action, running in the background: read its progress"),
+                    **_errors(400, 413, 415, *AUTHED),
+                },
                 body="BulkCancel",
+            )
+        },
+        "/api/v1/jobs/cancel/{action_id}": {
+            "get": _op(
+                "A bulk cancel's progress (any edge)",
+                {"200": _json(_ref("BulkCancelAction"), "The action"), **_errors(404, *AUTHED)},
+                parameters=[{"name": "action_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
             )
         },
         "/api/v1/jobs/{job_id}/events": {

@@ -55,6 +55,7 @@ SCOPED = {
     ("POST", "/api/v1/proxy"),
     ("DELETE", "/api/v1/jobs/{job_id}"),
     ("POST", "/api/v1/jobs/cancel"),
+    ("GET", "/api/v1/jobs/cancel/{action_id}"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/domains/{host}"),
     ("GET", "/api/v1/flow-control/{key}"),
@@ -121,7 +122,12 @@ def test_every_route_is_classified():
 
 def fill(path: str, job_id: str) -> str:
     filled = path.replace("{job_id}", job_id).replace("{step_id}", f"{job_id}:on_success").replace("{host}", "api.example.com")
-    return filled.replace("{key}", "acct-1").replace("{schedule_id}", UNKNOWN_SCHEDULE).replace("{replay_id}", "rpl_" + "0" * 24)
+    return (
+        filled.replace("{key}", "acct-1")
+        .replace("{schedule_id}", UNKNOWN_SCHEDULE)
+        .replace("{replay_id}", "rpl_" + "0" * 24)
+        .replace("{action_id}", "cnl_" + "0" * 24)
+    )
 
 
 UNKNOWN_SCHEDULE = "sch_" + "0" * 24
@@ -309,8 +315,19 @@ async def test_cancels_reach_only_the_callers_jobs(http, edge, world, api_key, o
     status, body = await call(http, "POST", f"{edge.url}/api/v1/jobs/cancel", other_api_key, both)
     assert status == 200 and body["counts"]["not_found"] == 2 and body["counts"]["cancelled"] == 0, body
     assert (await get_job(http, edge.url, api_key, waiting["job_id"]))["status"] == "scheduled"
+    # A filter reaches the caller's own jobs only, and a bulk action is its caller's alone to read.
+    status, theirs = await call(http, "POST", f"{edge.url}/api/v1/jobs/cancel", other_api_key, {"filter": {"domain": "api.example.com"}})
+    assert status == 200 and (theirs["matched"], theirs["cancelled"], theirs["jobs"]) == (0, 0, {}), theirs
+    status, body = await call(http, "GET", f"{edge.url}/api/v1/jobs/cancel/{theirs['action_id']}", api_key)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, mine = await call(http, "POST", f"{edge.url}/api/v1/jobs/cancel", api_key, {"filter": {"domain": "api.example.com"}})
+    assert status == 200 and mine["jobs"] == {waiting["job_id"]: "cancelled"}, mine
+    status, body = await call(http, "GET", f"{edge.url}/api/v1/jobs/cancel/{mine['action_id']}", other_api_key)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body = await call(http, "GET", f"{edge.url}/api/v1/jobs/cancel/{mine['action_id']}", api_key)
+    assert status == 200 and (body["state"], body["cancelled"]) == ("done", 1), body
     status, body = await call(http, "DELETE", f"{edge.url}/api/v1/jobs/{waiting['job_id']}", api_key)
-    assert status == 200 and body["status"] == "cancelled"
+    assert status == 409 and body["error"]["code"] == "already_final"
 
 
 @pytest.mark.asyncio
