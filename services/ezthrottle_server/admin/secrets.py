@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..common import keys
+from ..common import hashes, keys
 from ..common.config import Settings
 from ..common.redisconn import Scripts
 from ..common.secretbox import SEALED_PREFIX, SecretBox, SecretBoxError, is_sealed, new_key, webhook_secret_context
@@ -64,7 +64,7 @@ async def reseal(r: Any, scripts: Scripts, box: SecretBox) -> dict[str, int]:
             except SecretBoxError:
                 out["unreadable"] += 1
                 continue
-            swapped = await scripts.swap_field(keys=[key], args=[field, stored, sealed])
+            swapped = await hashes.swap_field(scripts.swap_field, key, field, expected=stored, new=sealed)
             out["resealed" if swapped else "changed_meanwhile"] += 1
     return out
 

@@ -2,7 +2,10 @@
 
 ``submit.lua`` / ``accept.lua`` (a submission), ``start_attempt.lua`` (an
 attempt begins), ``finish.lua`` (an outcome for a region) and ``requeue.lua``
-(the next attempt, here, elsewhere or later). The scripts' own comments say
+(the next attempt, here, elsewhere or later); the coordinator's
+``release_delayed.lua`` (delayed work that is due), ``repair.lua`` (a job
+held by nothing) and ``evacuate.lua`` (a job leaves a down region). The
+scripts' own comments say
 what they do; this module says how to call them, once. ``run`` is how the
 script goes to Redis: ``scripts.finish`` itself, or a batcher's
 ``functools.partial(batch.script, scripts.finish)``.
@@ -10,7 +13,7 @@ script goes to Redis: ``scripts.finish`` itself, or a batcher's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any
@@ -18,9 +21,7 @@ from typing import Any
 import orjson
 
 from . import job_index, keys
-
-ScriptRun = Callable[..., Awaitable[Any]]  # run(keys=[...], args=[...])
-
+from .scripting import ScriptRun
 
 # -- submit.lua / accept.lua ---------------------------------------------------
 
@@ -273,3 +274,59 @@ async def requeue(run: ScriptRun, nxt: NextAttempt, *, now_ms: int, ttl_s: int) 
         ],
     )  # fmt: skip
     return Requeued(int(reply))
+
+
+# -- release_delayed.lua, repair.lua, evacuate.lua (the coordinator's) -----------------
+
+
+async def release_delayed(run: ScriptRun, partition: int, regions: Sequence[str], *, now_ms: int, most: int) -> int:
+    """``release_delayed.lua``: move the partition's due delayed entries (``<region>|<job id>``) into their regions' streams.
+
+    Returns how many moved (``most`` at the most: a backlog when it is reached).
+    """
+    moved = await run(
+        keys=[keys.delayed(partition), *(keys.region_stream(partition, r) for r in regions)],
+        args=[now_ms, most, keys.job_events(""), *regions],
+    )
+    return int(moved)
+
+
+@dataclass(frozen=True)
+class Unheld:
+    """A job found held by nothing (common/repair.py), as it was seen."""
+
+    job_id: str
+    state: str
+    attempts: int  # the length of its attempts list
+    repairs: str  # its ``repairs`` field as read ('0' when absent)
+
+
+async def repair(run: ScriptRun, job: Unheld, regions: Sequence[str], *, now_ms: int) -> bool:
+    """``repair.lua``: queue the job again in ``regions`` if it is still as seen; False when it moved meanwhile."""
+    p = keys.job_partition(job.job_id)
+    assert p is not None
+    done = await run(
+        keys=[keys.job(job.job_id), keys.attempts(job.job_id), *(keys.region_stream(p, r) for r in regions)],
+        args=[job.job_id, now_ms, keys.job_events(job.job_id), job.state, job.attempts, job.repairs, *regions],
+    )
+    return int(done) == 1
+
+
+class Evacuated(IntEnum):
+    NOT_THERE = 0  # final, gone, or already gone from the region (a second holder of it there)
+    MOVED = 1  # queued in the target region's stream, counted as a reroute
+    DROPPED = 2  # a raced job another region carries: only this region's copy is gone
+
+
+async def evacuate(run: ScriptRun, job_id: str, *, region: str, entry_id: str, target: str, now_ms: int, maybe_sent: bool) -> Evacuated:
+    """``evacuate.lua``: move a job out of a down ``region`` (its stream entry ``entry_id``, '' if none) to ``target``.
+
+    ``maybe_sent``: an attempt may have reached the target (its lease expired with its node).
+    """
+    p = keys.job_partition(job_id)
+    assert p is not None
+    reply = await run(
+        keys=[keys.job(job_id), keys.region_stream(p, region), keys.region_stream(p, target)],
+        args=[keys.edge_group(region), entry_id, region, target, now_ms, job_id, keys.job_events(job_id), "1" if maybe_sent else ""],
+    )
+    return Evacuated(int(reply))

@@ -6,7 +6,10 @@ a duplicate counts nothing. Over the tier's hard cap the API answers 429
 
 Counters live per partition (``keys.usage``) so the count and the job are
 written by one script; with several partitions the cap left for this
-partition is the cap minus what the others have counted.
+partition is the cap minus what the others have counted. With several
+partitions, a submission first holds one request of the cap in the
+customer's own counter (:func:`hold`, ``reserve_quota.lua``; one slot, so
+concurrent submissions in different partitions never overshoot it together).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from .scripting import ScriptRun
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ DEFAULT_TIERS: Mapping[str, Tier] = {
 }
 DEFAULT_TIER = "free"
 USAGE_TTL_S = 62 * 24 * 3600  # a month's counter outlives the month
+_UNCAPPED = 2**62  # hold() without a cap: counted, never refused
 
 
 def month_of(now: datetime | None = None) -> str:
@@ -76,3 +82,16 @@ def usage_view(customer: str, month: str, tier: Tier, count: int) -> dict[str, A
         "overage": max(0, count - tier.included),
         "remaining": None if tier.cap is None else max(0, tier.cap - count),
     }
+
+
+async def hold(run: ScriptRun, counter: str, *, cap: int | None) -> bool:
+    """``reserve_quota.lua``: hold one request in the customer's counter of the month (``keys.quota_reservations``).
+
+    False when ``cap`` is reached (nothing held); ``cap`` None counts it without a cap (a workflow child).
+    """
+    return int(await run(keys=[counter], args=[_UNCAPPED if cap is None else cap, USAGE_TTL_S, 1])) == 1
+
+
+async def give_back(run: ScriptRun, counter: str) -> None:
+    """``reserve_quota.lua``: give back one request :func:`hold` held (the submission created nothing)."""
+    await run(keys=[counter], args=[0, USAGE_TTL_S, -1])

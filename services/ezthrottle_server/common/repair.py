@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import keys
+from . import job_scripts, keys
 from .config import Settings
 from .holders import FIELDS, FINAL, Candidate, StreamJobs, holders
 from .metrics import JOBS_REPAIRED
@@ -156,11 +156,9 @@ class RepairPass:
         self.found.append({"job_id": c.job_id, "state": c.fields["state"], "regions": regions})
         if self.dry_run:
             return 1
-        done = await self.scripts.repair(
-            keys=[keys.job(c.job_id), keys.attempts(c.job_id), *(keys.region_stream(c.partition, r) for r in regions)],
-            args=[c.job_id, now, keys.job_events(c.job_id), c.fields["state"], c.attempts, c.fields["repairs"] or "0", *regions],
-        )
-        if done == 1:
+        seen = job_scripts.Unheld(c.job_id, c.fields["state"], c.attempts, c.fields["repairs"] or "0")
+        done = await job_scripts.repair(self.scripts.repair, seen, regions, now_ms=now)
+        if done:
             JOBS_REPAIRED.inc()
             log.warning(
                 "job %s was held by nothing (state %s); queued again in %s",
@@ -169,7 +167,7 @@ class RepairPass:
                 ",".join(regions),
                 extra={"job_id": c.job_id},
             )
-        return int(done)
+        return 1 if done else 0
 
     async def _regions_to_retry(self, c: Candidate) -> list[str]:
         """Where the job's next attempt belongs: the regions that have not had their say."""

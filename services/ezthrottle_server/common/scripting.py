@@ -16,14 +16,22 @@ prelude, and how ``accept.lua`` is ``submit.lua``'s body with ``take.lua``'s
 logic in front of it: both are files, composed when they load, never Lua in
 Python strings. :func:`register` gives a redis-py ``Script`` (EVALSHA, loaded
 again on ``NOSCRIPT``).
+
+Callers never build a script's KEYS and ARGV by hand: each script has one
+typed function (``job_scripts.py``, ``workflow_scripts.py``,
+``schedule_scripts.py``, ``leases.py``, ...) that names its keys and
+arguments and answers a dataclass, an enum, a bool or a count. Such a
+function takes the script as a :data:`ScriptRun`: the registered script
+itself, or a batcher's ``functools.partial(batch.script, script)``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import EZThrottleServerError
 
@@ -31,6 +39,8 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
     from .redisconn import RedisClient
+
+ScriptRun = Callable[..., Awaitable[Any]]  # run(keys=[...], args=[...]): a registered script, or a batcher's partial
 
 AREAS = {"common": "ezthrottle_server.common", "pacing": "ezthrottle_server.pacing"}
 _INCLUDE = re.compile(r"^--@include ([a-z]+/[A-Za-z0-9_]+\.lua)[ \t]*$", re.M)

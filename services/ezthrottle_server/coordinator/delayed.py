@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import time
 
-from ..common import keys
+from ..common import job_scripts
 from ..common.metrics import DELAYED_RELEASED
 from .loop import CoordinatorLoop
 
 log = logging.getLogger(__name__)
+
+BATCH = 1000  # entries moved per partition and call
 
 
 class DelayedReleaser(CoordinatorLoop):
@@ -31,13 +33,10 @@ class DelayedReleaser(CoordinatorLoop):
         now = int(time.time() * 1000)
         moved = 0
         for p in range(self.settings.partitions):
-            moved += await self.scripts.release_delayed(
-                keys=[keys.delayed(p), *(keys.region_stream(p, r) for r in regions)],
-                args=[now, 1000, keys.job_events(""), *regions],
-            )
+            moved += await job_scripts.release_delayed(self.scripts.release_delayed, p, regions, now_ms=now, most=BATCH)
         if moved:
             DELAYED_RELEASED.inc(moved)
         return moved
 
     async def poll(self) -> bool:
-        return await self.release_due() >= 1000  # a backlog: go again at once
+        return await self.release_due() >= BATCH  # a backlog: go again at once

@@ -40,7 +40,7 @@ import orjson
 
 from ..common import job_scripts, keys
 from ..common.config import Settings
-from ..common.job_scripts import FinishKind, RegionResult
+from ..common.job_scripts import Evacuated, FinishKind, RegionResult
 from ..common.metrics import JOBS_EVACUATED
 from ..common.redisconn import RedisClient, Scripts
 from ..common.routing import DOWN, RegionStates
@@ -136,7 +136,7 @@ class Evacuator(CoordinatorLoop):
             else:
                 target = next((t for t in targets if t not in (rec.get("tried") or "").split(",")), targets[0])
                 result = await self._move(h, region, target, maybe_sent=bool(h.lease))
-                if result == 1:
+                if result is Evacuated.MOVED:
                     JOBS_EVACUATED.labels(region, target).inc()
             done += 1
         if done:
@@ -203,21 +203,9 @@ class Evacuator(CoordinatorLoop):
             taken.update(h for h in hs if (h.lease in got_leases if h.lease else h.job_id in got_waits))
         return taken
 
-    async def _move(self, h: Held, region: str, target: str, *, maybe_sent: bool) -> int:
-        return int(
-            await self.scripts.evacuate(
-                keys=[keys.job(h.job_id), keys.region_stream(h.partition, region), keys.region_stream(h.partition, target)],
-                args=[
-                    keys.edge_group(region),
-                    h.entry_id,
-                    region,
-                    target,
-                    _now_ms(),
-                    h.job_id,
-                    keys.job_events(h.job_id),
-                    "1" if maybe_sent else "",
-                ],
-            )
+    async def _move(self, h: Held, region: str, target: str, *, maybe_sent: bool) -> Evacuated:
+        return await job_scripts.evacuate(
+            self.scripts.evacuate, h.job_id, region=region, entry_id=h.entry_id, target=target, now_ms=_now_ms(), maybe_sent=maybe_sent
         )
 
     async def _drop_out(self, h: Held, region: str, reason: str) -> None:

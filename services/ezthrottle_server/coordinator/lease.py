@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..common import keys
+from ..common import keys, leases
 from ..common.metrics import COORDINATOR_LEADER
 from ..common.redisconn import UNAVAILABLE, Scripts
 
@@ -33,7 +33,7 @@ class Lease:
 
     async def tick(self) -> bool:
         try:
-            held: bool = await self.scripts.renew_lease(keys=[keys.coordinator_leader()], args=[self.holder, self.ttl_ms]) == 1
+            held = await leases.renew(self.scripts.renew_lease, keys.coordinator_leader(), holder=self.holder, ttl_ms=self.ttl_ms)
         except UNAVAILABLE:  # also a cluster failing over
             held = False  # cannot prove we hold it: act as a standby
         if held != self.is_leader:
@@ -51,7 +51,7 @@ class Lease:
     async def release(self) -> None:
         if self.is_leader:
             try:
-                await self.scripts.release_lease(keys=[keys.coordinator_leader()], args=[self.holder])
+                await leases.release(self.scripts.release_lease, keys.coordinator_leader(), holder=self.holder)
             finally:
                 self.is_leader = False
                 COORDINATOR_LEADER.set(0)

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from ..common import acceptance, keys, schedules
+from ..common import acceptance, keys, schedule_scripts, schedules
 from ..common.errors import ApiError
 from ..common.job_scripts import JobState, Submitted
 from ..common.routing import RegionStates, choose_regions
@@ -75,16 +75,18 @@ class ScheduleFirer(CoordinatorLoop):
         tick = int(data["next_ms"])
         if tick > now:
             return
-        decision = "fire"
-        if data.get("overlap", "skip") == "skip" and data.get("last_job_id") and not await self._final(data["last_job_id"]):
-            decision = "skip"
-        claimed = await self.scripts.schedule_claim(
-            keys=[keys.schedule(schedule_id), keys.schedules_due(), keys.schedules_firing()],
-            args=[schedule_id, data["next_ms"], schedules.next_fire_ms(data, now), now, decision],
+        skip = data.get("overlap", "skip") == "skip" and bool(data.get("last_job_id")) and not await self._final(data["last_job_id"])
+        claimed = await schedule_scripts.claim(
+            self.scripts.schedule_claim,
+            schedule_id,
+            tick_ms=data["next_ms"],
+            next_ms=schedules.next_fire_ms(data, now),
+            now_ms=now,
+            skip=skip,
         )
         if not claimed:
             return  # another claim had it, or it changed meanwhile
-        if decision == "skip":
+        if skip:
             log.info("schedule tick skipped: the last job is not final", extra={"schedule_id": schedule_id, "job_id": data["last_job_id"]})
             return
         await self._fire(schedule_id, data, tick)
@@ -110,7 +112,7 @@ class ScheduleFirer(CoordinatorLoop):
         customer = data["customer"]
         here = data.get("region") or self.settings.region_ids[0]
         fields: dict[str, Any] = {"last_fired_ms": tick}
-        created = 0
+        created = False
         try:
             regions = choose_regions(
                 job.get("regions"), job.get("region_policy", "fallback"), here, await self.regions.states(), self.settings.region_ids
@@ -122,14 +124,11 @@ class ScheduleFirer(CoordinatorLoop):
             fields["last_error"] = f"{exc.code}: {exc.message}"
         else:
             if reply.outcome in (Submitted.CREATED, Submitted.DUPLICATE):
-                created = 1  # a duplicate: an earlier submission of this tick made it (its record was lost with its coordinator)
+                created = True  # a duplicate: an earlier submission of this tick made it (its record was lost with its coordinator)
                 fields.update(last_job_id=reply.job_id, last_error="")
             elif reply.outcome is Submitted.QUOTA_SPENT:
                 fields["last_error"] = "quota_exceeded: the customer's monthly cap is reached; the tick was skipped"
             else:
                 fields["last_error"] = "overloaded: the customer has its ceiling of jobs not yet final; the tick was skipped"
-        await self.scripts.schedule_fired(
-            keys=[keys.schedule(schedule_id), keys.schedules_firing()],
-            args=[schedule_id, tick, created, *(x for kv in fields.items() for x in kv)],
-        )
+        await schedule_scripts.fired(self.scripts.schedule_fired, schedule_id, tick_ms=tick, created=created, fields=fields)
         log.debug("schedule fired", extra={"schedule_id": schedule_id, "job_id": fields.get("last_job_id"), "tick_ms": tick})

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..common import job_index, keys, workflows
+from ..common import job_index, keys, quotas, workflow_scripts, workflows
 from ..common.cancels import end_job
 from ..common.config import Settings
 from ..common.errors import ApiError
@@ -49,6 +49,7 @@ from ..common.redisconn import Scripts
 from ..common.routing import RegionStates, choose_regions
 from ..common.streams import GroupConsumer
 from ..common.urls import domain_of
+from ..common.workflow_scripts import Spawned
 from .lease import Leadership
 from .loop import CoordinatorLoop
 
@@ -122,7 +123,7 @@ class WorkflowSpawner(CoordinatorLoop):
         now = int(time.time() * 1000)
         done = 0
         for p in range(self.settings.partitions):
-            done += await self.scripts.fire_timers(keys=[keys.workflow_timers(p), keys.workflow_spawn(p)], args=[now, 500])
+            done += await workflow_scripts.fire_timers(self.scripts.fire_timers, p, now_ms=now, most=500)
             stream = keys.workflow_spawn(p)
             reply = await self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=100)
             entries = [e for _s, batch in reply or () for e in batch]
@@ -164,7 +165,7 @@ class WorkflowSpawner(CoordinatorLoop):
             relation, child = step
             if workflows.is_frugal(child):
                 # The client runs it, from the webhook payload; claiming it ends the server's part.
-                await self.scripts.claim_continuation(keys=[keys.job(job_id)], args=[relation])
+                await workflow_scripts.claim_continuation(self.scripts.claim_continuation, job_id, relation)
             else:
                 await self.spawn(partition, job_id, parent, relation, child)
         if event == "final" and state in (workflows.FAILED, workflows.EXPIRED) and parent.get("fallback") == "1":
@@ -193,36 +194,17 @@ class WorkflowSpawner(CoordinatorLoop):
         except ApiError as exc:
             log.warning("no region for %s of %s: %s; using %s", relation, parent_id, exc.message, here, extra={"job_id": parent_id})
             regions = [here]
-        child_id = keys.make_job_id(now, secrets.token_hex(8), partition)
-        fields = child_fields(parent_id, parent, relation, child, regions, now)
-        flat = [x for kv in fields.items() for x in kv]
-        timers = [x for due, kind in workflows.timers_for(child, now) for x in (due, kind)]
-        index_ttl = job_index.ttl_s(self.settings)
-        month = month_of()
-        code, value = await self.scripts.spawn_child(
-            keys=[
-                keys.job(parent_id),
-                keys.job(child_id),
-                keys.delayed(partition),
-                keys.workflow_timers(partition),
-                keys.queued(partition),
-                keys.job_index(partition, parent["customer"]),
-                keys.usage(partition, parent["customer"], month),
-                *(keys.region_stream(partition, r) for r in regions),
-            ],
-            args=[
-                *(relation, child_id, now, child.get("retry_at") or 0, len(fields)),
-                *(job_index.member(now, child_id, domain_of(child["url"])), index_ttl, job_index.too_old(now, index_ttl)),
-                USAGE_TTL_S,
-                *flat,
-                *regions,
-                *timers,
-            ],
-        )
-        if code == 0:
-            log.info("%s of %s not started: %s came first", relation, parent_id, value, extra={"job_id": parent_id})
+        spawn = workflow_scripts.Child(
+            parent_id=parent_id, child_id=keys.make_job_id(now, secrets.token_hex(8), partition), customer=parent["customer"],
+            relation=relation, fields=child_fields(parent_id, parent, relation, child, regions, now), streams=regions,
+            timers=workflows.timers_for(child, now), due_ms=child.get("retry_at") or 0, now_ms=now, month=month_of(),
+            domain=domain_of(child["url"]), index_ttl_s=job_index.ttl_s(self.settings), usage_ttl_s=USAGE_TTL_S,
+        )  # fmt: skip
+        reply = await workflow_scripts.spawn_child(self.scripts.spawn_child, spawn)
+        if reply.spawned is Spawned.CLAIMED_BEFORE:
+            log.info("%s of %s not started: %s came first", relation, parent_id, reply.claimed, extra={"job_id": parent_id})
             return None
-        if code == 1 and self.settings.partitions > 1:  # the cap's hold (edge/quota.py), as a submission takes one
-            await self.scripts.reserve_quota(keys=[keys.quota_reservations(parent["customer"], month)], args=[2**62, USAGE_TTL_S, 1])
-        log.info("%s of %s is job %s", relation, parent_id, value, extra={"job_id": parent_id})
-        return str(value)
+        if reply.spawned is Spawned.CREATED and self.settings.partitions > 1:  # the cap's hold (edge/quota.py), as a submission takes one
+            await quotas.hold(self.scripts.reserve_quota, keys.quota_reservations(parent["customer"], spawn.month), cap=None)
+        log.info("%s of %s is job %s", relation, parent_id, reply.child_id, extra={"job_id": parent_id})
+        return reply.child_id

@@ -86,6 +86,14 @@ def client_address(request: web.Request, trusted_proxies: Iterable[_Network] = (
     return str(addr)
 
 
+async def count_failure(run: scripting.ScriptRun, client: str, *, window_s: int) -> int:
+    """``count_failure.lua``: count one failed authentication of a client address; the failures in its window so far.
+
+    One script, not MULTI: the window starts with the first failure (the counter's TTL).
+    """
+    return int(await run(keys=[keys.auth_failures(client)], args=[window_s]))
+
+
 class Authenticator:
     def __init__(
         self,
@@ -192,8 +200,7 @@ class Authenticator:
         AUTH_FAILURES.inc()
         if self.fail_limit <= 0:
             return
-        # one script, not MULTI: the window starts with the first failure (the counter's TTL)
-        await self._count_failure_script(keys=[keys.auth_failures(client)], args=[self.fail_window_s])
+        await count_failure(self._count_failure_script, client, window_s=self.fail_window_s)
 
     def _rate_limited(self, wait_s: float) -> ApiError:
         AUTH_RATE_LIMITED.inc()

@@ -22,10 +22,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..common import keys
+from ..common import keys, quotas
 from ..common.config import Settings
 from ..common.errors import ApiError
-from ..common.quotas import USAGE_TTL_S, Tier, month_of, seconds_until_next_month, usage_view
+from ..common.quotas import Tier, month_of, seconds_until_next_month, usage_view
 from ..common.redisconn import Scripts
 
 if TYPE_CHECKING:
@@ -80,13 +80,13 @@ class Quotas:
         if await self.redis.exists(idempotency_key):
             return None  # a duplicate: submit.lua answers it without counting
         counter = keys.quota_reservations(customer, month)
-        if not await self.scripts.reserve_quota(keys=[counter], args=[tier.cap, USAGE_TTL_S, 1]):
+        if not await quotas.hold(self.scripts.reserve_quota, counter, cap=tier.cap):
             raise await self.exceeded(customer)
         return counter
 
     async def give_back(self, counter: str | None) -> None:
         if counter is not None:
-            await self.scripts.reserve_quota(keys=[counter], args=[0, USAGE_TTL_S, -1])
+            await quotas.give_back(self.scripts.reserve_quota, counter)
 
     async def exceeded(self, customer: str) -> ApiError:
         tier = await self.tier_of(customer)

@@ -15,28 +15,21 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-from ..common import keys, schedules
+from ..common import keys, schedule_scripts, schedules
 from ..common.errors import ApiError
 from ..common.http import json_response, read_json
+from ..common.schedule_scripts import PAUSED, Created
 from .api import _check_outbound
 from .context import CTX, EdgeContext
 
 
 def _not_found(schedule_id: str) -> ApiError:
     return ApiError("not_found", f"no schedule {schedule_id!r} for this API key")
-
-
-def _keys(schedule_id: str, customer: str) -> list[str]:
-    return [keys.schedule(schedule_id), keys.schedules_due(), keys.customer_schedules(customer)]
-
-
-def _flat(fields: dict[str, Any]) -> list[Any]:
-    return [x for kv in fields.items() for x in kv]
 
 
 async def _load(ctx: EdgeContext, customer: str, schedule_id: str) -> dict[str, str]:
@@ -71,10 +64,8 @@ async def create_schedule(request: web.Request) -> web.Response:
     }
     next_ms = schedules.next_fire_ms({k: str(v) for k, v in fields.items() if k != "job"}, now)
     most = ctx.settings.schedules_max_per_customer
-    written = await ctx.scripts.schedule_write(
-        keys=_keys(schedule_id, customer), args=["create", schedule_id, customer, most, next_ms, *_flat(fields)]
-    )
-    if written == -1:
+    created = await schedule_scripts.create(ctx.scripts.schedule_write, schedule_id, customer, fields, next_ms=next_ms, most=most)
+    if created is Created.AT_MOST:
         raise ApiError("invalid_request", f"this API key's customer has {most} schedules, the most allowed: delete one first")
     return json_response(schedules.view(schedule_id, await ctx.redis.hgetall(keys.schedule(schedule_id))), 201)  # type: ignore[misc]  # redis-py#2399
 
@@ -130,13 +121,10 @@ async def update_schedule(request: web.Request) -> web.Response:
         timing = timing or (was_paused and not changes["paused"])  # a resume: the next tick from now, the missed ones dropped
     merged = {**data, **{k: str(v) for k, v in fields.items() if k != "job"}}
     if merged.get("paused") == "1":
-        next_arg: Any = "paused"
+        next_ms: int | Literal["paused"] | None = PAUSED
     else:
-        next_arg = schedules.next_fire_ms(merged, now) if timing else ""
-    written = await ctx.scripts.schedule_write(
-        keys=_keys(schedule_id, customer), args=["update", schedule_id, customer, 0, next_arg, *_flat(fields)]
-    )
-    if not written:
+        next_ms = schedules.next_fire_ms(merged, now) if timing else None
+    if not await schedule_scripts.update(ctx.scripts.schedule_write, schedule_id, customer, fields, next_ms=next_ms):
         raise _not_found(schedule_id)
     return json_response(schedules.view(schedule_id, await ctx.redis.hgetall(keys.schedule(schedule_id))))  # type: ignore[misc]  # redis-py#2399
 
@@ -147,8 +135,7 @@ async def delete_schedule(request: web.Request) -> web.Response:
     schedule_id = request.match_info["schedule_id"]
     if not schedules.is_schedule_id(schedule_id):
         raise _not_found(schedule_id)
-    deleted = await ctx.scripts.schedule_delete(keys=[*_keys(schedule_id, customer), keys.schedules_firing()], args=[schedule_id, customer])
-    if not deleted:
+    if not await schedule_scripts.delete(ctx.scripts.schedule_delete, schedule_id, customer):
         raise _not_found(schedule_id)
     return json_response({"schedule_id": schedule_id, "deleted": True})
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..common import keys
+from ..common import hashes, keys
 from ..common.errors import ApiError
 from ..common.http import json_response, read_json
 from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets, seal_webhook_secrets
@@ -93,7 +93,7 @@ async def set_secrets(request: web.Request) -> web.Response:
     secondary = _check_secret(body, "secondary_secret", required=False)
     assert primary is not None
     fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, primary, secondary)
-    await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(customer)], args=["", "", *fields])  # old secondary gone in the same step
+    await hashes.replace(ctx.scripts.replace_hash, keys.webhook_secrets(customer), fields)  # old secondary gone in the same step
     log.info("webhook secrets set (secondary: %s)", "yes" if secondary else "no", extra={"customer": customer})
     return json_response({"status": "ok", "message": "Webhook secrets saved", **_view(customer, primary, secondary)})
 
@@ -129,7 +129,8 @@ async def rotate_secrets(request: web.Request) -> web.Response:
         if old == new:
             raise ApiError("invalid_field", "new_secret: is already the primary secret", field="new_secret")
         fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, new, old)
-        if await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(customer)], args=["primary", stored_primary or "", *fields]):
+        key = keys.webhook_secrets(customer)
+        if await hashes.replace(ctx.scripts.replace_hash, key, fields, unless_changed=("primary", stored_primary)):
             log.info("webhook secret rotated (secondary: %s)", "previous primary" if old else "none", extra={"customer": customer})
             return json_response({"status": "ok", "message": "Webhook secret rotated", **_view(customer, new, old)})
     raise ApiError("conflict", "the webhook secrets changed while rotating three times in a row; try again")

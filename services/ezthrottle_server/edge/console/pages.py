@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiDict
 
-from ...common import deliveries, job_index, keys
+from ...common import deliveries, hashes, job_index, keys
 from ...common.errors import ApiError
 from ...common.schedules import view as schedule_view
 from ...common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets, seal_webhook_secrets
@@ -531,7 +531,8 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
             problem = "That is already the primary secret."
         elif problem is None:
             fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), who.customer, new, old)
-            done = await ctx.scripts.replace_hash(keys=[keys.webhook_secrets(who.customer)], args=["primary", stored or "", *fields])
+            key = keys.webhook_secrets(who.customer)
+            done = await hashes.replace(ctx.scripts.replace_hash, key, fields, unless_changed=("primary", stored))
             problem = None if done else "The secrets changed meanwhile; try again."
     message = problem or "Rotated: the new secret signs from now on, the previous one stays valid as secondary."
     raise web.HTTPSeeOther(request.app.router["console_secrets"].url_for().with_query(message=message))
