@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import job_index, job_scripts, keys
+from . import job_index, job_scripts, keys, quotas
 from .config import Settings
 from .job_scripts import Submission, SubmitReply, Submitted
 from .jobs import hash_key, key_digest, record_fields
@@ -82,7 +82,7 @@ async def accept_job(
     idem_key = keys.idempotency(partition, customer, digest)
     if tier.cap is not None and settings.partitions > 1 and not await redis.exists(idem_key):
         counter = keys.quota_reservations(customer, month)
-        if not await scripts.reserve_quota(keys=[counter], args=[tier.cap, USAGE_TTL_S, 1]):
+        if not await quotas.hold(scripts.reserve_quota, counter, cap=tier.cap):
             return SubmitReply(Submitted.QUOTA_SPENT, "", "")
         held = counter
     submission = Submission(
@@ -94,5 +94,5 @@ async def accept_job(
     )  # fmt: skip
     reply = await job_scripts.submit(scripts.submit, submission)
     if reply.outcome is not Submitted.CREATED and held is not None:
-        await scripts.reserve_quota(keys=[held], args=[0, USAGE_TTL_S, -1])
+        await quotas.give_back(scripts.reserve_quota, held)
     return reply

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import keys
+from . import keys, leases
 from .config import Settings
 from .errors import ApiError
 from .metrics import BULK_ACTIONS
@@ -212,10 +212,11 @@ class BulkRunner:
 
     async def _hold(self, action: Action) -> bool:
         """Take or keep the action's lease, and push its orphan deadline on; False: another runner has it."""
-        held = await self.scripts.renew_lease(keys=[keys.bulk_lease(action.customer, action.action_id)], args=[self.holder, self.lease_ms])
-        if held == 1:
+        lease = keys.bulk_lease(action.customer, action.action_id)
+        held = await leases.renew(self.scripts.renew_lease, lease, holder=self.holder, ttl_ms=self.lease_ms)
+        if held:
             await self.redis.zadd(keys.bulk_orphans(), {f"{action.customer}|{action.action_id}": now_ms() + self.lease_ms})
-        return bool(held == 1)
+        return held
 
     async def run(self, action: Action) -> dict[str, str]:
         """Run the action to its end here (or until another runner holds it); its each job's outcome when it ran whole here."""
@@ -288,7 +289,9 @@ class BulkRunner:
     async def _let_go(self, action: Action, ended: bool) -> None:
         """Give the lease up; an action not ended is an orphan at once, for the next sweep anywhere to go on with."""
         try:
-            released = await self.scripts.release_lease(keys=[keys.bulk_lease(action.customer, action.action_id)], args=[self.holder])
+            released = await leases.release(
+                self.scripts.release_lease, keys.bulk_lease(action.customer, action.action_id), holder=self.holder
+            )
             if released and not ended:
                 await self.redis.zadd(keys.bulk_orphans(), {f"{action.customer}|{action.action_id}": now_ms()}, xx=True)
         except UNAVAILABLE:  # it lapses on its own
