@@ -30,7 +30,6 @@ from .bulk import Action, StepResult, now_ms
 from .cancels import CancelOutcome, end_job
 from .config import Settings
 from .job_index import JobFilter
-from .metrics import JOBS_CANCELLED
 from .redisconn import Scripts
 
 if TYPE_CHECKING:
@@ -104,7 +103,7 @@ async def step(redis: RedisClient, scripts: Scripts, settings: Settings, action:
     async def cancel(job_id: str) -> CancelOutcome:
         async with limit:
             reply = await end_job(
-                redis, scripts, settings, job_id, customer=action.customer, now_ms=now_ms(), after_attempt=p["after_attempt"]
+                redis, scripts, settings, job_id, customer=action.customer, now_ms=now_ms(), after_attempt=p["after_attempt"], via="bulk"
             )
             return reply.outcome
 
@@ -112,8 +111,6 @@ async def step(redis: RedisClient, scripts: Scripts, settings: Settings, action:
     for job_id, outcome in zip(todo, await asyncio.gather(*(cancel(j) for j in todo))):
         done[_COUNTER_OF.get(outcome, "not_found")] += 1
         outcomes[job_id] = outcome.value
-    JOBS_CANCELLED.labels("bulk").inc(done["cancelled"])
-    JOBS_CANCELLED.labels("after_attempt").inc(done["cancel_requested"])
     counts = {name: counts[name] + done[name] for name in COUNTERS}
     cursor = decode(listed.next_cursor) if listed.next_cursor else None
     return StepResult(counts, sum(counts.values()), cursor, outcomes)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from . import keys
 from .config import Settings
 from .jobs import MAX_CHAIN_DEPTH
+from .metrics import JOBS_CANCELLED, JOBS_EXPIRED
 from .redisconn import Scripts
 
 if TYPE_CHECKING:
@@ -83,8 +84,14 @@ async def end_job(
     now_ms: int,
     after_attempt: bool = False,
     expire: bool = False,
+    via: str = "single",
 ) -> CancelReply:
-    """Cancel a customer's job (and what is pending below it), or expire a job whose deadline passed (``expire``)."""
+    """Cancel a customer's job (and what is pending below it), or expire a job whose deadline passed (``expire``).
+
+    Counted in ``ezt_jobs_cancelled_total{via}`` (``via``: single or bulk; a
+    cancel requested with an attempt in flight as after_attempt) and
+    ``ezt_jobs_expired_total``.
+    """
     p = keys.job_partition(job_id)
     if p is None:
         return CancelReply(CancelOutcome.NOT_FOUND)
@@ -102,8 +109,23 @@ async def end_job(
         )  # fmt: skip
         outcome, cancelled, requested = _parse(reply)
         if outcome != "stale":
-            return CancelReply(CancelOutcome(outcome), cancelled, requested)
+            answer = CancelReply(CancelOutcome(outcome), cancelled, requested)
+            _count(answer, via)
+            return answer
     raise RuntimeError(f"the workflow below {job_id} kept growing while it was cancelled")
+
+
+def _count(reply: CancelReply, via: str) -> None:
+    if reply.outcome is CancelOutcome.CANCELLED:
+        JOBS_CANCELLED.labels(via).inc()
+    elif reply.outcome is CancelOutcome.CANCEL_REQUESTED:
+        JOBS_CANCELLED.labels("after_attempt").inc()
+    elif reply.outcome is CancelOutcome.EXPIRED:
+        JOBS_EXPIRED.labels("start_before_passed").inc()
+    if reply.children_cancelled:
+        JOBS_CANCELLED.labels(via).inc(reply.children_cancelled)
+    if reply.children_requested:
+        JOBS_CANCELLED.labels("after_attempt").inc(reply.children_requested)
 
 
 def _parse(reply: Sequence[object]) -> tuple[str, int, int]:

@@ -29,6 +29,7 @@ import orjson
 from ..common import acceptance, keys, schedule_scripts, schedules
 from ..common.errors import ApiError
 from ..common.job_scripts import JobState, Submitted
+from ..common.metrics import SCHEDULE_TICKS
 from ..common.routing import RegionStates, choose_regions
 from ..common.urls import domain_of
 from .loop import CoordinatorLoop
@@ -36,12 +37,25 @@ from .loop import CoordinatorLoop
 log = logging.getLogger(__name__)
 
 BATCH = 100  # due schedules read per pass (more: the next pass at once)
+MAX_MISSED_COUNTED = 1000  # ticks missed that one claim counts, at most (ezt_schedule_ticks_total)
 STALE_FIRING_MS = 5_000  # a claimed tick not recorded this long after its claim: its coordinator died; submit it again
 
 
 def tick_key(schedule_id: str, tick_ms: int) -> str:
     """The idempotent key of a tick's job: one job per tick, however often it is submitted."""
     return f"sched:{schedule_id}:{tick_ms}"
+
+
+def missed_ticks(schedule: dict[str, str], tick_ms: int, now_ms: int) -> int:
+    """Ticks after ``tick_ms`` up to ``now_ms``: missed while no coordinator fired them, folded into this one (at most
+    :data:`MAX_MISSED_COUNTED` counted)."""
+    missed, at = 0, tick_ms
+    while missed < MAX_MISSED_COUNTED:
+        at = schedules.next_fire_ms(schedule, at)
+        if at > now_ms:
+            break
+        missed += 1
+    return missed
 
 
 class ScheduleFirer(CoordinatorLoop):
@@ -86,8 +100,12 @@ class ScheduleFirer(CoordinatorLoop):
         )
         if not claimed:
             return  # another claim had it, or it changed meanwhile
+        missed = missed_ticks(data, tick, now)
+        if missed:
+            SCHEDULE_TICKS.labels("missed_collapsed").inc(missed)
         if skip:
             log.info("schedule tick skipped: the last job is not final", extra={"schedule_id": schedule_id, "job_id": data["last_job_id"]})
+            SCHEDULE_TICKS.labels("skipped").inc()
             return
         await self._fire(schedule_id, data, tick)
 
@@ -123,6 +141,8 @@ class ScheduleFirer(CoordinatorLoop):
         except ApiError as exc:  # no region to run it in
             fields["last_error"] = f"{exc.code}: {exc.message}"
         else:
+            if reply.outcome is Submitted.CREATED:
+                SCHEDULE_TICKS.labels("fired").inc()
             if reply.outcome in (Submitted.CREATED, Submitted.DUPLICATE):
                 created = True  # a duplicate: an earlier submission of this tick made it (its record was lost with its coordinator)
                 fields.update(last_job_id=reply.job_id, last_error="")

@@ -43,7 +43,6 @@ from ..common.cancels import CancelOutcome, CancelReply, end_job
 from ..common.errors import ApiError
 from ..common.http import json_response, read_json
 from ..common.job_index import JobFilter
-from ..common.metrics import JOBS_CANCELLED
 from .context import CTX, EdgeContext
 from .search_api import MAX_LIMIT, parse_query
 
@@ -70,14 +69,8 @@ def _flag(request: web.Request, name: str) -> bool:
 
 
 async def _cancel(ctx: EdgeContext, customer: str, job_id: str, after_attempt: bool, via: str = "single") -> CancelReply:
-    reply = await end_job(
-        ctx.redis, ctx.scripts, ctx.settings, job_id, customer=customer, now_ms=int(time.time() * 1000), after_attempt=after_attempt
-    )
-    if reply.outcome is CancelOutcome.CANCELLED:
-        JOBS_CANCELLED.labels(via).inc()
-    elif reply.outcome is CancelOutcome.CANCEL_REQUESTED:
-        JOBS_CANCELLED.labels("after_attempt").inc()
-    return reply
+    now = int(time.time() * 1000)
+    return await end_job(ctx.redis, ctx.scripts, ctx.settings, job_id, customer=customer, now_ms=now, after_attempt=after_attempt, via=via)
 
 
 async def cancel_job(request: web.Request) -> web.Response:

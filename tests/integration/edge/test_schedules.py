@@ -5,12 +5,18 @@ import itertools
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.quotas import Tier
 from support.jobs import auth, get_job, wait_final
 
 pytestmark = pytest.mark.asyncio
+
+
+def ticks(outcome):
+    """ezt_schedule_ticks_total{outcome} of this process (the coordinators run in it)."""
+    return REGISTRY.get_sample_value("ezt_schedule_ticks_total", {"outcome": outcome}) or 0.0
 
 
 async def call(http, method, url, key, payload=None):
@@ -149,6 +155,7 @@ async def test_every_second_fires_each_tick_once_with_two_coordinators(http, edg
 async def test_ticks_missed_while_no_coordinator_ran_fire_once(http, edge, start_coordinator, api_key, target, redis):
     view = await create(http, edge, api_key, every_s=1, overlap="allow", job={"url": f"{target.url}/echo"})
     sid = view["schedule_id"]
+    missed_before = ticks("missed_collapsed")
     await asyncio.sleep(3.5)  # three ticks pass with no coordinator
     started = int(time.time() * 1000)
     await start_coordinator(node_id="coordinator-late")
@@ -156,13 +163,16 @@ async def test_ticks_missed_while_no_coordinator_ran_fire_once(http, edge, start
     fired = await fired_jobs(redis, sid)
     missed = [tick for tick, _ in fired if tick <= started]
     assert missed == [view["next_fire_at_ms"]], fired  # the missed ticks: one job, for the first of them
+    assert ticks("missed_collapsed") - missed_before >= 2  # the two or three after the first, folded into it, counted
     assert all(tick > started for tick, _ in fired[1:])
 
 
 async def test_overlap_skip_waits_for_the_last_job_to_end(http, edge, coordinator, api_key, target, redis):
+    fired_before, skipped_before = ticks("fired"), ticks("skipped")
     view = await create(http, edge, api_key, every_s=1, job={"url": f"{target.url}/delay/2500"})
     sid = view["schedule_id"]
     view = await wait_schedule(http, edge, api_key, sid, lambda v: v["skipped_count"] >= 1)
+    assert ticks("fired") - fired_before >= 1 and ticks("skipped") - skipped_before >= 1
     first = view["last_job_id"]
     assert view["fired_count"] == 1 and (await get_job(http, edge.url, api_key, first))["status"] not in ("success", "failed")
     await wait_final(http, edge.url, api_key, first)

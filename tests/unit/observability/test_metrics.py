@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import aiohttp
 import pytest
@@ -22,6 +23,7 @@ from unit.observability.helpers import exported_names
 BOUNDED_LABELS = {
     *("region", "status", "reason", "status_class", "route", "outcome", "header", "result", "stage", "source", "domain"),
     *("from", "to"),  # ezt_jobs_evacuated_total: region ids
+    *("via", "kind"),  # ezt_jobs_cancelled_total (single, bulk, after_attempt), ezt_bulk_actions_total (cancel, replay)
 }
 
 
@@ -74,6 +76,11 @@ def test_the_metrics_of_the_issue_exist() -> None:
         "ezt_region_state",
         "ezt_coordinator_leader",
         "ezt_webhook_quorum_seconds_bucket",
+        # issue 17: job control
+        "ezt_jobs_cancelled_total",
+        "ezt_jobs_expired_total",
+        "ezt_schedule_ticks_total",
+        "ezt_bulk_actions_total",
     ):
         assert wanted in names, wanted
 
@@ -195,3 +202,28 @@ async def test_a_job_that_can_no_longer_reach_its_quorum_is_counted_once(http, e
     assert await redis.hget(keys.job_webhooks(lost["job_id"]), "quorum_missed_ms")
     assert not await redis.hget(keys.job_webhooks(kept["job_id"]), "quorum_missed_ms")
     assert value("ezt_webhook_quorum_missed_total") >= missed + 1
+
+
+@pytest.mark.asyncio
+async def test_cancels_and_bulk_actions_are_counted(http, edge, api_key, redis) -> None:
+    """ezt_jobs_cancelled_total{via} and ezt_bulk_actions_total{kind,outcome} from the real routes (issue 17)."""
+    later = {"retry_at": int(time.time() * 1000) + 86_400_000}  # scheduled: never sent while the test runs
+    single, bulk, after = (value("ezt_jobs_cancelled_total", via=v) for v in ("single", "bulk", "after_attempt"))
+    started, done = (value("ezt_bulk_actions_total", kind="cancel", outcome=o) for o in ("started", "done"))
+    jobs = [(await submit(http, edge.url, api_key, {"url": f"https://api.example/{i}", **later}))["job_id"] for i in range(5)]
+
+    async with http.delete(f"{edge.url}/api/v1/jobs/{jobs[0]}", headers=auth(api_key)) as resp:
+        assert resp.status == 200
+    async with http.post(f"{edge.url}/api/v1/jobs/cancel", json={"job_ids": jobs[1:3]}, headers=auth(api_key)) as resp:
+        assert resp.status == 200
+    await redis.hset(keys.job(jobs[3]), "sending:iad", int(time.time() * 1000))  # an attempt in flight, as start_attempt.lua marks it
+    async with http.delete(f"{edge.url}/api/v1/jobs/{jobs[3]}?after_attempt=true", headers=auth(api_key)) as resp:
+        assert resp.status == 202
+    async with http.post(f"{edge.url}/api/v1/jobs/cancel", json={"filter": {"status": "scheduled"}}, headers=auth(api_key)) as resp:
+        assert resp.status == 200 and (await resp.json())["cancelled"] == 1  # the last one
+
+    assert value("ezt_jobs_cancelled_total", via="single") == single + 1
+    assert value("ezt_jobs_cancelled_total", via="bulk") == bulk + 3
+    assert value("ezt_jobs_cancelled_total", via="after_attempt") == after + 1
+    assert value("ezt_bulk_actions_total", kind="cancel", outcome="started") == started + 1
+    assert value("ezt_bulk_actions_total", kind="cancel", outcome="done") == done + 1
