@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import keys
+from . import delivery_scripts, keys
 from .redisconn import RedisClient, Scripts
 
 PENDING = "pending"
@@ -190,16 +190,10 @@ async def replay(
         return None
     live = await live_regions(r, regions)
     routes = [route_for([x for x in data.get(f"{i}:regions", "").split(",") if x], 0, live) for i in range(int(data.get("count") or 0))]
-    replayed = await scripts.delivery_replay(
-        keys=[
-            hooks_key,
-            keys.delivery_scheduled(partition),
-            keys.delivery_dead(partition),
-            keys.delivery_dead(partition, data["customer"]),
-        ],
-        args=[int(time.time() * 1000), ttl_s, job_id, int(window_s * 1000), *routes],
+    now = int(time.time() * 1000)
+    return await delivery_scripts.replay(
+        scripts.delivery_replay, job_id, data["customer"], routes, now_ms=now, ttl_s=ttl_s, window_ms=int(window_s * 1000)
     )
-    return None if replayed < 0 else int(replayed)
 
 
 async def replay_all(

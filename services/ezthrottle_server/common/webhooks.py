@@ -20,15 +20,17 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from yarl import URL
 
-from . import keys, scripting
+from . import delivery_scripts, keys, scripting
 from .batching import Batcher
 from .config import Settings
 from .deliveries import DEAD, DELIVERED, route_for
+from .delivery_scripts import Applied, SendOutcome
 from .metrics import (
     WEBHOOK_DEAD_LETTERS,
     WEBHOOK_DELIVERIES,
@@ -211,20 +213,17 @@ class WebhookPoster:
         if rps <= 0:
             return False
         now = now_ms()
-        pace = [now, 1000.0 / rps, max(1, self.settings.delivery_host_burst)]
-        wait_ms = int(await self._pace(keys=[keys.webhook_pace(domain_of(h.url))], args=pace))
+        wait_ms = await delivery_scripts.pace(
+            self._pace, domain_of(h.url), now_ms=now, rps=rps, burst=max(1, self.settings.delivery_host_burst)
+        )
         if wait_ms <= 0:
             return False
-        partition = keys.job_partition(h.job_id)
-        assert partition is not None
         due = now + wait_ms + int(self.rng.uniform(0, wait_ms))  # spread: the sends held back do not all come back at once
         route = route_for([r for r in h.regions.split(",") if r], h.attempts + 1, live)
-        member = f"{route}|{h.job_id}|{h.hook}"
-        if src.edge:  # the delivery service sends it when due; no longer the edge's
-            hooks_key = keys.job_webhooks(h.job_id)
-            await self._defer(keys=[src.stream, keys.delivery_scheduled(partition), hooks_key], args=[src.group, "", due, member, h.hook])
-        else:
-            await self._defer(keys=[src.stream, keys.delivery_scheduled(partition)], args=[src.group, src.entry_id, due, member])
+        # src.edge: the delivery service sends it when due; it is no longer the edge's
+        await delivery_scripts.defer(
+            self._defer, h.job_id, h.hook, route=route, due_ms=due, stream=src.stream, group=src.group, entry_id=src.entry_id, edge=src.edge
+        )
         WEBHOOK_PACED.inc()
         log.debug("webhook %s held back %d ms by its host's pace", h.hook, due - now, extra={"job_id": h.job_id, "region": self.log_region})
         return True
@@ -238,8 +237,6 @@ class WebhookPoster:
         """
         if await self._held_back_by_host_pace(h, src, live):
             return
-        partition = keys.job_partition(h.job_id)
-        assert partition is not None
         body = h.payload.encode()
         attempt = h.attempts + 1
         try:
@@ -270,42 +267,21 @@ class WebhookPoster:
         )
         due = now + int(decision.delay_s * 1000)
         route = route_for([r for r in h.regions.split(",") if r], attempt, live)
-        hooks_key = keys.job_webhooks(h.job_id)
-        applied, quorum_now, finished_ms = await asyncio.shield(
-            self.batch.script(
-                self.scripts.delivery_record,
-                keys=[
-                    hooks_key,
-                    src.stream,
-                    keys.delivery_scheduled(partition),
-                    keys.delivery_dead(partition),
-                    keys.delivery_dead(partition, h.customer),
-                ],
-                args=[
-                    src.group,
-                    src.entry_id,
-                    h.hook,
-                    decision.action,
-                    now,
-                    "" if result.status_code is None else result.status_code,
-                    result.error or "",
-                    due,
-                    f"{route}|{h.job_id}|{h.hook}",
-                    decision.reason,
-                    self.node,
-                    self.region or "",
-                    h.job_id,
-                    keys.job_events(h.job_id),
-                ],
-            )
+        outcome = SendOutcome(
+            h.job_id, h.customer, h.hook, decision.action, result.status_code, result.error or "", due, route, decision.reason,
+            self.node, self.region or "",
+        )  # fmt: skip
+        run = partial(self.batch.script, self.scripts.delivery_record)
+        recorded = await asyncio.shield(
+            delivery_scripts.record(run, outcome, stream=src.stream, group=src.group, entry_id=src.entry_id, now_ms=now)
         )
         WEBHOOK_DELIVERIES.labels(decision.action).inc()
-        if applied == 1 and decision.action == DEAD:
+        if recorded.applied is Applied.APPLIED and decision.action == DEAD:
             WEBHOOK_DEAD_LETTERS.labels(decision.reason).inc()
-            if await self._quorum_lost_by(hooks_key, h.hook):
+            if await self._quorum_lost_by(keys.job_webhooks(h.job_id), h.hook):
                 WEBHOOK_QUORUM_MISSED.inc()
-        if quorum_now == 1 and finished_ms:
-            WEBHOOK_QUORUM_LATENCY.observe(max(now - int(finished_ms), 0) / 1000.0)
+        if recorded.quorum_met_now and recorded.job_finished_ms:
+            WEBHOOK_QUORUM_LATENCY.observe(max(now - recorded.job_finished_ms, 0) / 1000.0)
         log.info(
             "webhook %s: %s%s",
             h.hook,

@@ -60,10 +60,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..common import keys, scripting
+from ..common import delivery_scripts, keys, leases, scripting
 from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, DEAD, DELIVERED, live_regions, route_for
+from ..common.delivery_scripts import Plan, PlannedHook
 from ..common.metrics import WEBHOOK_HANDOFFS_SWEPT, WEBHOOK_INFLIGHT, WEBHOOK_RECLAIMED
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..common.streams import StreamWorker
@@ -129,7 +130,7 @@ class DeliveryWorker(StreamWorker):
     async def _after_stop(self) -> None:
         if self.region:
             with contextlib.suppress(*UNAVAILABLE):  # it expires on its own
-                await self.scripts.release_lease(keys=[keys.delivery_region_alive(self.region)], args=[self.consumer])
+                await leases.release(self.scripts.release_lease, keys.delivery_region_alive(self.region), holder=self.consumer)
 
     @property
     def inflight(self) -> int:
@@ -226,10 +227,7 @@ class DeliveryWorker(StreamWorker):
         moved = 0
         now = _now_ms()
         for p in range(self.settings.partitions):
-            moved += await self.scripts.delivery_release(
-                keys=[keys.delivery_scheduled(p), *(keys.delivery_sends(p, r) for r in self.routes)],
-                args=[now, RELEASE_BATCH, *self.routes],
-            )
+            moved += await delivery_scripts.release(self.scripts.delivery_release, p, self.routes, now_ms=now, most=RELEASE_BATCH)
         return moved
 
     async def _release_loop(self) -> None:
@@ -265,14 +263,7 @@ class DeliveryWorker(StreamWorker):
                     log.error("malformed hand-off %r; dropping", member)
                     await self.redis.zrem(keys.delivery_handoff(p), member)
                     continue
-                swept = await self._sweep(
-                    keys=[
-                        keys.delivery_handoff(p), keys.job_webhooks(job_id), keys.deliveries(p),
-                        *(keys.delivery_sends(p, r) for r in self.routes),
-                    ],
-                    args=[member, now, *self.routes],
-                )  # fmt: skip
-                if swept:
+                if await delivery_scripts.sweep(self._sweep, p, member, self.routes, now_ms=now):
                     taken += 1
                     WEBHOOK_HANDOFFS_SWEPT.inc()
                     log.info("took over webhooks an edge did not send in time", extra={"job_id": job_id, "region": self.log_region})
@@ -283,8 +274,6 @@ class DeliveryWorker(StreamWorker):
     async def _plan(self, stream: str, entry_id: str, job_id: str, answered_by: str) -> None:
         """Plan ``job_id``'s webhooks with the final state of ``answered_by``: the job itself, or the
         fallback that ended its step (the webhooks, quorum, metadata, id and key stay the step's)."""
-        partition = keys.job_partition(job_id)
-        assert partition is not None
         job, attempts = await read_final_job(self.batch, job_id, answered_by)
         if not job or job.get("state") not in FINAL_JOB_STATES:
             log.warning("job is gone or not final; nothing to deliver", extra={"job_id": job_id, "region": self.log_region})
@@ -295,30 +284,18 @@ class DeliveryWorker(StreamWorker):
         if not hooks:
             await self._ack(stream, entry_id)
             return
-        hook_args: list[Any] = []
-        for h in hooks:
-            regions = h.get("regions") or []
-            hook_args += [h["url"], 1 if h.get("has_quorum_vote", True) else 0, ",".join(regions), route_for(regions, 0, self.live)]
+        now = _now_ms()
+        webhooks = [
+            PlannedHook(h["url"], h.get("has_quorum_vote", True), h.get("regions") or [], route_for(h.get("regions") or [], 0, self.live))
+            for h in hooks
+        ]
+        the_plan = Plan(
+            job_id, job["customer"], spec.get("webhook_quorum", 1), build_payload(job_id, job, spec, attempts, answered_by),
+            int(job.get("finished_ms") or now), job["state"], webhooks, now, self.settings.job_ttl_s,
+        )  # fmt: skip
+        run = partial(self.batch.script, self.scripts.delivery_plan)
         planned = await asyncio.shield(
-            self.batch.script(
-                self.scripts.delivery_plan,
-                keys=[keys.job_webhooks(job_id), stream, *(keys.delivery_sends(partition, r) for r in self.routes)],
-                args=[
-                    self.group,
-                    entry_id,
-                    _now_ms(),
-                    self.settings.job_ttl_s,
-                    job["customer"],
-                    spec.get("webhook_quorum", 1),
-                    build_payload(job_id, job, spec, attempts, answered_by),
-                    job.get("finished_ms") or _now_ms(),
-                    job["state"],
-                    job_id,
-                    len(hooks),
-                    *hook_args,
-                    *self.routes,
-                ],
-            )
+            delivery_scripts.plan(run, the_plan, stream=stream, group=self.group, entry_id=entry_id, routes=self.routes)
         )
         if planned:
             log.debug(  # each POST logs its outcome at INFO
