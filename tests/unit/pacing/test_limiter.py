@@ -266,6 +266,22 @@ async def test_a_token_the_first_region_leaves_goes_to_another_after_the_grace(r
     assert g.job_ids == ["a0001"]  # nobody in lax claimed it: iad does not wait forever
 
 
+async def test_at_a_high_rate_the_grace_is_half_an_interval(redis):
+    """At 100/s a 50 ms grace would lose five tokens whenever the rightful region looks late."""
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await configure(redis, "domains:\n  api.example:443: {rps: 100}\n")
+    await lax.admit(SCOPE, jobs("b", 1, "patient"), now_ms=T0)  # lax's node looks late
+    await iad.admit(SCOPE, jobs("a", 5, "flooder"), now_ms=T0 + 1)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
+    assert g.job_ids == ["a0000"]
+    slot = g.next_ms - 5  # T = 10.1 ms: iad is told to look half an interval after the slot
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot)
+    assert g.job_ids == [] and g.next_ms <= slot + 6
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot + 6)
+    assert g.job_ids == ["a0001"]  # nobody in lax claimed it within half an interval
+
+
 async def test_a_raced_job_has_one_tag_in_every_region(redis):
     iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
     lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
