@@ -84,9 +84,11 @@ async def end_job(
     now_ms: int,
     after_attempt: bool = False,
     expire: bool = False,
+    circuit_open: bool = False,
     via: str = "single",
 ) -> CancelReply:
-    """Cancel a customer's job (and what is pending below it), or expire a job whose deadline passed (``expire``).
+    """Cancel a customer's job (and what is pending below it), or expire a job whose deadline passed (``expire``;
+    with ``circuit_open``, its domain's circuit breaker held it: it ends ``failed``, error ``circuit_open``).
 
     Counted in ``ezt_jobs_cancelled_total{via}`` (``via``: single or bulk; a
     cancel requested with an attempt in flight as after_attempt) and
@@ -95,7 +97,7 @@ async def end_job(
     p = keys.job_partition(job_id)
     if p is None:
         return CancelReply(CancelOutcome.NOT_FOUND)
-    mode = "expire" if expire else "after_attempt" if after_attempt else "cancel"
+    mode = ("expire_circuit" if circuit_open else "expire") if expire else "after_attempt" if after_attempt else "cancel"
     bound_ms = int(settings.attempt_timeout_s * 1000) + SEND_BOUND_MARGIN_MS
     regions = list(settings.region_ids)
     for _ in range(_STALE_TRIES):

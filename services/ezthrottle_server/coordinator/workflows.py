@@ -50,6 +50,8 @@ from ..common.routing import RegionStates, choose_regions
 from ..common.streams import GroupConsumer
 from ..common.urls import domain_of
 from ..common.workflow_scripts import Spawned
+from ..pacing.limiter import circuit_open
+from ..pacing.scope import SHARED
 from .lease import Leadership
 from .loop import CoordinatorLoop
 
@@ -141,7 +143,8 @@ class WorkflowSpawner(CoordinatorLoop):
             return
         if event == workflows.DEADLINE_TIMER:  # start_before_ms: not started by now, the job ends expired
             now = int(time.time() * 1000)
-            await end_job(self.redis, self.scripts, self.settings, job_id, customer="", now_ms=now, expire=True)
+            held = await self._held_by_circuit(job_id)  # ...or failed, circuit_open, if its domain's circuit held it
+            await end_job(self.redis, self.scripts, self.settings, job_id, customer="", now_ms=now, expire=True, circuit_open=held)
             return
         parent = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py#2399
         if not parent:
@@ -170,6 +173,15 @@ class WorkflowSpawner(CoordinatorLoop):
                 await self.spawn(partition, job_id, parent, relation, child)
         if event == "final" and state in (workflows.FAILED, workflows.EXPIRED) and parent.get("fallback") == "1":
             await self._deliver_unless_a_fallback_follows(partition, job_id, parent)
+
+    async def _held_by_circuit(self, job_id: str) -> bool:
+        """Whether the circuit breaker of the job's target domain is open (for the domain, or the customer's scope of it)."""
+        customer, spec = await self.redis.hmget(keys.job(job_id), ["customer", "spec"])  # type: ignore[misc]  # redis-py#2399
+        try:
+            domain = domain_of(orjson.loads(spec)["url"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return False
+        return await circuit_open(self.redis, domain, [SHARED, customer or ""])
 
     async def _deliver_unless_a_fallback_follows(self, partition: int, job_id: str, job: dict[str, str]) -> None:
         """A failed job whose fallback the server could have run (finish.lua left its webhooks to us):

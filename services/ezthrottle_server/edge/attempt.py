@@ -282,6 +282,9 @@ class Attempts:
             )
 
         decision, next_region = await self._decide(job, outcome)
+        if decision.action == FAILED and hints.answer == "infra" and await self.limiter.circuit_open(scope):
+            # its budget ran out while the domain's circuit breaker was open: say so, not a generic reason
+            decision = Decision(FAILED, "circuit_open")
         attempt = {
             "region": self.region,
             "node": self.consumer,

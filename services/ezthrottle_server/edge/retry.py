@@ -9,7 +9,9 @@ Pure functions, no I/O: the worker applies the :class:`Decision`.
   another region, up to ``max_reroutes``.
 - Anything else is final. When a budget runs out the job fails with a reason:
   ``retries_exhausted``, ``reroutes_exhausted``, ``non_retryable_status``,
-  ``timeout`` or ``outbound_blocked``.
+  ``timeout`` or ``outbound_blocked``; the attempt path says ``circuit_open``
+  instead when a budget ran out on a failure to reach a domain whose circuit
+  breaker is open (``edge/attempt.py``).
 """
 
 from __future__ import annotations

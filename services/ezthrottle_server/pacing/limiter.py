@@ -424,6 +424,10 @@ class Limiter:
             waited += pause
         return waited
 
+    async def circuit_open(self, scope: Scope) -> bool:
+        """Whether the scope's circuit breaker is open or half-open (``release.lua`` opens it; see ``circuit()``)."""
+        return await circuit_open(self.redis, scope.domain, [scope.who])
+
     async def pause(self, scope: Scope, until_ms: int) -> None:
         """An operator's pause: nothing is granted before ``until_ms`` (a pause only ever extends)."""
         limit = keys.pacing_limit(scope.domain, scope.who)
@@ -579,6 +583,15 @@ class Limiter:
                 m = member[0] if isinstance(member, tuple) else member
                 found.add(Scope.from_member(m).who)
         return sorted(found)
+
+
+async def circuit_open(redis: RedisClient, domain: str, whos: Iterable[str]) -> bool:
+    """Whether the circuit breaker of any of a domain's scopes ``whos`` (SHARED, a customer...) is open or half-open."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for who in whos:
+            pipe.hget(keys.pacing_limit(domain, who), "cb_open_until")
+        found = await pipe.execute()
+    return any(float(v or 0) > 0 for v in found)
 
 
 def _glob_escape(text: str) -> str:

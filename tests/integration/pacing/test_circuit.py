@@ -9,12 +9,14 @@ first answer from the target closes the circuit for everyone.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiohttp import web
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.edge.context import CTX
+from ezthrottle_server.pacing.scope import Scope
 from integration.pacing.pacing_helpers import submit_many
 from support.jobs import get_job, wait_final
 from support.redis_server import free_port
@@ -69,3 +71,33 @@ async def test_a_dead_domain_is_probed_not_hammered_and_its_jobs_run_when_it_is_
         assert (await edges[0].app[CTX].worker.limiter.describe(domain)).circuit == "closed"
     finally:
         await runner.cleanup()
+
+
+async def test_a_job_whose_budget_or_deadline_runs_out_while_the_circuit_is_open_fails_with_circuit_open(
+    http, redis, start_edge, start_coordinator, api_key, tmp_path
+):
+    port = free_port()  # nothing listens: every connect is refused
+    domain = f"127.0.0.1:{port}"
+    domains = tmp_path / "domains.yaml"
+    domains.write_text(f"domains:\n  {domain}: {{rps: 50, max_concurrent: 1}}\n")  # one send at a time: the 5th failure opens it
+    await start_coordinator(domains_file=str(domains))  # its deadline timers end the job with start_before_ms
+    async with asyncio.timeout(10):
+        while await redis.hget(keys.pacing_conf(domain), "rps") is None:
+            await asyncio.sleep(0.05)
+    edge = await start_edge("iad")
+    no_budget = {"retry_policy": {"max_retries": 0, "max_reroutes": 0}, "regions": ["iad"], "region_policy": "strict"}
+    ids = await submit_many(http, [edge.url], api_key, [{"url": f"http://{domain}/job?n={i}", **no_budget} for i in range(7)])
+    async with asyncio.timeout(10):
+        while not await edge.app[CTX].worker.limiter.circuit_open(Scope(domain)):
+            await asyncio.sleep(0.05)
+    # waits on the open circuit, with no attempt started, until its deadline passes
+    deadline = {"url": f"http://{domain}/deadline", "start_before_ms": int(time.time() * 1000) + 600, **no_budget}
+    (late,) = await submit_many(http, [edge.url], api_key, [deadline])
+
+    views = [await wait_final(http, edge.url, api_key, j, timeout_s=20) for j in ids]
+    assert all(v["status"] == "failed" for v in views), [v["status"] for v in views]
+    errors = [v["error"] for v in views]
+    # the five failures that opened it are the usual kind; the probes after it failed on the open circuit
+    assert errors.count("circuit_open") >= 2 and {e for e in errors if e != "circuit_open"} == {"reroutes_exhausted"}, errors
+    view = await wait_final(http, edge.url, api_key, late, timeout_s=20)
+    assert (view["status"], view["error"]) == ("failed", "circuit_open"), view

@@ -9,7 +9,9 @@
 -- KEYS[6..] (job record, attempts list) of each job of the tree, the job first
 -- (common/cancels.py reads the tree from the records' 'child:<relation>' links)
 -- ARGV[1] mode: 'cancel' | 'after_attempt' (an attempt in flight: cancel once
---         it ends) | 'expire' (the deadline timer)
+--         it ends) | 'expire' (the deadline timer) | 'expire_circuit' (the deadline
+--         timer, while the job's domain's circuit breaker is open: it ends
+--         'failed' with the error 'circuit_open', not 'expired')
 -- ARGV[2] customer ('' for expire)   ARGV[3] now (ms)   ARGV[4] TTL of a final job (s)
 -- ARGV[5] in-flight bound (ms, see in_flight)   ARGV[6] event channel prefix
 -- ARGV[7] r = number of regions, then r region ids, then one job id per job of the tree
@@ -51,11 +53,15 @@ if not v[1] then
   return {'not_found', 0, 0}
 end
 
-if mode == 'expire' then
+if mode == 'expire' or mode == 'expire_circuit' then
   if is_final(v[1]) or v[3] or not v[4] or now < tonumber(v[4]) or in_flight(head, now, bound) then
     return {'not_due', 0, 0}
   end
-  finish_as(1, head_id, 'expired', 'start_before_passed')
+  if mode == 'expire_circuit' then
+    finish_as(1, head_id, 'failed', 'circuit_open')
+  else
+    finish_as(1, head_id, 'expired', 'start_before_passed')
+  end
   return {'expired', 0, 0}
 end
 
