@@ -410,6 +410,19 @@ class BaseClient:
         return _ApiCall("POST", f"{_JOBS}/cancel", json={"job_ids": ids, "after_attempt": after_attempt})
 
     @staticmethod
+    def _cancel_matching_call(query: list[tuple[str, str]], after_attempt: bool) -> _ApiCall:
+        if not isinstance(after_attempt, bool):
+            raise ValidationError(f"after_attempt must be a bool, got {after_attempt!r}")
+        flt = {name: value for name, value in query if name != "limit"}
+        return _ApiCall("POST", f"{_JOBS}/cancel", json={"filter": flt, "after_attempt": after_attempt})
+
+    @staticmethod
+    def _cancel_progress_call(action_id: str) -> _ApiCall:
+        if not isinstance(action_id, str) or not action_id:
+            raise ValidationError(f"action_id must be a non-empty string, got {action_id!r}")
+        return _ApiCall("GET", f"{_JOBS}/cancel/{quote(action_id, safe='')}", not_found=f"no bulk cancel {action_id!r}")
+
+    @staticmethod
     def _claim_call(job_id: str, step_id: str) -> _ApiCall:
         for name, value in (("job_id", job_id), ("step_id", step_id)):
             if not isinstance(value, str) or not value:
@@ -749,6 +762,54 @@ class BaseClient:
         outcomes ``cancelled``, ``cancel_requested``, ``in_flight``, ``already_final``, ``not_found``."""
         return (yield from self._api(self._cancel_many_call(job_ids, after_attempt)))
 
+    def _cancel_matching(
+        self,
+        *,
+        status: Union[str, Iterable[str], None] = None,
+        domain: Optional[str] = None,
+        created_after: Optional[int] = None,
+        created_before: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        root_job_id: Optional[str] = None,
+        after_attempt: bool = False,
+    ) -> Flow[dict[str, Any]]:
+        """Cancel every job the filters match (``list_jobs``'s; jobs not yet final unless ``status`` says), as a bulk action.
+
+        Answers the action at once: ``action_id``, ``state`` (``running``, or
+        ``done`` when at most 100 matched: then ``jobs`` and ``counts`` give
+        each one's outcome), ``matched`` (exact when ``matched_exact``),
+        ``cancelled``, ``cancel_requested``, ``in_flight``, ``skipped_final``,
+        ``not_found``. A larger set runs in the background on the server: read
+        it with ``get_cancel_progress`` or wait for it with ``wait_cancel``.
+        Only jobs created before the call are cancelled.
+        """
+        query = self._list_query(status, domain, created_after, created_before, metadata, root_job_id, 50)
+        return (yield from self._api(self._cancel_matching_call(query, after_attempt)))
+
+    def _get_cancel_progress(self, action_id: str) -> Flow[dict[str, Any]]:
+        """A bulk cancel's progress (``GET /api/v1/jobs/cancel/{action_id}``); ``NotFoundError`` for an unknown one."""
+        return (yield from self._api(self._cancel_progress_call(action_id)))
+
+    def _wait_cancel(
+        self, action_id: str, timeout_s: float = DEFAULT_WAIT_TIMEOUT_S, *, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    ) -> Flow[dict[str, Any]]:
+        """Wait until a bulk cancel has ended (``state`` ``done`` or ``failed``); its last progress.
+
+        Polls, backing off up to ``poll_interval_s``; ``TimeoutError`` after ``timeout_s``.
+        """
+        call = self._cancel_progress_call(action_id)
+        timeout_s, poll_interval_s = self._wait_args(timeout_s, poll_interval_s)
+        deadline = time.monotonic() + timeout_s
+        for delay_s in _waiting.backoff_s(_waiting.POLL_FIRST_S, poll_interval_s):
+            progress = yield from self._api(call)
+            if progress.get("state") != "running":
+                return progress
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"bulk cancel {action_id} still running after {timeout_s} s: {progress}")
+            yield _Sleep(min(delay_s, remaining))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _get_domain(self, host: str) -> Flow[dict[str, Any]]:
         """A target domain as this customer sees it (``GET /api/v1/domains/{host}``).
 
@@ -1019,6 +1080,9 @@ class EZThrottle(BaseClient):
     get_job = _blocking(BaseClient._get_job)
     cancel_job = _blocking(BaseClient._cancel_job)
     cancel_jobs = _blocking(BaseClient._cancel_jobs)
+    cancel_matching = _blocking(BaseClient._cancel_matching)
+    get_cancel_progress = _blocking(BaseClient._get_cancel_progress)
+    wait_cancel = _blocking(BaseClient._wait_cancel)
     get_domain = _blocking(BaseClient._get_domain)
     get_flow_control = _blocking(BaseClient._get_flow_control)
     pause_flow_control = _blocking(BaseClient._pause_flow_control)
@@ -1132,6 +1196,9 @@ class AsyncEZThrottle(BaseClient):
     get_job = _awaitable(BaseClient._get_job)
     cancel_job = _awaitable(BaseClient._cancel_job)
     cancel_jobs = _awaitable(BaseClient._cancel_jobs)
+    cancel_matching = _awaitable(BaseClient._cancel_matching)
+    get_cancel_progress = _awaitable(BaseClient._get_cancel_progress)
+    wait_cancel = _awaitable(BaseClient._wait_cancel)
     get_domain = _awaitable(BaseClient._get_domain)
     get_flow_control = _awaitable(BaseClient._get_flow_control)
     pause_flow_control = _awaitable(BaseClient._pause_flow_control)

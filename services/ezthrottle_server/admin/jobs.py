@@ -15,11 +15,21 @@
         cancel a job that has not ended, whoever's it is, and what is pending
         below it in its workflow (as ``DELETE /api/v1/jobs/{id}``,
         common/cancels.py): nothing is sent after it answers
+    ezthrottle-admin jobs cancel --customer C [--status S] [--domain D] [--metadata K=V ...]
+            [--created-after MS] [--created-before MS] [--root-job-id ID] [--after-attempt] [--no-wait]
+        cancel every job of customer C the filters match (those of GET
+        /api/v1/jobs; jobs not yet final unless --status says), as the bulk
+        action of ``POST /api/v1/jobs/cancel`` (common/bulk.py): run here,
+        printing its progress as it goes, or with --no-wait left to the
+        edges (their sweep takes it up; its progress at GET
+        /api/v1/jobs/cancel/{id}); stopped midway (Ctrl-C), an edge goes on
+        with it
 
 Exit status: ``show`` 1 for an unknown job; ``repair`` 0 (``--dry-run``: 1
 when it found any, so scripts can alert on it); ``cancel`` 0 when cancelled
 (or requested: ``--after-attempt`` with an attempt in flight), 1 for an
-unknown job, 2 when it has ended or an attempt is in flight.
+unknown job, 2 when it has ended or an attempt is in flight; by filter, 0 once
+the action is done (or handed to the edges), 1 for a bad filter, 2 when it failed.
 """
 
 from __future__ import annotations
@@ -32,12 +42,15 @@ from typing import Any
 
 import orjson
 
-from ..common import job_index, keys
+from ..common import bulk, bulk_cancel, job_index, keys
+from ..common.bulk import BulkRunner
 from ..common.cancels import CancelOutcome, end_job
 from ..common.config import Settings
+from ..common.errors import ApiError
 from ..common.holders import FIELDS, FINAL, Candidate, holders
 from ..common.redisconn import Scripts
 from ..common.repair import RepairPass
+from ..edge.cancel_api import parse_filter
 
 
 def add_parser(sub: Any) -> None:
@@ -48,9 +61,66 @@ def add_parser(sub: Any) -> None:
     rp.add_argument("--dry-run", action="store_true", help="only list them")
     rp.add_argument("--wait-s", type=float, default=None, help="between the passes (default: EZT_REPAIR_AFTER_S)")
     j.add_parser("reindex", help="index the jobs accepted before the job index existed (GET /api/v1/jobs lists them)")
-    cancel = j.add_parser("cancel", help="cancel a job that has not ended (and what is pending below it)")
-    cancel.add_argument("job_id")
+    cancel = j.add_parser("cancel", help="cancel a job that has not ended (and what is pending below it), or a customer's jobs by filter")
+    cancel.add_argument("job_id", nargs="?", help="one job; or none, and --customer with filters")
     cancel.add_argument("--after-attempt", action="store_true", help="an attempt in flight: cancel once it ends")
+    cancel.add_argument("--customer", help="whose jobs the filters match")
+    cancel.add_argument("--status", help="a status or a comma list (default: the jobs not yet final)")
+    cancel.add_argument("--domain", help="host or host:port")
+    cancel.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="a metadata value (repeat for more)")
+    cancel.add_argument("--created-after", type=int, metavar="MS")
+    cancel.add_argument("--created-before", type=int, metavar="MS")
+    cancel.add_argument("--root-job-id", help="a workflow: its root and every job below it")
+    cancel.add_argument("--no-wait", action="store_true", help="start the action and leave it to the edges")
+
+
+async def cancel_matching(r: Any, settings: Settings, args: argparse.Namespace) -> int:
+    """``jobs cancel --customer C <filters>``: a bulk cancel (common/bulk.py), run here with its progress printed."""
+    raw: dict[str, Any] = {}
+    for name in ("status", "domain", "created_after", "created_before", "root_job_id"):
+        if getattr(args, name) is not None:
+            raw[name] = getattr(args, name)
+    for pair in args.metadata:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            print(f"--metadata {pair!r}: write KEY=VALUE", file=sys.stderr)
+            return 1
+        raw[f"metadata.{key}"] = value
+    try:
+        flt = parse_filter(raw)
+    except ApiError as exc:
+        print(f"bad filter: {exc.message}", file=sys.stderr)
+        return 1
+    created = bulk.now_ms()
+    params = bulk_cancel.params(flt, args.after_attempt, created)
+    # counted by the runner as it goes (an edge counts first, to answer at once)
+    action = await bulk.create(
+        r, settings, args.customer, bulk_cancel.KIND, bulk_cancel.ID_PREFIX, params, matched=0, matched_exact=False, created_ms=created
+    )
+    if args.no_wait:
+        await r.zadd(keys.bulk_orphans(), {f"{args.customer}|{action.action_id}": 0})  # the next sweep of any edge takes it
+        _show(args, bulk_cancel.view(action.action_id, await bulk.read(r, args.customer, action.action_id) or {}))
+        return 0
+    runner = BulkRunner(r, Scripts(r), settings, "admin")
+    task = asyncio.create_task(runner.run(action))
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        record = await bulk.read(r, args.customer, action.action_id)
+        if record is not None and not args.json:
+            _show(args, bulk_cancel.view(action.action_id, record))
+    await task
+    view = bulk_cancel.view(action.action_id, await bulk.read(r, args.customer, action.action_id) or {})
+    if args.json:
+        _show(args, view)
+    return 0 if view["state"] == "done" else 2
+
+
+def _show(args: argparse.Namespace, view: dict[str, Any]) -> None:
+    if args.json:
+        print(orjson.dumps(view).decode())
+        return
+    names = ("action_id", "state", "matched", "cancelled", "cancel_requested", "in_flight", "skipped_final", "not_found")
+    print(" ".join(f"{n}={view.get(n)}" for n in names), flush=True)
 
 
 async def cancel_job(r: Any, settings: Settings, job_id: str, *, after_attempt: bool = False) -> dict[str, Any]:
@@ -97,6 +167,11 @@ async def show(r: Any, settings: Settings, job_id: str) -> dict[str, Any] | None
 
 
 async def run(args: argparse.Namespace, r: Any, settings: Settings) -> int:
+    if args.action == "cancel" and args.job_id is None:
+        if not args.customer:
+            print("give a job id, or --customer with filters", file=sys.stderr)
+            return 1
+        return await cancel_matching(r, settings, args)
     if args.action == "cancel":
         answer = await cancel_job(r, settings, args.job_id, after_attempt=args.after_attempt)
         if args.json:

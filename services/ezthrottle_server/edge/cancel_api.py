@@ -115,7 +115,7 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     if "filter" in payload:
         if ids is not None:
             raise ApiError("invalid_request", "give job_ids or filter, not both", field="filter")
-        return await _cancel_matching(ctx, customer, _filter(payload["filter"]), after_attempt)
+        return await _cancel_matching(ctx, customer, parse_filter(payload["filter"]), after_attempt)
     if ids is None:
         raise ApiError("missing_field", "job_ids: required (a list of job ids), or filter", field="job_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) and 0 < len(i) <= 200 for i in ids):
@@ -131,7 +131,7 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     return json_response({"counts": counts, "jobs": jobs, "more": False})
 
 
-def _filter(raw: Any) -> JobFilter:
+def parse_filter(raw: Any) -> JobFilter:
     """A ``GET /api/v1/jobs`` filter given as a JSON object; 400 naming ``filter.<name>``."""
     if not isinstance(raw, dict):
         raise ApiError("invalid_field", "filter: must be an object of GET /api/v1/jobs filters", field="filter")

@@ -4,10 +4,13 @@ edge can read, taken over when its runner stops, its customer's alone, and cappe
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from ezthrottle_server.common import bulk, bulk_cancel, keys
@@ -199,3 +202,53 @@ async def test_bad_filters_and_ids_are_400(http, edge, api_key):
     ):
         status, answer = await call(http, "POST", f"{edge.url}/api/v1/jobs/cancel", api_key, body)
         assert status == 400 and answer["error"]["field"] == field, (body, answer)
+
+
+async def test_the_sdk_starts_a_bulk_cancel_and_waits_for_it(http, edge, api_key, monkeypatch):
+    from ezthrottle import AsyncEZThrottle, EZThrottle, NotFoundError
+    from ezthrottle_server.edge import cancel_api
+
+    monkeypatch.setattr(cancel_api, "INLINE_MAX", 2)  # more than this: in the background
+    ids = await submit_many(
+        http, edge.url, api_key, [{"url": f"https://api.example/{i}", "retry_at": TOMORROW_MS, "metadata": {"b": i % 2}} for i in range(6)]
+    )
+    async with AsyncEZThrottle(api_key, base_url=edge.url) as client:
+        action = await client.cancel_matching(metadata={"b": 1}, domain="api.example")
+        assert action["matched"] == 3 and action["state"] in ("running", "done"), action
+        done = await client.wait_cancel(action["action_id"], timeout_s=30, poll_interval_s=0.05)
+        assert (done["state"], done["cancelled"]) == ("done", 3)
+        assert (await client.get_cancel_progress(action["action_id"]))["cancelled"] == 3
+        with pytest.raises(NotFoundError):
+            await client.get_cancel_progress("cnl_" + "0" * 24)
+        assert [j["status"] for j in [await client.get_job(i) for i in ids[1::2]]] == ["cancelled"] * 3
+        assert [j["status"] for j in [await client.get_job(i) for i in ids[0::2]]] == ["scheduled"] * 3
+
+    def sync_part() -> dict[str, Any]:
+        with EZThrottle(api_key, base_url=edge.url) as client:
+            started = client.cancel_matching(status="scheduled")
+            return client.wait_cancel(started["action_id"], timeout_s=30, poll_interval_s=0.05)
+
+    done = await asyncio.to_thread(sync_part)
+    assert (done["state"], done["matched"], done["cancelled"]) == ("done", 3, 3)
+
+
+async def test_the_admin_cli_cancels_a_customers_jobs_by_filter_showing_progress(http, edge, redis_url, api_key, other_api_key):
+    async def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "ezthrottle_server.admin", "--redis-url", redis_url, *args]
+        return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+
+    mine = await submit_many(
+        http, edge.url, api_key, [{"url": f"https://api.example/{i}", "retry_at": TOMORROW_MS, "metadata": {"o": "x"}} for i in range(250)]
+    )
+    theirs = await submit(http, edge.url, other_api_key, {"url": "https://api.example/t", "retry_at": TOMORROW_MS, "metadata": {"o": "x"}})
+    done = await admin("jobs", "cancel", "--customer", "acme", "--metadata", "o=x", "--domain", "api.example")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1].split()[1:4] == ["state=done", "matched=250", "cancelled=250"], lines
+    again = await admin("--json", "jobs", "cancel", "--customer", "acme", "--status", "scheduled,queued")
+    assert again.returncode == 0 and orjson.loads(again.stdout.strip().splitlines()[-1])["matched"] == 0, again.stdout
+    bad = await admin("jobs", "cancel", "--customer", "acme", "--status", "nope")
+    assert bad.returncode == 1 and "status" in bad.stderr
+    assert (await admin("jobs", "cancel")).returncode == 1  # neither a job nor a customer
+    assert (await call(http, "GET", f"{edge.url}/api/v1/jobs/{mine[-1]}", api_key))[1]["status"] == "cancelled"
+    assert (await call(http, "GET", f"{edge.url}/api/v1/jobs/{theirs['job_id']}", other_api_key))[1]["status"] == "scheduled"

@@ -51,7 +51,24 @@ def test_cancel_calls() -> None:
             BaseClient._cancel_many_call(ids, False)  # type: ignore[arg-type]
 
 
+def test_cancel_matching_calls() -> None:
+    query = BaseClient._list_query("scheduled", "api.example.com", None, 5, {"batch": "b1", "n": 3}, None, 50)
+    call = BaseClient._cancel_matching_call(query, True)
+    assert (call.method, call.path) == ("POST", "/api/v1/jobs/cancel")
+    assert call.json == {
+        "filter": {"status": "scheduled", "domain": "api.example.com", "created_before": "5", "metadata.batch": "b1", "metadata.n": "3"},
+        "after_attempt": True,
+    }
+    progress = BaseClient._cancel_progress_call("cnl_0a")
+    assert (progress.method, progress.path) == ("GET", "/api/v1/jobs/cancel/cnl_0a")
+    with pytest.raises(ValidationError):
+        BaseClient._cancel_matching_call(query, "yes")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        BaseClient._cancel_progress_call("")
+
+
 def test_both_clients_have_cancel_and_wait_knows_the_new_final_statuses() -> None:
     for cls in (EZThrottle, AsyncEZThrottle):
         assert callable(cls.cancel_job) and callable(cls.cancel_jobs)
+        assert callable(cls.cancel_matching) and callable(cls.get_cancel_progress) and callable(cls.wait_cancel)
     assert {"success", "failed", "cancelled", "expired"} == FINAL_STATUSES
