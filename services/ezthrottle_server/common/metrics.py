@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 JOBS_SUBMITTED = Counter("ezt_jobs_submitted_total", "Jobs accepted by the API", ["region"])
 JOBS_DUPLICATE = Counter("ezt_jobs_duplicate_total", "Submissions answered with an existing job", ["region"])
@@ -36,7 +37,8 @@ ACCEPT_TO_SEND = Histogram(
     buckets=(0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1),
 )
 API_REQUESTS = Counter("ezt_api_requests_total", "Public API requests", ["route", "status"])
-INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"])
+# Gauges say how worker processes of one node add up on its /metrics (common/workers.py): live ones summed, and so on.
+INFLIGHT = Gauge("ezt_edge_inflight_attempts", "Outbound attempts in flight on this node", ["region"], multiprocess_mode="livesum")
 ATTEMPT_CRASHES = Counter(
     "ezt_attempt_crashes_total",
     "Attempts that raised an unexpected error (a bug); the third of a job fails it with internal_error",
@@ -49,8 +51,10 @@ RECLAIMED = Counter("ezt_jobs_reclaimed_total", "Stream entries reclaimed from d
 DELAYED_RELEASED = Counter("ezt_delayed_released_total", "Delayed jobs released into their streams")
 JOBS_REPAIRED = Counter("ezt_jobs_repaired_total", "Jobs found held by nothing (no stream, delayed, queue or lease entry) and queued again")
 ADMISSION_REJECTED = Counter("ezt_admission_rejected_total", "Submissions shed by admission control", ["reason"])
-REGION_STATE = Gauge("ezt_region_state", "Region health as the coordinator sees it: 2 up, 1 degraded, 0 down", ["region"])
-COORDINATOR_LEADER = Gauge("ezt_coordinator_leader", "1 while this coordinator holds the lease")
+REGION_STATE = Gauge(
+    "ezt_region_state", "Region health as the coordinator sees it: 2 up, 1 degraded, 0 down", ["region"], multiprocess_mode="livemostrecent"
+)
+COORDINATOR_LEADER = Gauge("ezt_coordinator_leader", "1 while this coordinator holds the lease", multiprocess_mode="livemax")
 WEBHOOK_DELIVERIES = Counter(
     "ezt_webhook_deliveries_total",
     "Webhook POSTs by outcome: delivered, retry, dead (window over, 410 Gone, refused by the outbound policy)",
@@ -63,7 +67,7 @@ WEBHOOK_QUORUM_LATENCY = Histogram(
 )
 WEBHOOK_DEAD_LETTERS = Counter("ezt_webhook_dead_letters_total", "Webhooks dead-lettered", ["reason"])
 WEBHOOK_REPLAYED = Counter("ezt_webhook_replayed_total", "Dead-lettered webhooks queued again by a replay")
-WEBHOOK_INFLIGHT = Gauge("ezt_webhook_inflight", "Webhook stream entries this delivery worker is working on")
+WEBHOOK_INFLIGHT = Gauge("ezt_webhook_inflight", "Webhook stream entries this delivery worker is working on", multiprocess_mode="livesum")
 WEBHOOK_RECLAIMED = Counter("ezt_webhook_reclaimed_total", "Delivery stream entries reclaimed from dead workers")
 WEBHOOK_POSTS = Counter(
     "ezt_webhook_posts_total",
@@ -135,6 +139,15 @@ BULK_ACTIONS = Counter(
     "Bulk actions (kind: cancel, replay) by outcome: started, done, failed, resumed (taken over from a silent runner),"
     " refused (the customer's cap of running actions)",
     ["kind", "outcome"],
+)
+
+# Connection reuse (issue 19): each outbound request takes a connection from its session's pool; a new one
+# costs a TCP (and TLS) handshake. kind: target (jobs' sends, redirects, health probes), webhook, other.
+OUTBOUND_REQUESTS = Counter("ezt_outbound_requests_total", "Outbound HTTP requests (each redirect hop is one), by kind", ["kind"])
+OUTBOUND_CONNECTIONS_OPENED = Counter(
+    "ezt_outbound_connections_opened_total",
+    "New outbound connections (the rest of ezt_outbound_requests_total reused a pooled one), by kind",
+    ["kind"],
 )
 
 
@@ -252,6 +265,9 @@ def prime(role: str, region: str | None = None) -> None:
     if role in ("edge", "delivery"):
         for stage in ("url", "dns", "connect"):
             OUTBOUND_REFUSED.labels(stage)
+        for kind in ("target", "webhook") if role == "edge" else ("webhook",):
+            OUTBOUND_REQUESTS.labels(kind)
+            OUTBOUND_CONNECTIONS_OPENED.labels(kind)
     if role == "delivery":
         for outcome in ("delivered", "retry", "dead"):
             WEBHOOK_DELIVERIES.labels(outcome)
@@ -272,8 +288,25 @@ def prime(role: str, region: str | None = None) -> None:
             SCHEDULE_TICKS.labels(outcome)
 
 
+_multiprocess: CollectorRegistry | None = None
+
+
+def use_multiprocess_dir(path: str) -> None:
+    """Answer ``/metrics`` with every process's metrics in ``path`` (PROMETHEUS_MULTIPROC_DIR) added up.
+
+    The worker processes of one node (common/workers.py) each write their
+    metrics there; whichever answers a scrape reads them all, so counters are
+    the node's totals. Gauges add up as their ``multiprocess_mode`` says.
+    """
+    global _multiprocess
+    registry = CollectorRegistry(auto_describe=True)
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    registry.register(SAMPLED)
+    _multiprocess = registry
+
+
 async def metrics_handler(_request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest())
+    resp = web.Response(body=generate_latest(_multiprocess or REGISTRY))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     resp.charset = "utf-8"
     return resp

@@ -16,7 +16,10 @@ send there?", at three points, and all three ask the same
    socket is about to connect to, literal or resolved. It is the last word.
 
 :func:`make_connector` builds an ``aiohttp.TCPConnector`` with 2 and 3 wired
-in; every outbound session (executor, webhook delivery) uses one. Whatever
+in; every outbound session (executor, webhook delivery) uses one. It also
+counts requests and the new connections they needed, by ``kind``
+(``ezt_outbound_requests_total``, ``ezt_outbound_connections_opened_total``):
+pooled connections are reused, and the two counters show how well. Whatever
 is refused raises :class:`~ezthrottle_server.common.errors.OutboundBlocked`
 (never an ``OSError``, so it is not mistaken for a connection failure and
 rerouted); nothing has been sent when it is raised.
@@ -79,7 +82,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from .errors import OutboundBlocked
-from .metrics import OUTBOUND_REFUSED
+from .metrics import OUTBOUND_CONNECTIONS_OPENED, OUTBOUND_REFUSED, OUTBOUND_REQUESTS
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -475,10 +478,12 @@ class PolicyConnector(aiohttp.TCPConnector):
     OutboundBlocked, even where aiohttp or happy eyeballs would wrap it.
     """
 
-    def __init__(self, policy: OutboundPolicy, *, resolver: AbstractResolver | None = None, **kwargs: Any) -> None:
+    def __init__(self, policy: OutboundPolicy, *, resolver: AbstractResolver | None = None, kind: str = "other", **kwargs: Any) -> None:
         if "socket_factory" in kwargs:
             raise TypeError("PolicyConnector sets its own socket_factory")
         self.policy = policy
+        self._requests = OUTBOUND_REQUESTS.labels(kind)
+        self._opened = OUTBOUND_CONNECTIONS_OPENED.labels(kind)
         self._policy_resolver = PolicyResolver(policy, resolver)
         super().__init__(resolver=self._policy_resolver, socket_factory=self._guarded_socket, **kwargs)
 
@@ -493,7 +498,13 @@ class PolicyConnector(aiohttp.TCPConnector):
             raise OutboundBlocked(f"address {addr} is {reason}")
         return socket.socket(family=family, type=type_, proto=proto)
 
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        proto = await super()._create_connection(req, traces, timeout)
+        self._opened.inc()  # none in the pool for this origin: a new one
+        return proto
+
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        self._requests.inc()
         refusals: list[tuple[IPAddress, str]] = []
         token = _refusals.set(refusals)
         try:
@@ -524,11 +535,16 @@ class PolicyConnector(aiohttp.TCPConnector):
             await self._policy_resolver.close()
 
 
-def make_connector(policy: OutboundPolicy, *, resolver: AbstractResolver | None = None, **kwargs: Any) -> PolicyConnector:
+def make_connector(
+    policy: OutboundPolicy, *, resolver: AbstractResolver | None = None, kind: str = "other", **kwargs: Any
+) -> PolicyConnector:
     """The connector for every outbound session: DNS answers and connect addresses pass ``policy``.
+
+    ``kind`` labels its requests and new connections in the metrics: ``target`` (jobs' sends),
+    ``webhook``, or ``other``.
 
     ``kwargs`` go to :class:`aiohttp.TCPConnector` (``limit``, ``ttl_dns_cache``, ...).
     ``resolver`` replaces aiohttp's default resolver underneath the policy
     (tests use it to answer names without DNS). Call inside a running loop.
     """
-    return PolicyConnector(policy, resolver=resolver, **kwargs)
+    return PolicyConnector(policy, resolver=resolver, kind=kind, **kwargs)

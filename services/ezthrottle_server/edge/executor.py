@@ -98,6 +98,7 @@ class Executor:
         connector = make_connector(
             self.policy,
             resolver=self.resolver,
+            kind="target",
             limit=max(self.settings.executor_concurrency, 16),
             limit_per_host=0,
             ttl_dns_cache=30,
