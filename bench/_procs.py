@@ -76,7 +76,9 @@ def service(module: str, env: dict[str, str], ready_url: str, log_name: str) -> 
     log_dir = REPO / "bench" / "results" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{log_name}.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        # One process per service unless the scenario asks for more (EZT_EDGE_WORKERS in env): its pid is the service's
+        defaults = {"EZT_EDGE_WORKERS": "1", "EZT_DELIVERY_WORKERS": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", module], env={**defaults, **os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(ready_url)
         yield proc

@@ -35,7 +35,7 @@ PLANTED = "planted_by_someone_0123456789"
 def edge_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EZT_") or k == "EZT_PARTITIONS"}
     env |= {"REDIS_URL": redis_url, "EZT_REGIONS_FILE": str(REGIONS_FILE), "EZT_REGION": "iad", "EZT_PORT": str(port)}
-    return env | {"EZT_PROFILE": "production", "EZT_HOST": "127.0.0.1"} | extra
+    return env | {"EZT_PROFILE": "production", "EZT_HOST": "127.0.0.1", "EZT_EDGE_WORKERS": "1"} | extra
 
 
 async def healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 20) -> bool:

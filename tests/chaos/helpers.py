@@ -90,7 +90,8 @@ class Procs:
         self, role: str, name: str, env: dict[str, str], *, port: int | None = None, ready: bool = True, timeout_s: float = 30
     ) -> Proc:
         port = port or free_port()
-        env = {**env, "EZT_PORT": str(port), "EZT_NODE_ID": name}
+        # one process per node: signals (SIGSTOP, SIGKILL) reach the node itself, not a supervisor
+        env = {"EZT_EDGE_WORKERS": "1", "EZT_DELIVERY_WORKERS": "1", **env, "EZT_PORT": str(port), "EZT_NODE_ID": name}
         log = self.root / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen(

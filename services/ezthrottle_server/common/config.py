@@ -26,6 +26,12 @@ Environment variables (all optional):
 ``EZT_RESPONSE_BODY_CAP_BYTES``       stored response bodies are cut (and marked) above this
 ``EZT_EXECUTOR_CONCURRENCY``          outbound attempts in flight per edge node
 ``EZT_STOP_GRACE_S``                  on SIGTERM, how long an edge lets its sends finish before handing them back (10)
+``EZT_EDGE_WORKERS``                  edge processes per node, on one port (default: the cores this process may use; 1: no
+                                      supervisor). Each is its own node to pacing (per-node caps) and health (common/workers.py)
+``EZT_DELIVERY_WORKERS``              delivery processes per node, likewise (default: the cores this process may use)
+``PROMETHEUS_MULTIPROC_DIR``          where worker processes keep their metrics for /metrics to sum (default: a fresh
+                                      temporary folder per node; emptied at start)
+``EZT_LISTEN_FD``, ``EZT_SUPERVISOR_FD``, ``EZT_WORKER_INDEX``  set by the supervisor for each worker it starts; never by hand
 ``EZT_PARTITIONS``                    number of job partitions, one hash slot each: on a cluster, several per
                                       master (docs/deploy.md); the same in every process
 ``EZT_REGION_SILENT_AFTER_MS``        a region with no heartbeat for this long is down
@@ -139,6 +145,15 @@ class Settings:
     response_body_cap_bytes: int = 256 * 1024  # a longer answer is stored truncated, flagged "truncated"
     executor_concurrency: int = 256
     stop_grace_s: float = 10.0  # edge/worker.py: sends in flight get this long on SIGTERM, then go back to the queue
+    # Worker processes per node on one port (common/workers.py); 0: the cores this process may use.
+    edge_workers: int = 0
+    delivery_workers: int = 0
+    metrics_multiproc_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR: the workers' metric files ("" one process, or the supervisor makes one)
+    # Set by the supervisor for each worker it starts, never by hand (common/workers.py): the inherited
+    # listening socket's descriptor, the pipe that closes when the supervisor dies, and the worker's index.
+    listen_fd: int = -1
+    supervisor_fd: int = -1
+    worker_index: int = -1
     read_batch: int = 64
     partitions: int = 1
     simulate_latency: bool = True
@@ -223,12 +238,32 @@ class Settings:
             return self.outbound_allow_loopback
         return self.profile == "local"
 
+    def workers(self, role: str) -> int:
+        """How many processes of ``role`` this node runs on its port (``EZT_EDGE_WORKERS``, ``EZT_DELIVERY_WORKERS``;
+        unset: the cores this process may use). Other roles run one."""
+        wanted = {"edge": self.edge_workers, "delivery": self.delivery_workers}.get(role, 1)
+        return wanted or usable_cores()
+
     @property
     def advertised_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def environment(**changes: str) -> dict[str, str]:
+    """This process's environment with ``changes``: what a supervisor hands the workers it starts
+    (common/workers.py), which load their own settings from it."""
+    return {**os.environ, **changes}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - no sched_getaffinity off Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -294,6 +329,11 @@ _ENV_INT = {
     "EZT_SCHEDULES_MAX_PER_CUSTOMER": "schedules_max_per_customer",
     "EZT_BULK_MAX_RUNNING_PER_CUSTOMER": "bulk_max_running_per_customer",
     "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
+    "EZT_EDGE_WORKERS": "edge_workers",
+    "EZT_DELIVERY_WORKERS": "delivery_workers",
+    "EZT_LISTEN_FD": "listen_fd",
+    "EZT_SUPERVISOR_FD": "supervisor_fd",
+    "EZT_WORKER_INDEX": "worker_index",
 }
 _ENV_FLOAT = {
     "EZT_BULK_LEASE_S": "bulk_lease_s",
@@ -526,6 +566,10 @@ def load_settings(
         raise ConfigError("EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER must be at least 0 (0: no ceiling)")
     if values.get("schedules_max_per_customer", 100) < 0:
         raise ConfigError("EZT_SCHEDULES_MAX_PER_CUSTOMER must be at least 0")
+    if values.get("edge_workers", 0) < 0 or values.get("delivery_workers", 0) < 0:
+        raise ConfigError("EZT_EDGE_WORKERS and EZT_DELIVERY_WORKERS must be at least 1 (0 or unset: one per core)")
+    if env.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+        values["metrics_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"].strip()
     if values.get("bulk_max_running_per_customer", 4) < 1 or values.get("bulk_lease_s", 10.0) <= 0:
         raise ConfigError("EZT_BULK_MAX_RUNNING_PER_CUSTOMER must be at least 1 and EZT_BULK_LEASE_S above 0")
 

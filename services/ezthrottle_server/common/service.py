@@ -1,5 +1,10 @@
 """Running a long-lived asyncio service: uvloop, signals, graceful stop, probes.
 
+An edge or delivery node may run several worker processes on one port
+(``EZT_EDGE_WORKERS``, ``EZT_DELIVERY_WORKERS``): :func:`main_for` then runs
+their supervisor (``common/workers.py``), and each worker serves here on the
+socket it inherited.
+
 A signal handler only sets an event; shutdown runs in ``finally``: the HTTP
 site stops taking requests, then the app's cleanup contexts stop background
 work in reverse order of start.
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,8 +38,9 @@ from aiohttp import web
 from .config import ConfigError, Settings, load_settings
 from .http import json_response
 from .logs import setup_logging
-from .metrics import metrics_handler
+from .metrics import metrics_handler, use_multiprocess_dir
 from .redisconn import RedisClient, info_per_master
+from .workers import die_with_supervisor, supervise
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +53,60 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(app: web.Application, host: str, port: int, *, on_started: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then shut down in order."""
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+    sock: socket.socket | None = None,
+    supervisor_fd: int = -1,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down in order.
+
+    A worker of a supervisor (common/workers.py) serves on the listening
+    ``sock`` it inherited, and stops too when ``supervisor_fd`` (its end of a
+    pipe from the supervisor) closes.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if supervisor_fd >= 0:
+        loop.add_reader(supervisor_fd, stop.set)  # readable only at EOF: the supervisor is gone
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock, backlog=1024)
+        else:
+            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
         await site.start()
-        log.info("listening on http://%s:%s", host, port)
+        log.info("listening on %s (pid %s)", site.name, os.getpid())
         if on_started is not None:
             await on_started()
         await stop.wait()
         log.info("stopping")
     finally:
+        if supervisor_fd >= 0:
+            loop.remove_reader(supervisor_fd)
         await runner.cleanup()
         log.info("stopped")
 
 
-def run(app_factory: Callable[[], Awaitable[web.Application]], host: str, port: int) -> None:
+def run(
+    app_factory: Callable[[], Awaitable[web.Application]],
+    host: str,
+    port: int,
+    *,
+    sock: socket.socket | None = None,
+    supervisor_fd: int = -1,
+) -> None:
     install_uvloop()
 
     async def main() -> None:
-        await serve(await app_factory(), host, port)
+        await serve(await app_factory(), host, port, sock=sock, supervisor_fd=supervisor_fd)
 
     asyncio.run(main())
 
@@ -90,18 +126,26 @@ def check_secrets_at_rest(settings: Settings) -> None:
 
 
 def main_for(role: str, create_app: Callable[[Settings], web.Application]) -> None:
-    """A service's entry point: settings from the environment, JSON logs, serve until SIGTERM."""
+    """A service's entry point: settings from the environment, JSON logs, serve until SIGTERM
+    (or supervise the node's worker processes, each of which comes back here)."""
     try:
         settings = load_settings(role)
         setup_logging(role, settings.node_id)
         check_secrets_at_rest(settings)
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if settings.listen_fd < 0 and settings.workers(role) > 1:
+        raise SystemExit(supervise(role, settings))
+    if settings.supervisor_fd >= 0:
+        die_with_supervisor(settings.supervisor_fd)
+    if settings.metrics_multiproc_dir:
+        use_multiprocess_dir(settings.metrics_multiproc_dir)
+    sock = socket.socket(fileno=settings.listen_fd) if settings.listen_fd >= 0 else None
 
     async def factory() -> web.Application:
         return create_app(settings)
 
-    run(factory, settings.host, settings.port)
+    run(factory, settings.host, settings.port, sock=sock, supervisor_fd=settings.supervisor_fd)
 
 
 async def redis_answers(redis: RedisClient, timeout_s: float = 1.0) -> bool:
@@ -168,7 +212,7 @@ def add_probes(
     eviction = EvictionCheck()
 
     async def healthz(request: web.Request) -> web.Response:
-        return json_response({"status": "ok", **health(request)})
+        return json_response({"status": "ok", "pid": os.getpid(), **health(request)})
 
     async def readyz(request: web.Request) -> web.Response:
         redis = redis_of(request)

@@ -158,7 +158,7 @@ class LocalCluster:
             Proc(
                 "delivery",
                 [py, "-m", "ezthrottle_server.delivery"],
-                {**base, "EZT_NODE_ID": "delivery-1"},
+                {"EZT_DELIVERY_WORKERS": "1", **base, "EZT_NODE_ID": "delivery-1"},  # one process unless the env says
                 f"http://127.0.0.1:{s.delivery_port}/readyz",
             )
         )
@@ -167,7 +167,7 @@ class LocalCluster:
                 Proc(
                     f"edge-{r.id}",
                     [py, "-m", "ezthrottle_server.edge"],
-                    {**base, "EZT_REGION": r.id, "EZT_NODE_ID": f"edge-{r.id}-1", "EZT_PORT": str(r.port)},
+                    {"EZT_EDGE_WORKERS": "1", **base, "EZT_REGION": r.id, "EZT_NODE_ID": f"edge-{r.id}-1", "EZT_PORT": str(r.port)},
                     f"http://127.0.0.1:{r.port}/readyz",
                 )
             )

@@ -117,6 +117,9 @@ class RegionWorker(StreamWorker):
         self.add_loop(self.keep_and_reclaim(), name="reclaim")
         self._pacing.append(asyncio.create_task(self.scheduler.run(), name="pacing"))
         self._pacing.append(asyncio.create_task(self.scheduler.keep_leases(), name="leases"))
+        # Names are unique among live nodes: what is pending under this one was read by a predecessor
+        # that died (a worker restarted in its slot, common/workers.py): admit it now, not after the timeout.
+        await self._admit_own_pending()
 
     async def _stop_taking_work(self) -> None:
         """Entries this node read but had not admitted are admitted before it leaves."""
@@ -279,7 +282,7 @@ class RegionWorker(StreamWorker):
         return needed
 
     async def _admit_own_pending(self) -> None:
-        """Admit the entries still pending under this node's name (when it stops)."""
+        """Admit the entries still pending under this node's name (when it stops, and when it starts)."""
         for stream in self.streams:
             try:
                 rows = await self.redis.xpending_range(stream, self.group, "-", "+", 1000, consumername=self.consumer)

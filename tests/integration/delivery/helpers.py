@@ -42,6 +42,7 @@ def delivery_env(redis_url: str, **extra: str) -> dict[str, str]:
             "EZT_DELIVERY_POLL_S": str(FAST["delivery_poll_s"]),
             "EZT_DELIVERY_TIMEOUT_S": "30",
             "EZT_VISIBILITY_TIMEOUT_MS": str(FAST["visibility_timeout_ms"]),
+            "EZT_DELIVERY_WORKERS": "1",  # one process, whose pid is the worker's
         }
     )
     env.update(extra)

@@ -43,6 +43,7 @@ def _edge_process(redis_url: str, port: int, node_id: str, lease_ms: int) -> sub
             "EZT_NODE_ID": node_id,
             "EZT_VISIBILITY_TIMEOUT_MS": str(lease_ms),
             "EZT_SIMULATE_LATENCY": "0",
+            "EZT_EDGE_WORKERS": "1",  # one process: killing it kills the node
         }
     )
     return subprocess.Popen([sys.executable, "-m", "ezthrottle_server.edge"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
