@@ -5,7 +5,8 @@
     ezthrottle-admin keys revoke <api key or key id>
     ezthrottle-admin deliveries dead [--customer acme] [--limit 100]
     ezthrottle-admin deliveries replay <job id> | --all [--customer acme]
-    ezthrottle-admin domains show <host:port> [--customer acme]   (also: list, reload)
+    ezthrottle-admin domains show <host:port> [--customer acme]   (also: list, reload, pause, resume)
+    ezthrottle-admin flow-control show|pause|resume --customer acme <key> [--for S]
     ezthrottle-admin secrets new-key | status | reseal
     ezthrottle-admin jobs show <job id> | repair [--dry-run] [--wait-s S] | cancel <job id> [--after-attempt]
                      | cancel --customer C [filters] [--after-attempt] [--no-wait]
@@ -27,7 +28,7 @@ import orjson
 from ..common import apikeys, deliveries
 from ..common.config import ConfigError, load_settings
 from ..common.redisconn import Scripts, connect
-from . import domains, jobs, secrets
+from . import domains, flow_control, jobs, secrets
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every dead letter (of --customer if given)")
     dr.add_argument("--customer", help="with --all: only this customer's")
     domains.add_parser(sub)
+    flow_control.add_parser(sub)
     secrets.add_parser(sub)
     jobs.add_parser(sub)
     return p
@@ -91,6 +93,8 @@ async def _run(args: argparse.Namespace, redis_url: str) -> int:
             return await _deliveries(args, r)
         if args.area == "domains":
             return await domains.run(args, r)
+        if args.area == "flow-control":
+            return await flow_control.run(args, r)
         if args.area == "secrets":
             return await secrets.run(args, r, load_settings("admin"))
         if args.area == "jobs":

@@ -459,6 +459,13 @@ DOMAINS = Board(
                     unit="reqps",
                 ),
                 Chart(
+                    "Learned limits",
+                    "Domains whose 429s taught a lower rate than their config or headers say (source learned: cut to 0.9"
+                    " on a 429, won back slowly on success; ezthrottle-admin domains show).",
+                    [q('max by (domain) (ezt_domain_rps_limit{source="learned"})', "{{domain}}")],
+                    unit="reqps",
+                ),
+                Chart(
                     "Pause left",
                     "Time left on each domain's Retry-After pause.",
                     [q("max by (domain) (ezt_domain_pause_remaining_seconds)", "{{domain}}")],

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.common.urls import domain_of
+from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
 from integration.pacing.pacing_helpers import overrides_applied, submit_many
 from support.jobs import wait_final
 from support.services import REPO
@@ -106,3 +107,29 @@ async def test_an_operator_pauses_a_domain_and_resumes_it(http, redis, redis_url
     assert len(target.matching("/echo")) == 3
     bad = await admin(redis_url, "domains", "pause", domain, "--for", "-1")
     assert bad.returncode == 2 and "--for" in bad.stderr
+
+
+async def test_an_operator_pauses_a_customers_flow_control_key_and_resumes_it(
+    http, redis, redis_url, start_edge, coordinator, api_key, target
+):
+    await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 50, max_concurrent: 8}}\n"))
+    edge = await start_edge("iad")
+    flow = {"key": "acct-7", "rate": 10}
+    [first] = await submit_many(http, [edge.url], api_key, [{"url": f"{target.url}/echo?k=0", "flow_control": flow}])
+    await wait_final(http, edge.url, api_key, first)  # the key exists once a job named it
+
+    unknown = await admin(redis_url, "flow-control", "pause", "--customer", "globex", "acct-7")
+    assert unknown.returncode == 1 and "no flow-control key" in unknown.stderr  # keys are per customer
+    paused = await admin(redis_url, "--json", "flow-control", "pause", "--customer", "acme", "acct-7", "--for", "600")
+    assert paused.returncode == 0, paused.stderr
+    assert orjson.loads(paused.stdout)["paused"] is True
+    [held] = await submit_many(http, [edge.url], api_key, [{"url": f"{target.url}/echo?k=1", "flow_control": flow}])
+    [other] = await submit_many(http, [edge.url], api_key, [{"url": f"{target.url}/echo?k=2"}])
+    assert (await wait_final(http, edge.url, api_key, other, timeout_s=10))["status"] == "success"  # the domain is not paused
+    await asyncio.sleep(0.5)
+    assert not [r for r in target.matching("/echo") if r.query.get("k") == "1"]
+    assert "paused       until" in (await admin(redis_url, "flow-control", "show", "--customer", "acme", "acct-7")).stdout
+
+    resumed = await admin(redis_url, "flow-control", "resume", "--customer", "acme", "acct-7")
+    assert resumed.returncode == 0 and "paused       no" in resumed.stdout, resumed.stderr
+    assert (await wait_final(http, edge.url, api_key, held, timeout_s=20))["status"] == "success"
