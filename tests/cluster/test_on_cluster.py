@@ -264,3 +264,37 @@ async def test_jobs_are_cancelled_and_expire_in_every_partition(http, redis, sta
         assert (await wait_final(http, edge.url, api_key, job_id, timeout_s=15))["status"] == "expired"
     assert {keys.job_partition(j) for j in waiting} == set(range(PARTITIONS))
     assert target.matching("/echo") == []
+
+
+async def test_a_bulk_cancel_runs_in_the_background_and_is_taken_over_on_a_cluster(http, redis, start_edge, api_key, monkeypatch):
+    """common/bulk.py's keys (the action, its lease, the customer's running set, the orphans) are each used alone, and its
+    steps list and cancel in every partition: the slot audit checks it, for an action run by one edge and finished by another."""
+    from ezthrottle_server.common import bulk_cancel
+    from ezthrottle_server.edge import cancel_api
+
+    monkeypatch.setattr(cancel_api, "INLINE_MAX", 2)  # more: in the background
+    monkeypatch.setattr(bulk_cancel, "PAGE", 5)  # several pages, so the second edge has some left
+    first = await start_edge("iad", bulk_lease_s=0.5)
+    second = await start_edge("iad", bulk_lease_s=0.5)
+    later = int(time.time() * 1000) + 60_000
+    ids = []
+    for keys_of_partition in keys_per_partition("acme", 4, "bulk").values():
+        for k in keys_of_partition:
+            job = await submit(http, first.url, api_key, {"url": f"https://api.example/{k}", "idempotent_key": k, "retry_at": later})
+            ids.append(job["job_id"])
+    auth = {"Authorization": f"Bearer {api_key}"}
+    async with http.post(f"{first.url}/api/v1/jobs/cancel", json={"filter": {"domain": "api.example"}}, headers=auth) as resp:
+        action = await resp.json()
+        assert resp.status == 202 and action["matched"] == len(ids), action
+    await first.stop()  # mid-way or done: the second edge finishes what is left
+    deadline = time.monotonic() + 30
+    while True:
+        async with http.get(f"{second.url}/api/v1/jobs/cancel/{action['action_id']}", headers=auth) as resp:
+            progress = await resp.json()
+        if progress["state"] == "done":
+            break
+        assert time.monotonic() < deadline, progress
+        await asyncio.sleep(0.05)
+    assert (progress["matched"], progress["cancelled"]) == (len(ids), len(ids)), progress
+    for job_id in ids:
+        assert await redis.hget(keys.job(job_id), "state") == "cancelled"
