@@ -63,6 +63,10 @@ HEADER = (
     "# Do not edit: change regions.yaml or the renderer and render again.\n"
 )
 
+# Processes per pod (EZT_EDGE_WORKERS, EZT_DELIVERY_WORKERS; common/workers.py): one per core of the CPU limit.
+# Set, not left to the default, which counts the cores the container may run on: the node's, not its limit.
+WORKERS = {"edge": ("EZT_EDGE_WORKERS", 2), "delivery": ("EZT_DELIVERY_WORKERS", 1)}
+
 RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "edge": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
     "coordinator": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
@@ -115,6 +119,13 @@ def _env(port: int, region: str | None, opts: RenderOptions) -> list[dict[str, A
     return env
 
 
+def _workers_env(component: str) -> list[dict[str, Any]]:
+    if component not in WORKERS:
+        return []
+    name, count = WORKERS[component]
+    return [{"name": name, "value": str(count)}]
+
+
 def _deployment(
     name: str, component: str, region: str | None, port: int, replicas: int, opts: RenderOptions, regions_sha: str
 ) -> dict[str, Any]:
@@ -124,7 +135,7 @@ def _deployment(
         "image": opts.image,
         "imagePullPolicy": "IfNotPresent",
         "args": [component],
-        "env": _env(port, region, opts),
+        "env": _env(port, region, opts) + _workers_env(component),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},

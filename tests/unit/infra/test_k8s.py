@@ -296,3 +296,16 @@ def test_every_pod_needs_the_sealing_keys(docs: list[dict[str, Any]]) -> None:
         env = env_of(container(dep))
         assert env["EZT_SECRETS_KEYS"]["valueFrom"] == {"secretKeyRef": {"name": k8s.SEALING_SECRET, "key": "keys"}}, name
         assert "EZT_INSECURE_PLAINTEXT_SECRETS" not in env, name
+
+
+def test_edges_and_delivery_run_a_process_per_core_of_their_cpu_limit(docs: list[dict[str, Any]]) -> None:
+    # Set explicitly: the default counts the cores the container may run on (the node's), not its limit.
+    for name, dep in by_kind(docs, "Deployment").items():
+        c = container(dep)
+        role = c["args"][0]
+        env = env_of(c)
+        if role in ("edge", "delivery"):
+            workers = env[f"EZT_{role.upper()}_WORKERS"]["value"]
+            assert int(workers) == int(c["resources"]["limits"]["cpu"]) >= 1, name
+        else:
+            assert not {"EZT_EDGE_WORKERS", "EZT_DELIVERY_WORKERS"} & set(env), name
