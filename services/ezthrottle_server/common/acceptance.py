@@ -93,6 +93,6 @@ async def accept_job(
         domain=domain, index_ttl_s=job_index.ttl_s(settings),
     )  # fmt: skip
     reply = await job_scripts.submit(scripts.submit, submission)
-    if reply.outcome is not Submitted.CREATED and held is not None:
+    if reply.submitted is not Submitted.CREATED and held is not None:
         await quotas.give_back(scripts.reserve_quota, held)
     return reply

@@ -93,8 +93,8 @@ class Applied(IntEnum):
 
 
 @dataclass(frozen=True)
-class SendOutcome:
-    """One POST's outcome, as ``delivery_record.lua`` records it."""
+class PostRecord:
+    """What one POST came to, as ``delivery_record.lua`` records it."""
 
     job_id: str
     customer: str
@@ -116,7 +116,7 @@ class Recorded:
     job_finished_ms: int | None
 
 
-async def record(run: ScriptRun, o: SendOutcome, *, stream: str, group: str, entry_id: str, now_ms: int) -> Recorded:
+async def record(run: ScriptRun, o: PostRecord, *, stream: str, group: str, entry_id: str, now_ms: int) -> Recorded:
     """``delivery_record.lua``: record the outcome, then acknowledge the send entry (``entry_id``; '' for none)."""
     partition = keys.job_partition(o.job_id)
     assert partition is not None

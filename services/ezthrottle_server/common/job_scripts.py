@@ -1,7 +1,7 @@
 """Typed calls of the job path's scripts: each names its keys and arguments and answers a dataclass or an enum.
 
 ``submit.lua`` / ``accept.lua`` (a submission), ``start_attempt.lua`` (an
-attempt begins), ``finish.lua`` (an outcome for a region) and ``requeue.lua``
+attempt begins), ``finish.lua`` (the job's result in one region) and ``requeue.lua``
 (the next attempt, here, elsewhere or later); the coordinator's
 ``release_delayed.lua`` (delayed work that is due), ``repair.lua`` (a job
 held by nothing) and ``evacuate.lua`` (a job leaves a down region). The
@@ -37,14 +37,14 @@ class Submitted(IntEnum):
 
 @dataclass(frozen=True)
 class SubmitReply:
-    outcome: Submitted
+    submitted: Submitted
     job_id: str  # the new job's, or the existing one's for a duplicate
     lease: str  # accept.lua's lease on the job ('' when it took none)
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> SubmitReply:
-        outcome = Submitted(int(reply[0]))
-        return cls(outcome, str(reply[1] or ""), str(reply[2] or "") if outcome is Submitted.CREATED and len(reply) > 2 else "")
+        submitted = Submitted(int(reply[0]))
+        return cls(submitted, str(reply[1] or ""), str(reply[2] or "") if submitted is Submitted.CREATED and len(reply) > 2 else "")
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class Finished(IntEnum):
 
 @dataclass(frozen=True)
 class RegionResult:
-    """An outcome of the job in one region, as ``finish.lua`` records it."""
+    """The job's result in one region, as ``finish.lua`` records it."""
 
     job_id: str
     region: str
@@ -203,27 +203,25 @@ class RegionResult:
     entry_id: str = ""  # a stream entry it acknowledges
 
 
-async def finish(run: ScriptRun, outcome: RegionResult, *, now_ms: int, ttl_s: int) -> Finished:
+async def finish(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int) -> Finished:
     """``finish.lua``; the job's webhooks (if it decided the job) go to the delivery stream."""
-    return (await finish_handing_off(run, outcome, now_ms=now_ms, ttl_s=ttl_s, grace_ms=0))[0]
+    return (await finish_handing_off(run, result, now_ms=now_ms, ttl_s=ttl_s, grace_ms=0))[0]
 
 
-async def finish_handing_off(
-    run: ScriptRun, outcome: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int
-) -> tuple[Finished, list[str]]:
+async def finish_handing_off(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int) -> tuple[Finished, list[str]]:
     """``finish.lua``; with ``grace_ms`` > 0 the job's webhooks are handed to the caller: the hand-off members
     it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not."""
-    p = keys.job_partition(outcome.job_id)
+    p = keys.job_partition(result.job_id)
     assert p is not None
     reply = await run(
         keys=[
-            keys.job(outcome.job_id), keys.attempts(outcome.job_id), keys.region_stream(p, outcome.region),
+            keys.job(result.job_id), keys.attempts(result.job_id), keys.region_stream(p, result.region),
             keys.deliveries(p), keys.workflow_spawn(p), keys.queued(p), keys.delivery_handoff(p),
         ],
         args=[
-            outcome.group, outcome.entry_id, outcome.kind.value, orjson.dumps(outcome.result), outcome.region, now_ms,
-            orjson.dumps(outcome.attempt) if outcome.attempt is not None else "", ttl_s, outcome.job_id, outcome.reason,
-            keys.job_events(outcome.job_id), grace_ms,
+            result.group, result.entry_id, result.kind.value, orjson.dumps(result.result), result.region, now_ms,
+            orjson.dumps(result.attempt) if result.attempt is not None else "", ttl_s, result.job_id, result.reason,
+            keys.job_events(result.job_id), grace_ms,
         ],
     )  # fmt: skip
     if isinstance(reply, list):

@@ -30,7 +30,7 @@ from . import delivery_scripts, keys, scripting
 from .batching import Batcher
 from .config import Settings
 from .deliveries import DEAD, DELIVERED, route_for
-from .delivery_scripts import Applied, SendOutcome
+from .delivery_scripts import Applied, PostRecord
 from .metrics import (
     WEBHOOK_DEAD_LETTERS,
     WEBHOOK_DELIVERIES,
@@ -251,7 +251,8 @@ class WebhookPoster:
             headers["X-EZThrottle-Attempt"] = str(attempt)
             async with self._posts:
                 result = await self.sender.post(h.url, body, headers)
-            self._posted.inc()
+            if not result.blocked:
+                self._posted.inc()
 
         now = now_ms()
         decision = decide(
@@ -267,13 +268,13 @@ class WebhookPoster:
         )
         due = now + int(decision.delay_s * 1000)
         route = route_for([r for r in h.regions.split(",") if r], attempt, live)
-        outcome = SendOutcome(
+        posted = PostRecord(
             h.job_id, h.customer, h.hook, decision.action, result.status_code, result.error or "", due, route, decision.reason,
             self.node, self.region or "",
         )  # fmt: skip
         run = partial(self.batch.script, self.scripts.delivery_record)
         recorded = await asyncio.shield(
-            delivery_scripts.record(run, outcome, stream=src.stream, group=src.group, entry_id=src.entry_id, now_ms=now)
+            delivery_scripts.record(run, posted, stream=src.stream, group=src.group, entry_id=src.entry_id, now_ms=now)
         )
         WEBHOOK_DELIVERIES.labels(decision.action).inc()
         if recorded.applied is Applied.APPLIED and decision.action == DEAD:

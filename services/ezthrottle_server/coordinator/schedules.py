@@ -141,12 +141,12 @@ class ScheduleFirer(CoordinatorLoop):
         except ApiError as exc:  # no region to run it in
             fields["last_error"] = f"{exc.code}: {exc.message}"
         else:
-            if reply.outcome is Submitted.CREATED:
+            if reply.submitted is Submitted.CREATED:
                 SCHEDULE_TICKS.labels("fired").inc()
-            if reply.outcome in (Submitted.CREATED, Submitted.DUPLICATE):
+            if reply.submitted in (Submitted.CREATED, Submitted.DUPLICATE):
                 created = True  # a duplicate: an earlier submission of this tick made it (its record was lost with its coordinator)
                 fields.update(last_job_id=reply.job_id, last_error="")
-            elif reply.outcome is Submitted.QUOTA_SPENT:
+            elif reply.submitted is Submitted.QUOTA_SPENT:
                 fields["last_error"] = "quota_exceeded: the customer's monthly cap is reached; the tick was skipped"
             else:
                 fields["last_error"] = "overloaded: the customer has its ceiling of jobs not yet final; the tick was skipped"

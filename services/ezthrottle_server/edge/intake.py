@@ -236,7 +236,7 @@ class Intake:
             if taken is not None:
                 self.worker.send_taken(job_id, taken, None)
             raise
-        created = reply.outcome is Submitted.CREATED
+        created = reply.submitted is Submitted.CREATED
         if plan is not None:
             taken = self.fast.planned(job_id, plan, reply.lease if created else None)
         if taken is not None and not created:
@@ -244,9 +244,9 @@ class Intake:
             taken = None
         if not created:
             await self.quotas.give_back(held)
-            if reply.outcome is Submitted.QUOTA_SPENT:
+            if reply.submitted is Submitted.QUOTA_SPENT:
                 return Refused(await self.quotas.exceeded(customer))
-            if reply.outcome is Submitted.QUEUE_FULL:
+            if reply.submitted is Submitted.QUEUE_FULL:
                 return Refused(self.admission.queue_full(customer))
             JOBS_DUPLICATE.labels(self.region).inc()
             return Duplicate(reply.job_id, idem)
