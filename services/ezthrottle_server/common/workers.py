@@ -150,6 +150,8 @@ class Supervisor:
                 os.close(fd)
             if own_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             log.info("stopped")
 
     def _prepare_metrics_dir(self) -> bool:
@@ -196,7 +198,7 @@ class Supervisor:
                         await asyncio.wait_for(asyncio.shield(stopped), RESTART_PAUSE_S)
                     if stop.is_set():
                         return 0
-                    await self._start(slot)
+                    await self._start(slot)  # logs "started" again
                     assert slot.proc is not None
                     exits[asyncio.ensure_future(slot.proc.wait())] = slot
         finally:
@@ -206,7 +208,7 @@ class Supervisor:
     def _exited(self, slot: _Slot, code: int) -> None:
         assert slot.proc is not None
         multiprocess.mark_process_dead(slot.proc.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
-        log.error("worker %s (pid %s) exited with %s; starting it again", self.node_id(slot.index), slot.proc.pid, code)
+        log.error("worker %s (pid %s) exited with %s, unasked", self.node_id(slot.index), slot.proc.pid, code)
         slot.proc = None
         now = time.monotonic()
         self._crashes.append(now)
