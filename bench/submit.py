@@ -1,6 +1,6 @@
 """Submission throughput and latency, against a bare-aiohttp ceiling in the same run.
 
-    python -m bench.submit [--quick] [--duration 20] [--levels 1,8,32,64] [--mode scheduled,due_now]
+    python -m bench.submit [--quick] [--duration 20] [--levels 1,8,32,64] [--mode scheduled,due_now] [--edge-workers 1,2]
 
 A load generator in its own process posts jobs to one edge at rising
 concurrency. Every 201 means the job is durably in Redis (record, idempotency
@@ -12,6 +12,11 @@ parses the same JSON and answers 201. Two modes:
 - ``due_now``: jobs are due at once, spread over ten loopback target domains
   (one sink process, ten ports) whose limits are raised, so the edge executes
   them while the load runs, as users' jobs mostly are.
+
+``--edge-workers 1,2,1,2`` measures the edge with each of those numbers of
+worker processes on its port (``EZT_EDGE_WORKERS``) in turn, against the same
+ceiling, and reports each count's jobs/s against the first count's
+(``scaling``): alternate them to spread drift over both.
 
 Goal: accepted jobs/s at least 50% of the ceiling in both modes, p99 <= 10 ms
 at concurrency 32. Results: bench/results/submit.json.
@@ -71,11 +76,11 @@ async def _raise_limits(redis_url: str, ports: list[int]) -> None:
         await redis.aclose()
 
 
-def _measure(mode: str, levels: list[int], duration: float) -> list[dict[str, object]]:
+def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[int]) -> list[dict[str, object]]:
     rows = []
     with redis_server() as redis_url:
         key = asyncio.run(create_key(redis_url))
-        edge_port, base_port = free_port(), free_port()
+        base_port = free_port()
         sink_ports = [free_port() for _ in range(TARGET_DOMAINS)]
         targets = [f"http://127.0.0.1:{p}/t/submit" for p in sink_ports] if mode == "due_now" else None
         with service("bench.baseline_server", {"EZT_PORT": str(base_port)}, f"http://127.0.0.1:{base_port}/readyz", "baseline"):
@@ -84,14 +89,18 @@ def _measure(mode: str, levels: list[int], duration: float) -> list[dict[str, ob
         with service("bench.sink", sink_env, f"http://127.0.0.1:{sink_ports[0]}/readyz", f"sink-{mode}"):
             if targets:
                 asyncio.run(_raise_limits(redis_url, sink_ports))
-            env = edge_env(redis_url, "iad", edge_port)
-            with service("ezthrottle_server.edge", env, f"http://127.0.0.1:{edge_port}/readyz", f"edge-submit-{mode}"):
-                edge = {c: _load(f"http://127.0.0.1:{edge_port}", key, c, duration, targets) for c in levels}
-    for c in levels:
+            runs = []
+            for n in edge_workers:
+                edge_port = free_port()
+                env = edge_env(redis_url, "iad", edge_port, EZT_EDGE_WORKERS=str(n))
+                with service("ezthrottle_server.edge", env, f"http://127.0.0.1:{edge_port}/readyz", f"edge-submit-{mode}-{n}w"):
+                    runs.append((n, {c: _load(f"http://127.0.0.1:{edge_port}", key, c, duration, targets) for c in levels}))
+    for (n, edge), c in ((run, c) for run in runs for c in levels):
         b, e = baseline[c], edge[c]
         rows.append(
             {
                 "mode": mode,
+                "edge_workers": n,
                 "concurrency": c,
                 "edge_accepted_per_s": e["accepted_per_s"],
                 "edge_p50_ms": e["p50_ms"],
@@ -105,20 +114,35 @@ def _measure(mode: str, levels: list[int], duration: float) -> list[dict[str, ob
     return rows
 
 
+def _scaling(rows: list[dict[str, object]], edge_workers: list[int]) -> dict[str, float]:
+    """Mean jobs/s of each worker count over that of the first count, by mode and concurrency."""
+    means: dict[tuple[object, object, object], list[float]] = {}
+    for r in rows:
+        means.setdefault((r["mode"], r["concurrency"], r["edge_workers"]), []).append(float(r["edge_accepted_per_s"]))  # type: ignore[arg-type]
+    out = {}
+    for (mode, c, n), values in means.items():
+        base = means.get((mode, c, edge_workers[0]))
+        if n != edge_workers[0] and base:
+            out[f"{mode} c={c} {n}w/{edge_workers[0]}w"] = round((sum(values) / len(values)) / (sum(base) / len(base)), 2)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="3 s per level")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
     p.add_argument("--levels", default="1,8,32,64")
     p.add_argument("--mode", default="scheduled,due_now", help="comma list: scheduled, due_now")
+    p.add_argument("--edge-workers", default="1", help="comma list: the edge's worker processes (EZT_EDGE_WORKERS), one run each")
     a = p.parse_args()
+    edge_workers = [int(x) for x in a.edge_workers.split(",")]
     duration = 3.0 if a.quick else a.duration
     levels = [int(x) for x in a.levels.split(",")]
     modes = [m.strip() for m in a.mode.split(",") if m.strip()]
     unknown = set(modes) - {"scheduled", "due_now"}
     if unknown:
         p.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
-    rows = [row for mode in modes for row in _measure(mode, levels, duration)]
+    rows = [row for mode in modes for row in _measure(mode, levels, duration, edge_workers)]
     best = {m: max((r for r in rows if r["mode"] == m), key=lambda r: r["edge_accepted_per_s"]) for m in modes}  # type: ignore[arg-type,return-value]
     result = {
         "scenario": "submit",
@@ -126,17 +150,20 @@ def main() -> None:
         "duration_s": duration,
         "rows": rows,
         "best_ratio": {m: b["ratio"] for m, b in best.items()},
+        "scaling": _scaling(rows, edge_workers),
         "goal": "edge accepted/s >= 0.5 x ceiling in each mode; p99 <= 10 ms at concurrency 32",
     }
     out = REPO / "bench" / "results" / "submit.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print(f"{'mode':>10} {'conc':>5} {'edge/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ceiling/s':>10} {'ratio':>6}")
+    print(f"{'mode':>10} {'workers':>7} {'conc':>5} {'edge/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ceiling/s':>10} {'ratio':>6}")
     for r in rows:
         print(
-            f"{r['mode']:>10} {r['concurrency']:>5} {r['edge_accepted_per_s']:>9} {r['edge_p50_ms']:>8} {r['edge_p99_ms']:>8}"
-            f" {r['ceiling_per_s']:>10} {r['ratio']:>6}"
+            f"{r['mode']:>10} {r['edge_workers']:>7} {r['concurrency']:>5} {r['edge_accepted_per_s']:>9} {r['edge_p50_ms']:>8}"
+            f" {r['edge_p99_ms']:>8} {r['ceiling_per_s']:>10} {r['ratio']:>6}"
         )
+    for key, ratio in result["scaling"].items():  # type: ignore[union-attr]
+        print(f"scaling {key}: {ratio}")
     for m, b in best.items():
         print(f"{m}: best ratio {b['ratio']} at concurrency {b['concurrency']} (goal >= 0.5)")
     print(f"written to {out.relative_to(REPO)}")
