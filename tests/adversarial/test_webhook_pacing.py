@@ -43,9 +43,12 @@ async def start_delivery(redis: Any, redis_url: str) -> AsyncIterator[StartApp]:
 
 
 async def test_one_customers_many_webhooks_reach_a_host_at_its_pace_and_all_arrive(
-    http, redis, edge, start_delivery, api_key, target, receiver
+    http, redis, start_edge, start_delivery, api_key, target, receiver
 ):
-    # the jobs themselves all end at once: their webhooks are due together
+    # the jobs themselves all end at once: their webhooks are due together. The edge that finishes a job sends
+    # its webhooks' first attempts (edge/webhooks.py): the pace is set there as on the delivery workers, as the
+    # environment sets it for every service
+    edge = await start_edge("iad", delivery_host_rps=RPS, delivery_host_burst=BURST)
     await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 100, max_concurrent: 20}}\n"))
     for _ in range(2):  # the pace is shared by every worker
         await start_delivery(delivery_host_rps=RPS, delivery_host_burst=BURST)

@@ -22,6 +22,8 @@ delivery and kept as long as the job (``job_ttl_s``)::
     <i>:last_status  <i>:last_error  <i>:last_ms      the last POST
     <i>:delivered_ms <i>:sent_by (node) <i>:sent_region
     <i>:dead_reason  <i>:dead_ms                     (dead)
+    <i>:edge         the edge node that sends the first attempt (edge/webhooks.py); a hand-off the
+                     delivery service sweeps queues those of its webhooks still pending
 
 A job with a dead webhook is in its partition's dead letters and in the
 customer's (``keys.delivery_dead``), scored by the time it died.

@@ -32,7 +32,7 @@ Layout::
     ezt:{ezt:p0}:job:<job_id>:frugal:<step> string claim of a FRUGAL step by an SDK webhook handler (TTL = job TTL)
     ezt:{ezt:p0}:deliveries:send:<route>    stream one entry per webhook send; route = a region or "any"
     ezt:{ezt:p0}:deliveries:scheduled       zset   "<route>|<job_id>|<hook>" scored by due time (ms)
-    ezt:{ezt:p0}:deliveries:handoff         zset   finished jobs' webhooks handed to the finishing edge, "<job>[|<answer>]" by when delivery takes over (ms)
+    ezt:{ezt:p0}:deliveries:handoff         zset   "<job>[|<answer>]": webhooks handed to the finishing edge, by when delivery takes them
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
     ezt:whpace:<host:port>                  string webhook POSTs' pace to one host: GCRA arrival time, ms (webhook_pace.lua; TTL)

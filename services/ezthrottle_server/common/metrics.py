@@ -71,8 +71,8 @@ WEBHOOK_INFLIGHT = Gauge("ezt_webhook_inflight", "Webhook stream entries this de
 WEBHOOK_RECLAIMED = Counter("ezt_webhook_reclaimed_total", "Delivery stream entries reclaimed from dead workers")
 WEBHOOK_POSTS = Counter(
     "ezt_webhook_posts_total",
-    "Webhook POSTs made, by who sent them: edge (the edge that finished the job, first attempts) or delivery (the delivery service)",
-    ["by"],
+    "Webhook POSTs made, by source: edge (the edge that finished the job, first attempts) or delivery (the delivery service)",
+    ["source"],
 )
 WEBHOOK_HANDOFFS_SWEPT = Counter(
     "ezt_webhook_handoffs_swept_total", "Finished jobs' webhooks the delivery service took over from an edge that did not send them in time"

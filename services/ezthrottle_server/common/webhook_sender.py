@@ -53,6 +53,10 @@ class WebhookSender:
         )
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
+    @property
+    def started(self) -> bool:
+        return self._session is not None
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

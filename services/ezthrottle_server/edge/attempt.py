@@ -58,6 +58,7 @@ from .executor import CONNECTION, TIMEOUT, AttemptResult, Executor
 from .outcomes import OutcomeWindow
 from .racing import finish_kind, reroute_target, send_headers
 from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s
+from .webhooks import EdgeWebhooks
 
 if TYPE_CHECKING:
     from ..common.redisconn import RedisClient
@@ -129,6 +130,8 @@ class Attempts:
         self.flow = FlowControl(redis)
         self._flow_held: dict[str, tuple[str, str]] = {}  # lease -> (customer, key) holding a place in a flow-control key
         self._side: set[asyncio.Task[None]] = set()
+        # The first POST of the webhooks of the jobs this edge finishes (edge/webhooks.py); None: the delivery service sends them.
+        self.webhooks = EdgeWebhooks(settings, redis, scripts, batch, executor) if settings.edge_delivers_webhooks else None
 
     async def run(self, scope: Scope, lease: str, granted_at: float) -> None:
         """Run the attempt a lease was granted for, and release the lease (unless the attempt crashed)."""
@@ -166,9 +169,12 @@ class Attempts:
                     log.warning("could not release a flow-control place; it expires with its lease", exc_info=True)
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait for the short background calls still running (a stopping node)."""
+        """Wait for the short background calls still running, and the webhooks being sent (a stopping node):
+        those not sent by then go to the delivery service after their grace."""
         if self._side:
             await asyncio.wait(self._side, timeout=timeout_s)
+        if self.webhooks is not None:
+            await self.webhooks.stop(timeout_s)
 
     def background(self, coro: Awaitable[Any]) -> None:
         """A short Redis call that must not hold up the send; kept until done."""
@@ -374,7 +380,12 @@ class Attempts:
             group=self.group,  # no entry to acknowledge: it was at admission
         )
         run = partial(self.batch.script, self.scripts.finish)
-        decided = await asyncio.shield(job_scripts.finish(run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s))
+        grace_ms = self.webhooks.grace_ms if self.webhooks is not None else 0
+        decided, handoffs = await asyncio.shield(
+            job_scripts.finish_handing_off(run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s, grace_ms=grace_ms)
+        )
+        if handoffs and self.webhooks is not None:
+            self.webhooks.offer(handoffs)
         if decided is Finished.DECIDED:
             JOBS_FINISHED.labels(self.region, decision.action, decision.reason or "ok").inc()
             RACE_WINS.labels(self.region).inc()

@@ -33,6 +33,16 @@ async def start_delivery(redis: Any, redis_url: str) -> AsyncIterator[StartDeliv
 
 
 @pytest_asyncio.fixture
+async def start_edge(redis: Any, redis_url: str) -> AsyncIterator[StartApp]:
+    """Edges that leave every webhook POST to the delivery service (``EZT_EDGE_DELIVERS_WEBHOOKS=0``): these are the
+    delivery service's tests. The edge's first attempts: tests/integration/edge/test_edge_webhooks.py."""
+    from ezthrottle_server.edge.app import create_app
+
+    async with app_starter("edge", redis_url, create_app, region="iad", edge_delivers_webhooks=False) as start:
+        yield start
+
+
+@pytest_asyncio.fixture
 async def delivery(start_delivery: StartDelivery) -> RunningApp:
     return await start_delivery()
 

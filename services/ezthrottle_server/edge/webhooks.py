@@ -1,0 +1,201 @@
+"""The first attempt of a finished job's webhooks, sent by the edge that finished it.
+
+Without this the job's webhooks took one more process hop and one more HTTP
+exchange: ``finish.lua`` XADDed the job to the delivery stream, and the
+delivery service read it, planned and sent. Now (``EZT_EDGE_DELIVERS_WEBHOOKS``,
+on by default):
+
+1. ``finish.lua``, in the step that decides the job, hands its webhooks to this
+   edge: a member of the partition's hand-off set (``keys.delivery_handoff``),
+   scored ``now + EZT_EDGE_WEBHOOK_GRACE_S``, returned to the caller.
+2. This edge reads the job, builds the payload (``common/webhooks.py``) and
+   claims the hand-off with ``delivery_claim.lua``: the webhooks' state is
+   written as the delivery service writes it; the webhooks this edge sends are
+   marked as its own, the others (``regions`` without this one: another
+   region's egress) are queued for the delivery service at once; the hand-off
+   is held for one POST's time more.
+3. Each of its webhooks is POSTed once through the same
+   :class:`~ezthrottle_server.common.webhooks.WebhookPoster` as the delivery
+   service (host pace, outbound policy, signature, timeout, no redirects), and
+   recorded by ``delivery_record.lua``: delivered (the quorum counted), or a
+   retry scheduled for the delivery service, or a dead letter.
+4. The hand-off is removed.
+
+At least once: an edge that dies (or stops, or has no room) between 1 and 4
+leaves the hand-off; when its time has passed the delivery service sweeps it
+(``delivery_sweep.lua``): a job not claimed enters delivery as before, and a
+claimed one's webhooks still pending and this edge's are queued to be sent.
+Never twice in the normal case: the delivery service takes only hand-offs
+whose time has passed, and the claim and the sweep are each atomic, so one of
+them has it. A POST slower than the time the hand-off is held for may be
+repeated by the delivery service (the same ``webhook-id``: receivers drop it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..common import delivery_scripts, keys, scripting
+from ..common.batching import Batcher
+from ..common.config import Settings
+from ..common.deliveries import ANY_ROUTE, live_regions, route_for
+from ..common.delivery_scripts import Plan, PlannedHook
+from ..common.redisconn import Scripts
+from ..common.urls import domain_of
+from ..common.webhook_sender import WebhookSender
+from ..common.webhooks import FINAL_JOB_STATES, HookState, SendEntry, WebhookPoster, build_payload, handoff_parts, now_ms, read_final_job
+
+if TYPE_CHECKING:
+    from ..common.redisconn import RedisClient
+    from .executor import Executor
+
+log = logging.getLogger(__name__)
+
+HOLD_MARGIN_MS = 5000  # a claimed hand-off is held for a POST's timeout, plus this
+LIVE_REGIONS_TTL_S = 1.0  # regions with a live delivery worker, read at most this often (routes of regional webhooks)
+
+
+class EdgeWebhooks:
+    """The webhooks of the jobs this edge finishes: their first POSTs, at most ``delivery_concurrency`` jobs at once."""
+
+    def __init__(self, settings: Settings, redis: RedisClient, scripts: Scripts, batch: Batcher, executor: Executor) -> None:
+        assert settings.region is not None
+        self.settings = settings
+        self.redis = redis
+        self.batch = batch
+        self.region = settings.region
+        self.executor = executor  # its outbound policy and resolver are the webhooks' too: one view of the network per edge
+        self.sender = WebhookSender(settings, executor.policy)
+        self.poster = WebhookPoster(settings, redis, scripts, batch, self.sender, node=settings.node_id, log_region=self.region, by="edge")
+        self.grace_ms = max(1, int(settings.edge_webhook_grace_s * 1000))  # finish.lua's hand-off grace
+        self.hold_ms = self.grace_ms + int(settings.delivery_timeout_s * 1000) + HOLD_MARGIN_MS
+        self.routes = (ANY_ROUTE, *settings.region_ids)
+        self._claim = scripting.register(redis, "delivery_claim")
+        self._capacity = max(settings.delivery_concurrency, 1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = asyncio.Lock()
+        self._live: set[str] = set()
+        self._live_at = 0.0
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def offer(self, members: Iterable[str]) -> None:
+        """Deliver the hand-offs ``finish.lua`` just made; any this edge has no room for waits for the delivery service."""
+        if self.settings.test_hold_edge_webhooks:  # tests only: as if this edge died right after finishing
+            return
+        for member in members:
+            if self._stopping or len(self._tasks) >= self._capacity:
+                log.info(
+                    "no room to send a job's webhooks here; the delivery service takes them after the grace", extra={"region": self.region}
+                )
+                continue
+            task = asyncio.create_task(self._deliver(member))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace_s: float) -> None:
+        """Let the webhooks in flight finish for ``grace_s``, then cancel them (their hand-offs go to the delivery service)."""
+        self._stopping = True
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.sender.close()
+
+    async def _live_regions(self) -> set[str]:
+        if time.monotonic() - self._live_at > LIVE_REGIONS_TTL_S:
+            self._live = await live_regions(self.redis, self.settings.region_ids)
+            self._live_at = time.monotonic()
+        return self._live
+
+    # -- one job's webhooks ------------------------------------------------------
+
+    async def _deliver(self, member: str) -> None:
+        job_id = handoff_parts(member)[0]
+        try:
+            async with self._started:
+                if not self.sender.started:
+                    self.sender.resolver = self.executor.resolver
+                    await self.sender.start()
+            await self._deliver_handoff(member)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning(
+                "sending a job's webhooks failed; the delivery service takes them after the grace", exc_info=True, extra={"job_id": job_id}
+            )
+
+    async def _deliver_handoff(self, member: str) -> None:
+        job_id, answered_by = handoff_parts(member)
+        partition = keys.job_partition(job_id)
+        assert partition is not None
+        handoff = keys.delivery_handoff(partition)
+        job, attempts = await read_final_job(self.batch, job_id, answered_by)
+        if not job or job.get("state") not in FINAL_JOB_STATES:
+            return  # gone: the delivery service's sweep finds nothing to send either
+        spec = orjson.loads(job["spec"])
+        hooks: list[dict[str, Any]] = spec.get("webhooks") or []
+        if not hooks:
+            await self.batch.execute("ZREM", handoff, member)
+            return
+        per_hook: list[tuple[str, str, bool]] = []  # url, regions, this edge sends it
+        live: set[str] = set()
+        if any(h.get("regions") for h in hooks):
+            live = await self._live_regions()
+        planned: list[PlannedHook] = []
+        for h in hooks:
+            regions = h.get("regions") or []
+            mine = not regions or self.region in regions
+            per_hook.append((h["url"], ",".join(regions), mine))
+            planned.append(PlannedHook(h["url"], h.get("has_quorum_vote", True), regions, "" if mine else route_for(regions, 0, live)))
+        now = now_ms()
+        payload = build_payload(job_id, job, spec, attempts, answered_by)
+        plan = Plan(
+            job_id=job_id,
+            customer=job["customer"],
+            quorum=spec.get("webhook_quorum", 1),
+            payload=payload,
+            finished_ms=int(job.get("finished_ms") or now),
+            status=job["state"],
+            hooks=planned,
+            now_ms=now,
+            ttl_s=self.settings.job_ttl_s,
+        )
+        run = partial(self.batch.script, self._claim)
+        own = await asyncio.shield(
+            delivery_scripts.claim(
+                run, plan, member=member, held_until_ms=now + self.hold_ms, node=self.settings.node_id, routes=self.routes
+            )
+        )
+        if own <= 0:
+            return  # none of them is this edge's, or the delivery service has them
+        log.debug(  # each POST logs its outcome at INFO
+            "delivering to %d webhook(s)",
+            own,
+            extra={"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
+        )
+        stored = self.poster.read_secrets(job["customer"])
+        stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if every POST is held back
+        src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
+        await asyncio.gather(
+            *(
+                self.poster.post(
+                    HookState(job_id, i, job["customer"], payload.decode(), url, 0, now, regions, 0),
+                    src,
+                    live,
+                    stored,
+                )
+                for i, (url, regions, mine) in enumerate(per_hook)
+                if mine
+            )
+        )
+        await self.batch.execute("ZREM", handoff, member)
