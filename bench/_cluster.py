@@ -73,13 +73,25 @@ class Cluster:
     pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, for CPU accounting
 
 
-def cpu_s(pid: int) -> float:
-    """CPU time (user + system, s) a process has used so far; 0 if it is gone."""
+def _tree(pid: int) -> list[int]:
+    """The process and its live descendants (a supervisor's worker processes, EZT_EDGE_WORKERS)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(p for child in children for p in _tree(int(child)))]
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, s) a process and its live descendants have used so far; 0 if it is gone."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """End-to-end throughput: N jobs to a loopback target, until every job's webhook has arrived.
 
-    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq]
+    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq] [--edge-workers 1]
 
 Each job is a POST with a 200-byte body to the sink's target; its result goes
 to the sink's webhook receiver (:mod:`bench.sink`, its own process). The
@@ -10,7 +10,9 @@ stops the clock when the N-th distinct webhook has arrived.
 - **EZThrottle**: Redis, coordinator, delivery and one edge as real processes
   (``--edges`` for more, one per region); jobs go through ``POST
   /api/v1/jobs``; the sink's domain has its limits raised (domains.yaml);
-  webhooks are signed with the customer's secret.
+  webhooks are signed with the customer's secret. ``--edge-workers`` runs
+  each edge as that many processes on its port (``EZT_EDGE_WORKERS``; their
+  CPU is counted with the edge's).
 - **SAQ** and **arq**: the same work as one task (send, then POST the
   webhook) enqueued with each library's client into a fresh real Redis, run by
   ``--baseline-workers`` worker processes (:mod:`bench.baseline_workers`),
@@ -181,11 +183,11 @@ async def stages(redis_url: str, job_ids: dict[str, str], hooks: dict[str, float
     }
 
 
-def run_ezthrottle(n: int, concurrency: int, edges: int, timeout_s: float) -> dict[str, Any]:
+def run_ezthrottle(n: int, concurrency: int, edges: int, timeout_s: float, edge_workers: int = 1) -> dict[str, Any]:
     regions = ("iad", "lax", "ord")[: max(1, min(edges, 3))]
-    with cluster("e2e", regions) as c:
+    with cluster("e2e", regions, extra_env={"EZT_EDGE_WORKERS": str(edge_workers)}) as c:
         result = asyncio.run(_ezthrottle(list(c.edges.values()), c.redis_url, c.sink, n, concurrency, timeout_s, c.pids))
-    result["setup"] = f"{len(regions)} edge(s) + coordinator + delivery, real processes"
+    result["setup"] = f"{len(regions)} edge(s) of {edge_workers} process(es) + coordinator + delivery, real processes"
     return result
 
 
@@ -291,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--concurrency", type=int, default=64, help="submitters, and jobs in flight per baseline worker")
     p.add_argument("--edges", type=int, default=1, help="edge processes (one per region, up to 3)")
     p.add_argument("--baseline-workers", type=int, default=2, help="worker processes per baseline")
+    p.add_argument("--edge-workers", type=int, default=1, help="processes per edge (EZT_EDGE_WORKERS)")
     p.add_argument("--only", default=",".join(SYSTEMS))
     a = p.parse_args(argv)
     n = 2000 if a.quick else a.jobs
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for system in only:
         if system == "ezthrottle":
-            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s)
+            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, a.edge_workers)
         else:
             rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
         r = rows[system]
