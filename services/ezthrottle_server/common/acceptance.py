@@ -1,12 +1,16 @@
-"""Acceptance of a job by a service that is not an edge (the coordinator firing a schedule).
+"""Acceptance: a validated job becomes durable, or is refused, by one path for every service.
 
-The same path as a submission (``edge/intake.py``): the job's idempotent key,
-partition and id, its record (:func:`~.jobs.record_fields`), the customer's
-monthly quota and its ceiling of jobs not yet final, and ``submit.lua``, which
-writes it all or nothing. What only an edge has is left out: the fast path
-(the job goes through its regions' streams, read by their edges) and the
-request's own admission checks (Redis memory: the edge sheds new requests,
-accepted work is never dropped).
+The edge's submissions (``edge/intake.py``) and the coordinator firing a
+schedule (:func:`accept_job`) both go through the functions here: the job's
+idempotent key, partition and id, its record (:func:`ticket`,
+:func:`~.jobs.record_fields`), the customer's monthly quota (:func:`quota_left`
+for ``submit.lua`` on one partition, :func:`hold_quota` in the customer's own
+counter with several: ``edge/quota.py`` says why) and its ceiling of jobs not
+yet final (:func:`queued_left`), and what ``submit.lua`` writes all or nothing
+(:func:`submission`). What only an edge has stays there: the regions chosen
+from its live view, the fast path (a job taken as it is written), the
+request's own admission check (Redis memory: the edge sheds new requests,
+accepted work is never dropped) and the HTTP answers.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import job_index, job_scripts, keys, quotas
@@ -49,6 +54,95 @@ async def queued_left(redis: RedisClient, settings: Settings, customer: str, par
     return max(0, ceiling - sum(int(v or 0) for v in counts))
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A validated job about to be written (:func:`ticket`): its idempotent key, partition, id and record."""
+
+    customer: str
+    job_id: str
+    idempotent_key: str
+    digest: str  # of the customer and the idempotent key
+    partition: int
+    now_ms: int
+    month: str  # the quota's
+    fields: dict[str, Any]  # the record
+
+    @property
+    def idempotency(self) -> str:
+        """The key ``submit.lua`` dedupes on."""
+        return keys.idempotency(self.partition, self.customer, self.digest)
+
+
+def ticket(
+    settings: Settings,
+    job: Mapping[str, Any],
+    customer: str,
+    regions: Sequence[str],
+    *,
+    now_ms: int,
+    links: Mapping[str, Any] | None = None,
+) -> Ticket:
+    """The job's idempotent key (its own, else the HASH of customer, method, url and body), partition, id and record.
+
+    ``links`` are extra record fields (``schedule``).
+    """
+    idem = job["idempotent_key"] or hash_key(customer, dict(job))
+    digest = key_digest(customer, idem)
+    partition = int(digest[:8], 16) % settings.partitions
+    job_id = keys.make_job_id(now_ms, secrets.token_hex(8), partition)
+    fields = record_fields(job, customer=customer, idempotent_key=idem, regions=regions, now_ms=now_ms, **(links or {}))
+    return Ticket(customer, job_id, idem, digest, partition, now_ms, month_of(), fields)
+
+
+def quota_left(settings: Settings, tier: Tier) -> int:
+    """The cap ``submit.lua`` checks (-1: none; with several partitions :func:`hold_quota` holds it instead)."""
+    return tier.cap if tier.cap is not None and settings.partitions == 1 else -1
+
+
+async def hold_quota(redis: RedisClient, scripts: Scripts, settings: Settings, tier: Tier, t: Ticket) -> tuple[bool, str | None]:
+    """With several partitions and a capped tier, hold one request of the cap in the customer's counter.
+
+    ``(allowed, held)``: ``held`` is the counter to :func:`give_back` to if
+    the submission creates nothing; ``(True, None)`` when nothing needs
+    holding (one partition: ``submit.lua`` checks the cap itself; no cap; a
+    known duplicate, which is free); ``(False, None)`` when the cap is reached.
+    """
+    if settings.partitions == 1 or tier.cap is None:
+        return True, None
+    if await redis.exists(t.idempotency):
+        return True, None  # a duplicate: submit.lua answers it without counting
+    counter = keys.quota_reservations(t.customer, t.month)
+    if not await quotas.hold(scripts.reserve_quota, counter, cap=tier.cap):
+        return False, None
+    return True, counter
+
+
+async def give_back(scripts: Scripts, held: str | None) -> None:
+    """Give back what :func:`hold_quota` held (the submission created nothing)."""
+    if held is not None:
+        await quotas.give_back(scripts.reserve_quota, held)
+
+
+def submission(
+    settings: Settings,
+    t: Ticket,
+    job: Mapping[str, Any],
+    *,
+    streams: Sequence[str],
+    domain: str,
+    quota_left: int,
+    queued_left: int,
+) -> Submission:
+    """What ``submit.lua`` writes for the ticket: ``streams``, the regions whose stream gets an entry (none for a job
+    taken at once); ``domain``, the url's ``host:port`` (the job index)."""
+    return Submission(
+        job_id=t.job_id, customer=t.customer, digest=t.digest, month=t.month, fields=t.fields,
+        streams=streams, timers=timers_for(dict(job), t.now_ms), due_ms=job.get("retry_at") or 0, now_ms=t.now_ms,
+        idempotency_ttl_s=settings.idempotency_ttl_s, usage_ttl_s=USAGE_TTL_S, quota_left=quota_left, queued_left=queued_left,
+        domain=domain, index_ttl_s=job_index.ttl_s(settings),
+    )  # fmt: skip
+
+
 async def accept_job(
     redis: RedisClient,
     scripts: Scripts,
@@ -63,36 +157,21 @@ async def accept_job(
 ) -> SubmitReply:
     """Write a validated job through ``submit.lua``: created, a duplicate of its idempotent key, or refused.
 
-    ``regions`` are already chosen (``common/routing.py``); ``domain`` is the
-    url's ``host:port`` (``common.urls.domain_of``, for the job index);
-    ``links`` are extra record fields (``schedule``). The quota is checked and counted as
-    for a submission: in the script on one partition, held first in the
-    customer's own counter with several (``edge/quota.py`` says why).
+    For a service that is not an edge (the coordinator firing a schedule): the
+    job goes through its regions' streams, read by their edges. ``regions``
+    are already chosen (``common/routing.py``); ``domain`` is the url's
+    ``host:port`` (``common.urls.domain_of``, for the job index); ``links``
+    are extra record fields (``schedule``). A job over the quota is answered
+    ``QUOTA_SPENT`` (the edge's 429).
     """
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    idem = job["idempotent_key"] or hash_key(customer, dict(job))
-    digest = key_digest(customer, idem)
-    partition = int(digest[:8], 16) % settings.partitions
-    job_id = keys.make_job_id(now, secrets.token_hex(8), partition)
-    fields = record_fields(job, customer=customer, idempotent_key=idem, regions=regions, now_ms=now, **(links or {}))
-    month = month_of()
+    t = ticket(settings, job, customer, regions, now_ms=int(time.time() * 1000) if now_ms is None else now_ms, links=links)
     tier = await tier_of(redis, settings, customer)
-    quota_left = tier.cap if tier.cap is not None and settings.partitions == 1 else -1
-    held: str | None = None
-    idem_key = keys.idempotency(partition, customer, digest)
-    if tier.cap is not None and settings.partitions > 1 and not await redis.exists(idem_key):
-        counter = keys.quota_reservations(customer, month)
-        if not await quotas.hold(scripts.reserve_quota, counter, cap=tier.cap):
-            return SubmitReply(Submitted.QUOTA_SPENT, "", "")
-        held = counter
-    submission = Submission(
-        job_id=job_id, customer=customer, digest=digest, month=month, fields=fields,
-        streams=regions, timers=timers_for(dict(job), now), due_ms=job.get("retry_at") or 0, now_ms=now,
-        idempotency_ttl_s=settings.idempotency_ttl_s, usage_ttl_s=USAGE_TTL_S, quota_left=quota_left,
-        queued_left=await queued_left(redis, settings, customer, partition),
-        domain=domain, index_ttl_s=job_index.ttl_s(settings),
-    )  # fmt: skip
-    reply = await job_scripts.submit(scripts.submit, submission)
-    if reply.submitted is not Submitted.CREATED and held is not None:
-        await quotas.give_back(scripts.reserve_quota, held)
+    allowed, held = await hold_quota(redis, scripts, settings, tier, t)
+    if not allowed:
+        return SubmitReply(Submitted.QUOTA_SPENT, "", "")
+    left = await queued_left(redis, settings, customer, t.partition)
+    written = submission(settings, t, job, streams=regions, domain=domain, quota_left=quota_left(settings, tier), queued_left=left)
+    reply = await job_scripts.submit(scripts.submit, written)
+    if reply.submitted is not Submitted.CREATED:
+        await give_back(scripts, held)
     return reply

@@ -19,7 +19,7 @@ starts over once one of its submissions is accepted. Two ceilings:
   it and refuses one over the ceiling in the same step (``keys.queued``, per
   partition); ``finish.lua`` takes it off when the job is final. With several
   partitions the ceiling left for one is the ceiling minus the others' counts,
-  as for quotas.
+  as for quotas (``common/acceptance.py`` queued_left).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..common import keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.metrics import ADMISSION_REJECTED
@@ -128,20 +127,6 @@ class Admission:
             "redis_memory",
             f"Redis memory use ({self.used_bytes} bytes) is over the ceiling ({self.limit_bytes} bytes)",
         )
-
-    async def queued_left(self, customer: str, partition: int) -> int:
-        """How many more jobs ``customer`` may have queued in ``partition`` (-1: no ceiling)."""
-        ceiling = self.settings.admission_max_queued_per_customer
-        if not ceiling:
-            return -1
-        if self.settings.partitions == 1:
-            return ceiling
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for p in range(self.settings.partitions):
-                if p != partition:
-                    pipe.hget(keys.queued(p), customer)
-            others = sum(int(v or 0) for v in await pipe.execute())
-        return max(0, ceiling - others)
 
     def queue_full(self, customer: str) -> ApiError:
         """The 429 for a submission refused by the ceiling on jobs queued per customer."""

@@ -4,11 +4,12 @@
 and the answer the API gives:
 
 - its idempotent key (the job's own, or the HASH of customer, method, url and
-  body) and so its partition and id;
-- the regions it runs in (``common/routing.py``), the quota and admission
-  ceilings (``edge/quota.py``, ``edge/admission.py``);
-- ``submit.lua``, which writes the record and queues it in each region's
-  stream (or parks it until ``retry_at``), all or nothing;
+  body) and so its partition and id, the quota and the ceiling of jobs not
+  yet final, and what ``submit.lua`` writes (the record, an entry in each
+  region's stream, or parked until ``retry_at``; all or nothing): the one
+  acceptance path every service shares, ``common/acceptance.py``;
+- the regions it runs in (``common/routing.py``, from this edge's live view),
+  and the answers to a refusal (``edge/quota.py``, ``edge/admission.py``);
 - the fast path from accept to send (:class:`FastPath`): a job for this region
   alone, due now, whose domain is idle, is leased from its domain's limit as it
   is written (on one Redis in the same script, ``accept.lua``; on a cluster one
@@ -22,24 +23,20 @@ handler in ``edge/api.py`` only turns that into HTTP.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from ..common import job_index, job_scripts, keys
+from ..common import acceptance, job_scripts
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.job_scripts import Submission, SubmitReply, Submitted
-from ..common.jobs import hash_key, key_digest, record_fields
 from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
-from ..common.quotas import USAGE_TTL_S, month_of
 from ..common.redisconn import Scripts
 from ..common.routing import RegionStates, choose_regions
 from ..common.urls import domain_of
-from ..common.workflows import timers_for
 from ..pacing.scope import Scope
 from .admission import Admission
 from .attempt import FirstSend
@@ -194,19 +191,17 @@ class Intake:
     async def accept(self, job: dict[str, Any], customer: str) -> Accepted | Duplicate | Refused:
         """Make a validated job durable (see the module docstring)."""
         settings = self.settings
-        idem = job["idempotent_key"] or hash_key(customer, job)
-        digest = key_digest(customer, idem)
-        partition = int(digest[:8], 16) % settings.partitions
         now = int(time.time() * 1000)
-        job_id = keys.make_job_id(now, secrets.token_hex(8), partition)
         regions = choose_regions(job["regions"], job["region_policy"], self.region, await self.regions.states(), settings.region_ids)
+        t = acceptance.ticket(settings, job, customer, regions, now_ms=now)
+        job_id, idem, fields = t.job_id, t.idempotent_key, t.fields
         due = job["retry_at"] or 0
-        fields = record_fields(job, customer=customer, idempotent_key=idem, regions=regions, now_ms=now)
-        idem_key = keys.idempotency(partition, customer, digest)
-        month = month_of()
-        quota_left = await self.quotas.left_for(customer)
-        queued_left = await self.admission.queued_left(customer, partition)
-        held = await self.quotas.reserve(customer, month, idem_key)
+        tier = await self.quotas.tier_of(customer)
+        quota_left = acceptance.quota_left(settings, tier)
+        queued_left = await acceptance.queued_left(self.quotas.redis, settings, customer, t.partition)
+        allowed, held = await acceptance.hold_quota(self.quotas.redis, self.scripts, settings, tier, t)
+        if not allowed:
+            raise await self.quotas.exceeded(customer)
         domain = domain_of(job["url"])
         plan: TakePlan | None = None
         taken: Taken | None = None
@@ -219,12 +214,8 @@ class Intake:
             fields[f"sending:{self.region}"] = now  # its send is under way from its acceptance (cancel.lua's in_flight)
         if taken is None and due <= now and self.region in regions:  # this edge's reader may park it without reading it back
             self.worker.accepting(job_id, customer, domain)
-        submission = Submission(
-            job_id=job_id, customer=customer, digest=digest, month=month, fields=fields,
-            streams=[] if taken is not None else regions, timers=timers_for(job, now), due_ms=due, now_ms=now,
-            idempotency_ttl_s=settings.idempotency_ttl_s, usage_ttl_s=USAGE_TTL_S, quota_left=quota_left, queued_left=queued_left,
-            domain=domain, index_ttl_s=job_index.ttl_s(settings),
-        )  # fmt: skip
+        streams = [] if taken is not None else regions
+        submission = acceptance.submission(settings, t, job, streams=streams, domain=domain, quota_left=quota_left, queued_left=queued_left)
         # An error here keeps the request held: the script may have run (a lost
         # reply), and the cap may err low but never past itself. Batched: the
         # submissions of one loop turn go to Redis as one pipeline.
@@ -243,7 +234,7 @@ class Intake:
             self.worker.send_taken(job_id, taken, False)  # nothing created: the lease goes back
             taken = None
         if not created:
-            await self.quotas.give_back(held)
+            await acceptance.give_back(self.scripts, held)
             if reply.submitted is Submitted.QUOTA_SPENT:
                 return Refused(await self.quotas.exceeded(customer))
             if reply.submitted is Submitted.QUEUE_FULL:

@@ -8,7 +8,7 @@ Several partitions (a Redis Cluster): a customer's jobs land in every
 partition, and each partition's script sees only its own counter, so
 concurrent submissions in different partitions could each pass the cap
 together. The cap is then held in the customer's own counter first
-(:meth:`Quotas.reserve`, ``reserve_quota.lua``, one slot), and given back
+(``common/acceptance.py`` hold_quota, ``reserve_quota.lua``, one slot), and given back
 when the submission creates nothing (a duplicate, a full queue). After an
 error, or a process dying between the two, the request stays held although
 the job may not exist; and two identical submissions racing before either
@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..common import keys, quotas
+from ..common import keys
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.quotas import Tier, month_of, seconds_until_next_month, usage_view
@@ -57,36 +57,6 @@ class Quotas:
             for p in range(self.settings.partitions):
                 pipe.get(keys.usage(p, customer, month))
             return [int(v or 0) for v in await pipe.execute()]
-
-    async def left_for(self, customer: str) -> int:
-        """The cap ``submit.lua`` checks (-1: none; with several partitions :meth:`reserve` holds it)."""
-        tier = await self.tier_of(customer)
-        if tier.cap is None or self.settings.partitions > 1:
-            return -1
-        return tier.cap
-
-    async def reserve(self, customer: str, month: str, idempotency_key: str) -> str | None:
-        """With several partitions and a capped tier, hold one request of the cap, or raise 429.
-
-        Returns the counter to :meth:`give_back` to if the submission creates
-        nothing; None when nothing was held (one partition, no cap, or a
-        known duplicate, which is free).
-        """
-        if self.settings.partitions == 1:
-            return None  # submit.lua checks the cap itself
-        tier = await self.tier_of(customer)
-        if tier.cap is None:
-            return None
-        if await self.redis.exists(idempotency_key):
-            return None  # a duplicate: submit.lua answers it without counting
-        counter = keys.quota_reservations(customer, month)
-        if not await quotas.hold(self.scripts.reserve_quota, counter, cap=tier.cap):
-            raise await self.exceeded(customer)
-        return counter
-
-    async def give_back(self, counter: str | None) -> None:
-        if counter is not None:
-            await quotas.give_back(self.scripts.reserve_quota, counter)
 
     async def exceeded(self, customer: str) -> ApiError:
         tier = await self.tier_of(customer)
