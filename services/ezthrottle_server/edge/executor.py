@@ -136,9 +136,9 @@ class Executor:
         (after the simulated latency of the local profile): the pacer's last word (``space.lua``)."""
         assert self._session is not None, "Executor.start() was not awaited"
         started = time.perf_counter()
-        outcome = await self._send(method, url, headers, body, timeout_s or self.settings.attempt_timeout_s, before)
-        outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        return outcome
+        result = await self._send(method, url, headers, body, timeout_s or self.settings.attempt_timeout_s, before)
+        result.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return result
 
     async def _send(
         self,

@@ -91,26 +91,26 @@ class Prober:
         (``interval_s / 2``), not at the next tick, so two in a row come within about
         two timeouts of the path breaking."""
         while True:
-            outcome = await self.executor.send("GET", url, {"User-Agent": "ezthrottle-health-probe"}, None, timeout_s=self.timeout_s)
+            result = await self.executor.send("GET", url, {"User-Agent": "ezthrottle-health-probe"}, None, timeout_s=self.timeout_s)
             st = self._states.get(url)
             if st is None:  # no longer a target
                 return
-            self._record(url, st, outcome)
+            self._record(url, st, result)
             if st.ok or st.blocked or st.failures != 1:
                 return
-            if outcome.error_kind != TIMEOUT:
+            if result.error_kind != TIMEOUT:
                 await asyncio.sleep(self.interval_s / 2)
 
-    def _record(self, url: str, st: ProbeState, outcome: AttemptResult) -> None:
+    def _record(self, url: str, st: ProbeState, result: AttemptResult) -> None:
         now_ms = int(time.time() * 1000)
         was = st.ok
         st.checked_ms = now_ms
-        blocked = outcome.error_kind == BLOCKED
+        blocked = result.error_kind == BLOCKED
         if blocked and not st.blocked:
-            log.warning("health target %s is refused by the outbound policy (%s): allow it, or it says nothing", url, outcome.error)
+            log.warning("health target %s is refused by the outbound policy (%s): allow it, or it says nothing", url, result.error)
         st.blocked = blocked
-        if outcome.error_kind in (TIMEOUT, CONNECTION) or blocked:
-            st.ok, st.error = False, outcome.error
+        if result.error_kind in (TIMEOUT, CONNECTION) or blocked:
+            st.ok, st.error = False, result.error
             st.failing_since_ms = st.failing_since_ms or now_ms
             st.failures += 1
         else:

@@ -61,7 +61,7 @@ def backoff_s(retries_done: int, base_s: float, cap_s: float) -> float:
 
 
 def decide(
-    outcome: AttemptResult,
+    result: AttemptResult,
     policy: dict[str, Any],
     retries_done: int,
     reroutes_done: int,
@@ -69,7 +69,7 @@ def decide(
     base_s: float,
     cap_s: float,
 ) -> Decision:
-    status = outcome.status_code
+    status = result.status_code
     if status is not None:
         if 200 <= status < 300:
             return Decision(SUCCESS)
@@ -77,23 +77,23 @@ def decide(
             if retries_done >= policy["max_retries"]:
                 return Decision(FAILED, "retries_exhausted")
             wait = backoff_s(retries_done, base_s, cap_s)
-            hinted = retry_after_s(outcome.headers.get("retry-after"))
+            hinted = retry_after_s(result.headers.get("retry-after"))
             return Decision(RETRY, f"status_{status}", max(wait, hinted or 0.0))
         if status in policy["reroute_codes"]:
             if reroutes_done >= policy["max_reroutes"]:
                 return Decision(FAILED, "reroutes_exhausted")
             return Decision(REROUTE, f"status_{status}")
         return Decision(FAILED, "non_retryable_status")
-    if outcome.error_kind == TIMEOUT:
+    if result.error_kind == TIMEOUT:
         if retries_done >= policy["max_retries"]:
             return Decision(FAILED, "timeout")
         return Decision(RETRY, "timeout", backoff_s(retries_done, base_s, cap_s))
-    if outcome.error_kind == CONNECTION:
+    if result.error_kind == CONNECTION:
         if reroutes_done >= policy["max_reroutes"]:
             return Decision(FAILED, "reroutes_exhausted")
         return Decision(REROUTE, "connection_error")
-    if outcome.error_kind == BLOCKED:
+    if result.error_kind == BLOCKED:
         return Decision(FAILED, "outbound_blocked")
-    if outcome.error_kind == REDIRECTS:
+    if result.error_kind == REDIRECTS:
         return Decision(FAILED, "too_many_redirects")
-    return Decision(FAILED, outcome.error_kind or "unknown")
+    return Decision(FAILED, result.error_kind or "unknown")
