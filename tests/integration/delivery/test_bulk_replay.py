@@ -131,3 +131,45 @@ async def test_a_replay_within_the_window_of_the_last_does_not_restart_it(
     status, run = await replay(http, edge, api_key, {"job_ids": [job_id]})
     assert status == 200 and run["webhooks_replayed"] == 1
     assert int(await redis.hget(hooks, "0:since_ms")) >= before and int(await redis.hget(hooks, "0:replayed_ms")) >= before
+
+
+async def test_a_replay_whose_edge_stops_is_finished_by_another(http, start_edge, start_delivery, api_key, target, receivers, monkeypatch):
+    """The replay is a bulk action (common/bulk.py): its state is in Redis, and another edge takes it over."""
+    from ezthrottle_server.common import bulk_replay
+
+    monkeypatch.setattr(deliveries_api, "INLINE_MAX", 1)  # in the background
+    monkeypatch.setattr(bulk_replay, "PAGE", 1)  # one job a step
+    first = await start_edge("iad", bulk_lease_s=0.5, **SHORT_WINDOW)
+    second = await start_edge("iad", bulk_lease_s=0.5, **SHORT_WINDOW)
+    real, steps = bulk_replay.step, {"first": 0}
+
+    async def first_stalls_after_one(r, scripts, settings, action):
+        if settings.node_id == first.settings.node_id:
+            steps["first"] += 1
+            if steps["first"] > 1:  # one job replayed, then this edge never gets through another step: it stops meanwhile
+                await asyncio.Event().wait()
+        return await real(r, scripts, settings, action)
+
+    monkeypatch.setattr(bulk_replay, "step", first_stalls_after_one)
+    await start_delivery(**SHORT_WINDOW)
+    port = closed_port()
+    dead = await dead_jobs(http, first, api_key, target, port, 4)
+    await receivers(port=port)
+    status, run = await replay(http, first, api_key, {})
+    assert status == 202 and run["matched"] == 4, run
+    async with asyncio.timeout(15):
+        while steps["first"] < 2:  # one job replayed on the first edge, which now hangs in its next step
+            await asyncio.sleep(0.01)
+    await first.stop()
+    deadline = time.monotonic() + 15
+    while True:
+        status, progress = await api(http, "GET", f"{second.url}/api/v1/deliveries/dead/replay/{run['replay_id']}", api_key)
+        assert status == 200, progress
+        if progress["state"] == "done":
+            break
+        assert time.monotonic() < deadline, progress
+        await asyncio.sleep(0.02)
+    assert (progress["jobs_done"], progress["webhooks_replayed"]) == (4, 4), progress
+    assert steps["first"] == 2  # the first edge replayed one job, the second the other three
+    for job_id in dead:
+        await wait_webhooks(http, second.url, api_key, job_id, all_in("delivered"))
