@@ -77,6 +77,9 @@ WEBHOOK_POSTS = Counter(
 WEBHOOK_HANDOFFS_SWEPT = Counter(
     "ezt_webhook_handoffs_swept_total", "Finished jobs' webhooks the delivery service took over from an edge that did not send them in time"
 )
+WEBHOOK_HANDED_OVER = Counter(
+    "ezt_webhook_handoffs_handed_over_total", "Finished jobs' webhooks an edge had no room to send, given to the delivery service at once"
+)
 
 PACING_GRANTS = Counter("ezt_pacing_grants_total", "Jobs the pacer let go to their target domain", ["region"])
 PACING_WAIT = Histogram(

@@ -47,6 +47,7 @@ from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, live_regions, route_for
 from ..common.delivery_scripts import Plan, PlannedHook
+from ..common.metrics import WEBHOOK_HANDED_OVER
 from ..common.redisconn import Scripts
 from ..common.urls import domain_of
 from ..common.webhook_sender import WebhookSender
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+HAND_OVER_AHEAD_MS = 365 * 24 * 3600 * 1000  # a time past every hand-off's: the sweep takes it now
 HOLD_MARGIN_MS = 5000  # a claimed hand-off is held for a POST's timeout, plus this
 LIVE_REGIONS_TTL_S = 1.0  # regions with a live delivery worker, read at most this often (routes of regional webhooks)
 
@@ -78,8 +80,12 @@ class EdgeWebhooks:
         self.hold_ms = self.grace_ms + int(settings.delivery_timeout_s * 1000) + HOLD_MARGIN_MS
         self.routes = (ANY_ROUTE, *settings.region_ids)
         self._claim = scripting.register(redis, "delivery_claim")
-        self._capacity = max(settings.delivery_concurrency, 1)
+        # the jobs whose webhooks are being sent at once: as many as this edge runs attempts (their POSTs: the poster's bound)
+        self._capacity = max(settings.executor_concurrency, settings.delivery_concurrency, 1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._overflow: list[str] = []  # hand-offs this edge has no room for: given to the delivery service at once
+        self._handing_over: asyncio.Task[None] | None = None
+        self._sweep = scripting.register(redis, "delivery_sweep")
         self._started = asyncio.Lock()
         self._live: set[str] = set()
         self._live_at = 0.0
@@ -93,17 +99,36 @@ class EdgeWebhooks:
             return
         for member in members:
             if self._stopping or len(self._tasks) >= self._capacity:
-                log.info(
-                    "no room to send a job's webhooks here; the delivery service takes them after the grace", extra={"region": self.region}
-                )
+                self._overflow.append(member)
                 continue
             task = asyncio.create_task(self._deliver(member))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self._overflow and not self._stopping and (self._handing_over is None or self._handing_over.done()):
+            self._handing_over = asyncio.create_task(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        """Give the hand-offs this edge has no room for to the delivery service now, not after their grace
+        (delivery_sweep.lua with a time past every hand-off's); one that fails waits for the grace."""
+        run = partial(self.batch.script, self._sweep)
+        while self._overflow:
+            member = self._overflow.pop()
+            partition = keys.job_partition(handoff_parts(member)[0])
+            assert partition is not None
+            try:
+                await delivery_scripts.sweep(run, partition, member, self.routes, now_ms=now_ms() + HAND_OVER_AHEAD_MS)
+                WEBHOOK_HANDED_OVER.inc()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not hand a job's webhooks over; the delivery service takes them after the grace", exc_info=True)
 
     async def stop(self, grace_s: float) -> None:
         """Let the webhooks in flight finish for ``grace_s``, then cancel them (their hand-offs go to the delivery service)."""
         self._stopping = True
+        if self._handing_over is not None:
+            await asyncio.wait([self._handing_over], timeout=grace_s)
+            self._handing_over.cancel()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for t in pending:

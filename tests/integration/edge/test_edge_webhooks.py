@@ -17,8 +17,9 @@ import pytest
 import pytest_asyncio
 
 from ezthrottle_server.common import keys
-from ezthrottle_server.common.metrics import WEBHOOK_PACED, WEBHOOK_POSTS
+from ezthrottle_server.common.metrics import WEBHOOK_HANDED_OVER, WEBHOOK_PACED, WEBHOOK_POSTS
 from ezthrottle_server.common.webhook_signing import ezthrottle_signature, message_id, standard_signature
+from integration.delivery.helpers import HoldingReceiver
 from integration.outbound.helpers import use_resolver
 from support.jobs import auth, submit
 from support.services import app_starter
@@ -191,3 +192,24 @@ async def test_the_outbound_policy_applies_to_the_edges_webhooks(http, start_edg
     hooks = await wait_hooks(redis, job["job_id"], lambda h: h.get("0:state") == "dead")
     assert hooks["0:dead_reason"] == "outbound_blocked" and "loopback" in hooks["0:last_error"] and "127.0.0.2" not in hooks["0:last_error"]
     assert hooks["0:attempts"] == "1" and r.requests == []
+
+
+async def test_webhooks_the_edge_has_no_room_for_go_to_delivery_at_once(http, start_edge, delivery, redis, api_key, target):
+    """Room for one job's webhooks (the first one's POST held open): the next job's go to the delivery service at
+    once, long before their grace (an hour here) is up."""
+    edge = await start_edge("iad", edge_webhook_grace_s=3600, executor_concurrency=1, delivery_concurrency=1)
+    hold = HoldingReceiver(hold=1)
+    await hold.start()
+    handed = WEBHOOK_HANDED_OVER._value.get()
+    try:
+        first = await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200?i=0", "webhooks": [{"url": hold.url}]})
+        await hold.wait_for(1)  # the edge's one place is taken
+        second = await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200?i=1", "webhooks": [{"url": hold.url}]})
+        hooks = await wait_hooks(redis, second["job_id"], lambda h: h.get("0:state") == "delivered")
+        assert hooks["0:sent_by"] == "delivery-t" and WEBHOOK_HANDED_OVER._value.get() - handed == 1
+        hold.release.set()
+        hooks = await wait_hooks(redis, first["job_id"], lambda h: h.get("0:state") == "delivered")
+        assert hooks["0:sent_by"] == edge.settings.node_id
+        assert [r.json()["job_id"] for r in hold.requests] == [first["job_id"], second["job_id"]]
+    finally:
+        await hold.stop()
