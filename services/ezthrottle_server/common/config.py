@@ -92,7 +92,7 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -356,6 +356,13 @@ _ENV_FLOAT = {
     "EZT_REGION_PROBE_INTERVAL_S": "region_probe_interval_s",
     "EZT_REGION_PROBE_TIMEOUT_S": "region_probe_timeout_s",
 }
+# Switches: anything but 0, false, no or an empty value turns them on.
+_ENV_SWITCH = {
+    "EZT_SEND_IDEMPOTENCY_KEY": "send_idempotency_key",
+    "EZT_SIMULATE_LATENCY": "simulate_latency",
+    "EZT_EDGE_DELIVERS_WEBHOOKS": "edge_delivers_webhooks",
+}
+_NUMBERS: tuple[tuple[dict[str, str], Callable[[str], float], str], ...] = ((_ENV_INT, int, "an integer"), (_ENV_FLOAT, float, "a number"))
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -512,24 +519,16 @@ def load_settings(
         values["host"] = env["EZT_HOST"]
     if "EZT_PUBLIC_URL" in env:
         values["public_url"] = env["EZT_PUBLIC_URL"].rstrip("/")
-    for name, attr in _ENV_INT.items():
+    for table, parse, what in _NUMBERS:
+        for name, attr in table.items():
+            if name in env:
+                try:
+                    values[attr] = parse(env[name])
+                except ValueError as exc:
+                    raise ConfigError(f"{name} must be {what}, got {env[name]!r}") from exc
+    for name, attr in _ENV_SWITCH.items():
         if name in env:
-            try:
-                values[attr] = int(env[name])
-            except ValueError as exc:
-                raise ConfigError(f"{name} must be an integer, got {env[name]!r}") from exc
-    for name, attr in _ENV_FLOAT.items():
-        if name in env:
-            try:
-                values[attr] = float(env[name])
-            except ValueError as exc:
-                raise ConfigError(f"{name} must be a number, got {env[name]!r}") from exc
-    if "EZT_SEND_IDEMPOTENCY_KEY" in env:
-        values["send_idempotency_key"] = env["EZT_SEND_IDEMPOTENCY_KEY"] not in ("0", "false", "no", "")
-    if "EZT_SIMULATE_LATENCY" in env:
-        values["simulate_latency"] = env["EZT_SIMULATE_LATENCY"] not in ("0", "false", "no", "")
-    if "EZT_EDGE_DELIVERS_WEBHOOKS" in env:
-        values["edge_delivers_webhooks"] = env["EZT_EDGE_DELIVERS_WEBHOOKS"] not in ("0", "false", "no", "")
+            values[attr] = env[name] not in ("0", "false", "no", "")
     values.update(_outbound_and_auth(data, env, path))
     values["health_targets"] = _urls(env.get("EZT_HEALTH_TARGETS", data.get("health_targets")), "health_targets")
     if values.get("region_probe_interval_s", 0.5) <= 0 or values.get("region_probe_timeout_s", 0.75) <= 0:
