@@ -214,7 +214,7 @@ class WebhookPoster:
             return False
         now = now_ms()
         wait_ms = await delivery_scripts.pace(
-            self._pace, domain_of(h.url), now_ms=now, rps=rps, burst=max(1, self.settings.delivery_host_burst)
+            partial(self.batch.script, self._pace), domain_of(h.url), now_ms=now, rps=rps, burst=max(1, self.settings.delivery_host_burst)
         )
         if wait_ms <= 0:
             return False

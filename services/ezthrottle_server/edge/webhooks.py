@@ -195,6 +195,9 @@ class EdgeWebhooks:
             now_ms=now,
             ttl_s=self.settings.job_ttl_s,
         )
+        # the customer's secrets are read in the claim's round trip (batched), before it is known to be needed
+        stored = self.poster.read_secrets(job["customer"])
+        stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
         run = partial(self.batch.script, self._claim)
         own = await asyncio.shield(
             delivery_scripts.claim(
@@ -208,8 +211,6 @@ class EdgeWebhooks:
             own,
             extra={"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
         )
-        stored = self.poster.read_secrets(job["customer"])
-        stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if every POST is held back
         src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
         await asyncio.gather(
             *(
