@@ -55,8 +55,7 @@ async def plan(run: ScriptRun, p: Plan, *, stream: str, group: str, entry_id: st
 
     False when the job was planned before (its entry only acknowledged).
     """
-    partition = keys.job_partition(p.job_id)
-    assert partition is not None
+    partition = keys.partition_of(p.job_id)
     planned = await run(
         keys=[keys.job_webhooks(p.job_id), stream, *(keys.delivery_sends(partition, r) for r in routes)],
         args=[
@@ -74,8 +73,7 @@ async def claim(run: ScriptRun, p: Plan, *, member: str, held_until_ms: int, nod
     0 when none: none is the edge's, the delivery service swept the hand-off,
     or the job was planned already.
     """
-    partition = keys.job_partition(p.job_id)
-    assert partition is not None
+    partition = keys.partition_of(p.job_id)
     own = await run(
         keys=[keys.delivery_handoff(partition), keys.job_webhooks(p.job_id), *(keys.delivery_sends(partition, r) for r in routes)],
         args=[
@@ -118,8 +116,7 @@ class Recorded:
 
 async def record(run: ScriptRun, o: PostRecord, *, stream: str, group: str, entry_id: str, now_ms: int) -> Recorded:
     """``delivery_record.lua``: record the outcome, then acknowledge the send entry (``entry_id``; '' for none)."""
-    partition = keys.job_partition(o.job_id)
-    assert partition is not None
+    partition = keys.partition_of(o.job_id)
     applied, quorum_now, finished_ms = await run(
         keys=[
             keys.job_webhooks(o.job_id), stream, keys.delivery_scheduled(partition), keys.delivery_dead(partition),
@@ -140,8 +137,7 @@ async def defer(
 
     ``edge``: an edge's first attempt (no send entry); the webhook is no longer the edge's.
     """
-    partition = keys.job_partition(job_id)
-    assert partition is not None
+    partition = keys.partition_of(job_id)
     member = f"{route}|{job_id}|{hook}"
     if edge:
         await run(keys=[stream, keys.delivery_scheduled(partition), keys.job_webhooks(job_id)], args=[group, "", due_ms, member, hook])
@@ -181,8 +177,7 @@ async def replay(
 
     None when the webhooks' state is gone.
     """
-    partition = keys.job_partition(job_id)
-    assert partition is not None
+    partition = keys.partition_of(job_id)
     replayed = await run(
         keys=[
             keys.job_webhooks(job_id),

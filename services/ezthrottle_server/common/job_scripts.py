@@ -67,14 +67,8 @@ class Submission:
     domain: str  # of its url (host:port), for the customer's job index
     index_ttl_s: int  # job_index.ttl_s
 
-    @property
-    def partition(self) -> int:
-        p = keys.job_partition(self.job_id)
-        assert p is not None
-        return p
-
     def keys(self) -> list[str]:
-        p = self.partition
+        p = keys.partition_of(self.job_id)
         return [
             keys.idempotency(p, self.customer, self.digest),
             keys.job(self.job_id),
@@ -165,8 +159,7 @@ def start_attempt(run: ScriptRun, job_id: str, region: str, now_ms: int, ttl_s: 
     ends there instead (``cancelled`` / ``expired``: a final state answered).
     Not a coroutine: a taken job's send does not wait for it (edge/attempt.py).
     """
-    p = keys.job_partition(job_id)
-    assert p is not None
+    p = keys.partition_of(job_id)
     return run(
         keys=[keys.job(job_id), keys.attempts(job_id), keys.queued(p), keys.deliveries(p), keys.workflow_spawn(p)],
         args=[now_ms, region, keys.job_events(job_id), ttl_s, job_id],
@@ -211,8 +204,7 @@ async def finish(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: in
 async def finish_handing_off(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int) -> tuple[Finished, list[str]]:
     """``finish.lua``; with ``grace_ms`` > 0 the job's webhooks are handed to the caller: the hand-off members
     it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not."""
-    p = keys.job_partition(result.job_id)
-    assert p is not None
+    p = keys.partition_of(result.job_id)
     reply = await run(
         keys=[
             keys.job(result.job_id), keys.attempts(result.job_id), keys.region_stream(p, result.region),
@@ -258,8 +250,7 @@ class NextAttempt:
 
 async def requeue(run: ScriptRun, nxt: NextAttempt, *, now_ms: int, ttl_s: int) -> Requeued:
     """``requeue.lua``: queue the next attempt (or end the job cancelled, its cancel requested during this one)."""
-    p = keys.job_partition(nxt.job_id)
-    assert p is not None
+    p = keys.partition_of(nxt.job_id)
     reply = await run(
         keys=[
             keys.job(nxt.job_id), keys.attempts(nxt.job_id), keys.region_stream(p, nxt.region), keys.delayed(p),
@@ -301,8 +292,7 @@ class Unheld:
 
 async def repair(run: ScriptRun, job: Unheld, regions: Sequence[str], *, now_ms: int) -> bool:
     """``repair.lua``: queue the job again in ``regions`` if it is still as seen; False when it moved meanwhile."""
-    p = keys.job_partition(job.job_id)
-    assert p is not None
+    p = keys.partition_of(job.job_id)
     done = await run(
         keys=[keys.job(job.job_id), keys.attempts(job.job_id), *(keys.region_stream(p, r) for r in regions)],
         args=[job.job_id, now_ms, keys.job_events(job.job_id), job.state, job.attempts, job.repairs, *regions],
@@ -321,8 +311,7 @@ async def evacuate(run: ScriptRun, job_id: str, *, region: str, entry_id: str, t
 
     ``maybe_sent``: an attempt may have reached the target (its lease expired with its node).
     """
-    p = keys.job_partition(job_id)
-    assert p is not None
+    p = keys.partition_of(job_id)
     reply = await run(
         keys=[keys.job(job_id), keys.region_stream(p, region), keys.region_stream(p, target)],
         args=[keys.edge_group(region), entry_id, region, target, now_ms, job_id, keys.job_events(job_id), "1" if maybe_sent else ""],

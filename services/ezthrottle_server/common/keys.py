@@ -101,6 +101,14 @@ def job_partition(job_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def partition_of(job_id: str) -> int:
+    """The partition written into a job id that is known to be well formed (ValueError otherwise)."""
+    p = job_partition(job_id)
+    if p is None:
+        raise ValueError(f"not a job id: {job_id!r}")
+    return p
+
+
 _PARTITION_TAG = re.compile(r"\{" + PREFIX + r":p(\d{1,4})\}")
 
 

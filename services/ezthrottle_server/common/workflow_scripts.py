@@ -49,14 +49,8 @@ class Child:
     index_ttl_s: int  # job_index.ttl_s
     usage_ttl_s: int
 
-    @property
-    def partition(self) -> int:
-        p = keys.job_partition(self.child_id)
-        assert p is not None
-        return p
-
     def keys(self) -> list[str]:
-        p = self.partition
+        p = keys.partition_of(self.child_id)
         return [
             keys.job(self.parent_id), keys.job(self.child_id), keys.delayed(p), keys.workflow_timers(p), keys.queued(p),
             keys.job_index(p, self.customer), keys.usage(p, self.customer, self.month),

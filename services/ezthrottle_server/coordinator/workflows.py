@@ -94,17 +94,11 @@ def child_fields(
 
 class WorkflowSpawner(CoordinatorLoop):
     what = "workflow pass"
+    poll_s = 0.05
+    standby_poll_s = 0.25  # a dead leader holds nothing up: each entry's repeat finds its child there
 
-    def __init__(
-        self,
-        settings: Settings,
-        redis: RedisClient,
-        scripts: Scripts,
-        lease: Leadership,
-        poll_s: float = 0.05,
-        standby_poll_s: float = 0.25,
-    ) -> None:
-        super().__init__(settings, redis, scripts, lease, poll_s=poll_s, standby_poll_s=standby_poll_s)
+    def __init__(self, settings: Settings, redis: RedisClient, scripts: Scripts, lease: Leadership) -> None:
+        super().__init__(settings, redis, scripts, lease)
         self.group = keys.workflow_group()
         self.consumer = settings.node_id
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
