@@ -19,6 +19,13 @@ coordinator's delayed set), and it gives delivery what it needs:
 
 Flow
 ----
+0. The edge that finished a job sends the first attempt of its webhooks
+   itself (``edge/webhooks.py``); what it leaves comes here: its retries
+   (the scheduled set), webhooks bound to other regions (their send streams),
+   and a whole job when the edge died or had no room: the hand-off
+   ``finish.lua`` wrote, swept once its time has passed
+   (``delivery_sweep.lua``, :meth:`DeliveryWorker.sweep_handoffs`), enters at 1.
+   With ``EZT_EDGE_DELIVERS_WEBHOOKS=0`` every job enters at 1.
 1. ``finish.lua`` (edge) XADDs ``{job}`` to the partition's deliveries stream
    (``{job: step, outcome: fallback}`` when a fallback ended a step: the
    step's webhooks get the final state of the fallback that answered for it,
