@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
     d = sub.add_parser("domains", help="per-domain pacing: limits, their source, overrides").add_subparsers(dest="action", required=True)
     sh = d.add_parser("show", help="a domain's current limit and where it comes from (default, config or header)")
     sh.add_argument("domain", help="host:port, a bare host (port 443) or a URL")
-    sh.add_argument("--customer", help="for a per-customer domain: that customer's limit")
+    sh.add_argument("--customer", help="for a per-customer domain: that customer's limit (per credential: the cred:<hash> listed)")
     d.add_parser("list", help="domains that domains.yaml overrides, as applied in Redis")
     rl = d.add_parser("reload", help="apply domains.yaml now (the coordinator also does on change and on SIGHUP)")
     rl.add_argument("--file", help="default: EZT_DOMAINS_FILE, else domains.yaml beside regions.yaml")
@@ -61,16 +61,22 @@ def _source(source: str, clamped: bool) -> str:
     return f"{source}, clamped to the ceiling" if clamped else source
 
 
+def _scope_text(view: ScopeView) -> str:
+    who = view.scope.who
+    if view.per_credential:
+        if who == SHARED:
+            return "jobs without an Authorization header (one limit per credential: pass --customer cred:<hash>)"
+        return f"credential {who} (this domain keeps one limit per Authorization header)"
+    if who != SHARED:
+        return f"customer {who} (this domain keeps one limit per customer)"
+    return "shared (configured per customer: pass --customer)" if view.per_customer else "shared by every customer"
+
+
 def _text(view: ScopeView, scopes: list[str]) -> str:
     per_node = "per node"
     lines = [
         f"domain          {view.scope.domain}",
-        "scope           "
-        + (
-            f"customer {view.scope.who} (this domain keeps one limit per customer)"
-            if view.scope.who != SHARED
-            else ("shared (configured per customer: pass --customer)" if view.per_customer else "shared by every customer")
-        ),
+        f"scope           {_scope_text(view)}",
         f"rps             {view.rps:g} ({_source(view.rps_source, view.rps_clamped)})",
         f"max_concurrent  {view.max_concurrent} {per_node} ({_source(view.max_concurrent_source, view.max_concurrent_clamped)})",
         f"burst           {view.burst}",
@@ -82,6 +88,8 @@ def _text(view: ScopeView, scopes: list[str]) -> str:
     ]
     if view.per_customer and view.scope.who == SHARED:
         lines.append("customers       " + (", ".join(s for s in scopes if s != SHARED) or "(none with work)"))
+    if view.per_credential and view.scope.who == SHARED:
+        lines.append("credentials     " + (", ".join(s for s in scopes if s != SHARED) or "(none with work)"))
     return "\n".join(lines)
 
 
@@ -92,7 +100,7 @@ async def run(args: argparse.Namespace, r: Any) -> int:
             domain = parse_domain(args.domain)
             limiter = Limiter(r, PacingPolicy.from_settings(settings), None, settings.region_ids)
             view = await limiter.describe(domain, args.customer or SHARED, settings.region_ids)
-            scopes = await limiter.scopes_of(domain, settings.region_ids) if view.per_customer else []
+            scopes = await limiter.scopes_of(domain, settings.region_ids) if view.per_customer or view.per_credential else []
             if args.json:
                 print(orjson.dumps({**view.as_dict(), "customers_with_work": [s for s in scopes if s != SHARED]}).decode())
             else:

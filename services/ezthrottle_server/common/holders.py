@@ -71,7 +71,11 @@ async def holders(
         domain = domain_of(orjson.loads(c.fields["spec"])["url"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return [*found, "unsendable"]  # not a job the edges can send; not ours to requeue
-    scopes = [(keys.SHARED_SCOPE, r) for r in regions] + [(c.fields["customer"] or "", r) for r in regions]
+    whos = [keys.SHARED_SCOPE, c.fields["customer"] or ""]
+    credential = await _credential_scope(redis, c.fields["spec"])
+    if credential != keys.SHARED_SCOPE:
+        whos.append(credential)  # a domain with one limit per credential (scope: credential)
+    scopes = [(who, r) for who in whos for r in regions]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zmscore(keys.delayed(c.partition), [f"{r}|{c.job_id}" for r in regions])
         for who, r in scopes:
@@ -89,6 +93,15 @@ async def holders(
             await redis.zadd(keys.pacing_ready(r), {keys.pacing_ready_member(domain, who): now}, nx=True)
         found += here
     return found
+
+
+async def _credential_scope(redis: RedisClient, spec: str) -> str:
+    """The scope of the job's credential, were its domain per credential (pacing/scope.py); SHARED_SCOPE if it has none."""
+    headers = orjson.loads(spec).get("headers")
+    if not isinstance(headers, dict) or not any(k.lower() == "authorization" for k in headers):
+        return keys.SHARED_SCOPE
+    secret = await redis.get(keys.pacing_credential_key())
+    return keys.credential_scope(bytes.fromhex(secret), headers) if secret else keys.SHARED_SCOPE
 
 
 async def stream_jobs(redis: RedisClient, partition: int, region: str) -> set[str] | None:

@@ -56,7 +56,8 @@ Layout::
 Pacing (``pacing/``) keeps each target domain under its own hash tag,
 ``{ezt:d:<host:port>}``, so one domain's limit is one slot whatever the
 partitions. A *scope* is what one limit governs: ``*`` (the domain, shared by
-every customer) or a customer id (domains configured per customer)::
+every customer), a customer id (domains configured per customer) or
+``cred:<keyed hash>`` of a job's Authorization header (``scope: credential``)::
 
     ezt:{ezt:d:<dom>}:conf                  hash   operator overrides from domains.yaml
     ezt:{ezt:d:<dom>}:limit:<scope>         hash   GCRA tat/t, header limits, pause_until
@@ -69,6 +70,7 @@ every customer) or a customer id (domains configured per customer)::
     ezt:fkeys:<hash of customer, domain>    set    the flow-control keys a customer's jobs used at a domain (TTL)
     ezt:{ezt:f:<hash>}:flow:deferred        zset   "<region>|<job id>" of the jobs it held back, by due time (ms)
     ezt:pacing:configured                   set    domains that domains.yaml overrides
+    ezt:pacing:credential_key               string the key of the credential scopes' keyed hash (random, set once)
     ezt:pacing:config                       hash   digest, path, loaded_ms of the applied domains.yaml
 
 Schedules (``common/schedules.py``) share one hash tag, ``{ezt:sched}``, so a
@@ -84,7 +86,9 @@ script; a fired job is then submitted in its own partition, apart::
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+from collections.abc import Mapping
 
 PREFIX = "ezt"
 
@@ -309,6 +313,23 @@ def pacing_configured() -> str:
 
 def pacing_config_meta() -> str:
     return f"{PREFIX}:pacing:config"
+
+
+CREDENTIAL_SCOPE_PREFIX = "cred:"  # the scope of one credential (pacing/scope.py): this, then a keyed hash of its header
+
+
+def credential_scope(secret: bytes, headers: Mapping[str, str] | None) -> str:
+    """The pacing scope of a job's credential (``scope: credential``): ``cred:`` and a keyed hash
+    (HMAC-SHA256, 32 hex digits) of its ``Authorization`` header; ``SHARED_SCOPE`` without one."""
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "authorization"), None)
+    if not value:
+        return SHARED_SCOPE
+    return CREDENTIAL_SCOPE_PREFIX + hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def pacing_credential_key() -> str:
+    """The key of the keyed hash that names a credential's scope (``pacing/scope.py``); written once, read alone."""
+    return f"{PREFIX}:pacing:credential_key"
 
 
 def usage(partition: int, customer: str, month: str) -> str:

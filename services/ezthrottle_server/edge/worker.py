@@ -50,7 +50,7 @@ from ..common.streams import StreamWorker
 from ..common.urls import domain_of
 from ..pacing.limiter import Limiter, PacingPolicy
 from ..pacing.scheduler import Scheduler
-from ..pacing.scope import Scope
+from ..pacing.scope import SHARED, Scope
 from .attempt import Attempts, FirstSend
 from .executor import Executor
 from .outcomes import OutcomeWindow
@@ -218,12 +218,14 @@ class RegionWorker(StreamWorker):
                     pipe.hmget(keys.job(j), "customer", "spec", "state")  # type: ignore[arg-type]  # redis-py#2399
                 rows = dict(zip(unknown, await pipe.execute())) if unknown else {}
             parked: list[tuple[str, str, str]] = []  # job id, domain, customer
+            specs: dict[str, str] = {}  # job id -> spec, where read
             for job_id in valid:
                 if job_id in hinted:
                     customer, domain = hinted[job_id]
                     parked.append((job_id, domain, customer))
                     continue
                 customer, spec, state = rows[job_id]
+                specs[job_id] = spec
                 if state is None or state in FINAL_STATES:
                     continue  # gone, or another region already won: nothing to send
                 try:
@@ -232,12 +234,12 @@ class RegionWorker(StreamWorker):
                     log.error("job %s has no usable url; dropping its entry", job_id, extra={"job_id": job_id, "region": self.region})
                     continue
                 parked.append((job_id, domain, customer or ""))
-            scopes = await self.limiter.scopes_for((d, c) for _, d, c in parked)
+            scopes = await self.scopes_of(parked, specs)
             if reclaimed:
                 parked = await self._still_needed(parked, scopes, {j: entry_id for j, entry_id in jobs})
             by_scope: dict[Scope, list[tuple[str, str]]] = defaultdict(list)
-            for job_id, domain, customer in parked:
-                by_scope[scopes[(domain, customer)]].append((job_id, customer))
+            for job_id, _domain, customer in parked:
+                by_scope[scopes[job_id]].append((job_id, customer))
             for scope, pairs in by_scope.items():
                 await self.scheduler.admit(scope, pairs)  # and, with room here, takes what may go now
             ids = [entry_id for entry_id, _ in entries]
@@ -248,8 +250,34 @@ class RegionWorker(StreamWorker):
             for entry_id, _ in entries:
                 self.reader.drop(stream, entry_id)
 
+    async def scopes_of(self, parked: list[tuple[str, str, str]], specs: dict[str, str]) -> dict[str, Scope]:
+        """The scope of each (job id, domain, customer); ``specs``: the jobs' specs already read.
+
+        A domain that keeps one limit per credential needs the job's
+        ``Authorization`` header: its jobs' specs not read yet are read here.
+        """
+        scopes = await self.limiter.scopes_for((d, c) for _, d, c in parked)  # reads the domains' modes
+        keyed = [job_id for job_id, d, _ in parked if self.limiter.by_credential(d)]
+        if not keyed:
+            return {j: scopes[(d, c)] for j, d, c in parked}
+        missing = [j for j in keyed if j not in specs]
+        if missing:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for j in missing:
+                    pipe.hget(keys.job(j), "spec")
+                specs = {**specs, **dict(zip(missing, await pipe.execute()))}
+        credentials: dict[str, str] = {}
+        for j in keyed:
+            try:
+                headers = orjson.loads(specs[j] or "{}").get("headers")
+            except orjson.JSONDecodeError:
+                headers = None
+            credentials[j] = await self.limiter.credential_of(headers if isinstance(headers, dict) else None)
+        scoped = await self.limiter.scopes_for((d, c, credentials.get(j, SHARED)) for j, d, c in parked)
+        return {j: scoped[(d, c, credentials.get(j, SHARED))] for j, d, c in parked}
+
     async def _still_needed(
-        self, parked: list[tuple[str, str, str]], scopes: dict[tuple[str, str], Scope], entry_of: dict[str, str]
+        self, parked: list[tuple[str, str, str]], scopes: dict[str, Scope], entry_of: dict[str, str]
     ) -> list[tuple[str, str, str]]:
         """The jobs of reclaimed entries that still need the entry's attempt.
 
@@ -259,7 +287,7 @@ class RegionWorker(StreamWorker):
         parked the job before it died, and that attempt is the entry's:
         parking the job again would send it twice.
         """
-        leased = await self.limiter.leased([(scopes[(d, c)], j) for j, d, c in parked])
+        leased = await self.limiter.leased([(scopes[j], j) for j, _d, _c in parked])
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, _d, _c in parked:
                 pipe.lrange(keys.attempts(job_id), 0, -1)

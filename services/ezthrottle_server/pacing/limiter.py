@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from ..common import keys, scripting
 from ..common.batching import Batcher
 from ..common.config import Settings
 from .hints import TargetHints
-from .scope import SHARED, Scope
+from .scope import CREDENTIAL_MODE, CUSTOMER_MODE, SHARED, SHARED_MODE, Scope, credential_scope, mode_of
 
 if TYPE_CHECKING:
     from ..common.redisconn import RedisClient
@@ -134,12 +135,13 @@ class ScopeView:
     running: dict[str, int]
     circuit: str = "closed"  # closed, open or half_open (a probe may go or is out)
     circuit_open_until_ms: int = 0
+    per_credential: bool = False  # the domain keeps one limit per credential (scope: credential)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "domain": self.scope.domain,
             "scope": self.scope.who,
-            "mode": "per_customer" if self.per_customer else "shared",
+            "mode": "per_customer" if self.per_customer else "per_credential" if self.per_credential else "shared",
             "rps": self.rps,
             "rps_source": self.rps_source,
             "rps_clamped": self.rps_clamped,
@@ -190,7 +192,8 @@ class Limiter:
         # turn; shared with the caller's own per-job calls when it passes its Batcher.
         self._batch = batch or Batcher(redis)
         self._mode_cache_s = mode_cache_s
-        self._per_customer: dict[str, tuple[float, bool]] = {}  # domain -> (fetched at, per customer?)
+        self._modes: dict[str, tuple[float, str]] = {}  # domain -> (fetched at, mode: see scope.py)
+        self._credential_key: bytes | None = None  # credential scopes' keyed hash (credential_of)
         self._refreshing: dict[str, asyncio.Task[None]] = {}  # domains whose mode cached_scope reads again
         self._late_running: set[Scope] = set()  # scopes with a late report in flight
         self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
@@ -217,25 +220,54 @@ class Limiter:
 
     # -- scopes ------------------------------------------------------------
 
-    async def scopes_for(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Scope]:
-        """The scope of each (domain, customer): shared unless the domain is per customer.
+    async def scopes_for(self, jobs: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], Scope]:
+        """The scope of each (domain, customer[, credential]): shared unless the domain is per customer
+        (the customer's) or per credential (``credential``: the job's, from :meth:`credential_of`; SHARED
+        or left out for a job without one).
 
         Each domain's mode is read from Redis at most once per ``mode_cache_s``.
         """
-        pairs = list(pairs)
+        items = list(jobs)
+        await self._read_modes({item[0] for item in items})
+        return {item: self._scope(item[0], item[1], item[2] if len(item) > 2 else SHARED) for item in items}
+
+    def by_credential(self, domain: str) -> bool:
+        """Whether the domain keeps one limit per credential, as last read here (:meth:`scopes_for`)."""
+        return self._modes.get(domain, (0.0, SHARED_MODE))[1] == CREDENTIAL_MODE
+
+    async def credential_of(self, headers: Mapping[str, str] | None) -> str:
+        """The scope of a job's credential (``scope.credential_scope``), with this deployment's key
+        (created once in Redis by whichever node needs it first)."""
+        if self._credential_key is None:
+            name = keys.pacing_credential_key()
+            await self.redis.set(name, secrets.token_hex(32), nx=True)
+            stored = await self.redis.get(name)
+            assert stored is not None
+            self._credential_key = bytes.fromhex(stored)
+        return credential_scope(self._credential_key, headers)
+
+    async def _read_modes(self, domains: Iterable[str]) -> None:
         now = time.monotonic()
-        stale = sorted({d for d, _ in pairs if now - self._per_customer.get(d, (-1e9, False))[0] > self._mode_cache_s})
-        if stale:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for d in stale:
-                    pipe.hget(keys.pacing_conf(d), "per_customer")
-                modes = await pipe.execute()
-            for d, mode in zip(stale, modes):
-                self._per_customer[d] = (now, mode == "1")
-            if len(self._per_customer) > 10_000:  # bounded: drop the oldest half
-                for d, _ in sorted(self._per_customer.items(), key=lambda kv: kv[1][0])[:5_000]:
-                    del self._per_customer[d]
-        return {(d, c): Scope(d, c if self._per_customer[d][1] else SHARED) for d, c in pairs}
+        stale = sorted(d for d in domains if now - self._modes.get(d, (-1e9, SHARED_MODE))[0] > self._mode_cache_s)
+        if not stale:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in stale:
+                pipe.hmget(keys.pacing_conf(d), ["per_customer", "scope"])
+            rows = await pipe.execute()
+        for d, (per_customer, scope) in zip(stale, rows):
+            self._modes[d] = (now, mode_of(per_customer, scope))
+        if len(self._modes) > 10_000:  # bounded: drop the oldest half
+            for d, _ in sorted(self._modes.items(), key=lambda kv: kv[1][0])[:5_000]:
+                del self._modes[d]
+
+    def _scope(self, domain: str, customer: str, credential: str) -> Scope:
+        mode = self._modes[domain][1]
+        if mode == CUSTOMER_MODE:
+            return Scope(domain, customer)
+        if mode == CREDENTIAL_MODE:
+            return Scope(domain, credential or SHARED)
+        return Scope(domain, SHARED)
 
     # -- the job path --------------------------------------------------------
 
@@ -316,21 +348,25 @@ class Limiter:
     def cached_scope(self, domain: str, customer: str) -> Scope | None:
         """The scope of (domain, customer) as this node knows it, without a round trip.
 
-        None when the domain's mode was never read here. A mode older than
-        ``mode_cache_s`` is still answered (as :meth:`scopes_for` would have
-        a moment ago) while it is read again in the background.
+        None when the domain's mode was never read here, or when the domain keeps
+        one limit per credential (its jobs take the usual way: the scope needs
+        the job's header). A mode older than ``mode_cache_s`` is still answered
+        (as :meth:`scopes_for` would have a moment ago) while it is read again
+        in the background.
         """
-        known = self._per_customer.get(domain)
+        known = self._modes.get(domain)
         if known is None or time.monotonic() - known[0] > self._mode_cache_s:
             if domain not in self._refreshing:
                 self._refreshing[domain] = asyncio.get_running_loop().create_task(self._refresh_mode(domain))
             if known is None:
                 return None
-        return Scope(domain, customer if known[1] else SHARED)
+        if known[1] == CREDENTIAL_MODE:
+            return None
+        return self._scope(domain, customer, SHARED)
 
     async def _refresh_mode(self, domain: str) -> None:
         try:
-            await self.scopes_for([(domain, "")])
+            await self._read_modes([domain])
         except Exception:
             log.debug("reading the mode of %s failed", domain, exc_info=True)
         finally:
@@ -572,6 +608,7 @@ class Limiter:
             running=running,
             circuit=raw[14],
             circuit_open_until_ms=int(_num(raw[15])),
+            per_credential=raw[16] == "credential",
         )
 
     async def scopes_of(self, domain: str, regions: Sequence[str]) -> list[str]:

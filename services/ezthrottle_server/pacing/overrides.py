@@ -13,6 +13,9 @@ The file (``EZT_DOMAINS_FILE``, default ``domains.yaml`` beside regions.yaml)::
                                  # its own responses' headers
         pause: key               # a 429's Retry-After on a job with a flow-control
                                  # key pauses that key (default); "domain": the domain
+        scope: credential        # one limit per credential: per value of the job's
+                                 # Authorization header, whichever customer sends it
+                                 # (pacing/scope.py); "domain" (default): one limit
 
 Every field is optional. The coordinator that holds the lease applies the
 file when it changes (checked every second) and at once on SIGHUP;
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 _FLOATS = ("rps", "max_rps")
 _INTS = ("max_concurrent", "burst", "max_concurrent_ceiling")
 _BOOLS = ("per_customer",)
-_CHOICES = {"pause": ("key", "domain")}
+_CHOICES = {"pause": ("key", "domain"), "scope": ("domain", "credential")}
 FIELDS = _FLOATS + _INTS + _BOOLS + tuple(_CHOICES)
 
 
@@ -86,6 +89,10 @@ def _check_domain(name: str, raw: Any) -> dict[str, Any]:
             if not isinstance(v, bool):
                 raise OverridesError(f"{where}: must be true or false")
             out[k] = v
+    if out.get("per_customer") and out.get("scope") == "credential":
+        raise OverridesError(
+            f"domains.{name}: per_customer and scope: credential exclude each other (one limit per customer, or per credential)"
+        )
     if "rps" in out and "max_rps" in out and out["rps"] > out["max_rps"]:
         raise OverridesError(f"domains.{name}: rps {out['rps']:g} is above its max_rps {out['max_rps']:g}")
     if out.get("max_concurrent", 0) > out.get("max_concurrent_ceiling", math.inf):

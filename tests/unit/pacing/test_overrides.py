@@ -41,6 +41,8 @@ def test_fields_are_checked_and_normalised():
         ("domain:\n  a.example: {rps: 1}\n", "unknown top-level"),
         ("domains: [a]\n", "mapping"),
         ("domains: {a: [\n", "not valid YAML"),
+        ("domains:\n  a.example: {scope: api_key}\n", "one of domain, credential"),
+        ("domains:\n  a.example: {scope: credential, per_customer: true}\n", "exclude each other"),
     ],
 )
 def test_bad_files_are_refused_with_a_reason(text, message):
@@ -64,3 +66,7 @@ async def test_apply_writes_exactly_the_file(redis):
     assert not await redis.exists(keys.pacing_conf("a.example:443"))
     await apply_overrides(redis, parse_overrides(""))
     assert await configured(redis) == {}
+
+
+def test_scope_credential_is_kept():
+    assert parse_overrides("domains:\n  a.example: {scope: credential}\n").domains == {"a.example:443": {"scope": "credential"}}

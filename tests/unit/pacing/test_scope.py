@@ -4,7 +4,7 @@ import pytest
 
 from ezthrottle_server.common.urls import domain_of
 from ezthrottle_server.pacing import OverridesError
-from ezthrottle_server.pacing.scope import SHARED, Scope, parse_domain
+from ezthrottle_server.pacing.scope import SHARED, Scope, credential_scope, parse_domain
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,14 @@ def test_scope_members_round_trip():
     for scope in (Scope("api.x.test:443"), Scope("api.x.test:443", "acme"), Scope("[::1]:80", "a.b-c_d")):
         assert Scope.from_member(scope.member) == scope
     assert Scope("d:1").who == SHARED
+
+
+def test_a_credential_scope_is_a_keyed_hash_of_the_authorization_header():
+    key = b"k" * 32
+    a = credential_scope(key, {"Authorization": "Bearer sk-live-1"})
+    assert a.startswith("cred:") and len(a) == 5 + 32 and "sk-live-1" not in a
+    assert credential_scope(key, {"authorization": "Bearer sk-live-1", "X-Other": "1"}) == a  # any case, whoever sends it
+    assert credential_scope(key, {"Authorization": "Bearer sk-live-2"}) != a
+    assert credential_scope(b"x" * 32, {"Authorization": "Bearer sk-live-1"}) != a  # keyed: not a plain hash
+    assert credential_scope(key, {"X-Api-Key": "k"}) == credential_scope(key, None) == SHARED
+    assert Scope.from_member(Scope("a.example:443", a).member) == Scope("a.example:443", a)
