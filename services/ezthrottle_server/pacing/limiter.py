@@ -197,6 +197,7 @@ class Limiter:
         self._refreshing: dict[str, asyncio.Task[None]] = {}  # domains whose mode cached_scope reads again
         self._late_running: set[Scope] = set()  # scopes with a late report in flight
         self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
+        self._recording: set[asyncio.Task[int]] = set()  # sends recorded again as they leave (until_spaced)
 
     # -- keys --------------------------------------------------------------
 
@@ -445,15 +446,25 @@ class Limiter:
 
         Bounded: after ``max_wait_s`` the send leaves anyway (the grant already
         paced it; this only absorbs jitter), and a Redis error lets it leave.
+
+        The send is recorded when ``space.lua`` runs; an answer that comes back
+        late (a busy loop, a process the machine put aside) means it leaves
+        later than recorded, by more than the window margin allows for: it is
+        recorded again as it leaves, so the sends after it count from then.
         """
         waited = 0.0
         while waited < max_wait_s:
+            asked = time.perf_counter()
             try:
                 wait_ms = await self.space(scope, lease)
             except Exception:
                 log.warning("could not space a send of %s; it leaves now", scope, exc_info=True)
                 return waited
             if wait_ms <= 0:
+                if (time.perf_counter() - asked) * 1000 > self.policy.tolerance_ms:
+                    task = asyncio.get_running_loop().create_task(self.space(scope, lease))  # the lease is in the log: moved to now
+                    self._recording.add(task)
+                    task.add_done_callback(self._recorded)
                 return waited
             pause = min(wait_ms / 1000.0, max_wait_s - waited)
             await asyncio.sleep(pause)
@@ -463,6 +474,11 @@ class Limiter:
     async def circuit_open(self, scope: Scope) -> bool:
         """Whether the scope's circuit breaker is open or half-open (``release.lua`` opens it; see ``circuit()``)."""
         return await circuit_open(self.redis, scope.domain, [scope.who])
+
+    def _recorded(self, task: asyncio.Task[int]) -> None:
+        self._recording.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not record a late send again", exc_info=task.exception())
 
     async def pause(self, scope: Scope, until_ms: int) -> None:
         """An operator's pause: nothing is granted before ``until_ms`` (a pause only ever extends)."""

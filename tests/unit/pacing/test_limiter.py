@@ -1,5 +1,6 @@
 """The pacing scripts against a real Redis, on an injected clock (``now_ms``)."""
 
+import asyncio
 import itertools
 
 import pytest
@@ -405,3 +406,28 @@ async def test_a_taken_job_keeps_fair_order_with_the_queue(limiter):
     sent = [j for _, j in await run_until(limiter, SCOPE, T0 + 1_000, start_ms=T0 + 2)]
     # the flooder's taken job counted as served: the newcomer goes in turn, not behind its backlog
     assert sent == ["a0000", "b0000", "a0001", "a0002", "a0003", "a0004"]
+
+
+# -- space.lua: the moment of sending ------------------------------------------------
+
+
+async def test_at_most_n_sends_leave_in_any_window_of_one_second_plus_the_margin(limiter):
+    # default 2/s, margin 20 ms: the third send waits for the first to be 1,020 ms old
+    assert await limiter.space(SCOPE, "a@1", now_ms=T0) == 0
+    assert await limiter.space(SCOPE, "b@1", now_ms=T0 + 10) == 0
+    assert await limiter.space(SCOPE, "c@1", now_ms=T0 + 500) == 520
+    assert await limiter.space(SCOPE, "c@1", now_ms=T0 + 1020) == 0
+
+
+async def test_a_send_whose_answer_came_back_late_is_recorded_again_as_it_leaves(redis):
+    # tolerance -1 ms: every answer counts as late, as on a loop too busy to resume the send at once
+    limiter = Limiter(redis, PacingPolicy(tolerance_ms=-1.0), "iad")
+    assert await limiter.until_spaced(SCOPE, "a@1", max_wait_s=1.0) == 0.0
+    sent = keys.pacing_sent(DOMAIN, SHARED)
+    first = await redis.zscore(sent, "a@1")
+    assert first is not None
+    async with asyncio.timeout(5):
+        while await redis.zscore(sent, "a@1") == first:
+            await asyncio.sleep(0.001)
+    assert await redis.zscore(sent, "a@1") > first  # moved later: the sends after it count from when it left
+    assert await redis.zcard(sent) == 1
