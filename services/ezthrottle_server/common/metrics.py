@@ -271,7 +271,7 @@ def prime(role: str, region: str | None = None) -> None:
         for kind in ("target", "webhook") if role == "edge" else ("webhook",):
             OUTBOUND_REQUESTS.labels(kind)
             OUTBOUND_CONNECTIONS_OPENED.labels(kind)
-    if role == "delivery":
+    if role in ("edge", "delivery"):  # the edge that finishes a job sends its webhooks' first attempts (edge/webhooks.py)
         for outcome in ("delivered", "retry", "dead"):
             WEBHOOK_DELIVERIES.labels(outcome)
         for reason in ("gone", "window_exhausted", "outbound_blocked"):
