@@ -33,6 +33,7 @@ from .config import Settings
 from .jobs import MAX_CHAIN_DEPTH
 from .metrics import JOBS_CANCELLED, JOBS_EXPIRED
 from .redisconn import Scripts
+from .scripting import ScriptRun
 
 if TYPE_CHECKING:
     from .redisconn import RedisClient
@@ -57,6 +58,45 @@ class CancelReply:
     outcome: CancelOutcome
     children_cancelled: int = 0  # pending jobs below it in its workflow, cancelled
     children_requested: int = 0  # jobs below it with an attempt in flight: cancelled when it ends
+
+
+class EndMode(StrEnum):
+    """How ``cancel.lua`` ends a job."""
+
+    CANCEL = "cancel"
+    AFTER_ATTEMPT = "after_attempt"  # an attempt in flight: cancel once it ends
+    EXPIRE = "expire"  # the deadline timer
+    EXPIRE_CIRCUIT = "expire_circuit"  # the deadline timer while the domain's circuit is open: failed, circuit_open
+
+
+async def end_tree(
+    run: ScriptRun,
+    partition: int,
+    tree: Sequence[str],
+    *,
+    mode: EndMode,
+    customer: str,
+    regions: Sequence[str],
+    now_ms: int,
+    ttl_s: int,
+    bound_ms: int,
+) -> CancelReply | None:
+    """``cancel.lua``: end ``tree`` (the job first, then what is below it, as read); None when the tree grew meanwhile.
+
+    ``customer``: '' to expire; ``bound_ms``: an attempt started longer ago is a dead node's, not in flight.
+    """
+    reply = await run(
+        keys=[
+            keys.queued(partition), keys.deliveries(partition), keys.workflow_spawn(partition), keys.delayed(partition),
+            keys.workflow_timers(partition), *(k for j in tree for k in (keys.job(j), keys.attempts(j))),
+        ],
+        args=[mode.value, customer, now_ms, ttl_s, bound_ms, keys.job_events(""), len(regions), *regions, *tree],
+    )  # fmt: skip
+    outcome, cancelled, requested = reply
+    text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    if text == "stale":
+        return None
+    return CancelReply(CancelOutcome(text), int(cancelled), int(requested))
 
 
 async def _tree(redis: RedisClient, job_id: str, partition: int) -> list[str]:
@@ -97,21 +137,26 @@ async def end_job(
     p = keys.job_partition(job_id)
     if p is None:
         return CancelReply(CancelOutcome.NOT_FOUND)
-    mode = ("expire_circuit" if circuit_open else "expire") if expire else "after_attempt" if after_attempt else "cancel"
+    if expire:
+        mode = EndMode.EXPIRE_CIRCUIT if circuit_open else EndMode.EXPIRE
+    else:
+        mode = EndMode.AFTER_ATTEMPT if after_attempt else EndMode.CANCEL
     bound_ms = int(settings.attempt_timeout_s * 1000) + SEND_BOUND_MARGIN_MS
     regions = list(settings.region_ids)
     for _ in range(_STALE_TRIES):
         tree = [job_id] if expire else await _tree(redis, job_id, p)
-        reply = await scripts.cancel(
-            keys=[
-                keys.queued(p), keys.deliveries(p), keys.workflow_spawn(p), keys.delayed(p), keys.workflow_timers(p),
-                *(k for j in tree for k in (keys.job(j), keys.attempts(j))),
-            ],
-            args=[mode, customer, now_ms, settings.job_ttl_s, bound_ms, keys.job_events(""), len(regions), *regions, *tree],
-        )  # fmt: skip
-        outcome, cancelled, requested = _parse(reply)
-        if outcome != "stale":
-            answer = CancelReply(CancelOutcome(outcome), cancelled, requested)
+        answer = await end_tree(
+            scripts.cancel,
+            p,
+            tree,
+            mode=mode,
+            customer=customer,
+            regions=regions,
+            now_ms=now_ms,
+            ttl_s=settings.job_ttl_s,
+            bound_ms=bound_ms,
+        )
+        if answer is not None:
             _count(answer, via)
             return answer
     raise RuntimeError(f"the workflow below {job_id} kept growing while it was cancelled")
@@ -128,9 +173,3 @@ def _count(reply: CancelReply, via: str) -> None:
         JOBS_CANCELLED.labels(via).inc(reply.children_cancelled)
     if reply.children_requested:
         JOBS_CANCELLED.labels("after_attempt").inc(reply.children_requested)
-
-
-def _parse(reply: Sequence[object]) -> tuple[str, int, int]:
-    outcome, cancelled, requested = reply
-    text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-    return text, int(str(cancelled)), int(str(requested))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..common import job_scripts, keys
+from ..common import job_scripts, keys, leases
 from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.job_scripts import Finished, FinishKind, JobState, NextAttempt, RegionResult, RequeueKind
@@ -91,10 +91,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _status_class(outcome: AttemptResult) -> str:
-    if outcome.status_code is None:
-        return outcome.error_kind or "error"
-    return f"{outcome.status_code // 100}xx"
+def _status_class(sent: AttemptResult) -> str:
+    if sent.status_code is None:
+        return sent.error_kind or "error"
+    return f"{sent.status_code // 100}xx"
 
 
 class Attempts:
@@ -265,13 +265,13 @@ class Attempts:
         if accepted_at is not None:
             ACCEPT_TO_SEND.labels(self.region).observe(time.perf_counter() - accepted_at)
         spaced = partial(self.limiter.until_spaced, scope, lease, max_wait_s=self.settings.attempt_timeout_s)
-        outcome = await self.executor.send(spec["method"], spec["url"], headers, spec["body"], before=spaced)
-        ATTEMPTS.labels(self.region, _status_class(outcome)).inc()
-        ATTEMPT_LATENCY.labels(self.region).observe(outcome.latency_ms / 1000.0)
+        sent = await self.executor.send(spec["method"], spec["url"], headers, spec["body"], before=spaced)
+        ATTEMPTS.labels(self.region, _status_class(sent)).inc()
+        ATTEMPT_LATENCY.labels(self.region).observe(sent.latency_ms / 1000.0)
         if self.outcomes is not None:
-            self.outcomes.record(scope.domain, outcome.error_kind in (TIMEOUT, CONNECTION))
+            self.outcomes.record(scope.domain, sent.error_kind in (TIMEOUT, CONNECTION))
 
-        hints = self._hints(outcome)
+        hints = self._hints(sent)
         held = self._flow_held.get(lease)
         if hints.pause_until_ms is not None and held is not None and await self._pauses_the_key(scope):
             # a Retry-After on a job with a flow-control key pauses the key, not the domain
@@ -283,11 +283,11 @@ class Attempts:
                 "%s paused for %.1f s (Retry-After on %s)",
                 scope,
                 (hints.pause_until_ms - _now_ms()) / 1000,
-                outcome.status_code,
+                sent.status_code,
                 extra={"job_id": job_id, "region": self.region, "domain": scope.domain},
             )
 
-        decision, next_region = await self._decide(job, outcome)
+        decision, next_region = await self._decide(job, sent)
         if decision.action == FAILED and hints.answer == "infra" and await self.limiter.circuit_open(scope):
             # its budget ran out while the domain's circuit breaker was open: say so, not a generic reason
             decision = Decision(FAILED, "circuit_open")
@@ -295,22 +295,22 @@ class Attempts:
             "region": self.region,
             "node": self.consumer,
             "started_ms": started_ms,
-            "status_code": outcome.status_code,
-            "latency_ms": outcome.latency_ms,
-            "error": outcome.error,
+            "status_code": sent.status_code,
+            "latency_ms": sent.latency_ms,
+            "error": sent.error,
             "decision": decision.action,
         }
         if decision.action in (SUCCESS, FAILED):
-            await self._finish(job_id, outcome, decision, attempt, scope.domain)
+            await self._finish(job_id, sent, decision, attempt, scope.domain)
         else:
-            await self._requeue(job_id, decision, attempt, next_region, scope.domain, outcome)
+            await self._requeue(job_id, decision, attempt, next_region, scope.domain, sent)
         return hints
 
-    async def _decide(self, job: JobState, outcome: AttemptResult) -> tuple[Decision, str]:
+    async def _decide(self, job: JobState, sent: AttemptResult) -> tuple[Decision, str]:
         """What follows the answer, and in which region the next attempt goes."""
         policy = job.spec["retry_policy"]
         base_s, cap_s = self.settings.retry_backoff_base_s, self.settings.retry_backoff_cap_s
-        decision = decide(outcome, policy, job.retries, job.reroutes, base_s=base_s, cap_s=cap_s)
+        decision = decide(sent, policy, job.retries, job.reroutes, base_s=base_s, cap_s=cap_s)
         if decision.action != REROUTE:
             return decision, self.region
         if job.fanout:
@@ -331,15 +331,15 @@ class Attempts:
         pause: str | None = await self.redis.hget(keys.pacing_conf(scope.domain), "pause")  # type: ignore[misc]  # redis-py#2399
         return pause != "domain"
 
-    def _hints(self, outcome: AttemptResult) -> TargetHints:
-        if outcome.status_code is None:  # no answer: infrastructure (the circuit breaker counts it), or refused here
-            return TargetHints(answer="infra" if outcome.error_kind in (TIMEOUT, CONNECTION) else "")
+    def _hints(self, sent: AttemptResult) -> TargetHints:
+        if sent.status_code is None:  # no answer: infrastructure (the circuit breaker counts it), or refused here
+            return TargetHints(answer="infra" if sent.error_kind in (TIMEOUT, CONNECTION) else "")
         wait_s = None
-        if outcome.status_code in PAUSING_STATUSES:
-            wait_s = retry_after_s(outcome.headers.get("retry-after"))
+        if sent.status_code in PAUSING_STATUSES:
+            wait_s = retry_after_s(sent.headers.get("retry-after"))
         return read_hints(
-            outcome.status_code,
-            outcome.headers,
+            sent.status_code,
+            sent.headers,
             now_ms=_now_ms(),
             retry_after_s=wait_s,
             min_rps=self.policy.min_rps,
@@ -361,20 +361,20 @@ class Attempts:
 
     async def _drop_send_lease(self, job_id: str, holder: str) -> None:
         try:
-            await asyncio.shield(self.scripts.release_lease(keys=[keys.send_lease(job_id)], args=[holder]))
+            await asyncio.shield(leases.release(self.scripts.release_lease, keys.send_lease(job_id), holder=holder))
         except Exception:
             log.warning("could not release the send lease; it expires on its own", exc_info=True, extra={"job_id": job_id})
 
     # -- recording what happened -------------------------------------------------
 
     async def _finish(
-        self, job_id: str, outcome: AttemptResult, decision: Decision, attempt: dict[str, Any], domain: str | None = None
+        self, job_id: str, sent: AttemptResult, decision: Decision, attempt: dict[str, Any], domain: str | None = None
     ) -> None:
         result = RegionResult(
             job_id=job_id,
             region=self.region,
             kind=FinishKind(finish_kind(decision)),
-            result=outcome.result() if outcome.status_code is not None else None,
+            result=sent.result() if sent.status_code is not None else None,
             attempt=attempt,
             reason=decision.reason,
             group=self.group,  # no entry to acknowledge: it was at admission
@@ -403,7 +403,7 @@ class Attempts:
                 "job_id": job_id,
                 "region": self.region,
                 "domain": domain,
-                "status_code": outcome.status_code,
+                "status_code": sent.status_code,
                 "reason": decision.reason or None,
             },
         )
@@ -415,14 +415,14 @@ class Attempts:
         attempt: dict[str, Any] | None,
         next_region: str,
         domain: str | None = None,
-        outcome: AttemptResult | None = None,
+        sent: AttemptResult | None = None,
     ) -> None:
         """Queue the next attempt: a retry here, a reroute there, or a deferral (nothing sent)."""
         kind = _REQUEUE_KINDS.get(decision.action, RequeueKind.DEFER)
         now = _now_ms()
         if attempt is not None:
             attempt["next_region"] = next_region
-        result = outcome.result() if outcome is not None and outcome.status_code is not None else None
+        result = sent.result() if sent is not None and sent.status_code is not None else None
         nxt = NextAttempt(job_id, self.region, next_region, kind, now + int(decision.delay_s * 1000), attempt, self.group, result)
         run = partial(self.batch.script, self.scripts.requeue)
         await asyncio.shield(job_scripts.requeue(run, nxt, now_ms=now, ttl_s=self.settings.job_ttl_s))
@@ -457,8 +457,8 @@ class Attempts:
                 "error": "internal_error: the attempt failed unexpectedly",
                 "decision": FAILED,
             }
-            outcome = AttemptResult(error_kind="internal", error="internal_error")
-            await self._finish(job_id, outcome, Decision(FAILED, "internal_error"), attempt, scope.domain)
+            sent = AttemptResult(error_kind="internal", error="internal_error")
+            await self._finish(job_id, sent, Decision(FAILED, "internal_error"), attempt, scope.domain)
             return True
         except Exception:
             log.warning("could not count a crashed attempt; its lease will expire", exc_info=True, extra=where)
