@@ -74,17 +74,7 @@ function watchJob(detail) {
   function refresh() {
     // the server renders the page again (its details, attempts, webhooks); swap the details in
     clearTimeout(refreshing);
-    refreshing = setTimeout(function () {
-      fetch(window.location.pathname, {credentials: "same-origin"})
-        .then(function (resp) { return resp.ok ? resp.text() : null; })
-        .then(function (html) {
-          if (!html) { return; }
-          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("job-detail");
-          var current = document.getElementById("job-detail");
-          if (fresh && current) { current.replaceWith(fresh); }
-        })
-        .catch(function () {});
-    }, 150);
+    refreshing = setTimeout(function () { reloadPart("job-detail"); }, 150);
   }
 
   function onEvent(kind) {
@@ -115,19 +105,22 @@ function watchJob(detail) {
   window.addEventListener("pagehide", function () { source.close(); });
 }
 
+// The element ``id`` of this page, rendered again by the server, in place of the one shown.
+function reloadPart(id) {
+  fetch(window.location.pathname, {credentials: "same-origin"})
+    .then(function (resp) { return resp.ok ? resp.text() : null; })
+    .then(function (html) {
+      if (!html) { return; }
+      var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(id);
+      var current = document.getElementById(id);
+      if (fresh && current) { current.replaceWith(fresh); }
+    })
+    .catch(function () {});
+}
+
 // The operator's regions page: the table again every 2 s (region states change without anyone here).
 function watchRegions() {
-  var timer = setInterval(function () {
-    fetch(window.location.pathname, {credentials: "same-origin"})
-      .then(function (resp) { return resp.ok ? resp.text() : null; })
-      .then(function (html) {
-        if (!html) { return; }
-        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("regions");
-        var current = document.getElementById("regions");
-        if (fresh && current) { current.replaceWith(fresh); }
-      })
-      .catch(function () {});
-  }, 2000);
+  var timer = setInterval(function () { reloadPart("regions"); }, 2000);
   window.addEventListener("pagehide", function () { clearInterval(timer); });
 }
 
