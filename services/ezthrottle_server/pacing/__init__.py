@@ -17,7 +17,8 @@ How a job goes through it::
   of every region: GCRA state in Redis, decided in one Lua script on the
   domain's hash tag, against the Redis server's clock. A per-node cap bounds
   requests in flight per domain. Grants come 1% under the limit and a send
-  that leaves late (busy node) pushes the schedule back.
+  that leaves late (busy node) pushes the schedule back. The grants only
+  smooth the flow; the guarantee is at the send (next point).
 - **Spaced at the moment of sending** (``scripts/space.lua``): grants spaced
   1/N apart in Redis time still arrive closer than that, because what happens
   between a grant and its request (a busy event loop, a region's longer path,
@@ -28,12 +29,28 @@ How a job goes through it::
   the node records it in the scope's log of recent sends, which admits at
   most N sends in any window of 1 s plus ``EZT_PACING_WINDOW_MARGIN_MS``
   (20 ms: room for what happens between leaving and arriving), and otherwise
-  says how long to wait. We chose this over a wider rate margin because a
+  says how long to wait. A send whose answer came back late (a busy loop, a
+  process the machine put aside) is recorded again as it leaves, so the sends
+  after it count from then. We chose this over a wider rate margin because a
   margin only shrinks the odds (jitter has no bound), while the log makes N+1
   in a window impossible at the send, costs one batched round trip, and takes
-  almost nothing from the rate: a strict sliding-window target at N = 2, 20
-  and 100 over three edges answers no 429 and gets 0.97-0.98 N
+  2% from the rate, the margin itself (N per 1.02 s; the GCRA's 1% is not
+  added to it: a grant that comes early waits in the log, so the slower of
+  the two bounds the rate, never both). A strict sliding-window target at
+  N = 2, 20 and 100 over three edges answers no 429
   (tests/integration/pacing/test_strict_target.py, ``bench.pacing``).
+- **Where a job waited** (measured with ``bench.pacing`` at N = 100 over
+  three regions, before the fix: 0.84 N): not the log, not the per-node
+  cap, but the hand-over between regions. Customers take turns in one fair
+  order across regions, so a token belongs to the region holding the first
+  job; a region that is not first looked again a *hand-over grace* (50 ms)
+  after the token's time, and at 100/s a token nobody claims in its 5 ms of
+  tolerance is lost: each time the turn passed to a region whose node looked
+  a moment late, five tokens went. The grace is now at most half an interval
+  (5 ms at 100/s, still 50 ms at 2/s): 0.96-0.98 N from the second second
+  on, bounded by the log's 2%. The first second of a run is spent mostly on
+  the submissions themselves (the bench submits 1,400 jobs through the same
+  two cores).
 - **Targets tune it**: ``X-Aqueduct-Rps``/``X-EZTHROTTLE-RPS`` and
   ``…-Max-Concurrent`` headers set the limit for every node at its next grant;
   ``Retry-After`` on 429/503 pauses the domain everywhere. Values are clamped
@@ -46,6 +63,14 @@ How a job goes through it::
   (``ezthrottle-admin domains show``, ``ezt_domain_rps_limit{source}``).
 - **Operators override** per domain in ``domains.yaml`` (:mod:`.overrides`),
   applied to Redis by the coordinator when the file changes or on SIGHUP.
+  ``scope: credential`` keeps one limit per value of the job's
+  ``Authorization`` header instead (an API counting per API key), named by a
+  keyed hash of the header (:mod:`.scope`); customers sending the same
+  credential share it.
+- **Circuit breaker** (``release.lua``, ``circuit()`` in the prelude): after
+  consecutive failures to reach the target its jobs wait instead of spending
+  attempts; one whose budget or ``start_before_ms`` runs out meanwhile ends
+  ``failed`` with the error ``circuit_open``.
 - **No head-of-line blocking**: a waiting job holds no worker slot and no
   stream entry; nodes only ever ask due scopes for work, so a paused or slow
   domain costs other domains nothing.
