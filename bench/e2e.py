@@ -1,6 +1,6 @@
 """End-to-end throughput: N jobs to a loopback target, until every job's webhook has arrived.
 
-    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq] [--edge-workers 1]
+    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq] [--edge-workers 1] [--profile [LABEL]]
 
 Each job is a POST with a 200-byte body to the sink's target; its result goes
 to the sink's webhook receiver (:mod:`bench.sink`, its own process). The
@@ -22,6 +22,11 @@ Reported per system: jobs/s (N / first submit to last webhook), submit→webhook
 p50/p99, and ours over the faster baseline (goal >= 2). A warm-up of 200
 jobs runs first on every system and is not counted. Every wait is bounded.
 Results: bench/results/e2e.json.
+
+``--profile`` records our processes (edges, delivery, coordinator) with
+py-spy during the measured run (:mod:`bench._profile`): flame graphs and the
+top frames as text in bench/results/profiles/. py-spy takes CPU of its own
+from the same cores: read CPU per job from runs without it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from . import _profile
 from ._cluster import (
     cluster,
     cpu_snapshot,
@@ -54,6 +60,7 @@ from ._cluster import (
 )
 from ._procs import REPO, redis_server
 
+PROFILES = REPO / "bench" / "results" / "profiles"
 BODY = "x" * 200
 WARMUP = 200
 SYSTEMS = ("ezthrottle", "saq", "arq")
@@ -68,14 +75,56 @@ async def drive(
     run: str,
     timeout_s: float,
     pids: dict[str, int] | None = None,
+    profile: tuple[str, dict[str, int]] | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
     """Submit ``n`` jobs with ``concurrency`` submitters; wait for their webhooks; measure.
 
-    With ``pids``, also the CPU time each process used meanwhile, per job.
+    With ``pids``, also the CPU time each process used meanwhile, per job; with
+    ``profile`` (a label, {name: pid}), py-spy records those processes meanwhile;
+    with ``redis_url``, the Redis commands and reads (about one per round trip) per job.
     """
     pids = {**(pids or {}), "driver": os.getpid()}
     await sink_reset(http, sink)
-    cpu_before = cpu_snapshot(pids)
+    with contextlib.ExitStack() as stack:
+        if profile:
+            stack.enter_context(_profile.recording(profile[1], PROFILES, profile[0]))
+        redis_before = redis_counts(redis_url) if redis_url else {}
+        cpu_before = cpu_snapshot(pids)
+        result = await _measure(http, sink, submit_one, n, concurrency, run, timeout_s)
+        cpu_after = cpu_snapshot(pids)
+        redis_after = redis_counts(redis_url) if redis_url else {}
+    got = result["webhooks"]
+    if redis_url:
+        per_job = {k: round((v - redis_before.get(k, 0)) / max(got, 1), 2) for k, v in redis_after.items()}
+        result["redis_per_job"] = {k: v for k, v in sorted(per_job.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+    result["cpu_us_per_job"] = {k: round((cpu_after[k] - cpu_before[k]) * 1e6 / max(got, 1)) for k in pids}
+    busy = sum(cpu_after[k] - cpu_before[k] for k in pids)
+    result["cpu_busy_share"] = round(busy / max(result["elapsed_s"], 1e-9) / (os.cpu_count() or 1), 2)
+    return result
+
+
+def redis_counts(redis_url: str) -> dict[str, int]:
+    """Commands and reads (a read is about one round trip: a pipeline's commands come in one) so far, and calls by command."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as r:
+        stats = r.info("stats")
+        counts = {"commands": int(stats["total_commands_processed"]), "reads": int(stats.get("total_reads_processed", 0))}
+        for name, row in r.info("commandstats").items():
+            counts[name.removeprefix("cmdstat_")] = int(row["calls"])
+    return counts
+
+
+async def _measure(
+    http: aiohttp.ClientSession,
+    sink: str,
+    submit_one: Callable[[int, str], Awaitable[None]],
+    n: int,
+    concurrency: int,
+    run: str,
+    timeout_s: float,
+) -> dict[str, Any]:
     submitted: dict[str, float] = {}
     next_i = 0
 
@@ -92,7 +141,6 @@ async def drive(
     await asyncio.wait_for(asyncio.gather(*(submitter() for _ in range(concurrency))), timeout=timeout_s)
     submit_s = time.time() - t0
     got = await wait_hooks(http, sink, n, timeout_s)
-    cpu_after = cpu_snapshot(pids)
     arrivals = await sink_get(http, sink, "arrivals")
     hooks: dict[str, float] = arrivals["hooks"]
     stats = await sink_get(http, sink, "stats")
@@ -109,8 +157,6 @@ async def drive(
         "submit_to_webhook_ms": summary_ms(latencies),
         "target_requests": stats["target_requests"],
         "hook_requests": stats["hook_requests"],
-        "cpu_us_per_job": {k: round((cpu_after[k] - cpu_before[k]) * 1e6 / max(got, 1)) for k in pids},
-        "cpu_busy_share": round(sum(cpu_after[k] - cpu_before[k] for k in pids) / max(elapsed, 1e-9) / (os.cpu_count() or 1), 2),
     }
 
 
@@ -138,7 +184,14 @@ def _job(sink: str, tag: str) -> bytes:
 
 
 async def _ezthrottle(
-    edges: list[str], redis_url: str, sink: str, n: int, concurrency: int, timeout_s: float, pids: dict[str, int]
+    edges: list[str],
+    redis_url: str,
+    sink: str,
+    n: int,
+    concurrency: int,
+    timeout_s: float,
+    pids: dict[str, int],
+    profile: str | None = None,
 ) -> dict[str, Any]:
     key = await new_key(redis_url)
     connector = aiohttp.TCPConnector(limit=concurrency + 8)
@@ -149,10 +202,25 @@ async def _ezthrottle(
             job_ids[tag] = (await submit(http, edges[i % len(edges)], key, _job(sink, tag)))["job_id"]
 
         await warm_up(http, sink, one, concurrency)
-        result = await drive(http, sink, one, n, concurrency, "run", timeout_s, pids)
+        ours = {k: pid for k, pid in pids.items() if k.startswith("edge") or k in ("delivery", "coordinator")}
+        result = await drive(http, sink, one, n, concurrency, "run", timeout_s, pids, (profile, ours) if profile else None, redis_url)
         hooks = (await sink_get(http, sink, "arrivals"))["hooks"]
+        result["outbound"] = {region_url: await outbound_counts(http, region_url) for region_url in edges}
     result["stages_ms"] = await stages(redis_url, {t: j for t, j in job_ids.items() if t.startswith("run-")}, hooks)
     return result
+
+
+async def outbound_counts(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    """A node's outbound requests and the connections it opened for them, by kind (connection reuse), since it started."""
+    async with http.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        for name, short in (("ezt_outbound_requests_total", "requests"), ("ezt_outbound_connections_opened_total", "opened")):
+            if line.startswith(name + "{"):
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                counts[f"{kind}_{short}"] = float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 async def stages(redis_url: str, job_ids: dict[str, str], hooks: dict[str, float]) -> dict[str, Any]:
@@ -183,10 +251,12 @@ async def stages(redis_url: str, job_ids: dict[str, str], hooks: dict[str, float
     }
 
 
-def run_ezthrottle(n: int, concurrency: int, edges: int, timeout_s: float, edge_workers: int = 1) -> dict[str, Any]:
+def run_ezthrottle(
+    n: int, concurrency: int, edges: int, timeout_s: float, edge_workers: int = 1, profile: str | None = None
+) -> dict[str, Any]:
     regions = ("iad", "lax", "ord")[: max(1, min(edges, 3))]
     with cluster("e2e", regions, extra_env={"EZT_EDGE_WORKERS": str(edge_workers)}) as c:
-        result = asyncio.run(_ezthrottle(list(c.edges.values()), c.redis_url, c.sink, n, concurrency, timeout_s, c.pids))
+        result = asyncio.run(_ezthrottle(list(c.edges.values()), c.redis_url, c.sink, n, concurrency, timeout_s, c.pids, profile))
     result["setup"] = f"{len(regions)} edge(s) of {edge_workers} process(es) + coordinator + delivery, real processes"
     return result
 
@@ -250,7 +320,7 @@ async def _saq(redis_url: str, sink: str, n: int, concurrency: int, timeout_s: f
                 )
 
             await warm_up(http, sink, one, concurrency)
-            return await drive(http, sink, one, n, concurrency, "run", timeout_s, pids)
+            return await drive(http, sink, one, n, concurrency, "run", timeout_s, pids, redis_url=redis_url)
     finally:
         await queue.disconnect()
 
@@ -267,7 +337,7 @@ async def _arq(redis_url: str, sink: str, n: int, concurrency: int, timeout_s: f
                 await pool.enqueue_job("call", "POST", f"{sink}/t/{tag}", BODY, f"{sink}/hook", tag)
 
             await warm_up(http, sink, one, concurrency)
-            return await drive(http, sink, one, n, concurrency, "run", timeout_s, pids)
+            return await drive(http, sink, one, n, concurrency, "run", timeout_s, pids, redis_url=redis_url)
     finally:
         await pool.aclose()
 
@@ -295,6 +365,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--baseline-workers", type=int, default=2, help="worker processes per baseline")
     p.add_argument("--edge-workers", type=int, default=1, help="processes per edge (EZT_EDGE_WORKERS)")
     p.add_argument("--only", default=",".join(SYSTEMS))
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const=time.strftime("%Y%m%d-%H%M%S"),
+        metavar="LABEL",
+        help="py-spy records our processes during the measured run: bench/results/profiles/LABEL-<process>.{svg,txt,raw}",
+    )
     a = p.parse_args(argv)
     n = 2000 if a.quick else a.jobs
     timeout_s = 120.0 if a.quick else 300.0
@@ -302,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for system in only:
         if system == "ezthrottle":
-            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, a.edge_workers)
+            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, a.edge_workers, a.profile)
         else:
             rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
         r = rows[system]
