@@ -47,6 +47,7 @@ import orjson
 from . import keys, leases
 from .config import Settings
 from .errors import ApiError
+from .loops import run_every
 from .metrics import BULK_ACTIONS
 from .redisconn import UNAVAILABLE, Scripts
 
@@ -341,14 +342,7 @@ class BulkRunner:
         return taken
 
     async def sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ms / 2000.0)
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("bulk actions: sweep failed", exc_info=True)
+        await run_every(self.lease_ms / 2000.0, self.sweep, log=log, failed="bulk actions: sweep failed")
 
     async def stop(self) -> None:
         """Stop the actions running here; each lets its lease go, so another edge takes it over at its next sweep."""

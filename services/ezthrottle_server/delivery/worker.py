@@ -72,6 +72,7 @@ from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, DEAD, DELIVERED, live_regions, route_for
 from ..common.delivery_scripts import Plan, PlannedHook
+from ..common.loops import run_every
 from ..common.metrics import WEBHOOK_HANDOFFS_SWEPT, WEBHOOK_INFLIGHT, WEBHOOK_RECLAIMED
 from ..common.redisconn import UNAVAILABLE, Scripts
 from ..common.streams import StreamWorker
@@ -151,14 +152,7 @@ class DeliveryWorker(StreamWorker):
         self.live = await live_regions(self.redis, self.settings.region_ids)
 
     async def _heartbeat_loop(self) -> None:
-        while not self.stopping:
-            await asyncio.sleep(HEARTBEAT_S)
-            try:
-                await self._beat()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("delivery heartbeat failed", exc_info=True)
+        await run_every(HEARTBEAT_S, self._beat, log=log, failed="delivery heartbeat failed", until=lambda: self.stopping)
 
     def read_streams(self, partition: int) -> list[str]:
         """The streams this worker reads: deliveries, ``any``, its region's and orphaned regions'."""

@@ -24,13 +24,13 @@ starts over once one of its submissions is accepted. Two ceilings:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 from ..common.config import Settings
 from ..common.errors import ApiError
+from ..common.loops import run_every
 from ..common.metrics import ADMISSION_REJECTED
 from ..common.redisconn import info_per_master
 
@@ -83,14 +83,7 @@ class Admission:
             _share, self.used_bytes, self.limit_bytes = fullest
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("could not read redis memory use", exc_info=True)
-            await asyncio.sleep(self.refresh_s)
+        await run_every(self.refresh_s, self.refresh, log=log, failed="could not read redis memory use", first_now=True)
 
     @property
     def accepting(self) -> bool:

@@ -15,6 +15,7 @@ from ..common import keys
 from ..common.bulk import BulkRunner
 from ..common.config import Settings
 from ..common.http import after_response_middleware, errors_middleware
+from ..common.loops import run_every
 from ..common.metrics import prime
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import Scripts, connect, connect_pubsub
@@ -84,14 +85,7 @@ async def _check_region(ctx: EdgeContext) -> None:
 
 
 async def _watch_region(ctx: EdgeContext) -> None:
-    while True:
-        await asyncio.sleep(REGION_WATCH_S)
-        try:
-            await _check_region(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.debug("could not read region states", exc_info=True)
+    await run_every(REGION_WATCH_S, lambda: _check_region(ctx), log=log, failed="could not read region states", level=logging.DEBUG)
 
 
 async def _peer_edges(ctx: EdgeContext) -> dict[str, list[str]]:
