@@ -15,6 +15,7 @@ coordinator), count as usable: better to try than to refuse work.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,11 @@ def choose_regions(
 
 
 class RegionStates:
-    """The coordinator's published region states, cached briefly per node."""
+    """The coordinator's published region states, cached briefly per node.
+
+    When the cache is out of date, one read refreshes it for every caller
+    waiting meanwhile (a busy edge has tens of submissions asking at once).
+    """
 
     def __init__(self, redis: RedisClient, region_ids: Sequence[str], cache_s: float = 0.25, stale_after_ms: int = 5000) -> None:
         self.redis = redis
@@ -85,16 +90,13 @@ class RegionStates:
         self._at = 0.0
         self._states: dict[str, str] | None = None
         self._states_at = 0.0
+        self._refreshing: asyncio.Future[None] | None = None
 
     async def views(self) -> dict[str, dict[str, Any]]:
-        now = time.monotonic()
-        if now - self._at > self.cache_s:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(keys.region_states())
-                pipe.hgetall(keys.heartbeats())
-                raw, self._beats = await pipe.execute()
-            self._cached = {rid: orjson.loads(raw[rid]) for rid in self.region_ids if rid in raw}
-            self._at = now
+        if time.monotonic() - self._at > self.cache_s:
+            if self._refreshing is None:
+                self._refreshing = asyncio.ensure_future(self._refresh())
+            await asyncio.shield(self._refreshing)  # a caller cancelled leaves the read to the others
         now_ms = int(time.time() * 1000)
         out: dict[str, dict[str, Any]] = {}
         for rid in self.region_ids:
@@ -111,6 +113,18 @@ class RegionStates:
             else:
                 out[rid] = v
         return out
+
+    async def _refresh(self) -> None:
+        now = time.monotonic()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(keys.region_states())
+                pipe.hgetall(keys.heartbeats())
+                raw, self._beats = await pipe.execute()
+            self._cached = {rid: orjson.loads(raw[rid]) for rid in self.region_ids if rid in raw}
+            self._at = now
+        finally:
+            self._refreshing = None
 
     def _live_edges(self, region: str, now_ms: int) -> list[str]:
         """Edges of a region straight from their heartbeats, when no coordinator judges them."""

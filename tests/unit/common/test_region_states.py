@@ -1,0 +1,50 @@
+"""RegionStates: the coordinator's region states, cached per node; an out-of-date cache is read once for all callers."""
+
+import asyncio
+import time
+
+import orjson
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from ezthrottle_server.common import keys
+from ezthrottle_server.common.routing import RegionStates
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def one_connection(redis_url):
+    """A client whose pool holds one connection and refuses a second: two reads at once would fail."""
+    client = aioredis.Redis.from_pool(aioredis.ConnectionPool.from_url(redis_url, decode_responses=True, max_connections=1))
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+async def _publish(client: aioredis.Redis, state: str) -> None:
+    view = {"state": state, "reason": "test", "updated_ms": int(time.time() * 1000)}
+    await client.hset(keys.region_states(), "iad", orjson.dumps(view).decode())
+
+
+async def test_callers_waiting_on_an_out_of_date_cache_share_one_read(one_connection):
+    await _publish(one_connection, "up")
+    states = RegionStates(one_connection, ["iad"], cache_s=60)
+    answers = await asyncio.gather(*(states.states() for _ in range(50)))
+    assert answers == [{"iad": "up"}] * 50
+    reads = await one_connection.info("commandstats")
+    assert reads["cmdstat_hgetall"]["calls"] == 2  # region states and heartbeats, once
+
+
+async def test_a_caller_cancelled_mid_read_leaves_it_to_the_others(one_connection):
+    await _publish(one_connection, "degraded")
+    states = RegionStates(one_connection, ["iad"], cache_s=60)
+    first = asyncio.ensure_future(states.states())
+    second = asyncio.ensure_future(states.states())
+    await asyncio.sleep(0)  # both are waiting on the one read
+    first.cancel()
+    assert await second == {"iad": "degraded"}
+    assert first.cancelled()
+    await _publish(one_connection, "down")
+    assert await states.states() == {"iad": "degraded"}  # cached: the read was not lost with its first caller
