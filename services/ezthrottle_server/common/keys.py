@@ -85,6 +85,7 @@ script; a fired job is then submitted in its own partition, apart::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -99,6 +100,7 @@ def partition_tag(partition: int) -> str:
     return f"{{{PREFIX}:p{partition}}}"
 
 
+@functools.lru_cache(maxsize=4096)  # a job's id is parsed several times on its path
 def job_partition(job_id: str) -> int | None:
     """The partition written into a job id, or None if the id is malformed."""
     m = _JOB_ID.match(job_id)

@@ -98,6 +98,10 @@ class TurnBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup_logging(service: str, node: str, level: str = "INFO") -> None:
+    # A record's thread and process fields are never written (JsonFormatter): not looked up for each line.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = TurnBufferedHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service, node))
     root = logging.getLogger()

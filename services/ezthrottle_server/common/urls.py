@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from yarl import URL
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -14,7 +16,21 @@ def domain_of(url: str | URL) -> str:
     >>> domain_of("https://API.Stripe.com./v1/charges")
     'api.stripe.com:443'
     """
-    u = url if isinstance(url, URL) else URL(url)
+    return _domain(url) if isinstance(url, URL) else _domain_of_text(url)
+
+
+@functools.lru_cache(maxsize=4096)  # the same URL's domain is asked for several times on a job's (or webhook's) path
+def _domain_of_text(url: str) -> str:
+    return _domain(URL(url))
+
+
+@functools.lru_cache(maxsize=4096)
+def host_of(url: str) -> str | None:
+    """The host of a URL as yarl reads it (IDNA decoded, IPv6 without brackets)."""
+    return URL(url).host
+
+
+def _domain(u: URL) -> str:
     host = (u.raw_host or "").lower().rstrip(".")  # "api.stripe.com." is the same name, fully qualified
     if not host:
         raise ValueError(f"URL {str(u)!r} has no host")

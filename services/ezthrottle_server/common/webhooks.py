@@ -24,7 +24,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from yarl import URL
 
 from . import delivery_scripts, keys, scripting
 from .batching import Batcher
@@ -41,7 +40,7 @@ from .metrics import (
 )
 from .redisconn import Scripts
 from .secretbox import SecretBox, SecretBoxError, open_webhook_secrets
-from .urls import domain_of
+from .urls import domain_of, host_of
 from .webhook_schedule import decide
 from .webhook_sender import SendResult, WebhookSender
 from .webhook_signing import WebhookSecrets, message_id, signed_headers
@@ -107,8 +106,11 @@ def _workflow(job_id: str, job: dict[str, str], spec: dict[str, Any], result: di
     }
 
 
-async def _none() -> None:
-    return None
+def _none() -> asyncio.Future[None]:
+    """A future already answered None: gathered with the batch's futures, it costs no task of its own."""
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
 
 
 async def read_final_job(batch: Batcher, job_id: str, answered_by: str) -> tuple[dict[str, str], int]:
@@ -292,7 +294,7 @@ class WebhookPoster:
                 "job_id": h.job_id,
                 "region": self.log_region,
                 "domain": domain_of(h.url),  # where this POST went
-                "webhook": URL(h.url).host,
+                "webhook": host_of(h.url),
                 "status_code": result.status_code,
                 "reason": result.error,
                 "attempt": attempt,

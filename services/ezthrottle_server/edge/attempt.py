@@ -91,6 +91,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _log_side_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("pacing update failed", exc_info=fut.exception())
+
+
 def _status_class(sent: AttemptResult) -> str:
     if sent.status_code is None:
         return sent.error_kind or "error"
@@ -129,9 +134,15 @@ class Attempts:
         self.first_sends: dict[str, FirstSend] = {}  # taken jobs between their grant and their attempt
         self.flow = FlowControl(redis)
         self._flow_held: dict[str, tuple[str, str]] = {}  # lease -> (customer, key) holding a place in a flow-control key
-        self._side: set[asyncio.Task[None]] = set()
+        self._side: set[asyncio.Future[Any]] = set()
         # The first POST of the webhooks of the jobs this edge finishes (edge/webhooks.py); None: the delivery service sends them.
         self.webhooks = EdgeWebhooks(settings, redis, scripts, batch, executor) if settings.edge_delivers_webhooks else None
+        # this region's children of the metrics every attempt updates, labelled once
+        self._pacing_wait = PACING_WAIT.labels(self.region)
+        self._routing_latency = ROUTING_LATENCY.labels(self.region)
+        self._accept_to_send = ACCEPT_TO_SEND.labels(self.region)
+        self._attempt_latency = ATTEMPT_LATENCY.labels(self.region)
+        self._race_wins = RACE_WINS.labels(self.region)
 
     async def run(self, scope: Scope, lease: str, granted_at: float) -> None:
         """Run the attempt a lease was granted for, and release the lease (unless the attempt crashed)."""
@@ -176,18 +187,23 @@ class Attempts:
         if self.webhooks is not None:
             await self.webhooks.stop(timeout_s)
 
-    def background(self, coro: Awaitable[Any]) -> None:
-        """A short Redis call that must not hold up the send; kept until done."""
+    def background(self, call: Awaitable[Any]) -> None:
+        """A short Redis call that must not hold up the send; kept until done (a batched call's future needs no task)."""
+        side: asyncio.Future[Any]
+        if asyncio.isfuture(call):
+            side = call
+            side.add_done_callback(_log_side_failure)
+        else:
 
-        async def run() -> None:
-            try:
-                await coro
-            except Exception:
-                log.warning("pacing update failed", exc_info=True)
+            async def run() -> None:
+                try:
+                    await call
+                except Exception:
+                    log.warning("pacing update failed", exc_info=True)
 
-        task = asyncio.create_task(run())
-        self._side.add(task)
-        task.add_done_callback(self._side.discard)
+            side = asyncio.create_task(run())
+        self._side.add(side)
+        side.add_done_callback(self._side.discard)
 
     # -- one attempt ------------------------------------------------------------
 
@@ -251,9 +267,9 @@ class Attempts:
         job_id = job_of(lease)
         spec = job.spec
         if not job.retries and not job.reroutes and job.created_ms and not spec.get("retry_at"):
-            PACING_WAIT.labels(self.region).observe(max(0.0, (_now_ms() - job.created_ms) / 1000.0))
+            self._pacing_wait.observe(max(0.0, (_now_ms() - job.created_ms) / 1000.0))
         lag_s = time.perf_counter() - granted_at
-        ROUTING_LATENCY.labels(self.region).observe(lag_s)
+        self._routing_latency.observe(lag_s)
         if lag_s * 1000 > self.policy.tolerance_ms:
             # This node was too busy to send on time: count the send from now,
             # so the sends granted after it don't reach the target too close.
@@ -263,11 +279,11 @@ class Attempts:
         started_ms = _now_ms()
         headers = send_headers(spec, job.idempotent_key, self.settings.send_idempotency_key)
         if accepted_at is not None:
-            ACCEPT_TO_SEND.labels(self.region).observe(time.perf_counter() - accepted_at)
+            self._accept_to_send.observe(time.perf_counter() - accepted_at)
         spaced = partial(self.limiter.until_spaced, scope, lease, max_wait_s=self.settings.attempt_timeout_s)
         sent = await self.executor.send(spec["method"], spec["url"], headers, spec["body"], before=spaced)
         ATTEMPTS.labels(self.region, _status_class(sent)).inc()
-        ATTEMPT_LATENCY.labels(self.region).observe(sent.latency_ms / 1000.0)
+        self._attempt_latency.observe(sent.latency_ms / 1000.0)
         if self.outcomes is not None:
             self.outcomes.record(scope.domain, sent.error_kind in (TIMEOUT, CONNECTION))
 
@@ -388,7 +404,7 @@ class Attempts:
             self.webhooks.offer(handoffs)
         if decided is Finished.DECIDED:
             JOBS_FINISHED.labels(self.region, decision.action, decision.reason or "ok").inc()
-            RACE_WINS.labels(self.region).inc()
+            self._race_wins.inc()
         elif decided is Finished.LOST:
             RACE_LOSSES.labels(self.region).inc()
         what = {

@@ -212,16 +212,14 @@ class EdgeWebhooks:
             extra={"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
         )
         src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
-        await asyncio.gather(
-            *(
-                self.poster.post(
-                    HookState(job_id, i, job["customer"], payload.decode(), url, 0, now, regions, 0),
-                    src,
-                    live,
-                    stored,
-                )
-                for i, (url, regions, mine) in enumerate(per_hook)
-                if mine
-            )
-        )
+        text = payload.decode()
+        posts = [
+            self.poster.post(HookState(job_id, i, job["customer"], text, url, 0, now, regions, 0), src, live, stored)
+            for i, (url, regions, mine) in enumerate(per_hook)
+            if mine
+        ]
+        if len(posts) == 1:
+            await posts[0]  # the usual one webhook: no task for it
+        else:
+            await asyncio.gather(*posts)
         await self.batch.execute("ZREM", handoff, member)

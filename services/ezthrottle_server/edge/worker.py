@@ -90,6 +90,7 @@ class RegionWorker(StreamWorker):
         self.batch = Batcher(redis)  # the per-job scripts of concurrent sends, one pipeline per loop turn
         self.executor = executor
         self.region = settings.region
+        self._inflight = INFLIGHT.labels(self.region)
         self.streams = [keys.region_stream(p, self.region) for p in range(settings.partitions)]
         self.policy = PacingPolicy.from_settings(settings)
         self.limiter = Limiter(redis, self.policy, self.region, settings.region_ids, batch=self.batch)
@@ -349,7 +350,7 @@ class RegionWorker(StreamWorker):
     # -- sending ---------------------------------------------------------------
 
     def _on_grant(self, scope: Scope, lease: str) -> None:
-        INFLIGHT.labels(self.region).inc()
+        self._inflight.inc()
         self.run_in_flight(self._run_grant(scope, lease, time.perf_counter()))
 
     async def _run_grant(self, scope: Scope, lease: str, granted_at: float) -> None:
@@ -357,4 +358,4 @@ class RegionWorker(StreamWorker):
             await self.attempts.run(scope, lease, granted_at)
         finally:
             self.scheduler.done(scope, lease)
-            INFLIGHT.labels(self.region).dec()
+            self._inflight.dec()
