@@ -105,12 +105,17 @@ async def drive(
 
 
 def redis_counts(redis_url: str) -> dict[str, int]:
-    """Commands and reads (a read is about one round trip: a pipeline's commands come in one) so far, and calls by command."""
+    """Commands, reads (a read is about one round trip: a pipeline's commands come in one) and bytes so far, and calls by command."""
     import redis
 
     with redis.Redis.from_url(redis_url) as r:
         stats = r.info("stats")
-        counts = {"commands": int(stats["total_commands_processed"]), "reads": int(stats.get("total_reads_processed", 0))}
+        counts = {
+            "commands": int(stats["total_commands_processed"]),
+            "reads": int(stats.get("total_reads_processed", 0)),
+            "bytes_in": int(stats["total_net_input_bytes"]),
+            "bytes_out": int(stats["total_net_output_bytes"]),
+        }
         for name, row in r.info("commandstats").items():
             counts[name.removeprefix("cmdstat_")] = int(row["calls"])
     return counts
