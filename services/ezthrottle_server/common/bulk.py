@@ -314,6 +314,16 @@ class BulkRunner:
         except Exception:  # Redis away: the lease lapses, and a sweep (here or elsewhere) goes on from the cursor
             log.warning("bulk action %s stopped; it is resumed once its lease lapses", action.action_id, exc_info=True)
 
+    async def current(self, customer: str, action_id: str, *, kind: str, prefix: str, what: str) -> dict[str, str]:
+        """The customer's action ``action_id`` of ``kind`` as it stands, for its progress view; one whose runner
+        went silent goes on here. A 404 (``no <what> ...``) when the customer has no such action."""
+        record = await read(self.redis, customer, action_id) if valid_id(action_id, prefix) else None
+        if record is None or record.get("kind") != kind:
+            raise ApiError("not_found", f"no {what} {action_id!r} for this API key")
+        if record.get("state") == "running":
+            await self.resume(customer, action_id, record)
+        return record
+
     async def resume(self, customer: str, action_id: str, record: Mapping[str, str] | None = None) -> bool:
         """Take over an action whose runner went silent (its lease lapsed); True when it now runs here."""
         record = record if record is not None else await read(self.redis, customer, action_id)

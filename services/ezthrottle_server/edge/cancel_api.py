@@ -185,11 +185,7 @@ async def _cancel_matching(ctx: EdgeContext, customer: str, flt: JobFilter, afte
 
 
 async def _view(ctx: EdgeContext, customer: str, action_id: str) -> dict[str, Any]:
-    record = await bulk.read(ctx.redis, customer, action_id) if bulk.valid_id(action_id, bulk_cancel.ID_PREFIX) else None
-    if record is None or record.get("kind") != bulk_cancel.KIND:
-        raise ApiError("not_found", f"no bulk cancel {action_id!r} for this API key")
-    if record.get("state") == "running":
-        await runner(ctx).resume(customer, action_id, record)  # its runner went silent: go on with it here
+    record = await runner(ctx).current(customer, action_id, kind=bulk_cancel.KIND, prefix=bulk_cancel.ID_PREFIX, what="bulk cancel")
     return bulk_cancel.view(action_id, record)
 
 

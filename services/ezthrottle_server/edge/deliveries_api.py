@@ -91,11 +91,7 @@ async def replay_many(request: web.Request) -> web.Response:
 
 
 async def _view(ctx: EdgeContext, customer: str, action_id: str) -> dict[str, Any]:
-    record = await bulk.read(ctx.redis, customer, action_id) if bulk.valid_id(action_id, bulk_replay.ID_PREFIX) else None
-    if record is None or record.get("kind") != bulk_replay.KIND:
-        raise ApiError("not_found", f"no dead-letter replay {action_id!r} for this API key")
-    if record.get("state") == "running":
-        await runner(ctx).resume(customer, action_id, record)  # its runner went silent: go on with it here
+    record = await runner(ctx).current(customer, action_id, kind=bulk_replay.KIND, prefix=bulk_replay.ID_PREFIX, what="dead-letter replay")
     return bulk_replay.view(action_id, record)
 
 
