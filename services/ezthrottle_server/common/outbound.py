@@ -535,6 +535,11 @@ class PolicyConnector(aiohttp.TCPConnector):
             await self._policy_resolver.close()
 
 
+# Every outbound session's: no cap per host (the sender's own limit bounds it), DNS answers kept
+# 30 s, connections a peer left half-closed cleaned up.
+CONNECTOR_DEFAULTS: dict[str, Any] = {"limit_per_host": 0, "ttl_dns_cache": 30, "enable_cleanup_closed": True}
+
+
 def make_connector(
     policy: OutboundPolicy, *, resolver: AbstractResolver | None = None, kind: str = "other", **kwargs: Any
 ) -> PolicyConnector:
@@ -543,8 +548,8 @@ def make_connector(
     ``kind`` labels its requests and new connections in the metrics: ``target`` (jobs' sends),
     ``webhook``, or ``other``.
 
-    ``kwargs`` go to :class:`aiohttp.TCPConnector` (``limit``, ``ttl_dns_cache``, ...).
-    ``resolver`` replaces aiohttp's default resolver underneath the policy
-    (tests use it to answer names without DNS). Call inside a running loop.
+    ``kwargs`` go to :class:`aiohttp.TCPConnector` (``limit``, ``ttl_dns_cache``, ...), over
+    :data:`CONNECTOR_DEFAULTS`. ``resolver`` replaces aiohttp's default resolver underneath
+    the policy (tests use it to answer names without DNS). Call inside a running loop.
     """
-    return PolicyConnector(policy, resolver=resolver, kind=kind, **kwargs)
+    return PolicyConnector(policy, resolver=resolver, kind=kind, **{**CONNECTOR_DEFAULTS, **kwargs})

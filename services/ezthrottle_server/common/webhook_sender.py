@@ -42,15 +42,7 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = make_connector(
-            self.policy,
-            resolver=self.resolver,
-            kind="webhook",
-            limit=max(self.settings.delivery_concurrency, 8),
-            limit_per_host=0,
-            ttl_dns_cache=30,
-            enable_cleanup_closed=True,
-        )
+        connector = make_connector(self.policy, resolver=self.resolver, kind="webhook", limit=max(self.settings.delivery_concurrency, 8))
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     @property

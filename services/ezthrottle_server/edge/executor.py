@@ -95,15 +95,7 @@ class Executor:
         self._latency = (region.latency_mean_ms, region.latency_jitter_ms) if simulate and region else (0.0, 0.0)
 
     async def start(self) -> None:
-        connector = make_connector(
-            self.policy,
-            resolver=self.resolver,
-            kind="target",
-            limit=max(self.settings.executor_concurrency, 16),
-            limit_per_host=0,
-            ttl_dns_cache=30,
-            enable_cleanup_closed=True,
-        )
+        connector = make_connector(self.policy, resolver=self.resolver, kind="target", limit=max(self.settings.executor_concurrency, 16))
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
