@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -58,6 +58,7 @@ class Seen:
     at_ms: int
 
 
+@dataclass
 class RepairPass:
     """Passes over every job record; a job found unheld twice, unchanged, ``repair_after_s`` apart, is queued again.
 
@@ -66,27 +67,20 @@ class RepairPass:
     nothing again (``ezthrottle-admin jobs repair --dry-run``).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        redis: RedisClient,
-        scripts: Scripts,
-        *,
-        batch: int = 500,
-        step_pause_s: float = 0.05,
-        dry_run: bool = False,
-        leading: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.scripts = scripts
-        self.batch = batch
-        self.step_pause_s = step_pause_s
-        self.after_ms = int(settings.repair_after_s * 1000)
-        self.dry_run = dry_run
-        self.leading = leading
-        self.found: list[dict[str, Any]] = []  # what was (or would have been) queued again
-        self._suspects: dict[str, Seen] = {}
+    settings: Settings
+    redis: RedisClient
+    scripts: Scripts
+    _: KW_ONLY
+    batch: int = 500
+    step_pause_s: float = 0.05
+    dry_run: bool = False
+    leading: Callable[[], bool] = lambda: True
+    found: list[dict[str, Any]] = field(default_factory=list, init=False)  # what was (or would have been) queued again
+    _suspects: dict[str, Seen] = field(default_factory=dict, init=False)
+
+    @property
+    def after_ms(self) -> int:
+        return int(self.settings.repair_after_s * 1000)
 
     async def sweep(self) -> int:
         """One pass over every job record; returns how many jobs were queued again."""
