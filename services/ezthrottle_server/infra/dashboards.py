@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .generated import write_or_check
+
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARDS_DIR = REPO / "infra" / "grafana" / "dashboards"
 DATASOURCE_UID = "ezt-prometheus"  # infra/grafana/provisioning/datasources/prometheus.yaml
@@ -746,21 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DASHBOARDS_DIR)
     p.add_argument("--check", action="store_true", help="exit 1 if a committed dashboard differs from what this renders")
     args = p.parse_args(argv)
-    stale = []
-    for board in BOARDS:
-        path = args.out / board.file
-        text = render_text(board)
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path}")
-    if stale:
-        print("out of date (run python -m ezthrottle_server.infra.dashboards): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    files = {args.out / board.file: render_text(board) for board in BOARDS}
+    return write_or_check(files, check=args.check, command="python -m ezthrottle_server.infra.dashboards")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from ..common.config import Settings, load_settings
+from .generated import write_or_check
 
 REPO = Path(__file__).resolve().parents[3]
 PROMETHEUS_DIR = REPO / "infra" / "prometheus"
@@ -93,18 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if a committed file differs from what this renders")
     args = p.parse_args(argv)
     settings = load_settings("local", env={}, regions_file=args.regions)
-    stale = []
-    for path, text in files(settings).items():
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.write_text(text)
-            print(f"wrote {path}")
-    if stale:
-        print("out of date (run python -m ezthrottle_server.infra.prometheus): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(files(settings), check=args.check, command="python -m ezthrottle_server.infra.prometheus")
 
 
 if __name__ == "__main__":
