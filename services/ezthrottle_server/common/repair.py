@@ -58,7 +58,7 @@ class Seen:
     at_ms: int
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed as itself
 class RepairPass:
     """Passes over every job record; a job found unheld twice, unchanged, ``repair_after_s`` apart, is queued again.
 

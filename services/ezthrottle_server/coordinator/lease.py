@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..common import keys, leases
@@ -22,14 +23,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)  # compared and hashed as itself
 class Lease:
-    def __init__(self, redis: RedisClient, scripts: Scripts, holder: str, ttl_ms: int = 3000) -> None:
-        self.redis = redis
-        self.scripts = scripts
-        self.holder = holder
-        self.ttl_ms = ttl_ms
-        self.is_leader = False
-        self.changed = asyncio.Event()
+    redis: RedisClient
+    scripts: Scripts
+    holder: str
+    ttl_ms: int = 3000
+    is_leader: bool = field(default=False, init=False)
+    changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # set when leadership is taken or lost
 
     async def tick(self) -> bool:
         try:

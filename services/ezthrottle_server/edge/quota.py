@@ -20,6 +20,7 @@ still counts the jobs created (the partitions' counters).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..common import keys
@@ -32,13 +33,13 @@ if TYPE_CHECKING:
     from ..common.redisconn import RedisClient
 
 
+@dataclass(eq=False)  # compared and hashed as itself
 class Quotas:
-    def __init__(self, settings: Settings, redis: RedisClient, scripts: Scripts, cache_s: float = 2.0) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.scripts = scripts
-        self.cache_s = cache_s
-        self._tiers: dict[str, tuple[Tier, float]] = {}
+    settings: Settings
+    redis: RedisClient
+    scripts: Scripts
+    cache_s: float = 2.0  # a customer's tier is read again after this long
+    _tiers: dict[str, tuple[Tier, float]] = field(default_factory=dict, init=False)  # customer -> (tier, until)
 
     async def tier_of(self, customer: str) -> Tier:
         now = time.monotonic()
