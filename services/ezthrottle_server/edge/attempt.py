@@ -274,7 +274,8 @@ class Attempts:
             # This node was too busy to send on time: count the send from now,
             # so the sends granted after it don't reach the target too close.
             PACING_LATE_SENDS.labels(self.region).inc()
-            self.background(self.limiter.report_late(scope, lag_s * 1000))
+            if not self.limiter.fold_late(scope, lag_s * 1000):  # into the report in flight: no task for it
+                self.background(self.limiter.report_late(scope, lag_s * 1000))
 
         started_ms = _now_ms()
         headers = send_headers(spec, job.idempotent_key, self.settings.send_idempotency_key)

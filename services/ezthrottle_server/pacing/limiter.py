@@ -197,7 +197,7 @@ class Limiter:
         self._refreshing: dict[str, asyncio.Task[None]] = {}  # domains whose mode cached_scope reads again
         self._late_running: set[Scope] = set()  # scopes with a late report in flight
         self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
-        self._recording: set[asyncio.Task[int]] = set()  # sends recorded again as they leave (until_spaced)
+        self._recording: set[asyncio.Future[Any]] = set()  # sends recorded again as they leave (until_spaced)
 
     # -- keys --------------------------------------------------------------
 
@@ -433,12 +433,13 @@ class Limiter:
 
     async def space(self, scope: Scope, lease: str, *, now_ms: float | None = None) -> int:
         """Record a send that leaves now, or say how long it must wait (ms) first (``space.lua``)."""
+        return int(await self._space(scope, lease, now_ms))
+
+    def _space(self, scope: Scope, lease: str, now_ms: float | None = None) -> asyncio.Future[Any]:
         d, who = scope.domain, scope.who
         args = [*self.policy.args(now_ms), lease, repr(float(self.policy.window_margin_ms))]
-        return int(
-            await self._batch.script(
-                self._scripts["space"], keys=[keys.pacing_conf(d), keys.pacing_limit(d, who), keys.pacing_sent(d, who)], args=args
-            )
+        return self._batch.script(
+            self._scripts["space"], keys=[keys.pacing_conf(d), keys.pacing_limit(d, who), keys.pacing_sent(d, who)], args=args
         )
 
     async def until_spaced(self, scope: Scope, lease: str, *, max_wait_s: float) -> float:
@@ -462,9 +463,9 @@ class Limiter:
                 return waited
             if wait_ms <= 0:
                 if (time.perf_counter() - asked) * 1000 > self.policy.tolerance_ms:
-                    task = asyncio.get_running_loop().create_task(self.space(scope, lease))  # the lease is in the log: moved to now
-                    self._recording.add(task)
-                    task.add_done_callback(self._recorded)
+                    recording = self._space(scope, lease)  # the lease is in the log: moved to now (batched, no task)
+                    self._recording.add(recording)
+                    recording.add_done_callback(self._recorded)
                 return waited
             pause = min(wait_ms / 1000.0, max_wait_s - waited)
             await asyncio.sleep(pause)
@@ -475,10 +476,10 @@ class Limiter:
         """Whether the scope's circuit breaker is open or half-open (``release.lua`` opens it; see ``circuit()``)."""
         return await circuit_open(self.redis, scope.domain, [scope.who])
 
-    def _recorded(self, task: asyncio.Task[int]) -> None:
-        self._recording.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not record a late send again", exc_info=task.exception())
+    def _recorded(self, recording: asyncio.Future[Any]) -> None:
+        self._recording.discard(recording)
+        if not recording.cancelled() and recording.exception() is not None:
+            log.warning("could not record a late send again", exc_info=recording.exception())
 
     async def pause(self, scope: Scope, until_ms: int) -> None:
         """An operator's pause: nothing is granted before ``until_ms`` (a pause only ever extends)."""
@@ -521,19 +522,27 @@ class Limiter:
         report subsumes earlier ones), so a busy node sends a burst of late
         sends' reports as one or two script calls, not one each.
         """
-        if scope in self._late_running:
-            self._late_again[scope] = max(self._late_again.get(scope, 0.0), late_ms)
+        if self.fold_late(scope, late_ms):
             return
         self._late_running.add(scope)
         try:
             while True:
-                await self._scripts["late"](keys=self._keys(scope), args=[*self.policy.args(now_ms), repr(float(late_ms))])
+                await self._batch.script(
+                    self._scripts["late"], keys=self._keys(scope), args=[*self.policy.args(now_ms), repr(float(late_ms))]
+                )
                 if scope not in self._late_again:
                     break
                 late_ms, now_ms = self._late_again.pop(scope), None
         finally:
             self._late_running.discard(scope)
             self._late_again.pop(scope, None)
+
+    def fold_late(self, scope: Scope, late_ms: float) -> bool:
+        """Fold a late send into the report in flight for its scope, if there is one (True): nothing more to call."""
+        if scope not in self._late_running:
+            return False
+        self._late_again[scope] = max(self._late_again.get(scope, 0.0), late_ms)
+        return True
 
     async def _reindex(self, scope: Scope, waiting: int, next_ms: int) -> None:
         member = scope.member
