@@ -62,7 +62,7 @@ every customer), a customer id (domains configured per customer) or
     ezt:{ezt:d:<dom>}:conf                  hash   operator overrides from domains.yaml
     ezt:{ezt:d:<dom>}:limit:<scope>         hash   GCRA tat/t, header limits, pause_until
     ezt:{ezt:d:<dom>}:wait:<scope>:<region> zset   waiting job ids by fair-queueing tag
-    ezt:{ezt:d:<dom>}:fair:<scope>          hash   customer -> last tag given; "~v" virtual time (all regions)
+    ezt:{ezt:d:<dom>}:fair:<scope>          hash   customer -> last tag; "~v" virtual time (all regions); "j:<job>" -> customer (waiting)
     ezt:{ezt:d:<dom>}:run:<scope>:<region>  zset   granted job ids by lease expiry (ms)
     ezt:pacing:ready:<region>               zset   "<dom>|<scope>" by when it may grant next (ms)
     ezt:{ezt:f:<hash>}:flow                 hash   a customer's flow-control key: tat, t, pause_until, key, customer, rate, parallelism

@@ -317,7 +317,7 @@ async def test_sends_that_left_late_together_move_the_schedule_once(redis, limit
 async def test_an_idle_domains_first_token_still_goes_in_fair_order(redis):
     iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
     lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
-    await lax.admit(SCOPE, jobs("a", 1, "flooder"), now_ms=T0)
+    await lax.admit(SCOPE, jobs("a", 1, "patient"), now_ms=T0)
     await iad.admit(SCOPE, jobs("b", 3, "flooder"), now_ms=T0 + 1)
     g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
     assert g.job_ids == [] and g.next_ms == int(T0) + 52  # lax's job is older: lax's turn
@@ -325,18 +325,31 @@ async def test_an_idle_domains_first_token_still_goes_in_fair_order(redis):
     assert g.job_ids == ["a0000"]
 
 
+async def test_one_customers_earlier_job_in_another_region_does_not_hold_a_region_back(redis):
+    """Fairness is between customers: one customer's jobs spread over regions need not pass the turn at each token."""
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await lax.admit(SCOPE, jobs("a", 1, "flooder"), now_ms=T0)  # earlier, and lax's node looks late
+    await iad.admit(SCOPE, jobs("b", 3, "flooder"), now_ms=T0 + 1)
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
+    assert g.job_ids == ["b0000"]  # at once, not after the hand-over grace
+    g = await lax.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=g.next_ms)
+    assert g.job_ids == ["a0000"]  # lax is still first for the next token: its job is the oldest
+    # a granted job's note of its customer is gone once no queue holds it
+    assert set(await redis.hkeys(keys.pacing_fair(DOMAIN, SHARED))) == {"flooder", "~v", "j:b0001", "j:b0002"}
+
+
 async def test_a_newcomer_is_not_put_behind_jobs_skipped_out_of_turn(redis):
     iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
     lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
     await lax.admit(SCOPE, jobs("a", 1, "flooder"), now_ms=T0)  # lax's node is slow
     await iad.admit(SCOPE, jobs("b", 1, "flooder"), now_ms=T0 + 1)
-    await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
-    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 52)
-    assert g.job_ids == ["b0000"]  # taken out of turn after the grace; a0000 still waits
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 2)
+    assert g.job_ids == ["b0000"]  # out of turn (the same customer's a0000 is earlier); a0000 still waits
     # the flooder's next job must not count as new (the virtual time stays at a0000)...
     await iad.admit(SCOPE, jobs("c", 1, "flooder"), now_ms=T0 + 60)
     await iad.admit(SCOPE, jobs("p", 1, "patient"), now_ms=T0 + 61)
-    slot = T0 + 52 + 505
+    slot = T0 + 2 + 505
     g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=slot)
     assert g.job_ids == []  # lax's job is still first: iad waits out the grace again
     g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=g.next_ms)

@@ -7,7 +7,8 @@
 -- start just after the scope's virtual time (the tag of the last job granted)
 -- when nothing of that customer waits. Served in tag order (across regions:
 -- see grant.lua), the scope's queues give each customer with work one send in
--- turn, and each customer's jobs go in order.
+-- turn, and each customer's jobs go in order in each region (across regions,
+-- a region need not wait for another's earlier job of the same customer).
 -- A job queued in several regions (a race) has one tag in all of them.
 -- A job already waiting here is not added twice. A job whose previous attempt
 -- still holds a lease is added: that is its next attempt (a retry can come
@@ -46,6 +47,7 @@ for i = 0, n - 1 do
       redis.call('HSET', KEYS[4], customer, tag)
     end
     redis.call('ZADD', KEYS[3], tag, job)
+    redis.call('HSET', KEYS[4], 'j:' .. job, customer) -- first_in_scope(): whose turn it is
     added = added + 1
   end
 end

@@ -16,6 +16,7 @@ local waits, leases = {}, {}
 for i = 11, 10 + n do
   if redis.call('ZREM', KEYS[3], ARGV[i]) == 1 then
     waits[#waits + 1] = ARGV[i]
+    forget_customer(ARGV[i])
   end
 end
 local m = tonumber(ARGV[11 + n])
