@@ -43,7 +43,8 @@ class WebhookSender:
 
     async def start(self) -> None:
         connector = make_connector(self.policy, resolver=self.resolver, kind="webhook", limit=max(self.settings.delivery_concurrency, 8))
-        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        timeout = aiohttp.ClientTimeout(total=self.settings.delivery_timeout_s)  # each POST's, made once
+        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=timeout)
 
     @property
     def started(self) -> bool:
@@ -68,7 +69,6 @@ class WebhookSender:
                 data=body,
                 headers=all_headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.settings.delivery_timeout_s),
             ) as resp:
                 status = resp.status
             return SendResult(status_code=status, latency_ms=(time.perf_counter() - started) * 1000)

@@ -101,6 +101,9 @@ class Executor:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # each send's asyncio.timeout bounds the whole exchange, redirects included: no second timer of aiohttp's
+            # for each request and each read of its answer (its default total, 5 min, never came first); connects as before
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
         )
 
     async def close(self) -> None:
