@@ -16,3 +16,22 @@ local function write_plan(hash, a, n, hook)
   end
   redis.call('EXPIRE', hash, tonumber(a.ttl))
 end
+
+-- plan_from_argv: write_plan with the arguments delivery_plan.lua and
+-- delivery_claim.lua share: ARGV[4..9] ttl, customer, quorum, payload, job
+-- finished (ms), job status; ARGV[11] n; 4 per webhook from ARGV[hooks_at]
+-- (url, vote, regions, route); then the route name of each send stream
+-- KEYS[3..], in order. Returns n and the send streams by route.
+local function plan_from_argv(hash, now, hooks_at)
+  local n = tonumber(ARGV[11])
+  local streams = {}
+  for i = 3, #KEYS do
+    streams[ARGV[hooks_at + 4 * n + i - 3]] = KEYS[i]
+  end
+  write_plan(hash, {now = now, ttl = ARGV[4], customer = ARGV[5], quorum = ARGV[6], payload = ARGV[7],
+    finished_ms = ARGV[8], status = ARGV[9]}, n, function(h)
+    local a = hooks_at + 4 * h
+    return ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  end)
+  return n, streams
+end

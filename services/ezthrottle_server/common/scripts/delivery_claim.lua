@@ -23,16 +23,7 @@
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
-local n = tonumber(ARGV[11])
-local streams = {}
-for i = 3, #KEYS do
-  streams[ARGV[4 * n + 10 + i]] = KEYS[i]
-end
-write_plan(KEYS[2], {now = ARGV[2], ttl = ARGV[4], customer = ARGV[5], quorum = ARGV[6], payload = ARGV[7],
-  finished_ms = ARGV[8], status = ARGV[9]}, n, function(h)
-  local a = 13 + 4 * h
-  return ARGV[a], ARGV[a + 1], ARGV[a + 2]
-end)
+local n, streams = plan_from_argv(KEYS[2], ARGV[2], 13)
 local own = 0
 for h = 0, n - 1 do
   local route = ARGV[13 + 4 * h + 3]

@@ -5,11 +5,9 @@
 -- KEYS[1] send stream   KEYS[2] scheduled zset   KEYS[3] webhooks hash (the edge's only)
 -- ARGV[1] consumer group   ARGV[2] entry id ('' if none)   ARGV[3] due (ms)   ARGV[4] scheduled member
 -- ARGV[5] webhook index (the edge's only)
+--@include common/_ack.lua
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[4])
-if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[1], ARGV[2])
-end
+ack_entry(KEYS[1])
 if KEYS[3] then
   redis.call('HDEL', KEYS[3], ARGV[5] .. ':edge')
 end

@@ -14,16 +14,7 @@
 --@include common/_webhook_plan.lua
 local planned = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  local n = tonumber(ARGV[11])
-  local streams = {}
-  for i = 3, #KEYS do
-    streams[ARGV[4 * n + 9 + i]] = KEYS[i]
-  end
-  write_plan(KEYS[1], {now = ARGV[3], ttl = ARGV[4], customer = ARGV[5], quorum = ARGV[6], payload = ARGV[7],
-    finished_ms = ARGV[8], status = ARGV[9]}, n, function(h)
-    local a = 12 + 4 * h
-    return ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  end)
+  local n, streams = plan_from_argv(KEYS[1], ARGV[3], 12)
   for h = 0, n - 1 do
     -- the customer too: the sender reads its secrets with the webhook's state, in one round trip
     redis.call('XADD', streams[ARGV[12 + 4 * h + 3]], '*', 'job', ARGV[10], 'hook', h, 'customer', ARGV[5])

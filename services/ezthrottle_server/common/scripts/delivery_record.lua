@@ -19,6 +19,7 @@
 --
 -- Returns {applied, quorum_met_now, job_finished_ms}: applied is 1 when the
 -- state changed, 0 when the webhook was already final, -1 when the state is gone.
+--@include common/_ack.lua
 local p = ARGV[3] .. ':'
 local state = redis.call('HGET', KEYS[1], p .. 'state')
 local applied, quorum_now, finished = -1, 0, 0
@@ -70,8 +71,5 @@ if state then
     applied = 1
   end
 end
-if ARGV[2] ~= '' then  -- '': the edge's first attempt, from no send entry
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[2], ARGV[2])
-end
+ack_entry(KEYS[2])  -- none: the edge's first attempt, from no send entry
 return {applied, quorum_now, finished}

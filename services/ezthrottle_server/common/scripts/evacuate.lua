@@ -16,11 +16,9 @@
 --
 -- Returns 1 moved, 2 dropped (another region carries it), 0 final, gone, or
 -- already gone from this region (a second holder of it there).
+--@include common/_ack.lua
 local function ack()
-  if ARGV[2] ~= '' then
-    redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-    redis.call('XDEL', KEYS[2], ARGV[2])
-  end
+  ack_entry(KEYS[2])
 end
 
 local now = tonumber(ARGV[5])

@@ -22,6 +22,7 @@
 -- Returns 1 if this call decided the job, 0 if it was already decided (the
 -- attempt is kept, marked lost), 2 if the job goes on in other regions,
 -- -1 if the job is gone. With hand-offs made: {1, member, ...}.
+--@include common/_ack.lua
 local now = tonumber(ARGV[6])
 local grace = tonumber(ARGV[12] or '0') or 0
 local handoffs = {}
@@ -50,10 +51,7 @@ local function decided()
 end
 
 local function ack()
-  if ARGV[2] ~= '' then
-    redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-    redis.call('XDEL', KEYS[3], ARGV[2])
-  end
+  ack_entry(KEYS[3])
 end
 
 local function publish(event)

@@ -18,6 +18,7 @@
 -- Returns 1 when queued again, 0 if the job was already final (or is
 -- cancelled now), -1 if gone.
 --@include common/_end_job.lua
+--@include common/_ack.lua
 local result = -1
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
@@ -66,8 +67,5 @@ if state then
     result = 1
   end
 end
-if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[3], ARGV[2])
-end
+ack_entry(KEYS[3])
 return result
