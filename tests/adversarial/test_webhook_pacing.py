@@ -1,11 +1,13 @@
-"""Issue 14, webhook amplification: webhooks are paced per destination host, as targets are.
+"""Issue 14, webhook amplification: webhooks are paced per customer and destination host.
 
 One customer's jobs can list many webhooks to one host (10 a job, as many jobs
 as it likes), each retried for a day. Before, every one was POSTed as soon as
 a worker took it: a burst at the host of everything at once. Now every
-delivery worker shares one pace per host (``delivery_host_rps`` after a burst
-of ``delivery_host_burst``, a GCRA in Redis): a send over it is put back for
-when the host has room, without spending an attempt.
+sender (edges and delivery workers) shares one pace per customer and host
+(``delivery_host_rps`` after a burst of ``delivery_host_burst``, a GCRA in
+Redis): a send over it is put back for when there is room, without spending
+an attempt. Per customer, so that one customer's flood to a host never delays
+another customer's webhooks to it.
 """
 
 from __future__ import annotations
@@ -73,3 +75,35 @@ async def test_one_customers_many_webhooks_reach_a_host_at_its_pace_and_all_arri
     window_s, slack_s = 0.5, 0.2  # slack: a send delayed on its way can arrive close to the next one
     busiest = max(sum(1 for t in arrivals if start <= t < start + window_s) for start in arrivals)
     assert busiest <= BURST + RPS * (window_s + slack_s) + 1, (busiest, [round(t - arrivals[0], 3) for t in arrivals])
+
+
+async def test_another_customers_flood_to_a_host_does_not_delay_a_customers_webhook_there(
+    http, redis, start_edge, start_delivery, api_key, other_api_key, target, receiver
+):
+    # The pace is one customer's at a host: customer A's 20 webhooks to the receiver's host wait their turn
+    # (3 at once, then 10/s: about 1.7 s), while customer B's one webhook to the same host goes at once.
+    edge = await start_edge("iad", delivery_host_rps=RPS, delivery_host_burst=BURST)
+    await apply_overrides(redis, parse_overrides(f"domains:\n  {domain_of(target.url)}: {{rps: 100, max_concurrent: 20}}\n"))
+    await start_delivery(delivery_host_rps=RPS, delivery_host_burst=BURST)
+    flood = await asyncio.gather(
+        *(
+            submit(
+                http,
+                edge.url,
+                api_key,
+                {"url": f"{target.url}/echo?n={j}", "webhooks": [{"url": f"{receiver.url}/hook/a{h}"} for h in range(HOOKS)]},
+            )
+            for j in range(JOBS)
+        )
+    )
+    await receiver.wait_for(BURST, timeout_s=10)  # A's burst is spent: the host's pace holds A's next ones back
+    b = await submit(http, edge.url, other_api_key, {"url": f"{target.url}/echo?n=b", "webhooks": [{"url": f"{receiver.url}/hook/b"}]})
+    await wait_webhooks(http, edge.url, other_api_key, b["job_id"], all_in("delivered"), timeout_s=30)
+    await asyncio.gather(*(wait_webhooks(http, edge.url, api_key, j["job_id"], all_in("delivered"), timeout_s=30) for j in flood))
+
+    arrived = sorted(receiver.requests, key=lambda r: r.at)
+    b_at = next(i for i, r in enumerate(arrived) if r.path.endswith("/hook/b"))
+    a_after_b = sum(1 for r in arrived[b_at + 1 :] if "/hook/a" in r.path)
+    # B's webhook did not queue behind A's: most of A's held-back webhooks arrived after it
+    assert a_after_b >= JOBS * HOOKS - BURST - 5, [r.path for r in arrived]
+    assert len(arrived) == JOBS * HOOKS + 1

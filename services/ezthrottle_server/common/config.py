@@ -50,7 +50,7 @@ Environment variables (all optional):
 ``EZT_DELIVERY_BACKOFF_CAP_S``        largest delay between webhook retries
 ``EZT_DELIVERY_WINDOW_S``             how long a webhook is retried before it is dead-lettered
 ``EZT_DELIVERY_CONCURRENCY``          webhook POSTs in flight per delivery worker
-``EZT_DELIVERY_HOST_RPS``             webhook POSTs per second to one destination host, all customers and workers (50; 0: off)
+``EZT_DELIVERY_HOST_RPS``             webhook POSTs per second from one customer to one destination host, all workers (50; 0: off)
 ``EZT_DELIVERY_HOST_BURST``           webhook POSTs one host may get at once before that rate applies (50)
 ``EZT_EDGE_DELIVERS_WEBHOOKS``        ``1`` (default): the edge that finished a job sends the first attempt of its webhooks; ``0``: the
                                       delivery service sends every attempt
@@ -184,7 +184,7 @@ class Settings:
     delivery_backoff_cap_s: float = 3600.0
     delivery_window_s: float = 24 * 3600.0
     delivery_concurrency: int = 64
-    delivery_host_rps: float = 50.0  # webhook POSTs a second to one host (delivery/worker.py, webhook_pace.lua); 0: off
+    delivery_host_rps: float = 50.0  # one customer's webhook POSTs a second to one host (common/webhooks.py, webhook_pace.lua); 0: off
     delivery_host_burst: int = 50
     delivery_poll_s: float = 0.1
     edge_delivers_webhooks: bool = True  # edge/webhooks.py: the finishing edge sends each webhook's first attempt

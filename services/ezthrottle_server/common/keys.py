@@ -35,7 +35,7 @@ Layout::
     ezt:{ezt:p0}:deliveries:handoff         zset   "<job>[|<answer>]": webhooks handed to the finishing edge, by when delivery takes them
     ezt:{ezt:p0}:deliveries:dead            zset   job ids with a dead-lettered webhook, by time (ms)
     ezt:{ezt:p0}:deliveries:dead:c:<cust>   zset   the same, for one customer
-    ezt:whpace:<host:port>                  string webhook POSTs' pace to one host: GCRA arrival time, ms (webhook_pace.lua; TTL)
+    ezt:whpace:<customer>:<host:port>       string a customer's webhook pace at a host: GCRA arrival time, ms (webhook_pace.lua; TTL)
     ezt:bulk:<customer>:<action id>         hash   a bulk action (cancel, replay): params, state, progress (common/bulk.py; TTL)
     ezt:bulk:<customer>:<action id>:lease   string the runner holding it (renew_lease.lua; PX)
     ezt:bulk:<customer>:running             zset   the customer's bulk actions running, by creation (ms): the cap (TTL)
@@ -181,9 +181,10 @@ def delivery_handoff(partition: int) -> str:
     return f"{PREFIX}:{partition_tag(partition)}:deliveries:handoff"
 
 
-def webhook_pace(host: str) -> str:
-    """The pace of webhook POSTs to one destination (``host:port``, common/urls.py domain_of); used alone."""
-    return f"{PREFIX}:whpace:{host}"
+def webhook_pace(customer: str, host: str) -> str:
+    """The pace of one customer's webhook POSTs to one destination (``host:port``, common/urls.py
+    domain_of); used alone. Per customer: another customer's flood to a host never delays these."""
+    return f"{PREFIX}:whpace:{customer}:{host}"
 
 
 def delivery_dead(partition: int, customer: str | None = None) -> str:

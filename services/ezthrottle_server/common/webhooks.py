@@ -209,14 +209,19 @@ class WebhookPoster:
     # -- pace ------------------------------------------------------------------
 
     async def _held_back_by_host_pace(self, h: HookState, src: SendEntry, live: set[str]) -> bool:
-        """Over its host's pace (``delivery_host_rps``, all customers and senders): put the send back
-        for when the host has room, no attempt spent, and say so."""
+        """Over its customer's pace at its host (``delivery_host_rps``, every sender of that customer):
+        put the send back for when there is room, no attempt spent, and say so."""
         rps = self.settings.delivery_host_rps
         if rps <= 0:
             return False
         now = now_ms()
         wait_ms = await delivery_scripts.pace(
-            partial(self.batch.script, self._pace), domain_of(h.url), now_ms=now, rps=rps, burst=max(1, self.settings.delivery_host_burst)
+            partial(self.batch.script, self._pace),
+            h.customer,
+            domain_of(h.url),
+            now_ms=now,
+            rps=rps,
+            burst=max(1, self.settings.delivery_host_burst),
         )
         if wait_ms <= 0:
             return False

@@ -1,6 +1,6 @@
--- Pace webhook POSTs per destination host (GCRA), as targets are paced per domain:
--- one customer's many webhooks to one host cannot flood it.
--- KEYS[1] the host's theoretical arrival time (ms; keys.webhook_pace)
+-- Pace one customer's webhook POSTs to one destination host (GCRA), as targets are paced per domain:
+-- one customer's many webhooks to one host cannot flood it, nor delay another customer's there.
+-- KEYS[1] the customer's theoretical arrival time at the host (ms; keys.webhook_pace)
 -- ARGV[1] now (ms)   ARGV[2] interval between sends (ms, 1000 / rate)   ARGV[3] burst (sends at once)
 -- Returns 0 when a POST may go now (counted), else how many ms until one may (nothing counted).
 local now, interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
