@@ -18,7 +18,7 @@ from ..common.metrics import prime
 from ..common.outbound import OutboundPolicy
 from ..common.redisconn import RedisClient, Scripts, connect
 from ..common.service import add_probes
-from .sender import WebhookSender
+from ..common.webhook_sender import WebhookSender
 from .worker import DeliveryWorker
 
 

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from ezthrottle_server.common.deliveries import route_for
-from ezthrottle_server.delivery.schedule import Decision, backoff_s, decide
+from ezthrottle_server.common.webhook_schedule import Decision, backoff_s, decide
 
 DEFAULTS = {"base_s": 10.0, "cap_s": 3600.0, "window_s": 24 * 3600.0}
 

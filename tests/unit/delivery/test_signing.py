@@ -6,7 +6,7 @@ import hmac
 
 from standardwebhooks.webhooks import Webhook
 
-from ezthrottle_server.delivery.signing import (
+from ezthrottle_server.common.webhook_signing import (
     WebhookSecrets,
     ezthrottle_signature,
     signed_headers,
