@@ -31,7 +31,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -199,26 +199,38 @@ class EvictionCheck:
         return problem
 
 
-Details = Callable[[web.Request], dict[str, Any]]
+class ServiceContext(Protocol):
+    """What every service keeps in its app (under its own ``web.AppKey``): its settings and its Redis client."""
+
+    settings: Settings
+    redis: RedisClient
+
+
+Ctx = TypeVar("Ctx", bound=ServiceContext)
 
 
 def add_probes(
     app: web.Application,
-    redis_of: Callable[[web.Request], RedisClient],
-    health: Details,
-    readiness: Callable[[web.Request], tuple[bool, dict[str, Any]]] = lambda _r: (True, {}),
+    key: web.AppKey[Ctx],
+    health: Callable[[Ctx], dict[str, Any]] = lambda _c: {},
+    readiness: Callable[[Ctx], tuple[bool, dict[str, Any]]] = lambda _c: (True, {}),
 ) -> None:
-    """``/healthz``, ``/readyz`` and ``/metrics``; ``health`` and ``readiness`` add the service's own fields."""
+    """``/healthz``, ``/readyz`` and ``/metrics`` of the service whose context is ``app[key]``.
+
+    ``/healthz`` names the node; ``health`` and ``readiness`` add the service's own fields (and readiness).
+    """
     eviction = EvictionCheck()
 
     async def healthz(request: web.Request) -> web.Response:
-        return json_response({"status": "ok", "pid": os.getpid(), **health(request)})
+        ctx = request.app[key]
+        return json_response({"status": "ok", "pid": os.getpid(), "node": ctx.settings.node_id, **health(ctx)})
 
     async def readyz(request: web.Request) -> web.Response:
-        redis = redis_of(request)
+        ctx = request.app[key]
+        redis = ctx.redis
         redis_ok = await redis_answers(redis)
         evicting = await eviction(redis) if redis_ok else eviction.problem
-        own, details = readiness(request)
+        own, details = readiness(ctx)
         ready = own and redis_ok and evicting is None
         body = {"status": "ready" if ready else "not_ready", "redis": redis_ok, **details}
         if evicting is not None:

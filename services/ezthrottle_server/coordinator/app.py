@@ -79,12 +79,7 @@ def create_app(settings: Settings) -> web.Application:
             await redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)
-    add_probes(
-        app,
-        lambda r: r.app[CTX].redis,
-        health=lambda r: {"node": r.app[CTX].settings.node_id, "leader": r.app[CTX].lease.is_leader},
-        readiness=lambda r: (True, {"leader": r.app[CTX].lease.is_leader}),
-    )
+    add_probes(app, CTX, health=lambda ctx: {"leader": ctx.lease.is_leader}, readiness=lambda ctx: (True, {"leader": ctx.lease.is_leader}))
     return app
 
 

@@ -56,9 +56,6 @@ def create_app(settings: Settings, *, stop_grace_s: float = 10.0) -> web.Applica
 
     app.cleanup_ctx.append(lifecycle)
     add_probes(
-        app,
-        lambda r: r.app[CTX].redis,
-        health=lambda r: {"node": r.app[CTX].settings.node_id, "region": r.app[CTX].settings.region},
-        readiness=lambda r: (r.app[CTX].ready, {"inflight": r.app[CTX].worker.inflight}),
+        app, CTX, health=lambda ctx: {"region": ctx.settings.region}, readiness=lambda ctx: (ctx.ready, {"inflight": ctx.worker.inflight})
     )
     return app

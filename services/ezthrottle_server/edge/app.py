@@ -163,12 +163,12 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(SCHEDULES_ROUTES)
     add_probes(
         app,
-        lambda r: r.app[CTX].redis,
-        health=lambda r: {"node": r.app[CTX].settings.node_id, "admission": r.app[CTX].admission.state()},
+        CTX,
+        health=lambda ctx: {"admission": ctx.admission.state()},
         # ready once started and while its own region is usable in the published view
-        readiness=lambda r: (
-            r.app[CTX].ready and r.app[CTX].region_usable,
-            {"region": r.app[CTX].settings.region, "region_usable": r.app[CTX].region_usable, "admission": r.app[CTX].admission.state()},
+        readiness=lambda ctx: (
+            ctx.ready and ctx.region_usable,
+            {"region": ctx.settings.region, "region_usable": ctx.region_usable, "admission": ctx.admission.state()},
         ),
     )
     app.router.add_routes([openapi_route(settings)])
