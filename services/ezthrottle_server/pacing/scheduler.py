@@ -34,6 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass
 
 import redis.asyncio as aioredis
 
@@ -48,29 +49,20 @@ DUE_SLACK_MS = 1.0  # grant.lua decides on Redis's clock, within the pacing tole
 _REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, ConnectionError, OSError)
 
 
+@dataclass(eq=False)  # compared and hashed as itself
 class Scheduler:
-    def __init__(
-        self,
-        limiter: Limiter,
-        on_grant: OnGrant,
-        *,
-        capacity: int,
-        lease_ms: int,
-        poll_s: float = 0.05,
-        page: int = 500,
-        max_pages: int = 20,
-        blocked_s: float = 1.0,
-        max_per_grant: int = 32,
-    ) -> None:
-        self.limiter = limiter
-        self.on_grant = on_grant
-        self.capacity = capacity
-        self.lease_ms = lease_ms
-        self.poll_s = poll_s
-        self.page = page
-        self.max_pages = max_pages
-        self.blocked_s = blocked_s
-        self.max_per_grant = max_per_grant
+    limiter: Limiter
+    on_grant: OnGrant
+    _: KW_ONLY
+    capacity: int
+    lease_ms: int
+    poll_s: float = 0.05
+    page: int = 500
+    max_pages: int = 20
+    blocked_s: float = 1.0
+    max_per_grant: int = 32
+
+    def __post_init__(self) -> None:
         self._inflight: dict[Scope, set[str]] = {}  # scope -> leases held here
         self._count = 0
         self._granting: set[Scope] = set()  # scopes with a grant call in flight (one at a time each)
@@ -82,7 +74,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._hot: set[Scope] = set()  # scopes admitted here and due: asked before the ready set is read
         self._stopping = False
-        self._region = limiter.region or ""
+        self._region = self.limiter.region or ""
 
     # -- what the worker tells us ----------------------------------------------
 
