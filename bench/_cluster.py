@@ -73,19 +73,19 @@ class Cluster:
     pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, for CPU accounting
 
 
-def _tree(pid: int) -> list[int]:
-    """The process and its live descendants (a supervisor's worker processes, EZT_EDGE_WORKERS)."""
+def _tree(pid: int, skip: frozenset[int] = frozenset()) -> list[int]:
+    """The process and its live descendants (a supervisor's worker processes, EZT_EDGE_WORKERS), not entering ``skip``."""
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         children = []
-    return [pid, *(p for child in children for p in _tree(int(child)))]
+    return [pid, *(p for child in children if child not in skip for p in _tree(child, skip))]
 
 
-def cpu_s(pid: int) -> float:
-    """CPU time (user + system, s) a process and its live descendants have used so far; 0 if it is gone."""
+def cpu_s(pid: int, skip: frozenset[int] = frozenset()) -> float:
+    """CPU time (user + system, s) a process and its live descendants but ``skip``'s have used so far; 0 if it is gone."""
     total = 0
-    for p in _tree(pid):
+    for p in _tree(pid, skip):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
@@ -95,7 +95,8 @@ def cpu_s(pid: int) -> float:
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {name: cpu_s(pid) for name, pid in pids.items()}
+    listed = frozenset(pids.values())  # the driver's descendants are the services, each counted on its own
+    return {name: cpu_s(pid, listed - {pid}) for name, pid in pids.items()}
 
 
 def redis_pid(redis_url: str) -> int:
