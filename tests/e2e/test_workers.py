@@ -214,7 +214,7 @@ async def test_a_delivery_node_of_two_workers_delivers_restarts_a_killed_worker_
     assert len(sample(page, "ezt_webhook_deliveries_total", 'outcome="delivered"')) == 1
     assert len(sample(page, "ezt_webhook_inflight")) == 1
 
-    edge = await start_edge("iad")
+    edge = await start_edge("iad", edge_delivers_webhooks=False)  # every webhook goes through the delivery node
     jobs = [
         await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?n={i}", "webhooks": [{"url": f"{receiver.url}/hook/{i}"}]})
         for i in range(6)
@@ -237,6 +237,9 @@ async def test_a_delivery_node_of_two_workers_delivers_restarts_a_killed_worker_
         while not want <= {r.path for r in receiver.requests}:
             await asyncio.sleep(0.05)
     assert len({j["job_id"] for j in jobs + more}) == 10
+    # the node's count adds up its workers, the killed one's included
+    [delivered] = sample(await node.metrics(), "ezt_webhook_deliveries_total", 'outcome="delivered"')
+    assert 10 <= delivered <= len(receiver.requests)
 
     node.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(node.proc.wait, 30) == 0
