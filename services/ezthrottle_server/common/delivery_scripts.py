@@ -13,13 +13,14 @@ The layout of the state is ``common/deliveries.py``'s.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from . import keys
-from .scripting import ScriptRun
+from .scripting import ScriptRun, answered
 
 
 @dataclass(frozen=True)
@@ -66,22 +67,22 @@ async def plan(run: ScriptRun, p: Plan, *, stream: str, group: str, entry_id: st
     return int(planned) == 1
 
 
-async def claim(run: ScriptRun, p: Plan, *, member: str, held_until_ms: int, node: str, routes: Sequence[str]) -> int:
+def claim(run: ScriptRun, p: Plan, *, member: str, held_until_ms: int, node: str, routes: Sequence[str]) -> asyncio.Future[int]:
     """``delivery_claim.lua``: the edge claims the hand-off ``member`` (finish.lua's) and plans the webhooks.
 
-    Returns how many webhooks the edge sends itself (those with no route);
+    Answers how many webhooks the edge sends itself (those with no route);
     0 when none: none is the edge's, the delivery service swept the hand-off,
-    or the job was planned already.
+    or the job was planned already. A future (:func:`~.scripting.answered`).
     """
     partition = keys.partition_of(p.job_id)
-    own = await run(
+    call = run(
         keys=[keys.delivery_handoff(partition), keys.job_webhooks(p.job_id), *(keys.delivery_sends(partition, r) for r in routes)],
         args=[
             member, p.now_ms, held_until_ms, p.ttl_s, p.customer, p.quorum, p.payload, p.finished_ms, p.status, p.job_id, len(p.hooks),
             node, *p.hook_args(), *routes,
         ],
     )  # fmt: skip
-    return max(int(own), 0)
+    return answered(call, lambda own: max(int(own), 0))
 
 
 class Applied(IntEnum):
@@ -113,11 +114,17 @@ class Recorded:
     quorum_met_now: bool  # this POST's vote made the quorum
     job_finished_ms: int | None
 
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> Recorded:
+        applied, quorum_now, finished_ms = reply
+        return cls(Applied(int(applied)), int(quorum_now) == 1, int(finished_ms) if finished_ms else None)
 
-async def record(run: ScriptRun, o: PostRecord, *, stream: str, group: str, entry_id: str, now_ms: int) -> Recorded:
-    """``delivery_record.lua``: record the outcome, then acknowledge the send entry (``entry_id``; '' for none)."""
+
+def record(run: ScriptRun, o: PostRecord, *, stream: str, group: str, entry_id: str, now_ms: int) -> asyncio.Future[Recorded]:
+    """``delivery_record.lua``: record the outcome, then acknowledge the send entry (``entry_id``; '' for none).
+    A future (:func:`~.scripting.answered`)."""
     partition = keys.partition_of(o.job_id)
-    applied, quorum_now, finished_ms = await run(
+    call = run(
         keys=[
             keys.job_webhooks(o.job_id), stream, keys.delivery_scheduled(partition), keys.delivery_dead(partition),
             keys.delivery_dead(partition, o.customer),
@@ -127,7 +134,7 @@ async def record(run: ScriptRun, o: PostRecord, *, stream: str, group: str, entr
             f"{o.route}|{o.job_id}|{o.hook}", o.reason, o.node, o.region, o.job_id, keys.job_events(o.job_id),
         ],
     )  # fmt: skip
-    return Recorded(Applied(int(applied)), int(quorum_now) == 1, int(finished_ms) if finished_ms else None)
+    return answered(call, Recorded.parse)
 
 
 async def defer(

@@ -13,6 +13,7 @@ script goes to Redis: ``scripts.finish`` itself, or a batcher's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 
 from . import job_index, keys
-from .scripting import ScriptRun
+from .scripting import ScriptRun, answered
 
 # -- submit.lua / accept.lua ---------------------------------------------------
 
@@ -201,11 +202,14 @@ async def finish(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: in
     return (await finish_handing_off(run, result, now_ms=now_ms, ttl_s=ttl_s, grace_ms=0))[0]
 
 
-async def finish_handing_off(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int) -> tuple[Finished, list[str]]:
+def finish_handing_off(
+    run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int
+) -> asyncio.Future[tuple[Finished, list[str]]]:
     """``finish.lua``; with ``grace_ms`` > 0 the job's webhooks are handed to the caller: the hand-off members
-    it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not."""
+    it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not.
+    A future (:func:`~.scripting.answered`)."""
     p = keys.partition_of(result.job_id)
-    reply = await run(
+    call = run(
         keys=[
             keys.job(result.job_id), keys.attempts(result.job_id), keys.region_stream(p, result.region),
             keys.deliveries(p), keys.workflow_spawn(p), keys.queued(p), keys.delivery_handoff(p),
@@ -216,6 +220,10 @@ async def finish_handing_off(run: ScriptRun, result: RegionResult, *, now_ms: in
             keys.job_events(result.job_id), grace_ms,
         ],
     )  # fmt: skip
+    return answered(call, _finished)
+
+
+def _finished(reply: Any) -> tuple[Finished, list[str]]:
     if isinstance(reply, list):
         return Finished(int(reply[0])), [str(m) for m in reply[1:]]
     return Finished(int(reply)), []

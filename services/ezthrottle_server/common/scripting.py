@@ -22,16 +22,20 @@ typed function (``job_scripts.py``, ``workflow_scripts.py``,
 ``schedule_scripts.py``, ``leases.py``, ...) that names its keys and
 arguments and answers a dataclass, an enum, a bool or a count. Such a
 function takes the script as a :data:`ScriptRun`: the registered script
-itself, or a batcher's ``functools.partial(batch.script, script)``.
+itself, or a batcher's ``functools.partial(batch.script, script)``. One on
+a job's path may answer with :func:`answered` instead of being a coroutine:
+a future of the parsed reply, which ``asyncio.shield`` guards without a task
+of its own when the call is a batched one (a task per job and call, before).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import EZThrottleServerError
 
@@ -41,6 +45,42 @@ if TYPE_CHECKING:
     from .redisconn import RedisClient
 
 ScriptRun = Callable[..., Awaitable[Any]]  # run(keys=[...], args=[...]): a registered script, or a batcher's partial
+
+T = TypeVar("T")
+
+
+def answered(call: Awaitable[Any], parse: Callable[[Any], T]) -> asyncio.Future[T]:
+    """The reply of a script call under way, parsed, as a future (see the module docstring).
+
+    Cancelling the future cancels the call, as cancelling a coroutine awaiting
+    it would; a call that fails, or whose reply does not parse, fails it.
+    """
+    inner = asyncio.ensure_future(call)  # a batched call is a future already: no task
+    outer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def reply(done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            outer.cancel()
+            return
+        exc = done.exception()  # retrieved even when no one waits for it any more
+        if outer.done():
+            return
+        if exc is not None:
+            outer.set_exception(exc)
+        else:
+            try:
+                outer.set_result(parse(done.result()))
+            except Exception as err:
+                outer.set_exception(err)
+
+    def cancelled(done: asyncio.Future[T]) -> None:
+        if done.cancelled():
+            inner.cancel()
+
+    inner.add_done_callback(reply)
+    outer.add_done_callback(cancelled)
+    return outer
+
 
 AREAS = {"common": "ezthrottle_server.common", "pacing": "ezthrottle_server.pacing"}
 _INCLUDE = re.compile(r"^--@include ([a-z]+/[A-Za-z0-9_]+\.lua)[ \t]*$", re.M)
