@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from support.jobs import submit, wait_final
+from support.jobs import get_job, submit, wait_final
 from support.redis_server import free_port
 from support.services import REPO
 
@@ -161,7 +161,7 @@ async def submit_fresh(url: str, key: str, payloads: list[dict[str, Any]]) -> li
 
 
 async def test_an_edge_of_two_workers_serves_one_port_sums_its_metrics_survives_a_kill_and_drains(
-    start_node: StartNode, http: aiohttp.ClientSession, api_key: str, target: Any
+    start_node: StartNode, start_edge: Any, http: aiohttp.ClientSession, api_key: str, target: Any
 ) -> None:
     node = await start_node("edge", EZT_REGION="iad")
     workers = await node.workers()
@@ -195,12 +195,22 @@ async def test_an_edge_of_two_workers_serves_one_port_sums_its_metrics_survives_
     assert sample(await node.metrics(), "ezt_jobs_submitted_total", 'region="iad"') == [40.0]
     assert node.proc.poll() is None
 
-    # SIGTERM: the supervisor stops its workers (they drain) and exits 0; nothing answers on the port.
+    # SIGTERM with sends in flight on both workers: they finish them (drain), then all stop and the
+    # supervisor exits 0; nothing answers on the port.
+    last = await submit_fresh(node.url, api_key, [{"url": f"{target.url}/delay/1500?last={i}"} for i in range(6)])
+    async with asyncio.timeout(10):
+        while len({r.query["last"] for r in target.matching("/delay/1500")}) < 6:
+            await asyncio.sleep(0.02)
     node.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(node.proc.wait, 30) == 0
     await wait_gone(list(again.values()))
     with pytest.raises(aiohttp.ClientConnectionError):
         await node.health()
+    reader = await start_edge("iad")  # reads the records; the drained sends need nobody else
+    for job_id in last:
+        view = await get_job(http, reader.url, api_key, job_id)
+        assert view["status"] == "success" and len(view["attempts"]) == 1, view
+        assert view["attempts"][0]["node"] in set(workers)
 
 
 async def test_a_delivery_node_of_two_workers_delivers_restarts_a_killed_worker_and_stops(
