@@ -19,12 +19,12 @@ def domain_of(url: str | URL) -> str:
     return _domain(url) if isinstance(url, URL) else _domain_of_text(url)
 
 
-@functools.lru_cache(maxsize=4096)  # the same URL's domain is asked for several times on a job's (or webhook's) path
+@functools.lru_cache(maxsize=1024)  # a URL's domain is asked for several times on one job's (or webhook's) path; URLs may be long
 def _domain_of_text(url: str) -> str:
     return _domain(URL(url))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def host_of(url: str) -> str | None:
     """The host of a URL as yarl reads it (IDNA decoded, IPv6 without brackets)."""
     return URL(url).host
