@@ -133,10 +133,12 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         own_dir = self._prepare_metrics_dir()
-        socks = listening_sockets(self.settings.host, self.settings.port, self.count)
-        self._pipe = os.pipe()  # workers hold the read end: it closes when the supervisor is gone
-        slots = [_Slot(i, socks[i % len(socks)]) for i in range(self.count)]
+        socks: list[socket.socket] = []
+        slots: list[_Slot] = []
         try:
+            socks = listening_sockets(self.settings.host, self.settings.port, self.count)
+            self._pipe = os.pipe()  # workers hold the read end: it closes when the supervisor is gone
+            slots = [_Slot(i, socks[i % len(socks)]) for i in range(self.count)]
             for slot in slots:
                 await self._start(slot)
             host, port = socks[0].getsockname()[:2]
@@ -147,7 +149,8 @@ class Supervisor:
                 sock.close()
             await self._stop_all(slots)
             for fd in self._pipe:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             if own_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
             for sig in (signal.SIGTERM, signal.SIGINT):

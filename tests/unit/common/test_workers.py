@@ -5,6 +5,7 @@ The real edge and delivery workers are in tests/e2e/test_workers.py.
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -55,3 +56,15 @@ def test_one_socket_per_worker_on_one_port() -> None:
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.asyncio
+async def test_a_port_taken_fails_the_start_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        supervisor = workers.Supervisor("edge", settings(tmp_path).with_overrides(port=port, metrics_multiproc_dir=""))
+        with pytest.raises(OSError):
+            await supervisor.run()
+    assert not Path(supervisor._metrics_dir).exists()  # its own metrics folder is gone
