@@ -339,6 +339,23 @@ async def test_one_customers_earlier_job_in_another_region_does_not_hold_a_regio
     assert set(await redis.hkeys(keys.pacing_fair(DOMAIN, SHARED))) == {"flooder", "~v", "j:b0001", "j:b0002"}
 
 
+async def test_another_customers_job_behind_a_regions_head_still_holds_the_turn(redis):
+    """Only the same customer's earlier jobs may be passed: another customer's job queued behind
+    another region's head (of the first customer) is still ahead in turn (bench.pacing's fairness)."""
+    iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
+    lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
+    await lax.admit(SCOPE, jobs("a", 1, "flooder"), now_ms=T0)  # lax: the flooder's a0000, then...
+    await iad.admit(SCOPE, jobs("b", 3, "flooder"), now_ms=T0 + 1)  # iad: the flooder's b0000..b0002
+    await lax.admit(SCOPE, jobs("p", 1, "patient"), now_ms=T0 + 2)  # ...lax: the patient's p0000, behind a0000
+    tags = dict(await redis.zrange(keys.pacing_wait(DOMAIN, SHARED, "lax"), 0, -1, withscores=True))
+    first_iad = (await redis.zrange(keys.pacing_wait(DOMAIN, SHARED, "iad"), 0, 0, withscores=True))[0][1]
+    assert tags["p0000"] < first_iad  # the patient's job is ahead of iad's first in turn
+    g = await iad.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 3)
+    assert g.job_ids == []  # iad may pass the flooder's a0000, not the patient's p0000 behind it
+    g = await lax.grant(SCOPE, inflight=0, want=5, lease_ms=LEASE, now_ms=T0 + 4)
+    assert g.job_ids == ["a0000"]
+
+
 async def test_a_newcomer_is_not_put_behind_jobs_skipped_out_of_turn(redis):
     iad = Limiter(redis, PacingPolicy(), "iad", ["iad", "lax"])
     lax = Limiter(redis, PacingPolicy(), "lax", ["iad", "lax"])
