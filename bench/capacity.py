@@ -7,7 +7,10 @@
    target, one signed webhook), and the same jobs against a target that answers
    503 to each job's first request (two attempts per job). From the CPU time
    each process used: microseconds per job (one attempt, one webhook) and per
-   extra attempt, per component (edge, delivery, coordinator, Redis).
+   extra attempt, per component (edge, delivery, coordinator, Redis). A third
+   run times every Redis command (its slowlog, threshold 0) and names each
+   script by its sha: Redis's time per job by script, which says what one hot
+   domain's pacing scripts cost the master that holds it.
 2. **Predict** the check point: on this machine every process shares the same
    cores, so the model's throughput is ``cores x busy share / sum of the CPU
    per job`` of every process on it (the load generator and the sink too),
@@ -60,6 +63,45 @@ def _job(sink: str, tag: str, route: str) -> bytes:
     )
 
 
+def _script_names() -> dict[str, str]:
+    """sha1 of each script's source (as EVALSHA names it) -> ``area/name``."""
+    import hashlib
+
+    from ezthrottle_server.common import scripting
+
+    root = REPO / "services" / "ezthrottle_server"
+    names = [f"{area}/{f.stem}" for area in ("common", "pacing") for f in sorted((root / area / "scripts").glob("[!_]*.lua"))]
+    return {hashlib.sha1(scripting.source(n).encode()).hexdigest(): n for n in names}
+
+
+def _timing_on(redis_url: str) -> None:
+    """Redis times every command into its slowlog (threshold 0) from now on, cleared."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as r:
+        r.config_set("slowlog-max-len", 2_000_000)
+        r.config_set("slowlog-log-slower-than", 0)
+        r.slowlog_reset()
+
+
+def _redis_time_by_command(redis_url: str, jobs: int) -> dict[str, float]:
+    """µs of Redis time per job by script (EVALSHA's sha named) or command, from the slowlog; timing off again."""
+    import redis
+
+    names = _script_names()
+    with redis.Redis.from_url(redis_url) as r:
+        entries = r.execute_command("SLOWLOG", "GET", -1)
+        r.config_set("slowlog-log-slower-than", 10_000)
+    total: dict[str, int] = {}
+    for entry in entries:
+        args = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in entry[3]]
+        name = args[0].upper() if args else "?"
+        if name in ("EVALSHA", "EVAL") and len(args) > 1:
+            name = names.get(args[1], "script " + args[1][:8])
+        total[name] = total.get(name, 0) + int(entry[2])
+    return {k: round(v / max(jobs, 1), 1) for k, v in sorted(total.items(), key=lambda kv: -kv[1]) if v / max(jobs, 1) >= 0.5}
+
+
 def _by_component(cpu: dict[str, int]) -> dict[str, int]:
     """Per-process µs per job summed by component (``edge-iad`` + ``edge-lax`` -> ``edge``; Redis masters -> ``redis``)."""
     out = dict.fromkeys(COMPONENTS, 0)
@@ -70,7 +112,9 @@ def _by_component(cpu: dict[str, int]) -> dict[str, int]:
     return out
 
 
-async def _run(edges: list[str], redis_url: str, sink: str, n: int, concurrency: int, route: str, pids: dict[str, int]) -> dict[str, Any]:
+async def _run(
+    edges: list[str], redis_url: str, sink: str, n: int, concurrency: int, route: str, pids: dict[str, int], timed: bool = False
+) -> dict[str, Any]:
     key = await new_key(redis_url)
     connector = aiohttp.TCPConnector(limit=concurrency + 8)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -79,7 +123,11 @@ async def _run(edges: list[str], redis_url: str, sink: str, n: int, concurrency:
             await submit(http, edges[i % len(edges)], key, _job(sink, tag, route))
 
         await warm_up(http, sink, one, concurrency)
+        if timed:
+            _timing_on(redis_url)
         result = await drive(http, sink, one, n, concurrency, "run", 300, pids)
+        if timed:
+            result["redis_us_per_job_by_command"] = _redis_time_by_command(redis_url, n)
         result["target_requests_per_job"] = round((await sink_get(http, sink, "stats"))["target_requests"] / max(n, 1), 3)
     result["cpu_us_per_job_by_component"] = _by_component(result["cpu_us_per_job"])
     return result
@@ -100,6 +148,8 @@ def calibrate(n: int, concurrency: int) -> dict[str, Any]:
     for route in ("t", "f"):  # one attempt per job; two
         with cluster(f"capacity-{route}", ("iad",)) as c:
             out[route] = asyncio.run(_run(list(c.edges.values()), c.redis_url, c.sink, n, concurrency, route, c.pids))
+    with cluster("capacity-timed", ("iad",)) as c:  # a separate run: timing every command costs Redis some CPU
+        timed = asyncio.run(_run(list(c.edges.values()), c.redis_url, c.sink, n, concurrency, "t", c.pids, timed=True))
     one, two = out["t"]["cpu_us_per_job_by_component"], out["f"]["cpu_us_per_job_by_component"]
     extra = out["f"]["target_requests_per_job"] - out["t"]["target_requests_per_job"]
     return {
@@ -107,6 +157,8 @@ def calibrate(n: int, concurrency: int) -> dict[str, Any]:
         "two_attempts": out["f"],
         "us_per_job": one,
         "us_per_extra_attempt": {k: round((two[k] - one[k]) / extra) if extra > 0 else None for k in one},
+        # Redis's own time inside each command (its slowlog): what a hot domain's scripts cost one master
+        "redis_us_per_job_by_command": timed["redis_us_per_job_by_command"],
     }
 
 
@@ -160,7 +212,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  µs per job (1 attempt, 1 webhook):  {cal['us_per_job']}")
     print(f"  µs per extra attempt:               {cal['us_per_extra_attempt']}")
     print(f"  jobs/s per core of each component:  {model['jobs_per_s_per_core']}")
+    print(f"  Redis µs per job by command:        {cal['redis_us_per_job_by_command']}")
     print(f"  cluster µs per job:                 {got['cpu_us_per_job_by_component']}")
+    print(f"  cluster µs per job, each process:   {got['cpu_us_per_job']}")
     print(
         f"  {a.masters}-master cluster, {a.edges} edges: predicted {model['jobs_per_s_this_machine']} jobs/s,"
         f" measured {measured} ({error:+.1%})"
