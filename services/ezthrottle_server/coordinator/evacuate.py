@@ -199,8 +199,8 @@ class Evacuator(CoordinatorLoop):
             waits = [h.job_id for h in hs if not h.lease]
             # A lease whose job is over, or that may go before it expires (decided above), is forced.
             leases = [(h.lease, True) for h in hs if h.lease]
-            got_waits, got_leases = await self.limiter.evict(scope, region, waits, leases)
-            taken.update(h for h in hs if (h.lease in got_leases if h.lease else h.job_id in got_waits))
+            got = await self.limiter.evict(scope, region, waits, leases)
+            taken.update(h for h in hs if (h.lease in got.leases if h.lease else h.job_id in got.waiting))
         return taken
 
     async def _move(self, h: Held, region: str, target: str, *, maybe_sent: bool) -> Evacuated:

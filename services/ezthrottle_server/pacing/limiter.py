@@ -108,10 +108,19 @@ class Grant:
     leases: list[str]  # one per granted job; release and renew by lease
     recovered: int  # expired leases put back in the queue by this call
     waiting: int
+    added: int = 0  # admit_and_grant: how many of the jobs it was given were new to the queue
 
     @property
     def job_ids(self) -> list[str]:
         return [job_of(lease) for lease in self.leases]
+
+
+@dataclass(frozen=True)
+class Evicted:
+    """What ``evict.lua`` took out of a region's queue of a scope: still there until this call."""
+
+    waiting: list[str]  # job ids that were waiting
+    leases: list[str]  # leases that were held
 
 
 @dataclass(frozen=True)
@@ -306,8 +315,8 @@ class Limiter:
         lease_ms: int,
         now_ms: float | None = None,
         on_granted: Callable[[Grant], None] | None = None,
-    ) -> tuple[int, Grant]:
-        """``admit`` then ``grant`` in one script: how many were new, and the jobs this node may send now.
+    ) -> Grant:
+        """``admit`` then ``grant`` in one script: the jobs this node may send now, and how many of ``jobs`` were new.
 
         One round trip instead of two (and no ready-set read) between a job's
         admission and its send, when the admitting node has room for it.
@@ -316,11 +325,11 @@ class Limiter:
         added, waiting, next_ms, status, leases, recovered = await self._batch.script(
             self._scripts["admit"], keys=self._keys(scope), args=[*self.policy.args(now_ms), len(jobs), *flat, inflight, want, lease_ms]
         )
-        grant = Grant(status, int(next_ms), list(leases), int(recovered), int(waiting))
+        grant = Grant(status, int(next_ms), list(leases), int(recovered), int(waiting), int(added))
         if on_granted is not None:
             on_granted(grant)
         await self._reindex(scope, grant.waiting, grant.next_ms)
-        return int(added), grant
+        return grant
 
     async def grant(
         self,
@@ -586,7 +595,7 @@ class Limiter:
 
     async def evict(
         self, scope: Scope, region: str, waiting: Sequence[str], leases: Sequence[tuple[str, bool]], *, now_ms: float | None = None
-    ) -> tuple[list[str], list[str]]:
+    ) -> Evicted:
         """Take waiting jobs and leases (``(lease, force)``: force takes it before it expires) out of
         ``region``'s queue of ``scope``; returns what was still there and is now taken."""
         args = [
@@ -597,7 +606,7 @@ class Limiter:
             *(x for lease, force in leases for x in (lease, "1" if force else "")),
         ]
         taken_waiting, taken_leases = await self._scripts["evict"](keys=self._keys(scope, region), args=args)
-        return list(taken_waiting), list(taken_leases)
+        return Evicted(list(taken_waiting), list(taken_leases))
 
     # -- operators -------------------------------------------------------------
 

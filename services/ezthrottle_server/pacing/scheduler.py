@@ -104,14 +104,14 @@ class Scheduler:
         """
         if self._stopping or self._free() <= 0 or scope in self._granting or self._blocked.get(scope, 0.0) > time.monotonic():
             return await self.limiter.admit(scope, jobs, on_queued=self.admitted)
-        added, grant = await self._grant(scope, jobs)
+        grant = await self._grant(scope, jobs)
         if grant.status == BUSY:
             self._blocked[scope] = time.monotonic() + self.blocked_s
         elif grant.waiting and grant.next_ms <= time.time() * 1000 + DUE_SLACK_MS:
             self._hot.add(scope)  # more may go at once than this node asked for
         if grant.waiting:
             self._wake.set()  # the pass sleeps until the scope's next grant
-        return added
+        return grant.added
 
     def reserve_take(self, scope: Scope) -> int | None:
         """Hold one send slot for a job this node is accepting now (``take.lua``).
@@ -239,7 +239,7 @@ class Scheduler:
             return None
         if self._blocked.get(scope, 0.0) > mono or scope in self._granting:
             return None
-        _added, grant = await self._grant(scope)
+        grant = await self._grant(scope)
         if grant.status == BUSY:
             self._blocked[scope] = mono + self.blocked_s
         return grant
@@ -247,8 +247,8 @@ class Scheduler:
     def _free(self) -> int:
         return self.capacity - self._count - self._reserved
 
-    async def _grant(self, scope: Scope, jobs: Sequence[tuple[str, str]] = ()) -> tuple[int, Grant]:
-        """Ask ``scope`` for jobs (after queueing ``jobs``, if any); returns how many of those were new.
+    async def _grant(self, scope: Scope, jobs: Sequence[tuple[str, str]] = ()) -> Grant:
+        """Ask ``scope`` for jobs (after queueing ``jobs``, if any); the grant says how many of those were new.
 
         Grant calls may be in flight at once (the pass, and admission on each
         stream), one per scope at a time, so the count of the scope's sends
@@ -281,18 +281,15 @@ class Scheduler:
 
         try:
             if jobs:
-                added, grant = await self.limiter.admit_and_grant(
-                    scope, jobs, inflight=held, want=want, lease_ms=self.lease_ms, on_granted=start
-                )
+                grant = await self.limiter.admit_and_grant(scope, jobs, inflight=held, want=want, lease_ms=self.lease_ms, on_granted=start)
             else:
-                added = 0
                 grant = await self.limiter.grant(scope, inflight=held, want=want, lease_ms=self.lease_ms, on_granted=start)
         finally:
             unreserve()
         if grant.recovered:
             PACING_LEASES_RECOVERED.labels(self._region).inc(grant.recovered)
             log.info("recovered %d expired leases of %s", grant.recovered, scope, extra={"region": self._region})
-        return added, grant
+        return grant
 
     async def keep_leases(self) -> None:
         """Renew the leases of every job this node is sending, every lease/3."""
