@@ -121,6 +121,7 @@ class JobState:
     unsafe: bool  # a POST/PATCH without Idempotency-Key
     live: int  # regions still trying it
     idempotent_key: str | None
+    ended_here: str = ""  # why start_attempt.lua ended the job in this call (start_before_passed, cancelled), else ""
 
     FINAL = frozenset({"success", "failed", "cancelled", "expired"})
     ENDED_UNSENT = frozenset({"cancelled", "expired"})  # start_attempt.lua may end a job so: nothing was sent
@@ -138,7 +139,7 @@ class JobState:
         """None when the job is gone."""
         if not reply:
             return None
-        state, spec, retries, reroutes, created, mode, tried, unsafe, live, idem = reply
+        state, spec, retries, reroutes, created, mode, tried, unsafe, live, idem, *ended = reply
         return cls(
             state=state,
             spec=orjson.loads(spec) if spec else {},
@@ -150,6 +151,7 @@ class JobState:
             unsafe=unsafe == "1",
             live=int(live or 1),
             idempotent_key=idem or None,
+            ended_here=ended[0] if ended else "",
         )
 
 

@@ -41,6 +41,7 @@ from ..common.metrics import (
     ATTEMPT_CRASHES,
     ATTEMPT_LATENCY,
     ATTEMPTS,
+    JOBS_EXPIRED,
     JOBS_FINISHED,
     PACING_LATE_SENDS,
     PACING_PAUSES,
@@ -223,6 +224,8 @@ class Attempts:
             return await self._send_and_record(scope, lease, first.state(), granted_at, accepted_at=first.accepted_at)
         state = JobState.parse(await starting)
         if state is not None and state.state in JobState.ENDED_UNSENT:
+            if state.ended_here == "start_before_passed":
+                JOBS_EXPIRED.labels("start_before_passed").inc()  # a cancel was counted when it was asked for
             return UNSENT  # cancelled or expired (now or before): nothing is sent
         if state is None or state.final:
             return None  # gone, or another region already won: nothing to send

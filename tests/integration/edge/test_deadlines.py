@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from ezthrottle_server.common.config import Settings
 from integration.delivery.helpers import FAST
@@ -107,7 +108,8 @@ async def test_a_job_waiting_past_its_deadline_expires_and_is_never_sent(
 
 
 async def test_an_attempt_never_starts_after_the_deadline_even_without_the_timer(http, edge, redis, api_key, target):
-    """No coordinator: only start_attempt.lua stands between a late grant and a send."""
+    """No coordinator: only start_attempt.lua stands between a late grant and a send (and counts it expired)."""
+    expired_before = REGISTRY.get_sample_value("ezt_jobs_expired_total", {"reason": "start_before_passed"}) or 0.0
     slow = [(await submit(http, edge.url, api_key, {"url": f"{target.url}/delay/1200?busy={i}"}))["job_id"] for i in range(2)]
     await target.wait_for(2, path="/delay/1200")
     job = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?n=late", "start_before_ms": now_ms() + 300})
@@ -117,6 +119,7 @@ async def test_an_attempt_never_starts_after_the_deadline_even_without_the_timer
     assert view["status"] == "expired" and view["attempts"] == []
     assert target.matching("/echo") == []
     assert await queued_count(redis) == 0
+    assert REGISTRY.get_sample_value("ezt_jobs_expired_total", {"reason": "start_before_passed"}) == expired_before + 1
 
 
 async def test_an_expired_job_goes_on_to_its_on_failure(http, edge, coordinator, api_key, target, receiver):

@@ -5,8 +5,9 @@
 -- ARGV[1] now (ms)   ARGV[2] region   ARGV[3] the job's event channel
 -- ARGV[4] TTL of a final job (s)   ARGV[5] job id
 -- Returns {state, spec, retries in this region, reroutes, created_ms, mode,
--- tried regions, unsafe, live regions, idempotent key} as they were before the call, or
--- false when the record is gone. A caller that finds a final state skips the send.
+-- tried regions, unsafe, live regions, idempotent key} as they were before the call
+-- (and, 11th, the reason when this call ended the job), or false when the
+-- record is gone. A caller that finds a final state skips the send.
 --
 -- Nothing is sent for a job cancelled meanwhile (final), nor for one whose
 -- cancel was requested during an earlier attempt (it ends 'cancelled' here),
@@ -40,6 +41,7 @@ if not is_final(v[1]) then
       {id = ARGV[5], state = ending, reason = reason, now = now,
        ttl = ARGV[4], channel = ARGV[3]})
     v[1] = ending
+    v[11] = reason
     return v
   end
   redis.call('HSET', KEYS[1], 'state', 'running', 'sending:' .. ARGV[2], ARGV[1])
