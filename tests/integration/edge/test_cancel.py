@@ -12,41 +12,20 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-import pytest_asyncio
 from aiohttp import web
 
 from ezthrottle_server.common import keys
-from ezthrottle_server.common.config import Settings
-from integration.delivery.helpers import FAST
+from integration.edge.job_control import FINAL, now_ms, queued_count
 from support.jobs import auth, get_job, poll_view, submit, wait_final
-from support.services import RunningApp, app_starter
+from support.services import RunningApp
 from support.targets import _Server, serving
 
 pytestmark = pytest.mark.asyncio
-
-FINAL = frozenset({"success", "failed", "cancelled", "expired"})
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@pytest_asyncio.fixture
-async def delivery(redis: Any, redis_url: str) -> AsyncIterator[RunningApp]:
-    from ezthrottle_server.delivery.app import create_app
-
-    def create(settings: Settings) -> web.Application:
-        return create_app(settings, stop_grace_s=1.0)
-
-    async with app_starter("delivery", redis_url, create, **FAST) as start:
-        yield await start()
 
 
 async def cancel(http: aiohttp.ClientSession, edge: RunningApp, key: str, job_id: str, query: str = "") -> tuple[int, dict[str, Any]]:
@@ -57,14 +36,6 @@ async def cancel(http: aiohttp.ClientSession, edge: RunningApp, key: str, job_id
 async def bulk(http: aiohttp.ClientSession, edge: RunningApp, key: str, body: Any) -> tuple[int, dict[str, Any]]:
     async with http.post(f"{edge.url}/api/v1/jobs/cancel", json=body, headers=auth(key)) as resp:
         return resp.status, await resp.json()
-
-
-async def queued_count(redis: Any, customer: str = "acme") -> int:
-    """The customer's jobs not yet final (admission counters), summed over every partition."""
-    total = 0
-    async for key in redis.scan_iter(match="ezt:{ezt:p*}:queued"):
-        total += int(await redis.hget(key, customer) or 0)
-    return total
 
 
 async def pacing_held(redis: Any) -> int:

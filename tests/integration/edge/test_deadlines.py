@@ -8,46 +8,15 @@ waits past it even if nothing ever grants it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from aiohttp import web
 from prometheus_client import REGISTRY
 
-from ezthrottle_server.common.config import Settings
-from integration.delivery.helpers import FAST
+from integration.edge.job_control import FINAL, now_ms, queued_count
 from support.jobs import auth, get_job, submit, wait_final
-from support.services import RunningApp, app_starter
 
 pytestmark = pytest.mark.asyncio
-
-FINAL = frozenset({"success", "failed", "cancelled", "expired"})
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@pytest_asyncio.fixture
-async def delivery(redis: Any, redis_url: str) -> AsyncIterator[RunningApp]:
-    from ezthrottle_server.delivery.app import create_app
-
-    def create(settings: Settings) -> web.Application:
-        return create_app(settings, stop_grace_s=1.0)
-
-    async with app_starter("delivery", redis_url, create, **FAST) as start:
-        yield await start()
-
-
-async def queued_count(redis: Any, customer: str = "acme") -> int:
-    """The customer's jobs not yet final (admission counters), summed over every partition."""
-    total = 0
-    async for key in redis.scan_iter(match="ezt:{ezt:p*}:queued"):
-        total += int(await redis.hget(key, customer) or 0)
-    return total
 
 
 async def refused(http, edge, key, payload) -> dict[str, Any]:
