@@ -187,7 +187,8 @@ local function first_in_scope()
       if who == nil then
         who = customer_of(mine[1])
       end
-      if not who or not only_theirs_before(KEYS[i], mine, who) then
+      -- the head first (one read): another customer's head settles it without a scan
+      if not who or customer_of(other[1]) ~= who or not only_theirs_before(KEYS[i], mine, who) then
         return false
       end
     end
