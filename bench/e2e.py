@@ -1,6 +1,6 @@
 """End-to-end throughput: N jobs to a loopback target, until every job's webhook has arrived.
 
-    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq] [--edge-workers 1] [--profile [LABEL]]
+    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq] [--edge-workers N] [--profile [LABEL]]
 
 Each job is a POST with a 200-byte body to the sink's target; its result goes
 to the sink's webhook receiver (:mod:`bench.sink`, its own process). The
@@ -12,14 +12,16 @@ stops the clock when the N-th distinct webhook has arrived.
   /api/v1/jobs``; the sink's domain has its limits raised (domains.yaml);
   webhooks are signed with the customer's secret. ``--edge-workers`` runs
   each edge as that many processes on its port (``EZT_EDGE_WORKERS``; their
-  CPU is counted with the edge's).
+  CPU is counted with the edge's); by default as many as each baseline has
+  worker processes (``--baseline-workers``, 2), as a node runs one edge
+  process per core by default.
 - **SAQ** and **arq**: the same work as one task (send, then POST the
   webhook) enqueued with each library's client into a fresh real Redis, run by
   ``--baseline-workers`` worker processes (:mod:`bench.baseline_workers`),
   each with ``--concurrency`` jobs in flight.
 
 Reported per system: jobs/s (N / first submit to last webhook), submit→webhook
-p50/p99, and ours over the faster baseline (goal >= 2). A warm-up of 200
+p50/p99, and ours over the faster baseline (goal >= 1; the moonshot 2). A warm-up of 200
 jobs runs first on every system and is not counted. Every wait is bounded.
 Results: bench/results/e2e.json.
 
@@ -368,7 +370,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--concurrency", type=int, default=64, help="submitters, and jobs in flight per baseline worker")
     p.add_argument("--edges", type=int, default=1, help="edge processes (one per region, up to 3)")
     p.add_argument("--baseline-workers", type=int, default=2, help="worker processes per baseline")
-    p.add_argument("--edge-workers", type=int, default=1, help="processes per edge (EZT_EDGE_WORKERS)")
+    p.add_argument(
+        "--edge-workers",
+        type=int,
+        default=None,
+        help="processes per edge (EZT_EDGE_WORKERS); default: as many as --baseline-workers, so each system has the same processes",
+    )
     p.add_argument("--only", default=",".join(SYSTEMS))
     p.add_argument(
         "--profile",
@@ -379,12 +386,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     a = p.parse_args(argv)
     n = 2000 if a.quick else a.jobs
+    edge_workers = a.edge_workers if a.edge_workers is not None else a.baseline_workers
     timeout_s = 120.0 if a.quick else 300.0
     only = [s for s in SYSTEMS if s in {x.strip() for x in a.only.split(",")}]
     rows: dict[str, Any] = {}
     for system in only:
         if system == "ezthrottle":
-            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, a.edge_workers, a.profile)
+            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, edge_workers, a.profile)
         else:
             rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
         r = rows[system]
@@ -406,10 +414,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "concurrency": a.concurrency,
         "systems": rows,
         "ratio_vs_faster_baseline": ratio,
-        "goal": "ezthrottle jobs/s >= 2 x the faster of SAQ and arq",
+        "edge_workers": edge_workers,
+        "baseline_workers": a.baseline_workers,
+        "goal": "ezthrottle jobs/s >= 1 x the faster of SAQ and arq (issue 19's floor); the moonshot is 2 x",
     }
     out = write_result("e2e", result)
-    print(f"ezthrottle / faster baseline: {ratio} (goal >= 2); written to {out.relative_to(REPO)}")
+    print(f"ezthrottle / faster baseline: {ratio} (goal >= 1, moonshot 2); written to {out.relative_to(REPO)}")
     return result
 
 
