@@ -29,8 +29,8 @@ if not delayed then
 end
 redis.call('SET', KEYS[1], job_id, 'EX', tonumber(ARGV[2]))
 local n = tonumber(ARGV[9])
-redis.call('HSET', KEYS[2], unpack(ARGV, 13, 12 + 2 * n))
-redis.call('HSET', KEYS[2], 'counted', 1)  -- finish.lua takes a counted job off KEYS[5]
+-- 'counted': finish.lua takes a counted job off KEYS[5] (the record's fields never include it)
+redis.call('HSET', KEYS[2], 'counted', 1, unpack(ARGV, 13, 12 + 2 * n))
 if lease ~= '' then  -- taken: its send is under way from now (cancel.lua's in_flight)
   redis.call('HSET', KEYS[2], 'sending:' .. redis.call('HGET', KEYS[2], 'regions'), ARGV[4])
 end

@@ -21,17 +21,23 @@
 -- state changed, 0 when the webhook was already final, -1 when the state is gone.
 --@include common/_ack.lua
 local p = ARGV[3] .. ':'
-local state = redis.call('HGET', KEYS[1], p .. 'state')
+-- one read: the webhook's state, the job's finish, and its vote and the quorum (none written before use)
+local got = redis.call('HMGET', KEYS[1], p .. 'state', 'job_finished_ms', p .. 'vote', 'quorum')
+local state = got[1]
 local applied, quorum_now, finished = -1, 0, 0
 if state then
   applied = 0
-  finished = tonumber(redis.call('HGET', KEYS[1], 'job_finished_ms') or '0')
+  finished = tonumber(got[2] or '0')
   redis.call('HINCRBY', KEYS[1], p .. 'attempts', 1)
-  redis.call('HSET', KEYS[1], p .. 'last_status', ARGV[6], p .. 'last_error', ARGV[7], p .. 'last_ms', ARGV[5])
+  local last = {p .. 'last_status', ARGV[6], p .. 'last_error', ARGV[7], p .. 'last_ms', ARGV[5]}
+  if ARGV[4] == 'delivered' and state ~= 'delivered' then
+    redis.call('HSET', KEYS[1], p .. 'state', 'delivered', p .. 'delivered_ms', ARGV[5],
+      p .. 'sent_by', ARGV[11], p .. 'sent_region', ARGV[12], unpack(last))
+  else
+    redis.call('HSET', KEYS[1], unpack(last))
+  end
   if ARGV[4] == 'delivered' then
     if state ~= 'delivered' then
-      redis.call('HSET', KEYS[1], p .. 'state', 'delivered', p .. 'delivered_ms', ARGV[5],
-        p .. 'sent_by', ARGV[11], p .. 'sent_region', ARGV[12])
       redis.call('HDEL', KEYS[1], p .. 'next_ms', p .. 'dead_reason', p .. 'dead_ms')
       if state == 'dead' then
         local still_dead = 0
@@ -47,9 +53,9 @@ if state then
       end
       local now = tonumber(ARGV[5])
       redis.call('PUBLISH', ARGV[14], cjson.encode({type = 'delivered', webhook = tonumber(ARGV[3]), ts_ms = now}))
-      if redis.call('HGET', KEYS[1], p .. 'vote') == '1' then
+      if got[3] == '1' then
         local votes = redis.call('HINCRBY', KEYS[1], 'votes', 1)
-        if votes >= tonumber(redis.call('HGET', KEYS[1], 'quorum'))
+        if votes >= tonumber(got[4])
           and redis.call('HSETNX', KEYS[1], 'quorum_met_ms', ARGV[5]) == 1 then
           quorum_now = 1
           redis.call('PUBLISH', ARGV[14], cjson.encode({type = 'quorum_met', ts_ms = now}))

@@ -27,6 +27,17 @@ local now = tonumber(ARGV[6])
 local grace = tonumber(ARGV[12] or '0') or 0
 local handoffs = {}
 
+-- Every field of the record this script reads on its common paths, in one read (none of them is
+-- written here before it is read: finalize's HSETNX of 'cont' is accounted for where 'cont' is used).
+local REC_FIELDS = {'state', 'cancel_requested', 'mode', 'counted', 'customer', 'has_webhooks', 'fallback', 'step', 'cont', 'chain'}
+local rec = {}
+do
+  local got = redis.call('HMGET', KEYS[1], unpack(REC_FIELDS))
+  for i, name in ipairs(REC_FIELDS) do
+    rec[name] = got[i] or nil
+  end
+end
+
 -- The job's webhooks (or its step's) enter delivery: through the finishing
 -- edge (a hand-off the delivery service sweeps after the grace if the edge
 -- did not take it), or straight to the delivery stream.
@@ -65,9 +76,8 @@ local function finalize(state, result, reason)
   end
   redis.call('HSET', KEYS[1], 'state', state, 'result', result, 'winner', ARGV[5],
     'finished_ms', ARGV[6], 'error', reason)
-  local counted = redis.call('HMGET', KEYS[1], 'counted', 'customer')
-  if counted[1] == '1' and counted[2] and redis.call('HINCRBY', KEYS[6], counted[2], -1) <= 0 then
-    redis.call('HDEL', KEYS[6], counted[2])
+  if rec.counted == '1' and rec.customer and redis.call('HINCRBY', KEYS[6], rec.customer, -1) <= 0 then
+    redis.call('HDEL', KEYS[6], rec.customer)
   end
   local ttl = tonumber(ARGV[8])
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -77,16 +87,16 @@ local function finalize(state, result, reason)
   -- leaves that to the coordinator (a fallback follows, or it hands the step
   -- to delivery); a job a fallback took over from (a timer) delivers nothing;
   -- a fallback delivers its step's webhooks ('step') with its own outcome.
-  local f = redis.call('HMGET', KEYS[1], 'has_webhooks', 'fallback', 'step', 'cont')
-  if (state == 'success' or state == 'cancelled' or f[2] ~= '1') and f[4] ~= 'fallback' then
-    if f[1] == '1' then
+  -- (rec.cont as read before the HSETNX above: one that wrote 'cancelled' found none, and neither is 'fallback')
+  if (state == 'success' or state == 'cancelled' or rec.fallback ~= '1') and rec.cont ~= 'fallback' then
+    if rec.has_webhooks == '1' then
       to_delivery(ARGV[9])
     end
-    if f[3] then
-      to_delivery(f[3], ARGV[9])
+    if rec.step then
+      to_delivery(rec.step, ARGV[9])
     end
   end
-  if redis.call('HGET', KEYS[1], 'chain') == '1' and state ~= 'cancelled' then
+  if rec.chain == '1' and state ~= 'cancelled' then
     redis.call('XADD', KEYS[5], '*', 'job', ARGV[9], 'event', 'final')
   end
   publish({type = 'won', region = ARGV[5]})
@@ -97,7 +107,7 @@ local function finalize(state, result, reason)
   end
 end
 
-local state = redis.call('HGET', KEYS[1], 'state')
+local state = rec.state
 if not state then
   ack()
   return -1
@@ -125,13 +135,12 @@ local kind = ARGV[3]
 -- A cancel requested during this attempt (DELETE ?after_attempt=true): the
 -- job ends cancelled with this attempt's result, unless the attempt
 -- succeeded and so decided the job (that success happened; it stands).
-if redis.call('HGET', KEYS[1], 'cancel_requested') == '1'
-  and not (kind == 'success' and redis.call('HGET', KEYS[1], 'mode') ~= 'fanout') then
+if rec.cancel_requested == '1' and not (kind == 'success' and rec.mode ~= 'fanout') then
   finalize('cancelled', ARGV[4], 'cancelled')
   ack()
   return decided()
 end
-if redis.call('HGET', KEYS[1], 'mode') == 'fanout' then
+if rec.mode == 'fanout' then
   local outcome = 'failed'
   if kind == 'success' then outcome = 'success' end
   -- A response body is stored once per job, not once per region: the first

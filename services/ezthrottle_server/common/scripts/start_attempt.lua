@@ -14,14 +14,17 @@
 -- nor for one not started by its start_before_ms (it ends 'expired' here):
 -- the state answered is then the final one.
 --@include common/_end_job.lua
-local v = redis.call('HMGET', KEYS[1], 'state', 'spec', 'retries:' .. ARGV[2], 'reroutes', 'created_ms',
-  'mode', 'tried', 'unsafe', 'live', 'idempotent_key')
+-- one read: the ten fields answered, then the four this call decides on
+local got = redis.call('HMGET', KEYS[1], 'state', 'spec', 'retries:' .. ARGV[2], 'reroutes', 'created_ms',
+  'mode', 'tried', 'unsafe', 'live', 'idempotent_key',
+  'cancel_requested', 'start_before_ms', 'started_ms', 'sending:' .. ARGV[2])
+local v = {unpack(got, 1, 10)}
 if not v[1] then
   return false
 end
 if not is_final(v[1]) then
   local now = tonumber(ARGV[1])
-  local w = redis.call('HMGET', KEYS[1], 'cancel_requested', 'start_before_ms', 'started_ms', 'sending:' .. ARGV[2])
+  local w = {unpack(got, 11, 14)}
   local ending, reason = nil, nil
   -- (a job taken at its acceptance is being sent already, 'sending:<region>'
   -- written by submit: its cancel waits for that attempt's end, finish.lua)

@@ -175,14 +175,15 @@ local function only_theirs_before(key, mine, who)
   return true
 end
 
-local function first_in_scope()
-  local mine = head(KEYS[3])
+-- mine: the caller's region's first job (head(KEYS[3])); other_head(i): region
+-- queue KEYS[i]'s (grant_jobs reads each once per call: see there).
+local function first_in_scope(mine, other_head)
   if not mine then
     return false
   end
   local who = nil
   for i = 6, #KEYS do
-    local other = head(KEYS[i])
+    local other = other_head(i)
     if other and before(other[2], other[1], mine) then
       if who == nil then
         who = customer_of(mine[1])
@@ -196,15 +197,13 @@ local function first_in_scope()
   return true
 end
 
--- The smallest tag waiting in any region, or nil.
-local function first_tag_in_scope()
-  local best = nil
-  for i = 3, #KEYS do
-    if i == 3 or i >= 6 then
-      local h = head(KEYS[i])
-      if h and (not best or h[2] < best) then
-        best = h[2]
-      end
+-- The smallest tag waiting in any region, or nil (mine, other_head: as first_in_scope's).
+local function first_tag_in_scope(mine, other_head)
+  local best = mine and mine[2]
+  for i = 6, #KEYS do
+    local h = other_head(i)
+    if h and (not best or h[2] < best) then
+      best = h[2]
     end
   end
   return best
@@ -297,8 +296,21 @@ local function grant_jobs(inflight, want, lease_ms, now)
   local granted = {}
   local lease_until = now + lease_ms
   local steal_at = nil
+  -- Only the caller's region's queue changes while this call grants (it pops
+  -- from it alone): the other regions' heads are read once, when first
+  -- needed, and the caller's head again after each pop.
+  local other_heads = {}
+  local function other_head(i)
+    local h = other_heads[i]
+    if h == nil then
+      h = head(KEYS[i]) or false
+      other_heads[i] = h
+    end
+    return h
+  end
+  local mine = head(KEYS[3])
   while #granted < free and tat - now <= tau do
-    if not first_in_scope() then
+    if not first_in_scope(mine, other_head) then
       -- the grace runs from the first time a region out of turn asked for this token
       steal_at = tonumber(lim.steal_at)
       if not steal_at or steal_at < tat - tau then
@@ -314,10 +326,22 @@ local function grant_jobs(inflight, want, lease_ms, now)
     if #popped == 0 then
       break
     end
-    forget_customer(popped[1])
+    -- forget_customer(popped[1]), knowing that the caller's queue no longer
+    -- holds it (just popped) and that an empty queue holds nothing
+    local queued_elsewhere = false
+    for i = 6, #KEYS do
+      if other_head(i) and redis.call('ZSCORE', KEYS[i], popped[1]) then
+        queued_elsewhere = true
+        break
+      end
+    end
+    if not queued_elsewhere then
+      redis.call('HDEL', KEYS[4], 'j:' .. popped[1])
+    end
+    mine = head(KEYS[3])
     -- the virtual time follows the jobs served, but never past one still waiting
     local tag = tonumber(popped[2])
-    local oldest = first_tag_in_scope()
+    local oldest = first_tag_in_scope(mine, other_head)
     if oldest and oldest < tag then
       tag = oldest
     end
@@ -348,7 +372,7 @@ local function grant_jobs(inflight, want, lease_ms, now)
     status = 'busy'
   end
   local next_ms = next_grant_ms(lim, limits, now)
-  if not first_in_scope() then
+  if not first_in_scope(mine, other_head) then
     -- the rightful region goes first; look again when the token could be ours
     if steal_at and steal_at >= tat - tau then
       next_ms = math.max(next_ms, math.ceil(steal_at))

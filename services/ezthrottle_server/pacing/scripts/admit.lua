@@ -24,6 +24,16 @@ local now = now_ms()
 local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
 local added = 0
 local n = tonumber(ARGV[10])
+-- This call writes only the caller's region's queue and the fair tags: the
+-- other regions' queues are looked at for being empty once, and a customer's
+-- last tag is read once (then kept here as this call moves it).
+local other_queued, last_tag = {}, {}
+local function may_hold(k)
+  if other_queued[k] == nil then
+    other_queued[k] = redis.call('EXISTS', KEYS[k]) == 1
+  end
+  return other_queued[k]
+end
 for i = 0, n - 1 do
   local job = ARGV[11 + 2 * i]
   local customer = ARGV[12 + 2 * i]
@@ -32,22 +42,28 @@ for i = 0, n - 1 do
     -- the first one queued, so no region waits for another's copy to go first.
     local tag = nil
     for k = 6, #KEYS do
-      local other = redis.call('ZSCORE', KEYS[k], job)
+      local other = may_hold(k) and redis.call('ZSCORE', KEYS[k], job)
       if other then
         tag = tonumber(other)
         break
       end
     end
+    -- 'j:<job>' -> customer: first_in_scope(), whose turn it is
     if not tag then
-      local last = tonumber(redis.call('HGET', KEYS[4], customer) or '0')
+      local last = last_tag[customer]
+      if last == nil then
+        last = tonumber(redis.call('HGET', KEYS[4], customer) or '0')
+      end
       tag = last + 1
       if last <= v then
         tag = v + 0.001 -- nothing of this customer waits: its job goes next, ahead of others' backlog
       end
-      redis.call('HSET', KEYS[4], customer, tag)
+      last_tag[customer] = tag
+      redis.call('HSET', KEYS[4], customer, tag, 'j:' .. job, customer)
+    else
+      redis.call('HSET', KEYS[4], 'j:' .. job, customer)
     end
     redis.call('ZADD', KEYS[3], tag, job)
-    redis.call('HSET', KEYS[4], 'j:' .. job, customer) -- first_in_scope(): whose turn it is
     added = added + 1
   end
 end

@@ -26,6 +26,9 @@
 --
 -- Returns {waiting, next grant (ms), running}.
 local now = now_ms()
+-- The scope's state, read once: the answer is computed from it, read again
+-- only when this call wrote it (changed).
+local lim, changed = hash(KEYS[2]), false
 local removed = redis.call('ZREM', KEYS[5], ARGV[10])
 if ARGV[14] == '1' and removed == 1 then
   local v = tonumber(redis.call('HGET', KEYS[4], '~v') or '0')
@@ -35,22 +38,28 @@ if ARGV[15] == '1' and removed == 1 then
   local tat, t = tonumber(redis.call('HGET', KEYS[2], 'tat')), tonumber(redis.call('HGET', KEYS[2], 't'))
   if tat and t then
     redis.call('HSET', KEYS[2], 'tat', tostring(tat - t))
+    changed = true
   end
 end
 if ARGV[11] ~= '' then
   redis.call('HSET', KEYS[2], 'hdr_rps', ARGV[11], 'hdr_rps_ms', tostring(now))
+  changed = true
 end
 if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[2], 'hdr_mc', ARGV[12], 'hdr_mc_ms', tostring(now))
+  changed = true
 end
 if ARGV[13] ~= '' then
   local pause = tonumber(ARGV[13])
   if pause > (tonumber(redis.call('HGET', KEYS[2], 'pause_until')) or 0) then
     redis.call('HSET', KEYS[2], 'pause_until', ARGV[13])
+    changed = true
   end
 end
 local LEARN_CUT, LEARN_STEP, LEARN_GUARD_MS, LEARN_FLOOR = 0.9, 1.0017, 1000, 0.05
-if ARGV[16] == '429' or (ARGV[16] == 'ok' and redis.call('HEXISTS', KEYS[2], 'learned_rps') == 1) then
+-- (lim.learned_rps: as read at the start; nothing above writes it)
+if ARGV[16] == '429' or (ARGV[16] == 'ok' and lim.learned_rps) then
+  changed = true
   local conf, lim = hash(KEYS[1]), hash(KEYS[2])
   if ARGV[16] == '429' then
     if now - (tonumber(lim.learned_ms) or 0) >= LEARN_GUARD_MS then
@@ -72,6 +81,7 @@ end
 -- CB_MAX_MS); any answer from the target closes it (see circuit() in the prelude).
 local CB_AFTER, CB_MIN_MS, CB_MAX_MS = 5, 1000, 60000
 if ARGV[16] == 'infra' then
+  changed = true
   local cb = redis.call('HMGET', KEYS[2], 'cb_open_until', 'cb_probe', 'cb_backoff')
   if cb[2] == ARGV[10] then
     local backoff = math.min(CB_MAX_MS, (tonumber(cb[3]) or CB_MIN_MS) * 2)
@@ -80,9 +90,13 @@ if ARGV[16] == 'infra' then
   elseif (tonumber(cb[1]) or 0) == 0 and redis.call('HINCRBY', KEYS[2], 'cb_fails', 1) >= CB_AFTER then
     redis.call('HSET', KEYS[2], 'cb_open_until', tostring(now + CB_MIN_MS), 'cb_backoff', tostring(CB_MIN_MS), 'cb_fails', 0)
   end
-elseif ARGV[16] ~= '' then
+elseif ARGV[16] ~= '' and (lim.cb_fails or lim.cb_open_until or lim.cb_backoff or lim.cb_probe or lim.cb_probe_until) then
+  -- (as read at the start: nothing above writes them but the 'infra' branch)
   redis.call('HDEL', KEYS[2], 'cb_fails', 'cb_open_until', 'cb_backoff', 'cb_probe', 'cb_probe_until')
+  changed = true
 end
-local lim = hash(KEYS[2])
+if changed then
+  lim = hash(KEYS[2])
+end
 local limits = resolve(hash(KEYS[1]), lim, now)
 return {redis.call('ZCARD', KEYS[3]), next_grant_ms(lim, limits, now), redis.call('ZCARD', KEYS[5])}
