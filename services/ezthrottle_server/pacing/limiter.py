@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe", "evict", "space")
+SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe", "evict", "space", "respace")
 
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
@@ -451,6 +451,11 @@ class Limiter:
             self._scripts["space"], keys=[keys.pacing_conf(d), keys.pacing_limit(d, who), keys.pacing_sent(d, who)], args=args
         )
 
+    def _respace(self, scope: Scope, lease: str, now_ms: float | None = None) -> asyncio.Future[Any]:
+        """Move a send's record to now (``respace.lua``): 1, or 0 when the record is gone (``space.lua`` records it then)."""
+        args = ["" if now_ms is None else repr(float(now_ms)), lease]
+        return self._batch.script(self._scripts["respace"], keys=[keys.pacing_sent(scope.domain, scope.who)], args=args)
+
     async def until_spaced(self, scope: Scope, lease: str, *, max_wait_s: float) -> float:
         """Wait until the send may leave (see ``space.lua``); returns the seconds waited.
 
@@ -460,7 +465,9 @@ class Limiter:
         The send is recorded when ``space.lua`` runs; an answer that comes back
         late (a busy loop, a process the machine put aside) means it leaves
         later than recorded, by more than the window margin allows for: it is
-        recorded again as it leaves, so the sends after it count from then.
+        recorded again as it leaves, so the sends after it count from then
+        (``respace.lua``, which moves the record; ``space.lua`` when the record
+        is gone by then).
         """
         waited = 0.0
         while waited < max_wait_s:
@@ -472,9 +479,7 @@ class Limiter:
                 return waited
             if wait_ms <= 0:
                 if (time.perf_counter() - asked) * 1000 > self.policy.tolerance_ms:
-                    recording = self._space(scope, lease)  # the lease is in the log: moved to now (batched, no task)
-                    self._recording.add(recording)
-                    recording.add_done_callback(self._recorded)
+                    self._record_again(scope, lease)
                 return waited
             pause = min(wait_ms / 1000.0, max_wait_s - waited)
             await asyncio.sleep(pause)
@@ -484,6 +489,20 @@ class Limiter:
     async def circuit_open(self, scope: Scope) -> bool:
         """Whether the scope's circuit breaker is open or half-open (``release.lua`` opens it; see ``circuit()``)."""
         return await circuit_open(self.redis, scope.domain, [scope.who])
+
+    def _record_again(self, scope: Scope, lease: str) -> None:
+        """The lease is in the log: its record moved to now (batched, no task); recorded anew if it is gone."""
+        recording = self._respace(scope, lease)
+        self._recording.add(recording)
+
+        def moved(done: asyncio.Future[Any]) -> None:
+            self._recorded(done)
+            if not done.cancelled() and done.exception() is None and not int(done.result()):
+                again = self._space(scope, lease)  # aged out meanwhile: space.lua, as before respace.lua
+                self._recording.add(again)
+                again.add_done_callback(self._recorded)
+
+        recording.add_done_callback(moved)
 
     def _recorded(self, recording: asyncio.Future[Any]) -> None:
         self._recording.discard(recording)

@@ -461,3 +461,26 @@ async def test_a_send_whose_answer_came_back_late_is_recorded_again_as_it_leaves
             await asyncio.sleep(0.001)
     assert await redis.zscore(sent, "a@1") > first  # moved later: the sends after it count from when it left
     assert await redis.zcard(sent) == 1
+
+
+async def test_a_late_send_moved_to_when_it_left_keeps_the_log_alive_that_much_longer(limiter, redis):
+    # respace.lua (what until_spaced runs for a late answer) moves the record without resolving limits again
+    assert await limiter.space(SCOPE, "a@1", now_ms=T0) == 0
+    sent = keys.pacing_sent(DOMAIN, SHARED)
+    before_ms = await redis.pttl(sent)
+    assert await limiter._respace(SCOPE, "a@1", now_ms=T0 + 300) == 1
+    assert await redis.zscore(sent, "a@1") == T0 + 300
+    assert await redis.pttl(sent) > before_ms + 250  # outlives the moved record as it outlived it where it was
+    assert await limiter._respace(SCOPE, "gone@1", now_ms=T0 + 300) == 0  # no record: nothing written
+    assert await redis.zcard(sent) == 1
+
+
+async def test_a_late_send_whose_record_is_gone_is_recorded_anew(redis):
+    # the record aged out (or the log expired) before the late answer's second record: space.lua records it, as before respace.lua
+    limiter = Limiter(redis, PacingPolicy(), "iad")
+    sent = keys.pacing_sent(DOMAIN, SHARED)
+    limiter._record_again(SCOPE, "a@1")
+    async with asyncio.timeout(5):
+        while await redis.zscore(sent, "a@1") is None:
+            await asyncio.sleep(0.001)
+    assert await redis.zcard(sent) == 1
