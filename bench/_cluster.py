@@ -225,6 +225,41 @@ async def submit(http: aiohttp.ClientSession, edge: str, key: str, payload: byte
     raise RuntimeError(f"submit kept being refused: {last}")
 
 
+async def submit_jobs(http: aiohttp.ClientSession, edge: str, key: str, jobs: list[dict[str, Any]], *, max_tries: int = 50) -> list[str]:
+    """POST /api/v1/jobs/batch; each job's id, in order. A refusal as a whole (429/503) and jobs refused
+    at acceptance (overloaded, unavailable) are retried after their Retry-After (bounded); anything else raises."""
+    ids: list[str | None] = [None] * len(jobs)
+    pending = list(range(len(jobs)))
+    last = ""
+    for _ in range(max_tries):
+        body = orjson.dumps({"jobs": [jobs[i] for i in pending]})
+        async with http.post(
+            f"{edge}/api/v1/jobs/batch", data=body, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        ) as resp:
+            raw = await resp.read()
+            if resp.status not in (200, 429, 503):
+                raise RuntimeError(f"batch submit failed: {resp.status} {raw[:300]!r}")
+            wait_s = min(float(resp.headers.get("Retry-After", "0.1") or 0.1), 2.0)
+        if resp.status != 200:
+            last = f"{resp.status} {raw[:300]!r}"
+            await asyncio.sleep(wait_s)
+            continue
+        again = []
+        for i, result in zip(pending, orjson.loads(raw)["jobs"]):
+            if "job_id" in result:
+                ids[i] = result["job_id"]
+            elif result["error"]["code"] in ("overloaded", "unavailable"):
+                again.append(i)
+                wait_s = min(float(result["error"].get("retry_after_s", 0.1)), 2.0)
+            else:
+                raise RuntimeError(f"batch submit: job refused: {result}")
+        if not again:
+            return [job_id for job_id in ids if job_id is not None]
+        pending, last = again, f"{len(again)} jobs refused"
+        await asyncio.sleep(wait_s)
+    raise RuntimeError(f"batch submit kept being refused: {last}")
+
+
 async def sink_get(http: aiohttp.ClientSession, sink: str, what: str) -> dict[str, Any]:
     async with http.get(f"{sink}/{what}") as resp:
         return orjson.loads(await resp.read())

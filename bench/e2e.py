@@ -1,6 +1,7 @@
 """End-to-end throughput: N jobs to a loopback target, until every job's webhook has arrived.
 
-    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq] [--edge-workers N] [--profile [LABEL]]
+    python -m bench.e2e [--quick] [--jobs 10000] [--concurrency 64] [--only ezthrottle,saq,arq] [--edge-workers N]
+                        [--submit-batch K] [--profile [LABEL]]
 
 Each job is a POST with a 200-byte body to the sink's target; its result goes
 to the sink's webhook receiver (:mod:`bench.sink`, its own process). The
@@ -10,7 +11,11 @@ stops the clock when the N-th distinct webhook has arrived.
 - **EZThrottle**: Redis, coordinator, delivery and one edge as real processes
   (``--edges`` for more, one per region); jobs go through ``POST
   /api/v1/jobs``; the sink's domain has its limits raised (domains.yaml);
-  webhooks are signed with the customer's secret. ``--edge-workers`` runs
+  webhooks are signed with the customer's secret. ``--submit-batch K``
+  sends them ``POST /api/v1/jobs/batch`` with K jobs each instead (one
+  request per job by default, 0): then ``--concurrency`` // K batches are in
+  flight (at least one), about as many jobs as one-at-a-time submitters have;
+  the baselines enqueue one job per call either way. ``--edge-workers`` runs
   each edge as that many processes on its port (``EZT_EDGE_WORKERS``; their
   CPU is counted with the edge's); by default as many as each baseline has
   worker processes (``--baseline-workers``, 2), as a node runs one edge
@@ -56,6 +61,7 @@ from ._cluster import (
     sink_process,
     sink_reset,
     submit,
+    submit_jobs,
     summary_ms,
     wait_hooks,
     write_result,
@@ -66,6 +72,7 @@ PROFILES = REPO / "bench" / "results" / "profiles"
 BODY = "x" * 200
 WARMUP = 200
 SYSTEMS = ("ezthrottle", "saq", "arq")
+SubmitMany = Callable[[list[tuple[int, str]]], Awaitable[None]]  # (index, tag) of each job
 
 
 async def drive(
@@ -79,10 +86,13 @@ async def drive(
     pids: dict[str, int] | None = None,
     profile: tuple[str, dict[str, int]] | None = None,
     redis_url: str | None = None,
+    batch: tuple[int, SubmitMany] | None = None,
 ) -> dict[str, Any]:
     """Submit ``n`` jobs with ``concurrency`` submitters; wait for their webhooks; measure.
 
-    With ``pids``, also the CPU time each process used meanwhile, per job; with
+    With ``batch`` (K, submit_many), ``concurrency`` // K submitters (at least
+    one) each hand K jobs at a time to submit_many instead of one to
+    ``submit_one``. With ``pids``, also the CPU time each process used meanwhile, per job; with
     ``profile`` (a label, {name: pid}), py-spy records those processes meanwhile;
     with ``redis_url``, the Redis commands and reads (about one per round trip) per job.
     """
@@ -93,7 +103,7 @@ async def drive(
             stack.enter_context(_profile.recording(profile[1], PROFILES, profile[0]))
         redis_before = redis_counts(redis_url) if redis_url else {}
         cpu_before = cpu_snapshot(pids)
-        result = await _measure(http, sink, submit_one, n, concurrency, run, timeout_s)
+        result = await _measure(http, sink, submit_one, n, concurrency, run, timeout_s, batch)
         cpu_after = cpu_snapshot(pids)
         redis_after = redis_counts(redis_url) if redis_url else {}
     got = result["webhooks"]
@@ -131,6 +141,7 @@ async def _measure(
     concurrency: int,
     run: str,
     timeout_s: float,
+    batch: tuple[int, SubmitMany] | None = None,
 ) -> dict[str, Any]:
     submitted: dict[str, float] = {}
     next_i = 0
@@ -144,8 +155,21 @@ async def _measure(
             submitted[tag] = time.time()
             await submit_one(i, tag)
 
+    async def batch_submitter(k: int, submit_many: SubmitMany) -> None:
+        nonlocal next_i
+        while next_i < n:
+            first, next_i = next_i, min(n, next_i + k)
+            items = [(i, f"{run}-{i}") for i in range(first, next_i)]
+            now = time.time()
+            submitted.update((tag, now) for _, tag in items)
+            await submit_many(items)
+
+    if batch is None:
+        submitters = [submitter() for _ in range(concurrency)]
+    else:
+        submitters = [batch_submitter(*batch) for _ in range(max(1, concurrency // batch[0]))]
     t0 = time.time()
-    await asyncio.wait_for(asyncio.gather(*(submitter() for _ in range(concurrency))), timeout=timeout_s)
+    await asyncio.wait_for(asyncio.gather(*submitters), timeout=timeout_s)
     submit_s = time.time() - t0
     got = await wait_hooks(http, sink, n, timeout_s)
     arrivals = await sink_get(http, sink, "arrivals")
@@ -167,24 +191,32 @@ async def _measure(
     }
 
 
-async def warm_up(http: aiohttp.ClientSession, sink: str, one: Callable[[int, str], Awaitable[None]], concurrency: int) -> None:
-    warm = await drive(http, sink, one, WARMUP, concurrency, "warm", 60)
+async def warm_up(
+    http: aiohttp.ClientSession,
+    sink: str,
+    one: Callable[[int, str], Awaitable[None]],
+    concurrency: int,
+    batch: tuple[int, SubmitMany] | None = None,
+) -> None:
+    warm = await drive(http, sink, one, WARMUP, concurrency, "warm", 60, batch=batch)
     if not warm["complete"]:
         raise RuntimeError(f"warm-up: {warm['webhooks']} of {WARMUP} webhooks arrived within 60 s; see bench/results/logs")
 
 
+def _job_spec(sink: str, tag: str) -> dict[str, Any]:
+    return {
+        "url": f"{sink}/t/{tag}",
+        "method": "POST",
+        "body": BODY,
+        "headers": {"Content-Type": "application/json"},
+        "webhooks": [{"url": f"{sink}/hook"}],
+        "metadata": {"tag": tag},
+        "idempotent_key": tag,
+    }
+
+
 def _job(sink: str, tag: str) -> bytes:
-    return orjson.dumps(
-        {
-            "url": f"{sink}/t/{tag}",
-            "method": "POST",
-            "body": BODY,
-            "headers": {"Content-Type": "application/json"},
-            "webhooks": [{"url": f"{sink}/hook"}],
-            "metadata": {"tag": tag},
-            "idempotent_key": tag,
-        }
-    )
+    return orjson.dumps(_job_spec(sink, tag))
 
 
 # -- the systems --------------------------------------------------------------------
@@ -199,6 +231,7 @@ async def _ezthrottle(
     timeout_s: float,
     pids: dict[str, int],
     profile: str | None = None,
+    submit_batch: int = 0,
 ) -> dict[str, Any]:
     key = await new_key(redis_url)
     connector = aiohttp.TCPConnector(limit=concurrency + 8)
@@ -208,9 +241,16 @@ async def _ezthrottle(
         async def one(i: int, tag: str) -> None:
             job_ids[tag] = (await submit(http, edges[i % len(edges)], key, _job(sink, tag)))["job_id"]
 
-        await warm_up(http, sink, one, concurrency)
+        async def many(items: list[tuple[int, str]]) -> None:
+            tags = [tag for _, tag in items]
+            ids = await submit_jobs(http, edges[items[0][0] // submit_batch % len(edges)], key, [_job_spec(sink, t) for t in tags])
+            job_ids.update(zip(tags, ids))
+
+        batch = (submit_batch, many) if submit_batch else None
+        await warm_up(http, sink, one, concurrency, batch)
         ours = {k: pid for k, pid in pids.items() if k.startswith("edge") or k in ("delivery", "coordinator")}
-        result = await drive(http, sink, one, n, concurrency, "run", timeout_s, pids, (profile, ours) if profile else None, redis_url)
+        recording = (profile, ours) if profile else None
+        result = await drive(http, sink, one, n, concurrency, "run", timeout_s, pids, recording, redis_url, batch)
         hooks = (await sink_get(http, sink, "arrivals"))["hooks"]
         result["outbound"] = {region_url: await outbound_counts(http, region_url) for region_url in edges}
     result["stages_ms"] = await stages(redis_url, {t: j for t, j in job_ids.items() if t.startswith("run-")}, hooks)
@@ -259,12 +299,25 @@ async def stages(redis_url: str, job_ids: dict[str, str], hooks: dict[str, float
 
 
 def run_ezthrottle(
-    n: int, concurrency: int, edges: int, timeout_s: float, edge_workers: int = 1, profile: str | None = None
+    n: int,
+    concurrency: int,
+    edges: int,
+    timeout_s: float,
+    edge_workers: int = 1,
+    profile: str | None = None,
+    submit_batch: int = 0,
 ) -> dict[str, Any]:
     regions = ("iad", "lax", "ord")[: max(1, min(edges, 3))]
     with cluster("e2e", regions, extra_env={"EZT_EDGE_WORKERS": str(edge_workers)}) as c:
-        result = asyncio.run(_ezthrottle(list(c.edges.values()), c.redis_url, c.sink, n, concurrency, timeout_s, c.pids, profile))
+        urls = list(c.edges.values())
+        result = asyncio.run(_ezthrottle(urls, c.redis_url, c.sink, n, concurrency, timeout_s, c.pids, profile, submit_batch))
     result["setup"] = f"{len(regions)} edge(s) of {edge_workers} process(es) + coordinator + delivery, real processes"
+    in_flight = max(1, concurrency // submit_batch) if submit_batch else concurrency
+    result["submit"] = (
+        f"POST /api/v1/jobs/batch of {submit_batch} jobs, {in_flight} in flight"
+        if submit_batch
+        else f"POST /api/v1/jobs, {in_flight} in flight"
+    )
     return result
 
 
@@ -376,6 +429,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="processes per edge (EZT_EDGE_WORKERS); default: as many as --baseline-workers, so each system has the same processes",
     )
+    p.add_argument(
+        "--submit-batch",
+        type=int,
+        default=0,
+        metavar="K",
+        help="EZThrottle's driver sends POST /api/v1/jobs/batch of K jobs, concurrency // K (at least 1) in flight; 0: one POST a job",
+    )
     p.add_argument("--only", default=",".join(SYSTEMS))
     p.add_argument(
         "--profile",
@@ -392,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for system in only:
         if system == "ezthrottle":
-            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, edge_workers, a.profile)
+            rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, edge_workers, a.profile, a.submit_batch)
         else:
             rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
         r = rows[system]
@@ -415,6 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "systems": rows,
         "ratio_vs_faster_baseline": ratio,
         "edge_workers": edge_workers,
+        "submit_batch": a.submit_batch,  # 0: EZThrottle's jobs were submitted one POST each
         "baseline_workers": a.baseline_workers,
         "goal": "ezthrottle jobs/s >= 1 x the faster of SAQ and arq (issue 19's floor); the moonshot is 2 x",
     }

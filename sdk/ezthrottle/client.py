@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Mapping
@@ -52,6 +53,7 @@ from .exceptions import (
     error_from_response,
 )
 from .forwarding import auto_forward
+from .step import Step, StepType
 
 __all__ = [
     "BaseClient",
@@ -79,6 +81,9 @@ DEFAULT_PROBE_TIMEOUT_S = 2.0
 DEFAULT_WAIT_TIMEOUT_S = 300.0
 DEFAULT_POLL_INTERVAL_S = 2.0
 _JOBS = "/api/v1/jobs"
+MAX_BATCH_JOBS = 100  # jobs per POST /api/v1/jobs/batch: the server's default EZT_MAX_BATCH_JOBS
+_JOB_ARGS = frozenset(inspect.signature(build_job_payload).parameters)
+_JOB_INDEX = re.compile(r"\bjobs\[(\d+)\]")
 _SCHEDULES = "/api/v1/schedules"
 _SECRETS = "/api/v1/webhook-secrets"
 _SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
@@ -738,6 +743,54 @@ class BaseClient:
         )
         return (yield from self._api(self._submit_call(payload)))
 
+    def _submit_many(
+        self, jobs: Iterable[Union[Mapping[str, Any], Step]], *, batch_size: int = MAX_BATCH_JOBS
+    ) -> Flow[list[dict[str, Any]]]:
+        """Submit many jobs, ``batch_size`` per request (``POST /api/v1/jobs/batch``); one result per job, in order.
+
+        Each job is a dict of ``submit_job``'s arguments (``{"url": ..., "method":
+        "POST", "body": ...}``) or a PERFORMANCE ``Step``. Every job is checked
+        before anything is sent (``ValidationError`` naming ``jobs[i]``). Each
+        result is what ``submit_job`` answers (``{"job_id", "status",
+        "idempotent_key"}``, ``status`` ``"duplicate"`` for a repeated key,
+        within the list too), or ``{"error": {"code", "message",
+        "retry_after_s"?}}`` for a job the server refused at acceptance
+        (``quota_exceeded``, ``overloaded``, ``unavailable``): the others stand.
+        The async client sends the requests concurrently (within
+        ``max_connections``). A request refused as a whole raises as
+        ``submit_job`` would, once every request has ended, its message naming
+        the job by its index in ``jobs`` (``ValidationError`` for a job only
+        the server finds invalid: none of that request's jobs was written);
+        the other requests' jobs may have been accepted, and submitting the
+        same jobs again is safe: their idempotent keys (HASH by default) answer
+        those ``"duplicate"``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        payloads = [_batch_job(job, i) for i, job in enumerate(jobs)]
+        chunks = [(start, payloads[start : start + batch_size]) for start in range(0, len(payloads), batch_size)]
+        answers = yield _Gather([self._submit_batch(chunk, start) for start, chunk in chunks])
+        for answer in answers:  # every request has ended: what was accepted is settled
+            if isinstance(answer, EZThrottleError):
+                raise answer
+        return [result for answer in answers for result in answer]
+
+    def _submit_batch(self, payloads: list[dict[str, Any]], start: int) -> Flow[Union[list[dict[str, Any]], EZThrottleError]]:
+        """One ``POST /api/v1/jobs/batch`` of ``payloads``, the jobs from index ``start`` of ``submit_many``'s;
+        its results, or the error that refused it (returned: the other requests go on)."""
+        call = _ApiCall("POST", _JOBS + "/batch", json={"jobs": payloads})
+        try:
+            answer = yield from self._api(call)
+        except EZThrottleError as error:
+            if start:  # the server counts from this request's first job
+                error.message = _JOB_INDEX.sub(lambda m: f"jobs[{int(m.group(1)) + start}]", error.message)
+                error.args = (error.message, *error.args[1:])
+            return error
+        results = answer.get("jobs")
+        if not isinstance(results, list) or len(results) != len(payloads):
+            raise EZThrottleError(f"POST {call.path}: the server answered {answer!r} for {len(payloads)} jobs")
+        return results
+
     def _get_job(self, job_id: str) -> Flow[dict[str, Any]]:
         """A job's state: ``status``, ``attempts``, ``result`` and more."""
         return (yield from self._api(self._get_job_call(job_id)))
@@ -1077,6 +1130,7 @@ class EZThrottle(BaseClient):
     # -- the API: BaseClient's flows, run blocking ----------------------------------
 
     submit_job = _blocking(BaseClient._submit_job)
+    submit_many = _blocking(BaseClient._submit_many)
     get_job = _blocking(BaseClient._get_job)
     cancel_job = _blocking(BaseClient._cancel_job)
     cancel_jobs = _blocking(BaseClient._cancel_jobs)
@@ -1193,6 +1247,7 @@ class AsyncEZThrottle(BaseClient):
     # -- the API: BaseClient's flows, as coroutines -----------------------------------
 
     submit_job = _awaitable(BaseClient._submit_job)
+    submit_many = _awaitable(BaseClient._submit_many)
     get_job = _awaitable(BaseClient._get_job)
     cancel_job = _awaitable(BaseClient._cancel_job)
     cancel_jobs = _awaitable(BaseClient._cancel_jobs)
@@ -1299,6 +1354,23 @@ def _check_secret(secret: object, field: str) -> str:
     if not isinstance(secret, str) or len(secret) < MIN_SECRET_CHARS:
         raise ValidationError(f"{field} must be at least {MIN_SECRET_CHARS} characters")
     return secret
+
+
+def _batch_job(job: Union[Mapping[str, Any], Step], index: int) -> dict[str, Any]:
+    """The payload of ``submit_many``'s job ``index``: a PERFORMANCE Step's, or built from ``submit_job``'s arguments."""
+    try:
+        if isinstance(job, Step):
+            if job._step_type is StepType.FRUGAL:
+                raise ValidationError("a FRUGAL step runs in this process first: execute() it (submit_many hands jobs to EZThrottle)")
+            return job._build_job_payload()
+        if not isinstance(job, Mapping):
+            raise ValidationError(f"must be a dict of submit_job's arguments or a Step, got {type(job).__name__}")
+        unknown = sorted(set(job) - _JOB_ARGS)
+        if unknown:
+            raise ValidationError(f"unknown field(s) {unknown}; known: {sorted(_JOB_ARGS)}")
+        return build_job_payload(**{"url": None, **job})
+    except ValidationError as error:
+        raise ValidationError(f"jobs[{index}]: {error.message}") from None
 
 
 def _job_id(job: Mapping[str, Any]) -> str:

@@ -17,6 +17,8 @@ Environment variables (all optional):
 ``EZT_HOST`` / ``EZT_PORT``           listen address of this process's HTTP server
 ``EZT_PUBLIC_URL``                    how clients reach this node (default http://host:port)
 ``EZT_MAX_BODY_BYTES``                request body limit of the public API (413 above)
+``EZT_MAX_BATCH_JOBS``                most jobs in one ``POST /api/v1/jobs/batch`` (100; 400 above); its body may be
+                                      ``EZT_MAX_BODY_BYTES`` x min(this, 10), each job within ``EZT_MAX_BODY_BYTES``
 ``EZT_IDEMPOTENCY_TTL_S``             how long an idempotent key deduplicates
 ``EZT_JOB_TTL_S``                     how long a finished job stays readable
 ``EZT_VISIBILITY_TIMEOUT_MS``         idle time after which a dead node's jobs are reclaimed
@@ -104,6 +106,7 @@ from .quotas import DEFAULT_TIER, DEFAULT_TIERS, Tier, tiers_from_config
 from .secretbox import parse_keys
 
 DEFAULT_REDIS_PORT = 6390
+BATCH_BODY_JOBS = 10  # a batch's body may be this many single bodies (max_batch_body_bytes)
 PRODUCTION_MAX_QUEUED_PER_CUSTOMER = 100_000  # the production profile's ceiling unless EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER says
 
 
@@ -134,6 +137,7 @@ class Settings:
     delivery_port: int = 8720
     embedded_redis_port: int = DEFAULT_REDIS_PORT
     max_body_bytes: int = 1024 * 1024
+    max_batch_jobs: int = 100  # POST /api/v1/jobs/batch: jobs in one request (edge/api.py)
     idempotency_ttl_s: int = 24 * 3600
     retry_at_horizon_ms: int = 30 * 24 * 3600 * 1000  # a retry_at further ahead is refused (400)
     job_ttl_s: int = 7 * 24 * 3600
@@ -215,6 +219,11 @@ class Settings:
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     default_tier: str = DEFAULT_TIER
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_batch_body_bytes(self) -> int:
+        """A batch's body limit: as many single bodies as it has jobs, up to ten (each job still within ``max_body_bytes``)."""
+        return self.max_body_bytes * min(self.max_batch_jobs, BATCH_BODY_JOBS)
 
     @property
     def region_ids(self) -> tuple[str, ...]:
@@ -311,6 +320,7 @@ def _regions_from_yaml(data: Mapping[str, Any], path: Path) -> tuple[RegionConfi
 
 _ENV_INT = {
     "EZT_MAX_BODY_BYTES": "max_body_bytes",
+    "EZT_MAX_BATCH_JOBS": "max_batch_jobs",
     "EZT_IDEMPOTENCY_TTL_S": "idempotency_ttl_s",
     "EZT_RETRY_AT_HORIZON_MS": "retry_at_horizon_ms",
     "EZT_JOB_TTL_S": "job_ttl_s",
@@ -563,6 +573,8 @@ def load_settings(
         raise ConfigError("EZT_PARTITIONS must be at least 1")
     if values.get("admission_max_queued_per_customer", 0) < 0:
         raise ConfigError("EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER must be at least 0 (0: no ceiling)")
+    if values.get("max_batch_jobs", 100) < 1:
+        raise ConfigError("EZT_MAX_BATCH_JOBS must be at least 1")
     if values.get("schedules_max_per_customer", 100) < 0:
         raise ConfigError("EZT_SCHEDULES_MAX_PER_CUSTOMER must be at least 0")
     if values.get("edge_workers", 0) < 0 or values.get("delivery_workers", 0) < 0:

@@ -369,7 +369,36 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
             "error": _nullable({"type": "string"}),
         },
     }  # fmt: skip
+    batch = {
+        "type": "object",
+        "required": ["jobs"],
+        "additionalProperties": False,
+        "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": settings.max_batch_jobs, "items": _ref("Job")}},
+    }
+    refused = {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "string", "enum": sorted(API_ERRORS)},
+                    "message": {"type": "string", "minLength": 1},
+                    "retry_after_s": {"type": "integer", "minimum": 0, "description": "when to submit this job again"},
+                },
+            }
+        },
+    }
+    batch_answer = {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "minItems": 1, "items": {"anyOf": [accepted, refused]}}},
+    }
     return {
+        "JobBatch": batch, "JobBatchAnswer": batch_answer,
         "Job": step, "FallbackJob": fallback, "JobView": view, "JobResult": result, "JobAccepted": accepted, "WebhookState": hook_view,
         "JobCancelled": cancelled, "BulkCancel": bulk, "BulkCancelled": bulk_answer, "BulkCancelAction": bulk_action,
     }  # fmt: skip
@@ -873,6 +902,24 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 examples=JOB_EXAMPLES,
             )
         },
+        "/api/v1/jobs/batch": {
+            "post": _op(
+                f"Submit up to {settings.max_batch_jobs} jobs in one request",
+                {
+                    "200": _json(_ref("JobBatchAnswer"), "One result per job, in order: accepted, a duplicate, or refused at acceptance"),
+                    **_errors(400, 413, 415, 422, *AUTHED),
+                },
+                body="JobBatch",
+                description=(
+                    "Each job as `POST /api/v1/jobs` takes it. Every job is checked before any is accepted: one invalid job "
+                    "refuses the whole batch (400 or 422, `error.field` `jobs[<i>].<field>`) and nothing is written. Then each "
+                    "job is accepted as a single submission would be, with its own quota and idempotent key (a second job with "
+                    "the same key in one batch is a duplicate of the first). A job refused at acceptance (`quota_exceeded`, "
+                    "`overloaded`, `unavailable`) is an error in its place; the others stand. The body may be "
+                    f"{settings.max_batch_body_bytes} bytes, each job at most {settings.max_body_bytes} (413 above)."
+                ),
+            )
+        },
         "/api/v1/jobs/{job_id}": {
             "get": _op(
                 "A job: state, attempts, result, webhooks",
@@ -1098,7 +1145,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             "title": "EZThrottle edge API",
             "version": "1",
             "description": 'Errors are `{"error": {"code", "message", "field"?}}` with the status of their code. '
-            f"Request bodies are limited to {settings.max_body_bytes} bytes (413 above).",
+            f"Request bodies are limited to {settings.max_body_bytes} bytes, a batch to {settings.max_batch_body_bytes} (413 above).",
         },
         "servers": [{"url": settings.advertised_url}],
         "security": [{"bearer": []}],

@@ -45,7 +45,12 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 MIN_REQUESTS = 1000
 FUZZ_BUDGET_S = 300.0  # a runaway guard (the run takes 60-90 s alone on 2 cores), not a performance goal
 # Examples per operation and generation mode; submitting jobs gets the most.
-EXAMPLES = {("POST", "/api/v1/jobs"): 260, ("POST", "/api/v1/proxy"): 80, ("POST", "/api/v1/webhook-secrets"): 50}
+EXAMPLES = {
+    ("POST", "/api/v1/jobs"): 260,
+    ("POST", "/api/v1/jobs/batch"): 80,
+    ("POST", "/api/v1/proxy"): 80,
+    ("POST", "/api/v1/webhook-secrets"): 50,
+}
 DEFAULT_EXAMPLES = 36
 CONSOLE_EXAMPLES = 4  # the console's pages (HTML, signed in by its cookie: the fuzzer sends the API key's)
 
