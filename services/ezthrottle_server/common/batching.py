@@ -15,6 +15,12 @@ caller its own reply (or its own error), as if it had called alone.
   Redis) is run again on its own through its ``Script`` object, which loads it.
 - A batch is at most ``max_batch`` calls; more go out in the next pipeline at
   once. At light load a call waits for nothing but the end of the current turn.
+
+On one plain Redis server (``redis://``, the client :func:`.redisconn.connect`
+builds) a batch skips redis-py's ``Pipeline``: it goes out on a connection of
+the batcher's own, a :class:`.wire.Wire` (one write per batch, each reply
+handed over as it arrives, the same replies and errors). A cluster
+(``redis+cluster://``) and TLS take the pipeline.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from . import wire
+
 if TYPE_CHECKING:
     from .redisconn import RedisClient
 
-_Call = tuple[tuple[Any, ...], AsyncScript | None, asyncio.Future[Any]]
+_Call = wire.Call
 
 
 class Batcher:
@@ -39,6 +47,7 @@ class Batcher:
         self._pending: list[_Call] = []
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
+        self._wire = wire.Wire(redis) if wire.fits(redis) else None  # else redis-py's pipeline
 
     def script(self, script: AsyncScript, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> asyncio.Future[Any]:
         """Run a registered script (EVALSHA), batched with other callers' calls: await the reply."""
@@ -64,6 +73,9 @@ class Batcher:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        if self._wire is not None:
+            self._wire.send(batch)
+            return
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
@@ -85,17 +97,10 @@ class Batcher:
             raise
         for (command, script, fut), reply in zip(batch, replies):
             if isinstance(reply, NoScriptError) and script is not None:
-                reply = await self._alone(script, command)
+                reply = await wire.run_alone(script, command)
             if fut.done():
                 continue  # its caller was cancelled; the call was made all the same
             if isinstance(reply, Exception):
                 fut.set_exception(reply)
             else:
                 fut.set_result(reply)
-
-    async def _alone(self, script: AsyncScript, command: tuple[Any, ...]) -> Any:
-        numkeys = command[2]
-        try:
-            return await script(keys=list(command[3 : 3 + numkeys]), args=list(command[3 + numkeys :]))
-        except Exception as exc:
-            return exc
