@@ -247,8 +247,15 @@ async def test_a_delivery_node_of_two_workers_delivers_restarts_a_killed_worker_
         while not want <= {r.path for r in receiver.requests}:
             await asyncio.sleep(0.05)
     assert len({j["job_id"] for j in jobs + more}) == 10
-    # the node's count adds up its workers, the killed one's included
-    [delivered] = sample(await node.metrics(), "ezt_webhook_deliveries_total", 'outcome="delivered"')
+    # the node's count adds up its workers, the killed one's included; a POST is counted once its answer is
+    # recorded, a moment after the receiver has it, and a hook the killed worker had in hand is counted when
+    # it is sent again: wait (bounded) for the count to reach every job
+    async with asyncio.timeout(20):
+        while True:
+            [delivered] = sample(await node.metrics(), "ezt_webhook_deliveries_total", 'outcome="delivered"')
+            if delivered >= 10:
+                break
+            await asyncio.sleep(0.1)
     assert 10 <= delivered <= len(receiver.requests)
 
     node.proc.send_signal(signal.SIGTERM)
