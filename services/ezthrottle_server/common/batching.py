@@ -18,10 +18,9 @@ caller its own reply (or its own error), as if it had called alone.
 
 On one plain Redis server (``redis://``, the client :func:`.redisconn.connect`
 builds) a batch skips redis-py's ``Pipeline``: it goes out on a connection of
-the batcher's own, a :class:`.wire.Wire` (one write per batch, or for the
-batches made while replies are on their way; each reply handed over as it
-arrives; the same replies and errors). A cluster (``redis+cluster://``) and
-TLS take the pipeline.
+the batcher's own, a :class:`.wire.Wire` (one write per batch, each reply
+handed over as it arrives, the same replies and errors). A cluster
+(``redis+cluster://``) and TLS take the pipeline.
 """
 
 from __future__ import annotations

@@ -7,12 +7,8 @@ plain Redis server (``redis://``: what :func:`.redisconn.connect` builds with
 hiredis; not a cluster, not TLS) a :class:`Wire` writes each batch of a
 :class:`.batching.Batcher` in one write on a connection it keeps, and hands
 each caller its reply from the transport's callback as the replies come back
-(Redis answers in order): no task, no await. While replies are on their
-way, the batches made meanwhile wait for them and then go out together, in
-one write (at most :data:`HOLD_MAX` calls wait): under load, fewer and larger
-writes (each costs a system call here and a read in Redis); at light load a
-batch goes out at once. Redis runs one connection's commands in order anyway,
-so the wait is the last reply's trip back.
+(Redis answers in order): no task, no await. A batch may go out before the
+previous one's replies are back.
 
 - The connection is one of the client's pool. redis-py opens it (AUTH,
   SELECT, CLIENT SETNAME from the URL) and closes it with the client
@@ -24,11 +20,11 @@ so the wait is the last reply's trip back.
   is its own caller's, never the batch's), then passed through the client's
   ``response_callbacks`` (``HGETALL`` -> dict). A script the server does not
   know runs again on its own through its ``Script`` (:func:`run_alone`).
-- A broken connection fails the calls in flight (and those waiting to go
-  out) with ``ConnectionError``; the next batch opens it again. A server
-  that stops answering (stopped, hung) fails them with ``TimeoutError``
-  after one to two :data:`REPLY_WAIT_S`; a host that vanished is given up by
-  TCP (keepalive, ``TCP_USER_TIMEOUT``) in about 15 s.
+- A broken connection fails the calls in flight with ``ConnectionError``;
+  the next batch opens it again. A server that stops answering (stopped,
+  hung) fails them with ``TimeoutError`` after one to two
+  :data:`REPLY_WAIT_S`; a host that vanished is given up by TCP (keepalive,
+  ``TCP_USER_TIMEOUT``) in about 15 s.
 """
 
 from __future__ import annotations
@@ -55,7 +51,6 @@ except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis
     hiredis = None  # type: ignore[assignment]
 
 REPLY_WAIT_S = 10.0  # a reply awaited this long (to twice as long) fails its connection's calls; idle this long, the connection goes back
-HOLD_MAX = 1024  # calls held while replies are on their way; past that a batch goes out at once
 OPEN_WAIT_S = 15.0  # longest wait for a connection: a free one in the pool (POOL_WAIT_S), then connect, AUTH, SELECT
 
 Call = tuple[tuple[Any, ...], AsyncScript | None, asyncio.Future[Any]]  # (command, its script if EVALSHA, the caller's answer)
@@ -95,7 +90,6 @@ class Wire(asyncio.Protocol):
         self._reader: hiredis.Reader | None = None
         self._sent: deque[_Sent] = deque()  # written, reply not read yet, in order
         self._queued: list[Call] = []  # waiting for the connection to open
-        self._held: list[Call] = []  # waiting for the replies in flight, to go out together
         self._opening: asyncio.Task[None] | None = None
         self._reruns: deque[Call] = deque()  # answered NOSCRIPT, to run again through their Script
         self._rerunning: asyncio.Task[None] | None = None
@@ -112,13 +106,8 @@ class Wire(asyncio.Protocol):
         if transport is not None:
             if transport.is_closing():  # going down; its calls in flight are failing
                 self._fail(batch, RedisConnectionError("Connection closed by server."))
-                return
-            if self._sent:  # replies on their way: the calls made meanwhile go out together when they are in
-                self._held += batch
-                if len(self._held) < HOLD_MAX:
-                    return
-                batch, self._held = self._held, []
-            self._write(transport, batch)
+            else:
+                self._write(transport, batch)
             return
         self._queued += batch
         if self._opening is None:
@@ -219,9 +208,6 @@ class Wire(asyncio.Protocol):
                 self._close(RedisConnectionError(f"Protocol error: {exc}"))
                 return
             if reply is _NOT_ENOUGH_DATA:
-                if not sent and self._held and self._transport is not None:
-                    held, self._held = self._held, []
-                    self._write(self._transport, held)
                 return
             if not sent:
                 self._close(RedisConnectionError("Protocol error: a reply to no command"))
@@ -255,8 +241,6 @@ class Wire(asyncio.Protocol):
         for fut, _parse, _script, _command in sent:
             if not fut.done():
                 fut.set_exception(failure)
-        held, self._held = self._held, []
-        self._fail(held, failure)
         streams, self._streams = self._streams, None
         if streams is not None:
             streams.connection_lost(exc)  # redis-py's streams close too (its disconnect() waits for that)
