@@ -40,6 +40,7 @@ NOT_SCOPED = {
 # Customer-scoped routes (method, path). Each has a cross-tenant check below.
 SCOPED = {
     ("POST", "/api/v1/jobs"),
+    ("POST", "/api/v1/jobs/batch"),
     ("GET", "/api/v1/jobs/{job_id}"),
     ("GET", "/api/v1/jobs/{job_id}/events"),
     ("POST", "/api/v1/jobs/{job_id}/frugal-claims/{step_id}"),
@@ -161,7 +162,7 @@ async def world(http, edge, redis, redis_url, api_key, other_api_key, target) ->
             "webhooks": [{"url": f"http://127.0.0.1:{closed_port()}/hook"}],
         }
         job = await submit(http, edge.url, api_key, payload)
-        await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("dead"))
+        await wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("dead"), timeout_s=30)  # 6-10 s on a loaded machine
         yield {"job_id": job["job_id"], "payload": payload}
     finally:
         await delivery.stop()
@@ -207,6 +208,16 @@ async def test_jobs_and_idempotent_keys_are_per_customer(http, edge, world, api_
     status, again = await call(http, "POST", f"{edge.url}/api/v1/jobs", api_key, world["payload"])
     assert status == 200 and again["status"] == "duplicate" and again["job_id"] == world["job_id"]
     assert (await call(http, "GET", f"{edge.url}/api/v1/jobs/{theirs['job_id']}", api_key))[0] == 404
+    # The same through a batch: the key is the caller's, whichever route brings it.
+    batch = {"jobs": [world["payload"]]}
+    status, body = await call(http, "POST", f"{edge.url}/api/v1/jobs/batch", other_api_key, batch)
+    assert status == 200 and body["jobs"][0]["status"] == "duplicate" and body["jobs"][0]["job_id"] == theirs["job_id"], body
+    status, body = await call(http, "POST", f"{edge.url}/api/v1/jobs/batch", api_key, batch)
+    assert status == 200 and body["jobs"][0]["status"] == "duplicate" and body["jobs"][0]["job_id"] == world["job_id"], body
+    fresh = {"jobs": [{**world["payload"], "idempotent_key": "k2"}]}
+    status, body = await call(http, "POST", f"{edge.url}/api/v1/jobs/batch", other_api_key, fresh)
+    assert status == 200 and body["jobs"][0]["status"] == "queued", body
+    assert (await call(http, "GET", f"{edge.url}/api/v1/jobs/{body['jobs'][0]['job_id']}", api_key))[0] == 404
 
 
 @pytest.mark.asyncio
