@@ -20,7 +20,9 @@ ceiling, and reports each count's jobs/s against the first count's
 
 Each level measures the ceiling and then the edge right after it (one pair
 per worker count), so drift between minutes falls on both alike; the
-ceiling's own p99 is reported beside the edge's.
+ceiling's own p99 is reported beside the edge's. In ``due_now`` mode the
+jobs an edge accepted are still being sent (paced) after its load ends: the
+next measurement waits until the targets have had them all.
 
 Goal: accepted jobs/s at least 50% of the ceiling in both modes, p99 <= 10 ms
 at concurrency 32. A closed loop of 32 clients waits 32 / (jobs/s) on average
@@ -70,6 +72,20 @@ def _load(url: str, key: str, concurrency: int, duration_s: float, targets: list
 
 
 TARGET_DOMAINS = 10
+DRAIN_S = 120.0  # longest wait for a due_now level's jobs to reach the targets (10 domains x 100/s)
+
+
+def _drain(sink: str, sent: int, timeout_s: float) -> None:
+    """Wait (bounded) until the sink has had ``sent`` target requests in all: a due_now level's backlog,
+    still being sent after its load ended, would otherwise run beside the next measurement."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{sink}/stats", timeout=5) as resp:  # loopback only
+            if int(orjson.loads(resp.read())["target_requests"]) >= sent:
+                return
+        time.sleep(0.2)
 
 
 async def _raise_limits(redis_url: str, ports: list[int]) -> None:
@@ -107,10 +123,14 @@ def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[i
             url = f"http://127.0.0.1:{edge_port}"
             stack.enter_context(service("ezthrottle_server.edge", env, f"{url}/readyz", f"edge-submit-{mode}-{i}-{n}w"))
             edges.append((n, url))
+        accepted = 0
         for c in levels:
             for n, url in edges:
                 b = _load(base_url, key, c, duration)
                 e = _load(url, key, c, duration, targets)
+                if targets:  # the jobs accepted are sent after the load too (paced): let them drain before the next ceiling
+                    accepted += int(e["accepted"])  # type: ignore[call-overload]
+                    _drain(f"http://127.0.0.1:{sink_ports[0]}", accepted, timeout_s=DRAIN_S)
                 rows.append(
                     {
                         "mode": mode,
