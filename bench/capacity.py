@@ -42,25 +42,15 @@ import orjson
 
 from ._cluster import cluster, new_key, sink_get, submit, write_result
 from ._procs import REPO
-from .e2e import BODY, drive, warm_up
+from .e2e import drive, job_spec, warm_up
 
 COMPONENTS = ("edge", "delivery", "coordinator", "redis")
 
 
 def _job(sink: str, tag: str, route: str) -> bytes:
-    return orjson.dumps(
-        {
-            "url": f"{sink}/{route}/{tag}",
-            "method": "POST",
-            "body": BODY,
-            "headers": {"Content-Type": "application/json"},
-            "webhooks": [{"url": f"{sink}/hook"}],
-            "metadata": {"tag": tag},
-            "idempotent_key": tag,
-            # A 503 is retried after a short backoff; no reroute, so the attempt stays in its region.
-            "retry_policy": {"max_retries": 2, "max_reroutes": 0, "retry_codes": [503]},
-        }
-    )
+    # A 503 is retried after a short backoff; no reroute, so the attempt stays in its region.
+    retry = {"max_retries": 2, "max_reroutes": 0, "retry_codes": [503]}
+    return orjson.dumps({**job_spec(sink, tag, route), "retry_policy": retry})
 
 
 def _script_names() -> dict[str, str]:

@@ -203,9 +203,10 @@ async def warm_up(
         raise RuntimeError(f"warm-up: {warm['webhooks']} of {WARMUP} webhooks arrived within 60 s; see bench/results/logs")
 
 
-def _job_spec(sink: str, tag: str) -> dict[str, Any]:
+def job_spec(sink: str, tag: str, route: str = "t") -> dict[str, Any]:
+    """The bench's job (bench.capacity's too): a POST with a 200-byte body to the sink's ``route``, one webhook."""
     return {
-        "url": f"{sink}/t/{tag}",
+        "url": f"{sink}/{route}/{tag}",
         "method": "POST",
         "body": BODY,
         "headers": {"Content-Type": "application/json"},
@@ -216,7 +217,7 @@ def _job_spec(sink: str, tag: str) -> dict[str, Any]:
 
 
 def _job(sink: str, tag: str) -> bytes:
-    return orjson.dumps(_job_spec(sink, tag))
+    return orjson.dumps(job_spec(sink, tag))
 
 
 # -- the systems --------------------------------------------------------------------
@@ -243,7 +244,7 @@ async def _ezthrottle(
 
         async def many(items: list[tuple[int, str]]) -> None:
             tags = [tag for _, tag in items]
-            ids = await submit_jobs(http, edges[items[0][0] // submit_batch % len(edges)], key, [_job_spec(sink, t) for t in tags])
+            ids = await submit_jobs(http, edges[items[0][0] // submit_batch % len(edges)], key, [job_spec(sink, t) for t in tags])
             job_ids.update(zip(tags, ids))
 
         batch = (submit_batch, many) if submit_batch else None

@@ -375,7 +375,22 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": settings.max_batch_jobs, "items": _ref("Job")}},
     }
-    refused = {
+    refused = _error_schema({"retry_after_s": {"type": "integer", "minimum": 0, "description": "when to submit this job again"}})
+    batch_answer = {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "minItems": 1, "items": {"anyOf": [accepted, refused]}}},
+    }
+    return {
+        "JobBatch": batch, "JobBatchAnswer": batch_answer,
+        "Job": step, "FallbackJob": fallback, "JobView": view, "JobResult": result, "JobAccepted": accepted, "WebhookState": hook_view,
+        "JobCancelled": cancelled, "BulkCancel": bulk, "BulkCancelled": bulk_answer, "BulkCancelAction": bulk_action,
+    }  # fmt: skip
+
+
+def _error_schema(extra: dict[str, Any]) -> dict[str, Any]:
+    """``{"error": {"code", "message", ...extra}}``: every error's body (``extra``: what this one may add)."""
+    return {
         "type": "object",
         "required": ["error"],
         "additionalProperties": False,
@@ -387,21 +402,11 @@ def _job_schemas(settings: Settings) -> dict[str, Any]:
                 "properties": {
                     "code": {"type": "string", "enum": sorted(API_ERRORS)},
                     "message": {"type": "string", "minLength": 1},
-                    "retry_after_s": {"type": "integer", "minimum": 0, "description": "when to submit this job again"},
+                    **extra,
                 },
             }
         },
     }
-    batch_answer = {
-        "type": "object",
-        "required": ["jobs"],
-        "properties": {"jobs": {"type": "array", "minItems": 1, "items": {"anyOf": [accepted, refused]}}},
-    }
-    return {
-        "JobBatch": batch, "JobBatchAnswer": batch_answer,
-        "Job": step, "FallbackJob": fallback, "JobView": view, "JobResult": result, "JobAccepted": accepted, "WebhookState": hook_view,
-        "JobCancelled": cancelled, "BulkCancel": bulk, "BulkCancelled": bulk_answer, "BulkCancelAction": bulk_action,
-    }  # fmt: skip
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
@@ -440,23 +445,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
     }
     return {
         "DeadReplay": dead_replay,
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "additionalProperties": False,
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "code": {"type": "string", "enum": sorted(API_ERRORS)},
-                        "message": {"type": "string", "minLength": 1},
-                        "field": {"type": "string"},
-                    },
-                }
-            },
-        },
+        "Error": _error_schema({"field": {"type": "string"}}),
         **_job_schemas(settings),
         "WebhookSecretsIn": {
             "type": "object",
