@@ -82,6 +82,7 @@ DEFAULT_WAIT_TIMEOUT_S = 300.0
 DEFAULT_POLL_INTERVAL_S = 2.0
 _JOBS = "/api/v1/jobs"
 MAX_BATCH_JOBS = 100  # jobs per POST /api/v1/jobs/batch: the server's default EZT_MAX_BATCH_JOBS
+NO_BATCH_ROUTE = (404, 405)  # what a server without POST /api/v1/jobs/batch answers it: submit_many sends one job per request
 _JOB_ARGS = frozenset(inspect.signature(build_job_payload).parameters)
 _JOB_INDEX = re.compile(r"\bjobs\[(\d+)\]")
 _SCHEDULES = "/api/v1/schedules"
@@ -253,6 +254,7 @@ class BaseClient:
         self.timeout_s = float(timeout_s)
         self.probe_timeout_s = float(probe_timeout_s)
         self.max_connections = max_connections
+        self._batch_route = True  # until a server answers that it has no POST /api/v1/jobs/batch (submit_many)
         self._http = self._open_pool()
 
     @property
@@ -763,7 +765,12 @@ class BaseClient:
         the server finds invalid: none of that request's jobs was written);
         the other requests' jobs may have been accepted, and submitting the
         same jobs again is safe: their idempotent keys (HASH by default) answer
-        those ``"duplicate"``.
+        those ``"duplicate"``. A server without the batch route (an older edge:
+        404 or 405) gets one ``POST /api/v1/jobs`` per job instead, from then
+        on for this client, concurrently: the same kinds of results, but which
+        of two jobs with one key is the duplicate, and which jobs a quota
+        running out refuses, follows their arrival; a job it refuses as
+        invalid raises once every job has ended, and the others may stand.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -778,10 +785,15 @@ class BaseClient:
     def _submit_batch(self, payloads: list[dict[str, Any]], start: int) -> Flow[Union[list[dict[str, Any]], EZThrottleError]]:
         """One ``POST /api/v1/jobs/batch`` of ``payloads``, the jobs from index ``start`` of ``submit_many``'s;
         its results, or the error that refused it (returned: the other requests go on)."""
+        if not self._batch_route:
+            return (yield from self._submit_each(payloads))
         call = _ApiCall("POST", _JOBS + "/batch", json={"jobs": payloads})
         try:
             answer = yield from self._api(call)
         except EZThrottleError as error:
+            if error.status_code in NO_BATCH_ROUTE:  # a server without the route (an older edge): one job per request
+                self._batch_route = False
+                return (yield from self._submit_each(payloads))
             if start:  # the server counts from this request's first job
                 error.message = _JOB_INDEX.sub(lambda m: f"jobs[{int(m.group(1)) + start}]", error.message)
                 error.args = (error.message, *error.args[1:])
@@ -790,6 +802,30 @@ class BaseClient:
         if not isinstance(results, list) or len(results) != len(payloads):
             raise EZThrottleError(f"POST {call.path}: the server answered {answer!r} for {len(payloads)} jobs")
         return results
+
+    def _submit_each(self, payloads: list[dict[str, Any]]) -> Flow[Union[list[dict[str, Any]], EZThrottleError]]:
+        """``submit_many``'s jobs one per ``POST /api/v1/jobs`` (a server without the batch route), concurrently;
+        a job refused at acceptance (429, 503) is an error in its place, as in a batch's answer."""
+        answers = yield _Gather([self._submit_one(payload) for payload in payloads])
+        results: list[dict[str, Any]] = []
+        for answer in answers:
+            if isinstance(answer, EZThrottleError):
+                return answer
+            results.append(answer)
+        return results
+
+    def _submit_one(self, payload: dict[str, Any]) -> Flow[Union[dict[str, Any], EZThrottleError]]:
+        try:
+            answer: dict[str, Any] = yield from self._api(self._submit_call(payload))
+        except EZThrottleError as error:
+            if error.status_code not in (429, 503):
+                return error
+            refused: dict[str, Any] = {"code": error.code or "unavailable", "message": str(error)}
+            retry_after_s = getattr(error, "retry_after_s", None)
+            if retry_after_s is not None:
+                refused["retry_after_s"] = max(0, round(retry_after_s))
+            return {"error": refused}
+        return answer
 
     def _get_job(self, job_id: str) -> Flow[dict[str, Any]]:
         """A job's state: ``status``, ``attempts``, ``result`` and more."""
