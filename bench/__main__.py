@@ -9,7 +9,7 @@ against their goals and writes ``bench/results/summary.json``.
 name       what                                                 goal
 =========  ==================================================  ===========================
 submit     accepted jobs/s vs a bare aiohttp ceiling            >= 0.5 x ceiling
-e2e        jobs/s submit → webhook vs SAQ and arq               >= 2 x the faster baseline
+e2e        jobs/s submit → webhook vs SAQ and arq               >= 1 x the faster baseline (issue 19); moonshot 2 x
 routing    accept → start of the outbound send, light load      p50 <= 1 ms, p99 <= 5 ms
 memory     Redis bytes per queued job (200-byte body)           <= 1.5 KB
 race       race iad/lax/ord vs iad alone (simulated latency)    p50 <= fastest + 10 ms
@@ -67,7 +67,8 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
                 (f"{mode}: ratio to ceiling (best level)", f"{best['ratio']}", ">= 0.5", (best["ratio"] or 0) >= 0.5),
             ]
             if at32 is not None:
-                out.append((f"{mode}: p99 at conc 32", f"{at32['edge_p99_ms']} ms", "<= 10 ms", at32["edge_p99_ms"] <= 10))
+                beside = f" (the ceiling's {at32['ceiling_p99_ms']} ms)" if "ceiling_p99_ms" in at32 else ""
+                out.append((f"{mode}: p99 at conc 32", f"{at32['edge_p99_ms']} ms{beside}", "<= 10 ms", at32["edge_p99_ms"] <= 10))
         return out
     if name == "e2e":
         out = []
@@ -75,7 +76,9 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
             lat = s["submit_to_webhook_ms"]
             out.append((f"{system} jobs/s", f"{s['jobs_per_s']}  (p50 {lat['p50']:.0f} / p99 {lat['p99']:.0f} ms)", "", None))
         ratio = r.get("ratio_vs_faster_baseline")
-        out.append(("ezthrottle / faster baseline", f"{ratio}", ">= 2", None if ratio is None else ratio >= 2))
+        how = f" (batches of {r['submit_batch']})" if r.get("submit_batch") else ""
+        out.append((f"ezthrottle / faster baseline{how}", f"{ratio}", ">= 1", None if ratio is None else ratio >= 1))
+        out.append(("  the moonshot", f"{ratio}", ">= 2", None if ratio is None else ratio >= 2))
         return out
     if name == "routing":
         a, s = r["accept_to_send_ms"], r["created_to_target_ms"]
