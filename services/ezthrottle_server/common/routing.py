@@ -136,9 +136,10 @@ class RegionStates:
         return sorted(urls)
 
     async def states(self) -> dict[str, str]:
-        """Each region's state (every submission asks): worked out once per ``cache_s``."""
-        now = time.monotonic()
-        if self._states is None or now - self._states_at > self.cache_s:
-            self._states = {rid: v["state"] for rid, v in (await self.views()).items()}
-            self._states_at = now
+        """Each region's state (every submission asks): worked out once per read of the published states, so never
+        older than what :meth:`views` (``GET /api/v1/regions``) last showed."""
+        if self._states is None or self._states_at != self._at or time.monotonic() - self._at > self.cache_s:
+            views = await self.views()  # reads again when out of date
+            self._states = {rid: v["state"] for rid, v in views.items()}
+            self._states_at = self._at  # the read they come from
         return self._states

@@ -54,3 +54,19 @@ async def test_a_caller_cancelled_mid_read_leaves_it_to_the_others(one_connectio
     assert first.cancelled()
     await _publish(one_connection, "down")
     assert await states.states() == {"iad": "degraded"}  # cached: the read was not lost with its first caller
+
+
+async def test_states_never_lag_the_views_the_api_shows(one_connection):
+    """GET /api/v1/regions shows views(); a submission routes by states(). Once views() has shown a region down,
+    states() says so too: the states are worked out again from every newer read, not on a clock of their own
+    (before, states() could answer from the read before for up to cache_s more: a job accepted for a region the
+    API had just shown down)."""
+    await _publish(one_connection, "up")
+    states = RegionStates(one_connection, ["iad"], cache_s=1.0)
+    assert (await states.views())["iad"]["state"] == "up"  # read at t = 0
+    await asyncio.sleep(0.6)
+    assert await states.states() == {"iad": "up"}  # from the read at t = 0
+    await _publish(one_connection, "down")
+    await asyncio.sleep(0.6)  # the read at t = 0 is out of date now; the states worked out at 0.6 are not, by their own clock
+    assert (await states.views())["iad"]["state"] == "down"  # read again
+    assert await states.states() == {"iad": "down"}
