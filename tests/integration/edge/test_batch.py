@@ -71,8 +71,9 @@ async def test_one_invalid_job_refuses_the_batch_naming_it_and_nothing_is_writte
 
 
 async def test_a_job_the_outbound_policy_refuses_refuses_the_batch(http, start_edge, api_key, redis):
-    edge = await start_edge("iad", outbound_allow_loopback=False)
-    jobs = [{"url": "https://example.com/a"}, {"url": "https://example.com/b", "webhooks": [{"url": "http://127.0.0.1:9/hook"}]}]
+    # loopback refused but 127.0.0.1 allowed: the second job's webhook (127.0.0.2, never contacted) is the one refused
+    edge = await start_edge("iad", outbound_allow_loopback=False, outbound_allow_cidrs=("127.0.0.1/32",))
+    jobs = [{"url": "http://127.0.0.1:9/a"}, {"url": "http://127.0.0.1:9/b", "webhooks": [{"url": "http://127.0.0.2:9/hook"}]}]
     status, body = await post_batch(http, edge, api_key, {"jobs": jobs})
     assert status == 422 and body["error"]["code"] == "outbound_blocked" and body["error"]["field"] == "jobs[1].webhooks[0].url"
     assert await job_records(redis) == []
