@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -55,6 +57,29 @@ class RunningApp:
 
 StartApp = Callable[..., Awaitable[RunningApp]]
 
+_GUARDED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops an app_starter already guards
+
+
+@asynccontextmanager
+async def loopback_only() -> AsyncIterator[None]:
+    """In-process services under an egress guard: a connect or a name lookup aimed anywhere but loopback is
+    refused, and the block fails if anything tried one (tests never send traffic off loopback, even by mistake).
+    Once per loop: the first app_starter of a test guards it for all."""
+    from unit.outbound.netguard import EgressGuard
+
+    loop = asyncio.get_running_loop()
+    if loop in _GUARDED:
+        yield
+        return
+    guard = EgressGuard(loop).install()
+    _GUARDED.add(loop)
+    try:
+        yield
+    finally:
+        guard.uninstall()
+        _GUARDED.discard(loop)
+    assert guard.refused == [], f"a service under test tried to leave loopback: {guard.refused}"
+
 
 @asynccontextmanager
 async def app_starter(
@@ -82,8 +107,9 @@ async def app_starter(
         running.append(app)
         return app
 
-    try:
-        yield start
-    finally:
-        for app in reversed(running):
-            await app.stop()
+    async with loopback_only():
+        try:
+            yield start
+        finally:
+            for app in reversed(running):
+                await app.stop()
