@@ -18,8 +18,9 @@ Each job moves once: ``pacing/scripts/evict.lua`` takes it out of the queue
 region's stream and removes its stream entry in one step. A coordinator that
 dies between the two leaves the job held by nothing, which the repair pass
 finds (``coordinator/repair.py``). The target is the first region of the
-configured preference order (regions.yaml) that is not down, preferring one
-the job has not tried yet.
+configured preference order (regions.yaml) that is not down and has a live
+node (a region with no node beating, say one never deployed, would hold the
+job for nobody), preferring one the job has not tried yet.
 
 What stays: a job raced across regions only loses this region's copy (the
 others carry it); a fanout job's copy drops out at once (every region sends
@@ -99,7 +100,9 @@ class Evacuator(CoordinatorLoop):
         live = await self._live_nodes(now)
         moved = 0
         for region in down:
-            targets = [r for r in self.settings.region_ids if r != region and views[r]["state"] != DOWN]
+            # a target has a node alive to take the work: never a region no node of which beats (one never
+            # deployed, or one as silent as this one), where the job would wait for nobody
+            targets = [r for r in self.settings.region_ids if r != region and views[r]["state"] != DOWN and live.get(r)]
             since = int(views[region].get("since_ms") or now)
             moved += await self.evacuate(region, targets, nodes_gone=not live.get(region), down_for_ms=now - since)
         return moved > 0

@@ -31,6 +31,19 @@ never take a region down: a customer owns their target and could answer one
 region and refuse another, and a flood of dead targets fails from every
 region it is rerouted to. Degraded regions still take jobs.
 
+Silence the regions did not cause is not judged. Every node beats through
+the same Redis, so when that Redis (or this monitor's view of it) fails,
+every node falls silent at once; judging that would take every region down,
+evacuate their queues toward nowhere, and hold every region back for
+``recover_after_ms`` after Redis is back. So:
+
+- after a gap in the monitor's own reads (a failed read, or none for longer
+  than ``silent_after_ms``), a node that was alive when it last read is
+  silent only from the first read after the gap;
+- when every node of every region is silent at once, the monitor keeps the
+  states it published (saying so) for up to ``all_silent_grace_ms``, then
+  judges as usual: a real outage of everything is still reported.
+
 Hysteresis: worse states apply at once. A region seen failing (silent,
 probes, divergence) comes back only after ``recover_after_ms`` of continuous
 health, never on one good beat; a region never judged, or down only because
@@ -74,6 +87,7 @@ class HealthRules:
     infra_min_attempts: int = 5
     infra_down_ratio: float = 0.5
     recover_after_ms: int = 5000
+    all_silent_grace_ms: int = 10_000  # every node silent at once: states held this long before it is judged
 
 
 class Observation(NamedTuple):
@@ -284,6 +298,11 @@ class RegionMonitor:
         self.rules = rules or HealthRules()
         self.interval_s = interval_s
         self.regions: dict[str, RegionHealth] = {}
+        self.store_lost = False  # a read failed since the last good one (run() sets it)
+        self._last_read_ms: int | None = None  # the last good read of the heartbeats
+        self._resumed_ms = 0  # the first good read after a gap in them
+        self._alive_at_ms = 0  # the last good read before that gap
+        self._all_silent_since_ms: int | None = None
 
     async def _load_published(self) -> None:
         """A new leader continues from the published states (keeps hysteresis across failover)."""
@@ -302,6 +321,33 @@ class RegionMonitor:
                 )
             else:
                 self.regions[rid] = RegionHealth(state=UNKNOWN, reason="no node has ever reported", since_ms=0, seen=False)
+        # the last leader's last view: a gap since then is this monitor's, not the regions'
+        self._last_read_ms = max((int(orjson.loads(v).get("updated_ms", 0)) for v in published.values()), default=None)
+
+    def _excuse_gap(self, by_region: dict[str, list[dict[str, Any]]], now_ms: int) -> None:
+        """After a gap in this monitor's reads, a node alive at the last read before it is silent only from the
+        first read after it: beats it could not write (or this monitor could not read) are not its silence."""
+        last, silent = self._last_read_ms, self.rules.silent_after_ms
+        if last is not None and (self.store_lost or now_ms - last > silent):
+            self._resumed_ms, self._alive_at_ms = now_ms, last
+        self.store_lost, self._last_read_ms = False, now_ms
+        if not self._resumed_ms or now_ms - self._resumed_ms > silent:
+            return
+        for beats in by_region.values():
+            for i, b in enumerate(beats):
+                ts = int(b.get("ts_ms", 0))
+                if self._alive_at_ms - ts <= silent and ts < self._resumed_ms:
+                    beats[i] = {**b, "ts_ms": self._resumed_ms}
+
+    def _hold_all_silent(self, by_region: dict[str, list[dict[str, Any]]], now_ms: int) -> bool:
+        """Every node of every region silent at once: True (keep the states) for up to ``all_silent_grace_ms``."""
+        if not any(by_region.values()) or any(_alive(b, now_ms, self.rules) for b in by_region.values()):
+            self._all_silent_since_ms = None
+            return False
+        if self._all_silent_since_ms is None:
+            self._all_silent_since_ms = now_ms
+            log.warning("every node of every region is silent at once: region states held; is Redis reachable from the edges?")
+        return now_ms - self._all_silent_since_ms < self.rules.all_silent_grace_ms
 
     async def evaluate(self) -> dict[str, RegionHealth]:
         now_ms = int(time.time() * 1000)
@@ -316,7 +362,16 @@ class RegionMonitor:
                 by_region[beat["region"]].append(beat)
         if stale:
             await self.redis.hdel(keys.heartbeats(), *stale)  # type: ignore[misc]  # redis-py#2399
+        self._excuse_gap(by_region, now_ms)
         published: dict[str, bytes] = {}
+        if self._hold_all_silent(by_region, now_ms):
+            held_s = (now_ms - (self._all_silent_since_ms or now_ms)) / 1000
+            for rid, health in self.regions.items():
+                view = health.view(now_ms)
+                view["reason"] = f"{health.reason} (held: every node of every region silent for {held_s:.1f} s)"
+                published[rid] = orjson.dumps(view)
+            await self.redis.hset(keys.region_states(), mapping=published)  # type: ignore[misc]  # redis-py#2399
+            return self.regions
         for rid, beats in by_region.items():
             others = {other: b for other, b in by_region.items() if other != rid}
             observed, reason, nodes, failing = assess(beats, now_ms, self.rules, others)
@@ -345,5 +400,6 @@ class RegionMonitor:
             except asyncio.CancelledError:
                 raise
             except UNAVAILABLE:  # also a cluster failing over
+                self.store_lost = True
                 log.warning("redis unavailable; region health paused", exc_info=True)
             await asyncio.sleep(self.interval_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -110,3 +111,36 @@ async def test_a_raced_job_only_loses_the_dead_regions_copy(http, redis, start_e
     assert all(v["status"] == "success" and not v["evacuations"] for v in views)
     assert {r.query["r"] for r in target.matching("/echo")} == {str(i) for i in range(10)}
     assert (await get_job(http, lax.url, api_key, raced[-1]["job_id"]))["winner_region"] == "lax"
+
+
+async def test_no_job_is_moved_to_a_region_without_a_live_node(http, redis, start_edge, coordinator, api_key, target, slow_domain):
+    """iad and lax lose their edges; ord never had one (never judged, so not "down"). The jobs wait in iad instead of
+    in ord for nobody (a Redis failover once sent them there, stranded), and move when lax has an edge again."""
+    iad = await start_edge("iad")
+    lax = await start_edge("lax")
+    to_ord, to_lax = JOBS_EVACUATED.labels("iad", "ord")._value.get(), JOBS_EVACUATED.labels("iad", "lax")._value.get()
+    jobs = [await submit(http, iad.url, api_key, {"url": f"{target.url}/echo?n={i}"}) for i in range(JOBS)]
+    await target.wait_for(2, path="/echo")
+    await until_state(http, iad.url, "iad", "up")
+    await iad.stop()
+    await lax.stop()
+
+    async def state(region: str) -> str | None:
+        raw = await redis.hget(keys.region_states(), region)
+        return orjson.loads(raw)["state"] if raw else None
+
+    async with asyncio.timeout(10):
+        while (await state("iad"), await state("lax")) != ("down", "down"):
+            await asyncio.sleep(0.1)
+    assert await state("ord") != "down"
+    await asyncio.sleep(1.5)  # six evacuation passes, with nowhere to go
+    assert JOBS_EVACUATED.labels("iad", "ord")._value.get() == to_ord
+    assert JOBS_EVACUATED.labels("iad", "lax")._value.get() == to_lax
+    stranded = sum([await redis.xlen(keys.region_stream(p, "ord")) for p in range(coordinator.settings.partitions)])
+    assert stranded == 0
+
+    lax = await start_edge("lax")
+    views = [await wait_final(http, lax.url, api_key, j["job_id"], timeout_s=30) for j in jobs]
+    assert [v["status"] for v in views] == ["success"] * JOBS
+    assert all(e["to"] == "lax" for v in views for e in v["evacuations"]) and any(v["evacuations"] for v in views)
+    assert JOBS_EVACUATED.labels("iad", "ord")._value.get() == to_ord
