@@ -35,13 +35,15 @@ def keys_per_partition(customer: str, per_partition: int, prefix: str, partition
 
 
 async def collect_events(
-    http: aiohttp.ClientSession, base_url: str, key: str, job_id: str, timeout_s: float = 15.0
+    http: aiohttp.ClientSession, base_url: str, key: str, job_id: str, timeout_s: float = 15.0, opened: asyncio.Event | None = None
 ) -> list[tuple[str, Any]]:
-    """A job's server-sent events, from the snapshot until the stream ends."""
+    """A job's server-sent events, from the snapshot until the stream ends; ``opened`` is set once the snapshot came."""
     got = []
     async with asyncio.timeout(timeout_s):
         async with http.get(f"{base_url}/api/v1/jobs/{job_id}/events", headers=auth(key)) as resp:
-            assert resp.status == 200
+            assert resp.status == 200, (resp.status, await resp.text())
             async for name, data in events(resp):
                 got.append((name, data))
+                if opened is not None:
+                    opened.set()
     return got

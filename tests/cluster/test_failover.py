@@ -62,8 +62,11 @@ async def test_a_master_crash_loses_no_replicated_job_and_every_client_reconnect
     for p, (k,) in keys_per_partition("acme", 1, "parked").items():
         payload = {"url": f"{target.url}/echo?p={p}", "idempotent_key": k, "retry_at": due_ms, "webhooks": [{"url": f"{hook.url}/h"}]}
         parked.append((await submit(http, iad.url, api_key, payload))["job_id"])
-    # lax's event hub subscribes (on one node; it may well be the victim)
-    watch = asyncio.create_task(collect_events(http, lax.url, api_key, parked[3], timeout_s=30))
+    # lax's event hub subscribes (on one node; it may well be the victim). The stream is open (its snapshot came)
+    # before the kill: a request the loop had not yet sent went out after it and met the failing master (503).
+    opened = asyncio.Event()
+    watch = asyncio.create_task(collect_events(http, lax.url, api_key, parked[3], timeout_s=30, opened=opened))
+    await asyncio.wait_for(opened.wait(), 10)
     pubsub = lax.app[CTX].events.pubsub
     while pubsub.connection is None:
         await asyncio.sleep(0.01)
