@@ -291,7 +291,7 @@ async def test_a_failed_connect_to_an_allow_listed_name_names_no_address(http, s
     closed = free_port()
     names = {"billing.test": ["127.0.0.3"]}
     internal = {"outbound_allow_loopback": False, "outbound_allow_cidrs": ("127.0.0.1/32", "127.0.0.3/32")}
-    edge = await start_edge("iad", **internal)
+    edge = await start_edge("iad", **internal, edge_delivers_webhooks=False)  # the delivery service's POSTs (FAST backoffs)
     await use_resolver(edge, names)
     worker = await start_delivery(**internal, delivery_window_s=0.3)
     sender = worker.app[CTX].worker.sender
