@@ -26,13 +26,7 @@
 -- the default; then clamped to the ceiling (the domain's config may set its
 -- own ceiling).
 
-local function now_ms()
-  if ARGV[1] ~= '' then
-    return tonumber(ARGV[1])
-  end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
+--@include pacing/_now.lua
 
 local function hash(key)
   local flat = redis.call('HGETALL', key)

@@ -8,13 +8,8 @@
 -- ARGV[6] the key as the customer named it   ARGV[7] the customer
 --
 -- Returns {'ok', 0}, or {'paused' | 'busy' | 'rate', ms to wait before asking again}.
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
+--@include pacing/_now.lua
+local now = now_ms()
 local TTL_MS, TOLERANCE_MS, BUSY_RETRY_MS = 86400000, 5, 250
 redis.call('HSET', KEYS[1], 'key', ARGV[6], 'customer', ARGV[7], 'rate', ARGV[2], 'parallelism', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], TTL_MS)

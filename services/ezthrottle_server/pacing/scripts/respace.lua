@@ -2,7 +2,7 @@
 -- recorded (its answer came back late: limiter.py until_spaced): move its
 -- record to now, so that the sends after it count from when it left. What
 -- space.lua would do for a send already in the window, without resolving the
--- scope's limits again (the send is allowed already): no prelude, no hashes.
+-- scope's limits again (the send is allowed already): no prelude (only its clock), no hashes.
 --
 -- KEYS[1] sent (zset: lease -> when it left, ms; space.lua's KEYS[3])
 -- ARGV[1] now (ms; '' = the Redis server's clock)   ARGV[2] the send's lease
@@ -10,13 +10,8 @@
 -- Returns 1 when the record moved, or 0 when it is gone (it aged out of the
 -- window, or the set expired): the caller then runs space.lua, which records
 -- it from scratch as before.
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
+--@include pacing/_now.lua
+local now = now_ms()
 local old = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if not old then
   return 0
