@@ -9,6 +9,7 @@ processes with ``kill -9``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import orjson
@@ -81,18 +82,23 @@ async def test_a_strict_job_waits_its_retry_budget_then_fails_region_unavailable
     iad = await start_edge("iad")
     lax = await start_edge("lax")
     busy = [await submit(http, iad.url, api_key, {"url": f"{target.url}/echo?busy={i}"}) for i in range(6)]
+    due_ms = int(time.time() * 1000) + 3000  # due once iad's only edge has stopped: never sent before (it once was)
     strict = await submit(
         http,
         iad.url,
         api_key,
-        {"url": f"{target.url}/echo?strict=1", "regions": ["iad"], "region_policy": "strict", "retry_policy": {"max_retries": 1}},
+        {
+            "url": f"{target.url}/echo?strict=1",
+            "regions": ["iad"],
+            "region_policy": "strict",
+            "retry_policy": {"max_retries": 1},
+            "retry_at": due_ms,
+        },
     )
     await until_state(http, iad.url, "iad", "up")  # judged once: a region never seen is not "down"
     await iad.stop()
+    assert time.time() * 1000 < due_ms, "iad's edge stopped after the strict job was due"
     view = await wait_final(http, lax.url, api_key, strict["job_id"], timeout_s=20)
-    if view["status"] == "success":  # it went before the edge stopped: nothing to show
-        assert view["winner_region"] == "iad"
-        pytest.skip("the strict job was sent before its region went down")
     assert view["status"] == "failed" and view["error"] == "region_unavailable" and not view["evacuations"], view
     assert not [r for r in target.matching("/echo") if r.query.get("strict")]
     for job in busy:
