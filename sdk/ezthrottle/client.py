@@ -185,6 +185,28 @@ class _Resolve:
     value: Any
 
 
+@dataclass(frozen=True)
+class _Coalesce:
+    """Submit a job's payload, perhaps together with others (``coalesce_submits``); the outcome is submit_job's answer."""
+
+    io: ClassVar[str] = "_coalesce"
+    payload: dict[str, Any]
+
+
+# what a job refused in a batch's answer would have been answered alone (the batch gives its code, not its status)
+_REFUSAL_STATUS = {"quota_exceeded": 429, "overloaded": 429, "rate_limited": 429, "internal_error": 500}
+
+
+def _refusal(error: Any) -> EZThrottleError:
+    """The exception ``submit_job`` raises for a job a batch's answer refused (``{"code", "message", "retry_after_s"?}``)."""
+    if not isinstance(error, Mapping):
+        return EZThrottleError(f"the server refused a job with {error!r}")
+    status = _REFUSAL_STATUS.get(str(error.get("code")), 503)
+    retry_after = error.get("retry_after_s")
+    headers = httpx.Headers({"retry-after": str(retry_after)} if retry_after is not None else {})
+    return error_from_response(status, json.dumps({"error": dict(error)}).encode(), headers)
+
+
 class BaseClient:
     """Settings and the I/O-free half of both clients."""
 
@@ -202,6 +224,7 @@ class BaseClient:
         discover_edges: bool = False,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+        coalesce_submits: bool = False,
     ) -> None:
         """Configure the client.
 
@@ -213,6 +236,12 @@ class BaseClient:
         also asks the edges for the others (``GET /api/v1/regions``).
         ``max_connections`` bounds the connection pool, so ``asyncio.gather``
         over thousands of calls opens at most that many connections.
+        ``coalesce_submits=True`` (async client): the ``submit_job`` calls
+        made in one turn of the event loop go out as one ``POST
+        /api/v1/jobs/batch`` (up to 100 jobs; one call alone is one ``POST
+        /api/v1/jobs``), and each call still answers or raises as it would
+        alone. It adds no wait: a call made while nothing else is submitting
+        goes at once. The sync client submits one job per call either way.
 
         The positional parameters after ``api_key`` are the published SDK
         1.3.0's, so old code constructs unchanged: ``ezthrottle_url``, else
@@ -249,12 +278,15 @@ class BaseClient:
                 raise ValidationError(f"{name} must be a number of seconds > 0, got {value!r}")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
             raise ValidationError(f"max_connections must be an integer >= 1, got {max_connections!r}")
+        if not isinstance(coalesce_submits, bool):
+            raise ValidationError(f"coalesce_submits must be True or False, got {coalesce_submits!r}")
         self._api_key = key
         self.edges = EdgeSet(parse_edge_urls(urls, "base_url"), discover=discover_edges)
         self.timeout_s = float(timeout_s)
         self.probe_timeout_s = float(probe_timeout_s)
         self.max_connections = max_connections
         self._batch_route = True  # until a server answers that it has no POST /api/v1/jobs/batch (submit_many)
+        self.coalesce_submits = coalesce_submits
         self._http = self._open_pool()
 
     @property
@@ -743,6 +775,9 @@ class BaseClient:
             idempotent_key,
             retry_at,
         )
+        if self.coalesce_submits:
+            answer: dict[str, Any] = yield _Coalesce(payload)
+            return answer
         return (yield from self._api(self._submit_call(payload)))
 
     def _submit_many(
@@ -813,6 +848,35 @@ class BaseClient:
                 return answer
             results.append(answer)
         return results
+
+    def _submit_together(self, payloads: list[dict[str, Any]]) -> Flow[list[Union[dict[str, Any], EZThrottleError]]]:
+        """``submit_job``'s answer for each payload, or the exception it would raise, from one ``POST
+        /api/v1/jobs/batch`` (``coalesce_submits``). Each job that request cannot answer for on its own (one payload,
+        a server without the route, a job the server finds invalid: the whole request is refused) goes alone, so
+        its caller gets exactly its own answer; a refusal of the request as such (a key, admission) is everyone's."""
+        if len(payloads) > 1 and self._batch_route:
+            call = _ApiCall("POST", _JOBS + "/batch", json={"jobs": payloads})
+            try:
+                answer = yield from self._api(call)
+            except EZThrottleError as error:
+                if error.status_code in NO_BATCH_ROUTE:
+                    self._batch_route = False
+                elif error.status_code not in (400, 413, 422):
+                    return [error] * len(payloads)
+            else:
+                results = answer.get("jobs")
+                if not isinstance(results, list) or len(results) != len(payloads):
+                    return [EZThrottleError(f"POST {call.path}: the server answered {answer!r} for {len(payloads)} jobs")] * len(payloads)
+                return [_refusal(r["error"]) if isinstance(r, Mapping) and "error" in r else r for r in results]
+        answers: list[Union[dict[str, Any], EZThrottleError]] = yield _Gather([self._submit_alone(p) for p in payloads])
+        return answers
+
+    def _submit_alone(self, payload: dict[str, Any]) -> Flow[Union[dict[str, Any], EZThrottleError]]:
+        try:
+            answer: dict[str, Any] = yield from self._api(self._submit_call(payload))
+        except EZThrottleError as error:
+            return error
+        return answer
 
     def _submit_one(self, payload: dict[str, Any]) -> Flow[Union[dict[str, Any], EZThrottleError]]:
         try:
@@ -1256,6 +1320,9 @@ class EZThrottle(BaseClient):
     def _resolve(self, effect: _Resolve) -> Any:
         return effect.value
 
+    def _coalesce(self, effect: _Coalesce) -> dict[str, Any]:
+        return self._run(self._api(self._submit_call(effect.payload)))  # one call at a time: nothing to coalesce
+
 
 class AsyncEZThrottle(BaseClient):
     """Async client with the same API; use ``async with`` or ``await aclose()``."""
@@ -1264,6 +1331,8 @@ class AsyncEZThrottle(BaseClient):
 
     _edges_lock: Optional[asyncio.Lock] = None
     _slots: Optional[asyncio.Semaphore] = None
+    _pending: Optional[list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]] = None  # this turn's submit_jobs
+    _settling: Optional[set[asyncio.Future[None]]] = None  # batches in flight, held until done (tasks are weakly held)
 
     def _open_pool(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.timeout_s, headers={"User-Agent": USER_AGENT}, limits=self._pool_limits())
@@ -1384,6 +1453,41 @@ class AsyncEZThrottle(BaseClient):
     async def _resolve(self, effect: _Resolve) -> Any:
         value = effect.value
         return await value if inspect.isawaitable(value) else value
+
+    async def _coalesce(self, effect: _Coalesce) -> dict[str, Any]:
+        """Join this turn's submissions (the first schedules their flush for the end of the turn); await this one's answer."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        if not self._pending:
+            self._pending = []
+            loop.call_soon(self._flush_submits)
+        self._pending.append((effect.payload, future))
+        if len(self._pending) >= MAX_BATCH_JOBS:
+            self._flush_submits()
+        return await future
+
+    def _flush_submits(self) -> None:
+        batch, self._pending = self._pending or [], []
+        if batch:
+            if self._settling is None:
+                self._settling = set()
+            task = asyncio.ensure_future(self._settle(batch))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, batch: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]) -> None:
+        answers: list[Union[dict[str, Any], BaseException]]
+        try:
+            answers = list(await self._run(self._submit_together([payload for payload, _ in batch])))
+        except Exception as exc:  # not an answer the server gave: every caller of the batch hears it
+            answers = [exc] * len(batch)
+        for (_, future), answer in zip(batch, answers):
+            if future.done():  # its caller was cancelled: the job may stand all the same, as a request in flight would
+                continue
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
 
 
 def _check_secret(secret: object, field: str) -> str:
