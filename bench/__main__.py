@@ -76,7 +76,7 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, bool | None
             lat = s["submit_to_webhook_ms"]
             out.append((f"{system} jobs/s", f"{s['jobs_per_s']}  (p50 {lat['p50']:.0f} / p99 {lat['p99']:.0f} ms)", "", None))
         ratio = r.get("ratio_vs_faster_baseline")
-        how = f" (batches of {r['submit_batch']})" if r.get("submit_batch") else ""
+        how = f" (batches of {r['submit_batch']})" if r.get("submit_batch") else " (the SDK, coalescing)" if r.get("sdk") else ""
         out.append((f"ezthrottle / faster baseline{how}", f"{ratio}", ">= 1", None if ratio is None else ratio >= 1))
         out.append(("  the moonshot", f"{ratio}", ">= 2", None if ratio is None else ratio >= 2))
         return out
