@@ -872,6 +872,7 @@ class BaseClient:
         return answers
 
     def _submit_alone(self, payload: dict[str, Any]) -> Flow[Union[dict[str, Any], EZThrottleError]]:
+        """One ``POST /api/v1/jobs``: its answer, or the exception ``submit_job`` would raise (returned, not raised)."""
         try:
             answer: dict[str, Any] = yield from self._api(self._submit_call(payload))
         except EZThrottleError as error:
@@ -879,17 +880,15 @@ class BaseClient:
         return answer
 
     def _submit_one(self, payload: dict[str, Any]) -> Flow[Union[dict[str, Any], EZThrottleError]]:
-        try:
-            answer: dict[str, Any] = yield from self._api(self._submit_call(payload))
-        except EZThrottleError as error:
-            if error.status_code not in (429, 503):
-                return error
-            refused: dict[str, Any] = {"code": error.code or "unavailable", "message": str(error)}
-            retry_after_s = getattr(error, "retry_after_s", None)
-            if retry_after_s is not None:
-                refused["retry_after_s"] = max(0, round(retry_after_s))
-            return {"error": refused}
-        return answer
+        """``_submit_alone``, with a refusal at acceptance (429, 503) as a batch's answer gives it: ``{"error": ...}``."""
+        answer = yield from self._submit_alone(payload)
+        if not isinstance(answer, EZThrottleError) or answer.status_code not in (429, 503):
+            return answer
+        refused: dict[str, Any] = {"code": answer.code or "unavailable", "message": str(answer)}
+        retry_after_s = getattr(answer, "retry_after_s", None)
+        if retry_after_s is not None:
+            refused["retry_after_s"] = max(0, round(retry_after_s))
+        return {"error": refused}
 
     def _get_job(self, job_id: str) -> Flow[dict[str, Any]]:
         """A job's state: ``status``, ``attempts``, ``result`` and more."""

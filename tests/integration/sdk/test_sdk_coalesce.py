@@ -11,6 +11,7 @@ import pytest
 from ezthrottle import AsyncEZThrottle, EZThrottle, QuotaExceededError, ValidationError
 from ezthrottle_server.common.metrics import API_REQUESTS
 from ezthrottle_server.common.quotas import Tier
+from integration.sdk.helpers import older_edge
 from support.jobs import job_records, wait_final
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
@@ -75,42 +76,15 @@ async def test_a_job_only_the_server_finds_invalid_fails_alone_and_the_others_st
 
 
 async def test_against_a_server_without_the_batch_route_each_call_goes_alone(start_edge, api_key, target):
-    from aiohttp import ClientSession, web
-
     edge = await start_edge("iad")
     seen: list[str] = []
-
-    async def older_edge(request: web.Request) -> web.StreamResponse:
-        seen.append(f"{request.method} {request.path}")
-        if request.path == "/api/v1/jobs/batch":
-            return web.json_response({"error": {"code": "not_found", "message": "no such route"}}, status=404)
-        async with (
-            ClientSession() as http,
-            http.request(
-                request.method,
-                edge.url + request.path_qs,
-                data=await request.read(),
-                headers={"Authorization": request.headers["Authorization"], "Content-Type": "application/json"},
-            ) as resp,
-        ):
-            return web.Response(status=resp.status, body=await resp.read(), headers={"Content-Type": "application/json"})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", older_edge)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
+    async with older_edge(edge.url, seen) as url:
         async with AsyncEZThrottle(api_key, base_url=url, coalesce_submits=True) as client:
             first = await asyncio.gather(*(client.submit_job(f"{target.url}/echo", body=f"a{i}", retry_at=later()) for i in range(3)))
             second = await asyncio.gather(*(client.submit_job(f"{target.url}/echo", body=f"b{i}", retry_at=later()) for i in range(3)))
         assert [a["status"] for a in first + second] == ["queued"] * 6
         assert seen.count("POST /api/v1/jobs/batch") == 1  # asked once; never again after the 404
         assert seen.count("POST /api/v1/jobs") == 6
-    finally:
-        await runner.cleanup()
 
 
 async def test_the_jobs_run_and_the_sync_client_takes_the_option_too(http, start_edge, api_key, target):

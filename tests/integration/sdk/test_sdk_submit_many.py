@@ -10,6 +10,7 @@ import pytest
 from ezthrottle import AsyncEZThrottle, EZThrottle, Step, ValidationError
 from ezthrottle_server.common.metrics import API_REQUESTS
 from ezthrottle_server.common.quotas import Tier
+from integration.sdk.helpers import older_edge
 from support.jobs import job_records, wait_final
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
@@ -84,41 +85,9 @@ async def test_jobs_refused_at_acceptance_are_errors_in_their_place(start_edge, 
 async def test_a_server_without_the_batch_route_gets_one_job_per_request(start_edge, api_key, target, redis):
     """An older edge (or any server) that answers 404 to POST /api/v1/jobs/batch: submit_many still submits every job,
     one POST /api/v1/jobs each, with the same results, and does not ask for the batch route again."""
-    from aiohttp import ClientSession, web
-
     edge = await start_edge("iad", tiers={"free": Tier("free", 3, 4)})
     seen: list[str] = []
-
-    async def older_edge(request: web.Request) -> web.StreamResponse:
-        seen.append(f"{request.method} {request.path}")
-        if request.path == "/api/v1/jobs/batch":
-            return web.json_response({"error": {"code": "not_found", "message": "no such route"}}, status=404)
-        async with (
-            ClientSession() as http,
-            http.request(
-                request.method,
-                edge.url + request.path_qs,
-                data=await request.read(),
-                headers={"Authorization": request.headers["Authorization"], "Content-Type": "application/json"},
-            ) as resp,
-        ):
-            return web.Response(
-                status=resp.status,
-                body=await resp.read(),
-                headers={
-                    "Content-Type": "application/json",
-                    **({"Retry-After": resp.headers["Retry-After"]} if "Retry-After" in resp.headers else {}),
-                },
-            )
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", older_edge)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
+    async with older_edge(edge.url, seen) as url:
         later_ms = int(time.time() * 1000) + 3_600_000
         jobs: list = [{"url": f"{target.url}/echo", "body": str(i), "retry_at": later_ms} for i in range(6)]
         jobs[2] = {**jobs[1]}  # a duplicate of job 1
@@ -138,5 +107,3 @@ async def test_a_server_without_the_batch_route_gets_one_job_per_request(start_e
         batch_asks = [s for s in seen if s == "POST /api/v1/jobs/batch"]
         assert 1 <= len(batch_asks) <= 2  # the two first requests went out together; never again after the 404
         assert seen.count("POST /api/v1/jobs") == 7
-    finally:
-        await runner.cleanup()
