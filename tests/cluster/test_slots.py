@@ -45,6 +45,7 @@ def test_every_key_of_a_partition_is_in_one_slot(partition):
         keys.delivery_dead(partition, "acme"),
         keys.usage(partition, "acme", "202501"),
         keys.queued(partition),
+        keys.kept_bytes(partition, "1000:7"),
         keys.workflow_spawn(partition),
         keys.workflow_timers(partition),
     ]

@@ -6,7 +6,7 @@ idempotent key, partition and id, its record (:func:`ticket`,
 :func:`~.jobs.record_fields`), the customer's monthly quota (:func:`quota_left`
 for ``submit.lua`` on one partition, :func:`hold_quota` in the customer's own
 counter with several: ``edge/quota.py`` says why) and its ceiling of jobs not
-yet final (:func:`queued_left`), and what ``submit.lua`` writes all or nothing
+yet final (:func:`queued_left`), its byte budget (``common/storage.py``), and what ``submit.lua`` writes all or nothing
 (:func:`submission`). What only an edge has stays there: the regions chosen
 from its live view, the fast path (a job taken as it is written), the
 request's own admission check (Redis memory: the edge sheds new requests,
@@ -27,10 +27,12 @@ from .job_scripts import Submission, SubmitReply, Submitted
 from .jobs import hash_key, key_digest, record_fields
 from .quotas import USAGE_TTL_S, Tier, month_of
 from .redisconn import Scripts
+from .storage import NO_BUDGET, Room
 from .workflows import timers_for
 
 if TYPE_CHECKING:
     from .redisconn import RedisClient
+    from .storage import ByteBudget
 
 
 async def tier_of(redis: RedisClient, settings: Settings, customer: str) -> Tier:
@@ -132,6 +134,7 @@ def submission(
     domain: str,
     quota_left: int,
     queued_left: int,
+    room: Room = NO_BUDGET,
 ) -> Submission:
     """What ``submit.lua`` writes for the ticket: ``streams``, the regions whose stream gets an entry (none for a job
     taken at once); ``domain``, the url's ``host:port`` (the job index)."""
@@ -139,7 +142,7 @@ def submission(
         job_id=t.job_id, customer=t.customer, digest=t.digest, month=t.month, fields=t.fields,
         streams=streams, timers=timers_for(dict(job), t.now_ms), due_ms=job.get("retry_at") or 0, now_ms=t.now_ms,
         idempotency_ttl_s=settings.idempotency_ttl_s, usage_ttl_s=USAGE_TTL_S, quota_left=quota_left, queued_left=queued_left,
-        domain=domain, index_ttl_s=job_index.ttl_s(settings),
+        domain=domain, index_ttl_s=job_index.ttl_s(settings), bytes_left=room.left, bytes_ended=room.ended,
     )  # fmt: skip
 
 
@@ -154,6 +157,7 @@ async def accept_job(
     *,
     now_ms: int | None = None,
     links: Mapping[str, Any] | None = None,
+    budget: ByteBudget | None = None,
 ) -> SubmitReply:
     """Write a validated job through ``submit.lua``: created, a duplicate of its idempotent key, or refused.
 
@@ -161,7 +165,8 @@ async def accept_job(
     job goes through its regions' streams, read by their edges. ``regions``
     are already chosen (``common/routing.py``); ``domain`` is the url's
     ``host:port`` (``common.urls.domain_of``, for the job index); ``links``
-    are extra record fields (``schedule``). A job over the quota is answered
+    are extra record fields (``schedule``); ``budget``, the customers' byte
+    budgets (``common/storage.py``). A job over the quota is answered
     ``QUOTA_SPENT`` (the edge's 429).
     """
     t = ticket(settings, job, customer, regions, now_ms=int(time.time() * 1000) if now_ms is None else now_ms, links=links)
@@ -170,8 +175,12 @@ async def accept_job(
     if not allowed:
         return SubmitReply(Submitted.QUOTA_SPENT, "", "")
     left = await queued_left(redis, settings, customer, t.partition)
-    written = submission(settings, t, job, streams=regions, domain=domain, quota_left=quota_left(settings, tier), queued_left=left)
+    room = await budget.room(customer, t.partition) if budget is not None else NO_BUDGET
+    cap = quota_left(settings, tier)
+    written = submission(settings, t, job, streams=regions, domain=domain, quota_left=cap, queued_left=left, room=room)
     reply = await job_scripts.submit(scripts.submit, written)
     if reply.submitted is not Submitted.CREATED:
         await give_back(scripts, held)
+    elif budget is not None:
+        budget.added(customer, t.partition, reply.bytes)
     return reply

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from . import keys
+from . import keys, storage
 from .config import Settings
 from .jobs import MAX_CHAIN_DEPTH
 from .metrics import JOBS_CANCELLED, JOBS_EXPIRED
@@ -88,7 +88,8 @@ async def end_tree(
     reply = await run(
         keys=[
             keys.queued(partition), keys.deliveries(partition), keys.workflow_spawn(partition), keys.delayed(partition),
-            keys.workflow_timers(partition), *(k for j in tree for k in (keys.job(j), keys.attempts(j))),
+            keys.workflow_timers(partition), storage.kept_key(partition, ttl_s, now_ms),
+            *(k for j in tree for k in (keys.job(j), keys.attempts(j))),
         ],
         args=[mode.value, customer, now_ms, ttl_s, bound_ms, keys.job_events(""), len(regions), *regions, *tree],
     )  # fmt: skip

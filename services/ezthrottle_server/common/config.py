@@ -45,6 +45,9 @@ Environment variables (all optional):
 ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` shed new jobs (429) above this Redis memory use
 ``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER`` shed a customer's new jobs (429) while it has this many not final (0: off;
                                       unset: 100,000 in the production profile, off in the local one)
+``EZT_ADMISSION_MAX_BYTES_PER_CUSTOMER`` shed a customer's new jobs (429) while its jobs' records and kept results hold this
+                                      many bytes of Redis (common/storage.py; 0: off; unset: a quarter of the memory ceiling
+                                      above in the production profile, off in the local one)
 ``EZT_SEND_IDEMPOTENCY_KEY``          ``1``/``0``: send the job's idempotent key as Idempotency-Key (default 1)
 ``EZT_SIMULATE_LATENCY``              ``1``/``0``: add regions.yaml latency to outbound sends
 ``EZT_DELIVERY_TIMEOUT_S``            per-attempt timeout of a webhook POST
@@ -208,6 +211,7 @@ class Settings:
     pacing_max_pause_s: float = 3600.0  # longest Retry-After pause honoured
     admission_max_redis_memory_bytes: int = 0  # 0: 90% of Redis maxmemory, else 80% of its machine's memory
     admission_max_queued_per_customer: int = 0  # 0: no ceiling on a customer's jobs not yet final (production: 100,000 unless set)
+    admission_max_bytes_per_customer: int = 0  # 0: no budget; -1 (production unless set): a quarter of the memory ceiling
     schedules_max_per_customer: int = 100  # POST /api/v1/schedules refuses more (400)
     bulk_max_running_per_customer: int = 4  # common/bulk.py: a customer's bulk actions running at once (429 above)
     bulk_lease_s: float = 10.0  # common/bulk.py: a runner silent this long loses its action to another edge
@@ -336,6 +340,7 @@ _ENV_INT = {
     "EZT_REGION_SILENT_AFTER_MS": "region_silent_after_ms",
     "EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES": "admission_max_redis_memory_bytes",
     "EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER": "admission_max_queued_per_customer",
+    "EZT_ADMISSION_MAX_BYTES_PER_CUSTOMER": "admission_max_bytes_per_customer",
     "EZT_SCHEDULES_MAX_PER_CUSTOMER": "schedules_max_per_customer",
     "EZT_BULK_MAX_RUNNING_PER_CUSTOMER": "bulk_max_running_per_customer",
     "EZT_REGION_RECOVER_AFTER_MS": "region_recover_after_ms",
@@ -569,10 +574,13 @@ def load_settings(
         raise ConfigError(f"profile must be 'local' or 'production', got {values['profile']!r}")
     if values["profile"] == "production":
         values.setdefault("admission_max_queued_per_customer", PRODUCTION_MAX_QUEUED_PER_CUSTOMER)
+        values.setdefault("admission_max_bytes_per_customer", -1)  # common/storage.py AUTO
     if values.get("partitions", 1) < 1:
         raise ConfigError("EZT_PARTITIONS must be at least 1")
     if values.get("admission_max_queued_per_customer", 0) < 0:
         raise ConfigError("EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER must be at least 0 (0: no ceiling)")
+    if values.get("admission_max_bytes_per_customer", 0) < 0 and values.get("admission_max_bytes_per_customer") != -1:
+        raise ConfigError("EZT_ADMISSION_MAX_BYTES_PER_CUSTOMER must be at least 0 (0: no budget)")
     if values.get("max_batch_jobs", 100) < 1:
         raise ConfigError("EZT_MAX_BATCH_JOBS must be at least 1")
     if values.get("schedules_max_per_customer", 100) < 0:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from . import job_index, keys
+from . import job_index, keys, storage
 from .scripting import ScriptRun, answered
 
 # -- submit.lua / accept.lua ---------------------------------------------------
@@ -34,6 +34,7 @@ class Submitted(IntEnum):
     CREATED = 1
     QUOTA_SPENT = 2  # the customer's monthly quota: nothing written
     QUEUE_FULL = 3  # the customer's ceiling of jobs not yet final: nothing written
+    BYTES_FULL = 4  # the customer's byte budget (common/storage.py): nothing written
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,14 @@ class SubmitReply:
     submitted: Submitted
     job_id: str  # the new job's, or the existing one's for a duplicate
     lease: str  # accept.lua's lease on the job ('' when it took none)
+    bytes: int = 0  # the new job's record, as counted against the customer's byte budget (common/storage.py)
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> SubmitReply:
         submitted = Submitted(int(reply[0]))
-        return cls(submitted, str(reply[1] or ""), str(reply[2] or "") if submitted is Submitted.CREATED and len(reply) > 2 else "")
+        if submitted is not Submitted.CREATED:
+            return cls(submitted, str(reply[1] or ""), "")
+        return cls(submitted, str(reply[1] or ""), str(reply[2] or ""), int(reply[3]) if len(reply) > 3 else 0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class Submission:
     queued_left: int  # in this partition, -1: no ceiling
     domain: str  # of its url (host:port), for the customer's job index
     index_ttl_s: int  # job_index.ttl_s
+    bytes_left: int = -1  # bytes the customer may still add in this partition (common/storage.py), -1: no budget
+    bytes_ended: int = 0  # the partition's count of the customer's ended bytes when bytes_left was worked out
 
     def keys(self) -> list[str]:
         p = keys.partition_of(self.job_id)
@@ -88,7 +94,7 @@ class Submission:
             self.job_id, self.idempotency_ttl_s, self.due_ms, self.now_ms, self.quota_left, self.usage_ttl_s,
             self.customer, self.queued_left, len(self.fields),
             job_index.member(self.now_ms, self.job_id, self.domain), self.index_ttl_s, job_index.too_old(self.now_ms, self.index_ttl_s),
-            *flat, *self.streams, *timers,
+            self.bytes_left, self.bytes_ended, *flat, *self.streams, *timers,
         ]  # fmt: skip
 
 
@@ -164,7 +170,14 @@ def start_attempt(run: ScriptRun, job_id: str, region: str, now_ms: int, ttl_s: 
     """
     p = keys.partition_of(job_id)
     return run(
-        keys=[keys.job(job_id), keys.attempts(job_id), keys.queued(p), keys.deliveries(p), keys.workflow_spawn(p)],
+        keys=[
+            keys.job(job_id),
+            keys.attempts(job_id),
+            keys.queued(p),
+            keys.deliveries(p),
+            keys.workflow_spawn(p),
+            storage.kept_key(p, ttl_s, now_ms),
+        ],
         args=[now_ms, region, keys.job_events(job_id), ttl_s, job_id],
     )
 
@@ -214,7 +227,7 @@ def finish_handing_off(
     call = run(
         keys=[
             keys.job(result.job_id), keys.attempts(result.job_id), keys.region_stream(p, result.region),
-            keys.deliveries(p), keys.workflow_spawn(p), keys.queued(p), keys.delivery_handoff(p),
+            keys.deliveries(p), keys.workflow_spawn(p), keys.queued(p), keys.delivery_handoff(p), storage.kept_key(p, ttl_s, now_ms),
         ],
         args=[
             result.group, result.entry_id, result.kind.value, orjson.dumps(result.result), result.region, now_ms,
@@ -265,6 +278,7 @@ async def requeue(run: ScriptRun, nxt: NextAttempt, *, now_ms: int, ttl_s: int) 
         keys=[
             keys.job(nxt.job_id), keys.attempts(nxt.job_id), keys.region_stream(p, nxt.region), keys.delayed(p),
             keys.region_stream(p, nxt.next_region), keys.queued(p), keys.deliveries(p), keys.workflow_spawn(p),
+            storage.kept_key(p, ttl_s, now_ms),
         ],
         args=[
             nxt.group, "", orjson.dumps(nxt.attempt) if nxt.attempt is not None else "", nxt.kind.value, nxt.next_region,

@@ -345,8 +345,15 @@ def quota_reservations(customer: str, month: str) -> str:
 
 
 def queued(partition: int) -> str:
-    """Per customer, its jobs in this partition that are not final yet (submit.lua adds, finish.lua takes)."""
+    """Per customer, its jobs in this partition that are not final yet (submit.lua adds, finish.lua takes); and, as
+    ``<customer>|bytes``, the bytes of their records (``common/storage.py``)."""
     return f"{PREFIX}:{partition_tag(partition)}:queued"
+
+
+def kept_bytes(partition: int, bucket: str) -> str:
+    """Per customer, the bytes of its jobs that ended in one time bucket of this partition, kept until their records
+    expire (``common/storage.py``: ``bucket`` is ``<width ms>:<index>``)."""
+    return f"{PREFIX}:{partition_tag(partition)}:kept:{bucket}"
 
 
 def job_index(partition: int, customer: str) -> str:

@@ -263,6 +263,7 @@ def prime(role: str, region: str | None = None) -> None:
         INFLIGHT.labels(region)
         ADMISSION_REJECTED.labels("redis_memory")
         ADMISSION_REJECTED.labels("queued_per_customer")
+        ADMISSION_REJECTED.labels("bytes_per_customer")
         for header in ("x-aqueduct-rps", "x-ezthrottle-rps", "x-aqueduct-max-concurrent", "x-ezthrottle-max-concurrent"):
             PACING_HEADER_INVALID.labels(header)  # pacing/hints.py reads these
     if role in ("edge", "delivery"):

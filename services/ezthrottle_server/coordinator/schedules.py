@@ -31,6 +31,7 @@ from ..common.errors import ApiError
 from ..common.job_scripts import JobState, Submitted
 from ..common.metrics import SCHEDULE_TICKS
 from ..common.routing import RegionStates, choose_regions
+from ..common.storage import ByteBudget
 from ..common.urls import domain_of
 from .loop import CoordinatorLoop
 
@@ -65,6 +66,7 @@ class ScheduleFirer(CoordinatorLoop):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.regions = RegionStates(self.redis, self.settings.region_ids)
+        self.budget = ByteBudget(self.settings, self.redis)
 
     async def poll(self) -> bool:
         now = int(time.time() * 1000)
@@ -136,7 +138,15 @@ class ScheduleFirer(CoordinatorLoop):
                 job.get("regions"), job.get("region_policy", "fallback"), here, await self.regions.states(), self.settings.region_ids
             )
             reply = await acceptance.accept_job(
-                self.redis, self.scripts, self.settings, job, customer, regions, domain_of(job["url"]), links={"schedule": schedule_id}
+                self.redis,
+                self.scripts,
+                self.settings,
+                job,
+                customer,
+                regions,
+                domain_of(job["url"]),
+                links={"schedule": schedule_id},
+                budget=self.budget,
             )
         except ApiError as exc:  # no region to run it in
             fields["last_error"] = f"{exc.code}: {exc.message}"
@@ -148,6 +158,8 @@ class ScheduleFirer(CoordinatorLoop):
                 fields.update(last_job_id=reply.job_id, last_error="")
             elif reply.submitted is Submitted.QUOTA_SPENT:
                 fields["last_error"] = "quota_exceeded: the customer's monthly cap is reached; the tick was skipped"
+            elif reply.submitted is Submitted.BYTES_FULL:
+                fields["last_error"] = "overloaded: the customer's jobs hold their byte budget of Redis memory; the tick was skipped"
             else:
                 fields["last_error"] = "overloaded: the customer has its ceiling of jobs not yet final; the tick was skipped"
         await schedule_scripts.fired(self.scripts.schedule_fired, schedule_id, tick_ms=tick, created=created, fields=fields)

@@ -4,7 +4,7 @@ customer fills it.
 Accepted work is never dropped; when a ceiling is crossed, *new* submissions
 get 429 ``overloaded`` with a ``Retry-After`` that doubles on each
 consecutive rejection of the same customer (1 s, 2 s, 4 s … capped), and
-starts over once one of its submissions is accepted. Two ceilings:
+starts over once one of its submissions is accepted. Three ceilings:
 
 - **Redis memory**: ``EZT_ADMISSION_MAX_REDIS_MEMORY_BYTES`` if set (above 0),
   else 90% of Redis's own ``maxmemory`` when it has one, else 80% of the
@@ -14,6 +14,11 @@ starts over once one of its submissions is accepted. Two ceilings:
   master decides. Memory is read once
   a second by a background task, never on the request path. ``/readyz`` and
   ``/healthz`` report this state, so a load balancer can steer traffic away.
+- **Bytes per customer**: ``EZT_ADMISSION_MAX_BYTES_PER_CUSTOMER``, what the
+  records of a customer's jobs (and its finished jobs' results, until they
+  expire) may hold of Redis (``common/storage.py``), checked by ``submit.lua``
+  like the next ceiling. Unset in the production profile: a quarter of the
+  memory ceiling above.
 - **Jobs queued per customer**: ``EZT_ADMISSION_MAX_QUEUED_PER_CUSTOMER``
   (0 = off) jobs not yet final. ``submit.lua`` counts a job when it creates
   it and refuses one over the ceiling in the same step (``keys.queued``, per
@@ -25,7 +30,6 @@ starts over once one of its submissions is accepted. Two ceilings:
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from ..common.config import Settings
@@ -33,6 +37,7 @@ from ..common.errors import ApiError
 from ..common.loops import run_every
 from ..common.metrics import ADMISSION_REJECTED
 from ..common.redisconn import info_per_master
+from ..common.storage import ByteBudget, memory_ceiling
 
 if TYPE_CHECKING:
     from ..common.redisconn import RedisClient
@@ -41,25 +46,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_BASE_S = 1
 RETRY_AFTER_CAP_S = 60
-MAXMEMORY_SHARE = 0.9
-MACHINE_MEMORY_SHARE = 0.8  # of the machine's RAM, when Redis has no maxmemory
-
-
-def machine_memory_bytes() -> int:
-    """This machine's physical memory (0 when the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - not a POSIX system
-        return 0
-
-
-def memory_ceiling(info: dict[str, Any]) -> int:
-    """The memory use above which a master sheds new work, from its ``INFO memory`` (0: none)."""
-    maxmemory = int(info.get("maxmemory", 0))
-    if maxmemory:
-        return int(maxmemory * MAXMEMORY_SHARE)
-    machine = int(info.get("total_system_memory", 0)) or machine_memory_bytes()
-    return int(machine * MACHINE_MEMORY_SHARE)
 
 
 class Admission:
@@ -70,6 +56,7 @@ class Admission:
         self.used_bytes: int | None = None
         self.limit_bytes: int = settings.admission_max_redis_memory_bytes
         self._streaks: dict[str, int] = {}
+        self.budget = ByteBudget(settings, redis)  # each customer's bytes of Redis (common/storage.py)
 
     async def refresh(self) -> None:
         fullest: tuple[float, int, int] | None = None  # (share of its ceiling, used, ceiling) of the fullest master
@@ -96,6 +83,7 @@ class Admission:
             "redis_used_memory_bytes": self.used_bytes,
             "redis_memory_limit_bytes": self.limit_bytes or None,
             "max_queued_per_customer": self.settings.admission_max_queued_per_customer or None,
+            "max_bytes_per_customer": self.budget.known or None,
         }
 
     def _shed(self, customer: str, reason: str, why: str) -> ApiError:
@@ -125,6 +113,15 @@ class Admission:
         """The 429 for a submission refused by the ceiling on jobs queued per customer."""
         ceiling = self.settings.admission_max_queued_per_customer
         return self._shed(customer, "queued_per_customer", f"this API key's customer has {ceiling} jobs not yet final (the ceiling)")
+
+    def bytes_full(self, customer: str, budget: int) -> ApiError:
+        """The 429 for a submission refused by the customer's byte budget (common/storage.py)."""
+        return self._shed(
+            customer,
+            "bytes_per_customer",
+            f"this API key's customer's jobs hold its budget of {budget} bytes of Redis memory "
+            "(the records of its jobs not yet final, and of its finished ones until they expire)",
+        )
 
     def accepted(self, customer: str) -> None:
         if self._streaks:

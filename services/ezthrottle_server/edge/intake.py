@@ -199,6 +199,7 @@ class Intake:
         tier = await self.quotas.tier_of(customer)
         quota_left = acceptance.quota_left(settings, tier)
         queued_left = await acceptance.queued_left(self.quotas.redis, settings, customer, t.partition)
+        room = await self.admission.budget.room(customer, t.partition)
         allowed, held = await acceptance.hold_quota(self.quotas.redis, self.scripts, settings, tier, t)
         if not allowed:
             raise await self.quotas.exceeded(customer)
@@ -215,7 +216,9 @@ class Intake:
         if taken is None and due <= now and self.region in regions:  # this edge's reader may park it without reading it back
             self.worker.accepting(job_id, customer, domain)
         streams = [] if taken is not None else regions
-        submission = acceptance.submission(settings, t, job, streams=streams, domain=domain, quota_left=quota_left, queued_left=queued_left)
+        submission = acceptance.submission(
+            settings, t, job, streams=streams, domain=domain, quota_left=quota_left, queued_left=queued_left, room=room
+        )
         # An error here keeps the request held: the script may have run (a lost
         # reply), and the cap may err low but never past itself. Batched: the
         # submissions of one loop turn go to Redis as one pipeline.
@@ -239,8 +242,11 @@ class Intake:
                 return Refused(await self.quotas.exceeded(customer))
             if reply.submitted is Submitted.QUEUE_FULL:
                 return Refused(self.admission.queue_full(customer))
+            if reply.submitted is Submitted.BYTES_FULL:
+                return Refused(self.admission.bytes_full(customer, await self.admission.budget.budget()))
             JOBS_DUPLICATE.labels(self.region).inc()
             return Duplicate(reply.job_id, idem)
+        self.admission.budget.added(customer, t.partition, reply.bytes)
         first = FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter())
         try:
             JOBS_SUBMITTED.labels(self.region).inc()

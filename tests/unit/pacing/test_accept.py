@@ -28,7 +28,7 @@ async def accept(limiter, job_id: str, idem: str, now: int, *, inflight: int = 0
         keys.workflow_timers(0),
     ]
     index = [job_index.member(now, job_id, DOMAIN), 3600, job_index.too_old(now, 3600)]
-    submit_args = [job_id, 3600, 0, now, -1, 3600, "acme", -1, len(fields), *index, *flat, "iad"]
+    submit_args = [job_id, 3600, 0, now, -1, 3600, "acme", -1, len(fields), *index, -1, 0, *flat, "iad"]
     take_args = limiter.take_args(SCOPE, "acme", inflight=inflight, lease_ms=30_000, now_ms=now)
     return await limiter.accept_script(
         keys=[*submit_keys, *limiter.take_keys(SCOPE)], args=[len(submit_keys), len(submit_args), *submit_args, *take_args]
@@ -42,7 +42,7 @@ def job_id(n: int) -> str:
 @pytest.mark.asyncio
 async def test_a_new_job_of_an_idle_domain_is_written_and_leased_in_one_step_without_a_stream_entry(redis):
     limiter = Limiter(redis, PacingPolicy(), "iad")
-    created, jid, lease = await accept(limiter, job_id(1), "k1", T0)
+    created, jid, lease, *_ = await accept(limiter, job_id(1), "k1", T0)
     assert (created, jid) == (1, job_id(1)) and lease.startswith(f"{job_id(1)}@")
     assert await redis.hget(keys.job(job_id(1)), "state") == "queued"
     assert await redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1) == [lease]
@@ -54,13 +54,13 @@ async def test_a_new_job_of_an_idle_domain_is_written_and_leased_in_one_step_wit
 @pytest.mark.asyncio
 async def test_a_duplicate_takes_nothing_and_a_job_that_must_wait_gets_its_stream_entry(redis):
     limiter = Limiter(redis, PacingPolicy(), "iad")
-    _, _, lease = await accept(limiter, job_id(1), "k1", T0)
+    _, _, lease, *_ = await accept(limiter, job_id(1), "k1", T0)
     limit_before = await redis.hgetall(keys.pacing_limit(DOMAIN, SHARED))
     assert await accept(limiter, job_id(2), "k1", T0 + 600) == [0, job_id(1)]  # a duplicate
     assert await redis.hgetall(keys.pacing_limit(DOMAIN, SHARED)) == limit_before  # its rate untouched
     assert await redis.zrange(keys.pacing_running(DOMAIN, SHARED, "iad"), 0, -1) == [lease]
     # 2/s: a second job within 500 ms is written and queued the usual way
-    assert await accept(limiter, job_id(3), "k3", T0 + 10) == [1, job_id(3), ""]
+    assert (await accept(limiter, job_id(3), "k3", T0 + 10))[:3] == [1, job_id(3), ""]
     assert await redis.zscore(keys.pacing_ready("iad"), SCOPE.member) == T0 + 30_000  # not moved: nothing taken
     assert [f["job"] for _, f in await redis.xrange(keys.region_stream(0, "iad"))] == [job_id(3)]
 

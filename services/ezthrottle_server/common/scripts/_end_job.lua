@@ -7,8 +7,9 @@
 -- continuation is claimed as 'cancelled'); an expired one goes on like a
 -- failure (on_failure, a fallback whose trigger matches).
 --
--- k: {job, attempts, queued, deliveries, workflow} keys
+-- k: {job, attempts, queued, deliveries, workflow, kept (the kept-bytes bucket of now: common/storage.py)} keys
 -- a: {id, state, reason, now, ttl, channel, result (JSON or nil: unchanged)}
+--@include common/_bytes.lua
 local function end_job(k, a)
   if a.state == 'cancelled' then
     redis.call('HSETNX', k.job, 'cont', 'cancelled')
@@ -17,10 +18,11 @@ local function end_job(k, a)
   if a.result then
     redis.call('HSET', k.job, 'result', a.result)
   end
-  local counted = redis.call('HMGET', k.job, 'counted', 'customer')
+  local counted = redis.call('HMGET', k.job, 'counted', 'customer', 'bytes')
   if counted[1] == '1' and counted[2] and redis.call('HINCRBY', k.queued, counted[2], -1) <= 0 then
     redis.call('HDEL', k.queued, counted[2])
   end
+  bytes_ended(k.queued, k.kept, counted[2] or nil, counted[3] or nil, a.result and #a.result or 0, a.ttl)
   local ttl = tonumber(a.ttl)
   redis.call('EXPIRE', k.job, ttl)
   redis.call('EXPIRE', k.attempts, ttl)

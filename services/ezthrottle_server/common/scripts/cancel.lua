@@ -5,8 +5,8 @@
 -- Children live in their parent's partition, so the whole tree is here.
 --
 -- KEYS[1] queued counters   KEYS[2] delivery stream   KEYS[3] workflow stream
--- KEYS[4] delayed set   KEYS[5] workflow timers
--- KEYS[6..] (job record, attempts list) of each job of the tree, the job first
+-- KEYS[4] delayed set   KEYS[5] workflow timers   KEYS[6] the kept-bytes bucket of now (common/storage.py)
+-- KEYS[7..] (job record, attempts list) of each job of the tree, the job first
 -- (common/cancels.py reads the tree from the records' 'child:<relation>' links)
 -- ARGV[1] mode: 'cancel' | 'after_attempt' (an attempt in flight: cancel once
 --         it ends) | 'expire' (the deadline timer) | 'expire_circuit' (the deadline
@@ -26,10 +26,11 @@ local mode, now, ttl, bound = ARGV[1], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV
 local r = tonumber(ARGV[7])
 local regions = {unpack(ARGV, 8, 7 + r)}
 local first_id = 8 + r
-local njobs = (#KEYS - 5) / 2
+local njobs = (#KEYS - 6) / 2
 
 local function key_set(i)
-  return {job = KEYS[4 + 2 * i], attempts = KEYS[5 + 2 * i], queued = KEYS[1], deliveries = KEYS[2], workflow = KEYS[3]}
+  return {job = KEYS[5 + 2 * i], attempts = KEYS[6 + 2 * i], queued = KEYS[1], deliveries = KEYS[2], workflow = KEYS[3],
+    kept = KEYS[6]}
 end
 
 local function unqueue(id)

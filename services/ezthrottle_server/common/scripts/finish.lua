@@ -9,6 +9,7 @@
 -- KEYS[6] queued counters (hash: customer -> jobs not final; submit.lua adds)
 -- KEYS[7] webhook hand-offs (zset, with ARGV[12]: member "<job>" or "<step>|<job>", scored when the
 --         delivery service may take it; the finishing edge claims it first: delivery_claim.lua)
+-- KEYS[8] the kept-bytes bucket of now (common/storage.py: the customer's bytes of ended jobs)
 -- ARGV[1] consumer group   ARGV[2] stream entry id ('' if none)
 -- ARGV[3] kind: 'success' | 'failed' (a definitive answer, the same from any
 --         region) | 'out' (this region has no tries left)
@@ -23,13 +24,15 @@
 -- attempt is kept, marked lost), 2 if the job goes on in other regions,
 -- -1 if the job is gone. With hand-offs made: {1, member, ...}.
 --@include common/_ack.lua
+--@include common/_bytes.lua
 local now = tonumber(ARGV[6])
 local grace = tonumber(ARGV[12] or '0') or 0
 local handoffs = {}
 
 -- Every field of the record this script reads on its common paths, in one read (none of them is
 -- written here before it is read: finalize's HSETNX of 'cont' is accounted for where 'cont' is used).
-local REC_FIELDS = {'state', 'cancel_requested', 'mode', 'counted', 'customer', 'has_webhooks', 'fallback', 'step', 'cont', 'chain'}
+local REC_FIELDS = {'state', 'cancel_requested', 'mode', 'counted', 'customer', 'has_webhooks', 'fallback', 'step', 'cont', 'chain',
+  'bytes'}
 local rec = {}
 do
   local got = redis.call('HMGET', KEYS[1], unpack(REC_FIELDS))
@@ -79,6 +82,9 @@ local function finalize(state, result, reason)
   if rec.counted == '1' and rec.customer and redis.call('HINCRBY', KEYS[6], rec.customer, -1) <= 0 then
     redis.call('HDEL', KEYS[6], rec.customer)
   end
+  local payloads = 1
+  if rec.has_webhooks == '1' then payloads = 2 end
+  bytes_ended(KEYS[6], KEYS[8], rec.customer, rec.bytes, payloads * #result + #ARGV[7], ARGV[8])
   local ttl = tonumber(ARGV[8])
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)

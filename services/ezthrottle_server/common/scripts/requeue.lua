@@ -11,6 +11,7 @@
 -- ARGV[5] next region   ARGV[6] due (ms)   ARGV[7] now (ms)   ARGV[8] job id
 -- ARGV[9] this region   ARGV[10] the job's event channel
 -- KEYS[6] queued counters   KEYS[7] delivery stream   KEYS[8] workflow stream
+-- KEYS[9] the kept-bytes bucket of now (common/storage.py)
 -- ARGV[11] the attempt's result (JSON, '' if none)   ARGV[12] TTL of a final job (s)
 -- (a job whose cancel was requested during this attempt ends 'cancelled'
 -- here, that attempt's result kept, instead of being queued again)
@@ -41,7 +42,7 @@ if state then
     end
   end
   if result == -1 and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
-    end_job({job = KEYS[1], attempts = KEYS[2], queued = KEYS[6], deliveries = KEYS[7], workflow = KEYS[8]},
+    end_job({job = KEYS[1], attempts = KEYS[2], queued = KEYS[6], deliveries = KEYS[7], workflow = KEYS[8], kept = KEYS[9]},
       {id = ARGV[8], state = 'cancelled', reason = 'cancelled', now = tonumber(ARGV[7]), ttl = ARGV[12], channel = ARGV[10],
        result = ARGV[11] ~= '' and ARGV[11] or nil})
     result = 0

@@ -1,7 +1,7 @@
 -- A region is about to attempt a job: mark it running and return what the
 -- attempt needs, in one round trip.
 -- KEYS[1] job record   KEYS[2] attempts list   KEYS[3] queued counters
--- KEYS[4] delivery stream   KEYS[5] workflow stream
+-- KEYS[4] delivery stream   KEYS[5] workflow stream   KEYS[6] the kept-bytes bucket of now (common/storage.py)
 -- ARGV[1] now (ms)   ARGV[2] region   ARGV[3] the job's event channel
 -- ARGV[4] TTL of a final job (s)   ARGV[5] job id
 -- Returns {state, spec, retries in this region, reroutes, created_ms, mode,
@@ -40,7 +40,7 @@ if not is_final(v[1]) then
     ending, reason = 'expired', 'start_before_passed'
   end
   if ending then
-    end_job({job = KEYS[1], attempts = KEYS[2], queued = KEYS[3], deliveries = KEYS[4], workflow = KEYS[5]},
+    end_job({job = KEYS[1], attempts = KEYS[2], queued = KEYS[3], deliveries = KEYS[4], workflow = KEYS[5], kept = KEYS[6]},
       {id = ARGV[5], state = ending, reason = reason, now = now,
        ttl = ARGV[4], channel = ARGV[3]})
     v[1] = ending

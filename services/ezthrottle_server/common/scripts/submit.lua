@@ -15,11 +15,14 @@
 -- ARGV[9] n = number of field/value pairs
 -- ARGV[10] the job's index member   ARGV[11] the index's TTL (s)
 -- ARGV[12] lex bound: index members below it are too old to be alive
--- ARGV[13 .. 12+2n] record fields and values, then one region id per stream key
+-- ARGV[13] bytes the customer may still add in this partition (-1 = no budget; common/storage.py)
+-- ARGV[14] the partition's '<customer>|ended' when ARGV[13] was worked out
+-- ARGV[15 .. 14+2n] record fields and values, then one region id per stream key
 --
--- Returns {1, job_id, lease} when created, {0, existing_job_id} for a duplicate,
+-- Returns {1, job_id, lease, bytes of its record} when created, {0, existing_job_id} for a duplicate,
 -- {2, ''} when the quota is spent, {3, ''} when the customer has its ceiling
--- of jobs queued (nothing written in either case).
+-- of jobs queued, {4, ''} when the job's record would pass the customer's byte budget (nothing written in
+-- any of these cases).
 --
 -- lease: '' here: this script takes nothing. accept.lua (one Redis only) is
 -- the same body with a take_now that, once the job is known to be new and
