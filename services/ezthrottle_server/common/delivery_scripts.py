@@ -120,18 +120,22 @@ class Recorded:
         return cls(Applied(int(applied)), int(quorum_now) == 1, int(finished_ms) if finished_ms else None)
 
 
-def record(run: ScriptRun, o: PostRecord, *, stream: str, group: str, entry_id: str, now_ms: int) -> asyncio.Future[Recorded]:
-    """``delivery_record.lua``: record the outcome, then acknowledge the send entry (``entry_id``; '' for none).
-    A future (:func:`~.scripting.answered`)."""
+def record(
+    run: ScriptRun, o: PostRecord, *, stream: str, group: str, entry_id: str, now_ms: int, handoff: str = ""
+) -> asyncio.Future[Recorded]:
+    """``delivery_record.lua``: record the outcome, then acknowledge the send entry (``entry_id``; '' for none);
+    ``handoff``: a member of the partition's hand-off set to remove in the same step (the edge's only webhook
+    of a job). A future (:func:`~.scripting.answered`)."""
     partition = keys.partition_of(o.job_id)
     call = run(
         keys=[
             keys.job_webhooks(o.job_id), stream, keys.delivery_scheduled(partition), keys.delivery_dead(partition),
-            keys.delivery_dead(partition, o.customer),
+            keys.delivery_dead(partition, o.customer), *((keys.delivery_handoff(partition),) if handoff else ()),
         ],
         args=[
             group, entry_id, o.hook, o.action, now_ms, "" if o.status_code is None else o.status_code, o.error, o.due_ms,
             f"{o.route}|{o.job_id}|{o.hook}", o.reason, o.node, o.region, o.job_id, keys.job_events(o.job_id),
+            *((handoff,) if handoff else ()),
         ],
     )  # fmt: skip
     return answered(call, Recorded.parse)

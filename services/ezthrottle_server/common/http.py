@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ResponseError
 
 from .errors import ApiError
-from .metrics import API_REQUESTS
+from .metrics import API_REQUESTS, labelled
 from .redisconn import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         resp = json_response({"error": {"code": "internal_error", "message": "internal error; it has been logged"}}, 500)
-    API_REQUESTS.labels(route, str(resp.status)).inc()
+    labelled(API_REQUESTS, route, str(resp.status)).inc()
     return resp
 
 

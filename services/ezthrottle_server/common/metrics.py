@@ -6,7 +6,9 @@ classes, outcome reasons).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -314,3 +316,10 @@ async def metrics_handler(_request: web.Request) -> web.Response:
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     resp.charset = "utf-8"
     return resp
+
+
+@functools.cache
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, made once per label values: a job's path counts into the same few children
+    (``labels`` validates and looks up under a lock each time; ``cache`` keys are the metric and the values)."""
+    return metric.labels(*values)

@@ -37,6 +37,7 @@ from .metrics import (
     WEBHOOK_POSTS,
     WEBHOOK_QUORUM_LATENCY,
     WEBHOOK_QUORUM_MISSED,
+    labelled,
 )
 from .redisconn import Scripts
 from .secretbox import SecretBox, SecretBoxError, open_webhook_secrets
@@ -237,13 +238,17 @@ class WebhookPoster:
 
     # -- the POST and its record -------------------------------------------------
 
-    async def post(self, h: HookState, src: SendEntry, live: set[str], stored: asyncio.Future[Any] | None = None) -> None:
+    async def post(
+        self, h: HookState, src: SendEntry, live: set[str], stored: asyncio.Future[Any] | None = None, *, handoff: str = ""
+    ) -> bool:
         """POST webhook ``h`` once (or put it back, over its host's pace) and record the outcome.
 
-        ``stored``: the read of ``h.customer``'s secrets, already under way.
+        ``stored``: the read of ``h.customer``'s secrets, already under way. ``handoff``: a hand-off member
+        the record removes in its step (delivery_record.lua); True when it did so (recorded), False when the
+        webhook was put back instead and the caller still has it to remove.
         """
         if await self._held_back_by_host_pace(h, src, live):
-            return
+            return False
         body = h.payload.encode()
         attempt = h.attempts + 1
         try:
@@ -281,9 +286,9 @@ class WebhookPoster:
         )  # fmt: skip
         run = partial(self.batch.script, self.scripts.delivery_record)
         recorded = await asyncio.shield(
-            delivery_scripts.record(run, posted, stream=src.stream, group=src.group, entry_id=src.entry_id, now_ms=now)
+            delivery_scripts.record(run, posted, stream=src.stream, group=src.group, entry_id=src.entry_id, now_ms=now, handoff=handoff)
         )
-        WEBHOOK_DELIVERIES.labels(decision.action).inc()
+        labelled(WEBHOOK_DELIVERIES, decision.action).inc()
         if recorded.applied is Applied.APPLIED and decision.action == DEAD:
             WEBHOOK_DEAD_LETTERS.labels(decision.reason).inc()
             if await self._quorum_lost_by(keys.job_webhooks(h.job_id), h.hook):
@@ -305,6 +310,7 @@ class WebhookPoster:
                 "attempt": attempt,
             },
         )
+        return bool(handoff)
 
     async def _quorum_lost_by(self, hooks_key: str, hook: int) -> bool:
         """Did dead-lettering voting webhook ``hook`` leave the job's quorum out of reach?

@@ -49,6 +49,7 @@ from ..common.metrics import (
     RACE_LOSSES,
     RACE_WINS,
     ROUTING_LATENCY,
+    labelled,
 )
 from ..common.redisconn import Scripts
 from ..pacing.flow import FlowControl, FlowSpec
@@ -276,7 +277,7 @@ class Attempts:
         if lag_s * 1000 > self.policy.tolerance_ms:
             # This node was too busy to send on time: count the send from now,
             # so the sends granted after it don't reach the target too close.
-            PACING_LATE_SENDS.labels(self.region).inc()
+            labelled(PACING_LATE_SENDS, self.region).inc()
             if not self.limiter.fold_late(scope, lag_s * 1000):  # into the report in flight: no task for it
                 self.background(self.limiter.report_late(scope, lag_s * 1000))
 
@@ -286,7 +287,7 @@ class Attempts:
             self._accept_to_send.observe(time.perf_counter() - accepted_at)
         spaced = partial(self.limiter.until_spaced, scope, lease, max_wait_s=self.settings.attempt_timeout_s)
         sent = await self.executor.send(spec["method"], spec["url"], headers, spec["body"], before=spaced)
-        ATTEMPTS.labels(self.region, _status_class(sent)).inc()
+        labelled(ATTEMPTS, self.region, _status_class(sent)).inc()
         self._attempt_latency.observe(sent.latency_ms / 1000.0)
         if self.outcomes is not None:
             self.outcomes.record(scope.domain, sent.error_kind in (TIMEOUT, CONNECTION))
@@ -401,13 +402,15 @@ class Attempts:
         )
         run = partial(self.batch.script, self.scripts.finish)
         grace_ms = self.webhooks.grace_ms if self.webhooks is not None else 0
-        decided, handoffs = await asyncio.shield(
-            job_scripts.finish_handing_off(run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s, grace_ms=grace_ms)
+        decided, handoffs, final = await asyncio.shield(
+            job_scripts.finish_handing_off(
+                run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s, grace_ms=grace_ms, prefetch=grace_ms > 0
+            )
         )
         if handoffs and self.webhooks is not None:
-            self.webhooks.offer(handoffs)
+            self.webhooks.offer(handoffs, final=final)
         if decided is Finished.DECIDED:
-            JOBS_FINISHED.labels(self.region, decision.action, decision.reason or "ok").inc()
+            labelled(JOBS_FINISHED, self.region, decision.action, decision.reason or "ok").inc()
             self._race_wins.inc()
         elif decided is Finished.LOST:
             RACE_LOSSES.labels(self.region).inc()

@@ -33,7 +33,7 @@ from ..common import acceptance, job_scripts
 from ..common.config import Settings
 from ..common.errors import ApiError
 from ..common.job_scripts import Submission, SubmitReply, Submitted
-from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED
+from ..common.metrics import JOBS_DUPLICATE, JOBS_SUBMITTED, labelled
 from ..common.redisconn import Scripts
 from ..common.routing import RegionStates, choose_regions
 from ..common.urls import domain_of
@@ -249,7 +249,7 @@ class Intake:
         self.admission.budget.added(customer, t.partition, reply.bytes)
         first = FirstSend(job, idem, now, fields["mode"], fields["tried"], time.perf_counter())
         try:
-            JOBS_SUBMITTED.labels(self.region).inc()
+            labelled(JOBS_SUBMITTED, self.region).inc()
             self.admission.accepted(customer)
             log.debug(
                 "job accepted",

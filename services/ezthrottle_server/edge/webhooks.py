@@ -47,6 +47,7 @@ from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, live_regions, route_for
 from ..common.delivery_scripts import Plan, PlannedHook
+from ..common.job_scripts import FinalRecord
 from ..common.metrics import WEBHOOK_HANDED_OVER
 from ..common.redisconn import Scripts
 from ..common.urls import domain_of
@@ -93,15 +94,18 @@ class EdgeWebhooks:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def offer(self, members: Iterable[str]) -> None:
-        """Deliver the hand-offs ``finish.lua`` just made; any this edge has no room for waits for the delivery service."""
+    def offer(self, members: Iterable[str], *, final: FinalRecord | None = None) -> None:
+        """Deliver the hand-offs ``finish.lua`` just made; any this edge has no room for waits for the delivery service.
+
+        ``final``: the job's record and attempts as ``finish.lua`` read them (its ``prefetch``), for the hand-off
+        of the job's own webhooks (not a step's): not read again."""
         if self.settings.test_hold_edge_webhooks:  # tests only: as if this edge died right after finishing
             return
         for member in members:
             if self._stopping or len(self._tasks) >= self._capacity:
                 self._overflow.append(member)
                 continue
-            task = asyncio.create_task(self._deliver(member))
+            task = asyncio.create_task(self._deliver(member, final if "|" not in member else None))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._overflow and not self._stopping and (self._handing_over is None or self._handing_over.done()):
@@ -144,14 +148,14 @@ class EdgeWebhooks:
 
     # -- one job's webhooks ------------------------------------------------------
 
-    async def _deliver(self, member: str) -> None:
+    async def _deliver(self, member: str, final: FinalRecord | None = None) -> None:
         job_id = handoff_parts(member)[0]
         try:
             async with self._started:
                 if not self.sender.started:
                     self.sender.resolver = self.executor.resolver
                     await self.sender.start()
-            await self._deliver_handoff(member)
+            await self._deliver_handoff(member, final)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -159,12 +163,15 @@ class EdgeWebhooks:
                 "sending a job's webhooks failed; the delivery service takes them after the grace", exc_info=True, extra={"job_id": job_id}
             )
 
-    async def _deliver_handoff(self, member: str) -> None:
+    async def _deliver_handoff(self, member: str, final: FinalRecord | None = None) -> None:
         job_id, answered_by = handoff_parts(member)
         partition = keys.job_partition(job_id)
         assert partition is not None
         handoff = keys.delivery_handoff(partition)
-        job, attempts = await read_final_job(self.batch, job_id, answered_by)
+        if final is not None and answered_by == job_id:
+            job, attempts = final.record, final.attempts
+        else:
+            job, attempts = await read_final_job(self.batch, job_id, answered_by)
         if not job or job.get("state") not in FINAL_JOB_STATES:
             return  # gone: the delivery service's sweep finds nothing to send either
         spec = orjson.loads(job["spec"])
@@ -213,13 +220,17 @@ class EdgeWebhooks:
         )
         src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
         text = payload.decode()
-        posts = [
-            self.poster.post(HookState(job_id, i, job["customer"], text, url, 0, now, regions, 0), src, live, stored)
-            for i, (url, regions, mine) in enumerate(per_hook)
-            if mine
-        ]
-        if len(posts) == 1:
-            await posts[0]  # the usual one webhook: no task for it
+        own_hooks = [(i, url, where) for i, (url, where, own) in enumerate(per_hook) if own]
+        if len(own_hooks) == 1:  # the usual one webhook: no task for it, and its record removes the hand-off
+            i, url, where = own_hooks[0]
+            hook = HookState(job_id, i, job["customer"], text, url, 0, now, where, 0)
+            if await self.poster.post(hook, src, live, stored, handoff=member):
+                return
         else:
-            await asyncio.gather(*posts)
+            await asyncio.gather(
+                *(
+                    self.poster.post(HookState(job_id, i, job["customer"], text, url, 0, now, where, 0), src, live, stored)
+                    for i, url, where in own_hooks
+                )
+            )
         await self.batch.execute("ZREM", handoff, member)

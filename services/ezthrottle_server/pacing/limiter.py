@@ -422,9 +422,10 @@ class Limiter:
         """The attempt of a granted job is over (``requeue``: it never happened; queue it again;
         ``refund``: it never will, and the rate gets its interval back)."""
         h = hints or TargetHints()
+        one_redis = self.accept_script is not None  # the ready set may join the script's keys (release.lua ARGV[17])
         waiting, next_ms, _running = await self._batch.script(
             self._scripts["release"],
-            keys=self._keys(scope),
+            keys=[*self._keys(scope), self.ready_key] if one_redis else self._keys(scope),
             args=[
                 *self.policy.args(now_ms),
                 lease,
@@ -434,9 +435,10 @@ class Limiter:
                 "1" if requeue else "",
                 "1" if refund else "",
                 h.answer,
+                *((scope.member,) if one_redis else ()),
             ],
         )
-        if waiting:
+        if waiting and not one_redis:
             # A faster rate or a job put back may make the scope due sooner.
             await self._batch.execute("ZADD", self.ready_key, "LT", int(next_ms), scope.member)
 

@@ -38,7 +38,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import redis.asyncio as aioredis
 
-from ..common.metrics import PACING_GRANTS, PACING_LEASES_RECOVERED
+from ..common.metrics import PACING_GRANTS, PACING_LEASES_RECOVERED, labelled
 from .limiter import BUSY, Grant, Limiter
 from .scope import Scope
 
@@ -141,7 +141,7 @@ class Scheduler:
         if lease is not None:
             self._inflight.setdefault(scope, set()).add(lease)
             self._count += 1
-            PACING_GRANTS.labels(self._region).inc()
+            labelled(PACING_GRANTS, self._region).inc()
             self.on_grant(scope, lease)
         if self._short_of_room:
             self._short_of_room = False
@@ -276,7 +276,7 @@ class Scheduler:
             for lease in grant.leases:
                 self._inflight.setdefault(scope, set()).add(lease)
                 self._count += 1
-                PACING_GRANTS.labels(self._region).inc()
+                labelled(PACING_GRANTS, self._region).inc()
                 self.on_grant(scope, lease)
 
         try:

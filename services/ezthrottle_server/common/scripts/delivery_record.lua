@@ -16,6 +16,8 @@
 -- ARGV[8] next due (ms)  ARGV[9] scheduled member  ARGV[10] dead reason
 -- ARGV[11] sending node  ARGV[12] sending region ('' if none)  ARGV[13] job id
 -- ARGV[14] the job's event channel (delivered, quorum_met and webhook_dead are published)
+-- KEYS[6], ARGV[15] (optional): the hand-off zset and member of the edge's first attempt of the job's
+--   only webhook: removed here, once the outcome is recorded (edge/webhooks.py), not in a call of its own
 --
 -- Returns {applied, quorum_met_now, job_finished_ms}: applied is 1 when the
 -- state changed, 0 when the webhook was already final, -1 when the state is gone.
@@ -78,4 +80,7 @@ if state then
   end
 end
 ack_entry(KEYS[2])  -- none: the edge's first attempt, from no send entry
+if KEYS[6] then
+  redis.call('ZREM', KEYS[6], ARGV[15])
+end
 return {applied, quorum_now, finished}

@@ -13,6 +13,10 @@
 -- ARGV[16] the answer: '429' (the target refused: too many), 'ok' (2xx),
 --          'infra' (no answer: connection refused, a timeout; or 502/504),
 --          'http' (any other answer), or '' (nothing was sent)
+-- ARGV[17] one Redis only (optional): the scope's member of the region's ready
+--          set, which is then the last key: with jobs waiting, the scope is
+--          indexed there by its next grant (LT), in this call. On a cluster
+--          the ready set is in another slot: limiter.py does it after.
 --
 -- Limits learned from 429s (AIMD): a 429 cuts the scope's rate to LEARN_CUT
 -- of what was in force (at most once per LEARN_GUARD_MS, so the answers of
@@ -25,6 +29,10 @@
 -- extends.
 --
 -- Returns {waiting, next grant (ms), running}.
+local READY = nil
+if (ARGV[17] or '') ~= '' then
+  READY = table.remove(KEYS)  -- before anything reads KEYS[6..] (the other regions' queues)
+end
 local now = now_ms()
 -- The scope's state, read once: the answer is computed from it, read again
 -- only when this call wrote it (changed).
@@ -99,4 +107,8 @@ if changed then
   lim = hash(KEYS[2])
 end
 local limits = resolve(hash(KEYS[1]), lim, now)
-return {redis.call('ZCARD', KEYS[3]), next_grant_ms(lim, limits, now), redis.call('ZCARD', KEYS[5])}
+local waiting, next_ms = redis.call('ZCARD', KEYS[3]), next_grant_ms(lim, limits, now)
+if READY and waiting > 0 then
+  redis.call('ZADD', READY, 'LT', next_ms, ARGV[17])
+end
+return {waiting, next_ms, redis.call('ZCARD', KEYS[5])}
