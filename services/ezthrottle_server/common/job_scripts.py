@@ -217,21 +217,11 @@ async def finish(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: in
     return (await finish_handing_off(run, result, now_ms=now_ms, ttl_s=ttl_s, grace_ms=0))[0]
 
 
-@dataclass(frozen=True)
-class FinalRecord:
-    """A job's record as ``finish.lua`` left it, and its attempts: what its webhook payload is built from
-    (``common/webhooks.py`` build_payload), read in the step that decided it."""
-
-    record: dict[str, str]
-    attempts: int
-
-
 def finish_handing_off(
-    run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int, prefetch: bool = False
-) -> asyncio.Future[tuple[Finished, list[str], FinalRecord | None]]:
+    run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int
+) -> asyncio.Future[tuple[Finished, list[str]]]:
     """``finish.lua``; with ``grace_ms`` > 0 the job's webhooks are handed to the caller: the hand-off members
-    it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not;
-    with ``prefetch``, and hand-offs made, also the job's :class:`FinalRecord`.
+    it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not.
     A future (:func:`~.scripting.answered`)."""
     p = keys.partition_of(result.job_id)
     call = run(
@@ -242,19 +232,16 @@ def finish_handing_off(
         args=[
             result.group, result.entry_id, result.kind.value, orjson.dumps(result.result), result.region, now_ms,
             orjson.dumps(result.attempt) if result.attempt is not None else "", ttl_s, result.job_id, result.reason,
-            keys.job_events(result.job_id), grace_ms, "1" if prefetch else "",
+            keys.job_events(result.job_id), grace_ms,
         ],
     )  # fmt: skip
     return answered(call, _finished)
 
 
-def _finished(reply: Any) -> tuple[Finished, list[str], FinalRecord | None]:
-    if not isinstance(reply, list):
-        return Finished(int(reply)), [], None
-    if len(reply) == 4 and isinstance(reply[1], list):  # {1, {member, ...}, {record}, attempts}: ARGV[13]
-        flat = [str(x) for x in reply[2]]
-        return Finished(int(reply[0])), [str(m) for m in reply[1]], FinalRecord(dict(zip(flat[::2], flat[1::2])), int(reply[3]))
-    return Finished(int(reply[0])), [str(m) for m in reply[1:]], None
+def _finished(reply: Any) -> tuple[Finished, list[str]]:
+    if isinstance(reply, list):
+        return Finished(int(reply[0])), [str(m) for m in reply[1:]]
+    return Finished(int(reply)), []
 
 
 # -- requeue.lua -------------------------------------------------------------------

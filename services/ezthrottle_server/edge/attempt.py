@@ -402,13 +402,11 @@ class Attempts:
         )
         run = partial(self.batch.script, self.scripts.finish)
         grace_ms = self.webhooks.grace_ms if self.webhooks is not None else 0
-        decided, handoffs, final = await asyncio.shield(
-            job_scripts.finish_handing_off(
-                run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s, grace_ms=grace_ms, prefetch=grace_ms > 0
-            )
+        decided, handoffs = await asyncio.shield(
+            job_scripts.finish_handing_off(run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s, grace_ms=grace_ms)
         )
         if handoffs and self.webhooks is not None:
-            self.webhooks.offer(handoffs, final=final)
+            self.webhooks.offer(handoffs)
         if decided is Finished.DECIDED:
             labelled(JOBS_FINISHED, self.region, decision.action, decision.reason or "ok").inc()
             self._race_wins.inc()

@@ -47,7 +47,6 @@ from ..common.batching import Batcher
 from ..common.config import Settings
 from ..common.deliveries import ANY_ROUTE, live_regions, route_for
 from ..common.delivery_scripts import Plan, PlannedHook
-from ..common.job_scripts import FinalRecord
 from ..common.metrics import WEBHOOK_HANDED_OVER
 from ..common.redisconn import Scripts
 from ..common.urls import domain_of
@@ -94,18 +93,15 @@ class EdgeWebhooks:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def offer(self, members: Iterable[str], *, final: FinalRecord | None = None) -> None:
-        """Deliver the hand-offs ``finish.lua`` just made; any this edge has no room for waits for the delivery service.
-
-        ``final``: the job's record and attempts as ``finish.lua`` read them (its ``prefetch``), for the hand-off
-        of the job's own webhooks (not a step's): not read again."""
+    def offer(self, members: Iterable[str]) -> None:
+        """Deliver the hand-offs ``finish.lua`` just made; any this edge has no room for waits for the delivery service."""
         if self.settings.test_hold_edge_webhooks:  # tests only: as if this edge died right after finishing
             return
         for member in members:
             if self._stopping or len(self._tasks) >= self._capacity:
                 self._overflow.append(member)
                 continue
-            task = asyncio.create_task(self._deliver(member, final if "|" not in member else None))
+            task = asyncio.create_task(self._deliver(member))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._overflow and not self._stopping and (self._handing_over is None or self._handing_over.done()):
@@ -148,14 +144,14 @@ class EdgeWebhooks:
 
     # -- one job's webhooks ------------------------------------------------------
 
-    async def _deliver(self, member: str, final: FinalRecord | None = None) -> None:
+    async def _deliver(self, member: str) -> None:
         job_id = handoff_parts(member)[0]
         try:
             async with self._started:
                 if not self.sender.started:
                     self.sender.resolver = self.executor.resolver
                     await self.sender.start()
-            await self._deliver_handoff(member, final)
+            await self._deliver_handoff(member)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -163,15 +159,12 @@ class EdgeWebhooks:
                 "sending a job's webhooks failed; the delivery service takes them after the grace", exc_info=True, extra={"job_id": job_id}
             )
 
-    async def _deliver_handoff(self, member: str, final: FinalRecord | None = None) -> None:
+    async def _deliver_handoff(self, member: str) -> None:
         job_id, answered_by = handoff_parts(member)
         partition = keys.job_partition(job_id)
         assert partition is not None
         handoff = keys.delivery_handoff(partition)
-        if final is not None and answered_by == job_id:
-            job, attempts = final.record, final.attempts
-        else:
-            job, attempts = await read_final_job(self.batch, job_id, answered_by)
+        job, attempts = await read_final_job(self.batch, job_id, answered_by)
         if not job or job.get("state") not in FINAL_JOB_STATES:
             return  # gone: the delivery service's sweep finds nothing to send either
         spec = orjson.loads(job["spec"])

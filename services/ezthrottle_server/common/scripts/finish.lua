@@ -18,14 +18,11 @@
 -- ARGV[9] job id   ARGV[10] failure reason   ARGV[11] the job's event channel
 -- ARGV[12] hand-off grace (ms; optional): > 0, the job's webhooks are handed to this edge
 --          (KEYS[7]) rather than to the delivery stream (KEYS[4])
--- ARGV[13] '1' (optional): with hand-offs made, answer {1, {member, ...}, {record as HGETALL}, attempts
---          (LLEN)}: what the edge builds the webhook payload from, read in this step (common/webhooks.py
---          read_final_job reads the same, for a hand-off of a step answered by another job)
 -- (a job may also end cancelled here: a cancel requested during the attempt, cancel.lua)
 --
 -- Returns 1 if this call decided the job, 0 if it was already decided (the
 -- attempt is kept, marked lost), 2 if the job goes on in other regions,
--- -1 if the job is gone. With hand-offs made: {1, member, ...} (or, with ARGV[13], the form it says).
+-- -1 if the job is gone. With hand-offs made: {1, member, ...}.
 --@include common/_ack.lua
 --@include common/_bytes.lua
 local now = tonumber(ARGV[6])
@@ -61,9 +58,7 @@ local function to_delivery(job, answer)
 end
 
 local function decided()
-  if #handoffs > 0 and ARGV[13] == '1' then
-    return {1, handoffs, redis.call('HGETALL', KEYS[1]), redis.call('LLEN', KEYS[2])}
-  elseif #handoffs > 0 then
+  if #handoffs > 0 then
     return {1, unpack(handoffs)}
   end
   return 1
