@@ -156,10 +156,10 @@ async def defer(
         await run(keys=[stream, keys.delivery_scheduled(partition)], args=[group, entry_id, due_ms, member])
 
 
-async def pace(run: ScriptRun, customer: str, domain: str, *, now_ms: int, rps: float, burst: int) -> int:
+async def pace(run: ScriptRun, customer: str, domain: str, *, now_ms: int | None = None, rps: float, burst: int) -> int:
     """``webhook_pace.lua``: 0 when ``customer``'s POST to ``domain`` (host:port) may go now (counted),
-    else the ms to wait (nothing counted)."""
-    return int(await run(keys=[keys.webhook_pace(customer, domain)], args=[now_ms, 1000.0 / rps, burst]))
+    else the ms to wait (nothing counted). ``now_ms`` None: the Redis server's clock (every sender's)."""
+    return int(await run(keys=[keys.webhook_pace(customer, domain)], args=["" if now_ms is None else now_ms, 1000.0 / rps, burst]))
 
 
 async def release(run: ScriptRun, partition: int, routes: Sequence[str], *, now_ms: int, most: int) -> int:

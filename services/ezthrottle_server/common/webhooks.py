@@ -215,17 +215,12 @@ class WebhookPoster:
         rps = self.settings.delivery_host_rps
         if rps <= 0:
             return False
-        now = now_ms()
         wait_ms = await delivery_scripts.pace(
-            partial(self.batch.script, self._pace),
-            h.customer,
-            domain_of(h.url),
-            now_ms=now,
-            rps=rps,
-            burst=max(1, self.settings.delivery_host_burst),
-        )
+            partial(self.batch.script, self._pace), h.customer, domain_of(h.url), rps=rps, burst=max(1, self.settings.delivery_host_burst)
+        )  # on the Redis server's clock: every sender's
         if wait_ms <= 0:
             return False
+        now = now_ms()
         due = now + wait_ms + int(self.rng.uniform(0, wait_ms))  # spread: the sends held back do not all come back at once
         route = route_for([r for r in h.regions.split(",") if r], h.attempts + 1, live)
         # src.edge: the delivery service sends it when due; it is no longer the edge's
