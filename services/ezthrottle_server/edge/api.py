@@ -235,10 +235,14 @@ def _send_if_taken(task: asyncio.Future[Answer]) -> None:
 
 
 async def get_usage(request: web.Request) -> web.Response:
-    """This month's count for the key's customer, with tier, included, cap and overage."""
+    """This month's count for the key's customer, with tier, included, cap and overage; and the bytes its jobs
+    hold of Redis against its byte budget (common/storage.py)."""
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
-    return json_response(await ctx.quotas.usage(customer))
+    usage = await ctx.quotas.usage(customer)
+    budget = ctx.admission.budget
+    usage["storage"] = {"bytes": await budget.usage(customer), "budget_bytes": await budget.budget() or None}
+    return json_response(usage)
 
 
 async def load_job_view(ctx: EdgeContext, customer: str, job_id: str) -> dict[str, Any]:

@@ -479,7 +479,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "Usage": {
             "type": "object",
-            "required": ["customer_id", "month", "tier", "count", "included", "cap", "overage", "remaining"],
+            "required": ["customer_id", "month", "tier", "count", "included", "cap", "overage", "remaining", "storage"],
             "properties": {
                 "customer_id": {"type": "string"},
                 "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
@@ -489,6 +489,16 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "cap": _nullable({"type": "integer"}),
                 "overage": {"type": "integer", "minimum": 0},
                 "remaining": _nullable({"type": "integer", "minimum": 0}),
+                "storage": {
+                    "type": "object",
+                    "description": "What the customer's jobs hold of Redis: the records of those not final, and of the finished "
+                    "ones with their results until they expire; new jobs are refused (429 overloaded) past budget_bytes",
+                    "required": ["bytes", "budget_bytes"],
+                    "properties": {
+                        "bytes": {"type": "integer", "minimum": 0},
+                        "budget_bytes": _nullable({"type": "integer", "minimum": 1}),
+                    },
+                },
             },
         },
         "DeadLetters": {

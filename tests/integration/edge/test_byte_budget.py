@@ -68,6 +68,8 @@ async def test_open_jobs_fill_the_budget_then_the_customer_is_shed_and_no_other(
     assert used + min(sizes) > BUDGET  # the refused one would have passed it
     assert len(await job_records(redis)) == len(accepted)  # nothing of the refused job was written
 
+    async with http.get(f"{edge.url}/api/v1/usage", headers=auth(api_key)) as resp:
+        assert (await resp.json())["storage"] == {"bytes": used, "budget_bytes": BUDGET}  # what the customer can see of it
     status, body = await post(http, edge, other_api_key, {**parked, "body": BODY})
     assert status == 201, body  # another customer's budget is its own
     async with http.get(f"{edge.url}/readyz") as resp:
