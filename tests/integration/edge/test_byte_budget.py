@@ -16,7 +16,7 @@ from ezthrottle_server.common import acceptance, keys, storage
 from ezthrottle_server.common.job_scripts import Submitted
 from ezthrottle_server.common.jobs import validate_job
 from ezthrottle_server.common.redisconn import Scripts
-from support.jobs import auth, job_records, poll_view, wait_final
+from support.jobs import auth, job_records, poll_view, submit, wait_final
 from support.services import make_settings
 
 pytestmark = pytest.mark.asyncio
@@ -131,3 +131,30 @@ async def test_a_schedules_job_over_the_budget_is_refused_with_nothing_written(r
     assert replies[-1].submitted is Submitted.BYTES_FULL and 1 <= len(created) < 10
     assert sum(r.bytes for r in created) == await open_bytes(redis, 1) <= BUDGET
     assert len(await job_records(redis)) == len(created)
+
+
+async def test_every_way_a_job_ends_moves_its_bytes_from_open_to_kept(http, edge, coordinator, api_key, target, redis):
+    """Succeeded, failed, cancelled, expired by its deadline's timer: none is left counted as open, and each
+    record (with its result) is counted as kept, exactly what the partition's ended counter says."""
+    parked = int(time.time() * 1000) + 3_600_000
+    jobs = {
+        "success": await submit(http, edge.url, api_key, {"url": f"{target.url}/echo", "body": BODY}),
+        "failed": await submit(http, edge.url, api_key, {"url": f"{target.url}/status/400", "body": BODY}),
+        "cancelled": await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?n=parked", "body": BODY, "retry_at": parked}),
+    }
+    # The domain's two send slots held for 2.5 s: a job with a deadline 0.4 s away waits past it, and its timer ends it.
+    busy = [await submit(http, edge.url, api_key, {"url": f"{target.url}/delay/2500?busy={i}"}) for i in range(2)]
+    await target.wait_for(2, path="/delay/2500")
+    deadline = int(time.time() * 1000) + 400
+    jobs["expired"] = await submit(http, edge.url, api_key, {"url": f"{target.url}/echo?n=late", "body": BODY, "start_before_ms": deadline})
+    sizes = {k: int(await redis.hget(keys.job(j["job_id"]), "bytes")) for k, j in jobs.items()}
+    sizes.update({f"busy{i}": int(await redis.hget(keys.job(j["job_id"]), "bytes")) for i, j in enumerate(busy)})
+    async with http.delete(f"{edge.url}/api/v1/jobs/{jobs['cancelled']['job_id']}", headers=auth(api_key)) as resp:
+        assert resp.status == 200, await resp.json()
+    for state, job in [*jobs.items(), *(("success", j) for j in busy)]:
+        assert (await wait_final(http, edge.url, api_key, job["job_id"], timeout_s=10))["status"] == state
+
+    assert await redis.hget(keys.queued(0), storage.open_field("acme")) is None  # nothing left open
+    kept = await kept_bytes(redis, 1, edge.settings.job_ttl_s)
+    assert kept == int(await redis.hget(keys.queued(0), storage.ended_field("acme")))
+    assert kept >= sum(sizes.values()) + len(BODY)  # every record, and the echoed body of the success's answer at least
