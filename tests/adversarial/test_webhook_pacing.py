@@ -44,8 +44,9 @@ async def start_delivery(redis: Any, redis_url: str) -> AsyncIterator[StartApp]:
         yield start
 
 
+@pytest.mark.parametrize(("jobs_n", "hooks_n"), [(JOBS, HOOKS), (JOBS * HOOKS, 1)])  # one webhook a job: the edge's claim asks the pace
 async def test_one_customers_many_webhooks_reach_a_host_at_its_pace_and_all_arrive(
-    http, redis, start_edge, start_delivery, api_key, target, receiver
+    http, redis, start_edge, start_delivery, api_key, target, receiver, jobs_n, hooks_n
 ):
     # the jobs themselves all end at once: their webhooks are due together. The edge that finishes a job sends
     # its webhooks' first attempts (edge/webhooks.py): the pace is set there as on the delivery workers, as the
@@ -60,15 +61,15 @@ async def test_one_customers_many_webhooks_reach_a_host_at_its_pace_and_all_arri
                 http,
                 edge.url,
                 api_key,
-                {"url": f"{target.url}/echo?n={j}", "webhooks": [{"url": f"{receiver.url}/hook/{h}"} for h in range(HOOKS)]},
+                {"url": f"{target.url}/echo?n={j}", "webhooks": [{"url": f"{receiver.url}/hook/{h}"} for h in range(hooks_n)]},
             )
-            for j in range(JOBS)
+            for j in range(jobs_n)
         )
     )
     views = await asyncio.gather(
         *(wait_webhooks(http, edge.url, api_key, job["job_id"], all_in("delivered"), timeout_s=30) for job in jobs)
     )
-    assert len(receiver.requests) == JOBS * HOOKS  # everything arrives
+    assert len(receiver.requests) == jobs_n * hooks_n  # everything arrives
     assert {e["attempts"] for view in views for e in view["webhooks"]["endpoints"]} == {1}  # held back is not an attempt
 
     arrivals = sorted(r.at for r in receiver.requests)
