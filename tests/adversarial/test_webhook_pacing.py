@@ -44,7 +44,7 @@ async def start_delivery(redis: Any, redis_url: str) -> AsyncIterator[StartApp]:
         yield start
 
 
-@pytest.mark.parametrize(("jobs_n", "hooks_n"), [(JOBS, HOOKS), (JOBS * HOOKS, 1)])  # one webhook a job: the edge's claim asks the pace
+@pytest.mark.parametrize(("jobs_n", "hooks_n"), [(JOBS, HOOKS), (JOBS * HOOKS, 1)])  # one webhook a job: its POST removes the hand-off
 async def test_one_customers_many_webhooks_reach_a_host_at_its_pace_and_all_arrive(
     http, redis, start_edge, start_delivery, api_key, target, receiver, jobs_n, hooks_n
 ):

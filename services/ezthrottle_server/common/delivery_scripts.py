@@ -85,49 +85,6 @@ def claim(run: ScriptRun, p: Plan, *, member: str, held_until_ms: int, node: str
     return answered(call, lambda own: max(int(own), 0))
 
 
-@dataclass(frozen=True)
-class ClaimedWithReads:
-    """``delivery_claim_one.lua``'s answer: the claim's, the customer's stored secrets, and the pace's word on each
-    webhook the edge sends (ms to wait; 0: counted, it may go), in the order asked."""
-
-    own: int
-    secrets: tuple[str | None, str | None]
-    waits: list[int]
-
-
-def claim_with_reads(
-    run: ScriptRun,
-    p: Plan,
-    *,
-    member: str,
-    held_until_ms: int,
-    node: str,
-    routes: Sequence[str],
-    paced_hosts: Sequence[str],
-    rps: float,
-    burst: int,
-) -> asyncio.Future[ClaimedWithReads]:
-    """``delivery_claim_one.lua`` (one Redis only): :func:`claim`, then the customer's secrets and the pace of
-    each of ``paced_hosts`` (the hosts of the webhooks the edge sends, in order; ``rps`` 0: no pace)."""
-    partition = keys.partition_of(p.job_id)
-    claim_keys = [keys.delivery_handoff(partition), keys.job_webhooks(p.job_id), *(keys.delivery_sends(partition, r) for r in routes)]
-    claim_args = [
-        member, p.now_ms, held_until_ms, p.ttl_s, p.customer, p.quorum, p.payload, p.finished_ms, p.status, p.job_id, len(p.hooks),
-        node, *p.hook_args(), *routes,
-    ]  # fmt: skip
-    call = run(
-        keys=[*claim_keys, keys.webhook_secrets(p.customer), *(keys.webhook_pace(p.customer, h) for h in paced_hosts)],
-        args=[len(claim_keys), len(claim_args), *claim_args, repr(1000.0 / rps) if rps > 0 else "", burst],
-    )
-
-    def parse(reply: Any) -> ClaimedWithReads:
-        own, stored, waits = reply
-        primary, secondary = (list(stored) if stored else [None, None])[:2]
-        return ClaimedWithReads(max(int(own), 0), (primary or None, secondary or None), [int(w) for w in waits])
-
-    return answered(call, parse)
-
-
 class Applied(IntEnum):
     GONE = -1  # the webhooks' state is gone
     ALREADY_FINAL = 0  # the webhook was delivered or dead already (a duplicate send): only the attempt counters moved

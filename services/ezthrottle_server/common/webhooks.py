@@ -209,23 +209,15 @@ class WebhookPoster:
 
     # -- pace ------------------------------------------------------------------
 
-    async def _held_back_by_host_pace(self, h: HookState, src: SendEntry, live: set[str], paced: int | None = None) -> bool:
+    async def _held_back_by_host_pace(self, h: HookState, src: SendEntry, live: set[str]) -> bool:
         """Over its customer's pace at its host (``delivery_host_rps``, every sender of that customer):
-        put the send back for when there is room, no attempt spent, and say so. ``paced``: the pace's
-        word already asked (delivery_claim_one.lua), else it is asked here."""
+        put the send back for when there is room, no attempt spent, and say so."""
         rps = self.settings.delivery_host_rps
         if rps <= 0:
             return False
-        if paced is not None:
-            wait_ms = paced
-        else:
-            wait_ms = await delivery_scripts.pace(
-                partial(self.batch.script, self._pace),
-                h.customer,
-                domain_of(h.url),
-                rps=rps,
-                burst=max(1, self.settings.delivery_host_burst),
-            )  # on the Redis server's clock: every sender's
+        wait_ms = await delivery_scripts.pace(
+            partial(self.batch.script, self._pace), h.customer, domain_of(h.url), rps=rps, burst=max(1, self.settings.delivery_host_burst)
+        )  # on the Redis server's clock: every sender's
         if wait_ms <= 0:
             return False
         now = now_ms()
@@ -242,23 +234,15 @@ class WebhookPoster:
     # -- the POST and its record -------------------------------------------------
 
     async def post(
-        self,
-        h: HookState,
-        src: SendEntry,
-        live: set[str],
-        stored: asyncio.Future[Any] | None = None,
-        *,
-        handoff: str = "",
-        paced: int | None = None,
+        self, h: HookState, src: SendEntry, live: set[str], stored: asyncio.Future[Any] | None = None, *, handoff: str = ""
     ) -> bool:
         """POST webhook ``h`` once (or put it back, over its host's pace) and record the outcome.
 
-        ``stored``: the read of ``h.customer``'s secrets, already under way (or made). ``handoff``: a hand-off
-        member the record removes in its step (delivery_record.lua); True when it did so (recorded), False when
-        the webhook was put back instead and the caller still has it to remove. ``paced``: the host pace's word
-        on this POST, already asked (ms to wait; 0: counted).
+        ``stored``: the read of ``h.customer``'s secrets, already under way. ``handoff``: a hand-off member
+        the record removes in its step (delivery_record.lua); True when it did so (recorded), False when the
+        webhook was put back instead and the caller still has it to remove.
         """
-        if await self._held_back_by_host_pace(h, src, live, paced):
+        if await self._held_back_by_host_pace(h, src, live):
             return False
         body = h.payload.encode()
         attempt = h.attempts + 1

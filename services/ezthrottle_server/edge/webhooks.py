@@ -41,7 +41,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.asyncio.cluster import RedisCluster
 
 from ..common import delivery_scripts, keys, scripting
 from ..common.batching import Batcher
@@ -81,8 +80,6 @@ class EdgeWebhooks:
         self.hold_ms = self.grace_ms + int(settings.delivery_timeout_s * 1000) + HOLD_MARGIN_MS
         self.routes = (ANY_ROUTE, *settings.region_ids)
         self._claim = scripting.register(redis, "delivery_claim")
-        # One Redis: the claim also reads the secrets and asks the pace (keys of other slots: a cluster refuses them)
-        self._claim_one = None if isinstance(redis, RedisCluster) else scripting.register(redis, "delivery_claim_one")
         # the jobs whose webhooks are being sent at once: as many as this edge runs attempts (their POSTs: the poster's bound)
         self._capacity = max(settings.executor_concurrency, settings.delivery_concurrency, 1)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -198,34 +195,15 @@ class EdgeWebhooks:
             now_ms=now,
             ttl_s=self.settings.job_ttl_s,
         )
-        waits: list[int] = []  # the host pace's word on each webhook this edge sends, when the claim asked it
-        if self._claim_one is not None:
-            got = await asyncio.shield(
-                delivery_scripts.claim_with_reads(
-                    partial(self.batch.script, self._claim_one),
-                    plan,
-                    member=member,
-                    held_until_ms=now + self.hold_ms,
-                    node=self.settings.node_id,
-                    routes=self.routes,
-                    paced_hosts=[domain_of(url) for url, _regions, mine in per_hook if mine],
-                    rps=self.settings.delivery_host_rps,
-                    burst=max(1, self.settings.delivery_host_burst),
-                )
+        # the customer's secrets are read in the claim's round trip (batched), before it is known to be needed
+        stored = self.poster.read_secrets(job["customer"])
+        stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
+        run = partial(self.batch.script, self._claim)
+        own = await asyncio.shield(
+            delivery_scripts.claim(
+                run, plan, member=member, held_until_ms=now + self.hold_ms, node=self.settings.node_id, routes=self.routes
             )
-            own, waits = got.own, got.waits
-            stored: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            stored.set_result(list(got.secrets))
-        else:
-            # the customer's secrets are read in the claim's round trip (batched), before it is known to be needed
-            stored = self.poster.read_secrets(job["customer"])
-            stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
-            run = partial(self.batch.script, self._claim)
-            own = await asyncio.shield(
-                delivery_scripts.claim(
-                    run, plan, member=member, held_until_ms=now + self.hold_ms, node=self.settings.node_id, routes=self.routes
-                )
-            )
+        )
         if own <= 0:
             return  # none of them is this edge's, or the delivery service has them
         log.debug(  # each POST logs its outcome at INFO
@@ -239,19 +217,13 @@ class EdgeWebhooks:
         if len(own_hooks) == 1:  # the usual one webhook: no task for it, and its record removes the hand-off
             i, url, where = own_hooks[0]
             hook = HookState(job_id, i, job["customer"], text, url, 0, now, where, 0)
-            if await self.poster.post(hook, src, live, stored, handoff=member, paced=waits[0] if waits else None):
+            if await self.poster.post(hook, src, live, stored, handoff=member):
                 return
         else:
             await asyncio.gather(
                 *(
-                    self.poster.post(
-                        HookState(job_id, i, job["customer"], text, url, 0, now, where, 0),
-                        src,
-                        live,
-                        stored,
-                        paced=waits[k] if k < len(waits) else None,
-                    )
-                    for k, (i, url, where) in enumerate(own_hooks)
+                    self.poster.post(HookState(job_id, i, job["customer"], text, url, 0, now, where, 0), src, live, stored)
+                    for i, url, where in own_hooks
                 )
             )
         await self.batch.execute("ZREM", handoff, member)

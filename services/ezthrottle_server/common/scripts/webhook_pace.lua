@@ -6,5 +6,11 @@
 -- ARGV[2] interval between sends (ms, 1000 / rate)   ARGV[3] burst (sends at once)
 -- Returns 0 when a POST may go now (counted), else how many ms until one may (nothing counted).
 --@include pacing/_now.lua
---@include common/_webhook_pace.lua
-return pace(KEYS[1], now_ms(), tonumber(ARGV[2]), tonumber(ARGV[3]))
+local now, interval, burst = now_ms(), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local early = tat + interval - now - interval * burst
+if early > 0 then
+  return math.ceil(early)
+end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
+return 0
