@@ -47,7 +47,6 @@ per key (``bench.memory``: about 1.4 KB for a job with a 200-byte body).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import time
@@ -60,8 +59,6 @@ from .redisconn import info_per_master
 
 if TYPE_CHECKING:
     from .redisconn import RedisClient
-
-log = logging.getLogger(__name__)
 
 KEPT_BUCKETS = 8  # buckets per job TTL: a kept record is counted at most TTL / 8 past its expiry
 FRESH_S = 1.0  # a customer's usage is read at most this often per process
@@ -152,17 +149,14 @@ class ByteBudget:
         return int(self._ceiling[1] * AUTO_SHARE) if self._ceiling is not None else 0
 
     async def budget(self) -> int:
-        """The budget per customer in bytes, or 0: none."""
-        setting = self.settings.admission_max_bytes_per_customer
-        if setting != AUTO:
-            return max(0, setting)
+        """The budget per customer in bytes, or 0: none (AUTO: the memory ceiling read again every CEILING_FRESH_S)."""
         now = time.monotonic()
-        if self._ceiling is None or now - self._ceiling[0] > CEILING_FRESH_S:
+        if self.settings.admission_max_bytes_per_customer == AUTO and (self._ceiling is None or now - self._ceiling[0] > CEILING_FRESH_S):
             ceiling = self.settings.admission_max_redis_memory_bytes
             if not ceiling:
                 ceiling = min(memory_ceiling(info) for info in await info_per_master(self.redis, "memory"))
             self._ceiling = (now, ceiling)
-        return int(self._ceiling[1] * AUTO_SHARE)
+        return self.known
 
     async def room(self, customer: str, partition: int) -> Room:
         """What the customer may still add in ``partition``."""
@@ -180,8 +174,8 @@ class ByteBudget:
             cached.open[partition] += size
 
     async def usage(self, customer: str) -> int:
-        """The customer's bytes now: its open jobs' and its kept ones' (read fresh)."""
-        self._usage.pop(customer, None)
+        """The customer's bytes: its open jobs' and its kept ones', as this process's view has them (at most a
+        second old: asking often costs Redis no more than submitting does)."""
         usage = await self._read(customer)
         return usage.kept + sum(usage.open)
 

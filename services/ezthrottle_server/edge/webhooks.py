@@ -213,17 +213,12 @@ class EdgeWebhooks:
         )
         src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
         text = payload.decode()
-        own_hooks = [(i, url, where) for i, (url, where, own) in enumerate(per_hook) if own]
+        own_hooks = [
+            HookState(job_id, i, job["customer"], text, url, 0, now, where, 0) for i, (url, where, own) in enumerate(per_hook) if own
+        ]
         if len(own_hooks) == 1:  # the usual one webhook: no task for it, and its record removes the hand-off
-            i, url, where = own_hooks[0]
-            hook = HookState(job_id, i, job["customer"], text, url, 0, now, where, 0)
-            if await self.poster.post(hook, src, live, stored, handoff=member):
+            if await self.poster.post(own_hooks[0], src, live, stored, handoff=member):
                 return
         else:
-            await asyncio.gather(
-                *(
-                    self.poster.post(HookState(job_id, i, job["customer"], text, url, 0, now, where, 0), src, live, stored)
-                    for i, url, where in own_hooks
-                )
-            )
+            await asyncio.gather(*(self.poster.post(hook, src, live, stored) for hook in own_hooks))
         await self.batch.execute("ZREM", handoff, member)

@@ -158,3 +158,20 @@ async def test_every_way_a_job_ends_moves_its_bytes_from_open_to_kept(http, edge
     kept = await kept_bytes(redis, 1, edge.settings.job_ttl_s)
     assert kept == int(await redis.hget(keys.queued(0), storage.ended_field("acme")))
     assert kept >= sum(sizes.values()) + len(BODY)  # every record, and the echoed body of the success's answer at least
+
+
+async def test_asking_for_usage_often_costs_redis_no_more_than_once_a_second(http, start_edge, api_key, redis):
+    """GET /api/v1/usage reads the customer's bytes through the edge's one-second view: a customer polling it
+    in a loop cannot turn each request into a read of every partition's counters."""
+    edge = await start_edge("iad", admission_max_bytes_per_customer=BUDGET, partitions=4)
+
+    async def hmget_calls() -> int:
+        return int((await redis.info("commandstats")).get("cmdstat_hmget", {}).get("calls", 0))
+
+    before = await hmget_calls()
+    started = time.monotonic()
+    for _ in range(50):
+        async with http.get(f"{edge.url}/api/v1/usage", headers=auth(api_key)) as resp:
+            assert resp.status == 200 and (await resp.json())["storage"]["budget_bytes"] == BUDGET
+    reads = (await hmget_calls() - before) / 4  # one HMGET a partition per read
+    assert 1 <= reads <= 1 + (time.monotonic() - started) / storage.FRESH_S, reads
