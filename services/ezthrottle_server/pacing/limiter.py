@@ -44,6 +44,11 @@ SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe"
 
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
+# space.lua records a send this far ahead at most (ms): how long its answer lately took to come
+# back here (see Limiter.until_spaced), the most recent slowest, fading 2% an answer.
+MAX_AHEAD_MS = 250.0
+AHEAD_FADE = 0.98
+
 
 def _now_ms() -> float:
     return time.time() * 1000
@@ -207,6 +212,7 @@ class Limiter:
         self._late_running: set[Scope] = set()  # scopes with a late report in flight
         self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
         self._recording: set[asyncio.Future[Any]] = set()  # sends recorded again as they leave (until_spaced)
+        self._ahead_ms = 0.0  # how long space.lua's answers lately took to come back (until_spaced)
 
     # -- keys --------------------------------------------------------------
 
@@ -442,13 +448,13 @@ class Limiter:
             # A faster rate or a job put back may make the scope due sooner.
             await self._batch.execute("ZADD", self.ready_key, "LT", int(next_ms), scope.member)
 
-    async def space(self, scope: Scope, lease: str, *, now_ms: float | None = None) -> int:
-        """Record a send that leaves now, or say how long it must wait (ms) first (``space.lua``)."""
-        return int(await self._space(scope, lease, now_ms))
+    async def space(self, scope: Scope, lease: str, *, now_ms: float | None = None, ahead_ms: float = 0.0) -> int:
+        """Record a send that leaves now (``ahead_ms`` later: when it will leave), or say how long it must wait (ms) first (``space.lua``)."""
+        return int(await self._space(scope, lease, now_ms, ahead_ms))
 
-    def _space(self, scope: Scope, lease: str, now_ms: float | None = None) -> asyncio.Future[Any]:
+    def _space(self, scope: Scope, lease: str, now_ms: float | None = None, ahead_ms: float = 0.0) -> asyncio.Future[Any]:
         d, who = scope.domain, scope.who
-        args = [*self.policy.args(now_ms), lease, repr(float(self.policy.window_margin_ms))]
+        args = [*self.policy.args(now_ms), lease, repr(float(self.policy.window_margin_ms)), repr(float(ahead_ms))]
         return self._batch.script(
             self._scripts["space"], keys=[keys.pacing_conf(d), keys.pacing_limit(d, who), keys.pacing_sent(d, who)], args=args
         )
@@ -464,23 +470,30 @@ class Limiter:
         Bounded: after ``max_wait_s`` the send leaves anyway (the grant already
         paced it; this only absorbs jitter), and a Redis error lets it leave.
 
-        The send is recorded when ``space.lua`` runs; an answer that comes back
-        late (a busy loop, a process the machine put aside) means it leaves
-        later than recorded, by more than the window margin allows for: it is
-        recorded again as it leaves, so the sends after it count from then
+        The send leaves when the answer of ``space.lua`` is back, which on a
+        busy node (a loop turn's batch, a process the machine put aside) is
+        some milliseconds after the script ran. It is recorded that much
+        ahead: as far as the answers of this process have lately taken (their
+        slowest, fading), at most :data:`MAX_AHEAD_MS`. A record ahead of its
+        send only makes the window stricter. An answer slower than that by
+        more than the tolerance means the send leaves later than recorded: it
+        is recorded again as it leaves, so the sends after it count from then
         (``respace.lua``, which moves the record; ``space.lua`` when the record
         is gone by then).
         """
         waited = 0.0
         while waited < max_wait_s:
             asked = time.perf_counter()
+            ahead = self._ahead_ms
             try:
-                wait_ms = await self.space(scope, lease)
+                wait_ms = await self.space(scope, lease, ahead_ms=ahead)
             except Exception:
                 log.warning("could not space a send of %s; it leaves now", scope, exc_info=True)
                 return waited
+            took = (time.perf_counter() - asked) * 1000
+            self._ahead_ms = min(MAX_AHEAD_MS, max(took, ahead * AHEAD_FADE))
             if wait_ms <= 0:
-                if (time.perf_counter() - asked) * 1000 > self.policy.tolerance_ms:
+                if took > ahead + self.policy.tolerance_ms:
                     self._record_again(scope, lease)
                 return waited
             pause = min(wait_ms / 1000.0, max_wait_s - waited)

@@ -463,6 +463,34 @@ async def test_a_send_whose_answer_came_back_late_is_recorded_again_as_it_leaves
     assert await redis.zcard(sent) == 1
 
 
+async def test_a_send_recorded_ahead_counts_from_then_and_keeps_the_log_alive_that_much_longer(limiter, redis):
+    # ahead: how long answers lately took to come back to the sender; the record is when the send will leave
+    sent = keys.pacing_sent(DOMAIN, SHARED)
+    assert await limiter.space(SCOPE, "a@1", now_ms=T0, ahead_ms=40) == 0
+    assert await redis.zscore(sent, "a@1") == T0 + 40
+    assert await redis.pttl(sent) > 1_020 + 40 + 1_000 - 100
+    assert await limiter.space(SCOPE, "b@1", now_ms=T0 + 10, ahead_ms=40) == 0
+    # default 2/s: the third send waits for the first to be 1,020 ms old, counted from its record
+    assert await limiter.space(SCOPE, "c@1", now_ms=T0 + 500) == 560
+    assert await limiter.space(SCOPE, "c@1", now_ms=T0 + 1_059) == 1
+    assert await limiter.space(SCOPE, "c@1", now_ms=T0 + 1_060) == 0
+
+
+async def test_answers_that_came_back_slowly_make_the_next_sends_recorded_ahead_and_not_again(redis):
+    limiter = Limiter(redis, PacingPolicy(tolerance_ms=5.0), "iad")
+    sent = keys.pacing_sent(DOMAIN, SHARED)
+    limiter._ahead_ms = 200.0  # as after an answer that took 200 ms on a busy loop
+    seconds, micros = await redis.time()
+    before_ms = seconds * 1000 + micros / 1000
+    assert await limiter.until_spaced(SCOPE, "a@1", max_wait_s=1.0) == 0.0
+    recorded = await redis.zscore(sent, "a@1")
+    assert before_ms + 200 <= recorded <= before_ms + 200 + 1_000
+    await asyncio.sleep(0.05)
+    assert not limiter._recording  # answered sooner than recorded for: not recorded again
+    assert await redis.zscore(sent, "a@1") == recorded
+    assert 0 < limiter._ahead_ms < 200.0  # fades after faster answers
+
+
 async def test_a_late_send_moved_to_when_it_left_keeps_the_log_alive_that_much_longer(limiter, redis):
     # respace.lua (what until_spaced runs for a late answer) moves the record without resolving limits again
     assert await limiter.space(SCOPE, "a@1", now_ms=T0) == 0
