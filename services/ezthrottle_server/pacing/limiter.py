@@ -449,7 +449,7 @@ class Limiter:
             await self._batch.execute("ZADD", self.ready_key, "LT", int(next_ms), scope.member)
 
     async def space(self, scope: Scope, lease: str, *, now_ms: float | None = None, ahead_ms: float = 0.0) -> int:
-        """Record a send that leaves now (``ahead_ms`` later: when it will leave), or say how long it must wait (ms) first (``space.lua``)."""
+        """Record a send leaving now (``ahead_ms`` later: when it will leave), or say how long it must wait (ms) first (``space.lua``)."""
         return int(await self._space(scope, lease, now_ms, ahead_ms))
 
     def _space(self, scope: Scope, lease: str, now_ms: float | None = None, ahead_ms: float = 0.0) -> asyncio.Future[Any]:
