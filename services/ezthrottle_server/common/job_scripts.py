@@ -212,6 +212,34 @@ class RegionResult:
     entry_id: str = ""  # a stream entry it acknowledges
 
 
+@dataclass(frozen=True)
+class FinalRecord:
+    """What ``finish.lua`` answers the edge that decided a job and took its own webhooks' hand-off: with what
+    the edge sent it, the fields of the final record the webhooks' payload is built from (``build_payload``),
+    so that the edge need not read the job back."""
+
+    state: str
+    error: str
+    attempts: int  # the attempts list's length
+    fields: dict[str, str]  # customer, idempotent_key, chain, parent, root, relation: those the record has
+
+    @classmethod
+    def parse(cls, facts: Sequence[Any]) -> FinalRecord | None:
+        if not facts:
+            return None
+        state, error, attempts, *rest = facts
+        names = ("customer", "idempotent_key", "chain", "parent", "root", "relation")
+        return cls(str(state), str(error or ""), int(attempts), {n: str(v) for n, v in zip(names, rest) if v is not None})
+
+    def record(self, result: RegionResult, finished_ms: int) -> dict[str, str]:
+        """The job's record as ``HGETALL`` would read it now, as far as the payload reads it."""
+        record = {**self.fields, "state": self.state, "result": orjson.dumps(result.result).decode(), "winner": result.region}
+        record["finished_ms"] = str(finished_ms)
+        if self.error:
+            record["error"] = self.error
+        return record
+
+
 async def finish(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int) -> Finished:
     """``finish.lua``; the job's webhooks (if it decided the job) go to the delivery stream."""
     return (await finish_handing_off(run, result, now_ms=now_ms, ttl_s=ttl_s, grace_ms=0))[0]
@@ -219,9 +247,10 @@ async def finish(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: in
 
 def finish_handing_off(
     run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int, grace_ms: int
-) -> asyncio.Future[tuple[Finished, list[str]]]:
+) -> asyncio.Future[tuple[Finished, list[str], FinalRecord | None]]:
     """``finish.lua``; with ``grace_ms`` > 0 the job's webhooks are handed to the caller: the hand-off members
-    it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not.
+    it must claim (edge/webhooks.py), each taken by the delivery service after ``grace_ms`` if it does not,
+    and (its own hand-off first, not a fanout's) what its payload is built from.
     A future (:func:`~.scripting.answered`)."""
     p = keys.partition_of(result.job_id)
     call = run(
@@ -238,10 +267,10 @@ def finish_handing_off(
     return answered(call, _finished)
 
 
-def _finished(reply: Any) -> tuple[Finished, list[str]]:
+def _finished(reply: Any) -> tuple[Finished, list[str], FinalRecord | None]:
     if isinstance(reply, list):
-        return Finished(int(reply[0])), [str(m) for m in reply[1:]]
-    return Finished(int(reply)), []
+        return Finished(int(reply[0])), [str(m) for m in reply[1]], FinalRecord.parse(reply[2])
+    return Finished(int(reply)), [], None
 
 
 # -- requeue.lua -------------------------------------------------------------------

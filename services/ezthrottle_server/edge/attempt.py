@@ -60,7 +60,7 @@ from .executor import CONNECTION, TIMEOUT, AttemptResult, Executor
 from .outcomes import OutcomeWindow
 from .racing import finish_kind, reroute_target, send_headers
 from .retry import FAILED, REROUTE, RETRY, SUCCESS, Decision, backoff_s, decide, retry_after_s
-from .webhooks import EdgeWebhooks
+from .webhooks import EdgeWebhooks, KnownJob
 
 if TYPE_CHECKING:
     from ..common.redisconn import RedisClient
@@ -322,7 +322,7 @@ class Attempts:
             "decision": decision.action,
         }
         if decision.action in (SUCCESS, FAILED):
-            await self._finish(job_id, sent, decision, attempt, scope.domain)
+            await self._finish(job_id, sent, decision, attempt, scope.domain, job.spec)
         else:
             await self._requeue(job_id, decision, attempt, next_region, scope.domain, sent)
         return hints
@@ -389,8 +389,16 @@ class Attempts:
     # -- recording what happened -------------------------------------------------
 
     async def _finish(
-        self, job_id: str, sent: AttemptResult, decision: Decision, attempt: dict[str, Any], domain: str | None = None
+        self,
+        job_id: str,
+        sent: AttemptResult,
+        decision: Decision,
+        attempt: dict[str, Any],
+        domain: str | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
+        """Record the job's result in this region (``finish.lua``); the webhooks of a job it decides are
+        handed to this edge, with the job's final record when ``spec`` is given (no read back)."""
         result = RegionResult(
             job_id=job_id,
             region=self.region,
@@ -402,11 +410,15 @@ class Attempts:
         )
         run = partial(self.batch.script, self.scripts.finish)
         grace_ms = self.webhooks.grace_ms if self.webhooks is not None else 0
-        decided, handoffs = await asyncio.shield(
-            job_scripts.finish_handing_off(run, result, now_ms=_now_ms(), ttl_s=self.settings.job_ttl_s, grace_ms=grace_ms)
+        now = _now_ms()
+        decided, handoffs, final = await asyncio.shield(
+            job_scripts.finish_handing_off(run, result, now_ms=now, ttl_s=self.settings.job_ttl_s, grace_ms=grace_ms)
         )
         if handoffs and self.webhooks is not None:
-            self.webhooks.offer(handoffs)
+            known = None
+            if final is not None and spec is not None:
+                known = KnownJob(handoffs[0], final.record(result, now), final.attempts, spec)
+            self.webhooks.offer(handoffs, known)
         if decided is Finished.DECIDED:
             labelled(JOBS_FINISHED, self.region, decision.action, decision.reason or "ok").inc()
             self._race_wins.inc()

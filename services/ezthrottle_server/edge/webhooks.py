@@ -8,8 +8,9 @@ on by default):
 1. ``finish.lua``, in the step that decides the job, hands its webhooks to this
    edge: a member of the partition's hand-off set (``keys.delivery_handoff``),
    scored ``now + EZT_EDGE_WEBHOOK_GRACE_S``, returned to the caller.
-2. This edge reads the job, builds the payload (``common/webhooks.py``) and
-   claims the hand-off with ``delivery_claim.lua``: the webhooks' state is
+2. This edge builds the payload (``common/webhooks.py``) from what it sent
+   ``finish.lua`` and what the script answered (the job's own hand-off; any
+   other, such as a workflow step's, is read back first) and claims the hand-off with ``delivery_claim.lua``: the webhooks' state is
    written as the delivery service writes it; the webhooks this edge sends are
    marked as its own, the others (``regions`` without this one: another
    region's egress) are queued for the delivery service at once; the hand-off
@@ -37,6 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,16 @@ log = logging.getLogger(__name__)
 HAND_OVER_AHEAD_MS = 365 * 24 * 3600 * 1000  # a time past every hand-off's: the sweep takes it now
 HOLD_MARGIN_MS = 5000  # a claimed hand-off is held for a POST's timeout, plus this
 LIVE_REGIONS_TTL_S = 1.0  # regions with a live delivery worker, read at most this often (routes of regional webhooks)
+
+
+@dataclass(frozen=True)
+class KnownJob:
+    """A hand-off's job as the edge that just finished it knows it: what it would read back."""
+
+    member: str  # the hand-off (the job's own)
+    record: dict[str, str]  # the final record, as far as the payload reads it (job_scripts.FinalRecord.record)
+    attempts: int
+    spec: dict[str, Any]
 
 
 class EdgeWebhooks:
@@ -93,15 +105,16 @@ class EdgeWebhooks:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def offer(self, members: Iterable[str]) -> None:
-        """Deliver the hand-offs ``finish.lua`` just made; any this edge has no room for waits for the delivery service."""
+    def offer(self, members: Iterable[str], known: KnownJob | None = None) -> None:
+        """Deliver the hand-offs ``finish.lua`` just made (``known``: one of them as this edge knows it, not
+        read back); any this edge has no room for waits for the delivery service."""
         if self.settings.test_hold_edge_webhooks:  # tests only: as if this edge died right after finishing
             return
         for member in members:
             if self._stopping or len(self._tasks) >= self._capacity:
                 self._overflow.append(member)
                 continue
-            task = asyncio.create_task(self._deliver(member))
+            task = asyncio.create_task(self._deliver(member, known if known is not None and known.member == member else None))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._overflow and not self._stopping and (self._handing_over is None or self._handing_over.done()):
@@ -144,14 +157,14 @@ class EdgeWebhooks:
 
     # -- one job's webhooks ------------------------------------------------------
 
-    async def _deliver(self, member: str) -> None:
+    async def _deliver(self, member: str, known: KnownJob | None = None) -> None:
         job_id = handoff_parts(member)[0]
         try:
             async with self._started:
                 if not self.sender.started:
                     self.sender.resolver = self.executor.resolver
                     await self.sender.start()
-            await self._deliver_handoff(member)
+            await self._deliver_handoff(member, known)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -159,15 +172,18 @@ class EdgeWebhooks:
                 "sending a job's webhooks failed; the delivery service takes them after the grace", exc_info=True, extra={"job_id": job_id}
             )
 
-    async def _deliver_handoff(self, member: str) -> None:
+    async def _deliver_handoff(self, member: str, known: KnownJob | None = None) -> None:
         job_id, answered_by = handoff_parts(member)
         partition = keys.job_partition(job_id)
         assert partition is not None
         handoff = keys.delivery_handoff(partition)
-        job, attempts = await read_final_job(self.batch, job_id, answered_by)
-        if not job or job.get("state") not in FINAL_JOB_STATES:
-            return  # gone: the delivery service's sweep finds nothing to send either
-        spec = orjson.loads(job["spec"])
+        if known is not None:
+            job, attempts, spec = known.record, known.attempts, known.spec
+        else:
+            job, attempts = await read_final_job(self.batch, job_id, answered_by)
+            if not job or job.get("state") not in FINAL_JOB_STATES:
+                return  # gone: the delivery service's sweep finds nothing to send either
+            spec = orjson.loads(job["spec"])
         hooks: list[dict[str, Any]] = spec.get("webhooks") or []
         if not hooks:
             await self.batch.execute("ZREM", handoff, member)

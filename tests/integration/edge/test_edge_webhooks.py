@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from ezthrottle_server.common import keys
+from ezthrottle_server.common.batching import Batcher
 from ezthrottle_server.common.metrics import WEBHOOK_HANDED_OVER, WEBHOOK_PACED, WEBHOOK_POSTS
 from ezthrottle_server.common.webhook_signing import ezthrottle_signature, message_id, standard_signature
 from integration.delivery.helpers import HoldingReceiver
@@ -213,3 +214,45 @@ async def test_webhooks_the_edge_has_no_room_for_go_to_delivery_at_once(http, st
         assert [r.json()["job_id"] for r in hold.requests] == [first["job_id"], second["job_id"]]
     finally:
         await hold.stop()
+
+
+async def test_the_payload_the_edge_builds_without_reading_the_job_back_is_the_records(
+    http, start_edge, coordinator, delivery, redis, api_key, target, hooks_receivers, monkeypatch
+):
+    # finish.lua answers what the payload needs besides what the edge sent it: no read back for the job's own
+    # hand-off. Whatever the job went through, the body is what the record gives (common/webhooks.py build_payload).
+    import orjson
+
+    from ezthrottle_server.common.webhooks import build_payload, read_final_job
+    from ezthrottle_server.edge import webhooks as edge_webhooks
+
+    read_back: list[str] = []
+
+    async def spied(batch: Any, job_id: str, answered_by: str) -> Any:
+        read_back.append(job_id)
+        return await read_final_job(batch, job_id, answered_by)
+
+    monkeypatch.setattr(edge_webhooks, "read_final_job", spied)
+    edge = await start_edge("iad", edge_webhook_grace_s=GRACE_S, retry_backoff_base_s=0.01, retry_backoff_cap_s=0.05)
+    await set_secret(http, edge, api_key)
+    r = await hooks_receivers()
+    hook = [{"url": r.url}]
+    specs = [
+        {"url": f"{target.url}/status/200", "idempotent_key": "edge-payload-1", "metadata": {"k": "v"}},
+        {"url": target.script("edge-payload-flaky", 503, 503, 200)},  # three attempts
+        {"url": f"{target.url}/status/404"},  # failed, with its reason
+        {"url": f"{target.url}/echo", "on_success": {"url": f"{target.url}/echo?step=2"}},  # a chain: the workflow section
+    ]
+    ids = [(await submit(http, edge.url, api_key, {**spec, "webhooks": hook}))["job_id"] for spec in specs]
+    for job_id in ids:
+        await wait_hooks(redis, job_id, lambda h: h.get("quorum_met_ms"))
+    bodies = {req.json()["job_id"]: req.body for req in r.requests}
+    batch = Batcher(redis)
+    for job_id in ids:
+        record, attempts = await read_final_job(batch, job_id, job_id)
+        assert bodies[job_id] == build_payload(job_id, record, orjson.loads(record["spec"]), attempts), job_id
+    views = [orjson.loads(bodies[j]) for j in ids]
+    assert [v["status"] for v in views] == ["success", "success", "failed", "success"]
+    assert views[0]["idempotent_key"] == "edge-payload-1" and views[1]["attempts"] == 3 and views[2]["error"] == "non_retryable_status"
+    assert views[3]["workflow"]["root_job_id"] == ids[3]
+    assert read_back == []

@@ -22,7 +22,12 @@
 --
 -- Returns 1 if this call decided the job, 0 if it was already decided (the
 -- attempt is kept, marked lost), 2 if the job goes on in other regions,
--- -1 if the job is gone. With hand-offs made: {1, member, ...}.
+-- -1 if the job is gone. With hand-offs made: {1, {member, ...}, facts}, where
+-- facts, when the first hand-off is this job's own (not a fanout's), is what
+-- the finishing edge needs to build the webhooks' payload without reading the
+-- job back (common/webhooks.py build_payload; the rest it sent here):
+-- {state, error, number of attempts, customer, idempotent_key, chain, parent,
+-- root, relation} (false for a field the record lacks), else {}.
 --@include common/_ack.lua
 --@include common/_bytes.lua
 local now = tonumber(ARGV[6])
@@ -57,11 +62,18 @@ local function to_delivery(job, answer)
   end
 end
 
+local final = nil  -- {state, error} as finalize wrote them
+
 local function decided()
-  if #handoffs > 0 then
-    return {1, unpack(handoffs)}
+  if #handoffs == 0 then
+    return 1
   end
-  return 1
+  local facts = {}
+  if final and rec.mode ~= 'fanout' and handoffs[1] == ARGV[9] then
+    local f = redis.call('HMGET', KEYS[1], 'idempotent_key', 'parent', 'root', 'relation')
+    facts = {final[1], final[2], redis.call('LLEN', KEYS[2]), rec.customer or false, f[1], rec.chain or false, f[2], f[3], f[4]}
+  end
+  return {1, handoffs, facts}
 end
 
 local function ack()
@@ -74,6 +86,7 @@ local function publish(event)
 end
 
 local function finalize(state, result, reason)
+  final = {state, reason}
   if state == 'cancelled' then
     redis.call('HSETNX', KEYS[1], 'cont', 'cancelled')  -- a cancelled job's chain stops
   end
