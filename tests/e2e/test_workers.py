@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from ezthrottle_server.common.metrics import FLUSH_EVERY_S
 from support.jobs import get_job, submit, wait_final
 from support.redis_server import free_port
 from support.services import REPO
@@ -173,11 +174,13 @@ async def test_an_edge_of_two_workers_serves_one_port_sums_its_metrics_survives_
     views = [await wait_final(http, node.url, api_key, j, timeout_s=20) for j in ids]
     assert {v["status"] for v in views} == {"success"}
     assert {v["attempts"][-1]["node"] for v in views} == set(workers)  # both workers sent some
+    await asyncio.sleep(2 * FLUSH_EVERY_S)  # the other worker's counts as of its last write (common/metrics.py)
     assert sample(await node.metrics(), "ezt_jobs_submitted_total", 'region="iad"') == [30.0]
 
     # SIGKILL one worker with sends in flight: every accepted job still finishes, and it is started again.
     slow = await submit_fresh(node.url, api_key, [{"url": f"{target.url}/delay/1000?slow={i}"} for i in range(10)])
     await target.wait_for(31, timeout_s=10)  # some of them are being sent
+    await asyncio.sleep(2 * FLUSH_EVERY_S)  # what a worker killed outright keeps is what it has written
     os.kill(workers["edge-node-w0"], signal.SIGKILL)
     for job_id in slow:
         view = await wait_final(http, node.url, api_key, job_id, timeout_s=30)

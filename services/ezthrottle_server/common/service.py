@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from . import metrics
 from .config import ConfigError, Settings, load_settings
 from .http import json_response
 from .logs import setup_logging
@@ -76,6 +77,7 @@ async def serve(
         loop.add_reader(supervisor_fd, stop.set)  # readable only at EOF: the supervisor is gone
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
+    flushing = asyncio.create_task(metrics.flush_periodically()) if metrics.BUFFERED else None  # a worker's metrics file
     try:
         site: web.BaseSite
         if sock is not None:
@@ -92,6 +94,9 @@ async def serve(
         if supervisor_fd >= 0:
             loop.remove_reader(supervisor_fd)
         await runner.cleanup()
+        if flushing is not None:
+            flushing.cancel()
+            await asyncio.gather(flushing, return_exceptions=True)
         log.info("stopped")
 
 
