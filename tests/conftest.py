@@ -12,7 +12,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from ezthrottle_server.common import apikeys
+from ezthrottle_server.common import apikeys, webhooks
 from ezthrottle_server.common.config import Settings
 from ezthrottle_server.common.redisconn import connect
 from support.redis_cluster import redis_cluster, session_cluster_wanted
@@ -46,6 +46,7 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     if isinstance(client, RedisCluster):
         client.command_flags["KEYS"] = RedisCluster.PRIMARIES  # tests list keys of every master, merged
     await flush_all(client)
+    webhooks._secrets.clear()  # the secrets this process kept (for a second) were the flushed Redis's
     try:
         yield client
     finally:

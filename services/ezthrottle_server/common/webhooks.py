@@ -160,6 +160,32 @@ class SendEntry:
     edge: bool = False
 
 
+# -- a customer's signing secrets, as this process last read them ----------------------------------
+
+SECRETS_FRESH_S = 1.0  # a customer's secrets are read again after this; this process's own writes forget them at once
+SECRETS_KEPT = 10_000  # customers whose secrets a process keeps at most (the longest kept go first)
+_secrets: dict[str, tuple[float, WebhookSecrets]] = {}  # customer -> (read until, opened)
+
+
+def forget_secrets(customer: str) -> None:
+    """The customer's secrets changed (the secrets API of this process): the next webhook reads them again."""
+    _secrets.pop(customer, None)
+
+
+def _fresh_secrets(customer: str) -> WebhookSecrets | None:
+    known = _secrets.get(customer)
+    if known is None or known[0] <= time.monotonic():
+        return None
+    return known[1]
+
+
+def _keep_secrets(customer: str, secrets: WebhookSecrets) -> None:
+    _secrets.pop(customer, None)
+    while len(_secrets) >= SECRETS_KEPT:
+        del _secrets[next(iter(_secrets))]
+    _secrets[customer] = (time.monotonic() + SECRETS_FRESH_S, secrets)
+
+
 class WebhookPoster:
     """Signed webhook POSTs of one process, at most ``delivery_concurrency`` at once, each recorded."""
 
@@ -193,8 +219,14 @@ class WebhookPoster:
 
     # -- secrets ---------------------------------------------------------------
 
-    def read_secrets(self, customer: str) -> asyncio.Future[Any]:
-        """The customer's stored (primary, secondary), as read, batched."""
+    def read_secrets(self, customer: str) -> asyncio.Future[Any] | None:
+        """The customer's stored (primary, secondary), as read, batched; None while this process read them
+        less than SECRETS_FRESH_S ago (:meth:`secrets` answers them without a read)."""
+        if _fresh_secrets(customer) is not None:
+            return None
+        return self._read_secrets(customer)
+
+    def _read_secrets(self, customer: str) -> asyncio.Future[Any]:
         return self.batch.execute("HMGET", keys.webhook_secrets(customer), "primary", "secondary")
 
     async def secrets(self, customer: str, stored: asyncio.Future[Any] | None = None) -> WebhookSecrets | None:
@@ -202,10 +234,22 @@ class WebhookPoster:
 
         ``stored``: their read, already under way. Raises SecretBoxError when
         they are sealed with a key this process lacks.
+
+        Secrets read (and opened) here are kept for SECRETS_FRESH_S: a rotation
+        (the new secret primary, the old one secondary) reaches this process's
+        signatures within that time, while receivers accept either. No secrets
+        is never kept, so the first webhook after a customer sets some is signed.
         """
-        primary, secondary = await (stored if stored is not None else self.read_secrets(customer))
+        known = _fresh_secrets(customer)
+        if known is not None:
+            return known
+        primary, secondary = await (stored if stored is not None else self._read_secrets(customer))
         opened = open_webhook_secrets(self.box, customer, primary, secondary or None)
-        return WebhookSecrets(*opened) if opened else None
+        if not opened:
+            return None
+        secrets = WebhookSecrets(*opened)
+        _keep_secrets(customer, secrets)
+        return secrets
 
     # -- pace ------------------------------------------------------------------
 

@@ -314,8 +314,9 @@ class DeliveryWorker(StreamWorker):
         # in the same round trip as the webhook's state (a retry's entry does not).
         stored: asyncio.Future[Any] | None = None
         if customer_hint:
-            stored = self.poster.read_secrets(customer_hint)
-            stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
+            stored = self.poster.read_secrets(customer_hint)  # None: this process has them from the last second
+            if stored is not None:
+                stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
         customer, payload, url, state, attempts, since_ms, regions, window_base = await self.batch.execute(
             "HMGET",
             hooks_key,

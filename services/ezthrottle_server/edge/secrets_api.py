@@ -8,7 +8,10 @@ they are kept in ``keys.webhook_secrets(customer)`` sealed with
 given otherwise. They never leave the server whole: reads show the first 4
 and last 3 characters (``your_secret_min_16_chars`` -> ``your****ars``), and
 nothing logs them. A stored secret this node cannot open (sealed with a key
-its ``EZT_SECRETS_KEYS`` lacks) answers 503 ``secrets_unavailable``.
+its ``EZT_SECRETS_KEYS`` lacks) answers 503 ``secrets_unavailable``. A change
+signs the webhooks of the process that made it at once, and every other
+process's within a second (each keeps what it read for that long:
+``common/webhooks.py``); a customer's first secrets sign at once everywhere.
 
 - POST ``{"primary_secret": str, "secondary_secret"?: str | null}`` sets both
   (a POST without a secondary removes the old one) -> 200 with the masked view.
@@ -34,6 +37,7 @@ from ..common import hashes, keys
 from ..common.errors import ApiError
 from ..common.http import json_response, read_json
 from ..common.secretbox import SecretBox, SecretBoxError, open_webhook_secrets, seal_webhook_secrets
+from ..common.webhooks import forget_secrets
 from .context import CTX
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,7 @@ async def set_secrets(request: web.Request) -> web.Response:
     assert primary is not None
     fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, primary, secondary)
     await hashes.replace(ctx.scripts.replace_hash, keys.webhook_secrets(customer), fields)  # old secondary gone in the same step
+    forget_secrets(customer)
     log.info("webhook secrets set (secondary: %s)", "yes" if secondary else "no", extra={"customer": customer})
     return json_response({"status": "ok", "message": "Webhook secrets saved", **_view(customer, primary, secondary)})
 
@@ -131,6 +136,7 @@ async def rotate_secrets(request: web.Request) -> web.Response:
         fields = seal_webhook_secrets(SecretBox(ctx.settings.secrets_keys), customer, new, old)
         key = keys.webhook_secrets(customer)
         if await hashes.replace(ctx.scripts.replace_hash, key, fields, unless_changed=("primary", stored_primary)):
+            forget_secrets(customer)
             log.info("webhook secret rotated (secondary: %s)", "previous primary" if old else "none", extra={"customer": customer})
             return json_response({"status": "ok", "message": "Webhook secret rotated", **_view(customer, new, old)})
     raise ApiError("conflict", "the webhook secrets changed while rotating three times in a row; try again")
@@ -140,6 +146,7 @@ async def delete_secrets(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await ctx.auth.customer(request)
     deleted = await ctx.redis.delete(keys.webhook_secrets(customer))
+    forget_secrets(customer)
     if deleted:
         log.info("webhook secrets deleted", extra={"customer": customer})
     return json_response({"status": "ok", "message": "Webhook secrets deleted"})

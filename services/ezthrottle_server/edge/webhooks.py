@@ -212,8 +212,9 @@ class EdgeWebhooks:
             ttl_s=self.settings.job_ttl_s,
         )
         # the customer's secrets are read in the claim's round trip (batched), before it is known to be needed
-        stored = self.poster.read_secrets(job["customer"])
-        stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
+        stored = self.poster.read_secrets(job["customer"])  # None: this process has them from the last second
+        if stored is not None:
+            stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
         run = partial(self.batch.script, self._claim)
         own = await asyncio.shield(
             delivery_scripts.claim(
