@@ -56,7 +56,7 @@ async def queued_left(redis: RedisClient, settings: Settings, customer: str, par
     return max(0, ceiling - sum(int(v or 0) for v in counts))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ticket:
     """A validated job about to be written (:func:`ticket`): its idempotent key, partition, id and record."""
 

@@ -23,7 +23,7 @@ from . import keys
 from .scripting import ScriptRun, answered
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PlannedHook:
     """One webhook as it enters delivery."""
 
@@ -33,7 +33,7 @@ class PlannedHook:
     route: str  # the send stream it is queued on ('' in a claim: the edge sends it itself)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Plan:
     """A finished job's webhooks as ``_webhook_plan.lua`` writes them: every one pending, its window starting now."""
 
@@ -91,7 +91,7 @@ class Applied(IntEnum):
     APPLIED = 1
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PostRecord:
     """What one POST came to, as ``delivery_record.lua`` records it."""
 
@@ -108,7 +108,7 @@ class PostRecord:
     region: str  # '' for none
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Recorded:
     applied: Applied
     quorum_met_now: bool  # this POST's vote made the quorum

@@ -37,7 +37,7 @@ class Submitted(IntEnum):
     BYTES_FULL = 4  # the customer's byte budget (common/storage.py): nothing written
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SubmitReply:
     submitted: Submitted
     job_id: str  # the new job's, or the existing one's for a duplicate
@@ -52,7 +52,7 @@ class SubmitReply:
         return cls(submitted, str(reply[1] or ""), str(reply[2] or ""), int(reply[3]) if len(reply) > 3 else 0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Submission:
     """Everything ``submit.lua`` writes for one new job."""
 
@@ -113,7 +113,7 @@ async def submit_and_take(run: ScriptRun, submission: Submission, take_keys: Seq
 # -- start_attempt.lua -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class JobState:
     """The job as an attempt starts it (``start_attempt.lua``'s answer), parsed once."""
 
@@ -198,7 +198,7 @@ class Finished(IntEnum):
     REGION_OUT = 2  # the job goes on in other regions
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RegionResult:
     """The job's result in one region, as ``finish.lua`` records it."""
 
@@ -212,7 +212,7 @@ class RegionResult:
     entry_id: str = ""  # a stream entry it acknowledges
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FinalRecord:
     """What ``finish.lua`` answers the edge that decided a job and took its own webhooks' hand-off: with what
     the edge sent it, the fields of the final record the webhooks' payload is built from (``build_payload``),
@@ -288,7 +288,7 @@ class Requeued(IntEnum):
     QUEUED = 1
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NextAttempt:
     job_id: str
     region: str  # the region that tried

@@ -119,7 +119,7 @@ def memory_ceiling(info: dict[str, object]) -> int:
     return int(machine * MACHINE_MEMORY_SHARE)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Room:
     """What ``submit.lua`` is told of the customer's budget in one partition."""
 

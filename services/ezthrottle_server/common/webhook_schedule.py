@@ -33,7 +33,7 @@ from .deliveries import BLOCKED, DEAD, DELIVERED, GONE, WINDOW_EXHAUSTED
 RETRY = "retry"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     action: str  # DELIVERED, RETRY or DEAD
     delay_s: float = 0.0

@@ -26,7 +26,7 @@ from .outbound import OutboundPolicy, connect_error_text, make_connector
 USER_AGENT = "EZThrottle-Webhooks/1"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SendResult:
     status_code: int | None = None
     error: str | None = None  # why no answer, or None

@@ -134,7 +134,7 @@ def handoff_parts(member: str) -> tuple[str, str]:
 # -- one POST ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HookState:
     """One webhook as its hash holds it (``common/deliveries.py``), what a POST of it needs."""
 
@@ -149,7 +149,7 @@ class HookState:
     window_base: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SendEntry:
     """Where a POST came from: a send stream's entry (acknowledged with the record), or none (``entry_id=""``:
     the edge's first attempt; ``edge=True`` then, so a send held back is no longer the edge's)."""

@@ -61,7 +61,7 @@ def checked_job(ctx: EdgeContext, payload: Any, now_ms: int, path: str = "") -> 
     return job
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Answer:
     """What the API answers for one accepted job: its status alone, its body, and a taken job's send."""
 

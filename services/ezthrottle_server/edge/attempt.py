@@ -74,7 +74,7 @@ UNSENT = TargetHints()  # the job ended cancelled or expired as it started: neve
 HELD_BY_KEY = TargetHints()  # its flow-control key held it back: deferred, never sent, the rate gets its interval back
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FirstSend:
     """What the first attempt of a job this node just accepted needs, known without reading the record."""
 

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 NO_TAKE_S = 0.05  # after take.lua said no for a scope, accepted jobs take the usual way this long
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Accepted:
     job_id: str
     idempotent_key: str
@@ -56,18 +56,18 @@ class Accepted:
     send: Callable[[], None] | None = None  # a taken job: sends it; run once its answer is written
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Duplicate:
     job_id: str  # the first job's
     idempotent_key: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Refused:
     error: ApiError  # 429: the quota is spent, or the customer has its ceiling of jobs not yet final
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TakePlan:
     """A send slot held for a job accepted on one Redis, and what accept.lua needs to take it."""
 

@@ -28,7 +28,7 @@ from .executor import BLOCKED, CONNECTION, REDIRECTS, TIMEOUT, AttemptResult
 SUCCESS, FAILED, RETRY, REROUTE = "success", "failed", "retry", "reroute"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     action: str  # SUCCESS, FAILED, RETRY or REROUTE
     reason: str = ""

@@ -66,7 +66,7 @@ HOLD_MARGIN_MS = 5000  # a claimed hand-off is held for a POST's timeout, plus t
 LIVE_REGIONS_TTL_S = 1.0  # regions with a live delivery worker, read at most this often (routes of regional webhooks)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class KnownJob:
     """A hand-off's job as the edge that just finished it knows it: what it would read back."""
 

@@ -64,7 +64,7 @@ FINAL_STATES = frozenset({"success", "failed", "cancelled", "expired"})  # skipp
 ACCEPTED_HINTS = 4096  # jobs this node's API just accepted, remembered until its reader parks them
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Taken:
     """A lease the fast path holds on a job this node is accepting (``edge/intake.py``)."""
 

@@ -25,7 +25,7 @@ PAUSING_STATUSES = frozenset({429, 503})
 _MAX_CONCURRENT_SANE = 1_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TargetHints:
     rps: float | None = None
     max_concurrent: int | None = None

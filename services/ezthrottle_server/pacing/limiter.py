@@ -106,7 +106,7 @@ def job_of(lease: str) -> str:
     return job if sep and n.isdigit() else lease
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Grant:
     status: str  # OK, PAUSED, BUSY or EMPTY
     next_ms: int  # when the scope may grant again (-1: nothing waits or runs)
