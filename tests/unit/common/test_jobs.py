@@ -131,3 +131,20 @@ def test_hash_key_depends_on_customer_method_url_body():
     assert hash_key("acme", base) != hash_key("globex", base)
     assert hash_key("acme", base) != hash_key("acme", check({"url": "https://a.test", "method": "POST", "body": "y"}))
     assert hash_key("acme", base) != hash_key("acme", check({"url": "https://b.test", "method": "POST", "body": "x"}))
+
+
+@pytest.mark.parametrize("levels", [1, 15, 16, 17, 40])
+def test_metadata_nested_up_to_sixteen_levels_is_accepted_and_deeper_refused(levels):
+    from ezthrottle_server.common.jobs import MAX_METADATA_DEPTH
+
+    inner: object = [1, "x", None]  # one level: an array of scalars
+    for i in range(levels - 2):
+        inner = [inner, 3] if i % 2 else {"k": inner, "s": "v"}
+    metadata = {"top": inner, "n": 2} if levels >= 2 else {"leaf": 1}  # an object, as metadata must be
+    payload = {"url": "http://127.0.0.1:9/x", "metadata": metadata}
+    if levels <= MAX_METADATA_DEPTH:
+        assert check(payload)["metadata"] == metadata
+    else:
+        with pytest.raises(ApiError) as err:
+            check(payload)
+        assert "levels deep" in err.value.message
