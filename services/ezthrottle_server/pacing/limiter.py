@@ -45,9 +45,10 @@ SCRIPT_NAMES = ("admit", "grant", "take", "release", "renew", "late", "describe"
 OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 
 # space.lua records a send this far ahead at most (ms): how long its answer lately took to come
-# back here (see Limiter.until_spaced), the most recent slowest, fading 2% an answer.
+# back here (see Limiter.until_spaced), the slowest recent one, fading by half every AHEAD_HALF_LIFE_S
+# (in time, not answers: one slow answer on a quiet node must not hold a low-rate domain back for long).
 MAX_AHEAD_MS = 250.0
-AHEAD_FADE = 0.98
+AHEAD_HALF_LIFE_S = 0.5
 
 
 def _now_ms() -> float:
@@ -212,7 +213,7 @@ class Limiter:
         self._late_running: set[Scope] = set()  # scopes with a late report in flight
         self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
         self._recording: set[asyncio.Future[Any]] = set()  # sends recorded again as they leave (until_spaced)
-        self._ahead_ms = 0.0  # how long space.lua's answers lately took to come back (until_spaced)
+        self._ahead = (0.0, 0.0)  # the slowest recent answer of space.lua (ms), and when (perf_counter): until_spaced
 
     # -- keys --------------------------------------------------------------
 
@@ -474,7 +475,7 @@ class Limiter:
         busy node (a loop turn's batch, a process the machine put aside) is
         some milliseconds after the script ran. It is recorded that much
         ahead: as far as the answers of this process have lately taken (their
-        slowest, fading), at most :data:`MAX_AHEAD_MS`. A record ahead of its
+        slowest, fading by half every :data:`AHEAD_HALF_LIFE_S`), at most :data:`MAX_AHEAD_MS`. A record ahead of its
         send only makes the window stricter. An answer slower than that by
         more than the tolerance means the send leaves later than recorded: it
         is recorded again as it leaves, so the sends after it count from then
@@ -484,14 +485,16 @@ class Limiter:
         waited = 0.0
         while waited < max_wait_s:
             asked = time.perf_counter()
-            ahead = self._ahead_ms
+            ahead = self.ahead_ms(asked)
             try:
                 wait_ms = await self.space(scope, lease, ahead_ms=ahead)
             except Exception:
                 log.warning("could not space a send of %s; it leaves now", scope, exc_info=True)
                 return waited
-            took = (time.perf_counter() - asked) * 1000
-            self._ahead_ms = min(MAX_AHEAD_MS, max(took, ahead * AHEAD_FADE))
+            answered = time.perf_counter()
+            took = (answered - asked) * 1000
+            if took > self.ahead_ms(answered):
+                self._ahead = (min(MAX_AHEAD_MS, took), answered)
             if wait_ms <= 0:
                 if took > ahead + self.policy.tolerance_ms:
                     self._record_again(scope, lease)
@@ -500,6 +503,14 @@ class Limiter:
             await asyncio.sleep(pause)
             waited += pause
         return waited
+
+    def ahead_ms(self, at: float | None = None) -> float:
+        """How far ahead ``space.lua`` records a send of this process now (ms; ``at``: a ``perf_counter`` time)."""
+        slowest, when = self._ahead
+        if slowest <= 0.0:
+            return 0.0
+        elapsed = max(0.0, (time.perf_counter() if at is None else at) - when)
+        return float(slowest * 0.5 ** (elapsed / AHEAD_HALF_LIFE_S))
 
     async def circuit_open(self, scope: Scope) -> bool:
         """Whether the scope's circuit breaker is open or half-open (``release.lua`` opens it; see ``circuit()``)."""

@@ -2,13 +2,14 @@
 
 import asyncio
 import itertools
+import time
 
 import pytest
 import pytest_asyncio
 
 from ezthrottle_server.common import keys
 from ezthrottle_server.pacing.hints import TargetHints
-from ezthrottle_server.pacing.limiter import BUSY, EMPTY, OK, PAUSED, Limiter, PacingPolicy
+from ezthrottle_server.pacing.limiter import AHEAD_HALF_LIFE_S, BUSY, EMPTY, MAX_AHEAD_MS, OK, PAUSED, Limiter, PacingPolicy
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
 from ezthrottle_server.pacing.scope import SHARED, Scope
 
@@ -479,16 +480,28 @@ async def test_a_send_recorded_ahead_counts_from_then_and_keeps_the_log_alive_th
 async def test_answers_that_came_back_slowly_make_the_next_sends_recorded_ahead_and_not_again(redis):
     limiter = Limiter(redis, PacingPolicy(tolerance_ms=5.0), "iad")
     sent = keys.pacing_sent(DOMAIN, SHARED)
-    limiter._ahead_ms = 200.0  # as after an answer that took 200 ms on a busy loop
+    limiter._ahead = (200.0, time.perf_counter())  # as after an answer that took 200 ms on a busy loop
     seconds, micros = await redis.time()
     before_ms = seconds * 1000 + micros / 1000
     assert await limiter.until_spaced(SCOPE, "a@1", max_wait_s=1.0) == 0.0
     recorded = await redis.zscore(sent, "a@1")
-    assert before_ms + 200 <= recorded <= before_ms + 200 + 1_000
+    assert before_ms + 150 <= recorded <= before_ms + 200 + 1_000
     await asyncio.sleep(0.05)
     assert not limiter._recording  # answered sooner than recorded for: not recorded again
     assert await redis.zscore(sent, "a@1") == recorded
-    assert 0 < limiter._ahead_ms < 200.0  # fades after faster answers
+
+
+async def test_the_lead_fades_by_half_every_half_second_and_follows_a_slower_answer(redis):
+    limiter = Limiter(redis, PacingPolicy(), "iad")
+    assert limiter.ahead_ms() == 0.0
+    t = time.perf_counter()
+    limiter._ahead = (200.0, t)
+    assert limiter.ahead_ms(t) == 200.0
+    assert limiter.ahead_ms(t + AHEAD_HALF_LIFE_S) == pytest.approx(100.0)
+    assert limiter.ahead_ms(t + 10 * AHEAD_HALF_LIFE_S) < 0.2  # a quiet node forgets one slow answer in seconds
+    limiter._ahead = (0.0, 0.0)
+    assert await limiter.until_spaced(SCOPE, "a@1", max_wait_s=1.0) == 0.0
+    assert 0.0 < limiter.ahead_ms() <= MAX_AHEAD_MS  # the answer just taken: the slowest recent one
 
 
 async def test_a_late_send_moved_to_when_it_left_keeps_the_log_alive_that_much_longer(limiter, redis):
