@@ -214,30 +214,25 @@ class RegionResult:
 
 @dataclass(slots=True)
 class FinalRecord:
-    """What ``finish.lua`` answers the edge that decided a job and took its own webhooks' hand-off: with what
-    the edge sent it, the fields of the final record the webhooks' payload is built from (``build_payload``),
-    so that the edge need not read the job back."""
+    """What ``finish.lua`` answers the edge that decided a job and took its own webhooks' hand-off, with what
+    the edge sent it: the final record as far as the webhooks' payload reads it (``build_payload``), so that
+    the edge need not read the job back."""
 
-    state: str
-    error: str
+    record: dict[str, str]  # as HGETALL would read it now: state, result, winner, finished_ms, error, and FIELDS
     attempts: int  # the attempts list's length
-    fields: dict[str, str]  # customer, idempotent_key, chain, parent, root, relation: those the record has
+
+    FIELDS = ("customer", "idempotent_key", "chain", "parent", "root", "relation")  # finish.lua's facts, in order
 
     @classmethod
-    def parse(cls, facts: Sequence[Any]) -> FinalRecord | None:
+    def parse(cls, facts: Sequence[Any], result_json: bytes, region: str, finished_ms: int) -> FinalRecord | None:
         if not facts:
             return None
         state, error, attempts, *rest = facts
-        names = ("customer", "idempotent_key", "chain", "parent", "root", "relation")
-        return cls(str(state), str(error or ""), int(attempts), {n: str(v) for n, v in zip(names, rest) if v is not None})
-
-    def record(self, result: RegionResult, finished_ms: int) -> dict[str, str]:
-        """The job's record as ``HGETALL`` would read it now, as far as the payload reads it."""
-        record = {**self.fields, "state": self.state, "result": orjson.dumps(result.result).decode(), "winner": result.region}
-        record["finished_ms"] = str(finished_ms)
-        if self.error:
-            record["error"] = self.error
-        return record
+        record = {n: str(v) for n, v in zip(cls.FIELDS, rest) if v is not None}
+        record.update(state=str(state), result=result_json.decode(), winner=region, finished_ms=str(finished_ms))
+        if error:
+            record["error"] = str(error)
+        return cls(record, int(attempts))
 
 
 async def finish(run: ScriptRun, result: RegionResult, *, now_ms: int, ttl_s: int) -> Finished:
@@ -253,23 +248,24 @@ def finish_handing_off(
     and (its own hand-off first, not a fanout's) what its payload is built from.
     A future (:func:`~.scripting.answered`)."""
     p = keys.partition_of(result.job_id)
+    result_json = orjson.dumps(result.result)
     call = run(
         keys=[
             keys.job(result.job_id), keys.attempts(result.job_id), keys.region_stream(p, result.region),
             keys.deliveries(p), keys.workflow_spawn(p), keys.queued(p), keys.delivery_handoff(p), storage.kept_key(p, ttl_s, now_ms),
         ],
         args=[
-            result.group, result.entry_id, result.kind.value, orjson.dumps(result.result), result.region, now_ms,
+            result.group, result.entry_id, result.kind.value, result_json, result.region, now_ms,
             orjson.dumps(result.attempt) if result.attempt is not None else "", ttl_s, result.job_id, result.reason,
             keys.job_events(result.job_id), grace_ms,
         ],
     )  # fmt: skip
-    return answered(call, _finished)
+    return answered(call, lambda reply: _finished(reply, result_json, result.region, now_ms))
 
 
-def _finished(reply: Any) -> tuple[Finished, list[str], FinalRecord | None]:
+def _finished(reply: Any, result_json: bytes, region: str, now_ms: int) -> tuple[Finished, list[str], FinalRecord | None]:
     if isinstance(reply, list):
-        return Finished(int(reply[0])), [str(m) for m in reply[1]], FinalRecord.parse(reply[2])
+        return Finished(int(reply[0])), [str(m) for m in reply[1]], FinalRecord.parse(reply[2], result_json, region, now_ms)
     return Finished(int(reply)), [], None
 
 

@@ -53,11 +53,7 @@ def flush() -> None:
         value._file.write_value(value._key, value._value, value._timestamp)
 
 
-def _bufferable(cls: Any) -> bool:
-    return bool(getattr(cls, "_multiprocess", False)) and all(hasattr(cls, a) for a in ("inc", "set", "get"))
-
-
-BUFFERED = _bufferable(_values.ValueClass)  # PROMETHEUS_MULTIPROC_DIR was set when this process started
+BUFFERED = bool(getattr(_values.ValueClass, "_multiprocess", False))  # PROMETHEUS_MULTIPROC_DIR was set when this process started
 if BUFFERED:
     _values.ValueClass = _buffered(_values.ValueClass)
     atexit.register(flush)

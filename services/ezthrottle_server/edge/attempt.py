@@ -417,7 +417,7 @@ class Attempts:
         if handoffs and self.webhooks is not None:
             known = None
             if final is not None and spec is not None:
-                known = KnownJob(handoffs[0], final.record(result, now), final.attempts, spec)
+                known = KnownJob(handoffs[0], final.record, final.attempts, spec)
             self.webhooks.offer(handoffs, known)
         if decided is Finished.DECIDED:
             labelled(JOBS_FINISHED, self.region, decision.action, decision.reason or "ok").inc()
