@@ -25,6 +25,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -49,6 +50,7 @@ OK, PAUSED, BUSY, EMPTY = "ok", "paused", "busy", "empty"
 # (in time, not answers: one slow answer on a quiet node must not hold a low-rate domain back for long).
 MAX_AHEAD_MS = 250.0
 AHEAD_HALF_LIFE_S = 0.5
+SCOPE_KEYS_KEPT = 4096  # scopes whose keys a Limiter keeps written (_keys)
 
 
 def _now_ms() -> float:
@@ -88,8 +90,11 @@ class PacingPolicy:
         )
 
     def args(self, now_ms: float | None = None) -> list[Any]:
-        return [
-            "" if now_ms is None else repr(float(now_ms)),
+        return ["" if now_ms is None else repr(float(now_ms)), *self._args_after_now]
+
+    @cached_property
+    def _args_after_now(self) -> tuple[Any, ...]:  # the same for every call: written once (a few a job)
+        return (
             repr(float(self.default_rps)),
             self.default_max_concurrent,
             repr(float(self.max_rps)),
@@ -98,7 +103,7 @@ class PacingPolicy:
             repr(float(self.rate_margin)),
             repr(float(self.tolerance_ms)),
             repr(float(self.handoff_grace_ms)),
-        ]
+        )
 
 
 def job_of(lease: str) -> str:
@@ -214,21 +219,29 @@ class Limiter:
         self._late_again: dict[Scope, float] = {}  # scope -> lateness reported meanwhile (ms)
         self._recording: set[asyncio.Future[Any]] = set()  # sends recorded again as they leave (until_spaced)
         self._ahead = (0.0, 0.0)  # the slowest recent answer of space.lua (ms), and when (perf_counter): until_spaced
+        self._scope_keys: dict[tuple[Scope, str], tuple[str, ...]] = {}  # each scope's keys, written once (several calls a job)
 
     # -- keys --------------------------------------------------------------
 
-    def _keys(self, scope: Scope, region: str | None = None) -> list[str]:
+    def _keys(self, scope: Scope, region: str | None = None) -> tuple[str, ...]:
         region = region or self.region
         assert region is not None, "this Limiter has no region"
+        known = self._scope_keys.get((scope, region))
+        if known is not None:
+            return known
         d, who = scope.domain, scope.who
-        return [
+        found = (
             keys.pacing_conf(d),
             keys.pacing_limit(d, who),
             keys.pacing_wait(d, who, region),
             keys.pacing_fair(d, who),
             keys.pacing_running(d, who, region),
             *(keys.pacing_wait(d, who, r) for r in self.regions if r != region),
-        ]
+        )
+        if len(self._scope_keys) >= SCOPE_KEYS_KEPT:  # many scopes (per customer, per credential): start again
+            self._scope_keys.clear()
+        self._scope_keys[(scope, region)] = found
+        return found
 
     @property
     def ready_key(self) -> str:

@@ -525,3 +525,37 @@ async def test_a_late_send_whose_record_is_gone_is_recorded_anew(redis):
         while await redis.zscore(sent, "a@1") is None:
             await asyncio.sleep(0.001)
     assert await redis.zcard(sent) == 1
+
+
+async def test_a_scopes_keys_are_written_once_and_the_kept_ones_are_bounded(redis, monkeypatch):
+    from ezthrottle_server.pacing import limiter as limiter_module
+
+    limiter = Limiter(redis, PacingPolicy(), "iad", regions=["iad", "fra", "sin"])
+    shared, acme = Scope(DOMAIN), Scope(DOMAIN, "acme")
+    first = limiter._keys(shared)
+    assert first == (
+        keys.pacing_conf(DOMAIN), keys.pacing_limit(DOMAIN, SHARED), keys.pacing_wait(DOMAIN, SHARED, "iad"),
+        keys.pacing_fair(DOMAIN, SHARED), keys.pacing_running(DOMAIN, SHARED, "iad"),
+        keys.pacing_wait(DOMAIN, SHARED, "fra"), keys.pacing_wait(DOMAIN, SHARED, "sin"),
+    )  # fmt: skip
+    assert limiter._keys(shared) is first  # kept, not written again
+    assert limiter._keys(acme)[1] == keys.pacing_limit(DOMAIN, "acme")
+    fra = limiter._keys(shared, "fra")  # another region's view of the same scope: its own queue and leases first
+    own = (keys.pacing_wait(DOMAIN, SHARED, "fra"), keys.pacing_fair(DOMAIN, SHARED), keys.pacing_running(DOMAIN, SHARED, "fra"))
+    assert fra[2:5] == own
+    assert set(fra[5:]) == {keys.pacing_wait(DOMAIN, SHARED, "iad"), keys.pacing_wait(DOMAIN, SHARED, "sin")}
+    monkeypatch.setattr(limiter_module, "SCOPE_KEYS_KEPT", 5)
+    for i in range(12):  # many scopes (one per customer): the kept keys stay under the bound, each still right
+        scope = Scope(DOMAIN, f"c{i}")
+        assert limiter._keys(scope)[1] == keys.pacing_limit(DOMAIN, f"c{i}")
+        assert len(limiter._scope_keys) <= 5
+    assert limiter._keys(shared) == first
+
+
+async def test_the_policys_arguments_are_the_clock_then_the_defaults():
+    policy = PacingPolicy(default_rps=3.0, max_concurrent=7, tolerance_ms=4.0)
+    assert policy.args() == ["", "3.0", 2, "100.0", 7, 3_600_000, "0.01", "4.0", "50.0"]
+    assert policy.args(T0) == [repr(T0), *policy.args()[1:]]
+    a = policy.args()
+    a.append("x")  # a caller's list is its own
+    assert policy.args() == ["", "3.0", 2, "100.0", 7, 3_600_000, "0.01", "4.0", "50.0"]
