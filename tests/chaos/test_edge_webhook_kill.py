@@ -8,8 +8,10 @@ only when its time has passed. Two deaths:
 - after finish, before the claim: the edge runs with the test-only
   ``test_hold_edge_webhooks`` (it finishes jobs and never takes their webhooks,
   as if it died right there), then is killed;
-- mid-POST, after the claim: the receiver holds the edge's POST open, and the
-  edge is killed while it waits.
+- mid-POST: the receiver holds the edge's POST open, and the edge is killed
+  while it waits. A job's only webhook is POSTed before its hand-off is
+  claimed (its record writes the plan): mid-POST nothing is planned yet, and
+  the edge has kept the hand-off from the sweep for one POST more.
 
 The edge is a real process (launched with that setting, which no environment
 variable sets); the delivery service runs in the test's process and is
@@ -18,6 +20,7 @@ running all along, so it also shows it does not take a hand-off early.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -38,6 +41,7 @@ from support.targets import WebhookReceiver
 pytestmark = pytest.mark.asyncio
 
 GRACE_S = 1.0
+POST_TIMEOUT_S = 5.0  # the edge's: its held POST is still going when it is killed
 
 # An edge with settings from the environment, plus the test-only hold (no environment variable sets it).
 LAUNCHER = """
@@ -61,7 +65,7 @@ async def _start_edge(tmp_path: Path, redis_url: str, http: Any, mode: str) -> t
         EZT_PORT=str(port),
         EZT_NODE_ID=f"edge-doomed-{mode}",
         EZT_EDGE_WEBHOOK_GRACE_S=str(GRACE_S),
-        EZT_DELIVERY_TIMEOUT_S="2",
+        EZT_DELIVERY_TIMEOUT_S=str(POST_TIMEOUT_S),
     )
     log = tmp_path / f"edge-{mode}.log"
     with open(log, "ab") as out:
@@ -156,9 +160,18 @@ async def test_edge_killed_mid_post_delivery_sends_again_and_the_vote_counts_onc
             job = await submit(http, url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": f"{hold.url}/hook"}]})
             job_id = job["job_id"]
             p = keys.job_partition(job_id)
-            await hold.wait_for(1)  # the edge claimed the webhook and is mid-POST
-            hooks = await redis.hgetall(keys.job_webhooks(job_id))
-            assert hooks["0:state"] == "pending" and hooks["0:edge"] == "edge-doomed-normal"
+            await hold.wait_for(1)  # the edge is mid-POST, the job's webhook not planned yet
+            assert await redis.exists(keys.job_webhooks(job_id)) == 0
+            finished_ms = int(await redis.hget(keys.job(job_id), "finished_ms"))
+            assert await redis.zscore(keys.delivery_handoff(p), job_id) == finished_ms + GRACE_S * 1000
+
+            async def held() -> Any:  # half the grace into the POST: held for one POST more (its timeout, a 5 s margin)
+                score = await redis.zscore(keys.delivery_handoff(p), job_id)
+                return score is not None and score >= finished_ms + (GRACE_S / 2 + GRACE_S + POST_TIMEOUT_S + 5) * 1000
+
+            await wait_until(held, 10, "the edge to hold the hand-off through its slow POST")
+            await asyncio.sleep(GRACE_S)  # past the grace: the delivery service leaves it alone while the edge holds it
+            assert await redis.exists(keys.job_webhooks(job_id)) == 0 and len(hold.requests) == 1
             _kill9(proc)
 
             async def delivered() -> Any:

@@ -121,12 +121,30 @@ class Recorded:
 
 
 def record(
-    run: ScriptRun, o: PostRecord, *, stream: str, group: str, entry_id: str, now_ms: int, handoff: str = ""
+    run: ScriptRun,
+    o: PostRecord,
+    *,
+    stream: str,
+    group: str,
+    entry_id: str,
+    now_ms: int,
+    handoff: str = "",
+    plan: Plan | None = None,
 ) -> asyncio.Future[Recorded]:
     """``delivery_record.lua``: record the outcome, then acknowledge the send entry (``entry_id``; '' for none);
     ``handoff``: a member of the partition's hand-off set to remove in the same step (the edge's only webhook
-    of a job). A future (:func:`~.scripting.answered`)."""
+    of a job). ``plan`` (with ``handoff``): that webhook was POSTed before it was claimed; its plan is written
+    first, unless the delivery service swept the hand-off meanwhile (then nothing is: ``Applied.GONE``).
+    A future (:func:`~.scripting.answered`)."""
     partition = keys.partition_of(o.job_id)
+    planned: list[Any] = []
+    if plan is not None:
+        assert handoff and len(plan.hooks) == 1, "a plan goes with its hand-off, for the job's only webhook"
+        hook = plan.hooks[0]
+        planned = [
+            plan.now_ms, plan.ttl_s, plan.customer, plan.quorum, plan.payload, plan.finished_ms, plan.status,
+            hook.url, 1 if hook.vote else 0, ",".join(hook.regions),
+        ]  # fmt: skip
     call = run(
         keys=[
             keys.job_webhooks(o.job_id), stream, keys.delivery_scheduled(partition), keys.delivery_dead(partition),
@@ -135,7 +153,7 @@ def record(
         args=[
             group, entry_id, o.hook, o.action, now_ms, "" if o.status_code is None else o.status_code, o.error, o.due_ms,
             f"{o.route}|{o.job_id}|{o.hook}", o.reason, o.node, o.region, o.job_id, keys.job_events(o.job_id),
-            *((handoff,) if handoff else ()),
+            *((handoff,) if handoff else ()), *planned,
         ],
     )  # fmt: skip
     return answered(call, Recorded.parse)

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from . import delivery_scripts, keys, scripting
 from .batching import Batcher
 from .config import Settings
 from .deliveries import DEAD, DELIVERED, route_for
-from .delivery_scripts import Applied, PostRecord
+from .delivery_scripts import Applied, Plan, PostRecord
 from .metrics import (
     WEBHOOK_DEAD_LETTERS,
     WEBHOOK_DELIVERIES,
@@ -160,6 +161,18 @@ class SendEntry:
     edge: bool = False
 
 
+@dataclass(slots=True)
+class Unclaimed:
+    """The edge's first POST of a job's only webhook, made before the job's hand-off is claimed (edge/webhooks.py):
+    the POST's record writes ``plan`` in its step (delivery_record.lua), unless the delivery service swept the
+    hand-off meanwhile."""
+
+    plan: Plan
+    claim: Callable[[], Awaitable[int]]  # claims the hand-off now instead (delivery_claim.lua): a POST its host's pace puts back
+    hold: Callable[[], None]  # keeps the hand-off from the sweep for one POST more: a slow POST, due at ``hold_at_ms``
+    hold_at_ms: int
+
+
 # -- a customer's signing secrets, as this process last read them ----------------------------------
 
 SECRETS_FRESH_S = 1.0  # a customer's secrets are read again after this; this process's own writes forget them at once
@@ -253,9 +266,9 @@ class WebhookPoster:
 
     # -- pace ------------------------------------------------------------------
 
-    async def _held_back_by_host_pace(self, h: HookState, src: SendEntry, live: set[str]) -> bool:
+    async def _held_back_by_host_pace(self, h: HookState, src: SendEntry, live: set[str], unclaimed: Unclaimed | None = None) -> bool:
         """Over its customer's pace at its host (``delivery_host_rps``, every sender of that customer):
-        put the send back for when there is room, no attempt spent, and say so."""
+        put the send back for when there is room, no attempt spent, and say so (``unclaimed``: claimed first)."""
         rps = self.settings.delivery_host_rps
         if rps <= 0:
             return False
@@ -264,6 +277,8 @@ class WebhookPoster:
         )  # on the Redis server's clock: every sender's
         if wait_ms <= 0:
             return False
+        if unclaimed is not None and await unclaimed.claim() <= 0:
+            return True  # the delivery service swept the hand-off meanwhile: it sends the webhook
         now = now_ms()
         due = now + wait_ms + int(self.rng.uniform(0, wait_ms))  # spread: the sends held back do not all come back at once
         route = route_for([r for r in h.regions.split(",") if r], h.attempts + 1, live)
@@ -278,15 +293,23 @@ class WebhookPoster:
     # -- the POST and its record -------------------------------------------------
 
     async def post(
-        self, h: HookState, src: SendEntry, live: set[str], stored: asyncio.Future[Any] | None = None, *, handoff: str = ""
+        self,
+        h: HookState,
+        src: SendEntry,
+        live: set[str],
+        stored: asyncio.Future[Any] | None = None,
+        *,
+        handoff: str = "",
+        unclaimed: Unclaimed | None = None,
     ) -> bool:
         """POST webhook ``h`` once (or put it back, over its host's pace) and record the outcome.
 
         ``stored``: the read of ``h.customer``'s secrets, already under way. ``handoff``: a hand-off member
         the record removes in its step (delivery_record.lua); True when it did so (recorded), False when the
-        webhook was put back instead and the caller still has it to remove.
+        webhook was put back instead and the caller still has it to remove. ``unclaimed`` (with ``handoff``):
+        the hand-off is not claimed yet; the record writes its plan.
         """
-        if await self._held_back_by_host_pace(h, src, live):
+        if await self._held_back_by_host_pace(h, src, live, unclaimed):
             return False
         body = h.payload.encode()
         attempt = h.attempts + 1
@@ -300,8 +323,15 @@ class WebhookPoster:
         else:
             headers = signed_headers(body, message_id(h.job_id, h.hook), int(time.time()), secrets)
             headers["X-EZThrottle-Attempt"] = str(attempt)
-            async with self._posts:
-                result = await self.sender.post(h.url, body, headers)
+            holding = None
+            if unclaimed is not None:  # a POST still going when the hand-off's grace is half over keeps it from the sweep
+                holding = asyncio.get_running_loop().call_later(max(0, unclaimed.hold_at_ms - now_ms()) / 1000, unclaimed.hold)
+            try:
+                async with self._posts:
+                    result = await self.sender.post(h.url, body, headers)
+            finally:
+                if holding is not None:
+                    holding.cancel()
             if not result.blocked:
                 self._posted.inc()
 
@@ -325,8 +355,18 @@ class WebhookPoster:
         )  # fmt: skip
         run = partial(self.batch.script, self.scripts.delivery_record)
         recorded = await asyncio.shield(
-            delivery_scripts.record(run, posted, stream=src.stream, group=src.group, entry_id=src.entry_id, now_ms=now, handoff=handoff)
-        )
+            delivery_scripts.record(
+                run, posted, stream=src.stream, group=src.group, entry_id=src.entry_id, now_ms=now, handoff=handoff,
+                plan=unclaimed.plan if unclaimed is not None else None,
+            )
+        )  # fmt: skip
+        if unclaimed is not None and recorded.applied is Applied.GONE:
+            log.info(  # a POST slower than the hand-off's grace and hold: the receiver may get the webhook twice (one webhook-id)
+                "webhook %s: the delivery service took it over during this POST, and sends it again",
+                h.hook,
+                extra={"job_id": h.job_id, "region": self.log_region, "webhook": host_of(h.url), "status_code": result.status_code},
+            )
+            return True
         labelled(WEBHOOK_DELIVERIES, decision.action).inc()
         if recorded.applied is Applied.APPLIED and decision.action == DEAD:
             WEBHOOK_DEAD_LETTERS.labels(decision.reason).inc()

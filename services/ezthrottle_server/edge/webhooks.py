@@ -10,25 +10,34 @@ on by default):
    scored ``now + EZT_EDGE_WEBHOOK_GRACE_S``, returned to the caller.
 2. This edge builds the payload (``common/webhooks.py``) from what it sent
    ``finish.lua`` and what the script answered (the job's own hand-off; any
-   other, such as a workflow step's, is read back first) and claims the hand-off with ``delivery_claim.lua``: the webhooks' state is
-   written as the delivery service writes it; the webhooks this edge sends are
-   marked as its own, the others (``regions`` without this one: another
-   region's egress) are queued for the delivery service at once; the hand-off
-   is held for one POST's time more.
-3. Each of its webhooks is POSTed once through the same
-   :class:`~ezthrottle_server.common.webhooks.WebhookPoster` as the delivery
-   service (host pace, outbound policy, signature, timeout, no redirects), and
-   recorded by ``delivery_record.lua``: delivered (the quorum counted), or a
-   retry scheduled for the delivery service, or a dead letter.
-4. The hand-off is removed.
+   other, such as a workflow step's, is read back first).
+3. The usual job, one webhook that this edge sends: it is POSTed at once, and
+   its record (``delivery_record.lua``) writes the webhooks' state as
+   ``delivery_claim.lua`` would have, the outcome, and the hand-off's end, in
+   one step; a POST still going when half the hand-off's grace is over holds
+   the hand-off for one POST more. Any other (several webhooks, or one for
+   another region's egress): the hand-off is claimed first with
+   ``delivery_claim.lua``, which writes the webhooks' state as the delivery
+   service writes it, marks the webhooks this edge sends as its own, queues
+   the others (``regions`` without this one) for the delivery service, and
+   holds the hand-off for one POST's time more; then each of this edge's is
+   POSTed once and recorded by ``delivery_record.lua``. Either way a POST
+   goes through the same :class:`~ezthrottle_server.common.webhooks.WebhookPoster`
+   as the delivery service's (host pace, outbound policy, signature,
+   timeout, no redirects), and its record is: delivered (the quorum counted),
+   or a retry scheduled for the delivery service, or a dead letter. One that
+   its host's pace puts back is claimed first, then left to the delivery
+   service.
+4. The hand-off is removed (by the record, for one webhook).
 
 At least once: an edge that dies (or stops, or has no room) between 1 and 4
 leaves the hand-off; when its time has passed the delivery service sweeps it
 (``delivery_sweep.lua``): a job not claimed enters delivery as before, and a
 claimed one's webhooks still pending and this edge's are queued to be sent.
 Never twice in the normal case: the delivery service takes only hand-offs
-whose time has passed, and the claim and the sweep are each atomic, so one of
-them has it. A POST slower than the time the hand-off is held for may be
+whose time has passed, and the claim (or the first record) and the sweep are
+each atomic, so one of them has it; a record that finds the hand-off swept
+writes nothing. A POST slower than the time the hand-off is held for may be
 repeated by the delivery service (the same ``webhook-id``: receivers drop it).
 """
 
@@ -53,7 +62,17 @@ from ..common.metrics import WEBHOOK_HANDED_OVER
 from ..common.redisconn import Scripts
 from ..common.urls import domain_of
 from ..common.webhook_sender import WebhookSender
-from ..common.webhooks import FINAL_JOB_STATES, HookState, SendEntry, WebhookPoster, build_payload, handoff_parts, now_ms, read_final_job
+from ..common.webhooks import (
+    FINAL_JOB_STATES,
+    HookState,
+    SendEntry,
+    Unclaimed,
+    WebhookPoster,
+    build_payload,
+    handoff_parts,
+    now_ms,
+    read_final_job,
+)
 
 if TYPE_CHECKING:
     from ..common.redisconn import RedisClient
@@ -149,6 +168,20 @@ class EdgeWebhooks:
             await asyncio.gather(*pending, return_exceptions=True)
         await self.sender.close()
 
+    async def _claim_handoff(self, plan: Plan, member: str, partition: int) -> int:
+        """``delivery_claim.lua``: how many of the job's webhooks this edge sends (0: none, or the delivery service has them)."""
+        run = partial(self.batch.script, self._claim)
+        return await asyncio.shield(
+            delivery_scripts.claim(
+                run, plan, member=member, held_until_ms=now_ms() + self.hold_ms, node=self.settings.node_id, routes=self.routes
+            )
+        )
+
+    def _hold(self, handoff: str, member: str) -> None:
+        """Keep a hand-off whose webhook is being POSTed, not claimed yet, from the sweep for one POST more (if still there)."""
+        held = self.batch.execute("ZADD", handoff, "XX", now_ms() + self.hold_ms, member)
+        held.add_done_callback(lambda f: f.cancelled() or f.exception())  # if it fails, the sweep may send it again: at least once
+
     async def _live_regions(self) -> set[str]:
         if time.monotonic() - self._live_at > LIVE_REGIONS_TTL_S:
             self._live = await live_regions(self.redis, self.settings.region_ids)
@@ -211,16 +244,23 @@ class EdgeWebhooks:
             now_ms=now,
             ttl_s=self.settings.job_ttl_s,
         )
-        # the customer's secrets are read in the claim's round trip (batched), before it is known to be needed
+        # the customer's secrets are read in the next round trip (batched: the claim's, or the host pace's), before they are needed
         stored = self.poster.read_secrets(job["customer"])  # None: this process has them from the last second
         if stored is not None:
             stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
-        run = partial(self.batch.script, self._claim)
-        own = await asyncio.shield(
-            delivery_scripts.claim(
-                run, plan, member=member, held_until_ms=now + self.hold_ms, node=self.settings.node_id, routes=self.routes
-            )
-        )
+        claim = partial(self._claim_handoff, plan, member, partition)
+        src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
+        text = payload.decode()
+        if len(per_hook) == 1 and per_hook[0][2]:  # the usual one webhook, this edge's: POSTed first, claimed by its record
+            url, where, _mine = per_hook[0]
+            hook = HookState(job_id, 0, job["customer"], text, url, 0, now, where, 0)
+            hold = partial(self._hold, handoff, member)
+            unclaimed = Unclaimed(plan, claim, hold, hold_at_ms=plan.finished_ms + self.grace_ms // 2)
+            if await self.poster.post(hook, src, live, stored, handoff=member, unclaimed=unclaimed):
+                return
+            await self.batch.execute("ZREM", handoff, member)
+            return
+        own = await claim()
         if own <= 0:
             return  # none of them is this edge's, or the delivery service has them
         log.debug(  # each POST logs its outcome at INFO
@@ -228,12 +268,10 @@ class EdgeWebhooks:
             own,
             extra={"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
         )
-        src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
-        text = payload.decode()
         own_hooks = [
             HookState(job_id, i, job["customer"], text, url, 0, now, where, 0) for i, (url, where, own) in enumerate(per_hook) if own
         ]
-        if len(own_hooks) == 1:  # the usual one webhook: no task for it, and its record removes the hand-off
+        if len(own_hooks) == 1:  # one of them this edge's: no task for it, and its record removes the hand-off
             if await self.poster.post(own_hooks[0], src, live, stored, handoff=member):
                 return
         else:

@@ -256,3 +256,71 @@ async def test_the_payload_the_edge_builds_without_reading_the_job_back_is_the_r
     assert views[0]["idempotent_key"] == "edge-payload-1" and views[1]["attempts"] == 3 and views[2]["error"] == "non_retryable_status"
     assert views[3]["workflow"]["root_job_id"] == ids[3]
     assert read_back == []
+
+
+async def test_a_jobs_only_webhook_is_posted_first_and_planned_by_its_record_with_no_claim(
+    http, start_edge, delivery, redis, api_key, target, hooks_receivers, monkeypatch
+):
+    # The usual job, one webhook: the edge POSTs it and its record writes the plan delivery_claim.lua would
+    # have written, in one step (no claim of its own). Two webhooks still take the claim first.
+    from ezthrottle_server.edge.webhooks import EdgeWebhooks
+
+    claims: list[str] = []
+    claim = EdgeWebhooks._claim_handoff
+
+    async def spied(self: Any, plan: Any, member: str, partition: int) -> int:
+        claims.append(member)
+        return await claim(self, plan, member, partition)
+
+    monkeypatch.setattr(EdgeWebhooks, "_claim_handoff", spied)
+    edge = await start_edge("iad", edge_webhook_grace_s=GRACE_S)
+    r1, r2 = await hooks_receivers(), await hooks_receivers()
+    one = (await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": r1.url}]}))["job_id"]
+    hooks = await wait_hooks(redis, one, lambda h: h.get("quorum_met_ms"))
+    assert claims == []
+    assert hooks["count"] == "1" and hooks["quorum"] == "1" and hooks["votes"] == "1" and hooks["0:url"] == r1.url
+    assert hooks["0:state"] == "delivered" and hooks["0:attempts"] == "1" and hooks["0:vote"] == "1" and hooks["0:regions"] == ""
+    assert hooks["0:edge"] == hooks["0:sent_by"] == edge.settings.node_id and hooks["job_status"] == "success"
+    assert hooks["customer"] == "acme" and int(hooks["job_finished_ms"]) <= int(hooks["planned_ms"]) <= int(hooks["0:delivered_ms"])
+    assert r1.requests[0].body == hooks["payload"].encode()
+    assert 0 < await redis.ttl(keys.job_webhooks(one)) <= edge.settings.job_ttl_s
+    await nothing_left_for_delivery(redis, one)
+    spec = {"url": f"{target.url}/status/200?two", "webhooks": [{"url": r1.url}, {"url": r2.url}]}  # not the first's duplicate
+    two = (await submit(http, edge.url, api_key, spec))["job_id"]
+    await wait_hooks(redis, two, lambda h: h.get("quorum_met_ms"))
+    assert claims == [two]
+    await asyncio.sleep(3 * GRACE_S)  # the delivery service sends no second copy of either
+    assert [len(r1.requests), len(r2.requests)] == [2, 1]
+
+
+async def test_a_hand_off_the_delivery_service_took_during_the_edges_post_is_its_alone(http, start_edge, delivery, redis, api_key, target):
+    # The edge POSTs a job's only webhook before claiming it. Should the delivery service take the hand-off
+    # meanwhile (a POST slower than the grace and the hold the edge adds), the edge's record writes nothing:
+    # the webhook is the delivery service's, sent again (the same webhook-id) and recorded once.
+    from ezthrottle_server.common import delivery_scripts
+    from ezthrottle_server.common.scripting import register
+
+    hold = HoldingReceiver(hold=1)
+    await hold.start()
+    try:
+        edge = await start_edge("iad", edge_webhook_grace_s=GRACE_S, delivery_timeout_s=10.0)
+        job_id = (await submit(http, edge.url, api_key, {"url": f"{target.url}/status/200", "webhooks": [{"url": hold.url}]}))["job_id"]
+        await hold.wait_for(1)  # the edge's POST, held open
+        p = keys.job_partition(job_id)
+        assert await redis.exists(keys.job_webhooks(job_id)) == 0
+        sweep = register(redis, "delivery_sweep")
+        took = await delivery_scripts.sweep(
+            lambda keys, args: sweep(keys=keys, args=args), p, job_id, ("any", *edge.settings.region_ids), now_ms=2**50
+        )
+        assert took  # as the delivery service's sweep would, its time passed
+        hooks = await wait_hooks(redis, job_id, lambda h: h.get("0:state") == "delivered")  # its own send (answered at once)
+        hold.release.set()  # the edge's POST is answered now: its record finds the hand-off gone
+        await asyncio.sleep(0.5)
+        after = await redis.hgetall(keys.job_webhooks(job_id))
+        assert after == hooks  # nothing of the edge's written over the delivery service's record
+        assert after["0:sent_by"] == "delivery-t" and after["votes"] == "1" and after["0:attempts"] == "1" and "0:edge" not in after
+        first, second = hold.requests[:2]
+        assert first.headers["webhook-id"] == second.headers["webhook-id"] and first.body == second.body
+        await nothing_left_for_delivery(redis, job_id)
+    finally:
+        await hold.stop()

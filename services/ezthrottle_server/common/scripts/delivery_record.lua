@@ -18,10 +18,27 @@
 -- ARGV[14] the job's event channel (delivered, quorum_met and webhook_dead are published)
 -- KEYS[6], ARGV[15] (optional): the hand-off zset and member of the edge's first attempt of the job's
 --   only webhook: removed here, once the outcome is recorded (edge/webhooks.py), not in a call of its own
+-- ARGV[16..25] (optional, with KEYS[6]): the edge POSTed the job's only webhook before claiming it
+--   (edge/webhooks.py): its plan, written here first, as delivery_claim.lua would have, if the hand-off is
+--   still there and nothing planned the job: now (ms), TTL (s), customer, quorum, payload, job finished (ms),
+--   job status, the webhook's url, vote (1/0) and regions (comma list); ARGV[11] marks it the edge's.
+--   Otherwise (the delivery service swept the hand-off meanwhile, and sends the webhook itself) nothing is
+--   written: the answer is {-1, 0, 0}.
 --
 -- Returns {applied, quorum_met_now, job_finished_ms}: applied is 1 when the
 -- state changed, 0 when the webhook was already final, -1 when the state is gone.
 --@include common/_ack.lua
+--@include common/_webhook_plan.lua
+if ARGV[16] then
+  if not redis.call('ZSCORE', KEYS[6], ARGV[15]) or redis.call('EXISTS', KEYS[1]) == 1 then
+    return {-1, 0, 0}
+  end
+  write_plan(KEYS[1], {now = ARGV[16], ttl = ARGV[17], customer = ARGV[18], quorum = ARGV[19], payload = ARGV[20],
+    finished_ms = ARGV[21], status = ARGV[22]}, 1, function(_)
+    return ARGV[23], ARGV[24], ARGV[25]
+  end)
+  redis.call('HSET', KEYS[1], '0:edge', ARGV[11])
+end
 local p = ARGV[3] .. ':'
 -- one read: the webhook's state, the job's finish, and its vote and the quorum (none written before use)
 local got = redis.call('HMGET', KEYS[1], p .. 'state', 'job_finished_ms', p .. 'vote', 'quorum')
