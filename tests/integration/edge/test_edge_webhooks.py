@@ -10,6 +10,7 @@ to send. The webhooks the edge sends are the delivery service's byte for byte
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -293,7 +294,9 @@ async def test_a_jobs_only_webhook_is_posted_first_and_planned_by_its_record_wit
     assert [len(r1.requests), len(r2.requests)] == [2, 1]
 
 
-async def test_a_hand_off_the_delivery_service_took_during_the_edges_post_is_its_alone(http, start_edge, delivery, redis, api_key, target):
+async def test_a_hand_off_the_delivery_service_took_during_the_edges_post_is_its_alone(
+    http, start_edge, delivery, redis, api_key, target, caplog
+):
     # The edge POSTs a job's only webhook before claiming it. Should the delivery service take the hand-off
     # meanwhile (a POST slower than the grace and the hold the edge adds), the edge's record writes nothing:
     # the webhook is the delivery service's, sent again (the same webhook-id) and recorded once.
@@ -314,8 +317,12 @@ async def test_a_hand_off_the_delivery_service_took_during_the_edges_post_is_its
         )
         assert took  # as the delivery service's sweep would, its time passed
         hooks = await wait_hooks(redis, job_id, lambda h: h.get("0:state") == "delivered")  # its own send (answered at once)
-        hold.release.set()  # the edge's POST is answered now: its record finds the hand-off gone
-        await asyncio.sleep(0.5)
+        with caplog.at_level(logging.INFO, logger="ezthrottle_server.common.webhooks"):
+            hold.release.set()  # the edge's POST is answered now: its record finds the hand-off gone
+            deadline = time.monotonic() + 10
+            while not any("took it over during this POST" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the edge never recorded its POST"
+                await asyncio.sleep(0.02)
         after = await redis.hgetall(keys.job_webhooks(job_id))
         assert after == hooks  # nothing of the edge's written over the delivery service's record
         assert after["0:sent_by"] == "delivery-t" and after["votes"] == "1" and after["0:attempts"] == "1" and "0:edge" not in after
