@@ -251,7 +251,9 @@ class EdgeWebhooks:
         claim = partial(self._claim_handoff, plan, member, partition)
         src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
         text = payload.decode()
+        context = {"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]}
         if len(per_hook) == 1 and per_hook[0][2]:  # the usual one webhook, this edge's: POSTed first, claimed by its record
+            log.debug("delivering to 1 webhook(s)", extra=context)  # its POST logs its outcome at INFO
             url, where, _mine = per_hook[0]
             hook = HookState(job_id, 0, job["customer"], text, url, 0, now, where, 0)
             hold = partial(self._hold, handoff, member)
@@ -263,11 +265,7 @@ class EdgeWebhooks:
         own = await claim()
         if own <= 0:
             return  # none of them is this edge's, or the delivery service has them
-        log.debug(  # each POST logs its outcome at INFO
-            "delivering to %d webhook(s)",
-            own,
-            extra={"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
-        )
+        log.debug("delivering to %d webhook(s)", own, extra=context)  # each POST logs its outcome at INFO
         own_hooks = [
             HookState(job_id, i, job["customer"], text, url, 0, now, where, 0) for i, (url, where, own) in enumerate(per_hook) if own
         ]
