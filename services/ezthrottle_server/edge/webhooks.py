@@ -249,28 +249,23 @@ class EdgeWebhooks:
         if stored is not None:
             stored.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even if unused
         claim = partial(self._claim_handoff, plan, member, partition)
+        unclaimed: Unclaimed | None = None
+        if len(per_hook) == 1 and per_hook[0][2]:  # the usual one webhook, this edge's: POSTed first, claimed by its record
+            unclaimed = Unclaimed(plan, claim, partial(self._hold, handoff, member), hold_at_ms=plan.finished_ms + self.grace_ms // 2)
+        elif await claim() <= 0:
+            return  # none of them is this edge's, or the delivery service has them
         src = SendEntry(keys.delivery_sends(partition, ANY_ROUTE), "", keys.delivery_group(), edge=True)
         text = payload.decode()
-        context = {"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]}
-        if len(per_hook) == 1 and per_hook[0][2]:  # the usual one webhook, this edge's: POSTed first, claimed by its record
-            log.debug("delivering to 1 webhook(s)", extra=context)  # its POST logs its outcome at INFO
-            url, where, _mine = per_hook[0]
-            hook = HookState(job_id, 0, job["customer"], text, url, 0, now, where, 0)
-            hold = partial(self._hold, handoff, member)
-            unclaimed = Unclaimed(plan, claim, hold, hold_at_ms=plan.finished_ms + self.grace_ms // 2)
-            if await self.poster.post(hook, src, live, stored, handoff=member, unclaimed=unclaimed):
-                return
-            await self.batch.execute("ZREM", handoff, member)
-            return
-        own = await claim()
-        if own <= 0:
-            return  # none of them is this edge's, or the delivery service has them
-        log.debug("delivering to %d webhook(s)", own, extra=context)  # each POST logs its outcome at INFO
         own_hooks = [
             HookState(job_id, i, job["customer"], text, url, 0, now, where, 0) for i, (url, where, own) in enumerate(per_hook) if own
         ]
+        log.debug(  # each POST logs its outcome at INFO
+            "delivering to %d webhook(s)",
+            len(own_hooks),
+            extra={"job_id": job_id, "region": self.region, "domain": domain_of(spec["url"]), "customer": job["customer"]},
+        )
         if len(own_hooks) == 1:  # one of them this edge's: no task for it, and its record removes the hand-off
-            if await self.poster.post(own_hooks[0], src, live, stored, handoff=member):
+            if await self.poster.post(own_hooks[0], src, live, stored, handoff=member, unclaimed=unclaimed):
                 return
         else:
             await asyncio.gather(*(self.poster.post(hook, src, live, stored) for hook in own_hooks))
