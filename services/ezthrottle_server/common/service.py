@@ -155,7 +155,8 @@ def main_for(role: str, create_app: Callable[[Settings], web.Application]) -> No
 
 async def redis_answers(redis: RedisClient, timeout_s: float = 1.0) -> bool:
     try:
-        await asyncio.wait_for(redis.ping(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: it may swallow a cancel (edge/app.py)
+            await redis.ping()
         return True
     except Exception:
         return False
@@ -184,7 +185,8 @@ class EvictionCheck:
             return self.problem
         self._checked_at = now
         try:
-            infos = await asyncio.wait_for(info_per_master(redis, "memory"), timeout=1.0)
+            async with asyncio.timeout(1.0):  # not wait_for: it may swallow a cancel (edge/app.py)
+                infos = await info_per_master(redis, "memory")
         except Exception:
             return self.problem
         policies = sorted({str(info.get("maxmemory_policy", SAFE_EVICTION_POLICY)) for info in infos} - {SAFE_EVICTION_POLICY})

@@ -198,7 +198,8 @@ class Supervisor:
                         log.error("%s workers exited %d times within %.0f s; giving up", self.role, len(self._crashes), RESTART_WINDOW_S)
                         return 1
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(stopped), RESTART_PAUSE_S)
+                        async with asyncio.timeout(RESTART_PAUSE_S):  # not wait_for: it may swallow a cancel (edge/app.py)
+                            await asyncio.shield(stopped)
                     if stop.is_set():
                         return 0
                     await self._start(slot)  # logs "started" again

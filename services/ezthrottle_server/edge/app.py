@@ -66,8 +66,11 @@ async def _beat_once(ctx: EdgeContext) -> None:
 async def _heartbeat(ctx: EdgeContext) -> None:
     changed = ctx.prober.changed if ctx.prober is not None else asyncio.Event()
     while True:
-        with contextlib.suppress(TimeoutError):  # once a second, and at once when a probe result changes
-            await asyncio.wait_for(changed.wait(), HEARTBEAT_INTERVAL_S)
+        # once a second, and at once when a probe result changes (asyncio.timeout, not wait_for: Python 3.11's
+        # wait_for swallows a cancel that comes as the event is set, and the stopping edge never ended this loop)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HEARTBEAT_INTERVAL_S):
+                await changed.wait()
         changed.clear()
         try:
             await _beat_once(ctx)

@@ -155,7 +155,8 @@ async def stream_job_events(
         quorum_sent = False
         while time.monotonic() < deadline:
             try:
-                raw = await asyncio.wait_for(queue.get(), timeout=min(keepalive_s, max(0.0, deadline - time.monotonic())))
+                async with asyncio.timeout(min(keepalive_s, max(0.0, deadline - time.monotonic()))):  # not wait_for (edge/app.py)
+                    raw = await queue.get()
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue

@@ -247,7 +247,8 @@ async def live_statuses(request: web.Request) -> web.StreamResponse:
         deadline = time.monotonic() + LIVE_MAX_S
         while (unsettled := any(state not in FINAL for state in shown.values())) and time.monotonic() < deadline:
             try:
-                changed = await asyncio.wait_for(merged.get(), LIVE_RECHECK_S)
+                async with asyncio.timeout(LIVE_RECHECK_S):  # not wait_for: it may swallow a cancel (edge/app.py)
+                    changed = await merged.get()
             except TimeoutError:
                 changed = ""  # look at every job again
                 await resp.write(b": keep-alive\n\n")
