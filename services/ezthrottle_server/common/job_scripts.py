@@ -317,16 +317,25 @@ async def requeue(run: ScriptRun, nxt: NextAttempt, *, now_ms: int, ttl_s: int) 
 # -- release_delayed.lua, repair.lua, evacuate.lua (the coordinator's) -----------------
 
 
-async def release_delayed(run: ScriptRun, partition: int, regions: Sequence[str], *, now_ms: int, most: int) -> int:
-    """``release_delayed.lua``: move the partition's due delayed entries (``<region>|<job id>``) into their regions' streams.
+@dataclass(frozen=True)
+class Swept:
+    """What a sweep of a set of due entries did (``release_delayed.lua``, ``fire_timers.lua``)."""
 
-    Returns how many moved (``most`` at the most: a backlog when it is reached).
-    """
-    moved = await run(
+    moved: int  # ``most`` at the most: a backlog when it is reached
+    next_ms: int | None  # when the set's first entry left is due (None: the set is empty)
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> Swept:
+        return cls(int(reply[0]), int(float(reply[1])) if len(reply) > 1 and reply[1] is not None else None)
+
+
+async def release_delayed(run: ScriptRun, partition: int, regions: Sequence[str], *, now_ms: int, most: int) -> Swept:
+    """``release_delayed.lua``: move the partition's due delayed entries (``<region>|<job id>``) into their regions' streams."""
+    reply = await run(
         keys=[keys.delayed(partition), *(keys.region_stream(partition, r) for r in regions)],
         args=[now_ms, most, keys.job_events(""), *regions],
     )
-    return int(moved)
+    return Swept.parse(reply)
 
 
 @dataclass(frozen=True)

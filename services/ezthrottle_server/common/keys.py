@@ -235,6 +235,11 @@ def coordinator_leader() -> str:
     return f"{PREFIX}:coordinator:leader"
 
 
+def coordinator_wake() -> str:
+    """Pub/sub channel (not a key) that wakes the coordinator's sleeping loops (coordinator/wake.py; common/scripts/_wake.lua)."""
+    return f"{PREFIX}:coordinator:wake"
+
+
 def heartbeats() -> str:
     return f"{PREFIX}:heartbeats"
 

@@ -13,6 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from . import job_index, keys
+from .job_scripts import Swept
 from .scripting import ScriptRun
 
 
@@ -84,6 +85,6 @@ async def claim_continuation(run: ScriptRun, job_id: str, relation: str) -> bool
     return int(await run(keys=[keys.job(job_id)], args=[relation])) == 1
 
 
-async def fire_timers(run: ScriptRun, partition: int, *, now_ms: int, most: int) -> int:
-    """``fire_timers.lua``: hand the partition's due workflow timers to its workflow stream; how many fired."""
-    return int(await run(keys=[keys.workflow_timers(partition), keys.workflow_spawn(partition)], args=[now_ms, most]))
+async def fire_timers(run: ScriptRun, partition: int, *, now_ms: int, most: int) -> Swept:
+    """``fire_timers.lua``: hand the partition's due workflow timers to its workflow stream."""
+    return Swept.parse(await run(keys=[keys.workflow_timers(partition), keys.workflow_spawn(partition)], args=[now_ms, most]))

@@ -14,7 +14,8 @@ from aiohttp import web
 from ..common.config import Settings
 from ..common.http import errors_middleware
 from ..common.metrics import prime
-from ..common.redisconn import RedisClient, Scripts, connect
+from ..common.pubsub import EventHub
+from ..common.redisconn import RedisClient, Scripts, connect, connect_pubsub
 from ..common.service import add_probes
 from ..pacing.overrides import OverridesWatcher
 from .delayed import DelayedReleaser
@@ -24,6 +25,7 @@ from .lease import Lease
 from .repair import Repairer
 from .sampler import QueueSampler
 from .schedules import ScheduleFirer
+from .wake import Wakes
 from .workflows import WorkflowSpawner
 
 
@@ -47,10 +49,14 @@ def create_app(settings: Settings) -> web.Application:
         lease = Lease(redis, scripts, settings.node_id)
         app[CTX] = CoordinatorContext(settings, redis, lease)
         await lease.tick()
+        hub = EventHub(connect_pubsub(settings.redis_url))
+        hub.start()
+        wakes = Wakes(hub)
         tasks = [
             asyncio.create_task(lease.run(), name="lease"),
-            asyncio.create_task(DelayedReleaser(settings, redis, scripts, lease).run(), name="delayed"),
-            asyncio.create_task(WorkflowSpawner(settings, redis, scripts, lease).run(), name="workflows"),
+            asyncio.create_task(wakes.run(), name="wakes"),
+            asyncio.create_task(DelayedReleaser(settings, redis, scripts, lease, wakes=wakes).run(), name="delayed"),
+            asyncio.create_task(WorkflowSpawner(settings, redis, scripts, lease, wakes=wakes).run(), name="workflows"),
             asyncio.create_task(
                 RegionMonitor(
                     settings,
@@ -75,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await hub.close()
             await asyncio.shield(lease.release())
             await redis.aclose()
 

@@ -2,8 +2,9 @@
 
 Delayed jobs live in each partition's sorted set, never in a process's
 memory. The coordinator holding the lease moves due entries with one Lua
-call per partition, polling every ``poll_s`` (so jobs start within about that
-much of their due time). A standby does the same every ``standby_poll_s``:
+call per partition when the first entry is due, or when one is put ahead of
+it (coordinator/wake.py), at most every ``poll_s`` (so jobs start within
+about that much of their due time). A standby does the same every ``standby_poll_s``:
 the script moves each entry once however many run it, so when the active
 coordinator dies, delayed work keeps going out without waiting for the lease
 to change hands.
@@ -27,13 +28,19 @@ class DelayedReleaser(CoordinatorLoop):
     what = "delayed release"
     poll_s = 0.02  # jobs start within about this much of their due time
     standby_poll_s = 0.25  # each entry moves once however many coordinators run the script
+    wakes_on = ("delayed",)
 
     async def release_due(self) -> int:
         regions = list(self.settings.region_ids)
         now = int(time.time() * 1000)
         moved = 0
+        next_due: list[int] = []
         for p in range(self.settings.partitions):
-            moved += await job_scripts.release_delayed(self.scripts.release_delayed, p, regions, now_ms=now, most=BATCH)
+            swept = await job_scripts.release_delayed(self.scripts.release_delayed, p, regions, now_ms=now, most=BATCH)
+            moved += swept.moved
+            if swept.next_ms is not None:
+                next_due.append(swept.next_ms)
+        self.next_due_ms = min(next_due, default=None)
         if moved:
             DELAYED_RELEASED.inc(moved)
         return moved

@@ -71,8 +71,11 @@ async def keep_polling(
     what: str,
     poll_s: float,
     standby_poll_s: float | None = None,
+    rest: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run ``step`` forever: every ``poll_s`` while leading, at once again while it says more work waits.
+
+    ``rest``: how the leader waits between passes instead (coordinator/loop.py).
 
     ``standby_poll_s``: a standby runs it too, that often (work whose scripts
     make doing it twice harmless); None: only the leader does. Redis being
@@ -93,4 +96,7 @@ async def keep_polling(
             except Exception:
                 log.exception("%s failed", what)
                 await asyncio.sleep(0.5)
-        await asyncio.sleep(poll_s if leading or standby_poll_s is None else standby_poll_s)
+        if leading and rest is not None:
+            await rest()
+        else:
+            await asyncio.sleep(poll_s if leading or standby_poll_s is None else standby_poll_s)

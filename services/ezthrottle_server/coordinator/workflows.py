@@ -7,7 +7,8 @@ outcome. Workflow timers (``on_failure_timeout_ms``, fallbacks triggered
 expires a job not started by then through ``cancel.lua``) wait in the
 partition's timer set and are moved to the same
 stream when due. Every coordinator reads the stream through the consumer
-group ``workflow`` (the active one every ``poll_s``, a standby every
+group ``workflow`` (the active one when woken by an event or a timer due,
+coordinator/wake.py, at most every ``poll_s``; a standby every
 ``standby_poll_s``, so a dead leader holds nothing up), decides the
 continuation with the rules of
 :mod:`ezthrottle_server.common.workflows`, and starts it with
@@ -54,6 +55,7 @@ from ..pacing.limiter import circuit_open
 from ..pacing.scope import SHARED
 from .lease import Leadership
 from .loop import CoordinatorLoop
+from .wake import Wakes
 
 if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT
@@ -96,13 +98,16 @@ class WorkflowSpawner(CoordinatorLoop):
     what = "workflow pass"
     poll_s = 0.05
     standby_poll_s = 0.25  # a dead leader holds nothing up: each entry's repeat finds its child there
+    wakes_on = ("timers", "spawn")
+    reclaim_s = 1.0  # a dead coordinator's entries are looked for this often (their visibility timeout is longer)
 
-    def __init__(self, settings: Settings, redis: RedisClient, scripts: Scripts, lease: Leadership) -> None:
-        super().__init__(settings, redis, scripts, lease)
+    def __init__(self, settings: Settings, redis: RedisClient, scripts: Scripts, lease: Leadership, wakes: Wakes | None = None) -> None:
+        super().__init__(settings, redis, scripts, lease, wakes=wakes)
         self.group = keys.workflow_group()
         self.consumer = settings.node_id
         self.reader = GroupConsumer(redis, self.group, self.consumer, settings.visibility_timeout_ms)
         self.regions = RegionStates(redis, settings.region_ids)
+        self._reclaimed = 0.0  # monotonic time of the last look for a dead coordinator's entries
 
     async def ensure_groups(self) -> None:
         await self.reader.ensure_groups(keys.workflow_spawn(p) for p in range(self.settings.partitions))
@@ -118,17 +123,26 @@ class WorkflowSpawner(CoordinatorLoop):
         """Fire due timers, then handle workflow entries (new ones and a dead reader's). Returns the work done."""
         now = int(time.time() * 1000)
         done = 0
+        next_due: list[int] = []
+        reclaim = time.monotonic() - self._reclaimed >= self.reclaim_s
+        if reclaim:
+            self._reclaimed = time.monotonic()
         for p in range(self.settings.partitions):
-            done += await workflow_scripts.fire_timers(self.scripts.fire_timers, p, now_ms=now, most=500)
+            swept = await workflow_scripts.fire_timers(self.scripts.fire_timers, p, now_ms=now, most=500)
+            done += swept.moved
+            if swept.next_ms is not None:
+                next_due.append(swept.next_ms)
             stream = keys.workflow_spawn(p)
             reply = await self.redis.xreadgroup(self.group, self.consumer, {stream: ">"}, count=100)
             entries = [e for _s, batch in reply or () for e in batch]
-            async for stale in self.reader.reclaim(stream, pages=1):  # a dead coordinator's, one page per pass
-                entries += stale
+            if reclaim:
+                async for stale in self.reader.reclaim(stream, pages=1):  # a dead coordinator's, one page a look
+                    entries += stale
             for entry_id, fields in entries:
                 await self.handle(p, fields.get("job", ""), fields.get("event", "final"))
                 await self.reader.ack(stream, entry_id)
                 done += 1
+        self.next_due_ms = min(next_due, default=None)
         return done
 
     async def handle(self, partition: int, job_id: str, event: str) -> None:

@@ -18,6 +18,7 @@ from ..common.http import after_response_middleware, errors_middleware
 from ..common.loops import run_every
 from ..common.metrics import prime
 from ..common.outbound import OutboundPolicy
+from ..common.pubsub import EventHub
 from ..common.redisconn import Scripts, connect, connect_pubsub
 from ..common.routing import RegionStates, region_usable
 from ..common.service import add_probes
@@ -29,7 +30,6 @@ from .cancel_api import RUNNER as BULK_RUNNER
 from .console import add_console
 from .context import CTX, EdgeContext
 from .deliveries_api import ROUTES as DELIVERIES_ROUTES
-from .events import EventHub
 from .executor import Executor
 from .faults import FaultyExecutor
 from .flow_api import ROUTES as FLOW_ROUTES

@@ -10,12 +10,12 @@ from aiohttp import web
 
 from ..common.config import Settings
 from ..common.outbound import OutboundPolicy
+from ..common.pubsub import EventHub
 from ..common.redisconn import Scripts
 from ..common.routing import RegionStates
 from ..pacing.flow import FlowControl
 from .admission import Admission
 from .auth import Authenticator
-from .events import EventHub
 from .executor import Executor
 from .intake import Intake
 from .outcomes import OutcomeWindow

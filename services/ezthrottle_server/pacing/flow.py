@@ -49,6 +49,7 @@ class FlowControl:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._acquire = scripting.register(redis, "pacing/flow_acquire")
+        self._resume = scripting.register(redis, "pacing/flow_resume")
 
     async def acquire(self, customer: str, flow: FlowSpec, lease: str, *, lease_ms: int, now_ms: float | None = None) -> int:
         """0: the send may go (it holds a place until released); else how long (ms) the key holds it back."""
@@ -96,7 +97,7 @@ class FlowControl:
             job_id = member.partition("|")[2]
             partition = keys.job_partition(job_id)
             if partition is not None:
-                moved += int(await self.redis.zadd(keys.delayed(partition), {member: now_ms}, xx=True, ch=True))
+                moved += int(await self._resume(keys=[keys.delayed(partition)], args=[now_ms, member]))
         await self.redis.delete(keys.flow_deferred(customer, key))
         return moved
 

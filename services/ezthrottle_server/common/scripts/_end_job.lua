@@ -10,6 +10,7 @@
 -- k: {job, attempts, queued, deliveries, workflow, kept (the kept-bytes bucket of now: common/storage.py)} keys
 -- a: {id, state, reason, now, ttl, channel, result (JSON or nil: unchanged)}
 --@include common/_bytes.lua
+--@include common/_wake.lua
 local function end_job(k, a)
   if a.state == 'cancelled' then
     redis.call('HSETNX', k.job, 'cont', 'cancelled')
@@ -40,6 +41,7 @@ local function end_job(k, a)
   end
   if f[5] == '1' and a.state ~= 'cancelled' then
     redis.call('XADD', k.workflow, '*', 'job', a.id, 'event', 'final')
+    wake_coordinator('spawn')
   end
   redis.call('PUBLISH', a.channel, cjson.encode({type = 'failed', status = a.state, error = a.reason, ts_ms = tonumber(a.now)}))
 end

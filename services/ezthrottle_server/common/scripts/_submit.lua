@@ -1,4 +1,5 @@
 -- The body of submit.lua and accept.lua (each defines take_now first; see those files).
+--@include common/_wake.lua
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {0, existing}
@@ -58,13 +59,13 @@ redis.call('EXPIRE', KEYS[6], tonumber(ARGV[11]))
 local first_region = 15 + 2 * n
 for i = 7, #KEYS - 1 do
   if delayed then
-    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 7] .. '|' .. job_id)
+    add_due(KEYS[3], due, ARGV[first_region + i - 7] .. '|' .. job_id, 'delayed')
   elseif lease == '' then
     redis.call('XADD', KEYS[i], '*', 'job', job_id)
   end
 end
 -- after the region ids: (due ms, timer kind) pairs of the job's workflow timers
 for t = first_region + #KEYS - 7, #ARGV, 2 do
-  redis.call('ZADD', KEYS[#KEYS], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. job_id)
+  add_due(KEYS[#KEYS], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. job_id, 'timers')
 end
 return {1, job_id, lease, size}

@@ -30,6 +30,7 @@
 -- root, relation} (false for a field the record lacks), else {}.
 --@include common/_ack.lua
 --@include common/_bytes.lua
+--@include common/_wake.lua
 local now = tonumber(ARGV[6])
 local grace = tonumber(ARGV[12] or '0') or 0
 local handoffs = {}
@@ -117,6 +118,7 @@ local function finalize(state, result, reason)
   end
   if rec.chain == '1' and state ~= 'cancelled' then
     redis.call('XADD', KEYS[5], '*', 'job', ARGV[9], 'event', 'final')
+    wake_coordinator('spawn')
   end
   publish({type = 'won', region = ARGV[5]})
   if state == 'success' then

@@ -1,7 +1,7 @@
 -- Hand due workflow timers to the workflow stream.
 -- KEYS[1] workflow timers (zset of "<kind>|<job_id>")   KEYS[2] workflow stream
 -- ARGV[1] now (ms)   ARGV[2] max timers
--- Returns how many fired.
+-- Returns {how many fired, the first timer's due (ms) after them, or nil}.
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   local sep = string.find(member, '|', 1, true)
@@ -10,4 +10,4 @@ for _, member in ipairs(due) do
   end
   redis.call('ZREM', KEYS[1], member)
 end
-return #due
+return {#due, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]}

@@ -3,7 +3,8 @@
 -- ARGV[1] now (ms)   ARGV[2] max entries to move
 -- ARGV[3] event channel prefix (the job id is appended; a 'queued' event is published)
 -- ARGV[4..] the region id of each stream key, in the same order
--- Members are "<region>|<job_id>". Returns how many were released.
+-- Members are "<region>|<job_id>". Returns {how many were released, the first entry's due (ms) after
+-- them, or nil}: the coordinator sleeps until then (coordinator/wake.py).
 local streams = {}
 for i = 2, #KEYS do
   streams[ARGV[i + 2]] = KEYS[i]
@@ -24,4 +25,4 @@ for _, member in ipairs(due) do
     moved = moved + 1
   end
 end
-return moved
+return {moved, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]}

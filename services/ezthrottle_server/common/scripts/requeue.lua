@@ -20,6 +20,7 @@
 -- cancelled now), -1 if gone.
 --@include common/_end_job.lua
 --@include common/_ack.lua
+--@include common/_wake.lua
 local result = -1
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
@@ -60,7 +61,7 @@ if state then
     end
     local due = tonumber(ARGV[6])
     if due > now then
-      redis.call('ZADD', KEYS[4], due, ARGV[5] .. '|' .. ARGV[8])
+      add_due(KEYS[4], due, ARGV[5] .. '|' .. ARGV[8], 'delayed')
     else
       redis.call('XADD', KEYS[5], '*', 'job', ARGV[8])
     end

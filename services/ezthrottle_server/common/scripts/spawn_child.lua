@@ -20,6 +20,7 @@
 --
 -- Returns {1, child id} when created, {2, child id} if it existed,
 -- {0, claimed relation} when another continuation was claimed first.
+--@include common/_wake.lua
 local existing = redis.call('HGET', KEYS[1], 'child:' .. ARGV[1])
 if existing then
   return {2, existing}
@@ -48,12 +49,12 @@ local now, due = tonumber(ARGV[3]), tonumber(ARGV[4])
 local first_region = 10 + 2 * n
 for i = 8, #KEYS do
   if due > now then
-    redis.call('ZADD', KEYS[3], due, ARGV[first_region + i - 8] .. '|' .. child)
+    add_due(KEYS[3], due, ARGV[first_region + i - 8] .. '|' .. child, 'delayed')
   else
     redis.call('XADD', KEYS[i], '*', 'job', child)
   end
 end
 for t = first_region + #KEYS - 7, #ARGV, 2 do
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. child)
+  add_due(KEYS[4], tonumber(ARGV[t]), ARGV[t + 1] .. '|' .. child, 'timers')
 end
 return {1, child}
