@@ -63,15 +63,26 @@ class Listener:
 
 async def test_work_put_ahead_of_the_coordinators_rest_publishes_a_wake_up(http, redis, redis_url, edge, api_key, target):
     echo = f"{target.url}/echo"
+    firsts: dict[int | None, int] = {}  # partition -> its delayed set's first due
+
+    async def delayed(n: int, due: int, **more: Any) -> list[str]:
+        """Submit job n due at ``due``: 'delayed' is expected iff it goes ahead of its partition's first."""
+        job = await submit(http, edge.url, api_key, {"url": f"{echo}?n={n}", "retry_at": due, **more})
+        partition = keys.job_partition(job["job_id"])
+        ahead = due < firsts.get(partition, due + 1)
+        firsts[partition] = min(due, firsts.get(partition, due))
+        return ["delayed"] if ahead else []
+
     async with Listener(redis_url) as listener:
-        await submit(http, edge.url, api_key, {"url": f"{echo}?n=1", "retry_at": now_ms() + 60_000})
-        assert await listener.heard(WAIT_S) == ["delayed"]  # the first of an empty set
-        await submit(http, edge.url, api_key, {"url": f"{echo}?n=2", "retry_at": now_ms() + 120_000})
-        assert await listener.heard(QUIET_S) == []  # behind the first: the coordinator wakes for that one anyway
-        await submit(http, edge.url, api_key, {"url": f"{echo}?n=3", "retry_at": now_ms() + 30_000})
-        assert await listener.heard(WAIT_S) == ["delayed"]  # ahead of it
-        await submit(http, edge.url, api_key, {"url": f"{echo}?n=4", "start_before_ms": now_ms() + 60_000, "retry_at": now_ms() + 45_000})
-        assert sorted(await listener.heard(WAIT_S)) == ["timers"]  # its deadline timer; its entry is behind n=3
+        now = now_ms()
+        assert await delayed(1, now + 60_000) == ["delayed"]  # the first of an empty set
+        assert await listener.heard(WAIT_S) == ["delayed"]
+        expected = await delayed(2, now + 120_000)  # behind the first, on one partition: the coordinator wakes for that one anyway
+        assert await listener.heard(QUIET_S if not expected else WAIT_S) == expected
+        assert await delayed(3, now + 30_000) == ["delayed"]  # ahead of every other
+        assert await listener.heard(WAIT_S) == ["delayed"]
+        expected = await delayed(4, now + 45_000, start_before_ms=now + 60_000)
+        assert sorted(await listener.heard(WAIT_S)) == sorted(["timers", *expected])  # its deadline timer, the first
         chained = await submit(http, edge.url, api_key, {"url": f"{echo}?n=5", "on_success": {"url": f"{echo}?n=6"}})
         assert (await wait_final(http, edge.url, api_key, chained["job_id"]))["status"] == "success"
         assert await listener.heard(WAIT_S) == ["spawn"]  # its chain goes on through the coordinator
