@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> web.Application:
         tasks.append(asyncio.create_task(QueueSampler(settings, redis, lease).run(), name="sampler"))
         tasks.append(asyncio.create_task(Repairer(settings, redis, scripts, lease).run(), name="repair"))
         tasks.append(asyncio.create_task(Evacuator(settings, redis, scripts, lease).run(), name="evacuate"))
-        tasks.append(asyncio.create_task(ScheduleFirer(settings, redis, scripts, lease).run(), name="schedules"))
+        tasks.append(asyncio.create_task(ScheduleFirer(settings, redis, scripts, lease, wakes=wakes).run(), name="schedules"))
         domains = OverridesWatcher(redis, settings.domains_file, is_active=lambda: lease.is_leader)
         tasks.append(asyncio.create_task(domains.run(), name="domains"))
         forget_sighup = _on_sighup(domains.request_reload)

@@ -1,6 +1,8 @@
 """Fires schedules (common/schedules.py): each tick once, as an ordinary job.
 
-The leader alone polls the due set. Each tick is then claimed before it fires
+The leader alone reads the due set, when its first schedule is due or a
+change puts one ahead of that (``schedule_write.lua`` wakes it:
+coordinator/wake.py), at most every ``poll_s``. Each tick is then claimed before it fires
 (``schedule_claim.lua``): the claim moves ``next_ms`` from the tick it read to
 the first tick after now, so a second coordinator, a failover mid-pass or a
 repeat finds it moved and fires nothing, and ticks missed while no
@@ -62,6 +64,7 @@ def missed_ticks(schedule: dict[str, str], tick_ms: int, now_ms: int) -> int:
 class ScheduleFirer(CoordinatorLoop):
     what = "schedules"
     poll_s = 0.1  # a tick fires within about this much of its time
+    wakes_on = ("schedules",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,9 +73,17 @@ class ScheduleFirer(CoordinatorLoop):
 
     async def poll(self) -> bool:
         now = int(time.time() * 1000)
-        for schedule_id in await self.redis.zrangebyscore(keys.schedules_firing(), "-inf", now - STALE_FIRING_MS, start=0, num=BATCH):
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(keys.schedules_firing(), "-inf", now - STALE_FIRING_MS, start=0, num=BATCH)
+            pipe.zrangebyscore(keys.schedules_due(), "-inf", now, start=0, num=BATCH)
+            pipe.zrange(keys.schedules_firing(), 0, 0, withscores=True)
+            pipe.zrange(keys.schedules_due(), 0, 0, withscores=True)
+            stale, due, first_firing, first_due = await pipe.execute()
+        # the next look: the first tick due, or the first claim going stale (one fired in this pass: at once)
+        firsts = [int(score) + STALE_FIRING_MS for _id, score in first_firing] + [int(score) for _id, score in first_due]
+        self.next_due_ms = min(firsts, default=None)
+        for schedule_id in stale:
             await self._resubmit(schedule_id)
-        due = await self.redis.zrangebyscore(keys.schedules_due(), "-inf", now, start=0, num=BATCH)
         for schedule_id in due:
             try:
                 await self._tick(schedule_id, now)

@@ -1,12 +1,14 @@
 """Wakes the coordinator's sleeping loops when work is put ahead of their sleep.
 
-The delayed releaser and the workflow spawner sleep, while leading, until the
-first entry of their sets is due (delayed jobs; workflow timers), at most
+The delayed releaser, the workflow spawner and the schedule firer sleep,
+while leading, until the first entry of their sets is due (delayed jobs;
+workflow timers; schedules' next ticks), at most
 :data:`IDLE_S`, and the spawner until a workflow event comes. Each script that
 puts work ahead of that says so on ``keys.coordinator_wake()``
-(``common/scripts/_wake.lua``): ``delayed`` or ``timers`` for an entry that
-became its set's first, ``spawn`` for a workflow event; ``pacing/flow.py``
-says ``delayed`` when a resume makes held-back jobs due. One subscription
+(``common/scripts/_wake.lua``): ``delayed``, ``timers`` or ``schedules`` for
+an entry that became its set's first, ``spawn`` for a workflow event
+(``pacing/scripts/flow_resume.lua`` says ``delayed`` when a resume makes
+held-back jobs due). One subscription
 sets each loop's event. Pub/sub is at most once (a reconnect misses what was
 published meanwhile): a message lost costs at most :data:`IDLE_S`, and while
 the subscription is down the loops poll as before (``poll_s``).

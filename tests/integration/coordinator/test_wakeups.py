@@ -20,7 +20,7 @@ from ezthrottle_server.coordinator import loop as coordinator_loop
 from ezthrottle_server.coordinator.delayed import DelayedReleaser
 from ezthrottle_server.coordinator.wake import Wakes
 from ezthrottle_server.pacing.flow import FlowControl
-from support.jobs import submit, wait_final
+from support.jobs import auth, submit, wait_final
 from support.redis_server import free_port
 from support.services import make_settings
 
@@ -180,3 +180,17 @@ async def test_without_its_wake_ups_the_releaser_polls_as_before(redis, redis_ur
         assert not wakes.listening and releaser.passes > 5
     finally:
         await stop(tasks, hub)
+
+
+async def test_a_resting_coordinator_fires_a_schedule_made_while_it_rested(
+    http, redis_url, edge, start_coordinator, api_key, target, monkeypatch
+):
+    monkeypatch.setattr(coordinator_loop, "IDLE_S", 60.0)  # only a wake-up or a tick due moves its loops
+    await start_coordinator(node_id="coordinator-resting")
+    await asyncio.sleep(0.5)  # resting: nothing is due
+    async with Listener(redis_url) as listener:
+        body = {"every_s": 1, "overlap": "allow", "job": {"url": f"{target.url}/echo"}}
+        async with http.post(f"{edge.url}/api/v1/schedules", json=body, headers=auth(api_key)) as resp:
+            assert resp.status == 201, await resp.text()
+        assert await listener.heard(WAIT_S) == ["schedules"]  # the first of the due set
+    await target.wait_for(3, "/echo", timeout_s=WAIT_S)  # each tick found by the firer's own next look, not the idle one

@@ -7,6 +7,7 @@
 -- ARGV[6..] field, value pairs
 -- Returns 1 when written, 0 when there is no such schedule of this customer
 -- (update) or the id exists (create), -1 when the customer has its most (create).
+--@include common/_wake.lua
 if ARGV[1] == 'create' then
   if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[4]) then
     return -1
@@ -25,6 +26,6 @@ if ARGV[5] == 'paused' then
   redis.call('ZREM', KEYS[2], ARGV[2])
 elseif ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'next_ms', ARGV[5])
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), ARGV[2])
+  add_due(KEYS[2], tonumber(ARGV[5]), ARGV[2], 'schedules')
 end
 return 1
