@@ -20,11 +20,21 @@ FRUGAL claims and quota counters under memory pressure. :class:`EvictionCheck`
 reads the policy (every master of a cluster) at most every few seconds, and
 ``/readyz`` fails while one of them would evict, with an ERROR log line that
 says why.
+
+Once serving, a service moves what it built at start (modules, settings,
+clients: about 60,000 objects) out of the cyclic garbage collector's reach
+(``gc.freeze``), and collects its youngest generation after
+:data:`GC_YOUNG_THRESHOLD` net allocations instead of Python's 700. A job's
+objects die by their reference counts; at 700, the jobs in flight alone set
+off a collection every few jobs (about 190 in an edge process over 1,100 jobs
+of the e2e bench, 0.15-0.2 s of its time), at 10,000 two in the whole run.
+Cyclic garbage waits longer for a collection, a few MB at the most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -86,6 +96,7 @@ async def serve(
             site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
         await site.start()
         log.info("listening on %s (pid %s)", site.name, os.getpid())
+        tune_gc()
         if on_started is not None:
             await on_started()
         await stop.wait()
@@ -98,6 +109,17 @@ async def serve(
             flushing.cancel()
             await asyncio.gather(flushing, return_exceptions=True)
         log.info("stopped")
+
+
+GC_YOUNG_THRESHOLD = 10_000  # net allocations between two collections of the youngest generation (Python's: 700)
+
+
+def tune_gc() -> None:
+    """What the service built at start stays (module docstring): out of every collection from now on."""
+    gc.collect()
+    gc.freeze()
+    _young, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def run(
