@@ -337,16 +337,17 @@ def run_ezthrottle(
 
 
 @contextlib.contextmanager
-def baseline_workers(system: str, redis_url: str, concurrency: int, processes: int) -> Iterator[dict[str, int]]:
+def baseline_workers(system: str, redis_url: str, concurrency: int, processes: int, gc: str = "python") -> Iterator[dict[str, int]]:
     log_dir = REPO / "bench" / "results" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
+    argv = [sys.executable, "-m", "bench.baseline_workers", system, "--redis", redis_url, "--concurrency", str(concurrency), "--gc", gc]
     try:
         for i in range(processes):
             with open(log_dir / f"e2e-{system}-worker-{i}.log", "wb") as log:
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "bench.baseline_workers", system, "--redis", redis_url, "--concurrency", str(concurrency)],
+                        argv,
                         cwd=REPO,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -417,14 +418,14 @@ async def _arq(redis_url: str, sink: str, n: int, concurrency: int, timeout_s: f
         await pool.aclose()
 
 
-def run_baseline(system: str, n: int, concurrency: int, processes: int, timeout_s: float) -> dict[str, Any]:
+def run_baseline(system: str, n: int, concurrency: int, processes: int, timeout_s: float, gc: str = "python") -> dict[str, Any]:
     pids: dict[str, int] = {}
     with redis_server() as redis_url, sink_process(f"e2e-{system}", pids) as sink:
         pids["redis"] = redis_pid(redis_url)
-        with baseline_workers(system, redis_url, concurrency, processes) as workers:
+        with baseline_workers(system, redis_url, concurrency, processes, gc) as workers:
             runner = _saq if system == "saq" else _arq
             result = asyncio.run(runner(redis_url, sink, n, concurrency, timeout_s, {**pids, **workers}))
-    result["setup"] = f"{processes} worker process(es) x {concurrency} concurrent jobs"
+    result["setup"] = f"{processes} worker process(es) x {concurrency} concurrent jobs, {gc} GC"
     return result
 
 
@@ -458,6 +459,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--only", default=",".join(SYSTEMS))
     p.add_argument(
+        "--baseline-gc",
+        choices=("python", "tuned"),
+        default="python",
+        help="the baselines' garbage collector: Python's defaults, or tuned as our services run it (bench/baseline_workers.py)",
+    )
+    p.add_argument(
         "--profile",
         nargs="?",
         const=time.strftime("%Y%m%d-%H%M%S"),
@@ -474,7 +481,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if system == "ezthrottle":
             rows[system] = run_ezthrottle(n, a.concurrency, a.edges, timeout_s, edge_workers, a.profile, a.submit_batch, a.sdk)
         else:
-            rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s)
+            rows[system] = run_baseline(system, n, a.concurrency, a.baseline_workers, timeout_s, a.baseline_gc)
         r = rows[system]
         print(
             f"  {system:<11} {r['jobs_per_s']!s:>8} jobs/s"
@@ -498,6 +505,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "submit_batch": a.submit_batch,  # 0: EZThrottle's jobs were submitted one POST each
         "sdk": a.sdk,  # EZThrottle's jobs went through AsyncEZThrottle(coalesce_submits=True)
         "baseline_workers": a.baseline_workers,
+        "baseline_gc": a.baseline_gc,
         "goal": "ezthrottle jobs/s >= 1 x the faster of SAQ and arq (issue 19's floor); the moonshot is 2 x",
     }
     out = write_result("e2e", result)
