@@ -194,3 +194,25 @@ async def test_a_resting_coordinator_fires_a_schedule_made_while_it_rested(
             assert resp.status == 201, await resp.text()
         assert await listener.heard(WAIT_S) == ["schedules"]  # the first of the due set
     await target.wait_for(3, "/echo", timeout_s=WAIT_S)  # each tick found by the firer's own next look, not the idle one
+
+
+async def test_a_flood_of_wake_ups_makes_no_more_passes_than_polling_did(redis, redis_url, monkeypatch):
+    """A customer can publish wake-ups at will (each delayed job submitted ahead of the last one does):
+    the releaser still makes at most one pass every poll_s, as when it polled."""
+    monkeypatch.setattr(coordinator_loop, "IDLE_S", 60.0)
+    releaser, wakes, tasks, hub = await run_releaser(redis, redis_url, redis_url)
+    publisher = connect_pubsub(redis_url)
+    try:
+        await wait_until(lambda: wakes.listening, "never subscribed")
+        await asyncio.sleep(0.3)
+        before, started = releaser.passes, time.monotonic()
+        for _ in range(1000):  # bounded: a thousand wake-ups, as fast as one connection sends them
+            await publisher.publish(keys.coordinator_wake(), "delayed")
+        await asyncio.sleep(0.1)  # the last ones heard
+        elapsed = time.monotonic() - started
+        passes = releaser.passes - before
+        assert passes >= 1  # woken
+        assert passes <= elapsed / releaser.poll_s + 2, (passes, elapsed)
+    finally:
+        await publisher.aclose()
+        await stop(tasks, hub)
