@@ -23,7 +23,7 @@ import pytest
 import redis as sync_redis
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -52,6 +52,9 @@ EXAMPLES = {
     ("POST", "/api/v1/webhook-secrets"): 50,
 }
 DEFAULT_EXAMPLES = 36
+# Headers that frame the HTTP message itself. Negative generation may add any header; a generated one of these
+# (``content-length: Ur``) is refused by the HTTP parser, before any route: aiohttp's plain 400, not the API's.
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "expect", "connection", "upgrade", "te", "trailer", "host"})
 CONSOLE_EXAMPLES = 4  # the console's pages (HTML, signed in by its cookie: the fuzzer sends the API key's)
 
 
@@ -190,6 +193,7 @@ def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_spec(fuzz_edge):
             )
             @given(case=operation.as_strategy(generation_mode=mode))
             def fuzz(case: schemathesis.Case) -> None:
+                assume(not any(name.lower() in FRAMING_HEADERS for name in (case.headers or {})))
                 signed_in = {**headers, "Cookie": f"ezt_console={fuzz_edge.api_key}"} if case.path.startswith("/console") else headers
                 response = case.call(base_url=fuzz_edge.url, session=session, headers=signed_in, timeout=10)
                 sent[key] += 1  # noqa: B023 - fuzz() runs within this iteration
