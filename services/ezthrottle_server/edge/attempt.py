@@ -286,7 +286,8 @@ class Attempts:
         if accepted_at is not None:
             self._accept_to_send.observe(time.perf_counter() - accepted_at)
         spaced = partial(self.limiter.until_spaced, scope, lease, max_wait_s=self.settings.attempt_timeout_s)
-        sent = await self.executor.send(spec["method"], spec["url"], headers, spec["body"], before=spaced)
+        left = partial(self.limiter.left_late, scope, lease)
+        sent = await self.executor.send(spec["method"], spec["url"], headers, spec["body"], before=spaced, left=left)
         labelled(ATTEMPTS, self.region, _status_class(sent)).inc()
         self._attempt_latency.observe(sent.latency_ms / 1000.0)
         if self.outcomes is not None:

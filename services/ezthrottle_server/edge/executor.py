@@ -12,11 +12,18 @@ credentials: ``Authorization``, ``Cookie``, ``Proxy-Authorization`` and the
 headers in ``settings.redirect_sensitive_headers``. Once dropped they stay
 dropped, even if a later hop comes back to the first origin (as curl and
 requests do): a customer's token is for the host they named.
+
+Leaving: ``before`` (the pacer's ``space.lua``) lets a send go, but the
+request leaves only once it has a connection, which for a new one means a
+name to look up, a TCP and a TLS handshake first. ``left(late_ms)`` is told,
+once, when the first hop's request is written on its connection, and how long
+after ``before`` that was (the pacer records a late send again: limiter.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +43,21 @@ MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Never sent on to another origin; settings.redirect_sensitive_headers adds to these.
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+# The send in this task leaving: called once by _LeavingRequest.send, with the ms since it was allowed to.
+_LEAVING: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("ezt_leaving", default=None)
+
+
+class _LeavingRequest(aiohttp.ClientRequest):
+    """aiohttp's request, telling the send in this task that it leaves: ``send`` runs once the connection is made."""
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        leaving = _LEAVING.get()
+        if leaving is not None:
+            _LEAVING.set(None)  # the first hop only
+            leaving()
+        return await super().send(conn)
+
 
 # AttemptResult kinds when no HTTP answer arrived.
 TIMEOUT = "timeout"
@@ -101,6 +123,7 @@ class Executor:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            request_class=_LeavingRequest,
             # each send's asyncio.timeout bounds the whole exchange, redirects included: no second timer of aiohttp's
             # for each request and each read of its answer (its default total, 5 min, never came first); connects as before
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
@@ -126,12 +149,15 @@ class Executor:
         timeout_s: float | None = None,
         *,
         before: Callable[[], Awaitable[Any]] | None = None,
+        left: Callable[[float], None] | None = None,
     ) -> AttemptResult:
         """One attempt. ``before`` runs at the moment of sending, just before the request leaves
-        (after the simulated latency of the local profile): the pacer's last word (``space.lua``)."""
+        (after the simulated latency of the local profile): the pacer's last word (``space.lua``).
+        ``left(late_ms)``: the request is written on its connection, ``late_ms`` after ``before`` ended
+        (see the module's docstring)."""
         assert self._session is not None, "Executor.start() was not awaited"
         started = time.perf_counter()
-        result = await self._send(method, url, headers, body, timeout_s or self.settings.attempt_timeout_s, before)
+        result = await self._send(method, url, headers, body, timeout_s or self.settings.attempt_timeout_s, before, left)
         result.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return result
 
@@ -143,6 +169,7 @@ class Executor:
         body: str | None,
         timeout_s: float,
         before: Callable[[], Awaitable[Any]] | None,
+        left: Callable[[float], None] | None = None,
     ) -> AttemptResult:
         assert self._session is not None
         data = body.encode() if body is not None else None
@@ -151,7 +178,18 @@ class Executor:
             await asyncio.sleep(delay)
         if before is not None:
             await before()
-        target = URL(url)
+        if left is None:
+            return await self._hops(method, URL(url), headers, data, timeout_s)
+        allowed = time.perf_counter()
+        token = _LEAVING.set(lambda: left((time.perf_counter() - allowed) * 1000))
+        try:
+            return await self._hops(method, URL(url), headers, data, timeout_s)
+        finally:
+            _LEAVING.reset(token)
+
+    async def _hops(self, method: str, target: URL, headers: dict[str, str], data: bytes | None, timeout_s: float) -> AttemptResult:
+        """The request and the redirects it is given, by hand (see the module's docstring)."""
+        assert self._session is not None
         try:
             async with asyncio.timeout(timeout_s):
                 for _hop in range(MAX_REDIRECTS + 1):

@@ -32,6 +32,7 @@ class FaultyExecutor(Executor):
         timeout_s: float | None = None,
         *,
         before: Callable[[], Awaitable[Any]] | None = None,
+        left: Callable[[float], None] | None = None,
     ) -> AttemptResult:
         if self.hang:
             wait_s = timeout_s or self.settings.attempt_timeout_s
@@ -39,4 +40,4 @@ class FaultyExecutor(Executor):
             return AttemptResult(error_kind=TIMEOUT, error=f"no answer within {wait_s:g}s (injected fault: packets dropped)")
         if self.broken:
             return AttemptResult(error_kind=CONNECTION, error="ClientConnectorError: injected fault: this node's outbound path is broken")
-        return await super().send(method, url, headers, body, timeout_s, before=before)
+        return await super().send(method, url, headers, body, timeout_s, before=before, left=left)

@@ -517,6 +517,13 @@ class Limiter:
             waited += pause
         return waited
 
+    def left_late(self, scope: Scope, lease: str, late_ms: float) -> None:
+        """The send left ``late_ms`` after :meth:`until_spaced` let it go (its connection came first: a name to
+        look up, TCP, TLS). Later than the tolerance, it is recorded again as it leaves (``respace.lua``, batched,
+        no task), so that the sends after it count from when it reached the wire, not from when it was allowed."""
+        if late_ms > self.policy.tolerance_ms:
+            self._record_again(scope, lease)
+
     def ahead_ms(self, at: float | None = None) -> float:
         """How far ahead ``space.lua`` records a send of this process now (ms; ``at``: a ``perf_counter`` time)."""
         slowest, when = self._ahead

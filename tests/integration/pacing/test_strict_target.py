@@ -18,10 +18,12 @@ import asyncio
 
 import pytest
 
+from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
 from integration.pacing.pacing_helpers import submit_many
 from integration.pacing.strict_target import StrictTarget
 from support.jobs import wait_final
+from unit.outbound.netguard import StaticResolver
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -73,5 +75,48 @@ async def test_without_spacing_the_same_run_provokes_429s(http, redis, start_edg
                     break
                 await asyncio.sleep(0.05)
         assert refused > 0
+    finally:
+        await target.stop()
+
+
+class SlowFirstLookup(StaticResolver):
+    """Answers from its table, the first lookup of each name ``delay_s`` late (a cold DNS cache)."""
+
+    def __init__(self, table: dict[str, list[str]], delay_s: float) -> None:
+        super().__init__(table)
+        self.delay_s = delay_s
+
+    async def resolve(self, host, port=0, family=0):  # type: ignore[no-untyped-def]
+        if host.lower() not in self.lookups:
+            await asyncio.sleep(self.delay_s)
+        return await super().resolve(host, port, family)
+
+
+async def test_a_send_that_leaves_late_after_its_spacing_counts_from_when_it_left(http, redis, start_edge, api_key):
+    """A send's first connection (a name to look up, TCP, TLS) is made after ``space.lua`` let it go: recorded
+    when allowed, it reaches the target that much later. Three jobs at N = 2, the first 300 ms late on its
+    lookup: counted from when it was allowed, the third would arrive within a second of it (429); it is
+    recorded again as it leaves, and the third waits for that."""
+    limit = 2
+    target = await StrictTarget(limit).start()
+    try:
+        domain = f"strict.test:{target.port}"
+        await apply_overrides(redis, parse_overrides(f"domains:\n  {domain}: {{rps: {limit}, max_concurrent: 4}}\n"))
+        edge = await start_edge("iad", simulate_latency=False)
+        executor = edge.app[CTX].executor
+        await executor.close()
+        executor.resolver = SlowFirstLookup({"strict.test": ["127.0.0.1"]}, delay_s=0.3)
+        await executor.start()
+        ids = await submit_many(http, [edge.url], api_key, [{"url": f"http://{domain}/strict?n={i}"} for i in range(3)])
+        async with asyncio.timeout(20):
+            while True:
+                arrivals, refused = await target.stats()
+                if refused or len(arrivals) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+        assert refused == 0, f"{refused} of {len(arrivals)} got 429: 3 arrived within {(arrivals[2] - arrivals[0]) * 1000:.0f} ms"
+        assert arrivals[2] - arrivals[0] >= 1.0
+        for job_id in ids:
+            assert (await wait_final(http, edge.url, api_key, job_id, timeout_s=10))["status"] == "success"
     finally:
         await target.stop()
