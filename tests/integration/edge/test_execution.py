@@ -123,14 +123,16 @@ async def test_a_dead_nodes_jobs_are_reclaimed_by_a_live_node(http, start_edge, 
 
 
 async def test_a_live_node_keeps_a_long_attempt(http, start_edge, api_key, target):
-    holder = await start_edge("iad", visibility_timeout_ms=300)
-    job = await submit(http, holder.url, api_key, {"url": f"{target.url}/delay/1500"})
-    await target.wait_for(1, "/delay/1500")
-    await start_edge("iad", visibility_timeout_ms=300)  # would steal an idle entry
+    # The attempt lasts 2.5 visibility timeouts; the holder renews every third of one. (At 300 ms, a loaded CI
+    # machine once held the shared loop long enough, starting the second edge, for a renewal to come too late.)
+    holder = await start_edge("iad", visibility_timeout_ms=1000)
+    job = await submit(http, holder.url, api_key, {"url": f"{target.url}/delay/2500"})
+    await target.wait_for(1, "/delay/2500")
+    await start_edge("iad", visibility_timeout_ms=1000)  # would steal an idle entry
     view = await wait_final(http, holder.url, api_key, job["job_id"], timeout_s=10)
     assert view["status"] == "success"
     await asyncio.sleep(0.3)
-    assert len(target.matching("/delay/1500")) == 1  # nobody stole it
+    assert len(target.matching("/delay/2500")) == 1  # nobody stole it
     assert [a["node"] for a in view["attempts"]] == [holder.settings.node_id]
 
 
