@@ -1,6 +1,7 @@
 """Submission throughput and latency, against a bare-aiohttp ceiling in the same run.
 
     python -m bench.submit [--quick] [--duration 20] [--levels 1,8,32,64] [--mode scheduled,due_now] [--edge-workers 1,2]
+                           [--profile LABEL]
 
 A load generator in its own process posts jobs to one edge at rising
 concurrency. Every 201 means the job is durably in Redis (record, idempotency
@@ -42,6 +43,7 @@ import time
 
 import orjson
 
+from . import _profile
 from ._procs import REPO, create_key, edge_env, free_port, redis_server, service
 
 
@@ -71,6 +73,7 @@ def _load(url: str, key: str, concurrency: int, duration_s: float, targets: list
     return orjson.loads(out.stdout)
 
 
+PROFILES = REPO / "bench" / "results" / "profiles"
 TARGET_DOMAINS = 10
 DRAIN_S = 120.0  # longest wait for a due_now level's jobs to reach the targets (10 domains x 100/s)
 
@@ -100,9 +103,10 @@ async def _raise_limits(redis_url: str, ports: list[int]) -> None:
         await redis.aclose()
 
 
-def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[int]) -> list[dict[str, object]]:
-    """Each level: the ceiling, then the edge with each worker count, one right after the other (all up, idle when not
-    loaded), so that the machine's drift between minutes falls on both sides of each ratio alike."""
+def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[int], profile: str | None = None) -> list[dict[str, object]]:
+    """Each worker count, its edge alone; each level: the ceiling, then that edge, one right after the other, so that the
+    machine's drift between minutes falls on both sides of each ratio alike. ``profile``: py-spy
+    records each edge (its worker processes too) while its load runs, as ``<profile>-<mode>-c<level>-<n>w-edge``."""
     rows = []
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_server())
@@ -116,36 +120,38 @@ def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[i
         stack.enter_context(service("bench.sink", sink_env, f"http://127.0.0.1:{sink_ports[0]}/readyz", f"sink-{mode}"))
         if targets:
             asyncio.run(_raise_limits(redis_url, sink_ports))
-        edges: list[tuple[int, str]] = []
+        accepted = 0
         for i, n in enumerate(edge_workers):
+            # One edge up at a time: the edges of one region execute each other's due jobs, so an edge left up beside
+            # the measured one would spend the same cores on them (its own machine's, in a real deployment).
             edge_port = free_port()
             env = edge_env(redis_url, "iad", edge_port, EZT_EDGE_WORKERS=str(n))
             url = f"http://127.0.0.1:{edge_port}"
-            stack.enter_context(service("ezthrottle_server.edge", env, f"{url}/readyz", f"edge-submit-{mode}-{i}-{n}w"))
-            edges.append((n, url))
-        accepted = 0
-        for c in levels:
-            for n, url in edges:
-                b = _load(base_url, key, c, duration)
-                e = _load(url, key, c, duration, targets)
-                if targets:  # the jobs accepted are sent after the load too (paced): let them drain before the next ceiling
-                    accepted += int(e["accepted"])  # type: ignore[call-overload]
-                    _drain(f"http://127.0.0.1:{sink_ports[0]}", accepted, timeout_s=DRAIN_S)
-                rows.append(
-                    {
-                        "mode": mode,
-                        "edge_workers": n,
-                        "concurrency": c,
-                        "edge_accepted_per_s": e["accepted_per_s"],
-                        "edge_p50_ms": e["p50_ms"],
-                        "edge_p99_ms": e["p99_ms"],
-                        "ceiling_per_s": b["accepted_per_s"],
-                        "ceiling_p50_ms": b["p50_ms"],
-                        "ceiling_p99_ms": b["p99_ms"],
-                        "ratio": round(e["accepted_per_s"] / b["accepted_per_s"], 3) if b["accepted_per_s"] else None,  # type: ignore[operator]
-                        "edge_statuses": e["statuses"],
-                    }
-                )
+            with service("ezthrottle_server.edge", env, f"{url}/readyz", f"edge-submit-{mode}-{i}-{n}w") as proc:
+                for c in levels:
+                    b = _load(base_url, key, c, duration)
+                    with contextlib.ExitStack() as spy:
+                        if profile:
+                            spy.enter_context(_profile.recording({"edge": proc.pid}, PROFILES, f"{profile}-{mode}-c{c}-{n}w"))
+                        e = _load(url, key, c, duration, targets)
+                    if targets:  # the jobs accepted are sent after the load too (paced): let them drain before the next ceiling
+                        accepted += int(e["accepted"])  # type: ignore[call-overload]
+                        _drain(f"http://127.0.0.1:{sink_ports[0]}", accepted, timeout_s=DRAIN_S)
+                    rows.append(
+                        {
+                            "mode": mode,
+                            "edge_workers": n,
+                            "concurrency": c,
+                            "edge_accepted_per_s": e["accepted_per_s"],
+                            "edge_p50_ms": e["p50_ms"],
+                            "edge_p99_ms": e["p99_ms"],
+                            "ceiling_per_s": b["accepted_per_s"],
+                            "ceiling_p50_ms": b["p50_ms"],
+                            "ceiling_p99_ms": b["p99_ms"],
+                            "ratio": round(e["accepted_per_s"] / b["accepted_per_s"], 3) if b["accepted_per_s"] else None,  # type: ignore[operator]
+                            "edge_statuses": e["statuses"],
+                        }
+                    )
     return rows
 
 
@@ -169,6 +175,11 @@ def main() -> None:
     p.add_argument("--levels", default="1,8,32,64")
     p.add_argument("--mode", default="scheduled,due_now", help="comma list: scheduled, due_now")
     p.add_argument("--edge-workers", default="1", help="comma list: the edge's worker processes (EZT_EDGE_WORKERS), one run each")
+    p.add_argument(
+        "--profile",
+        metavar="LABEL",
+        help="py-spy records the edge during each of its loads: bench/results/profiles/LABEL-<mode>-c<level>-<n>w-edge.{svg,txt,raw}",
+    )
     a = p.parse_args()
     edge_workers = [int(x) for x in a.edge_workers.split(",")]
     duration = 3.0 if a.quick else a.duration
@@ -177,7 +188,7 @@ def main() -> None:
     unknown = set(modes) - {"scheduled", "due_now"}
     if unknown:
         p.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
-    rows = [row for mode in modes for row in _measure(mode, levels, duration, edge_workers)]
+    rows = [row for mode in modes for row in _measure(mode, levels, duration, edge_workers, a.profile)]
     best = {m: max((r for r in rows if r["mode"] == m), key=lambda r: r["edge_accepted_per_s"]) for m in modes}  # type: ignore[arg-type,return-value]
     result = {
         "scenario": "submit",
