@@ -25,7 +25,7 @@ from . import job_index, job_scripts, keys, quotas
 from .config import Settings
 from .job_scripts import Submission, SubmitReply, Submitted
 from .jobs import hash_key, key_digest, record_fields
-from .quotas import USAGE_TTL_S, Tier, month_of
+from .quotas import USAGE_TTL_S, Tier, month_at_ms
 from .redisconn import Scripts
 from .storage import NO_BUDGET, Room
 from .workflows import timers_for
@@ -93,7 +93,7 @@ def ticket(
     partition = int(digest[:8], 16) % settings.partitions
     job_id = keys.make_job_id(now_ms, secrets.token_hex(8), partition)
     fields = record_fields(job, customer=customer, idempotent_key=idem, regions=regions, now_ms=now_ms, **(links or {}))
-    return Ticket(customer, job_id, idem, digest, partition, now_ms, month_of(), fields)
+    return Ticket(customer, job_id, idem, digest, partition, now_ms, month_at_ms(now_ms), fields)
 
 
 def quota_left(settings: Settings, tier: Tier) -> int:

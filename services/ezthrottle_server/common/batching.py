@@ -46,6 +46,7 @@ class Batcher:
         self.max_batch = max_batch
         self._pending: list[_Call] = []
         self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop of the batch being gathered
         self._flushing: set[asyncio.Task[None]] = set()
         self._wire = wire.Wire(redis) if wire.fits(redis) else None  # else redis-py's pipeline
 
@@ -58,14 +59,18 @@ class Batcher:
         return self._queue(command, None)
 
     def _queue(self, command: tuple[Any, ...], script: AsyncScript | None) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        # The loop is looked up once a batch (asking costs Python 3.11 a getpid call): the calls queued until the
+        # flush it scheduled runs are made in that loop's turn.
+        loop = self._loop
+        if not self._scheduled or loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._scheduled = True
+            loop.call_soon(self._flush)
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((command, script, fut))
         if len(self._pending) >= self.max_batch:
             self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+            self._scheduled = True  # the flush scheduled above still runs (and finds this batch gone)
         return fut
 
     def _flush(self) -> None:

@@ -37,6 +37,9 @@ class Submitted(IntEnum):
     BYTES_FULL = 4  # the customer's byte budget (common/storage.py): nothing written
 
 
+_SUBMITTED = {int(s): s for s in Submitted}  # a dict lookup each submission, not the enum's call
+
+
 @dataclass(slots=True)
 class SubmitReply:
     submitted: Submitted
@@ -46,7 +49,7 @@ class SubmitReply:
 
     @classmethod
     def parse(cls, reply: Sequence[Any]) -> SubmitReply:
-        submitted = Submitted(int(reply[0]))
+        submitted = _SUBMITTED[int(reply[0])]
         if submitted is not Submitted.CREATED:
             return cls(submitted, str(reply[1] or ""), "")
         return cls(submitted, str(reply[1] or ""), str(reply[2] or ""), int(reply[3]) if len(reply) > 3 else 0)

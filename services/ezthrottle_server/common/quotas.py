@@ -47,6 +47,22 @@ def month_of(now: datetime | None = None) -> str:
     return f"{now.year:04d}{now.month:02d}"
 
 
+_month_span = (0, -1, "")  # [start ms, end ms) of the month last asked for by month_at_ms, and its name
+
+
+def month_at_ms(ms: int) -> str:
+    """:func:`month_of` the instant ``ms`` (Unix ms, UTC); each submission asks, so the month's span is kept."""
+    global _month_span
+    start, end, name = _month_span
+    if start <= ms < end:
+        return name
+    now = datetime.fromtimestamp(ms / 1000, UTC)
+    first = datetime(now.year, now.month, 1, tzinfo=UTC)
+    following = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    _month_span = (int(first.timestamp() * 1000), int(following.timestamp() * 1000), month_of(now))
+    return _month_span[2]
+
+
 def seconds_until_next_month(now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     days = calendar.monthrange(now.year, now.month)[1]
