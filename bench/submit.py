@@ -189,7 +189,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown mode(s): {', '.join(sorted(unknown))}")
     rows = [row for mode in modes for row in _measure(mode, levels, duration, edge_workers, a.profile)]
-    best = {m: max((r for r in rows if r["mode"] == m), key=lambda r: r["edge_accepted_per_s"]) for m in modes}  # type: ignore[arg-type,return-value]
+    best = {m: max((r for r in rows if r["mode"] == m), key=lambda r: r["ratio"] or 0) for m in modes}  # type: ignore[arg-type,return-value]
     result = {
         "scenario": "submit",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -212,7 +212,7 @@ def main() -> None:
     for key, ratio in result["scaling"].items():  # type: ignore[union-attr]
         print(f"scaling {key}: {ratio}")
     for m, b in best.items():
-        print(f"{m}: best ratio {b['ratio']} at concurrency {b['concurrency']} (goal >= 0.5)")
+        print(f"{m}: best ratio {b['ratio']} at concurrency {b['concurrency']}, {b['edge_workers']} edge worker(s) (goal >= 0.5)")
     print(f"written to {out.relative_to(REPO)}")
 
 
