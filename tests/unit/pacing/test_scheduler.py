@@ -80,3 +80,36 @@ async def test_jobs_admitted_while_a_take_is_in_flight_are_granted_as_soon_as_it
     finally:
         scheduler.stop()
         await asyncio.wait_for(loop, 5.0)
+
+
+async def zrangebyscore_calls(redis) -> int:
+    return int((await redis.info("commandstats")).get("cmdstat_zrangebyscore", {}).get("calls", 0))
+
+
+async def test_an_idle_pacer_looks_less_often_and_still_finds_what_another_node_queued(redis):
+    """Nothing waits or runs in the region: passes every idle_poll_s, not every poll_s. Work another node queued
+    (and could not send) is found by the next idle pass without any wake-up here, and the node polls as before."""
+    limiter = Limiter(redis, PacingPolicy(default_rps=1000.0, max_rps=1000.0, default_max_concurrent=8), "iad")
+    granted: list[str] = []
+    scheduler = Scheduler(limiter, lambda scope, lease: granted.append(lease), capacity=8, lease_ms=30_000, poll_s=0.05, idle_poll_s=0.4)
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        await asyncio.sleep(0.1)
+        before, started = await zrangebyscore_calls(redis), time.monotonic()
+        await asyncio.sleep(2.0)
+        passes = (await zrangebyscore_calls(redis) - before) / 2  # each pass reads the ready set twice (due, upcoming)
+        elapsed = time.monotonic() - started
+        assert passes <= elapsed / 0.4 + 1, (passes, elapsed)  # polling every poll_s would have made about 40
+
+        elsewhere = Limiter(redis, PacingPolicy(default_rps=1000.0, max_rps=1000.0, default_max_concurrent=8), "iad")
+        await elsewhere.admit(SCOPE, [("j1", "acme")])  # queued by another node: nothing here is told
+        await wait_for(lambda: granted, timeout_s=0.4 + 1.0)
+        assert [lease.split("@")[0] for lease in granted] == ["j1"]
+
+        before, started = await zrangebyscore_calls(redis), time.monotonic()
+        await asyncio.sleep(0.5)  # j1's lease keeps its scope in the ready set: the region is not idle
+        passes = (await zrangebyscore_calls(redis) - before) / 2
+        assert passes >= (time.monotonic() - started) / 0.4 + 1, passes
+    finally:
+        scheduler.stop()
+        await asyncio.wait_for(loop, 5.0)
