@@ -44,7 +44,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Never sent on to another origin; settings.redirect_sensitive_headers adds to these.
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
-# The send in this task leaving: called once by _LeavingRequest.send, with the ms since it was allowed to.
+# The send in this task leaving: called once by _LeavingRequest.send (it passes the ms since the send was allowed on to left).
 _LEAVING: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("ezt_leaving", default=None)
 
 

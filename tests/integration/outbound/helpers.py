@@ -12,9 +12,10 @@ from support.services import RunningApp
 from unit.outbound.netguard import StaticResolver
 
 
-async def use_resolver(edge: RunningApp, table: dict) -> StaticResolver:
-    """Make ``edge``'s executor answer names from ``table`` (call before submitting jobs)."""
-    resolver = StaticResolver(table)
+async def use_resolver(edge: RunningApp, table: dict | StaticResolver) -> StaticResolver:
+    """Make ``edge``'s executor answer names from ``table``, or through a resolver of the test's own (call before
+    submitting jobs)."""
+    resolver = table if isinstance(table, StaticResolver) else StaticResolver(table)
     executor = edge.app[CTX].executor
     await executor.close()
     executor.resolver = resolver

@@ -18,8 +18,8 @@ import asyncio
 
 import pytest
 
-from ezthrottle_server.edge.context import CTX
 from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
+from integration.outbound.helpers import use_resolver
 from integration.pacing.pacing_helpers import submit_many
 from integration.pacing.strict_target import StrictTarget
 from support.jobs import wait_final
@@ -103,10 +103,7 @@ async def test_a_send_that_leaves_late_after_its_spacing_counts_from_when_it_lef
         domain = f"strict.test:{target.port}"
         await apply_overrides(redis, parse_overrides(f"domains:\n  {domain}: {{rps: {limit}, max_concurrent: 4}}\n"))
         edge = await start_edge("iad", simulate_latency=False)
-        executor = edge.app[CTX].executor
-        await executor.close()
-        executor.resolver = SlowFirstLookup({"strict.test": ["127.0.0.1"]}, delay_s=0.3)
-        await executor.start()
+        await use_resolver(edge, SlowFirstLookup({"strict.test": ["127.0.0.1"]}, delay_s=0.3))
         ids = await submit_many(http, [edge.url], api_key, [{"url": f"http://{domain}/strict?n={i}"} for i in range(3)])
         async with asyncio.timeout(20):
             while True:
