@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -78,17 +79,48 @@ TARGET_DOMAINS = 10
 DRAIN_S = 120.0  # longest wait for a due_now level's jobs to reach the targets (10 domains x 100/s)
 
 
+def _sent(sink: str) -> int:
+    """The target requests the sink has had in all."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{sink}/stats", timeout=5) as resp:  # loopback only
+        return int(orjson.loads(resp.read())["target_requests"])
+
+
 def _drain(sink: str, sent: int, timeout_s: float) -> None:
     """Wait (bounded) until the sink has had ``sent`` target requests in all: a due_now level's backlog,
     still being sent after its load ended, would otherwise run beside the next measurement."""
-    import urllib.request
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{sink}/stats", timeout=5) as resp:  # loopback only
-            if int(orjson.loads(resp.read())["target_requests"]) >= sent:
-                return
+        if _sent(sink) >= sent:
+            return
         time.sleep(0.2)
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and the processes under it (an edge's workers), from /proc."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu s)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total = {pid}, 0.0
+    grew = True
+    while grew:
+        grew = False
+        for p, (parent, _) in stats.items():
+            if parent in tree and p not in tree:
+                tree.add(p)
+                grew = True
+    for p in tree:
+        total += stats.get(p, (0, 0.0))[1]
+    return total
 
 
 async def _raise_limits(redis_url: str, ports: list[int]) -> None:
@@ -118,6 +150,7 @@ def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[i
         stack.enter_context(service("bench.baseline_server", {"EZT_PORT": str(base_port)}, f"{base_url}/readyz", "baseline"))
         sink_env = {"EZT_PORT": str(sink_ports[0]), "EZT_EXTRA_PORTS": ",".join(map(str, sink_ports[1:]))}
         stack.enter_context(service("bench.sink", sink_env, f"http://127.0.0.1:{sink_ports[0]}/readyz", f"sink-{mode}"))
+        sink_url = f"http://127.0.0.1:{sink_ports[0]}"
         if targets:
             asyncio.run(_raise_limits(redis_url, sink_ports))
         accepted = 0
@@ -133,10 +166,13 @@ def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[i
                     with contextlib.ExitStack() as spy:
                         if profile:
                             spy.enter_context(_profile.recording({"edge": proc.pid}, PROFILES, f"{profile}-{mode}-c{c}-{n}w"))
+                        sent0, cpu0 = (_sent(sink_url) if targets else 0), _tree_cpu_s(proc.pid)
                         e = _load(url, key, c, duration, targets)
+                        sent1, cpu1 = (_sent(sink_url) if targets else 0), _tree_cpu_s(proc.pid)
+                    took_s = float(e["duration_s"])  # type: ignore[arg-type]
                     if targets:  # the jobs accepted are sent after the load too (paced): let them drain before the next ceiling
                         accepted += int(e["accepted"])  # type: ignore[call-overload]
-                        _drain(f"http://127.0.0.1:{sink_ports[0]}", accepted, timeout_s=DRAIN_S)
+                        _drain(sink_url, accepted, timeout_s=DRAIN_S)
                     rows.append(
                         {
                             "mode": mode,
@@ -150,6 +186,10 @@ def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[i
                             "ceiling_p99_ms": b["p99_ms"],
                             "ratio": round(e["accepted_per_s"] / b["accepted_per_s"], 3) if b["accepted_per_s"] else None,  # type: ignore[operator]
                             "edge_statuses": e["statuses"],
+                            # what else the edge did meanwhile: the sends it made during the load (due_now), and its CPU
+                            # per accepted job (the sends included), from /proc
+                            "sent_during_load_per_s": round((sent1 - sent0) / took_s, 1) if targets else 0,
+                            "edge_cpu_us_per_accepted": round(1e6 * (cpu1 - cpu0) / max(1, int(e["accepted"])), 1),  # type: ignore[call-overload]
                         }
                     )
     return rows
@@ -203,11 +243,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     head = f"{'mode':>10} {'workers':>7} {'conc':>5} {'edge/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-    print(f"{head} {'ceiling/s':>10} {'c. p99 ms':>9} {'ratio':>6}")
+    print(f"{head} {'ceiling/s':>10} {'c. p99 ms':>9} {'ratio':>6} {'sent/s':>7} {'edge µs/job':>11}")
     for r in rows:
         print(
             f"{r['mode']:>10} {r['edge_workers']:>7} {r['concurrency']:>5} {r['edge_accepted_per_s']:>9} {r['edge_p50_ms']:>8}"
             f" {r['edge_p99_ms']:>8} {r['ceiling_per_s']:>10} {r['ceiling_p99_ms']:>9} {r['ratio']:>6}"
+            f" {r['sent_during_load_per_s']:>7} {r['edge_cpu_us_per_accepted']:>11}"
         )
     for key, ratio in result["scaling"].items():  # type: ignore[union-attr]
         print(f"scaling {key}: {ratio}")
