@@ -179,6 +179,13 @@ class ScopeView:
         }
 
 
+def _scored(reply: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """A ``WITHSCORES`` reply as (member, score) pairs: flat (``member, score, …``) as sent, or already paired."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(m, s) for m, s in reply]
+    return list(zip(reply[0::2], reply[1::2]))
+
+
 def _num(text: str) -> float | int:
     f = float(text)
     return int(f) if f.is_integer() else f
@@ -637,11 +644,12 @@ class Limiter:
 
     async def due(self, *, now_ms: float, limit: int, offset: int = 0) -> tuple[list[tuple[Scope, float]], float | None]:
         """Scopes due by ``now_ms`` (a page of them), and the score of the first one not yet due."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(self.ready_key, "-inf", now_ms, start=offset, num=limit, withscores=True)
-            pipe.zrangebyscore(self.ready_key, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
-            due, upcoming = await pipe.execute()
-        return [(Scope.from_member(m), s) for m, s in due], (upcoming[0][1] if upcoming else None)
+        # Batched (the pass's one read joins the loop turn's pipeline): the replies come as a flat member, score list.
+        due, upcoming = await asyncio.gather(
+            self._batch.execute("ZRANGEBYSCORE", self.ready_key, "-inf", now_ms, "WITHSCORES", "LIMIT", offset, limit),
+            self._batch.execute("ZRANGEBYSCORE", self.ready_key, f"({now_ms}", "+inf", "WITHSCORES", "LIMIT", 0, 1),
+        )
+        return [(Scope.from_member(m), float(s)) for m, s in _scored(due)], (float(upcoming[1]) if upcoming else None)
 
     # -- a region that is down (coordinator/evacuate.py) ----------------------
 
