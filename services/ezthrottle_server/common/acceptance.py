@@ -15,10 +15,12 @@ accepted work is never dropped) and the HTTP answers.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import job_index, job_scripts, keys, quotas
@@ -31,6 +33,7 @@ from .storage import NO_BUDGET, Room
 from .workflows import timers_for
 
 if TYPE_CHECKING:
+    from .batching import Batcher
     from .redisconn import RedisClient
     from .storage import ByteBudget
 
@@ -41,18 +44,24 @@ async def tier_of(redis: RedisClient, settings: Settings, customer: str) -> Tier
     return settings.tiers.get(name) or settings.tiers[settings.default_tier]
 
 
-async def queued_left(redis: RedisClient, settings: Settings, customer: str, partition: int) -> int:
-    """How many more jobs ``customer`` may have not yet final in ``partition`` (-1: no ceiling); as edge/admission.py."""
+async def queued_left(redis: RedisClient, settings: Settings, customer: str, partition: int, *, batch: Batcher | None = None) -> int:
+    """How many more jobs ``customer`` may have not yet final in ``partition`` (-1: no ceiling); as edge/admission.py.
+
+    ``batch``: read through it (the edge's), so that concurrent acceptances (a batch's jobs) go on in the order
+    they asked, their answers coming back in order on one connection."""
     ceiling = settings.admission_max_queued_per_customer
     if not ceiling:
         return -1
     if settings.partitions == 1:
         return ceiling
     others = [p for p in range(settings.partitions) if p != partition]
-    async with redis.pipeline(transaction=False) as pipe:
-        for p in others:
-            pipe.hget(keys.queued(p), customer)
-        counts = await pipe.execute()
+    if batch is not None:
+        counts = await asyncio.gather(*(batch.execute("HGET", keys.queued(p), customer) for p in others))
+    else:
+        async with redis.pipeline(transaction=False) as pipe:
+            for p in others:
+                pipe.hget(keys.queued(p), customer)
+            counts = await pipe.execute()
     return max(0, ceiling - sum(int(v or 0) for v in counts))
 
 
@@ -101,20 +110,26 @@ def quota_left(settings: Settings, tier: Tier) -> int:
     return tier.cap if tier.cap is not None and settings.partitions == 1 else -1
 
 
-async def hold_quota(redis: RedisClient, scripts: Scripts, settings: Settings, tier: Tier, t: Ticket) -> tuple[bool, str | None]:
+async def hold_quota(
+    redis: RedisClient, scripts: Scripts, settings: Settings, tier: Tier, t: Ticket, *, batch: Batcher | None = None
+) -> tuple[bool, str | None]:
     """With several partitions and a capped tier, hold one request of the cap in the customer's counter.
 
     ``(allowed, held)``: ``held`` is the counter to :func:`give_back` to if
     the submission creates nothing; ``(True, None)`` when nothing needs
     holding (one partition: ``submit.lua`` checks the cap itself; no cap; a
     known duplicate, which is free); ``(False, None)`` when the cap is reached.
+    ``batch``: as :func:`queued_left`'s: a batch's holds reach the counter in the batch's order, and the cap
+    refuses its last jobs.
     """
     if settings.partitions == 1 or tier.cap is None:
         return True, None
-    if await redis.exists(t.idempotency):
+    known = await (batch.execute("EXISTS", t.idempotency) if batch is not None else redis.exists(t.idempotency))
+    if known:
         return True, None  # a duplicate: submit.lua answers it without counting
     counter = keys.quota_reservations(t.customer, t.month)
-    if not await quotas.hold(scripts.reserve_quota, counter, cap=tier.cap):
+    run = partial(batch.script, scripts.reserve_quota) if batch is not None else scripts.reserve_quota
+    if not await quotas.hold(run, counter, cap=tier.cap):
         return False, None
     return True, counter
 

@@ -145,6 +145,7 @@ async def submit_batch(request: web.Request) -> web.StreamResponse:
     # Each job is accepted once per idempotent key: a later job with the key of an earlier one is its duplicate.
     firsts: dict[str, int] = {}
     first_of = [firsts.setdefault(job["idempotent_key"] or hash_key(customer, job), i) for i, job in enumerate(jobs)]
+    await ctx.intake.prepare(customer)  # so that the first jobs are the first to reach Redis
     tasks = {i: asyncio.ensure_future(accept_checked(ctx, jobs[i], customer)) for i in firsts.values()}
     try:
         await asyncio.wait(tasks.values())

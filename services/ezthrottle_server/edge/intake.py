@@ -188,6 +188,15 @@ class Intake:
         self.admission = admission
         self.fast = FastPath(worker)
 
+    async def prepare(self, customer: str) -> None:
+        """Read once what each job of a batch asks about its customer (the regions' states, its tier, its byte
+        budget): the batch's acceptances then find it at hand, and their scripts reach Redis in the batch's order.
+        Else each would read it on a connection of its own and go on as its answer came back, so that the quota
+        or the ceiling, running out midway, could refuse an early job of the batch and take a later one."""
+        await self.regions.states()
+        await self.quotas.tier_of(customer)
+        await self.admission.budget.room(customer, 0)
+
     async def accept(self, job: dict[str, Any], customer: str) -> Accepted | Duplicate | Refused:
         """Make a validated job durable (see the module docstring)."""
         settings = self.settings
@@ -198,9 +207,11 @@ class Intake:
         due = job["retry_at"] or 0
         tier = await self.quotas.tier_of(customer)
         quota_left = acceptance.quota_left(settings, tier)
-        queued_left = await acceptance.queued_left(self.quotas.redis, settings, customer, t.partition)
+        # through the batcher: concurrent acceptances (a batch's jobs) reach the ceiling and the quota in their order
+        batch = self.worker.batch
+        queued_left = await acceptance.queued_left(self.quotas.redis, settings, customer, t.partition, batch=batch)
         room = await self.admission.budget.room(customer, t.partition)
-        allowed, held = await acceptance.hold_quota(self.quotas.redis, self.scripts, settings, tier, t)
+        allowed, held = await acceptance.hold_quota(self.quotas.redis, self.scripts, settings, tier, t, batch=batch)
         if not allowed:
             raise await self.quotas.exceeded(customer)
         domain = domain_of(job["url"])

@@ -107,3 +107,14 @@ async def test_a_server_without_the_batch_route_gets_one_job_per_request(start_e
         batch_asks = [s for s in seen if s == "POST /api/v1/jobs/batch"]
         assert 1 <= len(batch_asks) <= 2  # the two first requests went out together; never again after the 404
         assert seen.count("POST /api/v1/jobs") == 7
+
+
+async def test_on_four_partitions_the_quota_still_takes_a_batchs_jobs_in_order(start_edge, api_key, target):
+    # Each job's quota is held in the customer's counter of the month, wherever its partition: the batch's holds reach
+    # Redis in the batch's order, so the cap refuses its last jobs, not whichever answers came back late.
+    edge = await start_edge("iad", partitions=4, tiers={"free": Tier("free", 2, 3)})
+    later_ms = int(time.time() * 1000) + 3_600_000
+    async with AsyncEZThrottle(api_key, base_url=edge.url) as client:
+        results = await client.submit_many([{"url": f"{target.url}/echo", "body": str(i), "retry_at": later_ms} for i in range(8)])
+    assert [r.get("status") for r in results] == ["queued"] * 3 + [None] * 5
+    assert [r["error"]["code"] for r in results[3:]] == ["quota_exceeded"] * 5
