@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ import time
 import orjson
 
 from . import _profile
+from ._cluster import cpu_s
 from ._procs import REPO, create_key, edge_env, free_port, redis_server, service
 
 
@@ -97,32 +97,6 @@ def _drain(sink: str, sent: int, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and the processes under it (an edge's workers), from /proc."""
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu s)
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    tree, total = {pid}, 0.0
-    grew = True
-    while grew:
-        grew = False
-        for p, (parent, _) in stats.items():
-            if parent in tree and p not in tree:
-                tree.add(p)
-                grew = True
-    for p in tree:
-        total += stats.get(p, (0, 0.0))[1]
-    return total
-
-
 async def _raise_limits(redis_url: str, ports: list[int]) -> None:
     from ezthrottle_server.common.redisconn import connect
     from ezthrottle_server.pacing.overrides import apply_overrides, parse_overrides
@@ -166,9 +140,9 @@ def _measure(mode: str, levels: list[int], duration: float, edge_workers: list[i
                     with contextlib.ExitStack() as spy:
                         if profile:
                             spy.enter_context(_profile.recording({"edge": proc.pid}, PROFILES, f"{profile}-{mode}-c{c}-{n}w"))
-                        sent0, cpu0 = (_sent(sink_url) if targets else 0), _tree_cpu_s(proc.pid)
+                        sent0, cpu0 = (_sent(sink_url) if targets else 0), cpu_s(proc.pid)
                         e = _load(url, key, c, duration, targets)
-                        sent1, cpu1 = (_sent(sink_url) if targets else 0), _tree_cpu_s(proc.pid)
+                        sent1, cpu1 = (_sent(sink_url) if targets else 0), cpu_s(proc.pid)
                     took_s = float(e["duration_s"])  # type: ignore[arg-type]
                     if targets:  # the jobs accepted are sent after the load too (paced): let them drain before the next ceiling
                         accepted += int(e["accepted"])  # type: ignore[call-overload]

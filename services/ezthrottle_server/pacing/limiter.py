@@ -179,13 +179,6 @@ class ScopeView:
         }
 
 
-def _scored(reply: Sequence[Any]) -> list[tuple[Any, Any]]:
-    """A ``WITHSCORES`` reply as (member, score) pairs: flat (``member, score, …``) as sent, or already paired."""
-    if reply and isinstance(reply[0], (list, tuple)):
-        return [(m, s) for m, s in reply]
-    return list(zip(reply[0::2], reply[1::2]))
-
-
 def _num(text: str) -> float | int:
     f = float(text)
     return int(f) if f.is_integer() else f
@@ -649,7 +642,7 @@ class Limiter:
             self._batch.execute("ZRANGEBYSCORE", self.ready_key, "-inf", now_ms, "WITHSCORES", "LIMIT", offset, limit),
             self._batch.execute("ZRANGEBYSCORE", self.ready_key, f"({now_ms}", "+inf", "WITHSCORES", "LIMIT", 0, 1),
         )
-        return [(Scope.from_member(m), float(s)) for m, s in _scored(due)], (float(upcoming[1]) if upcoming else None)
+        return [(Scope.from_member(m), float(s)) for m, s in zip(due[0::2], due[1::2])], (float(upcoming[1]) if upcoming else None)
 
     # -- a region that is down (coordinator/evacuate.py) ----------------------
 
