@@ -1,16 +1,33 @@
 """A node's pacer: hands out the region's waiting jobs as their limits allow.
 
 One loop per node. Each pass reads the scopes that are due from the region's
-ready set and asks each one for jobs (``grant.lua``); each granted job's
-lease goes to ``on_grant`` (the worker sends the job, then calls ``done``). It then sleeps until the next scope is
-due, at most ``poll_s`` (other nodes' work shows up within that), or until
-woken: by admission on this node, or by one of its sends finishing. A ready
-set found empty means the region has nothing waiting and nothing running (a
-running lease keeps its scope there): the pass then sleeps ``idle_poll_s``
-instead. Work admitted here wakes it at once; work another node queued but
-cannot send (its slots full), or an operator's resume, is found within that.
-An idle node's pacer makes a fifth of the passes it made polling every
-``poll_s``: an idle edge's CPU went from 16 to 5 ms a second.
+ready set and asks them all for jobs at once (``grant.lua``, one call each,
+one round trip for all); each granted job's lease goes to ``on_grant`` (the
+worker sends the job, then calls ``done``). It then sleeps until the next
+scope is due, at most ``poll_s`` (other nodes' work shows up within that), or
+until woken: by admission on this node, or by one of its sends finishing. A
+ready set found empty means the region has nothing waiting and nothing
+running (a running lease keeps its scope there): the pass then sleeps
+``idle_poll_s`` instead. Work admitted here wakes it at once; work another
+node queued but cannot send (its slots full), or an operator's resume, is
+found within that. An idle node's pacer makes a fifth of the passes it made
+polling every ``poll_s``: an idle edge's CPU went from 16 to 5 ms a second.
+
+Passes start on a grid of the clock, ``tick_ms`` apart (half the pacing
+tolerance: 2.5 ms). Paced scopes fall due at their own moments, and one pass
+each would start one send at a time: each of its steps (the grant, the
+attempt's record, its place in the window, its end and release) a Redis
+round trip and a wake-up of its own. On the grid, the scopes that fell due
+within a tick are asked together and their sends go together, so each step
+is one write for all of them. Half the tolerance late, a grant still keeps
+its scope's schedule (a GCRA grant may come up to the tolerance after its
+due moment without losing the interval). Ten domains at 100/s each, one edge
+sending their backlog: 3.5-3.7 Redis round trips a send -> 2.2-2.6, CPU a
+send 827-867 -> 611-666 µs on the edge and 428-461 -> 327-386 in Redis
+(`bench/README.md`). What is not paced does not wait for the grid: a job that
+may go at its admission, and a send slot freed for a scope that waited for
+one (at this node's cap for it, or the node short of slots), wake the pass
+at once.
 
 Admission on this node goes through the scheduler (``admit``): with free
 send slots, the script that queues the jobs also grants the ones that may go
@@ -55,6 +72,13 @@ DUE_SLACK_MS = 1.0  # grant.lua decides on Redis's clock, within the pacing tole
 _REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, ConnectionError, OSError)
 
 
+def until_tick_s(now_ms: float, tick_ms: float) -> float:
+    """Seconds from ``now_ms`` to the next point of a ``tick_ms`` grid of the clock (0 on one, or without a grid)."""
+    if tick_ms <= 0:
+        return 0.0
+    return (-now_ms % tick_ms) / 1000
+
+
 @dataclass(eq=False)  # compared and hashed as itself
 class Scheduler:
     limiter: Limiter
@@ -68,6 +92,7 @@ class Scheduler:
     max_pages: int = 20
     blocked_s: float = 1.0
     max_per_grant: int = 32
+    tick_ms: float = -1.0  # passes start on this grid of the clock (ms; 0: at once); -1: half the pacing tolerance
 
     def __post_init__(self) -> None:
         self._inflight: dict[Scope, set[str]] = {}  # scope -> leases held here
@@ -79,9 +104,12 @@ class Scheduler:
         self._short_of_room = False  # a pass stopped for want of free slots
         self._blocked: dict[Scope, float] = {}  # scope -> monotonic time to look again
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # the pass is wanted for slots freed or a scope due now: no wait for the grid
         self._hot: set[Scope] = set()  # scopes admitted here and due: asked before the ready set is read
         self._stopping = False
         self._region = self.limiter.region or ""
+        if self.tick_ms < 0:
+            self.tick_ms = self.limiter.policy.tolerance_ms / 2
 
     # -- what the worker tells us ----------------------------------------------
 
@@ -95,10 +123,16 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
+    def _urge(self) -> None:
+        """Wake the pass for send slots just freed, or a scope just admitted and due: it starts at once, off the grid."""
+        self._urgent.set()
+        self._wake.set()
+
     def admitted(self, scope: Scope, next_ms: int) -> None:
         """This node queued jobs in ``scope``, which may grant at ``next_ms``: ask it first if due."""
         if next_ms <= time.time() * 1000 + DUE_SLACK_MS:
             self._hot.add(scope)
+            self._urge()
         self._wake.set()
 
     async def admit(self, scope: Scope, jobs: Sequence[tuple[str, str]]) -> int:
@@ -116,6 +150,7 @@ class Scheduler:
             self._blocked[scope] = time.monotonic() + self.blocked_s
         elif grant.waiting and grant.next_ms <= time.time() * 1000 + DUE_SLACK_MS:
             self._hot.add(scope)  # more may go at once than this node asked for
+            self._urge()
         if grant.waiting:
             self._wake.set()  # the pass sleeps until the scope's next grant
         return grant.added
@@ -144,7 +179,7 @@ class Scheduler:
         if scope in self._asked_while_taking:  # jobs were admitted meanwhile: their grant was put off
             self._asked_while_taking.discard(scope)
             self._hot.add(scope)
-            self._wake.set()
+            self._urge()
         if lease is not None:
             self._inflight.setdefault(scope, set()).add(lease)
             self._count += 1
@@ -152,7 +187,7 @@ class Scheduler:
             self.on_grant(scope, lease)
         if self._short_of_room:
             self._short_of_room = False
-            self._wake.set()
+            self._urge()
 
     def done(self, scope: Scope, lease: str) -> None:
         """A granted job's send is over (the worker released its lease)."""
@@ -162,18 +197,21 @@ class Scheduler:
             self._count -= 1
             if not jobs:
                 del self._inflight[scope]
-        self._blocked.pop(scope, None)
-        self._wake.set()
+        if self._blocked.pop(scope, None) is not None or self._short_of_room:
+            self._urge()  # the slot goes to a job that waited for one
+        else:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self._urge()
 
     # -- loops -------------------------------------------------------------------
 
     async def run(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            self._urgent.clear()
             try:
                 delay = await self._pass()
             except asyncio.CancelledError:
@@ -190,6 +228,13 @@ class Scheduler:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+                wait = until_tick_s(time.time() * 1000, self.tick_ms)
+                if wait > 0 and not self._stopping and not self._urgent.is_set():
+                    try:
+                        async with asyncio.timeout(wait):
+                            await self._urgent.wait()
+                    except TimeoutError:
+                        pass
 
     async def _pass(self) -> float:
         """One look at the ready set (after the scopes just admitted here); returns how long to sleep."""
@@ -198,10 +243,8 @@ class Scheduler:
         again = False
         asked: set[Scope] = set()
 
-        def ask_result(grant: Grant | None) -> None:
+        def ask_result(grant: Grant) -> None:
             nonlocal next_ms, again
-            if grant is None:
-                return
             if grant.leases and grant.waiting and grant.next_ms <= now_ms:
                 again = True  # more may go at once (a burst, a bigger cap)
             if grant.next_ms > 0 and grant.waiting:
@@ -209,12 +252,12 @@ class Scheduler:
 
         hot, self._hot = self._hot, set()
         empty = not hot  # the region's ready set has nothing at all (read below), and nothing was admitted here
-        for scope in hot:
-            if self._stopping or self._free() <= 0:
-                self._short_of_room = True
-                return self.poll_s  # the ready set has them too; a finished send or grant wakes us
-            asked.add(scope)
-            ask_result(await self._ask(scope, time.monotonic()))
+        asked.update(hot)
+        grants, short = await self._ask_all(list(hot), time.monotonic())
+        for grant in grants:
+            ask_result(grant)
+        if short:
+            return self.poll_s  # the ready set has them too; a finished send or grant wakes us
         for page in range(self.max_pages):
             # Scores are whole ms, rounded up: a scope due now may score up to 1 ms ahead.
             due, upcoming_ms = await self.limiter.due(now_ms=now_ms + DUE_SLACK_MS, limit=self.page, offset=page * self.page)
@@ -222,14 +265,12 @@ class Scheduler:
                 empty = empty and not due and upcoming_ms is None
                 if upcoming_ms is not None:
                     next_ms = upcoming_ms if next_ms is None else min(next_ms, upcoming_ms)
-            mono = time.monotonic()
-            for scope, _score in due:
-                if self._stopping or self._free() <= 0:
-                    self._short_of_room = True
-                    return self.poll_s  # a finished send or grant wakes us
-                if scope in asked:
-                    continue  # asked a moment ago, before this read
-                ask_result(await self._ask(scope, mono))
+            # asked a moment ago, before this read: not again
+            grants, short = await self._ask_all([scope for scope, _score in due if scope not in asked], time.monotonic())
+            for grant in grants:
+                ask_result(grant)
+            if short:
+                return self.poll_s  # a finished send or grant wakes us
             if len(due) < self.page:
                 break  # pages on: due scopes this node skipped must not hide the rest
         if again:
@@ -240,37 +281,75 @@ class Scheduler:
             return self.poll_s
         return min(max((next_ms - time.time() * 1000) / 1000, 0.001), self.poll_s)
 
-    async def _ask(self, scope: Scope, mono: float) -> Grant | None:
-        """Ask a scope for jobs, unless it was found busy a moment ago or is being asked already (None then).
+    async def _ask_all(self, scopes: Sequence[Scope], mono: float) -> tuple[list[Grant], bool]:
+        """Ask ``scopes`` for jobs at once: their grant calls share one round trip, and the jobs they grant start
+        their sends together, so that each step after (the attempt's record, its place in the window, the send,
+        its end) goes to Redis in one write for all of them. Skips a scope found busy a moment ago or being asked
+        already (a grant in flight for it, from admission, leaves it in the next pass's first look if more may
+        go). Returns the grants, and True when the node ran out of free send slots before the last scope.
 
-        (A grant in flight for the scope, from admission, leaves it in the
-        next pass's first look if more may go.)
+        Each call's send slots are reserved here, before any of them runs: the node's cap holds, and a scope
+        has one grant call at a time (its count of sends here stays exact).
         """
-        if scope in self._taking:
-            self._asked_while_taking.add(scope)  # asked again as soon as the take is over
-            return None
-        if self._blocked.get(scope, 0.0) > mono or scope in self._granting:
-            return None
-        grant = await self._grant(scope)
-        if grant.status == BUSY:
-            self._blocked[scope] = mono + self.blocked_s
-        return grant
+        if self._stopping:
+            return [], True
+        asking: list[Scope] = []
+        for scope in scopes:
+            if scope in self._taking:
+                self._asked_while_taking.add(scope)  # asked again as soon as the take is over
+            elif self._blocked.get(scope, 0.0) <= mono and scope not in self._granting:
+                asking.append(scope)
+        free = self._free()
+        short = len(asking) > free
+        if short:
+            self._short_of_room = True
+            asking = asking[: max(free, 0)]
+        if not asking:
+            return [], short
+        # The free slots shared out (a grant call holds what it may fill until it is answered): a scope with more
+        # to send than its share is asked again once one of its sends here is over (BUSY), or in the next pass.
+        share, extra = divmod(free, len(asking))
+        wants = [min(self.max_per_grant, share + (i < extra)) for i in range(len(asking))]
+        calls = [self._grant(scope, want=self._reserve(scope, want)) for scope, want in zip(asking, wants)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        grants: list[Grant] = []
+        failure: BaseException | None = None
+        for scope, result in zip(asking, results):
+            if isinstance(result, BaseException):
+                failure = failure or result
+                continue
+            if result.status == BUSY:
+                self._blocked[scope] = mono + self.blocked_s
+            grants.append(result)
+        if failure is not None:
+            raise failure
+        return grants, short
 
     def _free(self) -> int:
         return self.capacity - self._count - self._reserved
 
-    async def _grant(self, scope: Scope, jobs: Sequence[tuple[str, str]] = ()) -> Grant:
+    def _reserve(self, scope: Scope, want: int | None = None) -> int:
+        """Hold ``want`` send slots (by default all free ones, at most ``max_per_grant``) for a grant call for
+        ``scope`` until it is answered; the scope is being asked from now on (one grant call at a time each).
+        Returns how many."""
+        if want is None:
+            want = min(self._free(), self.max_per_grant)
+        self._granting.add(scope)
+        self._reserved += want
+        return want
+
+    async def _grant(self, scope: Scope, jobs: Sequence[tuple[str, str]] = (), *, want: int | None = None) -> Grant:
         """Ask ``scope`` for jobs (after queueing ``jobs``, if any); the grant says how many of those were new.
 
         Grant calls may be in flight at once (the pass, and admission on each
         stream), one per scope at a time, so the count of the scope's sends
         here is exact; each reserves the send slots it asks for until its
-        leases are counted, so the node's cap holds.
+        leases are counted, so the node's cap holds. ``want``: the slots
+        :meth:`_reserve` already holds for this call (else it reserves them now).
         """
         held = len(self._inflight.get(scope, ()))
-        want = min(self._free(), self.max_per_grant)
-        self._granting.add(scope)
-        self._reserved += want
+        if want is None:
+            want = self._reserve(scope)
         reserved = True
 
         def unreserve() -> None:
@@ -281,7 +360,7 @@ class Scheduler:
                 self._granting.discard(scope)
                 if self._short_of_room:
                     self._short_of_room = False
-                    self._wake.set()
+                    self._urge()
 
         def start(grant: Grant) -> None:  # before the ready set is written: the sends go at once
             unreserve()

@@ -1,7 +1,10 @@
 """The scheduler's loop against a real Redis."""
 
 import asyncio
+import contextlib
+import random
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -113,3 +116,114 @@ async def test_an_idle_pacer_looks_less_often_and_still_finds_what_another_node_
     finally:
         scheduler.stop()
         await asyncio.wait_for(loop, 5.0)
+
+
+def grant_batches(limiter: Limiter) -> list[int]:
+    """Record, for each batch the limiter's batcher sends from now on, how many grant.lua calls it carries."""
+    batcher, sha = limiter._batch, limiter._scripts["grant"].sha
+    sizes: list[int] = []
+    real_flush = batcher._flush
+
+    def flush() -> None:
+        grants = sum(1 for command, _script, _fut in batcher._pending if command[:2] == ("EVALSHA", sha))
+        if grants:
+            sizes.append(grants)
+        real_flush()
+
+    batcher._flush = flush  # type: ignore[method-assign]
+    return sizes
+
+
+FAST = {"default_rps": 1000.0, "max_rps": 1000.0}  # the rate lets a burst go (5 ms of tolerance at 1,000/s)
+
+
+async def queue_elsewhere(redis, scopes: list[Scope], jobs_each: int) -> None:
+    """Jobs queued by another node of the region: the scheduler under test finds them in the ready set."""
+    elsewhere = Limiter(redis, PacingPolicy(**FAST, default_max_concurrent=8), "iad")
+    for n, scope in enumerate(scopes):
+        await elsewhere.admit(scope, [(f"j{n}-{i}", "acme") for i in range(jobs_each)])
+
+
+@contextlib.asynccontextmanager
+async def running(redis, on_grant, *, max_concurrent: int = 8, **options) -> AsyncIterator[tuple[Limiter, Scheduler]]:
+    """A node's limiter and scheduler, its pass loop running (polling every 30 s: only wake-ups make it look)."""
+    limiter = Limiter(redis, PacingPolicy(**FAST, default_max_concurrent=max_concurrent), "iad")
+    scheduler = Scheduler(limiter, on_grant, lease_ms=30_000, poll_s=30.0, **options)
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        yield limiter, scheduler
+    finally:
+        scheduler.stop()
+        await asyncio.wait_for(loop, 5.0)
+
+
+async def test_a_pass_asks_every_due_scope_in_one_round_trip(redis):
+    scopes = [Scope(f"api{n}.example:443") for n in range(6)]
+    await queue_elsewhere(redis, scopes, 1)
+    granted: list[str] = []
+    batches: list[int] = []
+    async with running(redis, lambda scope, lease: granted.append(lease), capacity=8) as (limiter, _scheduler):
+        batches = grant_batches(limiter)  # before the first pass: the loop has not run yet
+        await wait_for(lambda: len(granted) == 6)
+    assert sorted(lease.split("@")[0] for lease in granted) == [f"j{n}-0" for n in range(6)]
+    assert batches[0] == 6, batches  # asked one after the other, each would have been a batch (and a round trip) of its own
+
+
+async def test_scopes_asked_at_once_share_the_nodes_free_slots(redis):
+    # Six scopes with two jobs each, all of which their limits would let go: the node has room for three sends.
+    scopes = [Scope(f"api{n}.example:443") for n in range(6)]
+    await queue_elsewhere(redis, scopes, 2)
+    granted: list[str] = []
+    async with running(redis, lambda scope, lease: granted.append(lease), capacity=3) as (limiter, scheduler):
+        batches = grant_batches(limiter)
+        await wait_for(lambda: len(granted) >= 3)
+        await asyncio.sleep(0.2)  # passes woken meanwhile find no room
+        assert len(granted) == 3 and scheduler.inflight == 3
+        running_leases = [await redis.zcard(keys.pacing_running(s.domain, s.who, "iad")) for s in scopes]
+        assert sum(running_leases) == 3, running_leases
+        assert batches == [3], batches  # three scopes asked at once, a slot each: none asked for nothing
+        for lease in list(granted):
+            scope = scopes[int(lease[1 : lease.index("-")])]
+            await limiter.release(scope, lease)
+            scheduler.done(scope, lease)
+        await wait_for(lambda: len(granted) >= 6)
+        assert scheduler.inflight == 3
+
+
+async def test_passes_start_on_the_grid_of_the_clock(redis):
+    """A pass woken at any moment (here: told that work may have arrived, as another node's queueing or a paced send
+    finishing tells it) starts at the next point of the grid, so that scopes falling due at their own moments are
+    asked, and their jobs sent, together."""
+    tick_ms = 50.0
+    granted_at: list[float] = []
+    rng = random.Random(7)
+    async with running(redis, lambda scope, lease: granted_at.append(time.time() * 1000), capacity=64, tick_ms=tick_ms) as (_, scheduler):
+        await asyncio.sleep(0.05)
+        for n in range(10):
+            await asyncio.sleep(rng.uniform(0, tick_ms / 1000))
+            await queue_elsewhere(redis, [Scope(f"api{n}.example:443")], 1)
+            scheduler.wake()
+            await wait_for(lambda n=n: len(granted_at) == n + 1)
+    phases = [at % tick_ms for at in granted_at]
+    # the grant's round trips come after the grid point; woken at random, 3 in 10 would fall this early
+    assert sum(phase < 15.0 for phase in phases) >= 8, phases
+
+
+async def test_a_send_slot_freed_for_a_job_that_waited_for_it_is_filled_at_once_off_the_grid(redis):
+    """The grid is for paced scopes; a scope at this node's cap (BUSY) gets the slot one of its sends frees at once."""
+    tick_ms = 1000.0
+    scope = Scope("api.example:443")
+    await queue_elsewhere(redis, [scope], 2)
+    granted: list[str] = []
+    on_grant = granted.append
+    async with running(redis, lambda scope, lease: on_grant(lease), max_concurrent=1, capacity=8, tick_ms=tick_ms) as (limiter, scheduler):
+        await wait_for(lambda: granted)
+        assert [lease.split("@")[0] for lease in granted] == ["j0-0"]  # the node's one slot for the scope: busy
+        while not 10.0 <= time.time() * 1000 % tick_ms <= 100.0:  # just past a point of the grid: the next is ~0.9 s away
+            await asyncio.sleep(0.005)
+        await limiter.release(scope, granted[0])
+        freed = time.monotonic()
+        scheduler.done(scope, granted[0])
+        await wait_for(lambda: len(granted) == 2, timeout_s=2.0)
+        assert granted[1].split("@")[0] == "j0-1"
+        assert time.monotonic() - freed < 0.5, time.monotonic() - freed
