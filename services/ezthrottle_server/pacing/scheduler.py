@@ -133,7 +133,8 @@ class Scheduler:
         if next_ms <= time.time() * 1000 + DUE_SLACK_MS:
             self._hot.add(scope)
             self._urge()
-        self._wake.set()
+        else:
+            self._wake.set()
 
     async def admit(self, scope: Scope, jobs: Sequence[tuple[str, str]]) -> int:
         """Queue jobs this node read in ``scope`` and, if it has free send slots,
@@ -243,20 +244,21 @@ class Scheduler:
         again = False
         asked: set[Scope] = set()
 
-        def ask_result(grant: Grant) -> None:
+        async def ask(scopes: list[Scope]) -> bool:
+            """Ask ``scopes`` at once and note what their grants say; True when the node ran out of free slots."""
             nonlocal next_ms, again
-            if grant.leases and grant.waiting and grant.next_ms <= now_ms:
-                again = True  # more may go at once (a burst, a bigger cap)
-            if grant.next_ms > 0 and grant.waiting:
-                next_ms = grant.next_ms if next_ms is None else min(next_ms, grant.next_ms)
+            grants, short = await self._ask_all(scopes, time.monotonic())
+            for grant in grants:
+                if grant.leases and grant.waiting and grant.next_ms <= now_ms:
+                    again = True  # more may go at once (a burst, a bigger cap)
+                if grant.next_ms > 0 and grant.waiting:
+                    next_ms = grant.next_ms if next_ms is None else min(next_ms, grant.next_ms)
+            return short
 
         hot, self._hot = self._hot, set()
         empty = not hot  # the region's ready set has nothing at all (read below), and nothing was admitted here
         asked.update(hot)
-        grants, short = await self._ask_all(list(hot), time.monotonic())
-        for grant in grants:
-            ask_result(grant)
-        if short:
+        if await ask(list(hot)):
             return self.poll_s  # the ready set has them too; a finished send or grant wakes us
         for page in range(self.max_pages):
             # Scores are whole ms, rounded up: a scope due now may score up to 1 ms ahead.
@@ -265,11 +267,7 @@ class Scheduler:
                 empty = empty and not due and upcoming_ms is None
                 if upcoming_ms is not None:
                     next_ms = upcoming_ms if next_ms is None else min(next_ms, upcoming_ms)
-            # asked a moment ago, before this read: not again
-            grants, short = await self._ask_all([scope for scope, _score in due if scope not in asked], time.monotonic())
-            for grant in grants:
-                ask_result(grant)
-            if short:
+            if await ask([scope for scope, _score in due if scope not in asked]):  # (those asked a moment ago: not again)
                 return self.poll_s  # a finished send or grant wakes us
             if len(due) < self.page:
                 break  # pages on: due scopes this node skipped must not hide the rest
